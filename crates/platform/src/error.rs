@@ -1,0 +1,186 @@
+//! One error type for every service, mapped to gRPC status codes in one exhaustive `match`.
+//!
+//! Domain code returns [`Error`]; transport turns it into a [`tonic::Status`] whose message a person
+//! can act on. Field errors also carry `google.rpc.BadRequest` details naming the field, and stock
+//! shortfalls carry `google.rpc.PreconditionFailure` details naming the sku.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing or malformed.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing to create exists already, or an idempotency key was reused for another request.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is well formed but the system is not in a state to do it.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// What failed, e.g. "stock" or "cart"; becomes the violation type.
+        kind: &'static str,
+        /// The thing that failed, e.g. the sku.
+        subject: String,
+        message: String,
+    },
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The service is shutting down or a backend is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything unexpected; logged with its cause chain and returned as a sanitised INTERNAL.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(message.into())
+    }
+
+    pub fn precondition(kind: &'static str, subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::FailedPrecondition { kind, subject: subject.into(), message: message.into() }
+    }
+
+    /// Prefixes the field of an `InvalidArgument` with a parent path, e.g. `lines[2]`.
+    #[must_use]
+    pub fn scope(self, parent: &str) -> Self {
+        match self {
+            Self::InvalidArgument { field, reason } => {
+                Self::InvalidArgument { field: format!("{parent}.{field}"), reason }
+            }
+            other => other,
+        }
+    }
+
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound(_) => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The field at fault, for invalid arguments.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        Self::Internal(anyhow::Error::new(err).context("embedded database"))
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let code = err.code();
+        match err {
+            Error::InvalidArgument { field, reason } => {
+                let message = format!("{field}: {reason}");
+                let details = ErrorDetails::with_bad_request_violation(field, reason);
+                Status::with_error_details(code, message, details)
+            }
+            Error::FailedPrecondition { kind, subject, message } => {
+                let details = ErrorDetails::with_precondition_failure_violation(kind, subject, message.clone());
+                Status::with_error_details(code, message, details)
+            }
+            Error::Internal(err) => {
+                tracing::error!(error = ?err, "internal error");
+                Status::internal("internal error; the operator can find the cause in the server log")
+            }
+            Error::NotFound(m)
+            | Error::AlreadyExists(m)
+            | Error::PermissionDenied(m)
+            | Error::Unauthenticated(m)
+            | Error::ResourceExhausted(m)
+            | Error::Unavailable(m) => Status::new(code, m),
+        }
+    }
+}
+
+/// Requires a non-empty string field; trims it.
+pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    Ok(v)
+}
+
+/// Validates an identifier (store id, terminal id, sku, idempotency key): 1–64 characters of
+/// letters, digits, `-`, `_`, `.` and `:`.
+pub fn identifier<'a>(field: &str, value: &'a str) -> Result<&'a str> {
+    let v = required(field, value)?;
+    if v.len() > 64 {
+        return Err(Error::invalid(field, format!("is {} characters long; at most 64 are allowed", v.len())));
+    }
+    if let Some(c) = v.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
+        return Err(Error::invalid(
+            field,
+            format!("contains {c:?}; only letters, digits, '-', '_', '.' and ':' are allowed"),
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_names_the_field_in_message_and_details() {
+        let status = Status::from(Error::invalid("lines[1].quantity", "must be positive, got 0"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "lines[1].quantity: must be positive, got 0");
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request details");
+        assert_eq!(bad.field_violations[0].field, "lines[1].quantity");
+    }
+
+    #[test]
+    fn internal_errors_are_sanitised() {
+        let status = Status::from(Error::Internal(anyhow::anyhow!("secret connection string")));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+    }
+
+    #[test]
+    fn identifiers_reject_spaces_and_long_values() {
+        assert!(identifier("store_id", "store-1").is_ok());
+        assert_eq!(identifier("store_id", "  ").unwrap_err().field(), Some("store_id"));
+        assert!(identifier("store_id", "a b").is_err());
+        assert!(identifier("store_id", &"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn scope_prefixes_the_field() {
+        let e = Error::invalid("quantity", "must be positive").scope("lines[2]");
+        assert_eq!(e.field(), Some("lines[2].quantity"));
+    }
+}

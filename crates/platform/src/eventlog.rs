@@ -1,0 +1,149 @@
+//! The durable in-process event log: a table in the embedded database.
+//!
+//! An event is appended inside the same transaction as the change it describes, with the next
+//! sequence number of its (topic, store): no gaps, strictly increasing. Readers page through a
+//! store's events after a sequence number (stream resume) or through a topic after a log position
+//! (consumers, which keep their offsets in `consumer_offsets` and update them in the same
+//! transaction as their effect).
+
+use std::sync::Arc;
+
+use prost::Message as _;
+use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::db::{Committed, Topic, WriteCtx};
+use crate::error::Result;
+use crate::time::{timestamp, unix_ms};
+
+/// Takes the next sequence number of a store's `topic`, in the caller's transaction.
+pub fn next_seq(ctx: &WriteCtx<'_>, topic: Topic, store_id: &str) -> Result<u64> {
+    let seq: i64 = ctx
+        .conn
+        .prepare_cached(
+            "INSERT INTO store_sequences (topic, store_id, last_seq) VALUES (?1, ?2, 1)
+             ON CONFLICT (topic, store_id) DO UPDATE SET last_seq = last_seq + 1
+             RETURNING last_seq",
+        )?
+        .query_row(params![topic.as_str(), store_id], |r| r.get(0))?;
+    Ok(seq as u64)
+}
+
+/// Appends an event to the log in the caller's transaction and returns it with its sequence.
+pub fn append(ctx: &mut WriteCtx<'_>, topic: Topic, store_id: &str, payload: Payload) -> Result<Arc<EventEnvelope>> {
+    let seq = next_seq(ctx, topic, store_id)?;
+    append_at(ctx, topic, store_id, seq, payload)
+}
+
+/// Appends an event with a sequence number taken by [`next_seq`] in the same transaction.
+pub fn append_at(
+    ctx: &mut WriteCtx<'_>,
+    topic: Topic,
+    store_id: &str,
+    seq: u64,
+    payload: Payload,
+) -> Result<Arc<EventEnvelope>> {
+    let now_ms = unix_ms(ctx.now);
+    let event_type = match &payload {
+        Payload::InventoryChanged(_) => "inventory.changed",
+        Payload::SaleCompleted(_) => "sale.completed",
+        Payload::SaleRefunded(_) => "sale.refunded",
+    };
+    let envelope = EventEnvelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        r#type: event_type.to_owned(),
+        store_id: store_id.to_owned(),
+        store_seq: seq,
+        occurred_at: Some(timestamp(now_ms)),
+        trace_parent: String::new(),
+        payload: Some(payload),
+    };
+    let position: i64 = ctx
+        .conn
+        .prepare_cached(
+            "INSERT INTO event_log (topic, store_id, store_seq, event_id, event_type, occurred_at_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING position",
+        )?
+        .query_row(
+            params![
+                topic.as_str(),
+                store_id,
+                seq as i64,
+                envelope.event_id,
+                envelope.r#type,
+                now_ms,
+                envelope.encode_to_vec()
+            ],
+            |r| r.get(0),
+        )?;
+    let envelope = Arc::new(envelope);
+    ctx.events.push(Committed { topic, position, envelope: envelope.clone() });
+    Ok(envelope)
+}
+
+fn decode(body: Vec<u8>) -> Result<EventEnvelope> {
+    EventEnvelope::decode(body.as_slice())
+        .map_err(|e| crate::Error::Internal(anyhow::anyhow!("corrupt event in the log: {e}")))
+}
+
+/// A store's events of `topic` with a sequence above `after`, oldest first, at most `limit`.
+pub fn store_events_after(
+    conn: &Connection,
+    topic: Topic,
+    store_id: &str,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<EventEnvelope>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT body FROM event_log WHERE topic = ?1 AND store_id = ?2 AND store_seq > ?3
+         ORDER BY store_seq LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![topic.as_str(), store_id, after as i64, limit], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|b| decode(b?)).collect()
+}
+
+/// The newest sequence number of a store's `topic` (0 when it has none).
+pub fn last_seq(conn: &Connection, topic: Topic, store_id: &str) -> Result<u64> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT last_seq FROM store_sequences WHERE topic = ?1 AND store_id = ?2")?
+        .query_row(params![topic.as_str(), store_id], |r| r.get(0))
+        .optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+/// Events of `topic` at log positions above `after`, in commit order, at most `limit`.
+pub fn topic_events_after(
+    conn: &Connection,
+    topic: Topic,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<(i64, EventEnvelope)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT position, body FROM event_log WHERE topic = ?1 AND position > ?2 ORDER BY position LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![topic.as_str(), after, limit], |r| Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    rows.map(|row| {
+        let (pos, body) = row?;
+        Ok((pos, decode(body)?))
+    })
+    .collect()
+}
+
+/// The stored offset (last processed log position) of a consumer group.
+pub fn consumer_offset(conn: &Connection, group: &str) -> Result<i64> {
+    let pos: Option<i64> = conn
+        .prepare_cached("SELECT position FROM consumer_offsets WHERE group_name = ?1")?
+        .query_row([group], |r| r.get(0))
+        .optional()?;
+    Ok(pos.unwrap_or(0))
+}
+
+/// Stores a consumer group's offset; call in the same transaction as the effect.
+pub fn commit_offset(conn: &Connection, group: &str, position: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO consumer_offsets (group_name, position) VALUES (?1, ?2)
+         ON CONFLICT (group_name) DO UPDATE SET position = excluded.position",
+    )?
+    .execute(params![group, position])?;
+    Ok(())
+}

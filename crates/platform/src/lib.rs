@@ -1,0 +1,21 @@
+//! What every Red Store service shares: errors, money, barcodes, the embedded database with its
+//! event log, idempotency keys, pagination and telemetry.
+
+#![forbid(unsafe_code)]
+
+pub mod barcode;
+pub mod db;
+pub mod error;
+pub mod eventlog;
+pub mod idempotency;
+pub mod money;
+pub mod page;
+pub mod telemetry;
+pub mod time;
+
+pub use db::{Committed, Db, Migration, Topic, WriteCtx};
+pub use error::{Error, Result};
+
+/// The platform's own tables: event log, sequences, consumer offsets, idempotency keys.
+pub const PLATFORM_MIGRATIONS: &[Migration] =
+    &[Migration { service: "platform", version: 1, sql: include_str!("../migrations/sqlite/0001_platform.sql") }];

@@ -1,0 +1,63 @@
+//! The analytics consumer: reads sale events from the log after its stored offset and folds each
+//! batch into the rollups in one transaction together with the new offset, so a restart resumes
+//! exactly where it stopped and nothing is counted twice.
+
+use redstore_platform::{Db, Topic, eventlog};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{CONSUMER_GROUP, rollup};
+
+const BATCH: u32 = 1000;
+
+pub fn spawn_consumer(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut head = db.watch_head();
+        let mut offset = match db.read(|c| eventlog::consumer_offset(c, CONSUMER_GROUP)).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "analytics consumer cannot read its offset");
+                return;
+            }
+        };
+        tracing::info!(offset, group = CONSUMER_GROUP, "analytics consumer started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            head.borrow_and_update();
+            let after = offset;
+            let batch = match db.read(move |c| eventlog::topic_events_after(c, Topic::Sales, after, BATCH)).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "analytics consumer cannot read the log; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let Some(last) = batch.last().map(|(pos, _)| *pos) else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    changed = head.changed() => if changed.is_err() { break },
+                }
+                continue;
+            };
+            let stored = db
+                .write(move |ctx| {
+                    for (_, event) in &batch {
+                        rollup::apply(ctx.conn, event)?;
+                    }
+                    eventlog::commit_offset(ctx.conn, CONSUMER_GROUP, last)
+                })
+                .await;
+            match stored {
+                Ok(()) => offset = last,
+                Err(e) => {
+                    tracing::error!(error = %e, "analytics consumer cannot store a batch; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+        tracing::info!(offset, "analytics consumer stopped");
+    })
+}

@@ -1,0 +1,17 @@
+//! Inventory: stores and terminals, the catalog with verified barcodes, stock per store,
+//! adjustments, and applying sales atomically under each store's oversell policy.
+
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod grpc;
+pub mod repo;
+pub mod seed;
+
+use redstore_platform::Migration;
+
+pub use domain::{OversellPolicy, StockMovement};
+pub use grpc::InventoryGrpc;
+
+pub const SQLITE_MIGRATIONS: &[Migration] =
+    &[Migration { service: "inventory", version: 1, sql: include_str!("../migrations/sqlite/0001_inventory.sql") }];

@@ -1,0 +1,327 @@
+//! SQL for inventory, over the embedded database. Functions take a connection so they run the
+//! same inside a write job (in the caller's transaction) or on a reader.
+
+use std::sync::Arc;
+
+use redstore_platform::barcode::Barcode;
+use redstore_platform::error::{Error, Result};
+use redstore_platform::eventlog;
+use redstore_platform::money::{Currency, Money};
+use redstore_platform::{Topic, WriteCtx};
+use redstore_proto::events::{EventEnvelope, InventoryChanged, StockChange, event_envelope::Payload};
+use redstore_proto::inventory as pb;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::domain::{OversellPolicy, Product, StockMovement};
+
+#[derive(Clone, Debug)]
+pub struct StoreRow {
+    pub store_id: String,
+    pub name: String,
+    pub policy: OversellPolicy,
+}
+
+impl StoreRow {
+    pub fn to_proto(&self) -> pb::Store {
+        pb::Store {
+            store_id: self.store_id.clone(),
+            name: self.name.clone(),
+            oversell_policy: self.policy.to_proto() as i32,
+        }
+    }
+}
+
+fn is_constraint(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+pub fn insert_store(conn: &Connection, store: &StoreRow, now_ms: i64) -> Result<()> {
+    let res = conn
+        .prepare_cached("INSERT INTO stores (store_id, name, oversell_policy, created_at_ms) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![store.store_id, store.name, store.policy.as_db(), now_ms]);
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if is_constraint(&e) => {
+            Err(Error::AlreadyExists(format!("store_id {:?} already exists", store.store_id)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn store_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreRow> {
+    Ok(StoreRow { store_id: r.get(0)?, name: r.get(1)?, policy: OversellPolicy::from_db(&r.get::<_, String>(2)?) })
+}
+
+pub fn get_store(conn: &Connection, store_id: &str) -> Result<StoreRow> {
+    conn.prepare_cached("SELECT store_id, name, oversell_policy FROM stores WHERE store_id = ?1")?
+        .query_row([store_id], store_from_row)
+        .optional()?
+        .ok_or_else(|| Error::not_found(format!("store_id {store_id:?} does not exist")))
+}
+
+pub fn list_stores(conn: &Connection, after: &str, limit: u32) -> Result<Vec<StoreRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT store_id, name, oversell_policy FROM stores WHERE store_id > ?1 ORDER BY store_id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, limit], store_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn insert_terminal(conn: &Connection, t: &pb::Terminal) -> Result<()> {
+    get_store(conn, &t.store_id)?;
+    let res = conn
+        .prepare_cached("INSERT INTO terminals (store_id, terminal_id, name) VALUES (?1, ?2, ?3)")?
+        .execute(params![t.store_id, t.terminal_id, t.name]);
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if is_constraint(&e) => Err(Error::AlreadyExists(format!(
+            "terminal_id {:?} is already registered in store {:?}",
+            t.terminal_id, t.store_id
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Fails with NOT_FOUND unless the store exists and the terminal is registered in it.
+pub fn require_terminal(conn: &Connection, store_id: &str, terminal_id: &str) -> Result<()> {
+    let found: bool = conn
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM terminals WHERE store_id = ?1 AND terminal_id = ?2)")?
+        .query_row([store_id, terminal_id], |r| r.get(0))?;
+    if found {
+        return Ok(());
+    }
+    get_store(conn, store_id)?;
+    Err(Error::not_found(format!("terminal_id {terminal_id:?} is not registered in store {store_id:?}")))
+}
+
+pub fn list_terminals(conn: &Connection, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::Terminal>> {
+    get_store(conn, store_id)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT store_id, terminal_id, name FROM terminals WHERE store_id = ?1 AND terminal_id > ?2
+         ORDER BY terminal_id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![store_id, after, limit], |r| {
+        Ok(pb::Terminal { store_id: r.get(0)?, terminal_id: r.get(1)?, name: r.get(2)? })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn write_barcodes(conn: &Connection, sku: &str, barcodes: &[Barcode]) -> Result<()> {
+    for (i, b) in barcodes.iter().enumerate() {
+        let owner: Option<String> = conn
+            .prepare_cached("SELECT sku FROM product_barcodes WHERE gtin13 = ?1")?
+            .query_row([b.gtin13()], |r| r.get(0))
+            .optional()?;
+        match owner {
+            Some(owner) if owner == sku => {}
+            Some(owner) => {
+                return Err(Error::AlreadyExists(format!(
+                    "barcodes[{i}]: barcode {b} already belongs to sku {owner:?}"
+                )));
+            }
+            None => {
+                conn.prepare_cached("INSERT INTO product_barcodes (gtin13, sku) VALUES (?1, ?2)")?
+                    .execute([b.gtin13(), sku])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn insert_product(conn: &Connection, p: &Product, barcodes: &[Barcode], now_ms: i64) -> Result<()> {
+    let res = conn
+        .prepare_cached(
+            "INSERT INTO products (sku, name, currency_code, price_minor, active, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![p.sku, p.name, p.price.currency.as_str(), p.price.minor, p.active, now_ms]);
+    match res {
+        Ok(_) => {}
+        Err(e) if is_constraint(&e) => return Err(Error::AlreadyExists(format!("sku {:?} already exists", p.sku))),
+        Err(e) => return Err(e.into()),
+    }
+    write_barcodes(conn, &p.sku, barcodes)
+}
+
+/// Writes a product's name, price and active flag, and when `barcodes` is given, makes them its
+/// exact set of barcodes.
+pub fn update_product(conn: &Connection, p: &Product, barcodes: Option<&[Barcode]>, now_ms: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE products SET name = ?2, currency_code = ?3, price_minor = ?4, active = ?5, updated_at_ms = ?6
+         WHERE sku = ?1",
+    )?
+    .execute(params![p.sku, p.name, p.price.currency.as_str(), p.price.minor, p.active, now_ms])?;
+    if let Some(barcodes) = barcodes {
+        conn.prepare_cached("DELETE FROM product_barcodes WHERE sku = ?1")?.execute([&p.sku])?;
+        write_barcodes(conn, &p.sku, barcodes)?;
+    }
+    Ok(())
+}
+
+/// Name, price and active flag of a product, without its barcodes (the checkout hot path).
+#[derive(Clone, Debug)]
+pub struct ProductCore {
+    pub name: String,
+    pub price: Money,
+    pub active: bool,
+}
+
+pub fn product_core(conn: &Connection, sku: &str) -> Result<Option<ProductCore>> {
+    let row: Option<(String, String, i64, bool)> = conn
+        .prepare_cached("SELECT name, currency_code, price_minor, active FROM products WHERE sku = ?1")?
+        .query_row([sku], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    row.map(|(name, currency, minor, active)| {
+        let currency = Currency::parse("currency_code", &currency)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("stored product {sku} has a bad currency: {e}")))?;
+        Ok(ProductCore { name, price: Money::new(currency, minor), active })
+    })
+    .transpose()
+}
+
+pub fn find_product(conn: &Connection, sku: &str) -> Result<Option<Product>> {
+    let Some(core) = product_core(conn, sku)? else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached("SELECT gtin13 FROM product_barcodes WHERE sku = ?1 ORDER BY gtin13")?;
+    let barcodes = stmt.query_map([sku], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(Some(Product { sku: sku.to_owned(), name: core.name, price: core.price, barcodes, active: core.active }))
+}
+
+pub fn get_product(conn: &Connection, sku: &str) -> Result<Product> {
+    find_product(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))
+}
+
+/// The sku a barcode belongs to, if any.
+pub fn sku_by_barcode(conn: &Connection, barcode: &Barcode) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT sku FROM product_barcodes WHERE gtin13 = ?1")?
+        .query_row([barcode.gtin13()], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn list_products(conn: &Connection, include_inactive: bool, after: &str, limit: u32) -> Result<Vec<Product>> {
+    let skus: Vec<String> = {
+        let mut stmt =
+            conn.prepare_cached("SELECT sku FROM products WHERE sku > ?1 AND (?2 OR active) ORDER BY sku LIMIT ?3")?;
+        stmt.query_map(params![after, include_inactive, limit], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+    };
+    skus.iter().map(|sku| get_product(conn, sku)).collect()
+}
+
+/// Stock of a sku in a store; a sku never stocked there has 0.
+pub fn get_stock(conn: &Connection, store_id: &str, sku: &str) -> Result<pb::StockLevel> {
+    let row: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT quantity, last_seq FROM stock WHERE store_id = ?1 AND sku = ?2")?
+        .query_row([store_id, sku], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (quantity, last_seq) = match row {
+        Some(row) => row,
+        None => {
+            get_store(conn, store_id)?;
+            if product_core(conn, sku)?.is_none() {
+                return Err(Error::not_found(format!("sku {sku:?} does not exist")));
+            }
+            (0, 0)
+        }
+    };
+    Ok(pb::StockLevel { store_id: store_id.to_owned(), sku: sku.to_owned(), quantity, last_seq: last_seq as u64 })
+}
+
+pub fn list_stock(conn: &Connection, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::StockLevel>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sku, quantity, last_seq FROM stock WHERE store_id = ?1 AND sku > ?2 ORDER BY sku LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![store_id, after, limit], |r| {
+        Ok(pb::StockLevel {
+            store_id: store_id.to_owned(),
+            sku: r.get(0)?,
+            quantity: r.get(1)?,
+            last_seq: r.get::<_, i64>(2)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The outcome of applying movements: new levels, skus now negative, and the event written.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub levels: Vec<pb::StockLevel>,
+    pub negative_skus: Vec<String>,
+    pub event: Arc<EventEnvelope>,
+}
+
+/// Applies stock movements atomically in the caller's transaction and appends one
+/// `inventory.changed` event. In a strict store, a movement that would take a sku below zero
+/// fails the whole call with FAILED_PRECONDITION naming the sku, requested and available
+/// quantities. Callers check that the skus exist.
+pub fn apply_movements(
+    ctx: &mut WriteCtx<'_>,
+    store: &StoreRow,
+    reason: &str,
+    reference_id: &str,
+    terminal_id: &str,
+    movements: &[StockMovement],
+) -> Result<Applied> {
+    let seq = eventlog::next_seq(ctx, Topic::Inventory, &store.store_id)?;
+    let strict = store.policy == OversellPolicy::Strict;
+    let mut levels = Vec::with_capacity(movements.len());
+    let mut changes = Vec::with_capacity(movements.len());
+    let mut negative_skus = Vec::new();
+    for m in movements {
+        let guard = strict && m.delta < 0;
+        let updated: Option<i64> = ctx
+            .conn
+            .prepare_cached(
+                "UPDATE stock SET quantity = quantity + ?3, last_seq = ?4
+                 WHERE store_id = ?1 AND sku = ?2 AND (NOT ?5 OR quantity + ?3 >= 0)
+                 RETURNING quantity",
+            )?
+            .query_row(params![store.store_id, m.sku, m.delta, seq as i64, guard], |r| r.get(0))
+            .optional()?;
+        let quantity = match updated {
+            Some(q) => q,
+            None => {
+                let available: Option<i64> = ctx
+                    .conn
+                    .prepare_cached("SELECT quantity FROM stock WHERE store_id = ?1 AND sku = ?2")?
+                    .query_row([&store.store_id, &m.sku], |r| r.get(0))
+                    .optional()?;
+                if guard || available.is_some() {
+                    let available = available.unwrap_or(0);
+                    return Err(Error::precondition(
+                        "STOCK",
+                        format!("sku:{}", m.sku),
+                        format!(
+                            "insufficient stock of sku {:?} in store {:?}: requested {}, available {available} \
+                             (the store does not sell below zero)",
+                            m.sku, store.store_id, -m.delta
+                        ),
+                    ));
+                }
+                ctx.conn
+                    .prepare_cached("INSERT INTO stock (store_id, sku, quantity, last_seq) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![store.store_id, m.sku, m.delta, seq as i64])?;
+                m.delta
+            }
+        };
+        if quantity < 0 {
+            negative_skus.push(m.sku.clone());
+        }
+        changes.push(StockChange {
+            sku: m.sku.clone(),
+            delta: m.delta,
+            quantity_after: quantity,
+            negative: quantity < 0,
+        });
+        levels.push(pb::StockLevel { store_id: store.store_id.clone(), sku: m.sku.clone(), quantity, last_seq: seq });
+    }
+    let payload = Payload::InventoryChanged(InventoryChanged {
+        reason: reason.to_owned(),
+        reference_id: reference_id.to_owned(),
+        terminal_id: terminal_id.to_owned(),
+        changes,
+    });
+    let event = eventlog::append_at(ctx, Topic::Inventory, &store.store_id, seq, payload)?;
+    Ok(Applied { levels, negative_skus, event })
+}

@@ -1,0 +1,16 @@
+//! Sales: scanning (a bidirectional stream for native scanners and its unary twin for gRPC-web),
+//! carts per (store, terminal), checkout with idempotency keys, and refunds.
+
+#![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod repo;
+
+use redstore_platform::Migration;
+
+pub use grpc::SalesGrpc;
+
+pub const SQLITE_MIGRATIONS: &[Migration] =
+    &[Migration { service: "sales", version: 1, sql: include_str!("../migrations/sqlite/0001_sales.sql") }];

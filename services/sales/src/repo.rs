@@ -1,0 +1,117 @@
+//! SQL for carts, sales and refunds over the embedded database.
+
+use prost::Message as _;
+use redstore_inventory::repo as inventory;
+use redstore_platform::error::{Error, Result};
+use redstore_platform::money::Money;
+use redstore_proto::sales as pb;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Adds units of a sku to a terminal's cart and returns the line's new quantity.
+pub fn cart_add(conn: &Connection, store_id: &str, terminal_id: &str, sku: &str, quantity: i64) -> Result<i64> {
+    let q: i64 = conn
+        .prepare_cached(
+            "INSERT INTO cart_items (store_id, terminal_id, sku, quantity) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (store_id, terminal_id, sku) DO UPDATE SET quantity = quantity + excluded.quantity
+             RETURNING quantity",
+        )?
+        .query_row(params![store_id, terminal_id, sku, quantity], |r| r.get(0))?;
+    Ok(q)
+}
+
+/// Sets a line's quantity; 0 removes it. Returns whether the sku was in the cart.
+pub fn cart_set(conn: &Connection, store_id: &str, terminal_id: &str, sku: &str, quantity: i64) -> Result<bool> {
+    let n = if quantity == 0 {
+        conn.prepare_cached("DELETE FROM cart_items WHERE store_id = ?1 AND terminal_id = ?2 AND sku = ?3")?
+            .execute(params![store_id, terminal_id, sku])?
+    } else {
+        conn.prepare_cached(
+            "UPDATE cart_items SET quantity = ?4 WHERE store_id = ?1 AND terminal_id = ?2 AND sku = ?3",
+        )?
+        .execute(params![store_id, terminal_id, sku, quantity])?
+    };
+    Ok(n > 0)
+}
+
+pub fn cart_clear(conn: &Connection, store_id: &str, terminal_id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM cart_items WHERE store_id = ?1 AND terminal_id = ?2")?
+        .execute(params![store_id, terminal_id])?;
+    Ok(())
+}
+
+/// The cart's (sku, quantity) lines in the order they were first added.
+pub fn cart_items(conn: &Connection, store_id: &str, terminal_id: &str) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT sku, quantity FROM cart_items WHERE store_id = ?1 AND terminal_id = ?2 ORDER BY id")?;
+    let rows = stmt.query_map(params![store_id, terminal_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A cart line priced from the catalog, with the stock on hand in the store.
+pub fn cart_line(conn: &Connection, store_id: &str, sku: &str, quantity: i64) -> Result<pb::CartLine> {
+    let product =
+        inventory::product_core(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
+    let stock = inventory::get_stock(conn, store_id, sku)?;
+    let total = product.price.checked_mul(quantity).unwrap_or(product.price);
+    Ok(pb::CartLine {
+        sku: sku.to_owned(),
+        name: product.name,
+        unit_price: Some(product.price.to_proto()),
+        quantity,
+        line_total: Some(total.to_proto()),
+        stock_available: stock.quantity,
+    })
+}
+
+pub fn load_cart(conn: &Connection, store_id: &str, terminal_id: &str) -> Result<pb::Cart> {
+    let lines = cart_items(conn, store_id, terminal_id)?
+        .into_iter()
+        .map(|(sku, q)| cart_line(conn, store_id, &sku, q))
+        .collect::<Result<Vec<_>>>()?;
+    let amounts: Option<Vec<Money>> =
+        lines.iter().map(|l| Money::from_proto("line_total", l.line_total.as_ref()).ok()).collect();
+    let total =
+        amounts.and_then(|a| a.first().copied().and_then(|first| Money::sum(first.currency, a))).map(Money::to_proto);
+    Ok(pb::Cart { store_id: store_id.to_owned(), terminal_id: terminal_id.to_owned(), lines, total })
+}
+
+pub fn insert_sale(conn: &Connection, sale: &pb::Sale, created_at_ms: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sales (sale_id, store_id, terminal_id, created_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![sale.sale_id, sale.store_id, sale.terminal_id, created_at_ms, sale.encode_to_vec()])?;
+    Ok(())
+}
+
+pub fn update_sale(conn: &Connection, sale: &pb::Sale) -> Result<()> {
+    conn.prepare_cached("UPDATE sales SET body = ?2 WHERE sale_id = ?1")?
+        .execute(params![sale.sale_id, sale.encode_to_vec()])?;
+    Ok(())
+}
+
+fn decode_sale(body: &[u8]) -> Result<pb::Sale> {
+    pb::Sale::decode(body).map_err(|e| Error::Internal(anyhow::anyhow!("stored sale is corrupt: {e}")))
+}
+
+pub fn get_sale(conn: &Connection, sale_id: &str) -> Result<pb::Sale> {
+    let body: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT body FROM sales WHERE sale_id = ?1")?
+        .query_row([sale_id], |r| r.get(0))
+        .optional()?;
+    let body = body.ok_or_else(|| Error::not_found(format!("sale_id {sale_id:?} does not exist")))?;
+    decode_sale(&body)
+}
+
+/// A store's sales, oldest first (sale ids are UUIDv7, so they sort by time).
+pub fn list_sales(conn: &Connection, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::Sale>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT body FROM sales WHERE store_id = ?1 AND sale_id > ?2 ORDER BY sale_id LIMIT ?3")?;
+    let rows = stmt.query_map(params![store_id, after, limit], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|b| decode_sale(&b?)).collect()
+}
+
+pub fn insert_refund(conn: &Connection, refund: &pb::Refund, created_at_ms: i64) -> Result<()> {
+    conn.prepare_cached("INSERT INTO refunds (refund_id, sale_id, created_at_ms, body) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![refund.refund_id, refund.sale_id, created_at_ms, refund.encode_to_vec()])?;
+    Ok(())
+}

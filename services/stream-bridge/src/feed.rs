@@ -1,0 +1,197 @@
+//! In-process fan-out of committed inventory events, per store, and the gap-free watch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use redstore_inventory::repo as inventory;
+use redstore_platform::error::Result;
+use redstore_platform::{Db, Topic, eventlog};
+use redstore_proto::events::EventEnvelope;
+use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Live events a slow watcher may fall behind by before it refills from the log.
+const PER_STORE_BUFFER: usize = 1024;
+const CATCH_UP_PAGE: u32 = 500;
+
+/// Routes committed inventory events to per-store broadcast channels.
+#[derive(Clone, Default)]
+pub struct LiveFeed {
+    stores: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<EventEnvelope>>>>>,
+}
+
+impl LiveFeed {
+    /// Starts routing the database's commits into the feed until `shutdown`.
+    pub fn start(db: &Db, shutdown: CancellationToken) -> Self {
+        let feed = Self::default();
+        let mut commits = db.subscribe_commits();
+        let router = feed.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    b = commits.recv() => b,
+                };
+                match batch {
+                    Ok(batch) => {
+                        for c in batch.iter().filter(|c| c.topic == Topic::Inventory) {
+                            router.publish(c.envelope.clone());
+                        }
+                    }
+                    // Watchers detect the gap by sequence and refill from the log.
+                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(skipped = n, "live feed lagged"),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            // Dropping the senders ends every watcher's live phase.
+            router.stores.lock().clear();
+        });
+        feed
+    }
+
+    fn publish(&self, event: Arc<EventEnvelope>) {
+        let mut stores = self.stores.lock();
+        if let Some(tx) = stores.get(&event.store_id)
+            && tx.send(event.clone()).is_err()
+        {
+            // No watcher is left for this store.
+            stores.remove(&event.store_id);
+        }
+    }
+
+    pub fn subscribe(&self, store_id: &str) -> broadcast::Receiver<Arc<EventEnvelope>> {
+        self.stores
+            .lock()
+            .entry(store_id.to_owned())
+            .or_insert_with(|| broadcast::channel(PER_STORE_BUFFER).0)
+            .subscribe()
+    }
+}
+
+/// What a watcher receives.
+#[derive(Clone, Debug)]
+pub enum Item {
+    Snapshot(InventorySnapshot),
+    Event(Arc<EventEnvelope>),
+}
+
+/// Where a watch starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Start {
+    /// Events with a sequence above this one.
+    After(u64),
+    /// A snapshot of the store's stock, then every event after it.
+    Snapshot,
+}
+
+/// Reads a consistent snapshot of a store's stock and the sequence it reflects.
+fn snapshot(conn: &rusqlite::Connection, store_id: &str) -> Result<InventorySnapshot> {
+    conn.execute_batch("BEGIN")?;
+    let result = (|| {
+        let as_of_seq = eventlog::last_seq(conn, Topic::Inventory, store_id)?;
+        let mut after = String::new();
+        let mut items = Vec::new();
+        loop {
+            let page = inventory::list_stock(conn, store_id, &after, 1000)?;
+            let Some(last) = page.last() else { break };
+            after = last.sku.clone();
+            items.extend(page.into_iter().map(|s| SnapshotItem { sku: s.sku, quantity: s.quantity }));
+        }
+        Ok(InventorySnapshot { store_id: store_id.to_owned(), as_of_seq, items })
+    })();
+    conn.execute_batch("COMMIT")?;
+    result
+}
+
+/// Checks that the store exists, so a typo is NOT_FOUND rather than a silent empty stream.
+pub async fn require_store(db: &Db, store_id: &str) -> Result<()> {
+    let id = store_id.to_owned();
+    db.read(move |c| inventory::get_store(c, &id).map(|_| ())).await
+}
+
+/// Streams a store's changes into `out` until the client goes away or `shutdown`.
+pub async fn watch(
+    db: Db,
+    feed: LiveFeed,
+    store_id: String,
+    start: Start,
+    out: mpsc::Sender<Item>,
+    shutdown: CancellationToken,
+) {
+    // Subscribe before reading the log so nothing committed in between is missed.
+    let mut live = feed.subscribe(&store_id);
+    let mut last = match start {
+        Start::After(seq) => seq,
+        Start::Snapshot => {
+            let id = store_id.clone();
+            match db.read(move |c| snapshot(c, &id)).await {
+                Ok(snap) => {
+                    let seq = snap.as_of_seq;
+                    if out.send(Item::Snapshot(snap)).await.is_err() {
+                        return;
+                    }
+                    seq
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot failed");
+                    return;
+                }
+            }
+        }
+    };
+    if !catch_up(&db, &store_id, &mut last, &out).await {
+        return;
+    }
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = out.closed() => return,
+            n = live.recv() => n,
+        };
+        match next {
+            Ok(event) if event.store_seq <= last => {}
+            Ok(event) if event.store_seq == last + 1 => {
+                last = event.store_seq;
+                if out.send(Item::Event(event)).await.is_err() {
+                    return;
+                }
+            }
+            // A gap or a lag: the log has everything, in order.
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                if !catch_up(&db, &store_id, &mut last, &out).await {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends every logged event after `last`; false when the client has gone.
+async fn catch_up(db: &Db, store_id: &str, last: &mut u64, out: &mpsc::Sender<Item>) -> bool {
+    loop {
+        let (id, after) = (store_id.to_owned(), *last);
+        let page = match db
+            .read(move |c| eventlog::store_events_after(c, Topic::Inventory, &id, after, CATCH_UP_PAGE))
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up read failed");
+                return false;
+            }
+        };
+        let full = page.len() as u32 == CATCH_UP_PAGE;
+        for event in page {
+            *last = event.store_seq;
+            if out.send(Item::Event(Arc::new(event))).await.is_err() {
+                return false;
+            }
+        }
+        if !full {
+            return true;
+        }
+    }
+}

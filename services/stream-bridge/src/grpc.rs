@@ -1,0 +1,56 @@
+//! `InventoryStreamService.WatchInventory`: the gRPC (and gRPC-web) face of the watch.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt as _};
+use redstore_platform::Db;
+use redstore_platform::error::identifier;
+use redstore_proto::stream::inventory_stream_service_server::{InventoryStreamService, InventoryStreamServiceServer};
+use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse, watch_inventory_response};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::feed::{self, Item, LiveFeed, Start};
+
+#[derive(Clone)]
+pub struct StreamGrpc {
+    db: Db,
+    feed: LiveFeed,
+    shutdown: CancellationToken,
+}
+
+impl StreamGrpc {
+    pub fn new(db: Db, feed: LiveFeed, shutdown: CancellationToken) -> Self {
+        Self { db, feed, shutdown }
+    }
+
+    pub fn into_server(self) -> InventoryStreamServiceServer<Self> {
+        InventoryStreamServiceServer::new(self)
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchInventoryResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl InventoryStreamService for StreamGrpc {
+    type WatchInventoryStream = WatchStream;
+
+    #[tracing::instrument(name = "stream.watch_inventory", skip_all, fields(store_id = %req.get_ref().store_id))]
+    async fn watch_inventory(&self, req: Request<WatchInventoryRequest>) -> Result<Response<WatchStream>, Status> {
+        let req = req.into_inner();
+        let store_id = identifier("store_id", &req.store_id)?.to_owned();
+        feed::require_store(&self.db, &store_id).await?;
+        let start = if req.include_snapshot { Start::Snapshot } else { Start::After(req.resume_after) };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(feed::watch(self.db.clone(), self.feed.clone(), store_id, start, tx, self.shutdown.clone()));
+        let stream = ReceiverStream::new(rx).map(|item| {
+            let item = match item {
+                Item::Snapshot(s) => watch_inventory_response::Item::Snapshot(s),
+                Item::Event(e) => watch_inventory_response::Item::Event((*e).clone()),
+            };
+            Ok(WatchInventoryResponse { item: Some(item) })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,137 @@
+//! `GET /v1/stores/{store_id}/inventory/events` as Server-Sent Events.
+//!
+//! Each event's `id` is its store sequence, so a browser's `EventSource` resumes after a dropped
+//! connection by sending `Last-Event-ID`, and gets exactly the events it missed. `?after=N` does
+//! the same for clients that cannot set headers; `?snapshot=true` starts with the store's stock
+//! (as an event named `snapshot` whose id is the sequence it reflects). Comments keep idle
+//! connections alive through proxies.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt as _;
+use redstore_platform::Db;
+use redstore_platform::error::{Error, identifier};
+use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
+use redstore_proto::stream::InventorySnapshot;
+use serde_json::json;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::feed::{self, Item, LiveFeed, Start};
+
+#[derive(Clone)]
+struct SseState {
+    db: Db,
+    feed: LiveFeed,
+    shutdown: CancellationToken,
+    keep_alive: Duration,
+}
+
+pub fn router(db: Db, feed: LiveFeed, shutdown: CancellationToken, keep_alive: Duration) -> Router {
+    Router::new().route("/v1/stores/{store_id}/inventory/events", get(events)).with_state(SseState {
+        db,
+        feed,
+        shutdown,
+        keep_alive,
+    })
+}
+
+fn error_response(err: Error) -> Response {
+    let status = match err.code() {
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, format!("{err}\n")).into_response()
+}
+
+async fn events(
+    State(state): State<SseState>,
+    Path(store_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let store_id = match identifier("store_id", &store_id) {
+        Ok(s) => s.to_owned(),
+        Err(e) => return error_response(e),
+    };
+    let last_event_id = match headers.get("last-event-id").map(|v| v.to_str().map(str::trim)) {
+        None => None,
+        Some(Ok("")) => None,
+        Some(Ok(v)) => match v.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return error_response(Error::invalid("Last-Event-ID", format!("{v:?} is not a sequence number")));
+            }
+        },
+        Some(Err(_)) => return error_response(Error::invalid("Last-Event-ID", "is not text")),
+    };
+    let after = match params.get("after").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return error_response(Error::invalid("after", "is not a sequence number")),
+    };
+    let snapshot = matches!(params.get("snapshot").map(String::as_str), Some("true" | "1"));
+    if let Err(e) = feed::require_store(&state.db, &store_id).await {
+        return error_response(e);
+    }
+    let start = match (last_event_id.or(after), snapshot) {
+        (Some(seq), _) => Start::After(seq),
+        (None, true) => Start::Snapshot,
+        (None, false) => Start::After(0),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(feed::watch(state.db.clone(), state.feed.clone(), store_id, start, tx, state.shutdown.clone()));
+    let stream = ReceiverStream::new(rx).map(|item| Ok::<_, Infallible>(to_sse(&item)));
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(state.keep_alive).text("keep-alive")).into_response()
+}
+
+fn to_sse(item: &Item) -> Event {
+    match item {
+        Item::Snapshot(s) => {
+            Event::default().event("snapshot").id(s.as_of_seq.to_string()).data(snapshot_json(s).to_string())
+        }
+        Item::Event(e) => {
+            Event::default().event(e.r#type.clone()).id(e.store_seq.to_string()).data(event_json(e).to_string())
+        }
+    }
+}
+
+fn snapshot_json(s: &InventorySnapshot) -> serde_json::Value {
+    json!({
+        "store_id": s.store_id,
+        "as_of_seq": s.as_of_seq,
+        "items": s.items.iter().map(|i| json!({"sku": i.sku, "quantity": i.quantity})).collect::<Vec<_>>(),
+    })
+}
+
+/// The JSON form of an inventory event for browsers.
+pub fn event_json(e: &EventEnvelope) -> serde_json::Value {
+    let occurred_at_ms = e.occurred_at.as_ref().map_or(0, redstore_platform::time::timestamp_ms);
+    let mut v = json!({
+        "event_id": e.event_id,
+        "type": e.r#type,
+        "store_id": e.store_id,
+        "store_seq": e.store_seq,
+        "occurred_at_ms": occurred_at_ms,
+    });
+    if let Some(Payload::InventoryChanged(c)) = &e.payload {
+        v["reason"] = json!(c.reason);
+        v["reference_id"] = json!(c.reference_id);
+        v["terminal_id"] = json!(c.terminal_id);
+        v["changes"] = c
+            .changes
+            .iter()
+            .map(|ch| json!({"sku": ch.sku, "delta": ch.delta, "quantity_after": ch.quantity_after, "negative": ch.negative}))
+            .collect();
+    }
+    v
+}

@@ -1,0 +1,266 @@
+//! `redstore bench checkout`: many terminals checking out 3-line sales as fast as they can
+//! against a running server, reporting sales/s and latency percentiles.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use redstore_proto::common::Money;
+use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
+use redstore_proto::inventory::{
+    AdjustStockRequest, AdjustmentReason, CreateProductRequest, CreateStoreRequest, OversellPolicy,
+    RegisterTerminalRequest,
+};
+use redstore_proto::sales::sales_service_client::SalesServiceClient;
+use redstore_proto::sales::{CheckoutLine, CheckoutRequest, Tender, TenderType};
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+const PRODUCTS: usize = 30;
+
+#[derive(Clone, Debug)]
+pub struct CheckoutBench {
+    /// Server URL, e.g. http://127.0.0.1:50051.
+    pub target: String,
+    pub terminals: usize,
+    /// Stop after this many sales (all terminals together)...
+    pub sales: Option<u64>,
+    /// ...or after this long.
+    pub duration: Option<Duration>,
+    /// Lines per sale.
+    pub lines: usize,
+    /// The store the bench sells in (created strict, with ample stock).
+    pub store_id: String,
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub sales: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p95: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Summary {
+    pub fn sales_per_second(&self) -> f64 {
+        self.sales as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(
+            f,
+            "sales: {} ok, {} failed in {:.2} s = {:.0} sales/s",
+            self.sales,
+            self.failed,
+            self.elapsed.as_secs_f64(),
+            self.sales_per_second()
+        )?;
+        write!(
+            f,
+            "latency: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(self.p50),
+            ms(self.p95),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+fn ignore_exists<T>(r: Result<T, tonic::Status>) -> anyhow::Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+        Err(s) => Err(anyhow::anyhow!("bench set-up failed: {s}")),
+    }
+}
+
+fn sku(i: usize) -> String {
+    format!("BENCH-{:04}", i + 1)
+}
+
+async fn connect(target: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(target.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {target}; is `redstore up` running?"))
+}
+
+/// Creates the bench store, terminals and products (once) and tops up their stock.
+async fn set_up(cfg: &CheckoutBench) -> anyhow::Result<()> {
+    let mut inv = InventoryServiceClient::new(connect(&cfg.target).await?);
+    ignore_exists(
+        inv.create_store(CreateStoreRequest {
+            idempotency_key: String::new(),
+            store_id: cfg.store_id.clone(),
+            name: "Benchmark store".into(),
+            oversell_policy: OversellPolicy::Strict as i32,
+        })
+        .await,
+    )?;
+    for t in 0..cfg.terminals {
+        ignore_exists(
+            inv.register_terminal(RegisterTerminalRequest {
+                idempotency_key: String::new(),
+                store_id: cfg.store_id.clone(),
+                terminal_id: format!("bench-{:03}", t + 1),
+                name: String::new(),
+            })
+            .await,
+        )?;
+    }
+    let run = uuid::Uuid::now_v7();
+    for i in 0..PRODUCTS {
+        ignore_exists(
+            inv.create_product(CreateProductRequest {
+                idempotency_key: String::new(),
+                sku: sku(i),
+                name: format!("Bench item {}", i + 1),
+                price: Some(Money { currency_code: "EUR".into(), units_minor: 100 + i as i64 }),
+                barcodes: vec![],
+            })
+            .await,
+        )?;
+        inv.adjust_stock(AdjustStockRequest {
+            idempotency_key: format!("bench-{run}-{i}"),
+            store_id: cfg.store_id.clone(),
+            sku: sku(i),
+            quantity_delta: 1_000_000_000,
+            reason: AdjustmentReason::Received as i32,
+            note: "benchmark stock".into(),
+        })
+        .await
+        .context("bench set-up: stock")?;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
+    anyhow::ensure!(cfg.terminals > 0, "--terminals must be at least 1");
+    anyhow::ensure!(cfg.lines > 0 && cfg.lines <= PRODUCTS, "--lines must be between 1 and {PRODUCTS}");
+    set_up(&cfg).await?;
+    let issued = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let bar = match (cfg.progress, cfg.sales) {
+        (false, _) => ProgressBar::hidden(),
+        (true, Some(n)) => ProgressBar::new(n),
+        (true, None) => ProgressBar::new(cfg.duration.unwrap_or_default().as_secs()),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let deadline = cfg.duration.map(|d| start + d);
+    let mut workers = Vec::with_capacity(cfg.terminals);
+    for t in 0..cfg.terminals {
+        let channel = connect(&cfg.target).await?;
+        let (cfg, issued, failed, bar) = (cfg.clone(), issued.clone(), failed.clone(), bar.clone());
+        workers.push(tokio::spawn(async move {
+            let mut client = SalesServiceClient::new(channel);
+            let mut latencies = Vec::with_capacity(4096);
+            let terminal_id = format!("bench-{:03}", t + 1);
+            let mut n = t;
+            loop {
+                if let Some(limit) = cfg.sales
+                    && issued.fetch_add(1, Ordering::Relaxed) >= limit
+                {
+                    break;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                n += 1;
+                let lines = (0..cfg.lines)
+                    .map(|l| CheckoutLine { sku: sku((n * 7 + l * 11) % PRODUCTS), quantity: 1 + (l as i64 % 2) })
+                    .collect();
+                let req = CheckoutRequest {
+                    idempotency_key: uuid::Uuid::now_v7().to_string(),
+                    store_id: cfg.store_id.clone(),
+                    terminal_id: terminal_id.clone(),
+                    lines,
+                    tenders: vec![Tender {
+                        r#type: TenderType::Cash as i32,
+                        amount: Some(Money { currency_code: "EUR".into(), units_minor: 100_000 }),
+                    }],
+                };
+                let began = Instant::now();
+                match client.checkout(req).await {
+                    Ok(_) => latencies.push(began.elapsed()),
+                    Err(e) => {
+                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(error = %e, "a checkout failed");
+                        }
+                    }
+                }
+                if cfg.sales.is_some() {
+                    bar.inc(1);
+                }
+            }
+            latencies
+        }));
+    }
+    let ticker = if cfg.sales.is_none() {
+        let bar = bar.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                bar.inc(1);
+            }
+        }))
+    } else {
+        None
+    };
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.context("bench worker failed")?);
+    }
+    let elapsed = start.elapsed();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    bar.finish_and_clear();
+    all.sort_unstable();
+    Ok(Summary {
+        sales: all.len() as u64,
+        failed: failed.load(Ordering::Relaxed),
+        elapsed,
+        p50: percentile(&all, 50.0),
+        p95: percentile(&all, 95.0),
+        p99: percentile(&all, 99.0),
+        max: all.last().copied().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&v, 100.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 99.0), Duration::ZERO);
+    }
+}

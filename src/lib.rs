@@ -1,0 +1,8 @@
+//! The `redstore` binary's library: the server that composes every service, and the benchmarks.
+
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod server;
+
+pub use server::{Running, ServerConfig, start};

@@ -1,0 +1,213 @@
+//! `redstore`: one binary for every shape of Red Store.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use redstore::bench::{self, CheckoutBench};
+use redstore::server::{self, ServerConfig};
+use redstore_platform::telemetry::{self, LogFormat};
+
+/// Exit code for a configuration the process cannot start with (like linkerd and sysexits' EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(name = "redstore", version, about = "Red Store: point of sale and inventory for retail chains")]
+struct Cli {
+    /// Log format: human-readable or JSON lines.
+    #[arg(long, env = "REDSTORE_LOG_FORMAT", value_enum, default_value = "human", global = true)]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every service in one process on one port, on the embedded defaults.
+    Up(UpArgs),
+    /// Apply every service's migrations to the data directory and exit.
+    Migrate(DataDirArgs),
+    /// Benchmarks against a running server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Debug)]
+struct DataDirArgs {
+    /// Where the embedded database lives.
+    #[arg(long, env = "REDSTORE_DATA_DIR", default_value = "./redstore-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    /// Address to serve gRPC, gRPC-web and SSE on.
+    #[arg(long, env = "REDSTORE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// Start with an empty database instead of the demo chain.
+    #[arg(long, env = "REDSTORE_NO_DEMO")]
+    no_demo: bool,
+    /// How long requests and streams get to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "REDSTORE_GRACE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
+    grace_period: Duration,
+    /// Interval of SSE keep-alive comments.
+    #[arg(long, env = "REDSTORE_SSE_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
+    sse_keep_alive: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Concurrent terminals checking out multi-line sales; prints sales/s and latency percentiles.
+    Checkout(CheckoutArgs),
+}
+
+#[derive(Args, Debug)]
+struct CheckoutArgs {
+    /// Server to benchmark.
+    #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Concurrent terminals, each on its own connection.
+    #[arg(long, env = "REDSTORE_BENCH_TERMINALS", default_value_t = 32)]
+    terminals: usize,
+    /// Total sales to make (default: run for --duration).
+    #[arg(long, env = "REDSTORE_BENCH_SALES", conflicts_with = "duration")]
+    sales: Option<u64>,
+    /// How long to run when --sales is not given.
+    #[arg(long, env = "REDSTORE_BENCH_DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Lines per sale.
+    #[arg(long, env = "REDSTORE_BENCH_LINES", default_value_t = 3)]
+    lines: usize,
+    /// The store to sell in; created if missing.
+    #[arg(long, env = "REDSTORE_BENCH_STORE", default_value = "bench")]
+    store: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(match cli.log_format {
+        LogFormatArg::Human => LogFormat::Human,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redstore: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Migrate(args) => match server::open_db(&args.data_dir) {
+            Ok(db) => {
+                db.close();
+                tracing::info!(data_dir = %args.data_dir.display(), "migrations applied");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("redstore migrate: {e:#}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Bench(BenchCommand::Checkout(args)) => {
+            let cfg = CheckoutBench {
+                target: args.target.clone(),
+                terminals: args.terminals,
+                sales: args.sales,
+                duration: args.sales.is_none().then_some(args.duration),
+                lines: args.lines,
+                store_id: args.store,
+                progress: true,
+            };
+            println!("checkout bench: {} terminals, {}-line sales, against {}", cfg.terminals, cfg.lines, cfg.target);
+            match bench::checkout(cfg).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("redstore bench checkout: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> ExitCode {
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data.data_dir,
+        demo: !args.no_demo,
+        grace_period: args.grace_period,
+        sse_keep_alive: args.sse_keep_alive,
+    };
+    let mut running = match server::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("redstore up: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(
+        "try it: grpcurl -plaintext -d '{{\"store_id\":\"store-1\"}}' {} redstore.inventory.v1.InventoryService/ListStock",
+        running.addr
+    );
+    let stopped = tokio::select! {
+        _ = shutdown_signal() => None,
+        r = running.wait() => Some(r),
+    };
+    match stopped {
+        Some(Err(e)) => {
+            eprintln!("redstore up: {e:#}");
+            ExitCode::FAILURE
+        }
+        Some(Ok(())) => ExitCode::SUCCESS,
+        None => match running.shutdown().await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("redstore up: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,224 @@
+//! `TestApp`: boots the whole server on port 0 in a fresh data directory and hands out typed
+//! clients, plus small builders for requests.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use redstore::{Running, ServerConfig};
+use redstore_proto::analytics::analytics_service_client::AnalyticsServiceClient;
+use redstore_proto::analytics::{GetSalesReportRequest, GetSalesReportResponse, Granularity};
+use redstore_proto::common::Money;
+use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
+use redstore_proto::inventory::{
+    AdjustStockRequest, AdjustmentReason, CreateProductRequest, CreateStoreRequest, GetStockRequest, OversellPolicy,
+    RegisterTerminalRequest,
+};
+use redstore_proto::sales::sales_service_client::SalesServiceClient;
+use redstore_proto::sales::{CheckoutLine, CheckoutRequest, Tender, TenderType};
+use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub struct TestApp {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub dir: TempDir,
+    running: Option<Running>,
+    channel: Channel,
+}
+
+pub fn config(dir: &TempDir, demo: bool) -> ServerConfig {
+    let mut cfg = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path());
+    cfg.demo = demo;
+    cfg.grace_period = Duration::from_secs(5);
+    cfg.sse_keep_alive = Duration::from_millis(300);
+    cfg
+}
+
+impl TestApp {
+    /// A server with the demo chain seeded.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(true).await
+    }
+
+    /// A server with an empty database.
+    pub async fn spawn_empty() -> Self {
+        Self::spawn_with(false).await
+    }
+
+    async fn spawn_with(demo: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(dir, demo).await
+    }
+
+    /// A server on an existing data directory (to test restarts).
+    pub async fn spawn_in(dir: TempDir, demo: bool) -> Self {
+        let running = redstore::start(config(&dir, demo)).await.expect("server starts");
+        let addr = running.addr;
+        let url = format!("http://{addr}");
+        let channel = Channel::from_shared(url.clone()).expect("url").connect().await.expect("connect");
+        Self { url, addr, dir, running: Some(running), channel }
+    }
+
+    /// A fresh HTTP/2 connection, as another terminal would have.
+    pub async fn new_channel(&self) -> Channel {
+        Channel::from_shared(self.url.clone()).expect("url").connect().await.expect("connect")
+    }
+
+    pub fn inventory(&self) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(self.channel.clone())
+    }
+
+    pub fn sales(&self) -> SalesServiceClient<Channel> {
+        SalesServiceClient::new(self.channel.clone())
+    }
+
+    pub fn analytics(&self) -> AnalyticsServiceClient<Channel> {
+        AnalyticsServiceClient::new(self.channel.clone())
+    }
+
+    pub fn stream(&self) -> InventoryStreamServiceClient<Channel> {
+        InventoryStreamServiceClient::new(self.channel.clone())
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Shuts the server down gracefully and returns its data directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        self.dir
+    }
+
+    pub async fn create_store(&self, store_id: &str, policy: OversellPolicy, terminals: &[&str]) {
+        self.inventory()
+            .create_store(CreateStoreRequest {
+                idempotency_key: String::new(),
+                store_id: store_id.into(),
+                name: format!("Store {store_id}"),
+                oversell_policy: policy as i32,
+            })
+            .await
+            .expect("create store");
+        for t in terminals {
+            self.inventory()
+                .register_terminal(RegisterTerminalRequest {
+                    idempotency_key: String::new(),
+                    store_id: store_id.into(),
+                    terminal_id: (*t).into(),
+                    name: String::new(),
+                })
+                .await
+                .expect("register terminal");
+        }
+    }
+
+    pub async fn create_product(&self, sku: &str, price_minor: i64, barcodes: &[&str]) {
+        self.inventory()
+            .create_product(CreateProductRequest {
+                idempotency_key: String::new(),
+                sku: sku.into(),
+                name: format!("Product {sku}"),
+                price: Some(eur(price_minor)),
+                barcodes: barcodes.iter().map(|b| (*b).to_owned()).collect(),
+            })
+            .await
+            .expect("create product");
+    }
+
+    pub async fn receive(&self, store_id: &str, sku: &str, quantity: i64) {
+        self.inventory()
+            .adjust_stock(AdjustStockRequest {
+                idempotency_key: uuid::Uuid::now_v7().to_string(),
+                store_id: store_id.into(),
+                sku: sku.into(),
+                quantity_delta: quantity,
+                reason: AdjustmentReason::Received as i32,
+                note: String::new(),
+            })
+            .await
+            .expect("receive stock");
+    }
+
+    pub async fn stock(&self, store_id: &str, sku: &str) -> i64 {
+        self.inventory()
+            .get_stock(GetStockRequest { store_id: store_id.into(), sku: sku.into() })
+            .await
+            .expect("get stock")
+            .into_inner()
+            .stock
+            .expect("stock")
+            .quantity
+    }
+
+    pub async fn report(&self, store_id: &str) -> GetSalesReportResponse {
+        self.analytics()
+            .get_sales_report(GetSalesReportRequest {
+                store_id: store_id.into(),
+                from: None,
+                to: Some(prost_types_now_plus_minute()),
+                granularity: Granularity::Day as i32,
+                top_products_limit: 10,
+            })
+            .await
+            .expect("report")
+            .into_inner()
+    }
+
+    /// Waits (bounded) until analytics has counted `sales` sales in the store, and returns the
+    /// report. Analytics is eventually consistent: it consumes the event log.
+    pub async fn report_with_sales(&self, store_id: &str, sales: i64) -> GetSalesReportResponse {
+        let mut last = None;
+        for _ in 0..200 {
+            let report = self.report(store_id).await;
+            let count = report.totals.iter().map(|t| t.sales_count).sum::<i64>();
+            if count >= sales {
+                return report;
+            }
+            last = Some(report);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("analytics never reached {sales} sales; last report: {last:?}");
+    }
+}
+
+fn prost_types_now_plus_minute() -> prost_types::Timestamp {
+    let now = std::time::SystemTime::now() + Duration::from_secs(60);
+    let d = now.duration_since(std::time::UNIX_EPOCH).expect("clock");
+    prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: 0 }
+}
+
+pub fn eur(minor: i64) -> Money {
+    Money { currency_code: "EUR".into(), units_minor: minor }
+}
+
+pub fn cash(minor: i64) -> Tender {
+    Tender { r#type: TenderType::Cash as i32, amount: Some(eur(minor)) }
+}
+
+pub fn card(minor: i64) -> Tender {
+    Tender { r#type: TenderType::Card as i32, amount: Some(eur(minor)) }
+}
+
+pub fn checkout(key: &str, store: &str, terminal: &str, lines: &[(&str, i64)], tenders: Vec<Tender>) -> CheckoutRequest {
+    CheckoutRequest {
+        idempotency_key: key.into(),
+        store_id: store.into(),
+        terminal_id: terminal.into(),
+        lines: lines.iter().map(|(sku, q)| CheckoutLine { sku: (*sku).into(), quantity: *q }).collect(),
+        tenders,
+    }
+}
+
+pub fn key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The demo chain's barcode for product n (1-based), as the seed made it.
+pub fn demo_barcode(n: usize) -> String {
+    redstore_inventory::seed::demo_barcode(n)
+}

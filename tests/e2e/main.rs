@@ -1,0 +1,15 @@
+//! End-to-end tests: the real server on port 0 with real clients (tonic over HTTP/2, reqwest
+//! over HTTP/1.1 for gRPC-web and SSE, and a real grpcurl). One binary, one module per concern.
+
+mod helpers;
+
+mod analytics;
+mod checkout_race;
+mod idempotency;
+mod interop;
+mod refunds;
+mod sale_flow;
+mod scanning;
+mod shutdown;
+mod sse_resume;
+mod validation;
