@@ -222,3 +222,108 @@ pub fn key() -> String {
 pub fn demo_barcode(n: usize) -> String {
     redstore_inventory::seed::demo_barcode(n)
 }
+
+/// One Server-Sent Event as a browser's EventSource would see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).expect("event data is JSON")
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.id.as_deref().expect("event id").parse().expect("numeric id")
+    }
+}
+
+/// A minimal SSE client over HTTP/1.1 that also records keep-alive comments.
+pub struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+    pub comments: usize,
+}
+
+impl SseClient {
+    /// Connects to a store's event stream; `last_event_id` resumes after that sequence.
+    pub async fn connect(app: &TestApp, store_id: &str, query: &str, last_event_id: Option<u64>) -> Self {
+        let client = reqwest::Client::builder().http1_only().build().expect("client");
+        let mut req =
+            client.get(format!("{}/v1/stores/{store_id}/inventory/events{query}", app.url)).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let response = req.send().await.expect("sse connect");
+        assert_eq!(response.status(), 200, "SSE status");
+        let ct = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
+        Self { response, buffer: String::new(), comments: 0 }
+    }
+
+    /// The next event, or None if the stream ended. Panics if nothing arrives for 10 s.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut ev = SseEvent { id: None, event: None, data: String::new() };
+                let mut is_event = false;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        ev.id = Some(v.trim().to_owned());
+                        is_event = true;
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        ev.event = Some(v.trim().to_owned());
+                        is_event = true;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !ev.data.is_empty() {
+                            ev.data.push('\n');
+                        }
+                        ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        is_event = true;
+                    }
+                }
+                if is_event {
+                    return Some(ev);
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an SSE event within 10 s")
+                .expect("SSE read");
+            match chunk {
+                Some(bytes) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next event that is not a snapshot.
+    pub async fn next_change(&mut self) -> SseEvent {
+        loop {
+            let ev = self.next().await.expect("stream open");
+            if ev.event.as_deref() != Some("snapshot") {
+                return ev;
+            }
+        }
+    }
+}
+
+impl TestApp {
+    /// The store sequence of the last change to a sku's stock.
+    pub async fn stock_level_seq(&self, store_id: &str, sku: &str) -> u64 {
+        self.inventory()
+            .get_stock(GetStockRequest { store_id: store_id.into(), sku: sku.into() })
+            .await
+            .expect("get stock")
+            .into_inner()
+            .stock
+            .expect("stock")
+            .last_seq
+    }
+}

