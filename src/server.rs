@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::{HeaderName, Method};
+use axum::serve::ListenerExt as _;
 use redstore_platform::Db;
 use redstore_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
@@ -172,6 +173,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
 
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        // Small gRPC frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await.context("server failed")
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "red store is listening");

@@ -1,14 +1,14 @@
 //! Races: many terminals at once must never oversell a strict store, and one checkout retried
 //! concurrently with one key makes one sale.
 
-use redstore_proto::inventory::OversellPolicy;
-use redstore_proto::sales::sales_service_client::SalesServiceClient;
-use redstore_proto::sales::ListSalesRequest;
-use redstore_proto::common::PageRequest;
-use redstore_proto::stream::WatchInventoryRequest;
 use futures::StreamExt as _;
-use redstore_proto::stream::watch_inventory_response::Item;
+use redstore_proto::common::PageRequest;
 use redstore_proto::events::event_envelope::Payload;
+use redstore_proto::inventory::OversellPolicy;
+use redstore_proto::sales::ListSalesRequest;
+use redstore_proto::sales::sales_service_client::SalesServiceClient;
+use redstore_proto::stream::WatchInventoryRequest;
+use redstore_proto::stream::watch_inventory_response::Item;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -51,7 +51,10 @@ async fn thirty_two_terminals_race_for_the_last_ten_units() {
 
     let sales = app
         .sales()
-        .list_sales(ListSalesRequest { store_id: "race".into(), page: Some(PageRequest { page_size: 100, page_token: String::new() }) })
+        .list_sales(ListSalesRequest {
+            store_id: "race".into(),
+            page: Some(PageRequest { page_size: 100, page_token: String::new() }),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -61,7 +64,11 @@ async fn thirty_two_terminals_race_for_the_last_ten_units() {
     // Exactly ten stock events for sales, with consecutive sequence numbers after the receipt.
     let mut watch = app
         .stream()
-        .watch_inventory(WatchInventoryRequest { store_id: "race".into(), resume_after: before, include_snapshot: false })
+        .watch_inventory(WatchInventoryRequest {
+            store_id: "race".into(),
+            resume_after: before,
+            include_snapshot: false,
+        })
         .await
         .unwrap()
         .into_inner();

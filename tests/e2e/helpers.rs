@@ -204,7 +204,13 @@ pub fn card(minor: i64) -> Tender {
     Tender { r#type: TenderType::Card as i32, amount: Some(eur(minor)) }
 }
 
-pub fn checkout(key: &str, store: &str, terminal: &str, lines: &[(&str, i64)], tenders: Vec<Tender>) -> CheckoutRequest {
+pub fn checkout(
+    key: &str,
+    store: &str,
+    terminal: &str,
+    lines: &[(&str, i64)],
+    tenders: Vec<Tender>,
+) -> CheckoutRequest {
     CheckoutRequest {
         idempotency_key: key.into(),
         store_id: store.into(),
@@ -252,8 +258,9 @@ impl SseClient {
     /// Connects to a store's event stream; `last_event_id` resumes after that sequence.
     pub async fn connect(app: &TestApp, store_id: &str, query: &str, last_event_id: Option<u64>) -> Self {
         let client = reqwest::Client::builder().http1_only().build().expect("client");
-        let mut req =
-            client.get(format!("{}/v1/stores/{store_id}/inventory/events{query}", app.url)).header("accept", "text/event-stream");
+        let mut req = client
+            .get(format!("{}/v1/stores/{store_id}/inventory/events{query}", app.url))
+            .header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }

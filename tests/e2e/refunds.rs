@@ -20,7 +20,13 @@ async fn partial_then_whole_refund_restocks_once_and_caps_at_what_was_sold() {
     let app = TestApp::spawn().await;
     let sale = app
         .sales()
-        .checkout(checkout(&key(), "store-1", "till-3", &[("SKU-0015", 3), ("SKU-0016", 2)], vec![card(3 * 229 + 2 * 79)]))
+        .checkout(checkout(
+            &key(),
+            "store-1",
+            "till-3",
+            &[("SKU-0015", 3), ("SKU-0016", 2)],
+            vec![card(3 * 229 + 2 * 79)],
+        ))
         .await
         .unwrap()
         .into_inner()

@@ -100,8 +100,21 @@ async fn scan_checkout_stock_watchers_and_analytics() {
     assert_eq!(sale.total.clone().unwrap().units_minor, 587);
     assert_eq!(sale.change.clone().unwrap().units_minor, 413);
     assert_eq!(sale.lines.len(), 2);
-    assert!(app.sales().get_cart(redstore_proto::sales::GetCartRequest { store_id: "store-1".into(), terminal_id: "till-1".into() })
-        .await.unwrap().into_inner().cart.unwrap().lines.is_empty(), "the cart is emptied by checkout");
+    assert!(
+        app.sales()
+            .get_cart(redstore_proto::sales::GetCartRequest {
+                store_id: "store-1".into(),
+                terminal_id: "till-1".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .cart
+            .unwrap()
+            .lines
+            .is_empty(),
+        "the cart is emptied by checkout"
+    );
 
     // Stock is decremented.
     assert_eq!(app.stock("store-1", "SKU-0001").await, 38);

@@ -8,7 +8,13 @@ use tonic::Code;
 use crate::helpers::*;
 
 fn scan(id: &str, code: &str) -> ScanRequest {
-    ScanRequest { store_id: "store-1".into(), terminal_id: "till-1".into(), scan_id: id.into(), code: code.into(), quantity: 0 }
+    ScanRequest {
+        store_id: "store-1".into(),
+        terminal_id: "till-1".into(),
+        scan_id: id.into(),
+        code: code.into(),
+        quantity: 0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,11 +67,10 @@ async fn cart_lines_can_be_changed_removed_and_cleared() {
         quantity: q,
     };
     let cart = app.sales().set_cart_item_quantity(set("SKU-0001", 4)).await.unwrap().into_inner().cart.unwrap();
-    assert_eq!(cart.lines.iter().map(|l| (l.sku.as_str(), l.quantity)).collect::<Vec<_>>(), vec![
-        ("SKU-0001", 4),
-        ("SKU-0002", 1),
-        ("SKU-0003", 1)
-    ]);
+    assert_eq!(
+        cart.lines.iter().map(|l| (l.sku.as_str(), l.quantity)).collect::<Vec<_>>(),
+        vec![("SKU-0001", 4), ("SKU-0002", 1), ("SKU-0003", 1)]
+    );
     assert_eq!(cart.total.unwrap().units_minor, 4 * 119 + 349 + 429);
     let err = app.sales().set_cart_item_quantity(set("SKU-0005", 2)).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -100,7 +105,11 @@ async fn cart_lines_can_be_changed_removed_and_cleared() {
 
     let cart = app
         .sales()
-        .clear_cart(ClearCartRequest { idempotency_key: String::new(), store_id: "store-1".into(), terminal_id: "till-1".into() })
+        .clear_cart(ClearCartRequest {
+            idempotency_key: String::new(),
+            store_id: "store-1".into(),
+            terminal_id: "till-1".into(),
+        })
         .await
         .unwrap()
         .into_inner()

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use redstore_proto::stream::WatchInventoryRequest;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::helpers::*;
 
@@ -52,11 +52,8 @@ fn a_bad_flag_exits_early_naming_it() {
 #[test]
 fn an_unusable_data_dir_exits_early_with_a_clear_message() {
     let file = tempfile::NamedTempFile::new().unwrap();
-    let out = redstore()
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(file.path().join("sub"))
-        .output()
-        .unwrap();
+    let out =
+        redstore().args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(file.path().join("sub")).output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("data directory"), "{stderr}");

@@ -18,7 +18,10 @@ async fn sse_resumes_with_last_event_id_exactly_after_the_last_event_seen() {
     drop(sse); // the iPad's Wi-Fi drops
 
     for q in 1..=3 {
-        app.sales().checkout(checkout(&key(), "store-1", "till-2", &[("SKU-0006", q)], vec![cash(1000)])).await.unwrap();
+        app.sales()
+            .checkout(checkout(&key(), "store-1", "till-2", &[("SKU-0006", q)], vec![cash(1000)]))
+            .await
+            .unwrap();
     }
 
     let mut resumed = SseClient::connect(&app, "store-1", "", Some(seen.seq())).await;
@@ -65,7 +68,10 @@ async fn sse_rejects_bad_resume_points_and_unknown_stores() {
 async fn grpc_watch_resumes_after_a_sequence() {
     let app = TestApp::spawn().await;
     for q in 1..=3 {
-        app.sales().checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0007", q)], vec![cash(2000)])).await.unwrap();
+        app.sales()
+            .checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0007", q)], vec![cash(2000)]))
+            .await
+            .unwrap();
     }
     let mut watch = app
         .stream()
