@@ -158,6 +158,9 @@ async fn up(args: UpArgs) -> ExitCode {
         grace_period: args.grace_period,
         sse_keep_alive: args.sse_keep_alive,
     };
+    // Listen for signals before the port opens, so an early SIGTERM still stops the server
+    // gracefully instead of killing it.
+    let signal = shutdown_signal();
     let mut running = match server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -170,7 +173,7 @@ async fn up(args: UpArgs) -> ExitCode {
         running.addr
     );
     let stopped = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = signal => None,
         r = running.wait() => Some(r),
     };
     match stopped {
@@ -192,22 +195,23 @@ async fn up(args: UpArgs) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+/// Registers SIGINT and SIGTERM handlers now and resolves when either arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut i), Ok(mut t)) => {
+                tokio::select! {
+                    _ = i.recv() => {},
+                    _ = t.recv() => {},
+                }
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            _ => {
+                tracing::warn!("cannot listen for SIGINT/SIGTERM; stop the server with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

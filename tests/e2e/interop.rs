@@ -351,3 +351,55 @@ async fn cors_preflight_allows_the_ipad_origin() {
         "allowed headers: {allowed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_server_stream_delivers_the_snapshot_then_live_changes() {
+    use redstore_proto::stream::watch_inventory_response::Item;
+    use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse};
+
+    let app = TestApp::spawn().await;
+    let request = WatchInventoryRequest { store_id: "store-1".into(), resume_after: 0, include_snapshot: true };
+    let mut resp = http1()
+        .post(format!("{}/redstore.stream.v1.InventoryStreamService/WatchInventory", app.url))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("origin", ORIGIN)
+        .body(frame(&request))
+        .send()
+        .await
+        .expect("gRPC-web stream");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+
+    // Reads the next complete data frame from the streaming body.
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut next_message = async || -> WatchInventoryResponse {
+        loop {
+            if buffer.len() >= 5 {
+                let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+                if buffer.len() >= 5 + len {
+                    let flag = buffer[0];
+                    let payload: Vec<u8> = buffer.drain(..5 + len).skip(5).collect();
+                    assert_eq!(flag, 0, "a data frame, not trailers, while the stream is live");
+                    return WatchInventoryResponse::decode(payload.as_slice()).expect("decodes");
+                }
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk())
+                .await
+                .expect("a frame within 10 s")
+                .expect("read")
+                .expect("stream still open");
+            buffer.extend_from_slice(&chunk);
+        }
+    };
+    let Some(Item::Snapshot(snapshot)) = next_message().await.item else { panic!("snapshot first") };
+    assert_eq!(snapshot.items.iter().find(|i| i.sku == "SKU-0001").unwrap().quantity, 40);
+
+    app.sales().checkout(checkout(&key(), "store-1", "till-2", &[("SKU-0001", 3)], vec![cash(500)])).await.unwrap();
+    let Some(Item::Event(event)) = next_message().await.item else { panic!("then the change") };
+    assert_eq!(event.store_seq, snapshot.as_of_seq + 1);
+    let Some(redstore_proto::events::event_envelope::Payload::InventoryChanged(change)) = event.payload else {
+        panic!("inventory.changed")
+    };
+    assert_eq!(change.changes[0].quantity_after, 37);
+}

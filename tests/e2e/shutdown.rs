@@ -96,3 +96,13 @@ fn sigterm_stops_the_real_binary_cleanly() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn migrate_creates_the_database_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = redstore().args(["migrate", "--data-dir"]).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(dir.path().join("redstore.db").exists());
+}
