@@ -3,11 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::{HeaderName, Method};
 use axum::serve::ListenerExt as _;
+use redstore_inventory::{InventoryStore, SqliteInventory};
 use redstore_platform::Db;
 use redstore_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
@@ -141,7 +143,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
 
-    let feed = redstore_stream_bridge::LiveFeed::start(&db, shutdown.clone());
+    let inventory: Arc<dyn InventoryStore> = SqliteInventory::new(db.clone());
+    let feed = redstore_stream_bridge::LiveFeed::from_embedded(&db, shutdown.clone());
     redstore_analytics::spawn_consumer(db.clone(), shutdown.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -157,18 +160,21 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
 
     let web = GrpcWebLayer::new();
     let routes =
-        tonic::service::Routes::new(web.layer(redstore_inventory::InventoryGrpc::new(db.clone()).into_server()))
+        tonic::service::Routes::new(web.layer(redstore_inventory::InventoryGrpc::new(inventory.clone()).into_server()))
             .add_service(web.layer(redstore_sales::SalesGrpc::new(db.clone()).into_server()))
             .add_service(web.layer(redstore_analytics::AnalyticsGrpc::new(db.clone()).into_server()))
-            .add_service(web.layer(
-                redstore_stream_bridge::StreamGrpc::new(db.clone(), feed.clone(), shutdown.clone()).into_server(),
-            ))
+            .add_service(
+                web.layer(
+                    redstore_stream_bridge::StreamGrpc::new(inventory.clone(), feed.clone(), shutdown.clone())
+                        .into_server(),
+                ),
+            )
             .add_service(web.layer(health_service))
             .add_service(web.layer(reflection_v1))
             .add_service(web.layer(reflection_v1alpha));
     let router = routes
         .into_axum_router()
-        .merge(redstore_stream_bridge::sse::router(db.clone(), feed, shutdown.clone(), config.sse_keep_alive))
+        .merge(redstore_stream_bridge::sse::router(inventory, feed, shutdown.clone(), config.sse_keep_alive))
         .layer(cors());
 
     let stop = shutdown.clone();

@@ -10,6 +10,7 @@ pub mod eventlog;
 pub mod idempotency;
 pub mod money;
 pub mod page;
+pub mod pg;
 pub mod telemetry;
 pub mod time;
 

@@ -1,25 +1,28 @@
-//! The tonic adapter: converts requests, calls the repository in the right kind of transaction,
-//! converts back. No business rule lives here that the repository or domain does not own.
+//! The tonic adapter: parses requests (naming the bad field), calls the inventory store, converts
+//! back. No business rule lives here.
 
+use std::sync::Arc;
+
+use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result, identifier};
-use redstore_platform::idempotency::{fingerprint, maybe_once, once};
+use redstore_platform::idempotency::fingerprint;
 use redstore_platform::page::Page;
-use redstore_platform::{Db, time::unix_ms};
 use redstore_proto::inventory::inventory_service_server::{InventoryService, InventoryServiceServer};
 use redstore_proto::inventory::*;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OversellPolicy, Product, StockMovement};
-use crate::repo::{self, StoreRow};
+use crate::repo::StoreRow;
+use crate::store::{Idem, InventoryStore, ProductPatch};
 
 #[derive(Clone)]
 pub struct InventoryGrpc {
-    db: Db,
+    store: Arc<dyn InventoryStore>,
 }
 
 impl InventoryGrpc {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(store: Arc<dyn InventoryStore>) -> Self {
+        Self { store }
     }
 
     pub fn into_server(self) -> InventoryServiceServer<Self> {
@@ -41,22 +44,8 @@ fn adjustment_reason(value: i32) -> Result<&'static str> {
     }
 }
 
-/// Applies a sale's lines in the caller's transaction: validates the store and every sku, then
-/// takes the stock under the store's policy. Used by ApplySale and, in one process, by checkout.
-pub fn apply_sale_in(
-    ctx: &mut redstore_platform::WriteCtx<'_>,
-    store_id: &str,
-    terminal_id: &str,
-    sale_id: &str,
-    movements: &[StockMovement],
-) -> Result<repo::Applied> {
-    let store = repo::get_store(ctx.conn, store_id)?;
-    for m in movements {
-        if repo::product_core(ctx.conn, &m.sku)?.is_none() {
-            return Err(Error::not_found(format!("sku {:?} does not exist", m.sku)));
-        }
-    }
-    repo::apply_movements(ctx, &store, "sale", sale_id, terminal_id, movements)
+fn idem<M: prost::Message + Clone>(key: &str, req: &M, clear: impl FnOnce(&mut M)) -> Idem {
+    Idem { key: key.trim().to_owned(), fingerprint: fingerprint(req, clear) }
 }
 
 #[tonic::async_trait]
@@ -70,16 +59,8 @@ impl InventoryService for InventoryGrpc {
                 name: domain::product_name("name", &req.name)?,
                 policy: OversellPolicy::from_proto("oversell_policy", req.oversell_policy)?,
             };
-            let key = req.idempotency_key.clone();
-            let fp = fingerprint(&req, |r| r.idempotency_key.clear());
-            self.db
-                .write(move |ctx| {
-                    maybe_once(ctx, "inventory.create_store", &key, &fp, |ctx| {
-                        repo::insert_store(ctx.conn, &store, unix_ms(ctx.now))?;
-                        Ok(CreateStoreResponse { store: Some(store.to_proto()) })
-                    })
-                })
-                .await
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            Ok(CreateStoreResponse { store: Some(self.store.create_store(idem, store).await?) })
         }
         .await;
         ok(result)
@@ -88,8 +69,7 @@ impl InventoryService for InventoryGrpc {
     async fn get_store(&self, req: Request<GetStoreRequest>) -> Result<Response<GetStoreResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let id = identifier("store_id", &req.store_id)?.to_owned();
-            let store = self.db.read(move |c| repo::get_store(c, &id)).await?;
+            let store = self.store.get_store(identifier("store_id", &req.store_id)?).await?;
             Ok(GetStoreResponse { store: Some(store.to_proto()) })
         }
         .await;
@@ -100,8 +80,7 @@ impl InventoryService for InventoryGrpc {
         let req = req.into_inner();
         let result = async {
             let page = Page::from_proto("page", req.page.as_ref())?;
-            let (after, limit) = (page.after.clone(), page.fetch_limit());
-            let mut rows = self.db.read(move |c| repo::list_stores(c, &after, limit)).await?;
+            let mut rows = self.store.list_stores(&page.after, page.fetch_limit()).await?;
             let next = page.finish(&mut rows, |s| s.store_id.clone());
             Ok(ListStoresResponse { stores: rows.iter().map(StoreRow::to_proto).collect(), page: Some(next) })
         }
@@ -115,25 +94,14 @@ impl InventoryService for InventoryGrpc {
     ) -> Result<Response<RegisterTerminalResponse>, Status> {
         let req = req.into_inner();
         let result = async {
+            let terminal_id = identifier("terminal_id", &req.terminal_id)?.to_owned();
             let terminal = Terminal {
                 store_id: identifier("store_id", &req.store_id)?.to_owned(),
-                terminal_id: identifier("terminal_id", &req.terminal_id)?.to_owned(),
-                name: if req.name.trim().is_empty() {
-                    req.terminal_id.trim().to_owned()
-                } else {
-                    req.name.trim().to_owned()
-                },
+                name: if req.name.trim().is_empty() { terminal_id.clone() } else { req.name.trim().to_owned() },
+                terminal_id,
             };
-            let key = req.idempotency_key.clone();
-            let fp = fingerprint(&req, |r| r.idempotency_key.clear());
-            self.db
-                .write(move |ctx| {
-                    maybe_once(ctx, "inventory.register_terminal", &key, &fp, |ctx| {
-                        repo::insert_terminal(ctx.conn, &terminal)?;
-                        Ok(RegisterTerminalResponse { terminal: Some(terminal) })
-                    })
-                })
-                .await
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            Ok(RegisterTerminalResponse { terminal: Some(self.store.register_terminal(idem, terminal).await?) })
         }
         .await;
         ok(result)
@@ -145,10 +113,9 @@ impl InventoryService for InventoryGrpc {
     ) -> Result<Response<ListTerminalsResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?.to_owned();
+            let store_id = identifier("store_id", &req.store_id)?;
             let page = Page::from_proto("page", req.page.as_ref())?;
-            let (after, limit) = (page.after.clone(), page.fetch_limit());
-            let mut rows = self.db.read(move |c| repo::list_terminals(c, &store_id, &after, limit)).await?;
+            let mut rows = self.store.list_terminals(store_id, &page.after, page.fetch_limit()).await?;
             let next = page.finish(&mut rows, |t| t.terminal_id.clone());
             Ok(ListTerminalsResponse { terminals: rows, page: Some(next) })
         }
@@ -171,18 +138,8 @@ impl InventoryService for InventoryGrpc {
                 barcodes: barcodes.iter().map(|b| b.gtin13().to_owned()).collect(),
                 active: true,
             };
-            let key = req.idempotency_key.clone();
-            let fp = fingerprint(&req, |r| r.idempotency_key.clear());
-            self.db
-                .write(move |ctx| {
-                    maybe_once(ctx, "inventory.create_product", &key, &fp, |ctx| {
-                        repo::insert_product(ctx.conn, &product, &barcodes, unix_ms(ctx.now))?;
-                        Ok(CreateProductResponse {
-                            product: Some(repo::get_product(ctx.conn, &product.sku)?.to_proto()),
-                        })
-                    })
-                })
-                .await
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            Ok(CreateProductResponse { product: Some(self.store.create_product(idem, product, barcodes).await?) })
         }
         .await;
         ok(result)
@@ -195,32 +152,19 @@ impl InventoryService for InventoryGrpc {
     ) -> Result<Response<UpdateProductResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let sku = identifier("sku", &req.sku)?.to_owned();
-            let name = req.name.as_deref().map(|n| domain::product_name("name", n)).transpose()?;
-            let price = req.price.as_ref().map(|p| domain::price("price", Some(p))).transpose()?;
-            let barcodes =
-                if req.update_barcodes { Some(domain::parse_barcodes("barcodes", &req.barcodes)?) } else { None };
-            let active = req.active;
-            let key = req.idempotency_key.clone();
-            let fp = fingerprint(&req, |r| r.idempotency_key.clear());
-            self.db
-                .write(move |ctx| {
-                    maybe_once(ctx, "inventory.update_product", &key, &fp, |ctx| {
-                        let mut product = repo::get_product(ctx.conn, &sku)?;
-                        if let Some(name) = name {
-                            product.name = name;
-                        }
-                        if let Some(price) = price {
-                            product.price = price;
-                        }
-                        if let Some(active) = active {
-                            product.active = active;
-                        }
-                        repo::update_product(ctx.conn, &product, barcodes.as_deref(), unix_ms(ctx.now))?;
-                        Ok(UpdateProductResponse { product: Some(repo::get_product(ctx.conn, &sku)?.to_proto()) })
-                    })
-                })
-                .await
+            let patch = ProductPatch {
+                sku: identifier("sku", &req.sku)?.to_owned(),
+                name: req.name.as_deref().map(|n| domain::product_name("name", n)).transpose()?,
+                price: req.price.as_ref().map(|p| domain::price("price", Some(p))).transpose()?,
+                active: req.active,
+                barcodes: if req.update_barcodes {
+                    Some(domain::parse_barcodes("barcodes", &req.barcodes)?)
+                } else {
+                    None
+                },
+            };
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            Ok(UpdateProductResponse { product: Some(self.store.update_product(idem, patch).await?) })
         }
         .await;
         ok(result)
@@ -229,8 +173,7 @@ impl InventoryService for InventoryGrpc {
     async fn get_product(&self, req: Request<GetProductRequest>) -> Result<Response<GetProductResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let sku = identifier("sku", &req.sku)?.to_owned();
-            let product = self.db.read(move |c| repo::get_product(c, &sku)).await?;
+            let product = self.store.get_product(identifier("sku", &req.sku)?).await?;
             Ok(GetProductResponse { product: Some(product.to_proto()) })
         }
         .await;
@@ -241,8 +184,7 @@ impl InventoryService for InventoryGrpc {
         let req = req.into_inner();
         let result = async {
             let page = Page::from_proto("page", req.page.as_ref())?;
-            let (after, limit, inactive) = (page.after.clone(), page.fetch_limit(), req.include_inactive);
-            let mut rows = self.db.read(move |c| repo::list_products(c, inactive, &after, limit)).await?;
+            let mut rows = self.store.list_products(req.include_inactive, &page.after, page.fetch_limit()).await?;
             let next = page.finish(&mut rows, |p| p.sku.clone());
             Ok(ListProductsResponse { products: rows.iter().map(Product::to_proto).collect(), page: Some(next) })
         }
@@ -256,15 +198,8 @@ impl InventoryService for InventoryGrpc {
     ) -> Result<Response<LookupBarcodeResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let barcode = redstore_platform::barcode::Barcode::parse("barcode", &req.barcode)?;
-            let product = self
-                .db
-                .read(move |c| {
-                    let sku = repo::sku_by_barcode(c, &barcode)?
-                        .ok_or_else(|| Error::not_found(format!("no product has barcode {barcode}")))?;
-                    repo::get_product(c, &sku)
-                })
-                .await?;
+            let barcode = Barcode::parse("barcode", &req.barcode)?;
+            let product = self.store.product_by_barcode(&barcode).await?;
             Ok(LookupBarcodeResponse { product: Some(product.to_proto()) })
         }
         .await;
@@ -274,10 +209,9 @@ impl InventoryService for InventoryGrpc {
     async fn get_stock(&self, req: Request<GetStockRequest>) -> Result<Response<GetStockResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?.to_owned();
-            let sku = identifier("sku", &req.sku)?.to_owned();
-            let stock = self.db.read(move |c| repo::get_stock(c, &store_id, &sku)).await?;
-            Ok(GetStockResponse { stock: Some(stock) })
+            let store_id = identifier("store_id", &req.store_id)?;
+            let sku = identifier("sku", &req.sku)?;
+            Ok(GetStockResponse { stock: Some(self.store.get_stock(store_id, sku).await?) })
         }
         .await;
         ok(result)
@@ -286,16 +220,9 @@ impl InventoryService for InventoryGrpc {
     async fn list_stock(&self, req: Request<ListStockRequest>) -> Result<Response<ListStockResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?.to_owned();
+            let store_id = identifier("store_id", &req.store_id)?;
             let page = Page::from_proto("page", req.page.as_ref())?;
-            let (after, limit) = (page.after.clone(), page.fetch_limit());
-            let mut rows = self
-                .db
-                .read(move |c| {
-                    repo::get_store(c, &store_id)?;
-                    repo::list_stock(c, &store_id, &after, limit)
-                })
-                .await?;
+            let mut rows = self.store.list_stock(store_id, &page.after, page.fetch_limit()).await?;
             let next = page.finish(&mut rows, |s| s.sku.clone());
             Ok(ListStockResponse { stock: rows, page: Some(next) })
         }
@@ -307,28 +234,16 @@ impl InventoryService for InventoryGrpc {
     async fn adjust_stock(&self, req: Request<AdjustStockRequest>) -> Result<Response<AdjustStockResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let key = identifier("idempotency_key", &req.idempotency_key)?.to_owned();
-            let store_id = identifier("store_id", &req.store_id)?.to_owned();
+            identifier("idempotency_key", &req.idempotency_key)?;
+            let store_id = identifier("store_id", &req.store_id)?;
             let sku = identifier("sku", &req.sku)?.to_owned();
             if req.quantity_delta == 0 {
                 return Err(Error::invalid("quantity_delta", "must not be zero"));
             }
             let reason = adjustment_reason(req.reason)?;
-            let movement = StockMovement { sku: sku.clone(), delta: req.quantity_delta };
-            let fp = fingerprint(&req, |r| r.idempotency_key.clear());
-            self.db
-                .write(move |ctx| {
-                    once(ctx, &format!("inventory.adjust_stock:{store_id}"), &key, &fp, |ctx| {
-                        let store = repo::get_store(ctx.conn, &store_id)?;
-                        if repo::product_core(ctx.conn, &sku)?.is_none() {
-                            return Err(Error::not_found(format!("sku {sku:?} does not exist")));
-                        }
-                        let adjustment_id = uuid::Uuid::now_v7().to_string();
-                        let applied = repo::apply_movements(ctx, &store, reason, &adjustment_id, "", &[movement])?;
-                        Ok(AdjustStockResponse { stock: applied.levels.into_iter().next(), adjustment_id })
-                    })
-                })
-                .await
+            let movement = StockMovement { sku, delta: req.quantity_delta };
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            self.store.adjust_stock(idem, store_id, movement, reason).await
         }
         .await;
         ok(result)
@@ -338,23 +253,11 @@ impl InventoryService for InventoryGrpc {
     async fn apply_sale(&self, req: Request<ApplySaleRequest>) -> Result<Response<ApplySaleResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let sale_id = identifier("sale_id", &req.sale_id)?.to_owned();
-            let store_id = identifier("store_id", &req.store_id)?.to_owned();
-            let terminal_id = req.terminal_id.trim().to_owned();
+            let sale_id = identifier("sale_id", &req.sale_id)?;
+            let store_id = identifier("store_id", &req.store_id)?;
             let movements = domain::sale_movements("lines", req.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
             let fp = fingerprint(&req, |_| {});
-            self.db
-                .write(move |ctx| {
-                    once(ctx, "inventory.apply_sale", &sale_id, &fp, |ctx| {
-                        let applied = apply_sale_in(ctx, &store_id, &terminal_id, &sale_id, &movements)?;
-                        Ok(ApplySaleResponse {
-                            stock: applied.levels,
-                            negative_skus: applied.negative_skus,
-                            store_seq: applied.event.store_seq,
-                        })
-                    })
-                })
-                .await
+            self.store.apply_sale(sale_id, fp, store_id, req.terminal_id.trim(), movements).await
         }
         .await;
         ok(result)

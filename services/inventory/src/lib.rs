@@ -5,13 +5,16 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod pg;
 pub mod repo;
 pub mod seed;
+pub mod store;
 
 use redstore_platform::Migration;
 
 pub use domain::{OversellPolicy, StockMovement};
 pub use grpc::InventoryGrpc;
+pub use store::{InventoryStore, SqliteInventory};
 
 pub const SQLITE_MIGRATIONS: &[Migration] =
     &[Migration { service: "inventory", version: 1, sql: include_str!("../migrations/sqlite/0001_inventory.sql") }];

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use redstore_inventory::repo as inventory;
+use redstore_inventory::InventoryStore;
 use redstore_platform::error::Result;
-use redstore_platform::{Db, Topic, eventlog};
+use redstore_platform::{Db, Topic};
 use redstore_proto::events::EventEnvelope;
-use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
+use redstore_proto::stream::InventorySnapshot;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +23,8 @@ pub struct LiveFeed {
 }
 
 impl LiveFeed {
-    /// Starts routing the database's commits into the feed until `shutdown`.
-    pub fn start(db: &Db, shutdown: CancellationToken) -> Self {
+    /// Starts routing the embedded database's commits into the feed until `shutdown`.
+    pub fn from_embedded(db: &Db, shutdown: CancellationToken) -> Self {
         let feed = Self::default();
         let mut commits = db.subscribe_commits();
         let router = feed.clone();
@@ -51,7 +51,8 @@ impl LiveFeed {
         feed
     }
 
-    fn publish(&self, event: Arc<EventEnvelope>) {
+    /// Hands a committed inventory event to the store's watchers.
+    pub fn publish(&self, event: Arc<EventEnvelope>) {
         let mut stores = self.stores.lock();
         if let Some(tx) = stores.get(&event.store_id)
             && tx.send(event.clone()).is_err()
@@ -86,34 +87,14 @@ pub enum Start {
     Snapshot,
 }
 
-/// Reads a consistent snapshot of a store's stock and the sequence it reflects.
-fn snapshot(conn: &rusqlite::Connection, store_id: &str) -> Result<InventorySnapshot> {
-    conn.execute_batch("BEGIN")?;
-    let result = (|| {
-        let as_of_seq = eventlog::last_seq(conn, Topic::Inventory, store_id)?;
-        let mut after = String::new();
-        let mut items = Vec::new();
-        loop {
-            let page = inventory::list_stock(conn, store_id, &after, 1000)?;
-            let Some(last) = page.last() else { break };
-            after = last.sku.clone();
-            items.extend(page.into_iter().map(|s| SnapshotItem { sku: s.sku, quantity: s.quantity }));
-        }
-        Ok(InventorySnapshot { store_id: store_id.to_owned(), as_of_seq, items })
-    })();
-    conn.execute_batch("COMMIT")?;
-    result
-}
-
 /// Checks that the store exists, so a typo is NOT_FOUND rather than a silent empty stream.
-pub async fn require_store(db: &Db, store_id: &str) -> Result<()> {
-    let id = store_id.to_owned();
-    db.read(move |c| inventory::get_store(c, &id).map(|_| ())).await
+pub async fn require_store(store: &dyn InventoryStore, store_id: &str) -> Result<()> {
+    store.get_store(store_id).await.map(|_| ())
 }
 
 /// Streams a store's changes into `out` until the client goes away or `shutdown`.
 pub async fn watch(
-    db: Db,
+    inventory: Arc<dyn InventoryStore>,
     feed: LiveFeed,
     store_id: String,
     start: Start,
@@ -124,24 +105,21 @@ pub async fn watch(
     let mut live = feed.subscribe(&store_id);
     let mut last = match start {
         Start::After(seq) => seq,
-        Start::Snapshot => {
-            let id = store_id.clone();
-            match db.read(move |c| snapshot(c, &id)).await {
-                Ok(snap) => {
-                    let seq = snap.as_of_seq;
-                    if out.send(Item::Snapshot(snap)).await.is_err() {
-                        return;
-                    }
-                    seq
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "snapshot failed");
+        Start::Snapshot => match inventory.snapshot(&store_id).await {
+            Ok(snap) => {
+                let seq = snap.as_of_seq;
+                if out.send(Item::Snapshot(snap)).await.is_err() {
                     return;
                 }
+                seq
             }
-        }
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot failed");
+                return;
+            }
+        },
     };
-    if !catch_up(&db, &store_id, &mut last, &out).await {
+    if !catch_up(inventory.as_ref(), &store_id, &mut last, &out).await {
         return;
     }
     loop {
@@ -160,7 +138,7 @@ pub async fn watch(
             }
             // A gap or a lag: the log has everything, in order.
             Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                if !catch_up(&db, &store_id, &mut last, &out).await {
+                if !catch_up(inventory.as_ref(), &store_id, &mut last, &out).await {
                     return;
                 }
             }
@@ -170,13 +148,9 @@ pub async fn watch(
 }
 
 /// Sends every logged event after `last`; false when the client has gone.
-async fn catch_up(db: &Db, store_id: &str, last: &mut u64, out: &mpsc::Sender<Item>) -> bool {
+async fn catch_up(inventory: &dyn InventoryStore, store_id: &str, last: &mut u64, out: &mpsc::Sender<Item>) -> bool {
     loop {
-        let (id, after) = (store_id.to_owned(), *last);
-        let page = match db
-            .read(move |c| eventlog::store_events_after(c, Topic::Inventory, &id, after, CATCH_UP_PAGE))
-            .await
-        {
+        let page = match inventory.events_after(store_id, *last, CATCH_UP_PAGE).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "catch-up read failed");

@@ -1,9 +1,10 @@
 //! `InventoryStreamService.WatchInventory`: the gRPC (and gRPC-web) face of the watch.
 
-use std::pin::Pin;
-
 use futures::{Stream, StreamExt as _};
-use redstore_platform::Db;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use redstore_inventory::InventoryStore;
 use redstore_platform::error::identifier;
 use redstore_proto::stream::inventory_stream_service_server::{InventoryStreamService, InventoryStreamServiceServer};
 use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse, watch_inventory_response};
@@ -15,14 +16,14 @@ use crate::feed::{self, Item, LiveFeed, Start};
 
 #[derive(Clone)]
 pub struct StreamGrpc {
-    db: Db,
+    inventory: Arc<dyn InventoryStore>,
     feed: LiveFeed,
     shutdown: CancellationToken,
 }
 
 impl StreamGrpc {
-    pub fn new(db: Db, feed: LiveFeed, shutdown: CancellationToken) -> Self {
-        Self { db, feed, shutdown }
+    pub fn new(inventory: Arc<dyn InventoryStore>, feed: LiveFeed, shutdown: CancellationToken) -> Self {
+        Self { inventory, feed, shutdown }
     }
 
     pub fn into_server(self) -> InventoryStreamServiceServer<Self> {
@@ -40,10 +41,17 @@ impl InventoryStreamService for StreamGrpc {
     async fn watch_inventory(&self, req: Request<WatchInventoryRequest>) -> Result<Response<WatchStream>, Status> {
         let req = req.into_inner();
         let store_id = identifier("store_id", &req.store_id)?.to_owned();
-        feed::require_store(&self.db, &store_id).await?;
+        feed::require_store(self.inventory.as_ref(), &store_id).await?;
         let start = if req.include_snapshot { Start::Snapshot } else { Start::After(req.resume_after) };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(feed::watch(self.db.clone(), self.feed.clone(), store_id, start, tx, self.shutdown.clone()));
+        tokio::spawn(feed::watch(
+            self.inventory.clone(),
+            self.feed.clone(),
+            store_id,
+            start,
+            tx,
+            self.shutdown.clone(),
+        ));
         let stream = ReceiverStream::new(rx).map(|item| {
             let item = match item {
                 Item::Snapshot(s) => watch_inventory_response::Item::Snapshot(s),

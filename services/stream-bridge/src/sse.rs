@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,7 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt as _;
-use redstore_platform::Db;
+use redstore_inventory::InventoryStore;
 use redstore_platform::error::{Error, identifier};
 use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
 use redstore_proto::stream::InventorySnapshot;
@@ -29,15 +30,20 @@ use crate::feed::{self, Item, LiveFeed, Start};
 
 #[derive(Clone)]
 struct SseState {
-    db: Db,
+    inventory: Arc<dyn InventoryStore>,
     feed: LiveFeed,
     shutdown: CancellationToken,
     keep_alive: Duration,
 }
 
-pub fn router(db: Db, feed: LiveFeed, shutdown: CancellationToken, keep_alive: Duration) -> Router {
+pub fn router(
+    inventory: Arc<dyn InventoryStore>,
+    feed: LiveFeed,
+    shutdown: CancellationToken,
+    keep_alive: Duration,
+) -> Router {
     Router::new().route("/v1/stores/{store_id}/inventory/events", get(events)).with_state(SseState {
-        db,
+        inventory,
         feed,
         shutdown,
         keep_alive,
@@ -80,7 +86,7 @@ async fn events(
         Some(Err(_)) => return error_response(Error::invalid("after", "is not a sequence number")),
     };
     let snapshot = matches!(params.get("snapshot").map(String::as_str), Some("true" | "1"));
-    if let Err(e) = feed::require_store(&state.db, &store_id).await {
+    if let Err(e) = feed::require_store(state.inventory.as_ref(), &store_id).await {
         return error_response(e);
     }
     let start = match (last_event_id.or(after), snapshot) {
@@ -89,7 +95,7 @@ async fn events(
         (None, false) => Start::After(0),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(feed::watch(state.db.clone(), state.feed.clone(), store_id, start, tx, state.shutdown.clone()));
+    tokio::spawn(feed::watch(state.inventory.clone(), state.feed.clone(), store_id, start, tx, state.shutdown.clone()));
     let stream = ReceiverStream::new(rx).map(|item| Ok::<_, Infallible>(to_sse(&item)));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(state.keep_alive).text("keep-alive")).into_response()
 }

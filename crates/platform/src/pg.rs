@@ -1,0 +1,391 @@
+//! PostgreSQL helpers for the distributed shape: connecting with a clear error, migrations (a
+//! schema per service), store-scoped transactions for row-level security, the transactional
+//! outbox with per-store sequences, and idempotency keys.
+//!
+//! Every store-owned table has a policy on `current_setting('redstore.store_id')`; a transaction
+//! from [`store_tx`] sets it with `set_config(.., true)` (the `SET LOCAL` form that takes a bind
+//! parameter), so a query can only see and change the rows of the store it was opened for.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prost::Message as _;
+use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, Row as _};
+pub use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::error::{Error, Result};
+use crate::time::timestamp;
+
+/// A migration of one service's schema; applied once, in version order.
+pub struct PgMigration {
+    pub service: &'static str,
+    pub version: u32,
+    pub sql: &'static str,
+}
+
+/// The role services connect as: no superuser, no BYPASSRLS, so row-level security holds.
+pub const APP_ROLE: &str = "redstore_app";
+
+pub const PLATFORM_MIGRATIONS: &[PgMigration] =
+    &[PgMigration { service: "platform", version: 1, sql: include_str!("../migrations/postgres/0001_platform.sql") }];
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(err).context("postgres"))
+    }
+}
+
+/// The SQLSTATE of a database error, e.g. "23505" for a unique violation.
+pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    sqlstate(err).as_deref() == Some("23505")
+}
+
+/// Connects a pool, failing within `timeout` with an error that names PostgreSQL and the
+/// address (never the password) when the server cannot be reached.
+pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = url.parse().context("--database-url is not a valid postgres:// URL")?;
+    let place = format!(
+        "{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    );
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot reach PostgreSQL at {place}"))?;
+    Ok(pool)
+}
+
+/// Applies every service's migrations, each in its own schema, serialised by an advisory lock
+/// so that processes starting together do not race; then (re)grants the application role.
+pub async fn migrate(pool: &PgPool, sets: &[&[PgMigration]]) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7265727374)").execute(&mut *tx).await?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS platform").execute(&mut *tx).await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS platform.schema_migrations (
+            service TEXT NOT NULL, version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (service, version))",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let all = std::iter::once(PLATFORM_MIGRATIONS).chain(sets.iter().copied());
+    let mut schemas = vec!["platform"];
+    for set in all {
+        for m in set {
+            if !schemas.contains(&m.service) {
+                schemas.push(m.service);
+            }
+            let applied: bool = sqlx::query_scalar(
+                "SELECT EXISTS(SELECT 1 FROM platform.schema_migrations WHERE service = $1 AND version = $2)",
+            )
+            .bind(m.service)
+            .bind(m.version as i32)
+            .fetch_one(&mut *tx)
+            .await?;
+            if applied {
+                continue;
+            }
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", m.service.replace('-', "_")))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::raw_sql(m.sql)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("postgres migration {} v{} failed", m.service, m.version))?;
+            sqlx::query("INSERT INTO platform.schema_migrations (service, version) VALUES ($1, $2)")
+                .bind(m.service)
+                .bind(m.version as i32)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(service = m.service, version = m.version, "postgres migration applied");
+        }
+    }
+    grant_app_role(&mut tx, &schemas).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Creates the application role when missing (cluster-wide) and grants it the data rights it
+/// needs in every service schema of this database: no DDL, no superuser, no BYPASSRLS.
+async fn grant_app_role(tx: &mut Transaction<'_, Postgres>, schemas: &[&str]) -> anyhow::Result<()> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(APP_ROLE)
+        .fetch_one(&mut **tx)
+        .await?;
+    if !exists {
+        // Another database's migration may create it at the same moment.
+        sqlx::query("SAVEPOINT create_role").execute(&mut **tx).await?;
+        let created =
+            sqlx::query(&format!("CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS")).execute(&mut **tx).await;
+        match created {
+            Ok(_) => sqlx::query("RELEASE SAVEPOINT create_role").execute(&mut **tx).await.map(|_| ())?,
+            Err(e) if sqlstate(&e).as_deref() == Some("42710") || is_unique_violation(&e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT create_role").execute(&mut **tx).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut **tx).await?;
+    sqlx::query(&format!("GRANT CONNECT ON DATABASE \"{db}\" TO {APP_ROLE}")).execute(&mut **tx).await?;
+    for schema in schemas {
+        let schema = schema.replace('-', "_");
+        for stmt in [
+            format!("GRANT USAGE ON SCHEMA {schema} TO {APP_ROLE}"),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {APP_ROLE}"),
+            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {APP_ROLE}"),
+        ] {
+            sqlx::query(&stmt).execute(&mut **tx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Begins a transaction scoped to one store: row-level security shows it only that store's rows.
+pub async fn store_tx(pool: &PgPool, store_id: &str) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    scope_to_store(&mut tx, store_id).await?;
+    Ok(tx)
+}
+
+/// Scopes the current transaction to a store (`SET LOCAL redstore.store_id`).
+pub async fn scope_to_store(conn: &mut PgConnection, store_id: &str) -> Result<()> {
+    sqlx::query("SELECT set_config('redstore.store_id', $1, true)").bind(store_id).execute(conn).await?;
+    Ok(())
+}
+
+/// Appends an event to `<schema>.outbox` in the caller's transaction with the store's next
+/// sequence number, and notifies `redstore_<schema>` listeners on commit. The row lock on the
+/// store's sequence row orders the store's commits, so sequences commit without gaps or
+/// reordering.
+pub async fn append_event(
+    conn: &mut PgConnection,
+    schema: &'static str,
+    store_id: &str,
+    payload: Payload,
+) -> Result<EventEnvelope> {
+    let seq: i64 = sqlx::query_scalar(&format!(
+        "INSERT INTO {schema}.store_sequences (store_id, last_seq) VALUES ($1, 1)
+         ON CONFLICT (store_id) DO UPDATE SET last_seq = {schema}.store_sequences.last_seq + 1
+         RETURNING last_seq"
+    ))
+    .bind(store_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    append_event_at(conn, schema, store_id, seq as u64, payload).await
+}
+
+/// Takes the store's next sequence number (when the caller needs it before building the event).
+pub async fn next_seq(conn: &mut PgConnection, schema: &'static str, store_id: &str) -> Result<u64> {
+    let seq: i64 = sqlx::query_scalar(&format!(
+        "INSERT INTO {schema}.store_sequences (store_id, last_seq) VALUES ($1, 1)
+         ON CONFLICT (store_id) DO UPDATE SET last_seq = {schema}.store_sequences.last_seq + 1
+         RETURNING last_seq"
+    ))
+    .bind(store_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(seq as u64)
+}
+
+/// Appends an event with a sequence taken by [`next_seq`] in the same transaction.
+pub async fn append_event_at(
+    conn: &mut PgConnection,
+    schema: &'static str,
+    store_id: &str,
+    seq: u64,
+    payload: Payload,
+) -> Result<EventEnvelope> {
+    let event_type = match &payload {
+        Payload::InventoryChanged(_) => "inventory.changed",
+        Payload::SaleCompleted(_) => "sale.completed",
+        Payload::SaleRefunded(_) => "sale.refunded",
+    };
+    let event_id = uuid::Uuid::now_v7();
+    let now_ms = crate::time::unix_ms(std::time::SystemTime::now());
+    let envelope = EventEnvelope {
+        event_id: event_id.to_string(),
+        r#type: event_type.to_owned(),
+        store_id: store_id.to_owned(),
+        store_seq: seq,
+        occurred_at: Some(timestamp(now_ms)),
+        trace_parent: String::new(),
+        payload: Some(payload),
+    };
+    sqlx::query(&format!(
+        "INSERT INTO {schema}.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
+         VALUES ($1, $2, $3, $4, $5, $6)"
+    ))
+    .bind(event_id)
+    .bind(store_id)
+    .bind(seq as i64)
+    .bind(event_type)
+    .bind(now_ms)
+    .bind(envelope.encode_to_vec())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(format!("redstore_{schema}"))
+        .bind(format!("{store_id}:{seq}"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(envelope)
+}
+
+/// A store's events in `<schema>.outbox` after a sequence, oldest first. Call inside a
+/// transaction scoped to the store.
+pub async fn events_after(
+    conn: &mut PgConnection,
+    schema: &'static str,
+    store_id: &str,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<EventEnvelope>> {
+    let rows = sqlx::query(&format!(
+        "SELECT body FROM {schema}.outbox WHERE store_id = $1 AND store_seq > $2 ORDER BY store_seq LIMIT $3"
+    ))
+    .bind(store_id)
+    .bind(after as i64)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let body: Vec<u8> = r.try_get(0)?;
+            EventEnvelope::decode(body.as_slice())
+                .map_err(|e| Error::Internal(anyhow::anyhow!("corrupt event in {schema}.outbox: {e}")))
+        })
+        .collect()
+}
+
+/// The store's newest sequence in `<schema>` (0 when it has none).
+pub async fn last_seq(conn: &mut PgConnection, schema: &'static str, store_id: &str) -> Result<u64> {
+    let seq: Option<i64> =
+        sqlx::query_scalar(&format!("SELECT last_seq FROM {schema}.store_sequences WHERE store_id = $1"))
+            .bind(store_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+/// What an idempotency key says about a request.
+pub enum Claim {
+    /// First time: do the work, then [`complete`] the key in the same transaction.
+    Fresh,
+    /// Done before with the same request: answer with this stored response.
+    Replay(Vec<u8>),
+}
+
+/// Claims `(scope, key)` in the caller's transaction. A concurrent request with the same key
+/// waits on the key's unique index until the first commits (then replays its answer) or rolls
+/// back (then runs itself). The same key with a different request is ALREADY_EXISTS.
+pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str, request: &[u8]) -> Result<Claim> {
+    let inserted = sqlx::query(
+        "INSERT INTO platform.idempotency_keys (scope, key, request) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(request)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::Fresh);
+    }
+    let row = sqlx::query("SELECT request, response FROM platform.idempotency_keys WHERE scope = $1 AND key = $2")
+        .bind(scope)
+        .bind(key)
+        .fetch_one(&mut *conn)
+        .await?;
+    let stored_request: Vec<u8> = row.try_get(0)?;
+    if stored_request != request {
+        return Err(Error::AlreadyExists(format!(
+            "idempotency_key {key:?} was already used for a different {scope} request; use a new key for a new request"
+        )));
+    }
+    let response: Option<Vec<u8>> = row.try_get(1)?;
+    response
+        .map(Claim::Replay)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("idempotency key {scope}/{key} has no stored answer")))
+}
+
+/// Stores the answer of a claimed key, in the same transaction as the work.
+pub async fn complete(conn: &mut PgConnection, scope: &str, key: &str, response: &impl prost::Message) -> Result<()> {
+    sqlx::query("UPDATE platform.idempotency_keys SET response = $3 WHERE scope = $1 AND key = $2")
+        .bind(scope)
+        .bind(key)
+        .bind(response.encode_to_vec())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Decodes a replayed answer.
+pub fn replay<T: prost::Message + Default>(stored: &[u8]) -> Result<T> {
+    T::decode(stored).map_err(|e| Error::Internal(anyhow::anyhow!("stored idempotent answer is corrupt: {e}")))
+}
+
+/// Throw-away databases for tests: each test gets its own, migrated as the admin, used as the
+/// application role (so row-level security is in force), and dropped afterwards.
+pub mod scratch {
+    use super::*;
+
+    /// Where tests find PostgreSQL as an admin; `REDSTORE_TEST_PG_ADMIN_URL` overrides.
+    pub fn admin_url() -> String {
+        std::env::var("REDSTORE_TEST_PG_ADMIN_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    }
+
+    fn with_database(url: &str, db: &str) -> String {
+        match url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{db}"),
+            None => format!("{url}/{db}"),
+        }
+    }
+
+    pub struct ScratchDb {
+        pub name: String,
+        /// Connection URL as the admin (migrations, test set-up that must bypass RLS).
+        pub admin_url: String,
+        /// Connection URL as the application role.
+        pub app_url: String,
+    }
+
+    impl ScratchDb {
+        /// Creates a fresh database and applies `migrations` to it.
+        pub async fn create(migrations: &[&[PgMigration]]) -> anyhow::Result<Self> {
+            let admin = admin_url();
+            let name = format!("rs_test_{}", uuid::Uuid::now_v7().simple());
+            let server = connect(&admin, 1, Duration::from_secs(10)).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&server).await?;
+            server.close().await;
+            let admin_url = with_database(&admin, &name);
+            let pool = connect(&admin_url, 2, Duration::from_secs(10)).await?;
+            migrate(&pool, migrations).await?;
+            pool.close().await;
+            let app_url = with_database(&admin.replacen("postgres@", &format!("{APP_ROLE}@"), 1), &name);
+            Ok(Self { name, admin_url, app_url })
+        }
+
+        /// Drops the database (closing whatever is still connected to it).
+        pub async fn drop_db(self) -> anyhow::Result<()> {
+            let server = connect(&admin_url(), 1, Duration::from_secs(10)).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&server).await?;
+            server.close().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The inventory store: what the gRPC adapter, sales and the stream bridge need from inventory's
+//! storage, as one trait with an implementation per backend. Every implementation passes the same
+//! conformance suite (`tests/conformance`).
+
+use std::sync::Arc;
+
+use redstore_platform::barcode::Barcode;
+use redstore_platform::error::{Error, Result};
+use redstore_platform::idempotency::{maybe_once, once};
+use redstore_platform::time::unix_ms;
+use redstore_platform::{Db, Topic, eventlog};
+use redstore_proto::events::EventEnvelope;
+use redstore_proto::inventory as pb;
+use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
+
+use crate::domain::{Product, StockMovement};
+use crate::repo::{self, StoreRow};
+
+/// An idempotency key with the canonical encoding of its request. An empty key means the caller
+/// sent none (allowed only where a repeat is harmless).
+#[derive(Clone, Debug, Default)]
+pub struct Idem {
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// Changes to a product; `None` keeps the current value.
+#[derive(Clone, Debug, Default)]
+pub struct ProductPatch {
+    pub sku: String,
+    pub name: Option<String>,
+    pub price: Option<redstore_platform::money::Money>,
+    pub active: Option<bool>,
+    /// When set, the product's barcodes become exactly these.
+    pub barcodes: Option<Vec<Barcode>>,
+}
+
+#[tonic::async_trait]
+pub trait InventoryStore: Send + Sync + 'static {
+    async fn create_store(&self, idem: Idem, store: StoreRow) -> Result<pb::Store>;
+    async fn get_store(&self, store_id: &str) -> Result<StoreRow>;
+    async fn list_stores(&self, after: &str, limit: u32) -> Result<Vec<StoreRow>>;
+    async fn register_terminal(&self, idem: Idem, terminal: pb::Terminal) -> Result<pb::Terminal>;
+    /// NOT_FOUND unless the store exists and the terminal is registered in it.
+    async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()>;
+    async fn list_terminals(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::Terminal>>;
+
+    async fn create_product(&self, idem: Idem, product: Product, barcodes: Vec<Barcode>) -> Result<pb::Product>;
+    async fn update_product(&self, idem: Idem, patch: ProductPatch) -> Result<pb::Product>;
+    async fn get_product(&self, sku: &str) -> Result<Product>;
+    async fn list_products(&self, include_inactive: bool, after: &str, limit: u32) -> Result<Vec<Product>>;
+    async fn product_by_barcode(&self, barcode: &Barcode) -> Result<Product>;
+
+    async fn get_stock(&self, store_id: &str, sku: &str) -> Result<pb::StockLevel>;
+    async fn list_stock(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::StockLevel>>;
+    /// Applies one signed adjustment; the key is required.
+    async fn adjust_stock(
+        &self,
+        idem: Idem,
+        store_id: &str,
+        movement: StockMovement,
+        reason: &'static str,
+    ) -> Result<pb::AdjustStockResponse>;
+    /// Takes a sale's stock atomically under the store's oversell policy; idempotent by sale id.
+    async fn apply_sale(
+        &self,
+        sale_id: &str,
+        fingerprint: Vec<u8>,
+        store_id: &str,
+        terminal_id: &str,
+        movements: Vec<StockMovement>,
+    ) -> Result<pb::ApplySaleResponse>;
+
+    /// The store's stock and the sequence number it reflects, read consistently.
+    async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot>;
+    /// The store's inventory events after a sequence number, oldest first.
+    async fn events_after(&self, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>>;
+}
+
+/// The embedded (SQLite) implementation.
+#[derive(Clone)]
+pub struct SqliteInventory {
+    db: Db,
+}
+
+impl SqliteInventory {
+    pub fn new(db: Db) -> Arc<Self> {
+        Arc::new(Self { db })
+    }
+}
+
+/// Applies a sale's lines in the caller's SQLite transaction: validates the store and every sku,
+/// then takes the stock under the store's policy. Used by `apply_sale` and, in one process, by
+/// checkout, which adds its sale to the same transaction.
+pub fn apply_sale_in(
+    ctx: &mut redstore_platform::WriteCtx<'_>,
+    store_id: &str,
+    terminal_id: &str,
+    sale_id: &str,
+    movements: &[StockMovement],
+) -> Result<repo::Applied> {
+    let store = repo::get_store(ctx.conn, store_id)?;
+    for m in movements {
+        if repo::product_core(ctx.conn, &m.sku)?.is_none() {
+            return Err(Error::not_found(format!("sku {:?} does not exist", m.sku)));
+        }
+    }
+    repo::apply_movements(ctx, &store, "sale", sale_id, terminal_id, movements)
+}
+
+/// Reads a consistent snapshot of a store's stock and the sequence it reflects.
+fn snapshot_in(conn: &rusqlite::Connection, store_id: &str) -> Result<InventorySnapshot> {
+    conn.execute_batch("BEGIN")?;
+    let result = (|| {
+        repo::get_store(conn, store_id)?;
+        let as_of_seq = eventlog::last_seq(conn, Topic::Inventory, store_id)?;
+        let mut after = String::new();
+        let mut items = Vec::new();
+        loop {
+            let page = repo::list_stock(conn, store_id, &after, 1000)?;
+            let Some(last) = page.last() else { break };
+            after = last.sku.clone();
+            items.extend(page.into_iter().map(|s| SnapshotItem { sku: s.sku, quantity: s.quantity }));
+        }
+        Ok(InventorySnapshot { store_id: store_id.to_owned(), as_of_seq, items })
+    })();
+    conn.execute_batch("COMMIT")?;
+    result
+}
+
+#[tonic::async_trait]
+impl InventoryStore for SqliteInventory {
+    async fn create_store(&self, idem: Idem, store: StoreRow) -> Result<pb::Store> {
+        self.db
+            .write(move |ctx| {
+                maybe_once(ctx, "inventory.create_store", &idem.key, &idem.fingerprint, |ctx| {
+                    repo::insert_store(ctx.conn, &store, unix_ms(ctx.now))?;
+                    Ok(store.to_proto())
+                })
+            })
+            .await
+    }
+
+    async fn get_store(&self, store_id: &str) -> Result<StoreRow> {
+        let id = store_id.to_owned();
+        self.db.read(move |c| repo::get_store(c, &id)).await
+    }
+
+    async fn list_stores(&self, after: &str, limit: u32) -> Result<Vec<StoreRow>> {
+        let after = after.to_owned();
+        self.db.read(move |c| repo::list_stores(c, &after, limit)).await
+    }
+
+    async fn register_terminal(&self, idem: Idem, terminal: pb::Terminal) -> Result<pb::Terminal> {
+        self.db
+            .write(move |ctx| {
+                maybe_once(ctx, "inventory.register_terminal", &idem.key, &idem.fingerprint, |ctx| {
+                    repo::insert_terminal(ctx.conn, &terminal)?;
+                    Ok(terminal)
+                })
+            })
+            .await
+    }
+
+    async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()> {
+        let (s, t) = (store_id.to_owned(), terminal_id.to_owned());
+        self.db.read(move |c| repo::require_terminal(c, &s, &t)).await
+    }
+
+    async fn list_terminals(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::Terminal>> {
+        let (s, a) = (store_id.to_owned(), after.to_owned());
+        self.db.read(move |c| repo::list_terminals(c, &s, &a, limit)).await
+    }
+
+    async fn create_product(&self, idem: Idem, product: Product, barcodes: Vec<Barcode>) -> Result<pb::Product> {
+        self.db
+            .write(move |ctx| {
+                maybe_once(ctx, "inventory.create_product", &idem.key, &idem.fingerprint, |ctx| {
+                    repo::insert_product(ctx.conn, &product, &barcodes, unix_ms(ctx.now))?;
+                    Ok(repo::get_product(ctx.conn, &product.sku)?.to_proto())
+                })
+            })
+            .await
+    }
+
+    async fn update_product(&self, idem: Idem, patch: ProductPatch) -> Result<pb::Product> {
+        self.db
+            .write(move |ctx| {
+                maybe_once(ctx, "inventory.update_product", &idem.key, &idem.fingerprint, |ctx| {
+                    let mut product = repo::get_product(ctx.conn, &patch.sku)?;
+                    patch.apply(&mut product);
+                    repo::update_product(ctx.conn, &product, patch.barcodes.as_deref(), unix_ms(ctx.now))?;
+                    Ok(repo::get_product(ctx.conn, &patch.sku)?.to_proto())
+                })
+            })
+            .await
+    }
+
+    async fn get_product(&self, sku: &str) -> Result<Product> {
+        let sku = sku.to_owned();
+        self.db.read(move |c| repo::get_product(c, &sku)).await
+    }
+
+    async fn list_products(&self, include_inactive: bool, after: &str, limit: u32) -> Result<Vec<Product>> {
+        let after = after.to_owned();
+        self.db.read(move |c| repo::list_products(c, include_inactive, &after, limit)).await
+    }
+
+    async fn product_by_barcode(&self, barcode: &Barcode) -> Result<Product> {
+        let barcode = barcode.clone();
+        self.db
+            .read(move |c| {
+                let sku = repo::sku_by_barcode(c, &barcode)?
+                    .ok_or_else(|| Error::not_found(format!("no product has barcode {barcode}")))?;
+                repo::get_product(c, &sku)
+            })
+            .await
+    }
+
+    async fn get_stock(&self, store_id: &str, sku: &str) -> Result<pb::StockLevel> {
+        let (s, k) = (store_id.to_owned(), sku.to_owned());
+        self.db.read(move |c| repo::get_stock(c, &s, &k)).await
+    }
+
+    async fn list_stock(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::StockLevel>> {
+        let (s, a) = (store_id.to_owned(), after.to_owned());
+        self.db
+            .read(move |c| {
+                repo::get_store(c, &s)?;
+                repo::list_stock(c, &s, &a, limit)
+            })
+            .await
+    }
+
+    async fn adjust_stock(
+        &self,
+        idem: Idem,
+        store_id: &str,
+        movement: StockMovement,
+        reason: &'static str,
+    ) -> Result<pb::AdjustStockResponse> {
+        let store_id = store_id.to_owned();
+        self.db
+            .write(move |ctx| {
+                once(ctx, &format!("inventory.adjust_stock:{store_id}"), &idem.key, &idem.fingerprint, |ctx| {
+                    let store = repo::get_store(ctx.conn, &store_id)?;
+                    if repo::product_core(ctx.conn, &movement.sku)?.is_none() {
+                        return Err(Error::not_found(format!("sku {:?} does not exist", movement.sku)));
+                    }
+                    let adjustment_id = uuid::Uuid::now_v7().to_string();
+                    let applied = repo::apply_movements(ctx, &store, reason, &adjustment_id, "", &[movement])?;
+                    Ok(pb::AdjustStockResponse { stock: applied.levels.into_iter().next(), adjustment_id })
+                })
+            })
+            .await
+    }
+
+    async fn apply_sale(
+        &self,
+        sale_id: &str,
+        fingerprint: Vec<u8>,
+        store_id: &str,
+        terminal_id: &str,
+        movements: Vec<StockMovement>,
+    ) -> Result<pb::ApplySaleResponse> {
+        let (sale_id, store_id, terminal_id) = (sale_id.to_owned(), store_id.to_owned(), terminal_id.to_owned());
+        self.db
+            .write(move |ctx| {
+                once(ctx, "inventory.apply_sale", &sale_id, &fingerprint, |ctx| {
+                    let applied = apply_sale_in(ctx, &store_id, &terminal_id, &sale_id, &movements)?;
+                    Ok(pb::ApplySaleResponse {
+                        stock: applied.levels,
+                        negative_skus: applied.negative_skus,
+                        store_seq: applied.event.store_seq,
+                    })
+                })
+            })
+            .await
+    }
+
+    async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {
+        let id = store_id.to_owned();
+        self.db.read(move |c| snapshot_in(c, &id)).await
+    }
+
+    async fn events_after(&self, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
+        let id = store_id.to_owned();
+        self.db.read(move |c| eventlog::store_events_after(c, Topic::Inventory, &id, after, limit)).await
+    }
+}
+
+impl ProductPatch {
+    /// Applies the patch's name, price and active flag to a product.
+    pub fn apply(&self, product: &mut Product) {
+        if let Some(name) = &self.name {
+            product.name.clone_from(name);
+        }
+        if let Some(price) = self.price {
+            product.price = price;
+        }
+        if let Some(active) = self.active {
+            product.active = active;
+        }
+    }
+}
