@@ -161,7 +161,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let web = GrpcWebLayer::new();
     let routes =
         tonic::service::Routes::new(web.layer(redstore_inventory::InventoryGrpc::new(inventory.clone()).into_server()))
-            .add_service(web.layer(redstore_sales::SalesGrpc::new(db.clone()).into_server()))
+            .add_service(
+                web.layer(redstore_sales::SalesGrpc::new(redstore_sales::SqliteSales::new(db.clone())).into_server()),
+            )
             .add_service(web.layer(redstore_analytics::AnalyticsGrpc::new(db.clone()).into_server()))
             .add_service(
                 web.layer(

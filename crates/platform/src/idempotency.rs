@@ -8,6 +8,14 @@ use prost::Message;
 use rusqlite::{OptionalExtension, params};
 
 use crate::db::WriteCtx;
+
+/// An idempotency key with the canonical encoding of its request. An empty key means the caller
+/// sent none (allowed only where a repeat is harmless).
+#[derive(Clone, Debug, Default)]
+pub struct Idem {
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+}
 use crate::error::{Error, Result};
 
 /// Runs `f` once per (`scope`, `key`). `request` is the canonical encoding of the request.

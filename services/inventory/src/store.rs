@@ -16,13 +16,7 @@ use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
 use crate::domain::{Product, StockMovement};
 use crate::repo::{self, StoreRow};
 
-/// An idempotency key with the canonical encoding of its request. An empty key means the caller
-/// sent none (allowed only where a repeat is harmless).
-#[derive(Clone, Debug, Default)]
-pub struct Idem {
-    pub key: String,
-    pub fingerprint: Vec<u8>,
-}
+pub use redstore_platform::idempotency::Idem;
 
 /// Changes to a product; `None` keeps the current value.
 #[derive(Clone, Debug, Default)]

@@ -7,10 +7,12 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod repo;
+pub mod store;
 
 use redstore_platform::Migration;
 
 pub use grpc::SalesGrpc;
+pub use store::{SalesStore, SqliteSales};
 
 pub const SQLITE_MIGRATIONS: &[Migration] =
     &[Migration { service: "sales", version: 1, sql: include_str!("../migrations/sqlite/0001_sales.sql") }];

@@ -1,0 +1,383 @@
+//! The sales store: carts, checkout, refunds and sales, as one trait with an implementation per
+//! backend. Requests arrive parsed and validated; stores enforce what needs the data.
+
+use std::sync::Arc;
+
+use redstore_inventory::domain::sale_movements;
+use redstore_inventory::repo as inventory;
+use redstore_inventory::store::apply_sale_in;
+use redstore_platform::barcode::Barcode;
+use redstore_platform::error::{Error, Result};
+use redstore_platform::idempotency::{Idem, once};
+use redstore_platform::money::Money;
+use redstore_platform::time::{timestamp, unix_ms};
+use redstore_platform::{Db, Topic, eventlog};
+use redstore_proto::sales::*;
+
+use crate::domain::{self, PricedLine, Tender};
+use crate::events::{sale_completed, sale_refunded};
+use crate::repo;
+
+/// A parsed scan.
+#[derive(Clone, Debug)]
+pub struct ScanOrder {
+    pub scan_id: String,
+    pub fingerprint: Vec<u8>,
+    pub store_id: String,
+    pub terminal_id: String,
+    pub barcode: Barcode,
+    pub quantity: i64,
+}
+
+/// A parsed checkout. Empty `lines` sells the terminal's cart.
+#[derive(Clone, Debug)]
+pub struct CheckoutOrder {
+    pub idem: Idem,
+    pub store_id: String,
+    pub terminal_id: String,
+    pub lines: Vec<(String, i64)>,
+    pub tenders: Vec<Tender>,
+}
+
+/// A parsed refund. Empty `lines` refunds everything not refunded yet.
+#[derive(Clone, Debug)]
+pub struct RefundOrder {
+    pub idem: Idem,
+    pub sale_id: String,
+    pub lines: Vec<(String, i64)>,
+    /// Empty means the sale's terminal.
+    pub terminal_id: String,
+}
+
+#[tonic::async_trait]
+pub trait SalesStore: Send + Sync + 'static {
+    async fn scan(&self, order: ScanOrder) -> Result<ScanResponse>;
+    async fn get_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart>;
+    async fn add_cart_item(
+        &self,
+        idem: Idem,
+        store_id: &str,
+        terminal_id: &str,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<AddCartItemResponse>;
+    /// Sets a line's quantity; 0 removes it. NOT_FOUND when a positive quantity names a sku not
+    /// in the cart.
+    async fn set_cart_item_quantity(&self, store_id: &str, terminal_id: &str, sku: &str, quantity: i64)
+    -> Result<Cart>;
+    async fn clear_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart>;
+    /// One sale, its stock change and its events, or nothing.
+    async fn checkout(&self, order: CheckoutOrder) -> Result<Sale>;
+    /// Restocks and records a refund; never more than was sold.
+    async fn refund(&self, order: RefundOrder) -> Result<RefundResponse>;
+    async fn get_sale(&self, sale_id: &str) -> Result<Sale>;
+    async fn list_sales(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<Sale>>;
+}
+
+/// The embedded (SQLite) implementation: sales and inventory share one database, so a checkout
+/// is one transaction.
+#[derive(Clone)]
+pub struct SqliteSales {
+    db: Db,
+}
+
+impl SqliteSales {
+    pub fn new(db: Db) -> Arc<Self> {
+        Arc::new(Self { db })
+    }
+}
+
+fn add_to_cart(
+    conn: &rusqlite::Connection,
+    store_id: &str,
+    terminal_id: &str,
+    sku: &str,
+    quantity: i64,
+) -> Result<CartLine> {
+    let product =
+        inventory::product_core(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
+    if !product.active {
+        return Err(Error::precondition(
+            "PRODUCT",
+            format!("sku:{sku}"),
+            format!("sku {sku:?} is not for sale (inactive)"),
+        ));
+    }
+    let total = repo::cart_add(conn, store_id, terminal_id, sku, quantity)?;
+    repo::cart_line(conn, store_id, sku, total)
+}
+
+/// Prices the sale's lines from the catalog; names the line at fault.
+fn price_lines(conn: &rusqlite::Connection, field: &str, lines: &[(String, i64)]) -> Result<Vec<PricedLine>> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, (sku, quantity))| {
+            let f = format!("{field}[{i}]");
+            let product = inventory::product_core(conn, sku)?
+                .ok_or_else(|| Error::not_found(format!("{f}.sku: sku {sku:?} does not exist")))?;
+            if !product.active {
+                return Err(Error::precondition(
+                    "PRODUCT",
+                    format!("sku:{sku}"),
+                    format!("{f}.sku: sku {sku:?} is not for sale (inactive)"),
+                ));
+            }
+            domain::price_line(&f, sku, &product.name, *quantity, product.price)
+        })
+        .collect()
+}
+
+/// The error for a checkout with neither lines nor a cart.
+pub fn empty_cart(store_id: &str, terminal_id: &str) -> Error {
+    Error::precondition(
+        "CART",
+        format!("terminal:{terminal_id}"),
+        format!(
+            "the cart of terminal {terminal_id:?} in store {store_id:?} is empty and the request has no lines; \
+             scan items or send lines"
+        ),
+    )
+}
+
+/// Works out which lines a refund returns, against what the sale has left; updates the sale's
+/// refunded quantities. Shared by every backend.
+pub fn refund_lines(sale: &mut Sale, wanted: &[(String, i64)]) -> Result<Vec<PricedLine>> {
+    let sale_id = sale.sale_id.clone();
+    let wanted: Vec<(String, i64)> = if wanted.is_empty() {
+        let rest: Vec<(String, i64)> = sale
+            .lines
+            .iter()
+            .filter(|l| l.quantity > l.quantity_refunded)
+            .map(|l| (l.sku.clone(), l.quantity - l.quantity_refunded))
+            .collect();
+        if rest.is_empty() {
+            return Err(Error::precondition(
+                "REFUND",
+                format!("sale:{sale_id}"),
+                format!("sale {sale_id:?} is already fully refunded"),
+            ));
+        }
+        rest
+    } else {
+        wanted.to_vec()
+    };
+    let mut out = Vec::with_capacity(wanted.len());
+    for (i, (sku, quantity)) in wanted.iter().enumerate() {
+        let line = sale.lines.iter_mut().find(|l| &l.sku == sku).ok_or_else(|| {
+            Error::invalid(format!("lines[{i}].sku"), format!("{sku:?} was not sold in sale {sale_id:?}"))
+        })?;
+        if *quantity > line.quantity - line.quantity_refunded {
+            return Err(Error::precondition(
+                "REFUND",
+                format!("sku:{sku}"),
+                format!(
+                    "lines[{i}].quantity: cannot refund {quantity} of sku {sku:?}: {} sold, {} already refunded",
+                    line.quantity, line.quantity_refunded
+                ),
+            ));
+        }
+        line.quantity_refunded += quantity;
+        let unit = Money::from_proto("unit_price", line.unit_price.as_ref())?;
+        out.push(domain::price_line(&format!("lines[{i}]"), sku, &line.name, *quantity, unit)?);
+    }
+    Ok(out)
+}
+
+/// Marks a sale refunded by `amount` and sets its status from its lines.
+pub fn record_refund(sale: &mut Sale, amount: Money) -> Result<()> {
+    let refunded = Money::from_proto("refunded", sale.refunded.as_ref())
+        .unwrap_or(Money::zero(amount.currency))
+        .checked_add(amount)
+        .ok_or_else(|| Error::invalid("lines", "the refund amount is too large"))?;
+    sale.refunded = Some(refunded.to_proto());
+    let all_back = sale.lines.iter().all(|l| l.quantity_refunded >= l.quantity);
+    sale.status = if all_back { SaleStatus::Refunded } else { SaleStatus::PartiallyRefunded } as i32;
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl SalesStore for SqliteSales {
+    async fn scan(&self, order: ScanOrder) -> Result<ScanResponse> {
+        let scope = format!("sales.scan:{}:{}", order.store_id, order.terminal_id);
+        self.db
+            .write(move |ctx| {
+                once(ctx, &scope, &order.scan_id, &order.fingerprint, |ctx| {
+                    let (store_id, terminal_id) = (&order.store_id, &order.terminal_id);
+                    inventory::require_terminal(ctx.conn, store_id, terminal_id)?;
+                    let sku = inventory::sku_by_barcode(ctx.conn, &order.barcode)?
+                        .ok_or_else(|| Error::not_found(format!("code: no product has barcode {}", order.barcode)))?;
+                    let line = add_to_cart(ctx.conn, store_id, terminal_id, &sku, order.quantity)?;
+                    let cart = repo::load_cart(ctx.conn, store_id, terminal_id)?;
+                    Ok(ScanResponse {
+                        scan_id: order.scan_id.clone(),
+                        result: Some(scan_response::Result::Line(line)),
+                        cart: Some(cart),
+                    })
+                })
+            })
+            .await
+    }
+
+    async fn get_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart> {
+        let (s, t) = (store_id.to_owned(), terminal_id.to_owned());
+        self.db
+            .read(move |c| {
+                inventory::require_terminal(c, &s, &t)?;
+                repo::load_cart(c, &s, &t)
+            })
+            .await
+    }
+
+    async fn add_cart_item(
+        &self,
+        idem: Idem,
+        store_id: &str,
+        terminal_id: &str,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<AddCartItemResponse> {
+        let (s, t, k) = (store_id.to_owned(), terminal_id.to_owned(), sku.to_owned());
+        let scope = format!("sales.cart:{s}:{t}");
+        self.db
+            .write(move |ctx| {
+                once(ctx, &scope, &idem.key, &idem.fingerprint, |ctx| {
+                    inventory::require_terminal(ctx.conn, &s, &t)?;
+                    let line = add_to_cart(ctx.conn, &s, &t, &k, quantity)?;
+                    let cart = repo::load_cart(ctx.conn, &s, &t)?;
+                    Ok(AddCartItemResponse { line: Some(line), cart: Some(cart) })
+                })
+            })
+            .await
+    }
+
+    async fn set_cart_item_quantity(
+        &self,
+        store_id: &str,
+        terminal_id: &str,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<Cart> {
+        let (s, t, k) = (store_id.to_owned(), terminal_id.to_owned(), sku.to_owned());
+        self.db
+            .write(move |ctx| {
+                inventory::require_terminal(ctx.conn, &s, &t)?;
+                if !repo::cart_set(ctx.conn, &s, &t, &k, quantity)? && quantity > 0 {
+                    return Err(Error::not_found(format!("sku {k:?} is not in the cart of terminal {t:?}")));
+                }
+                repo::load_cart(ctx.conn, &s, &t)
+            })
+            .await
+    }
+
+    async fn clear_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart> {
+        let (s, t) = (store_id.to_owned(), terminal_id.to_owned());
+        self.db
+            .write(move |ctx| {
+                inventory::require_terminal(ctx.conn, &s, &t)?;
+                repo::cart_clear(ctx.conn, &s, &t)?;
+                repo::load_cart(ctx.conn, &s, &t)
+            })
+            .await
+    }
+
+    async fn checkout(&self, order: CheckoutOrder) -> Result<Sale> {
+        let scope = format!("sales.checkout:{}", order.store_id);
+        let response: CheckoutResponse = self
+            .db
+            .write(move |ctx| {
+                once(ctx, &scope, &order.idem.key, &order.idem.fingerprint, |ctx| {
+                    let (store_id, terminal_id) = (order.store_id.as_str(), order.terminal_id.as_str());
+                    inventory::require_terminal(ctx.conn, store_id, terminal_id)?;
+                    let (field, from_cart, lines) = if order.lines.is_empty() {
+                        let items = repo::cart_items(ctx.conn, store_id, terminal_id)?;
+                        if items.is_empty() {
+                            return Err(empty_cart(store_id, terminal_id));
+                        }
+                        ("cart", true, items)
+                    } else {
+                        ("lines", false, order.lines.clone())
+                    };
+                    let priced = price_lines(ctx.conn, field, &lines)?;
+                    let total = domain::total(field, &priced)?;
+                    let change = domain::settle(total, &order.tenders)?;
+                    let movements = sale_movements(field, lines.iter().cloned())?;
+                    let sale_id = uuid::Uuid::now_v7().to_string();
+                    let applied = apply_sale_in(ctx, store_id, terminal_id, &sale_id, &movements)?;
+                    let created = unix_ms(ctx.now);
+                    let sale = Sale {
+                        sale_id,
+                        store_id: store_id.to_owned(),
+                        terminal_id: terminal_id.to_owned(),
+                        status: SaleStatus::Completed as i32,
+                        lines: priced.iter().map(PricedLine::to_proto).collect(),
+                        total: Some(total.to_proto()),
+                        tenders: order.tenders.iter().map(|t| t.to_proto()).collect(),
+                        change: Some(change.to_proto()),
+                        created_at: Some(timestamp(created)),
+                        negative_stock_skus: applied.negative_skus,
+                        refunded: Some(Money::zero(total.currency).to_proto()),
+                    };
+                    repo::insert_sale(ctx.conn, &sale, created)?;
+                    eventlog::append(ctx, Topic::Sales, store_id, sale_completed(&sale))?;
+                    if from_cart {
+                        repo::cart_clear(ctx.conn, store_id, terminal_id)?;
+                    }
+                    Ok(CheckoutResponse { sale: Some(sale) })
+                })
+            })
+            .await?;
+        response.sale.ok_or_else(|| Error::Internal(anyhow::anyhow!("stored checkout answer has no sale")))
+    }
+
+    async fn refund(&self, order: RefundOrder) -> Result<RefundResponse> {
+        self.db
+            .write(move |ctx| {
+                once(ctx, "sales.refund", &order.idem.key, &order.idem.fingerprint, |ctx| {
+                    let mut sale = repo::get_sale(ctx.conn, &order.sale_id)?;
+                    let lines = refund_lines(&mut sale, &order.lines)?;
+                    let currency = Money::from_proto("total", sale.total.as_ref())?.currency;
+                    let amount = Money::sum(currency, lines.iter().map(|l| l.line_total))
+                        .ok_or_else(|| Error::invalid("lines", "the refund amount is too large"))?;
+                    let refund_id = uuid::Uuid::now_v7().to_string();
+                    let terminal_id =
+                        if order.terminal_id.is_empty() { sale.terminal_id.clone() } else { order.terminal_id.clone() };
+                    let store = inventory::get_store(ctx.conn, &sale.store_id)?;
+                    let movements: Vec<_> = lines
+                        .iter()
+                        .map(|l| redstore_inventory::StockMovement { sku: l.sku.clone(), delta: l.quantity })
+                        .collect();
+                    inventory::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, &movements)?;
+                    record_refund(&mut sale, amount)?;
+                    repo::update_sale(ctx.conn, &sale)?;
+                    let created = unix_ms(ctx.now);
+                    let refund = Refund {
+                        refund_id,
+                        sale_id: order.sale_id.clone(),
+                        lines: lines.iter().map(PricedLine::to_proto).collect(),
+                        amount: Some(amount.to_proto()),
+                        created_at: Some(timestamp(created)),
+                    };
+                    repo::insert_refund(ctx.conn, &refund, created)?;
+                    eventlog::append(ctx, Topic::Sales, &sale.store_id, sale_refunded(&refund, &terminal_id))?;
+                    Ok(RefundResponse { refund: Some(refund), sale: Some(sale) })
+                })
+            })
+            .await
+    }
+
+    async fn get_sale(&self, sale_id: &str) -> Result<Sale> {
+        let id = sale_id.to_owned();
+        self.db.read(move |c| repo::get_sale(c, &id)).await
+    }
+
+    async fn list_sales(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<Sale>> {
+        let (s, a) = (store_id.to_owned(), after.to_owned());
+        self.db
+            .read(move |c| {
+                inventory::get_store(c, &s)?;
+                repo::list_sales(c, &s, &a, limit)
+            })
+            .await
+    }
+}
