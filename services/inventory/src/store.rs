@@ -65,6 +65,18 @@ pub trait InventoryStore: Send + Sync + 'static {
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse>;
 
+    /// Puts refunded units back (positive movements, reason "refund"); idempotent by refund id.
+    async fn apply_refund(
+        &self,
+        refund_id: &str,
+        store_id: &str,
+        terminal_id: &str,
+        movements: Vec<StockMovement>,
+    ) -> Result<pb::ApplySaleResponse> {
+        let _ = (refund_id, store_id, terminal_id, movements);
+        Err(Error::Unavailable("refunds are not supported by this inventory backend yet".into()))
+    }
+
     /// The store's stock and the sequence number it reflects, read consistently.
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot>;
     /// The store's inventory events after a sequence number, oldest first.
@@ -262,6 +274,30 @@ impl InventoryStore for SqliteInventory {
             .write(move |ctx| {
                 once(ctx, "inventory.apply_sale", &sale_id, &fingerprint, |ctx| {
                     let applied = apply_sale_in(ctx, &store_id, &terminal_id, &sale_id, &movements)?;
+                    Ok(pb::ApplySaleResponse {
+                        stock: applied.levels,
+                        negative_skus: applied.negative_skus,
+                        store_seq: applied.event.store_seq,
+                    })
+                })
+            })
+            .await
+    }
+
+    async fn apply_refund(
+        &self,
+        refund_id: &str,
+        store_id: &str,
+        terminal_id: &str,
+        movements: Vec<StockMovement>,
+    ) -> Result<pb::ApplySaleResponse> {
+        let (refund_id, store_id, terminal_id) = (refund_id.to_owned(), store_id.to_owned(), terminal_id.to_owned());
+        let fingerprint = format!("{store_id}/{terminal_id}/{movements:?}").into_bytes();
+        self.db
+            .write(move |ctx| {
+                once(ctx, "inventory.apply_refund", &refund_id, &fingerprint, |ctx| {
+                    let store = repo::get_store(ctx.conn, &store_id)?;
+                    let applied = repo::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, &movements)?;
                     Ok(pb::ApplySaleResponse {
                         stock: applied.levels,
                         negative_skus: applied.negative_skus,
