@@ -164,7 +164,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             .add_service(
                 web.layer(redstore_sales::SalesGrpc::new(redstore_sales::SqliteSales::new(db.clone())).into_server()),
             )
-            .add_service(web.layer(redstore_analytics::AnalyticsGrpc::new(db.clone()).into_server()))
+            .add_service(
+                web.layer(
+                    redstore_analytics::AnalyticsGrpc::new(Arc::new(redstore_analytics::SqliteReports(db.clone())))
+                        .into_server(),
+                ),
+            )
             .add_service(
                 web.layer(
                     redstore_stream_bridge::StreamGrpc::new(inventory.clone(), feed.clone(), shutdown.clone())

@@ -334,3 +334,25 @@ impl TestApp {
             .last_seq
     }
 }
+
+impl TestApp {
+    /// The store's newest inventory sequence, from the snapshot that opens a watch.
+    pub async fn inventory_seq(&self, store_id: &str) -> u64 {
+        use redstore_proto::stream::WatchInventoryRequest;
+        use redstore_proto::stream::watch_inventory_response::Item;
+        let mut watch = self
+            .stream()
+            .watch_inventory(WatchInventoryRequest {
+                store_id: store_id.into(),
+                resume_after: 0,
+                include_snapshot: true,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        match watch.message().await.expect("stream").expect("snapshot").item {
+            Some(Item::Snapshot(s)) => s.as_of_seq,
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+}

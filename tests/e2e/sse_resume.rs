@@ -9,12 +9,11 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_resumes_with_last_event_id_exactly_after_the_last_event_seen() {
     let app = TestApp::spawn().await;
-    let mut sse = SseClient::connect(&app, "store-1", "", None).await;
-    // The seed's receipt is event 1.
-    assert_eq!(sse.next().await.unwrap().seq(), 1);
+    let mut sse = SseClient::connect(&app, "store-1", "?snapshot=true", None).await;
+    let base = sse.next().await.unwrap().seq();
     app.sales().checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0006", 1)], vec![cash(500)])).await.unwrap();
     let seen = sse.next().await.unwrap();
-    assert_eq!(seen.seq(), 2);
+    assert_eq!(seen.seq(), base + 1);
     drop(sse); // the iPad's Wi-Fi drops
 
     for q in 1..=3 {
@@ -30,12 +29,12 @@ async fn sse_resumes_with_last_event_id_exactly_after_the_last_event_seen() {
         let ev = resumed.next().await.unwrap();
         got.push((ev.seq(), ev.json()["changes"][0]["delta"].as_i64().unwrap()));
     }
-    assert_eq!(got, vec![(3, -1), (4, -2), (5, -3)]);
+    assert_eq!(got, vec![(base + 2, -1), (base + 3, -2), (base + 4, -3)]);
 
     // Live events continue on the resumed stream without a duplicate.
     app.sales().checkout(checkout(&key(), "store-1", "till-3", &[("SKU-0006", 4)], vec![cash(1000)])).await.unwrap();
     let live = resumed.next().await.unwrap();
-    assert_eq!(live.seq(), 6);
+    assert_eq!(live.seq(), base + 5);
     assert_eq!(live.json()["changes"][0]["quantity_after"], 50 - 1 - 1 - 2 - 3 - 4);
 
     // An idle stream gets keep-alive comments (the test server sends one every 300 ms).
@@ -67,6 +66,7 @@ async fn sse_rejects_bad_resume_points_and_unknown_stores() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_watch_resumes_after_a_sequence() {
     let app = TestApp::spawn().await;
+    let base = app.inventory_seq("store-1").await;
     for q in 1..=3 {
         app.sales()
             .checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0007", q)], vec![cash(2000)]))
@@ -75,7 +75,11 @@ async fn grpc_watch_resumes_after_a_sequence() {
     }
     let mut watch = app
         .stream()
-        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), resume_after: 2, include_snapshot: false })
+        .watch_inventory(WatchInventoryRequest {
+            store_id: "store-1".into(),
+            resume_after: base + 1,
+            include_snapshot: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -84,7 +88,7 @@ async fn grpc_watch_resumes_after_a_sequence() {
         let Some(Item::Event(e)) = watch.next().await.unwrap().unwrap().item else { panic!("event") };
         seqs.push(e.store_seq);
     }
-    assert_eq!(seqs, vec![3, 4]);
+    assert_eq!(seqs, vec![base + 2, base + 3]);
     let err = app
         .stream()
         .watch_inventory(WatchInventoryRequest { store_id: "nowhere".into(), resume_after: 0, include_snapshot: false })

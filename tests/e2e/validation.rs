@@ -142,7 +142,7 @@ fn bad_check_digit(code: &str) -> String {
 async fn checkout_without_idempotency_key_names_the_field() {
     let app = TestApp::spawn().await;
     let before = written(&app, "store-1").await;
-    assert_eq!(before.inventory_seq, 1, "the demo seed is the store's only inventory event");
+    assert!(before.inventory_seq >= 1, "the demo seed's receipt is in the store's inventory log");
     assert!(before.sales.is_empty());
 
     for blank in ["", "   "] {

@@ -1,5 +1,6 @@
 //! AnalyticsService: reports read the per-minute rollups, grouped to the asked granularity.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use redstore_inventory::repo as inventory;
@@ -15,14 +16,34 @@ use tonic::{Request, Response, Status};
 /// Most buckets one report may span, so a minute report over years is refused, not computed.
 const MAX_BUCKETS: i64 = 10_000;
 
+/// Where reports come from: the rollups of one backend.
+#[tonic::async_trait]
+pub trait Reports: Send + Sync + 'static {
+    /// Buckets of `size` ms, totals and top products for a store over `[from_ms, to_ms)`.
+    async fn report(&self, store_id: &str, from_ms: i64, to_ms: i64, size: i64, top: u32) -> Result<Report>;
+}
+
+pub type Report = (Vec<SalesBucket>, Vec<SalesFigures>, Vec<ProductFigures>);
+
+/// Reports from the embedded database.
+pub struct SqliteReports(pub Db);
+
+#[tonic::async_trait]
+impl Reports for SqliteReports {
+    async fn report(&self, store_id: &str, from_ms: i64, to_ms: i64, size: i64, top: u32) -> Result<Report> {
+        let sid = store_id.to_owned();
+        self.0.read(move |c| report(c, &sid, from_ms, to_ms, size, top)).await
+    }
+}
+
 #[derive(Clone)]
 pub struct AnalyticsGrpc {
-    db: Db,
+    reports: Arc<dyn Reports>,
 }
 
 impl AnalyticsGrpc {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(reports: Arc<dyn Reports>) -> Self {
+        Self { reports }
     }
 
     pub fn into_server(self) -> AnalyticsServiceServer<Self> {
@@ -68,7 +89,7 @@ pub fn report(
     to_ms: i64,
     size: i64,
     top: u32,
-) -> Result<(Vec<SalesBucket>, Vec<SalesFigures>, Vec<ProductFigures>)> {
+) -> Result<Report> {
     inventory::get_store(conn, store_id)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT (minute_ms / ?4) * ?4 AS bucket, {SUMS} FROM analytics_minute
@@ -134,9 +155,7 @@ impl AnalyticsService for AnalyticsGrpc {
                 ));
             }
             let top = if req.top_products_limit == 0 { 10 } else { req.top_products_limit.min(100) };
-            let sid = store_id.clone();
-            let (buckets, totals, top_products) =
-                self.db.read(move |c| report(c, &sid, from_ms, to_ms, size, top)).await?;
+            let (buckets, totals, top_products) = self.reports.report(&store_id, from_ms, to_ms, size, top).await?;
             Ok(GetSalesReportResponse { store_id, granularity: req.granularity, buckets, totals, top_products })
         }
         .await;

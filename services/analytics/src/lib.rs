@@ -5,12 +5,13 @@
 
 pub mod consumer;
 pub mod grpc;
+pub mod pg;
 pub mod rollup;
 
 use redstore_platform::Migration;
 
 pub use consumer::spawn_consumer;
-pub use grpc::AnalyticsGrpc;
+pub use grpc::{AnalyticsGrpc, Reports, SqliteReports};
 
 pub const SQLITE_MIGRATIONS: &[Migration] =
     &[Migration { service: "analytics", version: 1, sql: include_str!("../migrations/sqlite/0001_analytics.sql") }];

@@ -91,3 +91,39 @@ pub async fn seed_demo(db: &Db) -> Result<bool> {
     })
     .await
 }
+
+/// Seeds the demo chain through the store API (any backend) unless stores exist already.
+/// Returns whether it seeded.
+pub async fn seed_demo_via(store: &dyn crate::InventoryStore) -> Result<bool> {
+    if !store.list_stores("", 1).await?.is_empty() {
+        return Ok(false);
+    }
+    let eur = Currency::parse("currency", "EUR")?;
+    let key = |what: String| crate::store::Idem { key: format!("demo-seed:{what}"), fingerprint: what.into_bytes() };
+    for (id, name, policy) in STORES {
+        let row = StoreRow { store_id: (*id).into(), name: (*name).into(), policy: *policy };
+        store.create_store(key(format!("store:{id}")), row).await?;
+        for t in 1..=3 {
+            let terminal =
+                pb::Terminal { store_id: (*id).into(), terminal_id: format!("till-{t}"), name: format!("Till {t}") };
+            store.register_terminal(key(format!("terminal:{id}:{t}")), terminal).await?;
+        }
+    }
+    for (i, (sku, name, price, q1, q2)) in PRODUCTS.iter().enumerate() {
+        let code = demo_barcode(i + 1);
+        let barcode = Barcode::parse("barcode", &code)?;
+        let product = Product {
+            sku: (*sku).into(),
+            name: (*name).into(),
+            price: Money::new(eur, *price),
+            barcodes: vec![code],
+            active: true,
+        };
+        store.create_product(key(format!("product:{sku}")), product, vec![barcode]).await?;
+        for ((store_id, _, _), quantity) in STORES.iter().zip([q1, q2]) {
+            let movement = StockMovement { sku: (*sku).into(), delta: *quantity };
+            store.adjust_stock(key(format!("stock:{store_id}:{sku}")), store_id, movement, "received").await?;
+        }
+    }
+    Ok(true)
+}

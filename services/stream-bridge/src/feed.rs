@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use redstore_inventory::InventoryStore;
 use redstore_platform::error::Result;
 use redstore_platform::{Db, Topic};
+
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::stream::InventorySnapshot;
 use tokio::sync::{broadcast, mpsc};
@@ -49,6 +50,60 @@ impl LiveFeed {
             router.stores.lock().clear();
         });
         feed
+    }
+
+    /// Starts feeding from PostgreSQL: every `NOTIFY redstore_inventory` ("store:seq", sent by the
+    /// outbox on commit) makes it read that store's new events and hand them to its watchers.
+    /// Notifications are hints: watchers detect gaps by sequence and refill from the outbox, so
+    /// a notification lost to a reconnect delays nothing but that store's next event.
+    pub fn from_postgres(
+        pool: sqlx::PgPool,
+        inventory: Arc<dyn InventoryStore>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let feed = Self::default();
+        let router = feed.clone();
+        tokio::spawn(async move {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "live feed cannot listen for notifications");
+                    return;
+                }
+            };
+            if let Err(e) = listener.listen("redstore_inventory").await {
+                tracing::error!(error = %e, "live feed cannot LISTEN redstore_inventory");
+                return;
+            }
+            loop {
+                let n = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    n = listener.recv() => n,
+                };
+                let n = match n {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "live feed notification stream interrupted");
+                        continue;
+                    }
+                };
+                let Some((store, seq)) = n.payload().rsplit_once(':') else { continue };
+                let Ok(seq) = seq.parse::<u64>() else { continue };
+                if !router.stores.lock().contains_key(store) {
+                    continue;
+                }
+                match inventory.events_after(store, seq.saturating_sub(1), CATCH_UP_PAGE).await {
+                    Ok(events) => {
+                        for e in events {
+                            router.publish(Arc::new(e));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, store_id = store, "live feed cannot read new events"),
+                }
+            }
+            router.stores.lock().clear();
+        });
+        Ok(feed)
     }
 
     /// Hands a committed inventory event to the store's watchers.

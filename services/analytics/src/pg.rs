@@ -1,0 +1,303 @@
+//! Analytics on PostgreSQL: a consumer that folds each store's sale events from the sales outbox
+//! into rollups (offset per store, stored in the same transaction as the effect), woken by
+//! LISTEN/NOTIFY with a slow sweep as a safety net; and reports over the rollups.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redstore_inventory::InventoryStore;
+use redstore_platform::error::Result;
+use redstore_platform::pg::{self, PgPool};
+use redstore_platform::time::{timestamp, timestamp_ms};
+use redstore_proto::analytics::{ProductFigures, SalesBucket, SalesFigures};
+use redstore_proto::common::Money;
+use redstore_proto::events::{EventEnvelope, SaleLineFact, event_envelope::Payload};
+use sqlx::postgres::{PgListener, PgRow};
+use sqlx::{PgConnection, Row as _};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::CONSUMER_GROUP;
+use crate::grpc::{Report, Reports};
+
+pub const PG_MIGRATIONS: &[pg::PgMigration] = &[pg::PgMigration {
+    service: "analytics",
+    version: 1,
+    sql: include_str!("../migrations/postgres/0001_analytics.sql"),
+}];
+
+const BATCH: u32 = 500;
+const SWEEP: Duration = Duration::from_secs(5);
+const MINUTE_MS: i64 = 60_000;
+
+fn parts(m: Option<&Money>) -> (String, i64) {
+    m.map_or((String::new(), 0), |m| (m.currency_code.clone(), m.units_minor))
+}
+
+/// Folds one event into the rollups unless it was counted before.
+async fn apply(conn: &mut PgConnection, event: &EventEnvelope) -> Result<()> {
+    let event_id = uuid::Uuid::parse_str(&event.event_id)
+        .map_err(|e| redstore_platform::Error::Internal(anyhow::anyhow!("bad event id {}: {e}", event.event_id)))?;
+    let fresh =
+        sqlx::query("INSERT INTO analytics.processed (event_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(event_id)
+            .bind(&event.store_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    if fresh == 0 {
+        return Ok(());
+    }
+    let at = event.occurred_at.as_ref().map_or(0, timestamp_ms);
+    let minute = at - at.rem_euclid(MINUTE_MS);
+    let (lines, sign, currency, amount) = match &event.payload {
+        Some(Payload::SaleCompleted(s)) => {
+            let (c, a) = parts(s.total.as_ref());
+            (&s.lines, 1, c, a)
+        }
+        Some(Payload::SaleRefunded(r)) => {
+            let (c, a) = parts(r.amount.as_ref());
+            (&r.lines, -1, c, a)
+        }
+        _ => return Ok(()),
+    };
+    let units: i64 = lines.iter().map(|l| l.quantity).sum();
+    let (sales, sold, gross, refunds, refunded, refund_minor) =
+        if sign > 0 { (1, units, amount, 0, 0, 0) } else { (0, 0, 0, 1, units, amount) };
+    sqlx::query(
+        "INSERT INTO analytics.minute AS m (store_id, minute_ms, currency_code, sales_count, units_sold, gross_minor,
+                                           refund_count, units_refunded, refunds_minor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (store_id, minute_ms, currency_code) DO UPDATE SET
+           sales_count = m.sales_count + excluded.sales_count, units_sold = m.units_sold + excluded.units_sold,
+           gross_minor = m.gross_minor + excluded.gross_minor, refund_count = m.refund_count + excluded.refund_count,
+           units_refunded = m.units_refunded + excluded.units_refunded,
+           refunds_minor = m.refunds_minor + excluded.refunds_minor",
+    )
+    .bind(&event.store_id)
+    .bind(minute)
+    .bind(&currency)
+    .bind(sales)
+    .bind(sold)
+    .bind(gross)
+    .bind(refunds)
+    .bind(refunded)
+    .bind(refund_minor)
+    .execute(&mut *conn)
+    .await?;
+    for line in lines {
+        product(conn, &event.store_id, minute, line, sign).await?;
+    }
+    Ok(())
+}
+
+async fn product(conn: &mut PgConnection, store: &str, minute: i64, line: &SaleLineFact, sign: i64) -> Result<()> {
+    let (currency, total) = parts(line.line_total.as_ref());
+    let (sold, refunded) = if sign > 0 { (line.quantity, 0) } else { (0, line.quantity) };
+    sqlx::query(
+        "INSERT INTO analytics.product_minute AS p (store_id, minute_ms, sku, currency_code, name, units_sold,
+                                                   units_refunded, net_minor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (store_id, minute_ms, sku, currency_code) DO UPDATE SET
+           name = excluded.name, units_sold = p.units_sold + excluded.units_sold,
+           units_refunded = p.units_refunded + excluded.units_refunded, net_minor = p.net_minor + excluded.net_minor",
+    )
+    .bind(store)
+    .bind(minute)
+    .bind(&line.sku)
+    .bind(&currency)
+    .bind(&line.name)
+    .bind(sold)
+    .bind(refunded)
+    .bind(sign * total)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Consumes everything new in one store's sales outbox; returns how many events it folded.
+pub async fn consume_store(pool: &PgPool, store_id: &str) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let mut tx = pg::store_tx(pool, store_id).await?;
+        sqlx::query(
+            "INSERT INTO platform.consumer_offsets (group_name, topic, store_id, last_seq) VALUES ($1, 'sales', $2, 0)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(CONSUMER_GROUP)
+        .bind(store_id)
+        .execute(&mut *tx)
+        .await?;
+        // The row lock serialises consumers of the same store across processes.
+        let offset: i64 = sqlx::query_scalar(
+            "SELECT last_seq FROM platform.consumer_offsets WHERE group_name = $1 AND topic = 'sales' AND store_id = $2
+             FOR UPDATE",
+        )
+        .bind(CONSUMER_GROUP)
+        .bind(store_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let events = pg::events_after(&mut tx, "sales", store_id, offset as u64, BATCH).await?;
+        let Some(last) = events.last().map(|e| e.store_seq) else {
+            tx.commit().await?;
+            return Ok(total);
+        };
+        for event in &events {
+            apply(&mut tx, event).await?;
+        }
+        sqlx::query(
+            "UPDATE platform.consumer_offsets SET last_seq = $3 WHERE group_name = $1 AND topic = 'sales' AND store_id = $2",
+        )
+        .bind(CONSUMER_GROUP)
+        .bind(store_id)
+        .bind(last as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        total += events.len();
+        if events.len() < BATCH as usize {
+            return Ok(total);
+        }
+    }
+}
+
+async fn all_stores(inventory: &dyn InventoryStore) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    loop {
+        let after = out.last().cloned().unwrap_or_default();
+        let page = inventory.list_stores(&after, 500).await?;
+        let done = page.len() < 500;
+        out.extend(page.into_iter().map(|s| s.store_id));
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// Runs the consumer until `shutdown`: woken per store by `NOTIFY redstore_sales`, and sweeping
+/// every store every few seconds so a missed notification only delays, never loses, an event.
+pub fn spawn_consumer(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "analytics consumer cannot listen for notifications");
+                return;
+            }
+        };
+        if let Err(e) = listener.listen("redstore_sales").await {
+            tracing::error!(error = %e, "analytics consumer cannot LISTEN redstore_sales");
+            return;
+        }
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            let mut dirty = BTreeSet::new();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sweep.tick() => match all_stores(inventory.as_ref()).await {
+                    Ok(stores) => dirty.extend(stores),
+                    Err(e) => tracing::warn!(error = %e, "analytics sweep cannot list stores"),
+                },
+                n = listener.recv() => match n {
+                    Ok(n) => {
+                        if let Some((store, _)) = n.payload().rsplit_once(':') {
+                            dirty.insert(store.to_owned());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "analytics notification stream interrupted"),
+                },
+            }
+            for store in dirty {
+                if let Err(e) = consume_store(&pool, &store).await {
+                    tracing::warn!(error = %e, store_id = %store, "analytics consumer will retry the store");
+                }
+            }
+        }
+    })
+}
+
+/// Reports from the PostgreSQL rollups.
+pub struct PgReports {
+    pub pool: PgPool,
+    pub inventory: Arc<dyn InventoryStore>,
+}
+
+fn figures(r: &PgRow, first: usize) -> std::result::Result<SalesFigures, sqlx::Error> {
+    let currency: String = r.try_get(first)?;
+    let gross: i64 = r.try_get(first + 3)?;
+    let refunds: i64 = r.try_get(first + 6)?;
+    let money = |minor| Some(Money { currency_code: currency.clone(), units_minor: minor });
+    Ok(SalesFigures {
+        sales_count: r.try_get(first + 1)?,
+        units_sold: r.try_get(first + 2)?,
+        gross: money(gross),
+        refund_count: r.try_get(first + 4)?,
+        units_refunded: r.try_get(first + 5)?,
+        refunds: money(refunds),
+        net: money(gross - refunds),
+    })
+}
+
+const SUMS: &str = "currency_code, SUM(sales_count)::BIGINT, SUM(units_sold)::BIGINT, SUM(gross_minor)::BIGINT, \
+                    SUM(refund_count)::BIGINT, SUM(units_refunded)::BIGINT, SUM(refunds_minor)::BIGINT";
+
+#[tonic::async_trait]
+impl Reports for PgReports {
+    async fn report(&self, store_id: &str, from_ms: i64, to_ms: i64, size: i64, top: u32) -> Result<Report> {
+        self.inventory.get_store(store_id).await?;
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT (minute_ms / $4) * $4 AS bucket, {SUMS} FROM analytics.minute
+             WHERE store_id = $1 AND minute_ms >= $2 AND minute_ms < $3
+             GROUP BY bucket, currency_code ORDER BY bucket, currency_code"
+        ))
+        .bind(store_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(size)
+        .fetch_all(&mut *tx)
+        .await?;
+        let buckets = rows
+            .iter()
+            .map(|r| Ok(SalesBucket { start: Some(timestamp(r.try_get(0)?)), figures: Some(figures(r, 1)?) }))
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+        let rows = sqlx::query(&format!(
+            "SELECT {SUMS} FROM analytics.minute WHERE store_id = $1 AND minute_ms >= $2 AND minute_ms < $3
+             GROUP BY currency_code ORDER BY currency_code"
+        ))
+        .bind(store_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let totals = rows.iter().map(|r| figures(r, 0)).collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+        let rows = sqlx::query(
+            "SELECT sku, MAX(name), SUM(units_sold)::BIGINT AS sold, SUM(units_refunded)::BIGINT,
+                    SUM(net_minor)::BIGINT, currency_code
+             FROM analytics.product_minute WHERE store_id = $1 AND minute_ms >= $2 AND minute_ms < $3
+             GROUP BY sku, currency_code ORDER BY sold DESC, sku LIMIT $4",
+        )
+        .bind(store_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(i64::from(top))
+        .fetch_all(&mut *tx)
+        .await?;
+        let products = rows
+            .iter()
+            .map(|r| {
+                let currency: String = r.try_get(5)?;
+                Ok(ProductFigures {
+                    sku: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    units_sold: r.try_get(2)?,
+                    units_refunded: r.try_get(3)?,
+                    net: Some(Money { currency_code: currency, units_minor: r.try_get(4)? }),
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
+        tx.commit().await?;
+        Ok((buckets, totals, products))
+    }
+}
