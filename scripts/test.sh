@@ -38,11 +38,27 @@ if ! have grpcurl; then
 fi
 grpcurl -version >&2
 
-# --- backing services the distributed shape uses (started when installed and not running) -------
-if have pg_ctlcluster && ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
-  log "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+# --- PostgreSQL: the distributed shape's tests need it ------------------------------------------
+if ! have pg_ctlcluster; then
+  log "installing PostgreSQL"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+  # A throw-away test server: local connections are trusted, as on the project's machines.
+  hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -n1)
+  sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
 fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+# Tests connect as the superuser `postgres` over TCP to create a scratch database each; they need
+# trust (or a REDSTORE_TEST_PG_ADMIN_URL with a password) for it and for the `redstore_app` role.
+if [ -z "${REDSTORE_TEST_PG_ADMIN_URL:-}" ] && ! psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null; then
+  echo "PostgreSQL at 127.0.0.1:5432 must let user postgres in without a password (trust)," \
+       "or set REDSTORE_TEST_PG_ADMIN_URL=postgres://user:password@host:port/postgres" >&2
+  exit 1
+fi
+# Redis is not used yet; start it when installed so later suites find it.
 if have redis-server && ! (have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
   log "starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
@@ -53,5 +69,7 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-log "cargo nextest run"
+log "cargo nextest run (every crate; end-to-end suite on the embedded backend)"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+log "cargo nextest run (the same end-to-end suite on PostgreSQL)"
+REDSTORE_TEST_BACKEND=postgres cargo nextest run --locked --no-fail-fast --test e2e "$@"

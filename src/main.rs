@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use redstore::bench::{self, CheckoutBench};
-use redstore::server::{self, ServerConfig};
+use redstore::server::{self, ServerConfig, ServiceName};
 use redstore_platform::telemetry::{self, LogFormat};
 
 /// Exit code for a configuration the process cannot start with (like linkerd and sysexits' EX_USAGE).
@@ -33,10 +33,12 @@ enum LogFormatArg {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run every service in one process on one port, on the embedded defaults.
+    /// Run every service in one process on one port (embedded by default, or on PostgreSQL).
     Up(UpArgs),
-    /// Apply every service's migrations to the data directory and exit.
-    Migrate(DataDirArgs),
+    /// Run one service in this process (the distributed shape).
+    Serve(ServeArgs),
+    /// Apply every service's migrations (to the data directory, or to PostgreSQL) and exit.
+    Migrate(MigrateArgs),
     /// Benchmarks against a running server.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -50,18 +52,52 @@ struct DataDirArgs {
 }
 
 #[derive(Args, Debug)]
+struct MigrateArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Args, Debug)]
+struct BackendArgs {
+    /// PostgreSQL for the distributed shape (postgres://user@host:port/db); leave it out for the
+    /// embedded SQLite database in --data-dir. Services connect as a role without superuser or
+    /// BYPASSRLS (`redstore migrate` creates `redstore_app`), so row-level security holds.
+    #[arg(long, env = "REDSTORE_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The service to run.
+    #[arg(value_enum)]
+    service: ServiceName,
+    #[command(flatten)]
+    up: UpArgs,
+    /// The inventory service's URL, which a separate sales process calls over gRPC.
+    #[arg(long, env = "REDSTORE_INVENTORY_URL")]
+    inventory_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
 struct UpArgs {
     /// Address to serve gRPC, gRPC-web and SSE on.
     #[arg(long, env = "REDSTORE_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     #[command(flatten)]
     data: DataDirArgs,
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Start with an empty database instead of the demo chain.
     #[arg(long, env = "REDSTORE_NO_DEMO")]
     no_demo: bool,
     /// How long requests and streams get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "REDSTORE_GRACE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
     grace_period: Duration,
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, env = "REDSTORE_DB_POOL_SIZE", default_value_t = 32)]
+    db_pool_size: u32,
     /// Interval of SSE keep-alive comments.
     #[arg(long, env = "REDSTORE_SSE_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
     sse_keep_alive: Duration,
@@ -113,18 +149,39 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Up(args) => up(args).await,
-        Command::Migrate(args) => match server::open_db(&args.data_dir) {
-            Ok(db) => {
-                db.close();
-                tracing::info!(data_dir = %args.data_dir.display(), "migrations applied");
-                ExitCode::SUCCESS
+        Command::Up(args) => up(config(args, Vec::new(), None)).await,
+        Command::Serve(args) => {
+            if args.service == ServiceName::Sales && args.inventory_url.is_none() {
+                eprintln!("redstore serve sales: --inventory-url is required (the inventory service's gRPC URL)");
+                return ExitCode::from(EXIT_CONFIG);
             }
-            Err(e) => {
-                eprintln!("redstore migrate: {e:#}");
-                ExitCode::from(EXIT_CONFIG)
+            if args.up.backend.database_url.is_none() {
+                eprintln!("redstore serve: --database-url is required (one service a process runs on PostgreSQL)");
+                return ExitCode::from(EXIT_CONFIG);
             }
-        },
+            up(config(args.up, vec![args.service], args.inventory_url)).await
+        }
+        Command::Migrate(args) => {
+            let migrated = match &args.backend.database_url {
+                Some(url) => {
+                    server::migrate_postgres(url).await.map(|()| url.split('@').next_back().unwrap_or("").to_owned())
+                }
+                None => server::open_db(&args.data.data_dir).map(|db| {
+                    db.close();
+                    args.data.data_dir.display().to_string()
+                }),
+            };
+            match migrated {
+                Ok(place) => {
+                    tracing::info!(%place, "migrations applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("redstore migrate: {e:#}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
         Command::Bench(BenchCommand::Checkout(args)) => {
             let cfg = CheckoutBench {
                 target: args.target.clone(),
@@ -150,14 +207,21 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn up(args: UpArgs) -> ExitCode {
-    let config = ServerConfig {
+fn config(args: UpArgs, services: Vec<ServiceName>, inventory_url: Option<String>) -> ServerConfig {
+    ServerConfig {
         listen: args.listen,
         data_dir: args.data.data_dir,
+        database_url: args.backend.database_url,
+        services,
+        inventory_url,
         demo: !args.no_demo,
         grace_period: args.grace_period,
         sse_keep_alive: args.sse_keep_alive,
-    };
+        db_pool_size: args.db_pool_size,
+    }
+}
+
+async fn up(config: ServerConfig) -> ExitCode {
     // Listen for signals before the port opens, so an early SIGTERM still stops the server
     // gracefully instead of killing it.
     let signal = shutdown_signal();

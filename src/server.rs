@@ -9,12 +9,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::http::{HeaderName, Method};
 use axum::serve::ListenerExt as _;
-use redstore_inventory::{InventoryStore, SqliteInventory};
+use redstore_analytics::{AnalyticsGrpc, Reports};
+use redstore_inventory::{InventoryGrpc, InventoryStore, SqliteInventory};
 use redstore_platform::Db;
 use redstore_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
 use redstore_proto::sales::sales_service_server::SalesServiceServer;
 use redstore_proto::stream::inventory_stream_service_server::InventoryStreamServiceServer;
+use redstore_sales::{SalesGrpc, SalesStore};
+use redstore_stream_bridge::{LiveFeed, StreamGrpc};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,17 +28,34 @@ use tonic_web::GrpcWebLayer;
 use tower::Layer as _;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// Everything `redstore up` needs to know.
+/// One of the services a process can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceName {
+    Inventory,
+    Sales,
+    Analytics,
+    StreamBridge,
+}
+
+/// Everything `redstore up` and `redstore serve` need to know.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Seed the demo chain into a new data directory.
+    /// `postgres://…` for the distributed shape; `None` for the embedded SQLite database.
+    pub database_url: Option<String>,
+    /// The services this process serves; empty means all of them.
+    pub services: Vec<ServiceName>,
+    /// Where the inventory service answers, for a sales process that does not serve inventory.
+    pub inventory_url: Option<String>,
+    /// Seed the demo chain into a new database.
     pub demo: bool,
     /// How long in-flight requests and streams get to finish after a shutdown signal.
     pub grace_period: Duration,
     /// Interval of SSE keep-alive comments.
     pub sse_keep_alive: Duration,
+    /// Most PostgreSQL connections this process opens.
+    pub db_pool_size: u32,
 }
 
 impl ServerConfig {
@@ -43,10 +63,18 @@ impl ServerConfig {
         Self {
             listen,
             data_dir: data_dir.into(),
+            database_url: None,
+            services: Vec::new(),
+            inventory_url: None,
             demo: true,
             grace_period: Duration::from_secs(10),
             sse_keep_alive: Duration::from_secs(15),
+            db_pool_size: 32,
         }
+    }
+
+    fn serves(&self, service: ServiceName) -> bool {
+        self.services.is_empty() || self.services.contains(&service)
     }
 }
 
@@ -74,7 +102,7 @@ pub fn open_db(data_dir: &Path) -> anyhow::Result<Db> {
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
-    pub db: Db,
+    backend: Backend,
     shutdown: CancellationToken,
     health: HealthReporter,
     task: JoinHandle<anyhow::Result<()>>,
@@ -100,7 +128,7 @@ impl Running {
                 Ok(())
             }
         };
-        self.db.close();
+        self.backend.close().await;
         result
     }
 
@@ -132,20 +160,166 @@ fn cors() -> CorsLayer {
         .max_age(Duration::from_secs(86_400))
 }
 
-/// Starts every service on `config.listen` and returns once the port is bound.
-pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
+/// What the services run on.
+enum Backend {
+    Embedded(Db),
+    Postgres(redstore_platform::pg::PgPool),
+}
+
+impl Backend {
+    async fn close(&self) {
+        match self {
+            Self::Embedded(db) => db.close(),
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// The stores and feeds the services are built on, for one backend.
+struct Wiring {
+    backend: Backend,
+    inventory: Arc<dyn InventoryStore>,
+    sales: Arc<dyn SalesStore>,
+    reports: Arc<dyn Reports>,
+    feed: LiveFeed,
+}
+
+/// Every service's PostgreSQL migrations.
+pub fn pg_migrations() -> [&'static [redstore_platform::pg::PgMigration]; 3] {
+    [redstore_inventory::pg::PG_MIGRATIONS, redstore_sales::pg::PG_MIGRATIONS, redstore_analytics::pg::PG_MIGRATIONS]
+}
+
+/// Connects to PostgreSQL and applies every service's migrations (as a role that may create
+/// schemas and roles); creates the application role `redstore_app`.
+pub async fn migrate_postgres(url: &str) -> anyhow::Result<()> {
+    let pool = redstore_platform::pg::connect(url, 2, Duration::from_secs(5)).await?;
+    redstore_platform::pg::migrate(&pool, &pg_migrations()).await?;
+    pool.close().await;
+    Ok(())
+}
+
+async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Wiring> {
     let db = open_db(&config.data_dir)?;
     if config.demo && redstore_inventory::seed::seed_demo(&db).await? {
         tracing::info!("seeded the demo chain: store-1 (strict), store-2 (allows negative stock), 20 products");
     }
+    if config.serves(ServiceName::Analytics) {
+        redstore_analytics::spawn_consumer(db.clone(), shutdown.clone());
+    }
+    Ok(Wiring {
+        inventory: SqliteInventory::new(db.clone()),
+        sales: redstore_sales::SqliteSales::new(db.clone()),
+        reports: Arc::new(redstore_analytics::SqliteReports(db.clone())),
+        feed: LiveFeed::from_embedded(&db, shutdown.clone()),
+        backend: Backend::Embedded(db),
+    })
+}
+
+async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Wiring> {
+    use redstore_platform::pg;
+    let pool = pg::connect(url, config.db_pool_size, Duration::from_secs(5)).await?;
+    let migrated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM platform.schema_migrations WHERE service IN ('inventory', 'sales', 'analytics')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap_or(0);
+    anyhow::ensure!(
+        migrated >= 3,
+        "the PostgreSQL database is not migrated: run `redstore migrate --database-url <url of an admin role>` first"
+    );
+    let local: Arc<dyn InventoryStore> = redstore_inventory::pg::PgInventory::new(pool.clone());
+    let inventory: Arc<dyn InventoryStore> = match (&config.inventory_url, config.serves(ServiceName::Inventory)) {
+        (Some(url), false) => redstore_inventory::client::GrpcInventory::connect(url).await?,
+        _ => local.clone(),
+    };
+    if config.demo
+        && config.serves(ServiceName::Inventory)
+        && redstore_inventory::seed::seed_demo_via(local.as_ref()).await?
+    {
+        tracing::info!("seeded the demo chain: store-1 (strict), store-2 (allows negative stock), 20 products");
+    }
+    if config.serves(ServiceName::Analytics) {
+        redstore_analytics::pg::spawn_consumer(pool.clone(), local.clone(), shutdown.clone());
+    }
+    let feed = if config.serves(ServiceName::StreamBridge) {
+        LiveFeed::from_postgres(pool.clone(), local.clone(), shutdown.clone())?
+    } else {
+        LiveFeed::default()
+    };
+    // Sales holds a transaction open while it calls inventory, so it gets its own connections:
+    // sharing one pool could leave both waiting on each other.
+    let sales_pool = pg::connect(url, config.db_pool_size, Duration::from_secs(5)).await?;
+    let sales = redstore_sales::pg::PgSales::new(sales_pool, inventory.clone());
+    if config.serves(ServiceName::Sales) {
+        spawn_pending_healer(sales.clone(), inventory.clone(), shutdown.clone());
+    }
+    Ok(Wiring {
+        sales,
+        reports: Arc::new(redstore_analytics::pg::PgReports { pool: pool.clone(), inventory: local.clone() }),
+        inventory: local,
+        feed,
+        backend: Backend::Postgres(pool),
+    })
+}
+
+/// Finishes or releases checkouts left pending by a crash or an unreachable inventory: every few
+/// seconds, for every store, sales pending for longer than a few seconds are resumed.
+fn spawn_pending_healer(
+    sales: Arc<redstore_sales::pg::PgSales>,
+    inventory: Arc<dyn InventoryStore>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let mut after = String::new();
+            loop {
+                let stores = match inventory.list_stores(&after, 500).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pending-sale healer cannot list stores");
+                        break;
+                    }
+                };
+                for store in &stores {
+                    match sales.resume_pending(&store.store_id, Duration::from_secs(5)).await {
+                        Ok(r) if r.completed + r.rejected + r.failed > 0 => tracing::info!(
+                            store_id = %store.store_id, completed = r.completed, rejected = r.rejected, failed = r.failed,
+                            "resumed pending sales"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, store_id = %store.store_id, "cannot resume pending sales"),
+                    }
+                }
+                match stores.last() {
+                    Some(last) if stores.len() == 500 => after.clone_from(&last.store_id),
+                    _ => break,
+                }
+            }
+        }
+    });
+}
+
+/// Starts the configured services on `config.listen` and returns once the port is bound.
+pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
+    let shutdown = CancellationToken::new();
+    let wiring = match config.database_url.as_deref() {
+        None => embedded(&config, &shutdown).await?,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            postgres(url, &config, &shutdown).await?
+        }
+        Some(_) => anyhow::bail!(
+            "--database-url must be a postgres:// URL; leave it out to use the embedded database in --data-dir"
+        ),
+    };
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-
-    let inventory: Arc<dyn InventoryStore> = SqliteInventory::new(db.clone());
-    let feed = redstore_stream_bridge::LiveFeed::from_embedded(&db, shutdown.clone());
-    redstore_analytics::spawn_consumer(db.clone(), shutdown.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
@@ -159,30 +333,32 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .build_v1alpha()?;
 
     let web = GrpcWebLayer::new();
-    let routes =
-        tonic::service::Routes::new(web.layer(redstore_inventory::InventoryGrpc::new(inventory.clone()).into_server()))
-            .add_service(
-                web.layer(redstore_sales::SalesGrpc::new(redstore_sales::SqliteSales::new(db.clone())).into_server()),
-            )
-            .add_service(
-                web.layer(
-                    redstore_analytics::AnalyticsGrpc::new(Arc::new(redstore_analytics::SqliteReports(db.clone())))
-                        .into_server(),
-                ),
-            )
-            .add_service(
-                web.layer(
-                    redstore_stream_bridge::StreamGrpc::new(inventory.clone(), feed.clone(), shutdown.clone())
-                        .into_server(),
-                ),
-            )
-            .add_service(web.layer(health_service))
-            .add_service(web.layer(reflection_v1))
-            .add_service(web.layer(reflection_v1alpha));
-    let router = routes
-        .into_axum_router()
-        .merge(redstore_stream_bridge::sse::router(inventory, feed, shutdown.clone(), config.sse_keep_alive))
-        .layer(cors());
+    let mut routes = tonic::service::Routes::new(web.layer(health_service))
+        .add_service(web.layer(reflection_v1))
+        .add_service(web.layer(reflection_v1alpha));
+    if config.serves(ServiceName::Inventory) {
+        routes = routes.add_service(web.layer(InventoryGrpc::new(wiring.inventory.clone()).into_server()));
+    }
+    if config.serves(ServiceName::Sales) {
+        routes = routes.add_service(web.layer(SalesGrpc::new(wiring.sales.clone()).into_server()));
+    }
+    if config.serves(ServiceName::Analytics) {
+        routes = routes.add_service(web.layer(AnalyticsGrpc::new(wiring.reports.clone()).into_server()));
+    }
+    if config.serves(ServiceName::StreamBridge) {
+        let stream = StreamGrpc::new(wiring.inventory.clone(), wiring.feed.clone(), shutdown.clone());
+        routes = routes.add_service(web.layer(stream.into_server()));
+    }
+    let mut router = routes.into_axum_router();
+    if config.serves(ServiceName::StreamBridge) {
+        router = router.merge(redstore_stream_bridge::sse::router(
+            wiring.inventory.clone(),
+            wiring.feed.clone(),
+            shutdown.clone(),
+            config.sse_keep_alive,
+        ));
+    }
+    let router = router.layer(cors());
 
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -194,6 +370,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         });
         axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await.context("server failed")
     });
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "red store is listening");
-    Ok(Running { addr, db, shutdown, health, task, grace_period: config.grace_period })
+    tracing::info!(%addr, backend = match wiring.backend { Backend::Embedded(_) => "embedded", Backend::Postgres(_) => "postgres" },
+        "red store is listening");
+    Ok(Running { addr, backend: wiring.backend, shutdown, health, task, grace_period: config.grace_period })
 }

@@ -13,9 +13,7 @@ async fn restart_resumes_from_the_stored_offset_and_counts_nothing_twice() {
         app.sales().checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0012", 2)], vec![card(318)])).await.unwrap();
     }
     app.report_with_sales("store-1", 2).await;
-    let dir = app.stop().await;
-
-    let app = TestApp::spawn_in(dir, true).await;
+    let app = app.restart().await;
     // The demo seed is not applied twice either.
     assert_eq!(app.stock("store-1", "SKU-0012").await, 35 - 4);
     app.sales().checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0012", 1)], vec![card(159)])).await.unwrap();

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use redstore::{Running, ServerConfig};
+use redstore_platform::pg::scratch::ScratchDb;
 use redstore_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use redstore_proto::analytics::{GetSalesReportRequest, GetSalesReportResponse, Granularity};
 use redstore_proto::common::Money;
@@ -26,13 +27,23 @@ pub struct TestApp {
     pub dir: TempDir,
     running: Option<Running>,
     channel: Channel,
+    /// The PostgreSQL database of this test, when the suite runs on the distributed backend.
+    scratch: Option<ScratchDb>,
 }
 
-pub fn config(dir: &TempDir, demo: bool) -> ServerConfig {
+/// Which backend the contract suite runs on: `REDSTORE_TEST_BACKEND=postgres` runs every test
+/// body against PostgreSQL; anything else (the default) against the embedded database.
+pub fn on_postgres() -> bool {
+    std::env::var("REDSTORE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+pub fn config(dir: &TempDir, demo: bool, scratch: Option<&ScratchDb>) -> ServerConfig {
     let mut cfg = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path());
     cfg.demo = demo;
     cfg.grace_period = Duration::from_secs(5);
     cfg.sse_keep_alive = Duration::from_millis(300);
+    cfg.database_url = scratch.map(|s| s.app_url.clone());
+    cfg.db_pool_size = 8;
     cfg
 }
 
@@ -49,16 +60,30 @@ impl TestApp {
 
     async fn spawn_with(demo: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::spawn_in(dir, demo).await
+        let scratch = if on_postgres() {
+            Some(ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch PostgreSQL database"))
+        } else {
+            None
+        };
+        Self::start(dir, scratch, demo).await
     }
 
-    /// A server on an existing data directory (to test restarts).
-    pub async fn spawn_in(dir: TempDir, demo: bool) -> Self {
-        let running = redstore::start(config(&dir, demo)).await.expect("server starts");
+    async fn start(dir: TempDir, scratch: Option<ScratchDb>, demo: bool) -> Self {
+        let running = redstore::start(config(&dir, demo, scratch.as_ref())).await.expect("server starts");
         let addr = running.addr;
         let url = format!("http://{addr}");
         let channel = Channel::from_shared(url.clone()).expect("url").connect().await.expect("connect");
-        Self { url, addr, dir, running: Some(running), channel }
+        Self { url, addr, dir, running: Some(running), channel, scratch }
+    }
+
+    /// Stops the server gracefully and starts it again on the same data.
+    pub async fn restart(mut self) -> Self {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let scratch = self.scratch.take();
+        Self::start(dir, scratch, true).await
     }
 
     /// A fresh HTTP/2 connection, as another terminal would have.
@@ -86,12 +111,11 @@ impl TestApp {
         self.running.as_ref().expect("running")
     }
 
-    /// Shuts the server down gracefully and returns its data directory.
-    pub async fn stop(mut self) -> TempDir {
+    /// Shuts the server down gracefully.
+    pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
         }
-        self.dir
     }
 
     pub async fn create_store(&self, store_id: &str, policy: OversellPolicy, terminals: &[&str]) {
@@ -190,6 +214,22 @@ fn prost_types_now_plus_minute() -> prost_types::Timestamp {
     let now = std::time::SystemTime::now() + Duration::from_secs(60);
     let d = now.duration_since(std::time::UNIX_EPOCH).expect("clock");
     prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: 0 }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Drop the test's PostgreSQL database, even when the test failed. Async work cannot run
+        // in `drop`, so a short-lived runtime on its own thread does it.
+        if let Some(scratch) = self.scratch.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                if let Err(e) = rt.block_on(scratch.drop_db()) {
+                    eprintln!("could not drop a test database: {e:#}");
+                }
+            })
+            .join();
+        }
+    }
 }
 
 pub fn eur(minor: i64) -> Money {
@@ -354,5 +394,68 @@ impl TestApp {
             Some(Item::Snapshot(s)) => s.as_of_seq,
             other => panic!("expected a snapshot, got {other:?}"),
         }
+    }
+}
+
+/// A `redstore` process of the real binary, killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Process {
+    /// Starts `redstore <args> --listen 127.0.0.1:0` and waits until it logs where it listens.
+    pub fn start(args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
+            .arg("--log-format")
+            .arg("json")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--grace-period", "2s", "--db-pool-size", "6"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn redstore");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line.clone()).is_err() {
+                    // Nobody listens any more: keep draining so the child never blocks on a pipe.
+                    eprintln!("{line}");
+                }
+            }
+        });
+        let addr = loop {
+            let line =
+                rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("redstore {args:?} did not start"));
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if v["message"] == "red store is listening" {
+                break v["addr"].as_str().expect("addr").parse().expect("socket address");
+            }
+            if v["level"] == "ERROR" {
+                panic!("redstore {args:?} failed: {line}");
+            }
+        };
+        Self { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).expect("url").connect().await.expect("connect")
+    }
+
+    /// Kills the process at once (no graceful shutdown), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

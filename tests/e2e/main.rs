@@ -5,6 +5,7 @@ mod helpers;
 
 mod analytics;
 mod checkout_race;
+mod distributed;
 mod idempotency;
 mod interop;
 mod refunds;

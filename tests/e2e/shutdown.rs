@@ -20,13 +20,18 @@ async fn shutdown_turns_health_not_serving_and_ends_streams() {
         .unwrap()
         .into_inner();
     assert_eq!(health.next().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    let now = app.inventory_seq("store-1").await;
     let mut watch = app
         .stream()
-        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), resume_after: 1, include_snapshot: false })
+        .watch_inventory(WatchInventoryRequest {
+            store_id: "store-1".into(),
+            resume_after: now,
+            include_snapshot: false,
+        })
         .await
         .unwrap()
         .into_inner();
-    let mut sse = SseClient::connect(&app, "store-1", "", Some(1)).await;
+    let mut sse = SseClient::connect(&app, "store-1", "", Some(now)).await;
 
     let stopping = tokio::spawn(app.stop());
     let status = tokio::time::timeout(Duration::from_secs(5), health.next()).await.expect("health update");

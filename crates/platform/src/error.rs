@@ -38,6 +38,9 @@ pub enum Error {
     /// The service is shutting down or a backend is unavailable.
     #[error("{0}")]
     Unavailable(String),
+    /// An error answered by another service, passed on unchanged (code, message and details).
+    #[error("{}", .0.message())]
+    Remote(tonic::Status),
     /// Anything unexpected; logged with its cause chain and returned as a sanitised INTERNAL.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -78,6 +81,7 @@ impl Error {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
+            Self::Remote(status) => status.code(),
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -110,6 +114,7 @@ impl From<Error> for Status {
                 let details = ErrorDetails::with_precondition_failure_violation(kind, subject, message.clone());
                 Status::with_error_details(code, message, details)
             }
+            Error::Remote(status) => status,
             Error::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
                 Status::internal("internal error; the operator can find the cause in the server log")

@@ -107,6 +107,17 @@ impl InventoryService for InventoryGrpc {
         ok(result)
     }
 
+    async fn get_terminal(&self, req: Request<GetTerminalRequest>) -> Result<Response<GetTerminalResponse>, Status> {
+        let req = req.into_inner();
+        let result = async {
+            let store_id = identifier("store_id", &req.store_id)?;
+            let terminal_id = identifier("terminal_id", &req.terminal_id)?;
+            Ok(GetTerminalResponse { terminal: Some(self.store.get_terminal(store_id, terminal_id).await?) })
+        }
+        .await;
+        ok(result)
+    }
+
     async fn list_terminals(
         &self,
         req: Request<ListTerminalsRequest>,
@@ -258,6 +269,24 @@ impl InventoryService for InventoryGrpc {
             let movements = domain::sale_movements("lines", req.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
             let fp = fingerprint(&req, |_| {});
             self.store.apply_sale(sale_id, fp, store_id, req.terminal_id.trim(), movements).await
+        }
+        .await;
+        ok(result)
+    }
+
+    #[tracing::instrument(name = "inventory.apply_refund", skip_all, fields(store_id = %req.get_ref().store_id))]
+    async fn apply_refund(&self, req: Request<ApplyRefundRequest>) -> Result<Response<ApplyRefundResponse>, Status> {
+        let req = req.into_inner();
+        let result = async {
+            let refund_id = identifier("refund_id", &req.refund_id)?;
+            let store_id = identifier("store_id", &req.store_id)?;
+            let movements: Vec<StockMovement> =
+                domain::sale_movements("lines", req.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?
+                    .into_iter()
+                    .map(|m| StockMovement { sku: m.sku, delta: -m.delta })
+                    .collect();
+            let applied = self.store.apply_refund(refund_id, store_id, req.terminal_id.trim(), movements).await?;
+            Ok(ApplyRefundResponse { stock: applied.stock, store_seq: applied.store_seq })
         }
         .await;
         ok(result)

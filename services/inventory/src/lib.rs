@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod domain;
 pub mod grpc;
 pub mod pg;

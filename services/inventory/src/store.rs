@@ -38,6 +38,25 @@ pub trait InventoryStore: Send + Sync + 'static {
     /// NOT_FOUND unless the store exists and the terminal is registered in it.
     async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()>;
     async fn list_terminals(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::Terminal>>;
+    /// A registered terminal; NOT_FOUND as `require_terminal`.
+    async fn get_terminal(&self, store_id: &str, terminal_id: &str) -> Result<pb::Terminal> {
+        self.require_terminal(store_id, terminal_id).await?;
+        let mut after = String::new();
+        loop {
+            let page = self.list_terminals(store_id, &after, 500).await?;
+            if let Some(t) = page.iter().find(|t| t.terminal_id == terminal_id) {
+                return Ok(t.clone());
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => after = last.terminal_id.clone(),
+                _ => {
+                    return Err(Error::not_found(format!(
+                        "terminal_id {terminal_id:?} is not registered in store {store_id:?}"
+                    )));
+                }
+            }
+        }
+    }
 
     async fn create_product(&self, idem: Idem, product: Product, barcodes: Vec<Barcode>) -> Result<pb::Product>;
     async fn update_product(&self, idem: Idem, patch: ProductPatch) -> Result<pb::Product>;
@@ -72,10 +91,7 @@ pub trait InventoryStore: Send + Sync + 'static {
         store_id: &str,
         terminal_id: &str,
         movements: Vec<StockMovement>,
-    ) -> Result<pb::ApplySaleResponse> {
-        let _ = (refund_id, store_id, terminal_id, movements);
-        Err(Error::Unavailable("refunds are not supported by this inventory backend yet".into()))
-    }
+    ) -> Result<pb::ApplySaleResponse>;
 
     /// The store's stock and the sequence number it reflects, read consistently.
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot>;

@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod pg;
 pub mod repo;
 pub mod store;
 

@@ -1,0 +1,300 @@
+//! `InventoryStore` over gRPC: how a sales process that does not serve inventory reaches it.
+//! Every call has a deadline; only idempotent calls (reads, and applying a sale or refund by its
+//! id) are retried, on UNAVAILABLE or a missed deadline, with a short backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use redstore_platform::barcode::Barcode;
+use redstore_platform::error::{Error, Result};
+use redstore_platform::money::Money;
+use redstore_proto::events::EventEnvelope;
+use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
+use redstore_proto::inventory::{self as pb};
+use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
+use redstore_proto::stream::{InventorySnapshot, WatchInventoryRequest, watch_inventory_response::Item};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+
+use crate::domain::{OversellPolicy, Product, StockMovement};
+use crate::repo::StoreRow;
+use crate::store::{Idem, InventoryStore, ProductPatch};
+
+const DEADLINE: Duration = Duration::from_secs(5);
+const ATTEMPTS: u32 = 3;
+
+pub struct GrpcInventory {
+    channel: Channel,
+}
+
+impl GrpcInventory {
+    /// Connects lazily: the first call dials, so services may start in any order.
+    pub async fn connect(url: &str) -> anyhow::Result<Arc<Self>> {
+        let channel = Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("--inventory-url {url:?} is not a URL"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(Arc::new(Self { channel }))
+    }
+
+    fn client(&self) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(self.channel.clone())
+    }
+}
+
+fn request<T>(message: T) -> Request<T> {
+    let mut req = Request::new(message);
+    req.set_timeout(DEADLINE);
+    req
+}
+
+/// Calls an idempotent RPC with `retry`.
+macro_rules! retried {
+    ($self:ident, $method:ident, $req:expr) => {{
+        let req = $req;
+        retry(|| {
+            let mut client = $self.client();
+            let req = req.clone();
+            async move { client.$method(request(req)).await }
+        })
+        .await
+    }};
+}
+
+/// Runs an idempotent call, retrying transient failures.
+async fn retry<T, F, Fut>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(resp) => return Ok(resp.into_inner()),
+            Err(s) if attempt < ATTEMPTS && matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
+                tracing::warn!(attempt, status = %s.message(), "inventory call failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(s) => return Err(Error::Remote(s)),
+        }
+    }
+}
+
+/// A call that must not be repeated blindly.
+async fn once<T>(call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T> {
+    call.await.map(tonic::Response::into_inner).map_err(Error::Remote)
+}
+
+fn store_row(s: pb::Store) -> StoreRow {
+    let policy = OversellPolicy::from_proto("oversell_policy", s.oversell_policy).unwrap_or(OversellPolicy::Strict);
+    StoreRow { store_id: s.store_id, name: s.name, policy }
+}
+
+fn product(p: Option<pb::Product>) -> Result<Product> {
+    let p = p.ok_or_else(|| Error::Internal(anyhow::anyhow!("inventory answered without a product")))?;
+    Ok(Product {
+        price: Money::from_proto("price", p.price.as_ref())?,
+        sku: p.sku,
+        name: p.name,
+        barcodes: p.barcodes,
+        active: p.active,
+    })
+}
+
+fn missing(what: &str) -> Error {
+    Error::Internal(anyhow::anyhow!("inventory answered without {what}"))
+}
+
+fn page(after: &str, limit: u32) -> Option<redstore_proto::common::PageRequest> {
+    let page_token = if after.is_empty() { String::new() } else { format!("after:{after}") };
+    Some(redstore_proto::common::PageRequest { page_size: limit.min(500), page_token })
+}
+
+fn lines(movements: &[StockMovement], sign: i64) -> Vec<pb::SaleLine> {
+    movements.iter().map(|m| pb::SaleLine { sku: m.sku.clone(), quantity: sign * m.delta }).collect()
+}
+
+#[tonic::async_trait]
+impl InventoryStore for GrpcInventory {
+    async fn create_store(&self, idem: Idem, store: StoreRow) -> Result<pb::Store> {
+        let req = pb::CreateStoreRequest {
+            idempotency_key: idem.key,
+            store_id: store.store_id,
+            name: store.name,
+            oversell_policy: store.policy.to_proto() as i32,
+        };
+        once(self.client().create_store(request(req))).await?.store.ok_or_else(|| missing("a store"))
+    }
+
+    async fn get_store(&self, store_id: &str) -> Result<StoreRow> {
+        let req = pb::GetStoreRequest { store_id: store_id.to_owned() };
+        let store = retried!(self, get_store, req)?.store;
+        store.map(store_row).ok_or_else(|| missing("a store"))
+    }
+
+    async fn list_stores(&self, after: &str, limit: u32) -> Result<Vec<StoreRow>> {
+        let req = pb::ListStoresRequest { page: page(after, limit) };
+        Ok(retried!(self, list_stores, req)?.stores.into_iter().map(store_row).collect())
+    }
+
+    async fn register_terminal(&self, idem: Idem, terminal: pb::Terminal) -> Result<pb::Terminal> {
+        let req = pb::RegisterTerminalRequest {
+            idempotency_key: idem.key,
+            store_id: terminal.store_id,
+            terminal_id: terminal.terminal_id,
+            name: terminal.name,
+        };
+        once(self.client().register_terminal(request(req))).await?.terminal.ok_or_else(|| missing("a terminal"))
+    }
+
+    async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()> {
+        self.get_terminal(store_id, terminal_id).await.map(|_| ())
+    }
+
+    async fn get_terminal(&self, store_id: &str, terminal_id: &str) -> Result<pb::Terminal> {
+        let req = pb::GetTerminalRequest { store_id: store_id.to_owned(), terminal_id: terminal_id.to_owned() };
+        retried!(self, get_terminal, req)?.terminal.ok_or_else(|| missing("a terminal"))
+    }
+
+    async fn list_terminals(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::Terminal>> {
+        let req = pb::ListTerminalsRequest { store_id: store_id.to_owned(), page: page(after, limit) };
+        Ok(retried!(self, list_terminals, req)?.terminals)
+    }
+
+    async fn create_product(&self, idem: Idem, product: Product, _barcodes: Vec<Barcode>) -> Result<pb::Product> {
+        let req = pb::CreateProductRequest {
+            idempotency_key: idem.key,
+            sku: product.sku,
+            name: product.name,
+            price: Some(product.price.to_proto()),
+            barcodes: product.barcodes,
+        };
+        once(self.client().create_product(request(req))).await?.product.ok_or_else(|| missing("a product"))
+    }
+
+    async fn update_product(&self, idem: Idem, patch: ProductPatch) -> Result<pb::Product> {
+        let req = pb::UpdateProductRequest {
+            idempotency_key: idem.key,
+            sku: patch.sku,
+            name: patch.name,
+            price: patch.price.map(Money::to_proto),
+            update_barcodes: patch.barcodes.is_some(),
+            barcodes: patch.barcodes.unwrap_or_default().iter().map(|b| b.gtin13().to_owned()).collect(),
+            active: patch.active,
+        };
+        once(self.client().update_product(request(req))).await?.product.ok_or_else(|| missing("a product"))
+    }
+
+    async fn get_product(&self, sku: &str) -> Result<Product> {
+        let req = pb::GetProductRequest { sku: sku.to_owned() };
+        product(retried!(self, get_product, req)?.product)
+    }
+
+    async fn list_products(&self, include_inactive: bool, after: &str, limit: u32) -> Result<Vec<Product>> {
+        let req = pb::ListProductsRequest { page: page(after, limit), include_inactive };
+        let products = retried!(self, list_products, req)?.products;
+        products.into_iter().map(|p| product(Some(p))).collect()
+    }
+
+    async fn product_by_barcode(&self, barcode: &Barcode) -> Result<Product> {
+        let req = pb::LookupBarcodeRequest { barcode: barcode.gtin13().to_owned() };
+        product(retried!(self, lookup_barcode, req)?.product)
+    }
+
+    async fn get_stock(&self, store_id: &str, sku: &str) -> Result<pb::StockLevel> {
+        let req = pb::GetStockRequest { store_id: store_id.to_owned(), sku: sku.to_owned() };
+        retried!(self, get_stock, req)?.stock.ok_or_else(|| missing("stock"))
+    }
+
+    async fn list_stock(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::StockLevel>> {
+        let req = pb::ListStockRequest { store_id: store_id.to_owned(), page: page(after, limit) };
+        Ok(retried!(self, list_stock, req)?.stock)
+    }
+
+    async fn adjust_stock(
+        &self,
+        idem: Idem,
+        store_id: &str,
+        movement: StockMovement,
+        reason: &'static str,
+    ) -> Result<pb::AdjustStockResponse> {
+        let reason = match reason {
+            "received" => pb::AdjustmentReason::Received,
+            "damaged" => pb::AdjustmentReason::Damaged,
+            "lost" => pb::AdjustmentReason::Lost,
+            _ => pb::AdjustmentReason::CountCorrection,
+        };
+        let req = pb::AdjustStockRequest {
+            idempotency_key: idem.key,
+            store_id: store_id.to_owned(),
+            sku: movement.sku,
+            quantity_delta: movement.delta,
+            reason: reason as i32,
+            note: String::new(),
+        };
+        // Idempotent by its (required) key.
+        retried!(self, adjust_stock, req)
+    }
+
+    async fn apply_sale(
+        &self,
+        sale_id: &str,
+        _fingerprint: Vec<u8>,
+        store_id: &str,
+        terminal_id: &str,
+        movements: Vec<StockMovement>,
+    ) -> Result<pb::ApplySaleResponse> {
+        let req = pb::ApplySaleRequest {
+            sale_id: sale_id.to_owned(),
+            store_id: store_id.to_owned(),
+            terminal_id: terminal_id.to_owned(),
+            lines: lines(&movements, -1),
+        };
+        // The sale id is the idempotency key: a retry after a lost answer applies nothing twice.
+        retried!(self, apply_sale, req)
+    }
+
+    async fn apply_refund(
+        &self,
+        refund_id: &str,
+        store_id: &str,
+        terminal_id: &str,
+        movements: Vec<StockMovement>,
+    ) -> Result<pb::ApplySaleResponse> {
+        let req = pb::ApplyRefundRequest {
+            refund_id: refund_id.to_owned(),
+            store_id: store_id.to_owned(),
+            terminal_id: terminal_id.to_owned(),
+            lines: lines(&movements, 1),
+        };
+        let answer = retried!(self, apply_refund, req)?;
+        Ok(pb::ApplySaleResponse { stock: answer.stock, negative_skus: Vec::new(), store_seq: answer.store_seq })
+    }
+
+    async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {
+        let req = WatchInventoryRequest { store_id: store_id.to_owned(), resume_after: 0, include_snapshot: true };
+        let mut stream = InventoryStreamServiceClient::new(self.channel.clone())
+            .watch_inventory(request(req))
+            .await
+            .map_err(Error::Remote)?
+            .into_inner();
+        match stream.next().await {
+            Some(Ok(resp)) => match resp.item {
+                Some(Item::Snapshot(s)) => Ok(s),
+                _ => Err(missing("a snapshot")),
+            },
+            Some(Err(s)) => Err(Error::Remote(s)),
+            None => Err(missing("a snapshot")),
+        }
+    }
+
+    async fn events_after(&self, _store_id: &str, _after: u64, _limit: u32) -> Result<Vec<EventEnvelope>> {
+        Err(Error::Unavailable(
+            "inventory events are read from the event log or a live stream, not through the inventory client".into(),
+        ))
+    }
+}

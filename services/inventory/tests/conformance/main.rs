@@ -1,0 +1,72 @@
+//! The inventory store's conformance suite: the SAME test bodies (`cases`) run against every
+//! implementation of `InventoryStore` — `sqlite::<case>` on the embedded database,
+//! `postgres::<case>` on a fresh PostgreSQL database per test, connected as the application role
+//! so that row-level security is in force. `postgres_only` holds what only PostgreSQL has: RLS
+//! isolation, the role's rights, and re-running migrations.
+//!
+//! PostgreSQL is found at `postgres://postgres@127.0.0.1:5432/postgres` unless
+//! `REDSTORE_TEST_PG_ADMIN_URL` says otherwise.
+
+mod backend;
+mod cases;
+mod postgres_only;
+
+/// Instantiates every shared case once per backend, plus the PostgreSQL-only tests.
+macro_rules! conformance {
+    (shared: [$($case:ident),* $(,)?], postgres_only: [$($pg:ident),* $(,)?] $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $case() {
+                    let backend = crate::backend::Backend::sqlite().await;
+                    crate::cases::$case(backend.store()).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $case() {
+                    let backend = crate::backend::Backend::postgres().await;
+                    crate::cases::$case(backend.store()).await;
+                    backend.finish().await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $pg() {
+                    let backend = crate::backend::Backend::postgres().await;
+                    crate::postgres_only::$pg(&backend).await;
+                    backend.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    shared: [
+        stores_crud_paging_and_errors,
+        create_store_is_idempotent_by_key,
+        terminals_crud_paging_and_errors,
+        products_crud_paging_and_errors,
+        product_updates_patch_and_replace_barcodes,
+        barcode_lookup_finds_ean13_by_upc_a,
+        stock_reads_default_to_zero_and_name_missing_things,
+        adjust_stock_is_idempotent_by_key,
+        apply_sale_is_idempotent_by_sale_id,
+        apply_sale_rejects_unknown_store_and_sku_without_effect,
+        strict_store_fails_the_whole_sale,
+        allow_negative_store_flags_negative,
+        events_are_gapless_and_snapshot_matches,
+        strict_store_never_oversells,
+        concurrent_sales_in_any_sku_order_all_apply,
+    ],
+    postgres_only: [
+        rls_hides_and_protects_other_stores_rows,
+        app_role_is_not_superuser_and_cannot_bypass_rls,
+        migrations_are_idempotent,
+    ],
+}

@@ -1,0 +1,169 @@
+//! What only the PostgreSQL backend has: row-level security for the application role, the role's
+//! own rights, and migrations that can run again.
+
+use std::time::Duration;
+
+use redstore_inventory::OversellPolicy;
+use redstore_inventory::pg::PG_MIGRATIONS;
+use redstore_inventory::repo::StoreRow;
+use redstore_inventory::store::Idem;
+use redstore_platform::pg::{self, APP_ROLE};
+use sqlx::Row as _;
+
+use crate::backend::Backend;
+
+async fn set_up_two_stores(backend: &Backend) {
+    let store = backend.store();
+    for id in ["store-a", "store-b"] {
+        let row = StoreRow { store_id: id.to_owned(), name: id.to_owned(), policy: OversellPolicy::Strict };
+        store.create_store(Idem::default(), row).await.unwrap();
+        store
+            .register_terminal(
+                Idem::default(),
+                redstore_proto::inventory::Terminal {
+                    store_id: id.to_owned(),
+                    terminal_id: "t1".into(),
+                    name: "Till".into(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let product = redstore_inventory::domain::Product {
+        sku: "sku-1".into(),
+        name: "Milk".into(),
+        price: redstore_platform::money::Money::new(
+            redstore_platform::money::Currency::parse("currency_code", "EUR").unwrap(),
+            129,
+        ),
+        barcodes: vec![],
+        active: true,
+    };
+    store.create_product(Idem::default(), product, vec![]).await.unwrap();
+    for (id, qty) in [("store-a", 3), ("store-b", 7)] {
+        let idem = Idem { key: format!("recv-{id}"), fingerprint: vec![1] };
+        store
+            .adjust_stock(idem, id, redstore_inventory::StockMovement { sku: "sku-1".into(), delta: qty }, "received")
+            .await
+            .unwrap();
+    }
+}
+
+async fn count(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
+}
+
+pub async fn rls_hides_and_protects_other_stores_rows(backend: &Backend) {
+    set_up_two_stores(backend).await;
+    let pool = backend.app_pool();
+
+    let mut tx = pg::store_tx(pool, "store-a").await.unwrap();
+    // Store A sees its own rows, and none of store B's, in every store-owned table.
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.stock").await, 1);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.stock WHERE store_id = 'store-b'").await, 0);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.terminals WHERE store_id = 'store-b'").await, 0);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.store_sequences WHERE store_id = 'store-b'").await, 0);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.outbox WHERE store_id = 'store-b'").await, 0);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.outbox").await, 1);
+    // Nor can it change them.
+    let updated = sqlx::query("UPDATE inventory.stock SET quantity = 999 WHERE store_id = 'store-b'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(updated, 0);
+    let deleted =
+        sqlx::query("DELETE FROM inventory.terminals WHERE store_id = 'store-b'").execute(&mut *tx).await.unwrap();
+    assert_eq!(deleted.rows_affected(), 0);
+    tx.commit().await.unwrap();
+
+    // Writing a row for another store violates the policy (insufficient_privilege).
+    let mut tx = pg::store_tx(pool, "store-a").await.unwrap();
+    let err = sqlx::query(
+        "INSERT INTO inventory.stock (store_id, sku, quantity, last_seq) VALUES ('store-b', 'sku-1', 1, 1)",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert_eq!(pg::sqlstate(&err).as_deref(), Some("42501"), "{err}");
+    drop(tx);
+    // Moving a row of its own into another store, too.
+    let mut tx = pg::store_tx(pool, "store-a").await.unwrap();
+    let err = sqlx::query("UPDATE inventory.stock SET store_id = 'store-b' WHERE store_id = 'store-a'")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(pg::sqlstate(&err).as_deref(), Some("42501"), "{err}");
+    drop(tx);
+
+    // A transaction scoped to no store sees no store-owned rows at all.
+    let mut tx = pool.begin().await.unwrap();
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.stock").await, 0);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.outbox").await, 0);
+    // Chain-wide tables are not store-owned.
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.stores").await, 2);
+    assert_eq!(count(&mut tx, "SELECT count(*) FROM inventory.products").await, 1);
+    tx.commit().await.unwrap();
+
+    // Store B is untouched, as its own API tells.
+    let store = backend.store();
+    assert_eq!(store.get_stock("store-b", "sku-1").await.unwrap().quantity, 7);
+    assert_eq!(store.get_stock("store-a", "sku-1").await.unwrap().quantity, 3);
+    store.require_terminal("store-b", "t1").await.unwrap();
+    assert_eq!(store.events_after("store-b", 0, 10).await.unwrap().len(), 1);
+}
+
+pub async fn app_role_is_not_superuser_and_cannot_bypass_rls(backend: &Backend) {
+    let pool = backend.app_pool();
+    let row =
+        sqlx::query("SELECT current_user::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let (user, superuser, bypass): (String, bool, bool) =
+        (row.try_get(0).unwrap(), row.try_get(1).unwrap(), row.try_get(2).unwrap());
+    assert_eq!(user, APP_ROLE);
+    assert!(!superuser, "the application role must not be a superuser");
+    assert!(!bypass, "the application role must not have BYPASSRLS");
+
+    // Nor does it own the tables (an owner is exempt unless FORCE is set; FORCE is set anyway).
+    let owned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'inventory' AND tableowner = current_user",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(owned, 0);
+    // Every store-owned table has RLS enabled and forced.
+    let forced: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'inventory' AND c.relkind = 'r' AND c.relrowsecurity AND c.relforcerowsecurity
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(forced, ["outbox", "stock", "store_sequences", "terminals"]);
+    // And it cannot change the schema.
+    let err = sqlx::query("ALTER TABLE inventory.stock DISABLE ROW LEVEL SECURITY").execute(pool).await.unwrap_err();
+    assert_eq!(pg::sqlstate(&err).as_deref(), Some("42501"), "{err}");
+}
+
+pub async fn migrations_are_idempotent(backend: &Backend) {
+    let admin = pg::connect(&backend.scratch().admin_url, 2, Duration::from_secs(10)).await.unwrap();
+    // ScratchDb::create migrated once already; twice more changes nothing and fails nothing.
+    pg::migrate(&admin, &[PG_MIGRATIONS]).await.unwrap();
+    pg::migrate(&admin, &[PG_MIGRATIONS]).await.unwrap();
+    let applied: Vec<i32> = sqlx::query_scalar(
+        "SELECT version FROM platform.schema_migrations WHERE service = 'inventory' ORDER BY version",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(applied, [1]);
+    admin.close().await;
+
+    // The application role still works after the re-grants.
+    set_up_two_stores(backend).await;
+    assert_eq!(backend.store().get_stock("store-a", "sku-1").await.unwrap().quantity, 3);
+}

@@ -1,0 +1,679 @@
+//! The PostgreSQL implementation of [`SalesStore`], for the distributed shape.
+//!
+//! Sales keep their own tables (schema `sales`, every table with row-level security, so each
+//! operation runs in a transaction scoped to its store with [`pg::store_tx`]); inventory is
+//! another service, reached through [`InventoryStore`]. It behaves exactly like [`SqliteSales`]
+//! (the conformance suite in `tests/conformance` runs the same bodies against both); where the
+//! embedded shape does a checkout in one transaction, this one runs a saga whose every step is
+//! idempotent, so a retry, a concurrent duplicate or a crash heals:
+//!
+//! 1. Look the idempotency key up: the same key with another request is ALREADY_EXISTS, a
+//!    completed sale is answered again, a pending one is finished (step 3) with its own id.
+//!    Otherwise check the terminal, price the lines (the request's or the cart's) from the
+//!    catalog and settle the tenders.
+//! 2. Transaction A records the sale `pending`, priced, under the unique (store, key): of
+//!    concurrent duplicates one inserts, the others find its row (step 1 again).
+//! 3. Transaction B locks the pending row (so attempts on one sale run one after the other) and
+//!    asks inventory to apply the sale, idempotent by sale id. If inventory refuses
+//!    (FAILED_PRECONDITION, NOT_FOUND, INVALID_ARGUMENT) the pending row is deleted: the failed
+//!    checkout leaves no trace and its key can be used again. Otherwise the sale becomes
+//!    `completed`, its `sale.completed` event goes to the outbox and the cart it came from is
+//!    cleared, all in transaction B. Any other failure (inventory unreachable, a crash) leaves
+//!    the sale pending: a retry with the key, or [`PgSales::resume_pending`], finishes it.
+//!
+//! Refunds lock the sale row, put the stock back through inventory (idempotent by a refund id
+//! derived from the idempotency key, so a retry after a crash re-applies the same refund) and
+//! record the refund, its event and the key's answer in one transaction.
+//!
+//! Inventory is called while a sales transaction is open (the row lock of step 3, and refunds):
+//! give the sales pool its own connections rather than sharing one with a PostgreSQL inventory.
+//!
+//! [`SqliteSales`]: crate::store::SqliteSales
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prost::Message as _;
+use redstore_inventory::InventoryStore;
+use redstore_inventory::domain::{Product, StockMovement, sale_movements};
+use redstore_platform::error::{Error, Result};
+use redstore_platform::money::Money;
+use redstore_platform::pg::{self, Claim, PgMigration, PgPool};
+use redstore_platform::time::{timestamp, unix_ms};
+use redstore_proto::inventory as inv;
+use redstore_proto::sales::*;
+use sqlx::{PgConnection, Row as _};
+
+use crate::domain::{self, PricedLine};
+use crate::events::{sale_completed, sale_refunded};
+use crate::store::{CheckoutOrder, RefundOrder, SalesStore, ScanOrder, empty_cart, record_refund, refund_lines};
+
+/// Sales' PostgreSQL migrations (schema `sales`).
+pub const PG_MIGRATIONS: &[PgMigration] =
+    &[PgMigration { service: "sales", version: 1, sql: include_str!("../migrations/postgres/0001_sales.sql") }];
+
+/// The schema holding sales' tables, outbox and sequences.
+const SCHEMA: &str = "sales";
+
+/// The idempotency scope of refunds (keys are chain-wide, as in the embedded shape).
+const REFUND_SCOPE: &str = "sales.refund";
+
+/// How often a checkout looks its key up again after losing a race (a concurrent attempt
+/// inserted the key first, or deleted its pending sale when inventory refused it).
+const CHECKOUT_ROUNDS: usize = 8;
+
+/// The distributed (PostgreSQL) implementation. Connect its pool as the application role (no
+/// superuser, no BYPASSRLS) so that row-level security holds.
+#[derive(Clone)]
+pub struct PgSales {
+    pool: PgPool,
+    inventory: Arc<dyn InventoryStore>,
+}
+
+impl PgSales {
+    pub fn new(pool: PgPool, inventory: Arc<dyn InventoryStore>) -> Arc<Self> {
+        Arc::new(Self { pool, inventory })
+    }
+}
+
+/// What [`PgSales::resume_pending`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resumed {
+    /// Pending sales now completed.
+    pub completed: usize,
+    /// Pending sales inventory refused; they were deleted, as a failed checkout is.
+    pub rejected: usize,
+    /// Pending sales still pending (inventory unreachable, or another error); the cause is logged.
+    pub failed: usize,
+}
+
+fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
+fn decode_sale(body: &[u8]) -> Result<Sale> {
+    Sale::decode(body).map_err(|e| Error::Internal(anyhow::anyhow!("stored sale is corrupt: {e}")))
+}
+
+fn sale_not_found(sale_id: &str) -> Error {
+    Error::not_found(format!("sale_id {sale_id:?} does not exist"))
+}
+
+/// Whether inventory refused the request itself (so trying again cannot help), as opposed to
+/// being unreachable or failing.
+fn is_refusal(err: &Error) -> bool {
+    matches!(err, Error::FailedPrecondition { .. } | Error::NotFound(_) | Error::InvalidArgument { .. })
+}
+
+/// A catalog lookup by sku, with the NOT_FOUND message SqliteSales gives.
+fn known(sku: &str, found: Result<Product>) -> Result<Product> {
+    match found {
+        Err(Error::NotFound(_)) => Err(Error::not_found(format!("sku {sku:?} does not exist"))),
+        other => other,
+    }
+}
+
+/// A product that may go into a cart: inactive ones are not for sale.
+fn for_sale(product: Product) -> Result<Product> {
+    if !product.active {
+        let sku = &product.sku;
+        return Err(Error::precondition(
+            "PRODUCT",
+            format!("sku:{sku}"),
+            format!("sku {sku:?} is not for sale (inactive)"),
+        ));
+    }
+    Ok(product)
+}
+
+// --- carts -------------------------------------------------------------------------------------
+
+/// Adds units of a sku to a terminal's cart and returns the line's new quantity.
+async fn cart_add(conn: &mut PgConnection, store_id: &str, terminal_id: &str, sku: &str, quantity: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO sales.cart_items (store_id, terminal_id, sku, quantity) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (store_id, terminal_id, sku)
+         DO UPDATE SET quantity = sales.cart_items.quantity + excluded.quantity
+         RETURNING quantity",
+    )
+    .bind(store_id)
+    .bind(terminal_id)
+    .bind(sku)
+    .bind(quantity)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Sets a line's quantity; 0 removes it. Returns whether the sku was in the cart.
+async fn cart_set(
+    conn: &mut PgConnection,
+    store_id: &str,
+    terminal_id: &str,
+    sku: &str,
+    quantity: i64,
+) -> Result<bool> {
+    let done = if quantity == 0 {
+        sqlx::query("DELETE FROM sales.cart_items WHERE store_id = $1 AND terminal_id = $2 AND sku = $3")
+            .bind(store_id)
+            .bind(terminal_id)
+            .bind(sku)
+            .execute(&mut *conn)
+            .await?
+    } else {
+        sqlx::query("UPDATE sales.cart_items SET quantity = $4 WHERE store_id = $1 AND terminal_id = $2 AND sku = $3")
+            .bind(store_id)
+            .bind(terminal_id)
+            .bind(sku)
+            .bind(quantity)
+            .execute(&mut *conn)
+            .await?
+    };
+    Ok(done.rows_affected() > 0)
+}
+
+async fn cart_clear(conn: &mut PgConnection, store_id: &str, terminal_id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM sales.cart_items WHERE store_id = $1 AND terminal_id = $2")
+        .bind(store_id)
+        .bind(terminal_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The cart's (sku, quantity) lines in the order they were first added.
+async fn cart_items(conn: &mut PgConnection, store_id: &str, terminal_id: &str) -> Result<Vec<(String, i64)>> {
+    let rows =
+        sqlx::query("SELECT sku, quantity FROM sales.cart_items WHERE store_id = $1 AND terminal_id = $2 ORDER BY id")
+            .bind(store_id)
+            .bind(terminal_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+// --- checkout ----------------------------------------------------------------------------------
+
+/// The row a checkout's idempotency key points at.
+struct KeyedSale {
+    sale_id: String,
+    request: Vec<u8>,
+    completed: bool,
+    body: Vec<u8>,
+}
+
+impl PgSales {
+    /// A cart line priced from the catalog, with the stock on hand in the store.
+    async fn cart_line(&self, store_id: &str, product: &Product, quantity: i64) -> Result<CartLine> {
+        let stock = self.inventory.get_stock(store_id, &product.sku).await?;
+        let total = product.price.checked_mul(quantity).unwrap_or(product.price);
+        Ok(CartLine {
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            unit_price: Some(product.price.to_proto()),
+            quantity,
+            line_total: Some(total.to_proto()),
+            stock_available: stock.quantity,
+        })
+    }
+
+    /// The terminal's cart as the caller's transaction sees it.
+    async fn load_cart(&self, conn: &mut PgConnection, store_id: &str, terminal_id: &str) -> Result<Cart> {
+        let items = cart_items(conn, store_id, terminal_id).await?;
+        let mut lines = Vec::with_capacity(items.len());
+        for (sku, quantity) in items {
+            let product = known(&sku, self.inventory.get_product(&sku).await)?;
+            lines.push(self.cart_line(store_id, &product, quantity).await?);
+        }
+        let amounts: Option<Vec<Money>> =
+            lines.iter().map(|l| Money::from_proto("line_total", l.line_total.as_ref()).ok()).collect();
+        let total = amounts
+            .and_then(|a| a.first().copied().and_then(|first| Money::sum(first.currency, a)))
+            .map(Money::to_proto);
+        Ok(Cart { store_id: store_id.to_owned(), terminal_id: terminal_id.to_owned(), lines, total })
+    }
+
+    /// Adds a sellable product to the cart in the caller's transaction; returns its line.
+    async fn add_to_cart(
+        &self,
+        conn: &mut PgConnection,
+        store_id: &str,
+        terminal_id: &str,
+        product: &Product,
+        quantity: i64,
+    ) -> Result<CartLine> {
+        let total = cart_add(conn, store_id, terminal_id, &product.sku, quantity).await?;
+        self.cart_line(store_id, product, total).await
+    }
+
+    /// Prices the sale's lines from the catalog; names the line at fault.
+    async fn price_lines(&self, field: &str, lines: &[(String, i64)]) -> Result<Vec<PricedLine>> {
+        let mut priced = Vec::with_capacity(lines.len());
+        for (i, (sku, quantity)) in lines.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            let product = match self.inventory.get_product(sku).await {
+                Ok(p) => p,
+                Err(Error::NotFound(_)) => {
+                    return Err(Error::not_found(format!("{f}.sku: sku {sku:?} does not exist")));
+                }
+                Err(e) => return Err(e),
+            };
+            if !product.active {
+                return Err(Error::precondition(
+                    "PRODUCT",
+                    format!("sku:{sku}"),
+                    format!("{f}.sku: sku {sku:?} is not for sale (inactive)"),
+                ));
+            }
+            priced.push(domain::price_line(&f, sku, &product.name, *quantity, product.price)?);
+        }
+        Ok(priced)
+    }
+
+    /// The sale a checkout would make, priced and settled but not applied (status unspecified,
+    /// no negative skus yet), and whether it sells the cart.
+    async fn draft(&self, order: &CheckoutOrder) -> Result<(Sale, bool)> {
+        let (store_id, terminal_id) = (order.store_id.as_str(), order.terminal_id.as_str());
+        self.inventory.require_terminal(store_id, terminal_id).await?;
+        let (field, from_cart, lines) = if order.lines.is_empty() {
+            let mut tx = pg::store_tx(&self.pool, store_id).await?;
+            let items = cart_items(&mut tx, store_id, terminal_id).await?;
+            tx.commit().await?;
+            if items.is_empty() {
+                return Err(empty_cart(store_id, terminal_id));
+            }
+            ("cart", true, items)
+        } else {
+            ("lines", false, order.lines.clone())
+        };
+        let priced = self.price_lines(field, &lines).await?;
+        let total = domain::total(field, &priced)?;
+        let change = domain::settle(total, &order.tenders)?;
+        // Validates the quantities as the embedded shape does, before anything is recorded.
+        sale_movements(field, lines.iter().cloned())?;
+        let sale = Sale {
+            sale_id: uuid::Uuid::now_v7().to_string(),
+            store_id: store_id.to_owned(),
+            terminal_id: terminal_id.to_owned(),
+            status: SaleStatus::Unspecified as i32,
+            lines: priced.iter().map(PricedLine::to_proto).collect(),
+            total: Some(total.to_proto()),
+            tenders: order.tenders.iter().map(|t| t.to_proto()).collect(),
+            change: Some(change.to_proto()),
+            created_at: Some(timestamp(now_ms())),
+            negative_stock_skus: Vec::new(),
+            refunded: Some(Money::zero(total.currency).to_proto()),
+        };
+        Ok((sale, from_cart))
+    }
+
+    async fn sale_by_key(&self, store_id: &str, key: &str) -> Result<Option<KeyedSale>> {
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let row = sqlx::query(
+            "SELECT sale_id, request, status = 'completed', body FROM sales.sales
+             WHERE store_id = $1 AND idempotency_key = $2",
+        )
+        .bind(store_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(|r| {
+            Ok(KeyedSale {
+                sale_id: r.try_get(0)?,
+                request: r.try_get(1)?,
+                completed: r.try_get(2)?,
+                body: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Transaction A: records the drafted sale as pending under its key. `None` when the key is
+    /// taken already (by a concurrent attempt).
+    async fn record_pending(&self, order: &CheckoutOrder, sale: &Sale, from_cart: bool) -> Result<Option<String>> {
+        let created = sale.created_at.as_ref().map_or_else(now_ms, redstore_platform::time::timestamp_ms);
+        let mut tx = pg::store_tx(&self.pool, &order.store_id).await?;
+        let inserted: Option<String> = sqlx::query_scalar(
+            "INSERT INTO sales.sales
+                 (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)
+             ON CONFLICT (store_id, idempotency_key) DO NOTHING
+             RETURNING sale_id",
+        )
+        .bind(&sale.sale_id)
+        .bind(&sale.store_id)
+        .bind(&sale.terminal_id)
+        .bind(&order.idem.key)
+        .bind(&order.idem.fingerprint)
+        .bind(from_cart)
+        .bind(created)
+        .bind(sale.encode_to_vec())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Steps 3 and 4 of the saga for one pending sale: takes its stock through inventory and
+    /// completes it, or deletes it when inventory refuses. Attempts on one sale queue on its row
+    /// lock, so each finds it either still pending, completed or gone. `None`: the pending row is
+    /// gone (a concurrent attempt had it refused by inventory and deleted it).
+    async fn finish(&self, store_id: &str, sale_id: &str) -> Result<Option<Sale>> {
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let Some(row) =
+            sqlx::query("SELECT status = 'completed', from_cart, body FROM sales.sales WHERE sale_id = $1 FOR UPDATE")
+                .bind(sale_id)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let completed: bool = row.try_get(0)?;
+        let from_cart: bool = row.try_get(1)?;
+        let mut sale = decode_sale(row.try_get::<&[u8], _>(2)?)?;
+        if completed {
+            return Ok(Some(sale));
+        }
+        let lines: Vec<(String, i64)> = sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+        let movements: Vec<StockMovement> =
+            sale_movements(if from_cart { "cart" } else { "lines" }, lines.iter().cloned())?;
+        let request = inv::ApplySaleRequest {
+            sale_id: sale.sale_id.clone(),
+            store_id: sale.store_id.clone(),
+            terminal_id: sale.terminal_id.clone(),
+            lines: lines.into_iter().map(|(sku, quantity)| inv::SaleLine { sku, quantity }).collect(),
+        };
+        let applied = self
+            .inventory
+            .apply_sale(&sale.sale_id, request.encode_to_vec(), store_id, &sale.terminal_id, movements)
+            .await;
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(err) if is_refusal(&err) => {
+                sqlx::query("DELETE FROM sales.sales WHERE sale_id = $1 AND status = 'pending'")
+                    .bind(sale_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Err(err);
+            }
+            // Dropping the transaction leaves the sale pending, for a retry or the recovery.
+            Err(err) => return Err(err),
+        };
+        sale.status = SaleStatus::Completed as i32;
+        sale.negative_stock_skus = applied.negative_skus;
+        sqlx::query("UPDATE sales.sales SET status = 'completed', body = $2 WHERE sale_id = $1 AND status = 'pending'")
+            .bind(sale_id)
+            .bind(sale.encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO sales.sale_stores (sale_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(sale_id)
+            .bind(store_id)
+            .execute(&mut *tx)
+            .await?;
+        if from_cart {
+            cart_clear(&mut tx, store_id, &sale.terminal_id).await?;
+        }
+        // Last: the event takes the store's sequence row lock, held only until the commit.
+        pg::append_event(&mut tx, SCHEMA, store_id, sale_completed(&sale)).await?;
+        tx.commit().await?;
+        Ok(Some(sale))
+    }
+
+    /// Finishes the store's checkouts that have been pending for longer than `older_than`: the
+    /// process died, or inventory could not be reached, between recording a sale and completing
+    /// it. Each is completed (inventory applies its stock once, by sale id) or, when inventory
+    /// refuses it, deleted as a failed checkout is. Run it periodically for every store.
+    pub async fn resume_pending(&self, store_id: &str, older_than: Duration) -> Result<Resumed> {
+        let cutoff = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let pending: Vec<String> = sqlx::query_scalar(
+            "SELECT sale_id FROM sales.sales
+             WHERE store_id = $1 AND status = 'pending' AND created_at_ms <= $2 ORDER BY created_at_ms",
+        )
+        .bind(store_id)
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut resumed = Resumed::default();
+        for sale_id in pending {
+            match self.finish(store_id, &sale_id).await {
+                Ok(Some(_)) => resumed.completed += 1,
+                // Deleted by an attempt that had it refused.
+                Ok(None) => resumed.rejected += 1,
+                Err(err) if is_refusal(&err) => resumed.rejected += 1,
+                Err(err) => {
+                    tracing::warn!(store_id, sale_id, error = %err, "cannot finish a pending sale yet");
+                    resumed.failed += 1;
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// The store a completed sale belongs to, from the chain-wide directory.
+    async fn store_of_sale(&self, conn: &mut PgConnection, sale_id: &str) -> Result<String> {
+        sqlx::query_scalar("SELECT store_id FROM sales.sale_stores WHERE sale_id = $1")
+            .bind(sale_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| sale_not_found(sale_id))
+    }
+}
+
+#[tonic::async_trait]
+impl SalesStore for PgSales {
+    async fn scan(&self, order: ScanOrder) -> Result<ScanResponse> {
+        let (store_id, terminal_id) = (order.store_id.as_str(), order.terminal_id.as_str());
+        let scope = format!("sales.scan:{store_id}:{terminal_id}");
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        if let Claim::Replay(stored) = pg::claim(&mut tx, &scope, &order.scan_id, &order.fingerprint).await? {
+            return pg::replay(&stored);
+        }
+        self.inventory.require_terminal(store_id, terminal_id).await?;
+        let product = match self.inventory.product_by_barcode(&order.barcode).await {
+            Ok(p) => p,
+            Err(Error::NotFound(_)) => {
+                return Err(Error::not_found(format!("code: no product has barcode {}", order.barcode)));
+            }
+            Err(e) => return Err(e),
+        };
+        let product = for_sale(product)?;
+        let line = self.add_to_cart(&mut tx, store_id, terminal_id, &product, order.quantity).await?;
+        let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
+        let response = ScanResponse {
+            scan_id: order.scan_id.clone(),
+            result: Some(scan_response::Result::Line(line)),
+            cart: Some(cart),
+        };
+        pg::complete(&mut tx, &scope, &order.scan_id, &response).await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    async fn get_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart> {
+        self.inventory.require_terminal(store_id, terminal_id).await?;
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
+        tx.commit().await?;
+        Ok(cart)
+    }
+
+    async fn add_cart_item(
+        &self,
+        idem: redstore_platform::idempotency::Idem,
+        store_id: &str,
+        terminal_id: &str,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<AddCartItemResponse> {
+        let scope = format!("sales.cart:{store_id}:{terminal_id}");
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        if let Claim::Replay(stored) = pg::claim(&mut tx, &scope, &idem.key, &idem.fingerprint).await? {
+            return pg::replay(&stored);
+        }
+        self.inventory.require_terminal(store_id, terminal_id).await?;
+        let product = for_sale(known(sku, self.inventory.get_product(sku).await)?)?;
+        let line = self.add_to_cart(&mut tx, store_id, terminal_id, &product, quantity).await?;
+        let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
+        let response = AddCartItemResponse { line: Some(line), cart: Some(cart) };
+        pg::complete(&mut tx, &scope, &idem.key, &response).await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    async fn set_cart_item_quantity(
+        &self,
+        store_id: &str,
+        terminal_id: &str,
+        sku: &str,
+        quantity: i64,
+    ) -> Result<Cart> {
+        self.inventory.require_terminal(store_id, terminal_id).await?;
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        if !cart_set(&mut tx, store_id, terminal_id, sku, quantity).await? && quantity > 0 {
+            return Err(Error::not_found(format!("sku {sku:?} is not in the cart of terminal {terminal_id:?}")));
+        }
+        let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
+        tx.commit().await?;
+        Ok(cart)
+    }
+
+    async fn clear_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart> {
+        self.inventory.require_terminal(store_id, terminal_id).await?;
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        cart_clear(&mut tx, store_id, terminal_id).await?;
+        let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
+        tx.commit().await?;
+        Ok(cart)
+    }
+
+    async fn checkout(&self, order: CheckoutOrder) -> Result<Sale> {
+        for _ in 0..CHECKOUT_ROUNDS {
+            let sale_id = match self.sale_by_key(&order.store_id, &order.idem.key).await? {
+                Some(keyed) => {
+                    if keyed.request != order.idem.fingerprint {
+                        return Err(Error::AlreadyExists(format!(
+                            "idempotency_key {:?} was already used for a different sales.checkout:{} request; \
+                             use a new key for a new request",
+                            order.idem.key, order.store_id
+                        )));
+                    }
+                    if keyed.completed {
+                        return decode_sale(&keyed.body);
+                    }
+                    // Pending: a concurrent attempt is running, or one was interrupted.
+                    keyed.sale_id
+                }
+                None => {
+                    let (draft, from_cart) = self.draft(&order).await?;
+                    match self.record_pending(&order, &draft, from_cart).await? {
+                        Some(sale_id) => sale_id,
+                        // A concurrent attempt took the key first: look again.
+                        None => continue,
+                    }
+                }
+            };
+            match self.finish(&order.store_id, &sale_id).await? {
+                Some(sale) => return Ok(sale),
+                None => continue,
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "checkout with idempotency_key {:?} kept racing concurrent attempts with the same key; retry",
+            order.idem.key
+        )))
+    }
+
+    async fn refund(&self, order: RefundOrder) -> Result<RefundResponse> {
+        let key = order.idem.key.as_str();
+        let mut tx = self.pool.begin().await?;
+        // Keys first, as in the embedded shape: a retry is answered whatever happened since.
+        if let Claim::Replay(stored) = pg::claim(&mut tx, REFUND_SCOPE, key, &order.idem.fingerprint).await? {
+            return pg::replay(&stored);
+        }
+        let store_id = self.store_of_sale(&mut tx, &order.sale_id).await?;
+        pg::scope_to_store(&mut tx, &store_id).await?;
+        // The row lock orders refunds of one sale: none can refund what another just did.
+        let body: Vec<u8> =
+            sqlx::query_scalar("SELECT body FROM sales.sales WHERE sale_id = $1 AND status = 'completed' FOR UPDATE")
+                .bind(&order.sale_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| sale_not_found(&order.sale_id))?;
+        let mut sale = decode_sale(&body)?;
+        let lines = refund_lines(&mut sale, &order.lines)?;
+        let currency = Money::from_proto("total", sale.total.as_ref())?.currency;
+        let amount = Money::sum(currency, lines.iter().map(|l| l.line_total))
+            .ok_or_else(|| Error::invalid("lines", "the refund amount is too large"))?;
+        // Derived from the key, so that a retry after a crash between inventory's commit and
+        // ours re-applies the same refund, which inventory does once.
+        let refund_id = format!("refund-{key}");
+        let terminal_id =
+            if order.terminal_id.is_empty() { sale.terminal_id.clone() } else { order.terminal_id.clone() };
+        let movements: Vec<StockMovement> =
+            lines.iter().map(|l| StockMovement { sku: l.sku.clone(), delta: l.quantity }).collect();
+        self.inventory.apply_refund(&refund_id, &store_id, &terminal_id, movements).await?;
+        record_refund(&mut sale, amount)?;
+        sqlx::query("UPDATE sales.sales SET body = $2 WHERE sale_id = $1")
+            .bind(&sale.sale_id)
+            .bind(sale.encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
+        let created = now_ms();
+        let refund = Refund {
+            refund_id,
+            sale_id: order.sale_id.clone(),
+            lines: lines.iter().map(PricedLine::to_proto).collect(),
+            amount: Some(amount.to_proto()),
+            created_at: Some(timestamp(created)),
+        };
+        sqlx::query(
+            "INSERT INTO sales.refunds (refund_id, sale_id, store_id, created_at_ms, body) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&refund.refund_id)
+        .bind(&refund.sale_id)
+        .bind(&store_id)
+        .bind(created)
+        .bind(refund.encode_to_vec())
+        .execute(&mut *tx)
+        .await?;
+        pg::append_event(&mut tx, SCHEMA, &store_id, sale_refunded(&refund, &terminal_id)).await?;
+        let response = RefundResponse { refund: Some(refund), sale: Some(sale) };
+        pg::complete(&mut tx, REFUND_SCOPE, key, &response).await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+
+    async fn get_sale(&self, sale_id: &str) -> Result<Sale> {
+        let mut tx = self.pool.begin().await?;
+        let store_id = self.store_of_sale(&mut tx, sale_id).await?;
+        pg::scope_to_store(&mut tx, &store_id).await?;
+        let body: Vec<u8> =
+            sqlx::query_scalar("SELECT body FROM sales.sales WHERE sale_id = $1 AND status = 'completed'")
+                .bind(sale_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| sale_not_found(sale_id))?;
+        tx.commit().await?;
+        decode_sale(&body)
+    }
+
+    async fn list_sales(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<Sale>> {
+        self.inventory.get_store(store_id).await?;
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT body FROM sales.sales WHERE store_id = $1 AND status = 'completed' AND sale_id > $2
+             ORDER BY sale_id LIMIT $3",
+        )
+        .bind(store_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        bodies.iter().map(|b| decode_sale(b)).collect()
+    }
+}

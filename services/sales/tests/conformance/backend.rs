@@ -1,0 +1,122 @@
+//! The backends under test, each seeded with the demo chain: SqliteSales and SqliteInventory on
+//! one embedded database, or PgSales on a fresh PostgreSQL database (dropped afterwards, even
+//! when the test panics) with SqliteInventory on an embedded database of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redstore_inventory::{InventoryStore, SqliteInventory};
+use redstore_platform::Db;
+use redstore_platform::pg::scratch::ScratchDb;
+use redstore_platform::pg::{self, PgPool};
+use redstore_sales::pg::{PG_MIGRATIONS, PgSales};
+use redstore_sales::{SalesStore, SqliteSales};
+
+pub struct Backend {
+    sales: Arc<dyn SalesStore>,
+    inventory: Arc<dyn InventoryStore>,
+    /// The inventory's embedded database (shared with sales in the SQLite shape).
+    db: Db,
+    _dir: tempfile::TempDir,
+    pg: Option<Pg>,
+}
+
+struct Pg {
+    /// Connected as the application role.
+    pool: PgPool,
+    sales: Arc<PgSales>,
+    /// `None` once dropped.
+    scratch: Option<ScratchDb>,
+}
+
+async fn seeded_db(dir: &tempfile::TempDir, migrations: &[&[redstore_platform::Migration]]) -> Db {
+    let db = Db::open(&dir.path().join("redstore.db"), migrations).expect("open the embedded database");
+    redstore_inventory::seed::seed_demo(&db).await.expect("seed the demo chain");
+    db
+}
+
+impl Backend {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = seeded_db(&dir, &[redstore_inventory::SQLITE_MIGRATIONS, redstore_sales::SQLITE_MIGRATIONS]).await;
+        Self {
+            sales: SqliteSales::new(db.clone()),
+            inventory: SqliteInventory::new(db.clone()),
+            db,
+            _dir: dir,
+            pg: None,
+        }
+    }
+
+    pub async fn postgres() -> Self {
+        Self::postgres_with(|inventory| inventory).await
+    }
+
+    /// PgSales over the SQLite inventory as `wrap` returns it (e.g. one that fails on purpose).
+    pub async fn postgres_with(wrap: impl FnOnce(Arc<dyn InventoryStore>) -> Arc<dyn InventoryStore>) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = seeded_db(&dir, &[redstore_inventory::SQLITE_MIGRATIONS]).await;
+        let inventory = wrap(SqliteInventory::new(db.clone()));
+        let scratch = ScratchDb::create(&[PG_MIGRATIONS])
+            .await
+            .expect("create a scratch PostgreSQL database (is PostgreSQL running at 127.0.0.1:5432?)");
+        let pool = match pg::connect(&scratch.app_url, 16, Duration::from_secs(30)).await {
+            Ok(pool) => pool,
+            Err(e) => {
+                let _ = scratch.drop_db().await;
+                panic!("connect as the application role: {e:#}");
+            }
+        };
+        let sales = PgSales::new(pool.clone(), inventory.clone());
+        Self { sales: sales.clone(), inventory, db, _dir: dir, pg: Some(Pg { pool, sales, scratch: Some(scratch) }) }
+    }
+
+    pub fn sales(&self) -> Arc<dyn SalesStore> {
+        self.sales.clone()
+    }
+
+    pub fn inventory(&self) -> Arc<dyn InventoryStore> {
+        self.inventory.clone()
+    }
+
+    fn pg(&self) -> &Pg {
+        self.pg.as_ref().expect("not a PostgreSQL backend")
+    }
+
+    /// The application role's pool (PostgreSQL only).
+    pub fn app_pool(&self) -> &PgPool {
+        &self.pg().pool
+    }
+
+    /// The PostgreSQL sales store itself (PostgreSQL only).
+    pub fn pg_sales(&self) -> Arc<PgSales> {
+        self.pg().sales.clone()
+    }
+
+    /// Closes the backend and removes its databases.
+    pub async fn finish(mut self) {
+        if let Some(pg) = &mut self.pg {
+            pg.pool.close().await;
+            if let Some(scratch) = pg.scratch.take() {
+                scratch.drop_db().await.expect("drop the scratch database");
+            }
+        }
+        self.db.close();
+    }
+}
+
+impl Drop for Backend {
+    /// A test that panicked never reached `finish`: drop its scratch database anyway, on a thread
+    /// of its own (this may run inside the test's runtime, which must not block on itself).
+    fn drop(&mut self) {
+        if let Some(pg) = &mut self.pg
+            && let Some(scratch) = pg.scratch.take()
+        {
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(scratch.drop_db())
+            })
+            .join();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The distributed shape as separate processes of the real binary on PostgreSQL: inventory,
+//! sales (calling inventory over gRPC), analytics and two stream-bridge replicas.
+
+use futures::StreamExt as _;
+use redstore_platform::pg::scratch::ScratchDb;
+use redstore_proto::analytics::analytics_service_client::AnalyticsServiceClient;
+use redstore_proto::analytics::{GetSalesReportRequest, Granularity};
+use redstore_proto::sales::sales_service_client::SalesServiceClient;
+use redstore_proto::stream::WatchInventoryRequest;
+use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
+use redstore_proto::stream::watch_inventory_response::Item;
+
+use crate::helpers::*;
+
+async fn sales_count(analytics: &Process) -> i64 {
+    let report = AnalyticsServiceClient::new(analytics.channel().await)
+        .get_sales_report(GetSalesReportRequest {
+            store_id: "store-1".into(),
+            from: None,
+            to: None,
+            granularity: Granularity::Day as i32,
+            top_products_limit: 5,
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    report.totals.iter().map(|t| t.sales_count).sum()
+}
+
+async fn wait_for_count(analytics: &Process, want: i64) {
+    for _ in 0..400 {
+        if sales_count(analytics).await >= want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("analytics never counted {want} sales");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across_restarts() {
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let url = db.app_url.clone();
+    let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
+    let inventory_url = inventory.url();
+    let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
+    let mut analytics = Process::start(&["serve", "analytics", "--database-url", &url]);
+    let bridges = [
+        Process::start(&["serve", "stream-bridge", "--database-url", &url]),
+        Process::start(&["serve", "stream-bridge", "--database-url", &url]),
+    ];
+
+    // A terminal watches on each replica, from the store's current sequence.
+    let mut watches = Vec::new();
+    let mut base = 0;
+    for bridge in &bridges {
+        let mut stream = InventoryStreamServiceClient::new(bridge.channel().await)
+            .watch_inventory(WatchInventoryRequest {
+                store_id: "store-1".into(),
+                resume_after: 0,
+                include_snapshot: true,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let Some(Item::Snapshot(s)) = stream.next().await.unwrap().unwrap().item else { panic!("snapshot first") };
+        base = s.as_of_seq;
+        watches.push(stream);
+    }
+
+    let mut client = SalesServiceClient::new(sales.channel().await);
+    for q in 1..=3 {
+        client
+            .checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0008", q)], vec![cash(5000)]))
+            .await
+            .expect("checkout through the sales process");
+    }
+    for watch in &mut watches {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let item = tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
+                .await
+                .expect("the replica delivers")
+                .unwrap()
+                .unwrap();
+            let Some(Item::Event(e)) = item.item else { panic!("event") };
+            seen.push(e.store_seq);
+        }
+        assert_eq!(seen, vec![base + 1, base + 2, base + 3], "every replica delivers every change, in order");
+    }
+    wait_for_count(&analytics, 3).await;
+
+    // Kill analytics mid-stream; sales go on; a new analytics process resumes from its offsets.
+    analytics.kill();
+    let k = key();
+    let req = checkout(&k, "store-1", "till-2", &[("SKU-0008", 1)], vec![cash(500)]);
+    client.checkout(req.clone()).await.expect("sales go on without analytics");
+    client.checkout(req).await.expect("a retry is answered, not doubled");
+    analytics = Process::start(&["serve", "analytics", "--database-url", &url]);
+    wait_for_count(&analytics, 4).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sales_count(&analytics).await, 4, "nothing lost, nothing counted twice");
+
+    drop(watches);
+    drop(bridges);
+    drop(analytics);
+    drop(sales);
+    drop(inventory);
+    db.drop_db().await.expect("drop scratch database");
+}
