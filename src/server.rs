@@ -105,6 +105,7 @@ pub struct Running {
     backend: Backend,
     shutdown: CancellationToken,
     health: HealthReporter,
+    services: Vec<ServiceName>,
     task: JoinHandle<anyhow::Result<()>>,
     grace_period: Duration,
 }
@@ -119,7 +120,7 @@ impl Running {
     /// the grace period, and closes the database.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("shutting down: health is NOT_SERVING, streams are ending");
-        set_all(&self.health, ServingStatus::NotServing).await;
+        set_all(&self.health, &self.services, ServingStatus::NotServing).await;
         self.shutdown.cancel();
         let result = match tokio::time::timeout(self.grace_period, self.task).await {
             Ok(joined) => joined.context("server task failed")?,
@@ -138,14 +139,16 @@ impl Running {
     }
 }
 
-async fn set_all(health: &HealthReporter, status: ServingStatus) {
-    for name in [
-        "",
-        <InventoryServiceServer<redstore_inventory::InventoryGrpc> as NamedService>::NAME,
-        <SalesServiceServer<redstore_sales::SalesGrpc> as NamedService>::NAME,
-        <AnalyticsServiceServer<redstore_analytics::AnalyticsGrpc> as NamedService>::NAME,
-        <InventoryStreamServiceServer<redstore_stream_bridge::StreamGrpc> as NamedService>::NAME,
-    ] {
+/// Sets the overall status and that of every service this process serves.
+async fn set_all(health: &HealthReporter, services: &[ServiceName], status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for service in services {
+        let name = match service {
+            ServiceName::Inventory => <InventoryServiceServer<InventoryGrpc> as NamedService>::NAME,
+            ServiceName::Sales => <SalesServiceServer<SalesGrpc> as NamedService>::NAME,
+            ServiceName::Analytics => <AnalyticsServiceServer<AnalyticsGrpc> as NamedService>::NAME,
+            ServiceName::StreamBridge => <InventoryStreamServiceServer<StreamGrpc> as NamedService>::NAME,
+        };
         health.set_service_status(name, status).await;
     }
 }
@@ -322,7 +325,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_all(&health, ServingStatus::Serving).await;
+    let services: Vec<ServiceName> =
+        [ServiceName::Inventory, ServiceName::Sales, ServiceName::Analytics, ServiceName::StreamBridge]
+            .into_iter()
+            .filter(|s| config.serves(*s))
+            .collect();
+    set_all(&health, &services, ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(redstore_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -372,5 +380,5 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     });
     tracing::info!(%addr, backend = match wiring.backend { Backend::Embedded(_) => "embedded", Backend::Postgres(_) => "postgres" },
         "red store is listening");
-    Ok(Running { addr, backend: wiring.backend, shutdown, health, task, grace_period: config.grace_period })
+    Ok(Running { addr, backend: wiring.backend, shutdown, health, services, task, grace_period: config.grace_period })
 }

@@ -50,6 +50,14 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
         Process::start(&["serve", "stream-bridge", "--database-url", &url]),
     ];
 
+    // Each process reports health for what it serves, and only that.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(sales.channel().await);
+    let check = |service: &str| tonic_health::pb::HealthCheckRequest { service: service.into() };
+    let serving = health.check(check("redstore.sales.v1.SalesService")).await.expect("sales health").into_inner();
+    assert_eq!(serving.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let other = health.check(check("redstore.inventory.v1.InventoryService")).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::NotFound, "the sales process does not serve inventory");
+
     // A terminal watches on each replica, from the store's current sequence.
     let mut watches = Vec::new();
     let mut base = 0;

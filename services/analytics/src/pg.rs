@@ -35,8 +35,9 @@ fn parts(m: Option<&Money>) -> (String, i64) {
     m.map_or((String::new(), 0), |m| (m.currency_code.clone(), m.units_minor))
 }
 
-/// Folds one event into the rollups unless it was counted before.
-async fn apply(conn: &mut PgConnection, event: &EventEnvelope) -> Result<()> {
+/// Folds one event into the rollups unless it was counted before (by event id). Call it in a
+/// transaction scoped to the event's store.
+pub async fn apply(conn: &mut PgConnection, event: &EventEnvelope) -> Result<()> {
     let event_id = uuid::Uuid::parse_str(&event.event_id)
         .map_err(|e| redstore_platform::Error::Internal(anyhow::anyhow!("bad event id {}: {e}", event.event_id)))?;
     let fresh =
