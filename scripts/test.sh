@@ -72,4 +72,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo nextest run (every crate; end-to-end suite on the embedded backend)"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 log "cargo nextest run (the same end-to-end suite on PostgreSQL)"
-REDSTORE_TEST_BACKEND=postgres cargo nextest run --locked --no-fail-fast --test e2e "$@"
+REDSTORE_TEST_BACKEND=postgres cargo nextest run --workspace --locked --no-fail-fast --test e2e "$@"

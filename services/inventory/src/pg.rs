@@ -272,6 +272,44 @@ async fn apply_movements(
     Ok(Applied { levels, negative_skus, event })
 }
 
+/// A sale or refund to apply once, keyed by its id.
+struct Change<'a> {
+    scope: &'static str,
+    reason: &'static str,
+    id: &'a str,
+    fingerprint: &'a [u8],
+}
+
+impl PgInventory {
+    /// Applies a sale's or refund's movements in one store transaction, once per id: a repeat
+    /// answers with the first outcome and changes nothing.
+    async fn apply_once(
+        &self,
+        change: Change<'_>,
+        store_id: &str,
+        terminal_id: &str,
+        movements: &[StockMovement],
+    ) -> Result<pb::ApplySaleResponse> {
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        if let Claim::Replay(stored) = pg::claim(&mut tx, change.scope, change.id, change.fingerprint).await? {
+            return pg::replay(&stored);
+        }
+        let store = get_store(&mut tx, store_id).await?;
+        for m in movements {
+            require_product(&mut tx, &m.sku).await?;
+        }
+        let applied = apply_movements(&mut tx, &store, change.reason, change.id, terminal_id, movements).await?;
+        let response = pb::ApplySaleResponse {
+            stock: applied.levels,
+            negative_skus: applied.negative_skus,
+            store_seq: applied.event.store_seq,
+        };
+        pg::complete(&mut tx, change.scope, change.id, &response).await?;
+        tx.commit().await?;
+        Ok(response)
+    }
+}
+
 #[tonic::async_trait]
 impl InventoryStore for PgInventory {
     async fn create_store(&self, idem: Idem, store: StoreRow) -> Result<pb::Store> {
@@ -545,24 +583,8 @@ impl InventoryStore for PgInventory {
         terminal_id: &str,
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse> {
-        const SCOPE: &str = "inventory.apply_sale";
-        let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        if let Claim::Replay(stored) = pg::claim(&mut tx, SCOPE, sale_id, &fingerprint).await? {
-            return pg::replay(&stored);
-        }
-        let store = get_store(&mut tx, store_id).await?;
-        for m in &movements {
-            require_product(&mut tx, &m.sku).await?;
-        }
-        let applied = apply_movements(&mut tx, &store, "sale", sale_id, terminal_id, &movements).await?;
-        let response = pb::ApplySaleResponse {
-            stock: applied.levels,
-            negative_skus: applied.negative_skus,
-            store_seq: applied.event.store_seq,
-        };
-        pg::complete(&mut tx, SCOPE, sale_id, &response).await?;
-        tx.commit().await?;
-        Ok(response)
+        let change = Change { scope: "inventory.apply_sale", reason: "sale", id: sale_id, fingerprint: &fingerprint };
+        self.apply_once(change, store_id, terminal_id, &movements).await
     }
 
     async fn apply_refund(
@@ -572,25 +594,10 @@ impl InventoryStore for PgInventory {
         terminal_id: &str,
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse> {
-        const SCOPE: &str = "inventory.apply_refund";
         let fingerprint = format!("{store_id}/{terminal_id}/{movements:?}").into_bytes();
-        let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        if let Claim::Replay(stored) = pg::claim(&mut tx, SCOPE, refund_id, &fingerprint).await? {
-            return pg::replay(&stored);
-        }
-        let store = get_store(&mut tx, store_id).await?;
-        for m in &movements {
-            require_product(&mut tx, &m.sku).await?;
-        }
-        let applied = apply_movements(&mut tx, &store, "refund", refund_id, terminal_id, &movements).await?;
-        let response = pb::ApplySaleResponse {
-            stock: applied.levels,
-            negative_skus: applied.negative_skus,
-            store_seq: applied.event.store_seq,
-        };
-        pg::complete(&mut tx, SCOPE, refund_id, &response).await?;
-        tx.commit().await?;
-        Ok(response)
+        let change =
+            Change { scope: "inventory.apply_refund", reason: "refund", id: refund_id, fingerprint: &fingerprint };
+        self.apply_once(change, store_id, terminal_id, &movements).await
     }
 
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {
