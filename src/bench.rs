@@ -99,6 +99,19 @@ async fn connect(target: &str) -> anyhow::Result<Channel> {
 
 /// Creates the bench store, terminals and products (once) and tops up their stock.
 async fn set_up(cfg: &CheckoutBench) -> anyhow::Result<()> {
+    set_up_store(&cfg.target, &cfg.store_id, cfg.terminals).await
+}
+
+async fn set_up_store(target: &str, store_id: &str, terminals: usize) -> anyhow::Result<()> {
+    let cfg = CheckoutBench {
+        target: target.to_owned(),
+        terminals,
+        sales: None,
+        duration: None,
+        lines: 1,
+        store_id: store_id.to_owned(),
+        progress: false,
+    };
     let mut inv = InventoryServiceClient::new(connect(&cfg.target).await?);
     ignore_exists(
         inv.create_store(CreateStoreRequest {
@@ -244,6 +257,158 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
         sales: all.len() as u64,
         failed: failed.load(Ordering::Relaxed),
         elapsed,
+        p50: percentile(&all, 50.0),
+        p95: percentile(&all, 95.0),
+        p99: percentile(&all, 99.0),
+        max: all.last().copied().unwrap_or_default(),
+    })
+}
+
+/// `redstore bench live`: many SSE clients watch one store while a terminal sells; each event's
+/// latency is measured from its commit (the event's `occurred_at`, written in the committing
+/// transaction) to its arrival at every client.
+#[derive(Clone, Debug)]
+pub struct LiveBench {
+    /// Where sales go (gRPC).
+    pub target: String,
+    /// Where the SSE clients connect (a stream bridge); defaults to `target`.
+    pub sse_target: String,
+    pub clients: usize,
+    pub sales: u64,
+    /// Sales per second.
+    pub rate: u32,
+    pub store_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct LiveSummary {
+    pub clients: usize,
+    pub sales: u64,
+    /// Events every client should have received, all together.
+    pub expected: u64,
+    pub received: u64,
+    pub p50: Duration,
+    pub p95: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl std::fmt::Display for LiveSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(
+            f,
+            "{} SSE clients, {} sales: {} of {} events received",
+            self.clients, self.sales, self.received, self.expected
+        )?;
+        write!(
+            f,
+            "commit-to-client latency: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(self.p50),
+            ms(self.p95),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+fn unix_now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// One SSE client: reads `want` events and returns each one's commit-to-arrival latency.
+async fn sse_client(
+    client: reqwest::Client,
+    url: String,
+    want: u64,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut response = client.get(&url).header("accept", "text/event-stream").send().await?.error_for_status()?;
+    let _ = ready.send(()).await;
+    let mut buffer = String::new();
+    let mut latencies = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+    while (latencies.len() as u64) < want {
+        let Some(chunk) = response.chunk().await? else { break };
+        let arrived = unix_now_us();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+            if let Some(at_ms) = v["occurred_at_ms"].as_i64() {
+                let micros = (arrived - at_ms * 1000).max(0);
+                latencies.push(Duration::from_micros(u64::try_from(micros).unwrap_or(0)));
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
+    use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
+    use redstore_proto::stream::{WatchInventoryRequest, watch_inventory_response::Item};
+
+    anyhow::ensure!(cfg.clients > 0 && cfg.sales > 0 && cfg.rate > 0, "--clients, --sales and --rate must be positive");
+    set_up_store(&cfg.target, &cfg.store_id, 1).await?;
+    let mut watch = InventoryStreamServiceClient::new(connect(&cfg.sse_target).await?)
+        .watch_inventory(WatchInventoryRequest {
+            store_id: cfg.store_id.clone(),
+            resume_after: 0,
+            include_snapshot: true,
+        })
+        .await?
+        .into_inner();
+    let as_of = match watch.message().await?.and_then(|m| m.item) {
+        Some(Item::Snapshot(s)) => s.as_of_seq,
+        _ => anyhow::bail!("the stream bridge did not start with a snapshot"),
+    };
+    drop(watch);
+
+    let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(0).build()?;
+    let url = format!("{}/v1/stores/{}/inventory/events?after={as_of}", cfg.sse_target, cfg.store_id);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(cfg.clients);
+    let mut clients = Vec::with_capacity(cfg.clients);
+    for _ in 0..cfg.clients {
+        clients.push(tokio::spawn(sse_client(http.clone(), url.clone(), cfg.sales, ready_tx.clone())));
+    }
+    drop(ready_tx);
+    for _ in 0..cfg.clients {
+        ready_rx.recv().await.context("an SSE client failed to connect")?;
+    }
+
+    let mut sales = SalesServiceClient::new(connect(&cfg.target).await?);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(cfg.rate)));
+    for n in 0..cfg.sales {
+        tick.tick().await;
+        let req = CheckoutRequest {
+            idempotency_key: uuid::Uuid::now_v7().to_string(),
+            store_id: cfg.store_id.clone(),
+            terminal_id: "bench-001".into(),
+            lines: vec![CheckoutLine { sku: sku(usize::try_from(n).unwrap_or(0) % PRODUCTS), quantity: 1 }],
+            tenders: vec![Tender {
+                r#type: TenderType::Cash as i32,
+                amount: Some(Money { currency_code: "EUR".into(), units_minor: 100_000 }),
+            }],
+        };
+        sales.checkout(req).await.context("checkout")?;
+    }
+    let mut all = Vec::new();
+    for c in clients {
+        match tokio::time::timeout(Duration::from_secs(30), c).await {
+            Ok(Ok(Ok(latencies))) => all.extend(latencies),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "an SSE client failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "an SSE client panicked"),
+            Err(_) => tracing::warn!("an SSE client did not receive every event within 30 s"),
+        }
+    }
+    all.sort_unstable();
+    Ok(LiveSummary {
+        clients: cfg.clients,
+        sales: cfg.sales,
+        expected: cfg.sales * cfg.clients as u64,
+        received: all.len() as u64,
         p50: percentile(&all, 50.0),
         p95: percentile(&all, 95.0),
         p99: percentile(&all, 99.0),

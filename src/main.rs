@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use redstore::bench::{self, CheckoutBench};
+use redstore::bench::{self, CheckoutBench, LiveBench};
 use redstore::server::{self, ServerConfig, ServiceName};
 use redstore_platform::telemetry::{self, LogFormat};
 
@@ -107,6 +107,30 @@ struct UpArgs {
 enum BenchCommand {
     /// Concurrent terminals checking out multi-line sales; prints sales/s and latency percentiles.
     Checkout(CheckoutArgs),
+    /// Many SSE clients watching one store while a terminal sells; prints commit-to-client latency.
+    Live(LiveArgs),
+}
+
+#[derive(Args, Debug)]
+struct LiveArgs {
+    /// Server that takes the sales (gRPC).
+    #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Stream bridge the SSE clients connect to (default: --target).
+    #[arg(long, env = "REDSTORE_BENCH_SSE_TARGET")]
+    sse_target: Option<String>,
+    /// Connected SSE clients.
+    #[arg(long, env = "REDSTORE_BENCH_CLIENTS", default_value_t = 2000)]
+    clients: usize,
+    /// Sales to make while they watch.
+    #[arg(long, env = "REDSTORE_BENCH_SALES", default_value_t = 200)]
+    sales: u64,
+    /// Sales per second.
+    #[arg(long, env = "REDSTORE_BENCH_RATE", default_value_t = 20)]
+    rate: u32,
+    /// The store to sell in; created if missing.
+    #[arg(long, env = "REDSTORE_BENCH_STORE", default_value = "bench-live")]
+    store: String,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +203,30 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => {
                     eprintln!("redstore migrate: {e:#}");
                     ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Bench(BenchCommand::Live(args)) => {
+            let cfg = LiveBench {
+                sse_target: args.sse_target.unwrap_or_else(|| args.target.clone()),
+                target: args.target,
+                clients: args.clients,
+                sales: args.sales,
+                rate: args.rate,
+                store_id: args.store,
+            };
+            println!(
+                "live bench: {} SSE clients on {}, {} sales at {}/s",
+                cfg.clients, cfg.sse_target, cfg.sales, cfg.rate
+            );
+            match bench::live(cfg).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("redstore bench live: {e:#}");
+                    ExitCode::FAILURE
                 }
             }
         }
