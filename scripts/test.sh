@@ -58,10 +58,15 @@ if [ -z "${REDSTORE_TEST_PG_ADMIN_URL:-}" ] && ! psql -h 127.0.0.1 -U postgres -
        "or set REDSTORE_TEST_PG_ADMIN_URL=postgres://user:password@host:port/postgres" >&2
   exit 1
 fi
-# Redis is not used yet; start it when installed so later suites find it.
-if have redis-server && ! (have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
+# --- Redis: tests start their own redis-server on free ports (an outage test kills it); the
+# machine's one on 6379 is started too when it is down, for anyone running the system by hand.
+if ! have redis-server; then
+  log "installing Redis"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+fi
+if ! (have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
   log "starting Redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 fi
 
 # --- checks and tests ---------------------------------------------------------------------------

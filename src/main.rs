@@ -66,6 +66,10 @@ struct BackendArgs {
     /// BYPASSRLS (`redstore migrate` creates `redstore_app`), so row-level security holds.
     #[arg(long, env = "REDSTORE_DATABASE_URL")]
     database_url: Option<String>,
+    /// Redis for the distributed shape's live fan-out and stock cache (redis://host:port). Without
+    /// it, stream bridges are woken by PostgreSQL notifications instead.
+    #[arg(long, env = "REDSTORE_REDIS_URL")]
+    redis_url: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -260,6 +264,7 @@ fn config(args: UpArgs, services: Vec<ServiceName>, inventory_url: Option<String
         listen: args.listen,
         data_dir: args.data.data_dir,
         database_url: args.backend.database_url,
+        redis_url: args.backend.redis_url,
         services,
         inventory_url,
         demo: !args.no_demo,

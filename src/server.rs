@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `postgres://…` for the distributed shape; `None` for the embedded SQLite database.
     pub database_url: Option<String>,
+    /// `redis://…` for the live fan-out and stock cache of the distributed shape.
+    pub redis_url: Option<String>,
     /// The services this process serves; empty means all of them.
     pub services: Vec<ServiceName>,
     /// Where the inventory service answers, for a sales process that does not serve inventory.
@@ -64,6 +66,7 @@ impl ServerConfig {
             listen,
             data_dir: data_dir.into(),
             database_url: None,
+            redis_url: None,
             services: Vec::new(),
             inventory_url: None,
             demo: true,
@@ -245,10 +248,21 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
     if config.serves(ServiceName::Analytics) {
         redstore_analytics::pg::spawn_consumer(pool.clone(), local.clone(), shutdown.clone());
     }
-    let feed = if config.serves(ServiceName::StreamBridge) {
-        LiveFeed::from_postgres(pool.clone(), local.clone(), shutdown.clone())?
-    } else {
-        LiveFeed::default()
+    let cache = match &config.redis_url {
+        Some(url) => Some(connect_redis(url).await?),
+        None => None,
+    };
+    if let (Some(cache), true) = (&cache, config.serves(ServiceName::Inventory)) {
+        redstore_inventory::projector::spawn(pool.clone(), local.clone(), cache.clone(), shutdown.clone());
+    }
+    let feed = match (&config.redis_url, config.serves(ServiceName::StreamBridge)) {
+        (_, false) => LiveFeed::default(),
+        (Some(url), true) => {
+            let feed = LiveFeed::default();
+            redstore_stream_bridge::redis::start_feed(url, local.clone(), feed.clone(), shutdown.clone())?;
+            feed
+        }
+        (None, true) => LiveFeed::from_postgres(pool.clone(), local.clone(), shutdown.clone())?,
     };
     // Sales holds a transaction open while it calls inventory, so it gets its own connections:
     // sharing one pool could leave both waiting on each other.
@@ -264,6 +278,15 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
         feed,
         backend: Backend::Postgres(pool),
     })
+}
+
+/// Opens the stock cache and checks that Redis answers, so a wrong URL fails at start, naming it.
+async fn connect_redis(url: &str) -> anyhow::Result<redstore_inventory::cache::StockCache> {
+    let place = url.rsplit('@').next().unwrap_or(url).to_owned();
+    let cache = redstore_inventory::cache::StockCache::new(url)
+        .map_err(|e| anyhow::anyhow!("--redis-url {place:?} is not usable: {e}"))?;
+    cache.version("startup-check").await.map_err(|e| anyhow::anyhow!("cannot reach Redis at {place}: {e}"))?;
+    Ok(cache)
 }
 
 /// Finishes or releases checkouts left pending by a crash or an unreachable inventory: every few
@@ -312,6 +335,9 @@ fn spawn_pending_healer(
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let wiring = match config.database_url.as_deref() {
+        None if config.redis_url.is_some() => {
+            anyhow::bail!("--redis-url belongs to the distributed shape: give --database-url postgres://… too")
+        }
         None => embedded(&config, &shutdown).await?,
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             postgres(url, &config, &shutdown).await?

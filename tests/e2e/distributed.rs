@@ -41,13 +41,15 @@ async fn wait_for_count(analytics: &Process, want: i64) {
 async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across_restarts() {
     let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
     let url = db.app_url.clone();
-    let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
+    let redis = RedisServer::start();
+    let redis_url = redis.url();
+    let inventory = Process::start(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]);
     let inventory_url = inventory.url();
     let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
     let mut analytics = Process::start(&["serve", "analytics", "--database-url", &url]);
     let bridges = [
-        Process::start(&["serve", "stream-bridge", "--database-url", &url]),
-        Process::start(&["serve", "stream-bridge", "--database-url", &url]),
+        Process::start(&["serve", "stream-bridge", "--database-url", &url, "--redis-url", &redis_url]),
+        Process::start(&["serve", "stream-bridge", "--database-url", &url, "--redis-url", &redis_url]),
     ];
 
     // Each process reports health for what it serves, and only that.
@@ -114,5 +116,59 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     drop(analytics);
     drop(sales);
     drop(inventory);
+    db.drop_db().await.expect("drop scratch database");
+}
+
+/// Reads `n` events from a watch, failing the test if they do not come within 20 s.
+async fn next_seqs(watch: &mut tonic::Streaming<redstore_proto::stream::WatchInventoryResponse>, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for _ in 0..n {
+        let item = tokio::time::timeout(std::time::Duration::from_secs(20), watch.next())
+            .await
+            .expect("the replica delivers")
+            .unwrap()
+            .unwrap();
+        let Some(Item::Event(e)) = item.item else { panic!("event") };
+        seqs.push(e.store_seq);
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_slows_the_live_path_and_nothing_else() {
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let url = db.app_url.clone();
+    let mut redis = RedisServer::start();
+    let redis_url = redis.url();
+    let app = Process::start(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]);
+    let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &app.url()]);
+    let bridge = Process::start(&["serve", "stream-bridge", "--database-url", &url, "--redis-url", &redis_url]);
+    let mut watch = InventoryStreamServiceClient::new(bridge.channel().await)
+        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), resume_after: 0, include_snapshot: true })
+        .await
+        .expect("watch")
+        .into_inner();
+    let Some(Item::Snapshot(s)) = watch.next().await.unwrap().unwrap().item else { panic!("snapshot first") };
+    let base = s.as_of_seq;
+    let mut client = SalesServiceClient::new(sales.channel().await);
+    let sell = |q: i64| checkout(&key(), "store-1", "till-1", &[("SKU-0011", q)], vec![cash(5000)]);
+
+    client.checkout(sell(1)).await.expect("sale with Redis up");
+    assert_eq!(next_seqs(&mut watch, 1).await, vec![base + 1]);
+
+    redis.kill();
+    for q in 1..=3 {
+        client.checkout(sell(q)).await.expect("sales keep succeeding while Redis is down");
+    }
+    redis.restart();
+    // The watcher catches up with every change made during the outage, in order, exactly once.
+    assert_eq!(next_seqs(&mut watch, 3).await, vec![base + 2, base + 3, base + 4]);
+    client.checkout(sell(1)).await.expect("sale after Redis returns");
+    assert_eq!(next_seqs(&mut watch, 1).await, vec![base + 5]);
+
+    drop(watch);
+    drop(bridge);
+    drop(sales);
+    drop(app);
     db.drop_db().await.expect("drop scratch database");
 }

@@ -3,10 +3,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod client;
 pub mod domain;
 pub mod grpc;
 pub mod pg;
+pub mod projector;
 pub mod repo;
 pub mod seed;
 pub mod store;

@@ -117,6 +117,11 @@ impl LiveFeed {
         }
     }
 
+    /// The stores that have at least one watcher.
+    pub fn watched_stores(&self) -> Vec<String> {
+        self.stores.lock().iter().filter(|(_, tx)| tx.receiver_count() > 0).map(|(store, _)| store.clone()).collect()
+    }
+
     pub fn subscribe(&self, store_id: &str) -> broadcast::Receiver<Arc<EventEnvelope>> {
         self.stores
             .lock()

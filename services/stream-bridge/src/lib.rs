@@ -11,6 +11,7 @@
 
 pub mod feed;
 pub mod grpc;
+pub mod redis;
 pub mod sse;
 
 pub use feed::LiveFeed;

@@ -1,0 +1,197 @@
+//! The Redis stock cache of the distributed shape, and its projector.
+//!
+//! Each store has one hash, `rs:{<store>}:stock`: field = sku, value = quantity on hand, plus the
+//! field `_seq`, the store sequence of the newest event the hash reflects. Every projected
+//! `inventory.changed` event is also published, Protobuf-encoded, on the store's channel
+//! `rs:{<store>}:stock:events`, which every stream-bridge replica subscribes to. The `{<store>}`
+//! hash tag keeps one store's keys and channel in one cluster slot.
+//!
+//! The cache is a projection of the event log, never its source: Redis being down makes
+//! [`StockCache::project`] fail within a few seconds (short connection and response timeouts, no
+//! long reconnect loop), so the consumer that feeds it retries later and nothing waits on Redis.
+
+use std::time::Duration;
+
+use prost::Message as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redstore_platform::error::{Error, Result};
+use redstore_proto::events::EventEnvelope;
+use redstore_proto::events::event_envelope::Payload;
+
+/// The hash field that holds the store sequence the hash reflects.
+pub const SEQ_FIELD: &str = "_seq";
+/// The pattern that matches every store's event channel (for `PSUBSCRIBE`).
+pub const EVENTS_PATTERN: &str = "rs:{*}:stock:events";
+
+const CHANNEL_PREFIX: &str = "rs:{";
+const CHANNEL_SUFFIX: &str = "}:stock:events";
+
+/// How long one connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long Redis may take to answer one command.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Upper bound of one cache operation, retry included.
+const OPERATION_DEADLINE: Duration = Duration::from_millis(2500);
+
+/// The store's stock hash.
+pub fn stock_key(store_id: &str) -> String {
+    format!("rs:{{{store_id}}}:stock")
+}
+
+/// The store's event channel.
+pub fn events_channel(store_id: &str) -> String {
+    format!("{CHANNEL_PREFIX}{store_id}{CHANNEL_SUFFIX}")
+}
+
+/// The store a channel of [`EVENTS_PATTERN`] belongs to.
+pub fn store_of_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix(CHANNEL_PREFIX)?.strip_suffix(CHANNEL_SUFFIX).filter(|s| !s.is_empty())
+}
+
+/// Applies an event to the stock hash and publishes it, atomically, only when it is newer than
+/// the hash (`_seq`). A script runs as one unit, as MULTI/EXEC would, and can also make the
+/// writes conditional. Returns 1 when applied, 0 when the event was stale or a duplicate.
+///
+/// KEYS[1] stock hash; ARGV[1] store_seq, ARGV[2] channel, ARGV[3] payload, then sku, quantity pairs.
+const PROJECT_SCRIPT: &str = r"
+local seq = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], '_seq') or '0') or 0
+if seq <= current then
+  return 0
+end
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], '_seq', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+";
+
+/// The Redis stock cache: projects inventory events into per-store hashes and reads them.
+#[derive(Clone)]
+pub struct StockCache {
+    conn: ConnectionManager,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for StockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StockCache").finish_non_exhaustive()
+    }
+}
+
+impl StockCache {
+    /// A cache over `redis_url` (`redis://host:port[/db]`). Connects lazily, so a Redis that is
+    /// down at start-up delays nothing; must be called inside a tokio runtime.
+    pub fn new(redis_url: &str) -> Result<Self> {
+        let client = redis::Client::open(redis_url).map_err(|e| Error::invalid("redis_url", e.to_string()))?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Internal(anyhow::anyhow!("the redis stock cache needs a tokio runtime")));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // One attempt per reconnection: a caller sees an error at once rather than waiting
+            // out a backoff; the next call tries again.
+            .set_number_of_retries(0)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(Self { conn, script: redis::Script::new(PROJECT_SCRIPT) })
+    }
+
+    /// Projects one event: for `inventory.changed`, writes every changed sku's quantity and the
+    /// event's sequence into the store's hash and publishes the encoded envelope on the store's
+    /// channel, in one atomic step, unless the hash already reflects this sequence or a later one
+    /// (a redelivery or an out-of-order event never moves the hash backwards). Other events are
+    /// ignored. Fails within a few seconds when Redis is unreachable.
+    pub async fn project(&self, event: &EventEnvelope) -> Result<()> {
+        let Some(Payload::InventoryChanged(changed)) = &event.payload else {
+            return Ok(());
+        };
+        if event.store_id.is_empty() || event.store_seq == 0 {
+            return Err(Error::invalid("event", "an inventory event needs a store_id and a store_seq"));
+        }
+        let mut invocation = self.script.key(stock_key(&event.store_id));
+        invocation.arg(event.store_seq).arg(events_channel(&event.store_id)).arg(event.encode_to_vec());
+        for change in &changed.changes {
+            if change.sku == SEQ_FIELD {
+                tracing::warn!(store_id = %event.store_id, sku = %change.sku, "sku collides with the cache version field; not cached");
+                continue;
+            }
+            invocation.arg(&change.sku).arg(change.quantity_after);
+        }
+        let applied: i64 = self
+            .with_retry(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        if applied == 0 {
+            tracing::debug!(store_id = %event.store_id, store_seq = event.store_seq, "stale inventory event not projected");
+        }
+        Ok(())
+    }
+
+    /// The cached quantity of a sku in a store, if the cache has it.
+    pub async fn stock(&self, store_id: &str, sku: &str) -> Result<Option<i64>> {
+        if sku == SEQ_FIELD {
+            return Ok(None);
+        }
+        let key = stock_key(store_id);
+        self.with_retry(|mut conn| {
+            let (key, sku) = (&key, sku);
+            async move { redis::cmd("HGET").arg(key).arg(sku).query_async(&mut conn).await }
+        })
+        .await
+    }
+
+    /// The store sequence the store's cached stock reflects, if the cache has the store.
+    pub async fn version(&self, store_id: &str) -> Result<Option<u64>> {
+        let key = stock_key(store_id);
+        self.with_retry(|mut conn| {
+            let key = &key;
+            async move { redis::cmd("HGET").arg(key).arg(SEQ_FIELD).query_async(&mut conn).await }
+        })
+        .await
+    }
+
+    /// Runs `op`, once more when the first attempt found the connection broken (the manager has
+    /// started a new one by then, e.g. after a Redis restart), all within a short deadline.
+    async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            match op(self.conn.clone()).await {
+                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                    op(self.conn.clone()).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(OPERATION_DEADLINE, attempt).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(Error::Unavailable("the redis stock cache did not answer in time".into())),
+        }
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    Error::Unavailable(format!("the redis stock cache is unavailable: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_store_hash_tag() {
+        assert_eq!(stock_key("store-1"), "rs:{store-1}:stock");
+        assert_eq!(events_channel("store-1"), "rs:{store-1}:stock:events");
+        assert_eq!(store_of_channel("rs:{store-1}:stock:events"), Some("store-1"));
+        assert_eq!(store_of_channel("rs:{}:stock:events"), None);
+        assert_eq!(store_of_channel("rs:{store-1}:stock"), None);
+    }
+}

@@ -1,0 +1,79 @@
+//! Feeds the Redis stock cache from the inventory outbox when no Kafka is configured: woken by
+//! `NOTIFY redstore_inventory` (no polling delay on the live path), with a sweep of every store
+//! every few seconds as the safety net. Redis keeps its own position per store (`_seq` in the
+//! stock hash), so a restart — of this process or of Redis — resumes where the cache stands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::InventoryStore;
+use crate::cache::StockCache;
+
+const SWEEP: Duration = Duration::from_secs(2);
+const PAGE: u32 = 500;
+
+/// Projects every event of `store_id` newer than the cache's version; stops at the first error.
+pub async fn catch_up(
+    inventory: &dyn InventoryStore,
+    cache: &StockCache,
+    store_id: &str,
+) -> redstore_platform::Result<usize> {
+    let mut projected = 0;
+    let mut after = cache.version(store_id).await?.unwrap_or(0);
+    loop {
+        let events = inventory.events_after(store_id, after, PAGE).await?;
+        for event in &events {
+            cache.project(event).await?;
+            after = event.store_seq;
+            projected += 1;
+        }
+        if events.len() < PAGE as usize {
+            return Ok(projected);
+        }
+    }
+}
+
+/// Runs the projector until `shutdown`.
+pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "stock cache projector cannot listen for notifications");
+                return;
+            }
+        };
+        if let Err(e) = listener.listen("redstore_inventory").await {
+            tracing::error!(error = %e, "stock cache projector cannot LISTEN redstore_inventory");
+            return;
+        }
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            let mut stores = Vec::new();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sweep.tick() => match inventory.list_stores("", 10_000).await {
+                    Ok(all) => stores.extend(all.into_iter().map(|s| s.store_id)),
+                    Err(e) => tracing::warn!(error = %e, "stock cache projector cannot list stores"),
+                },
+                n = listener.recv() => match n {
+                    Ok(n) => {
+                        if let Some((store, _)) = n.payload().rsplit_once(':') {
+                            stores.push(store.to_owned());
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "stock cache notifications interrupted"),
+                },
+            }
+            for store in stores {
+                if let Err(e) = catch_up(inventory.as_ref(), &cache, &store).await {
+                    // Redis down slows the live path and nothing else; the sweep retries.
+                    tracing::warn!(error = %e, store_id = %store, "stock cache projection deferred");
+                }
+            }
+        }
+    });
+}

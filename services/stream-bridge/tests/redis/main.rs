@@ -1,0 +1,205 @@
+//! The distributed live path: the inventory cache projector (`redstore_inventory::cache`) writes
+//! Redis and publishes, bridge replicas (`redstore_stream_bridge::redis`) fan out from Redis
+//! pub/sub, and watchers receive every change once, in order, across Redis outages.
+//!
+//! Every test runs its own `redis-server` on a free port (no persistence) and its own embedded
+//! event log; events are committed with `adjust_stock`, read back with `events_after` and handed to
+//! `StockCache::project`, as the Kafka consumer does. Waits are bounded by `support::WAIT` and fail
+//! the test when reached; nothing asserts on timing.
+
+mod support;
+
+use redis::AsyncCommands as _;
+use redstore_inventory::cache::{self, StockCache};
+use redstore_proto::events::EventEnvelope;
+use tokio_util::sync::CancellationToken;
+
+use support::{Chain, Proxy, RedisServer, Watcher, next_on_feed, quantity_after, replica, wait_watched};
+
+/// Cancels the test's background tasks however the test ends.
+fn shutdown_guard() -> (CancellationToken, tokio_util::sync::DropGuard) {
+    let token = CancellationToken::new();
+    (token.clone(), token.drop_guard())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projected_change_reaches_watchers_on_two_replicas_in_order() {
+    let redis = RedisServer::start().await;
+    let chain = Chain::open().await;
+    let (shutdown, _guard) = shutdown_guard();
+    let (a, b) = (replica(&redis.url(), &chain, &shutdown), replica(&redis.url(), &chain, &shutdown));
+    redis.wait_for_subscribers(2).await;
+
+    let head = chain.head("store-1").await;
+    let mut watchers = [
+        Watcher::start(&chain, &a, "store-1", head, &shutdown),
+        Watcher::start(&chain, &b, "store-1", head, &shutdown),
+    ];
+    // What each replica's feed carries comes from Redis alone: nothing else feeds it.
+    let mut feeds = [a.subscribe("store-1"), b.subscribe("store-1")];
+    wait_watched(&a, "store-1").await;
+    wait_watched(&b, "store-1").await;
+
+    let cache = StockCache::new(&redis.url()).expect("stock cache");
+    let first = chain.change("store-1", "SKU-0001", 5).await;
+    cache.project(&first).await.expect("project the first change");
+    let second = chain.change("store-1", "SKU-0002", -1).await;
+    cache.project(&second).await.expect("project the second change");
+
+    for feed in &mut feeds {
+        assert_eq!(next_on_feed(feed).await.store_seq, first.store_seq);
+        assert_eq!(next_on_feed(feed).await.store_seq, second.store_seq);
+    }
+    for watcher in &mut watchers {
+        let event = watcher.next().await;
+        assert_eq!(*event, first, "the watcher receives the event as committed");
+        watcher.expect(&[second.store_seq]).await;
+    }
+
+    assert_eq!(cache.stock("store-1", "SKU-0001").await.expect("read"), Some(quantity_after(&first, "SKU-0001")));
+    assert_eq!(cache.stock("store-1", "SKU-0002").await.expect("read"), Some(quantity_after(&second, "SKU-0002")));
+    assert_eq!(cache.stock("store-1", "SKU-0003").await.expect("read"), None, "an unchanged sku is not cached");
+    assert_eq!(cache.version("store-1").await.expect("read"), Some(second.store_seq));
+    let mut conn = redis.conn().await;
+    let seq: u64 = conn.hget(cache::stock_key("store-1"), "_seq").await.expect("HGET _seq");
+    assert_eq!(seq, second.store_seq, "the hash holds the sequence it reflects");
+    let quantity: i64 = conn.hget("rs:{store-1}:stock", "SKU-0001").await.expect("HGET sku");
+    assert_eq!(quantity, quantity_after(&first, "SKU-0001"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_duplicate_projections_do_not_move_the_hash_backwards() {
+    let redis = RedisServer::start().await;
+    let chain = Chain::open().await;
+    let cache = StockCache::new(&redis.url()).expect("stock cache");
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut channel = client.get_async_pubsub().await.expect("pubsub connection");
+    channel.subscribe(cache::events_channel("store-2")).await.expect("subscribe");
+    let mut messages = channel.into_on_message();
+
+    let older = chain.change("store-2", "SKU-0007", 4).await;
+    let newer = chain.change("store-2", "SKU-0007", -3).await;
+    cache.project(&newer).await.expect("project the newer change");
+    cache.project(&older).await.expect("a stale event is not an error");
+    cache.project(&newer).await.expect("a duplicate is not an error");
+
+    assert_eq!(cache.stock("store-2", "SKU-0007").await.expect("read"), Some(quantity_after(&newer, "SKU-0007")));
+    assert_eq!(cache.version("store-2").await.expect("read"), Some(newer.store_seq));
+
+    // Only applied events are published: after the newer one, the next message is the next change.
+    let next = chain.change("store-2", "SKU-0008", 1).await;
+    cache.project(&next).await.expect("project the next change");
+    for due in [&newer, &next] {
+        let msg = tokio::time::timeout(support::WAIT, futures::StreamExt::next(&mut messages))
+            .await
+            .expect("a message within the wait")
+            .expect("the subscription is open");
+        let event = <EventEnvelope as prost::Message>::decode(msg.get_payload_bytes()).expect("an encoded envelope");
+        assert_eq!(event.store_seq, due.store_seq, "published in order, stale and duplicate events not at all");
+    }
+    assert_eq!(cache.stock("store-2", "SKU-0007").await.expect("read"), Some(quantity_after(&newer, "SKU-0007")));
+    assert_eq!(cache.version("store-2").await.expect("read"), Some(next.store_seq));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_caught_up_on_both_replicas_after_restart() {
+    let mut redis = RedisServer::start().await;
+    let chain = Chain::open().await;
+    let (shutdown, _guard) = shutdown_guard();
+    let (a, b) = (replica(&redis.url(), &chain, &shutdown), replica(&redis.url(), &chain, &shutdown));
+    redis.wait_for_subscribers(2).await;
+    let cache = StockCache::new(&redis.url()).expect("stock cache");
+
+    let (head1, head2) = (chain.head("store-1").await, chain.head("store-2").await);
+    let mut store1 = [
+        Watcher::start(&chain, &a, "store-1", head1, &shutdown),
+        Watcher::start(&chain, &b, "store-1", head1, &shutdown),
+    ];
+    let mut store2 = [
+        Watcher::start(&chain, &a, "store-2", head2, &shutdown),
+        Watcher::start(&chain, &b, "store-2", head2, &shutdown),
+    ];
+    for feed in [&a, &b] {
+        wait_watched(feed, "store-1").await;
+        wait_watched(feed, "store-2").await;
+    }
+
+    let before = chain.change("store-1", "SKU-0004", 2).await;
+    cache.project(&before).await.expect("project before the outage");
+    for watcher in &mut store1 {
+        watcher.expect(&[before.store_seq]).await;
+    }
+
+    redis.kill();
+    let first = chain.change("store-1", "SKU-0004", -1).await;
+    assert!(cache.project(&first).await.is_err(), "projecting fails while redis is down");
+    let second = chain.change("store-1", "SKU-0005", 3).await;
+    let third = chain.change("store-1", "SKU-0004", -1).await;
+    // Never projected at all: only the event log knows it.
+    let other_store = chain.change("store-2", "SKU-0009", 1).await;
+    redis.restart().await;
+
+    cache.project(&third).await.expect("projecting works again once redis is back");
+    for watcher in &mut store1 {
+        watcher.expect(&[first.store_seq, second.store_seq, third.store_seq]).await;
+    }
+    for watcher in &mut store2 {
+        watcher.expect(&[other_store.store_seq]).await;
+    }
+    assert_eq!(cache.stock("store-1", "SKU-0004").await.expect("read"), Some(quantity_after(&third, "SKU-0004")));
+
+    // No duplicate: the next thing each watcher receives is the next change.
+    let after = chain.change("store-1", "SKU-0006", 1).await;
+    cache.project(&after).await.expect("project after the outage");
+    for watcher in &mut store1 {
+        watcher.expect(&[after.store_seq]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_published_while_disconnected_is_caught_up_with_nothing_after_it() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(redis.port()).await;
+    let chain = Chain::open().await;
+    let (shutdown, _guard) = shutdown_guard();
+    // The bridges reach Redis through the proxy; the projector reaches it directly.
+    let (a, b) = (replica(&proxy.url(), &chain, &shutdown), replica(&proxy.url(), &chain, &shutdown));
+    redis.wait_for_subscribers(2).await;
+    let cache = StockCache::new(&redis.url()).expect("stock cache");
+
+    let (head1, head2) = (chain.head("store-1").await, chain.head("store-2").await);
+    let mut store1 = [
+        Watcher::start(&chain, &a, "store-1", head1, &shutdown),
+        Watcher::start(&chain, &b, "store-1", head1, &shutdown),
+    ];
+    let mut store2 = [
+        Watcher::start(&chain, &a, "store-2", head2, &shutdown),
+        Watcher::start(&chain, &b, "store-2", head2, &shutdown),
+    ];
+    for feed in [&a, &b] {
+        wait_watched(feed, "store-1").await;
+        wait_watched(feed, "store-2").await;
+    }
+    // store-1's bridges have published an event for it; store-2's have published none.
+    let before = chain.change("store-1", "SKU-0010", 1).await;
+    cache.project(&before).await.expect("project before the cut");
+    for watcher in &mut store1 {
+        watcher.expect(&[before.store_seq]).await;
+    }
+
+    proxy.cut();
+    redis.wait_for_subscribers(0).await;
+    let missed1 = chain.change("store-1", "SKU-0011", -2).await;
+    cache.project(&missed1).await.expect("redis itself is up");
+    let missed2 = chain.change("store-2", "SKU-0012", 5).await;
+    cache.project(&missed2).await.expect("redis itself is up");
+    proxy.restore();
+
+    // Nothing is published after the missed events: only the catch-up on reconnect delivers them.
+    for watcher in &mut store1 {
+        watcher.expect(&[missed1.store_seq]).await;
+    }
+    for watcher in &mut store2 {
+        watcher.expect(&[missed2.store_seq]).await;
+    }
+}
