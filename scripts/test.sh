@@ -17,6 +17,10 @@ if ! have cargo; then
 fi
 apt_missing=()
 have cc || apt_missing+=(gcc)
+have make || apt_missing+=(make)
+have pkg-config || apt_missing+=(pkg-config)
+# librdkafka (built by rdkafka-sys) links zlib.
+dpkg -s zlib1g-dev >/dev/null 2>&1 || apt_missing+=(zlib1g-dev)
 have python3 || apt_missing+=(python3)
 have pip3 || have pip || apt_missing+=(python3-pip)
 if [ ${#apt_missing[@]} -gt 0 ]; then
@@ -67,6 +71,19 @@ fi
 if ! (have redis-cli && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
   log "starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+
+# --- the Kafka-protocol broker: tansu from crates.io (no Kafka is packaged here) -----------------
+if ! have tansu; then
+  log "installing tansu, an Apache-Kafka-compatible broker (cargo install; several minutes)"
+  cargo install tansu --locked --features dynostore
+fi
+if ! (echo > /dev/tcp/127.0.0.1/9092) 2>/dev/null; then
+  log "starting tansu on 127.0.0.1:9092"
+  nohup tansu broker --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine memory://tansu/ > "${TMPDIR:-/tmp}/redstore-tansu.log" 2>&1 &
+  for _ in $(seq 1 60); do (echo > /dev/tcp/127.0.0.1/9092) 2>/dev/null && break; sleep 0.5; done
+  (echo > /dev/tcp/127.0.0.1/9092) 2>/dev/null || { echo "tansu did not start; see ${TMPDIR:-/tmp}/redstore-tansu.log" >&2; exit 1; }
 fi
 
 # --- checks and tests ---------------------------------------------------------------------------

@@ -32,9 +32,18 @@ pub struct CheckoutBench {
     pub duration: Option<Duration>,
     /// Lines per sale.
     pub lines: usize,
-    /// The store the bench sells in (created strict, with ample stock).
+    /// The store the bench sells in (created strict, with ample stock); with `stores` > 1, the
+    /// terminals are spread round-robin over `<store_id>-1` … `<store_id>-<stores>`.
     pub store_id: String,
+    pub stores: usize,
     pub progress: bool,
+}
+
+impl CheckoutBench {
+    /// The store terminal `t` (0-based) sells in.
+    fn store_of(&self, t: usize) -> String {
+        if self.stores <= 1 { self.store_id.clone() } else { format!("{}-{}", self.store_id, t % self.stores + 1) }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -99,7 +108,10 @@ async fn connect(target: &str) -> anyhow::Result<Channel> {
 
 /// Creates the bench store, terminals and products (once) and tops up their stock.
 async fn set_up(cfg: &CheckoutBench) -> anyhow::Result<()> {
-    set_up_store(&cfg.target, &cfg.store_id, cfg.terminals).await
+    for s in 0..cfg.stores.max(1) {
+        set_up_store(&cfg.target, &cfg.store_of(s), cfg.terminals).await?;
+    }
+    Ok(())
 }
 
 async fn set_up_store(target: &str, store_id: &str, terminals: usize) -> anyhow::Result<()> {
@@ -110,6 +122,7 @@ async fn set_up_store(target: &str, store_id: &str, terminals: usize) -> anyhow:
         duration: None,
         lines: 1,
         store_id: store_id.to_owned(),
+        stores: 1,
         progress: false,
     };
     let mut inv = InventoryServiceClient::new(connect(&cfg.target).await?);
@@ -192,6 +205,7 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
             let mut client = SalesServiceClient::new(channel);
             let mut latencies = Vec::with_capacity(4096);
             let terminal_id = format!("bench-{:03}", t + 1);
+            let store_id = cfg.store_of(t);
             let mut n = t;
             loop {
                 if let Some(limit) = cfg.sales
@@ -208,7 +222,7 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
                     .collect();
                 let req = CheckoutRequest {
                     idempotency_key: uuid::Uuid::now_v7().to_string(),
-                    store_id: cfg.store_id.clone(),
+                    store_id: store_id.clone(),
                     terminal_id: terminal_id.clone(),
                     lines,
                     tenders: vec![Tender {

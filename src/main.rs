@@ -70,6 +70,19 @@ struct BackendArgs {
     /// it, stream bridges are woken by PostgreSQL notifications instead.
     #[arg(long, env = "REDSTORE_REDIS_URL")]
     redis_url: Option<String>,
+    /// Kafka brokers for the distributed shape's events (host:port,host:port). Without them,
+    /// consumers read the PostgreSQL outbox directly.
+    #[arg(long, env = "REDSTORE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// First part of every topic name: `<prefix>.inventory.v1`, `<prefix>.sales.v1`.
+    #[arg(long, env = "REDSTORE_KAFKA_TOPIC_PREFIX", default_value = "redstore")]
+    kafka_topic_prefix: String,
+    /// Partitions of topics created at start.
+    #[arg(long, env = "REDSTORE_KAFKA_PARTITIONS", default_value_t = 3)]
+    kafka_partitions: i32,
+    /// Replication factor of topics created at start.
+    #[arg(long, env = "REDSTORE_KAFKA_REPLICATION", default_value_t = 1)]
+    kafka_replication: i16,
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +170,9 @@ struct CheckoutArgs {
     /// The store to sell in; created if missing.
     #[arg(long, env = "REDSTORE_BENCH_STORE", default_value = "bench")]
     store: String,
+    /// Spread the terminals over this many stores (`<store>-1`, `<store>-2`, …).
+    #[arg(long, env = "REDSTORE_BENCH_STORES", default_value_t = 1)]
+    stores: usize,
 }
 
 fn main() -> ExitCode {
@@ -242,6 +258,7 @@ async fn run(cli: Cli) -> ExitCode {
                 duration: args.sales.is_none().then_some(args.duration),
                 lines: args.lines,
                 store_id: args.store,
+                stores: args.stores,
                 progress: true,
             };
             println!("checkout bench: {} terminals, {}-line sales, against {}", cfg.terminals, cfg.lines, cfg.target);
@@ -265,6 +282,12 @@ fn config(args: UpArgs, services: Vec<ServiceName>, inventory_url: Option<String
         data_dir: args.data.data_dir,
         database_url: args.backend.database_url,
         redis_url: args.backend.redis_url,
+        kafka: args.backend.kafka_brokers.map(|brokers| redstore_platform::kafka::KafkaConfig {
+            brokers,
+            topic_prefix: args.backend.kafka_topic_prefix,
+            partitions: args.backend.kafka_partitions,
+            replication: args.backend.kafka_replication,
+        }),
         services,
         inventory_url,
         demo: !args.no_demo,

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// `redis://…` for the live fan-out and stock cache of the distributed shape.
     pub redis_url: Option<String>,
+    /// Kafka for the distributed shape's events (outbox relays, consumer groups).
+    pub kafka: Option<redstore_platform::kafka::KafkaConfig>,
     /// The services this process serves; empty means all of them.
     pub services: Vec<ServiceName>,
     /// Where the inventory service answers, for a sales process that does not serve inventory.
@@ -67,6 +69,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             database_url: None,
             redis_url: None,
+            kafka: None,
             services: Vec::new(),
             inventory_url: None,
             demo: true,
@@ -245,15 +248,21 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
     {
         tracing::info!("seeded the demo chain: store-1 (strict), store-2 (allows negative stock), 20 products");
     }
-    if config.serves(ServiceName::Analytics) {
+    if let Some(kafka) = &config.kafka {
+        start_kafka(kafka, &pool, &local, config, shutdown).await?;
+    } else if config.serves(ServiceName::Analytics) {
         redstore_analytics::pg::spawn_consumer(pool.clone(), local.clone(), shutdown.clone());
     }
     let cache = match &config.redis_url {
         Some(url) => Some(connect_redis(url).await?),
         None => None,
     };
-    if let (Some(cache), true) = (&cache, config.serves(ServiceName::Inventory)) {
-        redstore_inventory::projector::spawn(pool.clone(), local.clone(), cache.clone(), shutdown.clone());
+    match (&cache, &config.kafka, config.serves(ServiceName::Inventory)) {
+        (Some(cache), Some(kafka), true) => spawn_cache_consumer(kafka, cache.clone(), shutdown.clone())?,
+        (Some(cache), None, true) => {
+            redstore_inventory::projector::spawn(pool.clone(), local.clone(), cache.clone(), shutdown.clone())
+        }
+        _ => {}
     }
     let feed = match (&config.redis_url, config.serves(ServiceName::StreamBridge)) {
         (_, false) => LiveFeed::default(),
@@ -278,6 +287,87 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
         feed,
         backend: Backend::Postgres(pool),
     })
+}
+
+/// Kafka at start: topics (failing within seconds, naming the brokers, when none answers), the
+/// outbox relays of the services this process serves, and the analytics consumer group.
+async fn start_kafka(
+    kafka: &redstore_platform::kafka::KafkaConfig,
+    pool: &redstore_platform::pg::PgPool,
+    inventory: &Arc<dyn InventoryStore>,
+    config: &ServerConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    use redstore_platform::kafka;
+    kafka::ensure_topics(kafka, &["inventory", "sales"]).await?;
+    let lister = inventory.clone();
+    let stores: kafka::StoreLister = Arc::new(move || {
+        let lister = lister.clone();
+        Box::pin(async move { Ok(lister.list_stores("", 10_000).await?.into_iter().map(|s| s.store_id).collect()) })
+    });
+    for (service, schema) in [(ServiceName::Inventory, "inventory"), (ServiceName::Sales, "sales")] {
+        if config.serves(service) {
+            let relay = kafka::run_relay(
+                pool.clone(),
+                kafka::producer(kafka)?,
+                kafka.clone(),
+                schema,
+                stores.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = relay.await {
+                    tracing::error!(error = %e, schema, "outbox relay stopped");
+                }
+            });
+        }
+    }
+    if config.serves(ServiceName::Analytics) {
+        let run = redstore_analytics::kafka::run(pool.clone(), kafka.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "analytics consumer stopped");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The stock-cache projector as its own consumer group (`inventory-cache`). A Redis outage is
+/// waited out inside the handler (the partition pauses, nothing is dead-lettered), so the cache
+/// catches up when Redis returns; only undecodable messages go to the dead-letter topic.
+fn spawn_cache_consumer(
+    kafka: &redstore_platform::kafka::KafkaConfig,
+    cache: redstore_inventory::cache::StockCache,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use redstore_platform::kafka;
+    let consumer = kafka::consumer(kafka, "inventory-cache", &["inventory"])?;
+    let dlq = kafka::producer(kafka)?;
+    let stop = shutdown.clone();
+    let handler = move |event: redstore_proto::events::EventEnvelope| {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        Box::pin(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match cache.project(&event).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if stop.is_cancelled() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, store_id = %event.store_id, "stock cache projection waits for redis");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }) as futures::future::BoxFuture<'static, redstore_platform::Result<()>>
+    };
+    tokio::spawn(async move {
+        if let Err(e) = kafka::consume(consumer, dlq, handler, shutdown).await {
+            tracing::error!(error = %e, "stock cache consumer stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Opens the stock cache and checks that Redis answers, so a wrong URL fails at start, naming it.
@@ -335,8 +425,10 @@ fn spawn_pending_healer(
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let wiring = match config.database_url.as_deref() {
-        None if config.redis_url.is_some() => {
-            anyhow::bail!("--redis-url belongs to the distributed shape: give --database-url postgres://… too")
+        None if config.redis_url.is_some() || config.kafka.is_some() => {
+            anyhow::bail!(
+                "--redis-url and --kafka-brokers belong to the distributed shape: give --database-url postgres://… too"
+            )
         }
         None => embedded(&config, &shutdown).await?,
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {

@@ -12,6 +12,11 @@ use redstore_proto::stream::watch_inventory_response::Item;
 
 use crate::helpers::*;
 
+/// The Kafka-protocol broker the tests use (`scripts/test.sh` installs and starts tansu there).
+fn kafka_brokers() -> String {
+    std::env::var("REDSTORE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+}
+
 async fn sales_count(analytics: &Process) -> i64 {
     let report = AnalyticsServiceClient::new(analytics.channel().await)
         .get_sales_report(GetSalesReportRequest {
@@ -28,7 +33,8 @@ async fn sales_count(analytics: &Process) -> i64 {
 }
 
 async fn wait_for_count(analytics: &Process, want: i64) {
-    for _ in 0..400 {
+    // A killed consumer's partitions move to its replacement after the group's session timeout.
+    for _ in 0..1200 {
         if sales_count(analytics).await >= want {
             return;
         }
@@ -43,10 +49,20 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     let url = db.app_url.clone();
     let redis = RedisServer::start();
     let redis_url = redis.url();
-    let inventory = Process::start(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]);
+    // The full distributed shape: PostgreSQL, the Kafka-protocol broker (own topics per test) and
+    // Redis (own server per test).
+    let brokers = kafka_brokers();
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let kafka = ["--kafka-brokers", brokers.as_str(), "--kafka-topic-prefix", prefix.as_str()];
+    let with_kafka =
+        |args: &[&str]| -> Vec<String> { args.iter().chain(kafka.iter()).map(|s| (*s).to_owned()).collect() };
+    let start = |args: Vec<String>| Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let inventory = start(with_kafka(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]));
     let inventory_url = inventory.url();
-    let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
-    let mut analytics = Process::start(&["serve", "analytics", "--database-url", &url]);
+    let sales_args = with_kafka(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
+    let mut sales = start(sales_args.clone());
+    let analytics_args = with_kafka(&["serve", "analytics", "--database-url", &url]);
+    let mut analytics = start(analytics_args.clone());
     let bridges = [
         Process::start(&["serve", "stream-bridge", "--database-url", &url, "--redis-url", &redis_url]),
         Process::start(&["serve", "stream-bridge", "--database-url", &url, "--redis-url", &redis_url]),
@@ -106,10 +122,18 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     let req = checkout(&k, "store-1", "till-2", &[("SKU-0008", 1)], vec![cash(500)]);
     client.checkout(req.clone()).await.expect("sales go on without analytics");
     client.checkout(req).await.expect("a retry is answered, not doubled");
-    analytics = Process::start(&["serve", "analytics", "--database-url", &url]);
+    analytics = start(analytics_args.clone());
     wait_for_count(&analytics, 4).await;
+
+    // Kill the sales process (and its outbox relay) right after a sale; a new one relays the rest.
+    client.checkout(checkout(&key(), "store-1", "till-3", &[("SKU-0008", 2)], vec![cash(1000)])).await.unwrap();
+    sales.kill();
+    sales = start(sales_args);
+    let mut client = SalesServiceClient::new(sales.channel().await);
+    client.checkout(checkout(&key(), "store-1", "till-3", &[("SKU-0008", 1)], vec![cash(500)])).await.unwrap();
+    wait_for_count(&analytics, 6).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(sales_count(&analytics).await, 4, "nothing lost, nothing counted twice");
+    assert_eq!(sales_count(&analytics).await, 6, "nothing lost, nothing counted twice");
 
     drop(watches);
     drop(bridges);
@@ -117,6 +141,15 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     drop(sales);
     drop(inventory);
     db.drop_db().await.expect("drop scratch database");
+    let cfg = redstore_platform::kafka::KafkaConfig {
+        topic_prefix: prefix,
+        ..redstore_platform::kafka::KafkaConfig::new(brokers)
+    };
+    let topics: Vec<String> = ["inventory", "sales"]
+        .iter()
+        .flat_map(|d| [cfg.topic(d), redstore_platform::kafka::dlq_topic(&cfg.topic(d))])
+        .collect();
+    let _ = redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
 }
 
 /// Reads `n` events from a watch, failing the test if they do not come within 20 s.

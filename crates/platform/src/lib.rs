@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod eventlog;
 pub mod idempotency;
+pub mod kafka;
 pub mod money;
 pub mod page;
 pub mod pg;

@@ -5,6 +5,7 @@
 
 pub mod consumer;
 pub mod grpc;
+pub mod kafka;
 pub mod pg;
 pub mod rollup;
 

@@ -1,0 +1,904 @@
+//! Kafka for the distributed shape: topic names and their creation, a producer keyed by store,
+//! the transactional-outbox relay (PostgreSQL → Kafka), and a consumer loop with bounded retries
+//! and a dead-letter topic.
+//!
+//! Nothing here relies on a broker-specific behaviour: it is written for Apache Kafka, Redpanda
+//! and MSK (and is tested against tansu, a Kafka-compatible broker).
+//!
+//! - Topics are `<prefix>.<domain>.v1` (`redstore.sales.v1`, `redstore.inventory.v1`); each has a
+//!   dead-letter topic `<topic>.dlq`. [`ensure_topics`] creates the missing ones at start-up.
+//! - Every message is keyed by its store id and carries the headers `event-type`, `event-id` and
+//!   (when known) `traceparent`; the value is an encoded `redstore.events.v1.EventEnvelope`.
+//! - Consumers subscribe by pattern (`^<prefix>\.sales\.v[0-9]+$`: new versions are discovered,
+//!   dead-letter topics are not matched), commit an offset only after its effect (or its
+//!   dead-letter copy) is stored, and deduplicate by event id, so delivery is at least once and
+//!   the effect exactly once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::future::BoxFuture;
+use prost::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use redstore_proto::events::EventEnvelope;
+use sqlx::Row as _;
+use sqlx::postgres::PgListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::pg::{self, PgPool};
+
+/// The Kafka client library, for callers that configure or inspect clients beyond these helpers.
+pub use rdkafka;
+
+/// The domains that have a topic.
+pub const DOMAINS: [&str; 2] = ["inventory", "sales"];
+/// The prefix of every topic unless configured otherwise.
+pub const DEFAULT_PREFIX: &str = "redstore";
+/// How long start-up waits for the brokers before it gives up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the relay drains every store, whatever the notifications said.
+pub const RELAY_SWEEP: Duration = Duration::from_secs(2);
+/// How many outbox rows the relay publishes per transaction.
+pub const RELAY_BATCH: u32 = 500;
+/// How many times [`consume`] runs the handler on one event before it dead-letters it.
+pub const HANDLER_ATTEMPTS: u32 = 3;
+
+/// Header names.
+pub mod header {
+    pub const EVENT_TYPE: &str = "event-type";
+    pub const EVENT_ID: &str = "event-id";
+    pub const TRACEPARENT: &str = "traceparent";
+    /// On a dead-letter copy: why the event could not be processed.
+    pub const ERROR: &str = "error";
+    pub const ORIGINAL_TOPIC: &str = "original-topic";
+    pub const ORIGINAL_PARTITION: &str = "original-partition";
+    pub const ORIGINAL_OFFSET: &str = "original-offset";
+}
+
+/// Where Kafka is and how topics are made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `host:port,host:port`.
+    pub brokers: String,
+    /// The first part of every topic name; `redstore` unless tests isolate themselves.
+    pub topic_prefix: String,
+    /// Partitions of a topic created by [`ensure_topics`].
+    pub partitions: i32,
+    /// Replication factor of a topic created by [`ensure_topics`].
+    pub replication: i16,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self { brokers: brokers.into(), topic_prefix: DEFAULT_PREFIX.to_owned(), partitions: 3, replication: 1 }
+    }
+
+    /// The topic of a domain, e.g. `redstore.sales.v1`.
+    pub fn topic(&self, domain: &str) -> String {
+        topic_name(&self.topic_prefix, domain)
+    }
+
+    /// The subscription pattern of a domain's topics (every version, never a dead-letter topic).
+    pub fn pattern(&self, domain: &str) -> String {
+        topic_pattern(&self.topic_prefix, domain)
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self::new("localhost:9092")
+    }
+}
+
+/// `<prefix>.<domain>.v1`.
+pub fn topic_name(prefix: &str, domain: &str) -> String {
+    format!("{prefix}.{domain}.v1")
+}
+
+/// The dead-letter topic of a topic: `<topic>.dlq`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// The regex (librdkafka subscribes by regex when a topic starts with `^`) that matches every
+/// version of a domain's topic, `<prefix>.<domain>.v<N>`, and not its `.dlq` topics.
+pub fn topic_pattern(prefix: &str, domain: &str) -> String {
+    format!(r"^{}\.{}\.v[0-9]+$", escape_regex(prefix), escape_regex(domain))
+}
+
+fn escape_regex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if r"\.^$|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A topic prefix is what Kafka allows in a topic name (`[A-Za-z0-9._-]`), without a leading or
+/// trailing dot, and short enough for the longest topic it makes.
+pub fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
+    let ok_chars = prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if prefix.is_empty() || !ok_chars || prefix.starts_with('.') || prefix.ends_with('.') || prefix.len() > 200 {
+        anyhow::bail!(
+            "kafka topic prefix {prefix:?} is not valid: use 1 to 200 of the characters A-Z a-z 0-9 . _ -, \
+             not starting or ending with a dot"
+        );
+    }
+    Ok(())
+}
+
+/// The headers of an event: `event-type`, `event-id` and `traceparent` (left out when empty).
+pub fn event_headers<'a>(
+    event_type: &'a str,
+    event_id: &'a str,
+    trace_parent: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    let mut headers = vec![(header::EVENT_TYPE, event_type), (header::EVENT_ID, event_id)];
+    if !trace_parent.is_empty() {
+        headers.push((header::TRACEPARENT, trace_parent));
+    }
+    headers
+}
+
+/// Builds Kafka headers from pairs.
+pub fn owned_headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new_with_capacity(pairs.len()), |headers, (key, value)| {
+        headers.insert(Header { key, value: Some(*value) })
+    })
+}
+
+/// The first value of a header, when it is present and UTF-8.
+pub fn header_str<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a str> {
+    headers?.iter().find(|h| h.key == key).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &cfg.brokers).set("client.id", "redstore");
+    config
+}
+
+/// The producer's settings; [`producer`] uses them as they are, tests and tools may adjust them.
+///
+/// - `enable.idempotence=true` and `acks=all`: a retry never duplicates or reorders a message
+///   within its partition, so one store's events stay in sequence order.
+/// - `partitioner=murmur2_random`: the partition of a keyed message is
+///   `(murmur2(key) & 0x7fffffff) % partitions`, the same function as the Java client's default
+///   partitioner (and the murmur2 option of Sarama, franz-go, confluent-kafka-go and kafka-python).
+///   The key is the store id, so every producer in any language puts a store's events on the same
+///   partition, which is what orders them for consumers. (`_random` applies only to messages
+///   without a key; the relay sends none.)
+/// - `message.timeout.ms=30000`: a delivery that cannot be made within 30 s fails, and the relay
+///   leaves its outbox rows for the next try, instead of holding them for librdkafka's default 5 min.
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut config = base_config(cfg);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "30000")
+        .set("linger.ms", "5");
+    config
+}
+
+/// A producer with [`producer_config`]. It connects lazily: call [`ensure_topics`] first to
+/// fail fast when no broker answers.
+pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+    producer_config(cfg).create().with_context(|| format!("cannot create a kafka producer for {}", cfg.brokers))
+}
+
+/// The consumer's settings for a group named `<service>-<purpose>`: offsets committed by
+/// [`consume`] only (`enable.auto.commit=false`), a new group starts at the earliest offset,
+/// and metadata is refreshed every second so pattern subscriptions find new topics soon. A member
+/// that dies without leaving (a crash, SIGKILL) is noticed after the 6 s session timeout (Kafka's
+/// smallest by default) rather than librdkafka's 45 s, so its replacement takes over quickly.
+pub fn consumer_config(cfg: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut config = base_config(cfg);
+    config
+        .set("group.id", group_id(cfg, group))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "6000")
+        // The live path (stock cache → terminals) should not wait for a fetch to time out.
+        .set("fetch.wait.max.ms", "25")
+        .set("heartbeat.interval.ms", "2000")
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    config
+}
+
+/// The group id of `group` (`<service>-<purpose>`): the name itself under the default topic
+/// prefix; `<prefix>.<group>` under another, so environments (and tests) that share a broker with
+/// their own topic prefix do not share consumer groups either.
+pub fn group_id(cfg: &KafkaConfig, group: &str) -> String {
+    if cfg.topic_prefix == DEFAULT_PREFIX { group.to_owned() } else { format!("{}.{group}", cfg.topic_prefix) }
+}
+
+/// A consumer in `group`, subscribed by pattern to every version of the `domains`' topics
+/// ([`topic_pattern`]; dead-letter topics are not matched).
+pub fn consumer(cfg: &KafkaConfig, group: &str, domains: &[&str]) -> anyhow::Result<StreamConsumer> {
+    validate_prefix(&cfg.topic_prefix)?;
+    let consumer: StreamConsumer = consumer_config(cfg, group)
+        .create()
+        .with_context(|| format!("cannot create kafka consumer group {group} for {}", cfg.brokers))?;
+    let patterns: Vec<String> = domains.iter().map(|d| cfg.pattern(d)).collect();
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    consumer.subscribe(&patterns).with_context(|| format!("cannot subscribe kafka consumer group {group}"))?;
+    Ok(consumer)
+}
+
+fn admin(cfg: &KafkaConfig) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    base_config(cfg).create().with_context(|| format!("cannot create a kafka admin client for {}", cfg.brokers))
+}
+
+/// Fetches the cluster's topic names, failing within [`CONNECT_TIMEOUT`] with an error naming
+/// the brokers when none answers.
+async fn topic_names(
+    admin: AdminClient<DefaultClientContext>,
+    brokers: &str,
+) -> anyhow::Result<(AdminClient<DefaultClientContext>, BTreeSet<String>)> {
+    let fetched = tokio::task::spawn_blocking(move || {
+        let names = admin
+            .inner()
+            .fetch_metadata(None, CONNECT_TIMEOUT)
+            .map(|md| md.topics().iter().map(|t| t.name().to_owned()).collect::<BTreeSet<_>>());
+        names.map(|names| (admin, names))
+    })
+    .await
+    .context("kafka metadata task failed")?;
+    fetched.with_context(|| {
+        format!("cannot reach the Kafka brokers at {brokers} (no metadata within {}s)", CONNECT_TIMEOUT.as_secs())
+    })
+}
+
+/// Creates the topics of `domains` and their dead-letter topics when missing, with the
+/// configured partitions and replication; a topic that exists (or is created by someone else
+/// meanwhile) is fine. Fails within about [`CONNECT_TIMEOUT`] when no broker answers.
+pub async fn ensure_topics(cfg: &KafkaConfig, domains: &[&str]) -> anyhow::Result<()> {
+    validate_prefix(&cfg.topic_prefix)?;
+    let (admin, existing) = topic_names(admin(cfg)?, &cfg.brokers).await?;
+    let wanted: Vec<String> = domains
+        .iter()
+        .map(|d| cfg.topic(d))
+        .flat_map(|t| [dlq_topic(&t), t])
+        .filter(|t| !existing.contains(t))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic<'_>> = wanted
+        .iter()
+        .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(i32::from(cfg.replication))))
+        .collect();
+    let opts = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(15)))
+        .operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .with_context(|| format!("cannot create kafka topics {wanted:?} at {}", cfg.brokers))?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(topic = %topic, partitions = cfg.partitions, "kafka topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create kafka topic {topic} at {}: {code}", cfg.brokers),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes topics (tests and operators); a topic that does not exist is fine.
+pub async fn delete_topics(cfg: &KafkaConfig, topics: &[&str]) -> anyhow::Result<()> {
+    let admin = admin(cfg)?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin.delete_topics(topics, &opts).await.context("cannot delete kafka topics")?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot delete kafka topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outbox relay
+
+/// Lists every store id (the relay's sweep drains each of them).
+pub type StoreLister = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<String>>> + Send + Sync>;
+
+/// How the relay paces itself; [`run_relay`] uses the defaults.
+#[derive(Clone, Debug)]
+pub struct RelayOptions {
+    /// How often every store is drained, whatever the notifications said.
+    pub sweep: Duration,
+    /// Outbox rows published per transaction.
+    pub batch: u32,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self { sweep: RELAY_SWEEP, batch: RELAY_BATCH }
+    }
+}
+
+/// Wake-ups from the LISTEN task: the stores named by notifications (a set, so a burst of
+/// notifications for one store while the relay is busy costs one drain) and "everyone" after a
+/// (re)connect, when notifications may have been missed.
+#[derive(Default)]
+struct Wakeups {
+    stores: parking_lot::Mutex<BTreeSet<String>>,
+    all: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Wakeups {
+    fn store(&self, store: &str) {
+        self.stores.lock().insert(store.to_owned());
+        self.notify.notify_one();
+    }
+
+    fn all(&self) {
+        self.all.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Publishes `<schema>.outbox` (schema `"inventory"` or `"sales"`) to the topic `cfg.topic(schema)`
+/// until `shutdown`, with [`RelayOptions::default`]. See [`run_relay_with`].
+pub async fn run_relay(
+    pool: PgPool,
+    producer: FutureProducer,
+    cfg: KafkaConfig,
+    schema: &'static str,
+    stores: StoreLister,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_relay_with(pool, producer, cfg, schema, stores, RelayOptions::default(), shutdown).await
+}
+
+/// The outbox relay. It is woken per store by `LISTEN redstore_<schema>` (a notification's payload
+/// `store:seq` names the store), so the live path has no polling delay, and drains every store
+/// each `opts.sweep` as a safety net for missed notifications.
+///
+/// Draining a store happens in one store-scoped transaction per batch: it takes the advisory lock
+/// `relay:<schema>:<store>` (another relay holding it means the store is being drained: it is
+/// retried shortly), reads the unsent rows in sequence order, produces them in that order keyed by
+/// the store id, awaits every delivery, marks the delivered prefix sent, and commits. A failed
+/// delivery leaves its rows unsent (and the relay backs off); a relay killed at any point loses
+/// nothing and at worst publishes some events again, which consumers drop by event id.
+///
+/// The pool must allow one connection more than the relay's drains use: the listener keeps one.
+/// Returns `Err` only for an invalid `schema` or topic prefix.
+pub async fn run_relay_with(
+    pool: PgPool,
+    mut producer: FutureProducer,
+    cfg: KafkaConfig,
+    schema: &'static str,
+    stores: StoreLister,
+    opts: RelayOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(DOMAINS.contains(&schema), "the outbox relay serves {DOMAINS:?}, not {schema:?}");
+    validate_prefix(&cfg.topic_prefix)?;
+    let topic = cfg.topic(schema);
+    let wakeups = Arc::new(Wakeups::default());
+    let listener = tokio::spawn(listen(pool.clone(), schema, wakeups.clone(), shutdown.clone()));
+    let batch = opts.batch.max(1);
+    let mut sweep = tokio::time::interval(opts.sweep.max(Duration::from_millis(10)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep_due = false;
+    let mut deferred: BTreeSet<String> = BTreeSet::new();
+    let mut retry_at: Option<Instant> = None;
+    let mut backing_off_until: Option<Instant> = None;
+    let mut backoff = MIN_BACKOFF;
+    tracing::info!(schema, topic = %topic, "outbox relay started");
+    'run: loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break 'run,
+            _ = sweep.tick() => sweep_due = true,
+            _ = wakeups.notify.notified() => {}
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
+        }
+        let mut work: BTreeSet<String> = std::mem::take(&mut *wakeups.stores.lock());
+        if wakeups.all.swap(false, Ordering::AcqRel) {
+            sweep_due = true;
+        }
+        if sweep_due {
+            sweep_due = false;
+            match stores().await {
+                Ok(all) => work.extend(all),
+                Err(e) => tracing::warn!(schema, error = %e, "outbox relay cannot list the stores; will sweep again"),
+            }
+        }
+        if backing_off_until.is_some_and(|until| until > Instant::now()) {
+            // After a failure, notifications and sweeps wait for the backoff to end.
+            deferred.append(&mut work);
+            continue;
+        }
+        backing_off_until = None;
+        if retry_at.is_some_and(|at| at <= Instant::now()) {
+            retry_at = None;
+            work.append(&mut deferred);
+        }
+        let mut work = work.into_iter();
+        while let Some(store) = work.next() {
+            let drained = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'run,
+                drained = drain_store(&pool, &producer, &topic, schema, &store, batch) => drained,
+            };
+            match drained {
+                Ok(Drain::Sent(0)) => {}
+                Ok(Drain::Sent(n)) => {
+                    backoff = MIN_BACKOFF;
+                    tracing::debug!(schema, store_id = %store, events = n, "outbox events published");
+                }
+                Ok(Drain::Busy) => {
+                    deferred.insert(store);
+                    retry_at =
+                        Some(retry_at.map_or(Instant::now() + BUSY_RETRY, |at| at.min(Instant::now() + BUSY_RETRY)));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        schema, store_id = %store, error = format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
+                        "outbox relay could not publish; the events stay unsent and will be retried"
+                    );
+                    // The broker (or the database) is likely down for every store: back off for all.
+                    deferred.insert(store);
+                    deferred.extend(work.by_ref());
+                    retry_at = Some(Instant::now() + backoff);
+                    backing_off_until = retry_at;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if let Some((code, reason)) = producer.client().fatal_error() {
+                        tracing::error!(schema, code = ?code, reason = %reason, "kafka producer failed fatally; making a new one");
+                        match self::producer(&cfg) {
+                            Ok(p) => producer = p,
+                            Err(e) => {
+                                tracing::error!(schema, error = format!("{e:#}"), "cannot make a new kafka producer")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    listener.abort();
+    tracing::info!(schema, "outbox relay stopped");
+    Ok(())
+}
+
+/// Keeps `LISTEN redstore_<schema>` open until `shutdown`, reconnecting with backoff; asks for a
+/// full sweep after every (re)connect since notifications sent meanwhile are lost.
+async fn listen(pool: PgPool, schema: &'static str, wakeups: Arc<Wakeups>, shutdown: CancellationToken) {
+    let channel = format!("redstore_{schema}");
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            connected = connected => match connected {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "outbox relay cannot LISTEN; sweeping meanwhile");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        backoff = MIN_BACKOFF;
+        wakeups.all();
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = listener.try_recv() => next,
+            };
+            match next {
+                Ok(Some(n)) => match n.payload().rsplit_once(':') {
+                    Some((store, _)) => wakeups.store(store),
+                    None => wakeups.all(),
+                },
+                // The connection was lost and re-established: notifications may have been missed.
+                Ok(None) => wakeups.all(),
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "outbox relay lost its LISTEN connection");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+enum Drain {
+    /// Published this many events (0: nothing was unsent).
+    Sent(usize),
+    /// Another relay holds the store's lock.
+    Busy,
+}
+
+/// Publishes one store's unsent outbox rows, batch by batch, until none is left.
+async fn drain_store(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    topic: &str,
+    schema: &'static str,
+    store: &str,
+    batch: u32,
+) -> anyhow::Result<Drain> {
+    let mut total = 0;
+    loop {
+        let mut tx = pg::store_tx(pool, store).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("relay:{schema}:{store}"))
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            tx.rollback().await?;
+            return Ok(Drain::Busy);
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT event_id, store_seq, event_type, body FROM {schema}.outbox
+             WHERE store_id = $1 AND sent_at IS NULL ORDER BY store_seq LIMIT $2"
+        ))
+        .bind(store)
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Drain::Sent(total));
+        }
+        let mut failure: Option<String> = None;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event_id: uuid::Uuid = row.try_get(0)?;
+            let seq: i64 = row.try_get(1)?;
+            let event_type: String = row.try_get(2)?;
+            let body: Vec<u8> = row.try_get(3)?;
+            let trace_parent = match EventEnvelope::decode(body.as_slice()) {
+                Ok(envelope) => envelope.trace_parent,
+                Err(e) => {
+                    // Published all the same: consumers dead-letter it rather than the relay stalling.
+                    tracing::warn!(schema, store_id = store, store_seq = seq, error = %e, "outbox body is not an event envelope");
+                    String::new()
+                }
+            };
+            let event_id = event_id.to_string();
+            let headers = owned_headers(&event_headers(&event_type, &event_id, &trace_parent));
+            let record = FutureRecord::to(topic).key(store).payload(body.as_slice()).headers(headers);
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push((seq, delivery)),
+                Err((e, _)) => {
+                    failure = Some(format!("cannot queue event {event_id} for {topic}: {e}"));
+                    break;
+                }
+            }
+        }
+        // Every queued message is awaited (each resolves within message.timeout.ms), then the
+        // delivered prefix is marked sent.
+        let mut delivered: Option<i64> = None;
+        let mut count = 0;
+        for (seq, delivery) in deliveries {
+            let outcome = match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(e.to_string()),
+                Err(_) => Err("the producer was dropped".to_owned()),
+            };
+            match outcome {
+                Ok(()) if failure.is_none() => {
+                    delivered = Some(seq);
+                    count += 1;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    failure.get_or_insert_with(|| format!("delivery of {topic} store {store} seq {seq} failed: {e}"));
+                }
+            }
+        }
+        if let Some(last) = delivered {
+            sqlx::query(&format!(
+                "UPDATE {schema}.outbox SET sent_at = now() WHERE store_id = $1 AND sent_at IS NULL AND store_seq <= $2"
+            ))
+            .bind(store)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        total += count;
+        if let Some(failure) = failure {
+            anyhow::bail!(failure);
+        }
+        if rows.len() < batch as usize {
+            return Ok(Drain::Sent(total));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumers
+
+/// Decodes a message's value as an event envelope that has an event id and a store id.
+pub fn decode_event(payload: Option<&[u8]>) -> anyhow::Result<EventEnvelope> {
+    let payload = payload.context("the message has no value")?;
+    let envelope = EventEnvelope::decode(payload).context("the value is not a redstore.events.v1.EventEnvelope")?;
+    anyhow::ensure!(!envelope.event_id.is_empty(), "the event envelope has no event_id");
+    anyhow::ensure!(!envelope.store_id.is_empty(), "the event envelope has no store_id");
+    Ok(envelope)
+}
+
+/// Consumes until `shutdown`: each message is decoded and handed to `handler` (up to
+/// [`HANDLER_ATTEMPTS`] times, with a short backoff); a message that cannot be decoded, or whose
+/// handler still fails, is copied to `<topic>.dlq` with the headers `error`, `original-topic`,
+/// `original-partition` and `original-offset` (and its own). Only then is its offset committed, so
+/// a poison message never blocks its partition and a crash before the commit redelivers the
+/// message (the handler must be idempotent, e.g. by event id).
+///
+/// If the dead-letter topic cannot be written, the loop retries it (with backoff) rather than
+/// skip the message. On shutdown the offsets done are committed synchronously, and the consumer
+/// leaves its group.
+pub async fn consume<H>(
+    consumer: StreamConsumer,
+    dlq_producer: FutureProducer,
+    handler: H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    H: Fn(EventEnvelope) -> BoxFuture<'static, Result<()>> + Send + Sync,
+{
+    let mut done: HashMap<(String, i32), i64> = HashMap::new();
+    let mut errors = 0u32;
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            received = consumer.recv() => received.map(|m| m.detach()),
+        };
+        let msg = match received {
+            Ok(msg) => {
+                errors = 0;
+                msg
+            }
+            Err(e) => {
+                errors = errors.saturating_add(1);
+                tracing::warn!(error = %e, "kafka consumer error");
+                let pause = Duration::from_millis(100 * u64::from(errors.min(20)));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        let outcome = match decode_event(msg.payload()) {
+            Ok(event) => handle(&handler, event).await,
+            Err(e) => Err(format!("{e:#}")),
+        };
+        if let Err(reason) = outcome
+            && !dead_letter(&dlq_producer, &msg, &reason, &shutdown).await
+        {
+            // Shut down before the dead-letter copy was stored: the offset stays uncommitted.
+            break;
+        }
+        let next = msg.offset() + 1;
+        let mut tpl = TopicPartitionList::new();
+        if let Err(e) = tpl
+            .add_partition_offset(msg.topic(), msg.partition(), Offset::Offset(next))
+            .and_then(|()| consumer.commit(&tpl, CommitMode::Async))
+        {
+            tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = next, error = %e, "kafka offset commit failed");
+        }
+        done.insert((msg.topic().to_owned(), msg.partition()), next);
+    }
+    commit_done(&consumer, &done);
+    // Closing waits for the group to be left: keep that off the async workers.
+    tokio::task::spawn_blocking(move || drop(consumer)).await.context("closing the kafka consumer")?;
+    Ok(())
+}
+
+/// Runs the handler up to [`HANDLER_ATTEMPTS`] times.
+async fn handle<H>(handler: &H, event: EventEnvelope) -> std::result::Result<(), String>
+where
+    H: Fn(EventEnvelope) -> BoxFuture<'static, Result<()>> + Send + Sync,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match handler(event.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= HANDLER_ATTEMPTS => {
+                return Err(format!("handler failed {attempt} times, last: {e}"));
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %event.event_id, attempt, error = %e, "event handler failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 3;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Copies a message to `<topic>.dlq`; true once stored, false if `shutdown` came first.
+async fn dead_letter(dlq: &FutureProducer, msg: &OwnedMessage, reason: &str, shutdown: &CancellationToken) -> bool {
+    let topic = dlq_topic(msg.topic());
+    let partition = msg.partition().to_string();
+    let offset = msg.offset().to_string();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = msg.headers() {
+            for h in original.iter() {
+                headers = headers.insert(Header { key: h.key, value: h.value });
+            }
+        }
+        let headers = [
+            (header::ERROR, reason),
+            (header::ORIGINAL_TOPIC, msg.topic()),
+            (header::ORIGINAL_PARTITION, partition.as_str()),
+            (header::ORIGINAL_OFFSET, offset.as_str()),
+        ]
+        .into_iter()
+        .fold(headers, |headers, (key, value)| headers.insert(Header { key, value: Some(value) }));
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
+        if let Some(key) = msg.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = msg.payload() {
+            record = record.payload(payload);
+        }
+        let sent = tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            sent = dlq.send(record, Duration::from_secs(5)) => sent,
+        };
+        match sent {
+            Ok(_) => {
+                tracing::warn!(
+                    topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), dlq = %topic, error = reason,
+                    "event dead-lettered"
+                );
+                return true;
+            }
+            Err((e, _)) => {
+                tracing::error!(dlq = %topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot write to the dead-letter topic");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Commits, synchronously, the offsets done on the partitions still assigned (a partition that
+/// moved to another member is that member's to commit).
+fn commit_done(consumer: &StreamConsumer, done: &HashMap<(String, i32), i64>) {
+    let assigned = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the kafka assignment; final commit skipped");
+            return;
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in done {
+        if assigned.find_partition(topic, *partition).is_some()
+            && let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+        {
+            tracing::warn!(topic = %topic, partition, error = %e, "cannot add an offset to the final commit");
+        }
+    }
+    if tpl.count() > 0
+        && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+    {
+        tracing::warn!(error = %e, "final kafka offset commit failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_the_convention() {
+        assert_eq!(topic_name("redstore", "sales"), "redstore.sales.v1");
+        assert_eq!(topic_name("redstore", "inventory"), "redstore.inventory.v1");
+        assert_eq!(dlq_topic("redstore.sales.v1"), "redstore.sales.v1.dlq");
+        let cfg = KafkaConfig::new("b:9092");
+        assert_eq!(cfg.topic_prefix, "redstore");
+        assert_eq!((cfg.partitions, cfg.replication), (3, 1));
+        assert_eq!(cfg.topic("sales"), "redstore.sales.v1");
+    }
+
+    #[test]
+    fn pattern_matches_versions_and_not_dead_letters() {
+        let cfg = KafkaConfig::new("b:9092");
+        let pattern = cfg.pattern("sales");
+        assert_eq!(pattern, r"^redstore\.sales\.v[0-9]+$");
+        let re = regex::Regex::new(&pattern).expect("regex");
+        assert!(re.is_match("redstore.sales.v1"));
+        assert!(re.is_match("redstore.sales.v12"));
+        assert!(!re.is_match("redstore.sales.v1.dlq"));
+        assert!(!re.is_match("redstore.inventory.v1"));
+        assert!(!re.is_match("redstoreXsales.v1"));
+        assert!(!re.is_match("xredstore.sales.v1"));
+        assert!(!re.is_match("redstore.sales.v"));
+    }
+
+    #[test]
+    fn pattern_escapes_the_prefix() {
+        let pattern = topic_pattern("a.b-c_d", "sales");
+        assert_eq!(pattern, r"^a\.b-c_d\.sales\.v[0-9]+$");
+        let re = regex::Regex::new(&pattern).expect("regex");
+        assert!(re.is_match("a.b-c_d.sales.v1"));
+        assert!(!re.is_match("aXb-c_d.sales.v1"));
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert!(validate_prefix("redstore").is_ok());
+        assert!(validate_prefix("t0193a.b-c_d").is_ok());
+        for bad in ["", ".x", "x.", "a b", "a/b", "ä", &"x".repeat(201)] {
+            assert!(validate_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn headers_carry_type_id_and_traceparent_when_known() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            event_headers("sale.completed", "id-1", tp),
+            vec![("event-type", "sale.completed"), ("event-id", "id-1"), ("traceparent", tp)]
+        );
+        assert_eq!(
+            event_headers("sale.completed", "id-1", ""),
+            vec![("event-type", "sale.completed"), ("event-id", "id-1")]
+        );
+        let owned = owned_headers(&event_headers("sale.completed", "id-1", tp));
+        assert_eq!(owned.count(), 3);
+        assert_eq!(header_str(Some(&owned), "event-type"), Some("sale.completed"));
+        assert_eq!(header_str(Some(&owned), "event-id"), Some("id-1"));
+        assert_eq!(header_str(Some(&owned), "traceparent"), Some(tp));
+        assert_eq!(header_str(Some(&owned), "error"), None);
+        assert_eq!(header_str::<OwnedHeaders>(None, "event-id"), None);
+    }
+
+    #[test]
+    fn decoding_rejects_what_is_not_an_event() {
+        assert!(decode_event(None).is_err());
+        assert!(decode_event(Some(&[0xff, 0xff, 0xff])).is_err());
+        // An empty value decodes as an empty envelope: no id, so not an event.
+        assert!(decode_event(Some(&[])).is_err());
+        let envelope = EventEnvelope { event_id: "e".into(), store_id: "s".into(), ..Default::default() };
+        let decoded = decode_event(Some(&envelope.encode_to_vec())).expect("decodes");
+        assert_eq!(decoded, envelope);
+    }
+}

@@ -1,0 +1,210 @@
+//! Kafka against a real broker (`REDSTORE_TEST_KAFKA_BROKERS`, default 127.0.0.1:9092): topic
+//! creation, fail-fast start-up, the producer's partitioner, and the consumer loop with its
+//! dead-letter topic and offset commits. Every test has its own topic prefix and group.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use prost::Message as _;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::Message as _;
+use rdkafka::producer::FutureRecord;
+use redstore_platform::kafka::{self, KafkaConfig, header, header_str};
+use redstore_proto::events::EventEnvelope;
+use tokio_util::sync::CancellationToken;
+
+use support::{cleanup, murmur2_partition, read_topic, test_config, wait_until};
+
+#[tokio::test]
+async fn ensure_topics_creates_topics_and_dead_letter_topics() {
+    let cfg = test_config();
+    kafka::ensure_topics(&cfg, &kafka::DOMAINS).await.expect("ensure topics");
+    // A second run finds them all and is fine.
+    kafka::ensure_topics(&cfg, &kafka::DOMAINS).await.expect("ensure topics again");
+    let consumer: rdkafka::consumer::BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create().expect("client");
+    for domain in kafka::DOMAINS {
+        for topic in [cfg.topic(domain), kafka::dlq_topic(&cfg.topic(domain))] {
+            let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).expect("metadata");
+            let t = md.topics().iter().find(|t| t.name() == topic).expect("topic listed");
+            assert!(t.error().is_none(), "{topic}: {:?}", t.error());
+            assert_eq!(t.partitions().len(), cfg.partitions as usize, "{topic}");
+        }
+    }
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn unreachable_brokers_fail_fast_with_their_names() {
+    let mut cfg = test_config();
+    cfg.brokers = "127.0.0.1:1".to_owned();
+    let started = Instant::now();
+    let err = kafka::ensure_topics(&cfg, &["sales"]).await.expect_err("no broker there");
+    let took = started.elapsed();
+    let message = format!("{err:#}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(message.contains("Kafka"), "{message}");
+}
+
+#[tokio::test]
+async fn producer_places_each_store_by_java_murmur2_of_its_id() {
+    let cfg = test_config();
+    kafka::ensure_topics(&cfg, &["sales"]).await.expect("ensure topics");
+    let producer = kafka::producer(&cfg).expect("producer");
+    let topic = cfg.topic("sales");
+    for i in 0..24 {
+        let store = format!("store-{i}");
+        let delivery = producer
+            .send(FutureRecord::to(&topic).key(&store).payload("x"), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+        assert_eq!(delivery.partition, murmur2_partition(store.as_bytes(), cfg.partitions), "{store}");
+    }
+    cleanup(&cfg).await;
+}
+
+fn envelope(store: &str, seq: u64) -> EventEnvelope {
+    EventEnvelope {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        r#type: "sale.completed".to_owned(),
+        store_id: store.to_owned(),
+        store_seq: seq,
+        ..Default::default()
+    }
+}
+
+type Seen = Arc<Mutex<Vec<EventEnvelope>>>;
+
+/// Runs `consume` in a task; the handler records what it was given and fails for the event ids
+/// in `failing` (counting the attempts).
+fn spawn_consume(
+    cfg: &KafkaConfig,
+    group: &str,
+    failing: Vec<String>,
+    attempts: Arc<Mutex<u32>>,
+) -> (Seen, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let consumer = kafka::consumer(cfg, group, &["sales"]).expect("consumer");
+    let dlq = kafka::producer(cfg).expect("producer");
+    let seen: Seen = Arc::default();
+    let shutdown = CancellationToken::new();
+    let handler = {
+        let seen = seen.clone();
+        move |event: EventEnvelope| -> BoxFuture<'static, redstore_platform::Result<()>> {
+            let seen = seen.clone();
+            let failing = failing.contains(&event.event_id);
+            let attempts = attempts.clone();
+            Box::pin(async move {
+                if failing {
+                    *attempts.lock() += 1;
+                    return Err(redstore_platform::Error::Unavailable("this one always fails".to_owned()));
+                }
+                seen.lock().push(event);
+                Ok(())
+            })
+        }
+    };
+    let task = tokio::spawn(kafka::consume(consumer, dlq, handler, shutdown.clone()));
+    (seen, shutdown, task)
+}
+
+async fn produce(cfg: &KafkaConfig, key: &str, payload: &[u8]) {
+    let producer = kafka::producer(cfg).expect("producer");
+    producer
+        .send(FutureRecord::to(&cfg.topic("sales")).key(key).payload(payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_dead_lettered_and_the_next_is_handled() {
+    let cfg = test_config();
+    kafka::ensure_topics(&cfg, &["sales"]).await.expect("ensure topics");
+    let garbage = [0xff_u8, 0xff, 0xff, 0x01];
+    produce(&cfg, "s1", &garbage).await;
+    let good = envelope("s1", 1);
+    produce(&cfg, "s1", &good.encode_to_vec()).await;
+
+    let (seen, shutdown, task) = spawn_consume(&cfg, &format!("{}-test", cfg.topic_prefix), vec![], Arc::default());
+    wait_until(Duration::from_secs(60), || !seen.lock().is_empty()).await.expect("the good event is handled");
+    let dlq = kafka::dlq_topic(&cfg.topic("sales"));
+    let dead = read_topic(&cfg, &dlq, 1, Duration::from_secs(20)).await;
+    assert_eq!(dead.len(), 1);
+    let msg = &dead[0];
+    assert_eq!(msg.payload(), Some(&garbage[..]));
+    assert_eq!(msg.key(), Some(&b"s1"[..]));
+    let error = header_str(msg.headers(), header::ERROR).expect("error header");
+    assert!(error.contains("EventEnvelope"), "{error}");
+    assert_eq!(header_str(msg.headers(), header::ORIGINAL_TOPIC), Some(cfg.topic("sales").as_str()));
+    assert!(header_str(msg.headers(), header::ORIGINAL_PARTITION).is_some());
+    assert_eq!(header_str(msg.headers(), header::ORIGINAL_OFFSET), Some("0"));
+    // The consumer does not read its own dead-letter topic: nothing else shows up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(seen.lock().iter().map(|e| e.event_id.clone()).collect::<Vec<_>>(), vec![good.event_id.clone()]);
+    assert_eq!(read_topic(&cfg, &dlq, 2, Duration::from_secs(2)).await.len(), 1);
+    shutdown.cancel();
+    task.await.expect("joined").expect("consume");
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_retried_then_dead_lettered_without_blocking_the_partition() {
+    let cfg = test_config();
+    kafka::ensure_topics(&cfg, &["sales"]).await.expect("ensure topics");
+    let poison = envelope("s1", 1);
+    let next = envelope("s1", 2);
+    produce(&cfg, "s1", &poison.encode_to_vec()).await;
+    produce(&cfg, "s1", &next.encode_to_vec()).await;
+    let attempts = Arc::new(Mutex::new(0));
+    let (seen, shutdown, task) =
+        spawn_consume(&cfg, &format!("{}-test", cfg.topic_prefix), vec![poison.event_id.clone()], attempts.clone());
+    wait_until(Duration::from_secs(60), || !seen.lock().is_empty()).await.expect("the next event is handled");
+    assert_eq!(*attempts.lock(), kafka::HANDLER_ATTEMPTS);
+    assert_eq!(seen.lock()[0].event_id, next.event_id);
+    let dead = read_topic(&cfg, &kafka::dlq_topic(&cfg.topic("sales")), 1, Duration::from_secs(20)).await;
+    assert_eq!(dead.len(), 1);
+    let error = header_str(dead[0].headers(), header::ERROR).expect("error header");
+    assert!(error.contains("this one always fails"), "{error}");
+    assert_eq!(EventEnvelope::decode(dead[0].payload().expect("payload")).expect("envelope"), poison);
+    shutdown.cancel();
+    task.await.expect("joined").expect("consume");
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_restarted_group_resumes_after_its_committed_offsets() {
+    let cfg = test_config();
+    kafka::ensure_topics(&cfg, &["sales"]).await.expect("ensure topics");
+    let group = format!("{}-test", cfg.topic_prefix);
+    let first: Vec<EventEnvelope> = (1..=6).map(|i| envelope(&format!("s{}", i % 3), i)).collect();
+    for e in &first {
+        produce(&cfg, &e.store_id, &e.encode_to_vec()).await;
+    }
+    let (seen, shutdown, task) = spawn_consume(&cfg, &group, vec![], Arc::default());
+    wait_until(Duration::from_secs(60), || seen.lock().len() >= first.len()).await.expect("first events handled");
+    shutdown.cancel();
+    task.await.expect("joined").expect("consume");
+    assert_eq!(seen.lock().len(), first.len());
+
+    let second: Vec<EventEnvelope> = (7..=9).map(|i| envelope(&format!("s{}", i % 3), i)).collect();
+    for e in &second {
+        produce(&cfg, &e.store_id, &e.encode_to_vec()).await;
+    }
+    let (seen, shutdown, task) = spawn_consume(&cfg, &group, vec![], Arc::default());
+    wait_until(Duration::from_secs(60), || seen.lock().len() >= second.len()).await.expect("new events handled");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    shutdown.cancel();
+    task.await.expect("joined").expect("consume");
+    let mut got: Vec<String> = seen.lock().iter().map(|e| e.event_id.clone()).collect();
+    let mut want: Vec<String> = second.iter().map(|e| e.event_id.clone()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the restarted group sees exactly the events after its commits");
+    cleanup(&cfg).await;
+}
