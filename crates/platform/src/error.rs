@@ -86,6 +86,45 @@ impl Error {
         }
     }
 
+    /// Whether retrying the same thing later may succeed: a backend that is unreachable, overloaded,
+    /// shutting down, or a transaction that lost a race (serialization failure, deadlock). A
+    /// consumer waits such errors out instead of dead-lettering the event.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) | Self::ResourceExhausted(_) => true,
+            Self::Remote(status) => {
+                matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted)
+            }
+            Self::Internal(err) => err.chain().any(|cause| {
+                if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
+                    return match e {
+                        sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed => true,
+                        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                            // 08: connection exception; 53: insufficient resources; 57P0x: operator
+                            // intervention (shutdown); 40001/40P01: serialization failure, deadlock.
+                            c.starts_with("08")
+                                || c.starts_with("53")
+                                || c.starts_with("57P0")
+                                || c == "40001"
+                                || c == "40P01"
+                        }),
+                        _ => false,
+                    };
+                }
+                cause.downcast_ref::<std::io::Error>().is_some()
+            }),
+            Self::InvalidArgument { .. }
+            | Self::NotFound(_)
+            | Self::AlreadyExists(_)
+            | Self::FailedPrecondition { .. }
+            | Self::PermissionDenied(_)
+            | Self::Unauthenticated(_) => false,
+        }
+    }
+
     /// The field at fault, for invalid arguments.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -181,6 +220,18 @@ mod tests {
         assert_eq!(identifier("store_id", "  ").unwrap_err().field(), Some("store_id"));
         assert!(identifier("store_id", "a b").is_err());
         assert!(identifier("store_id", &"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn lost_connections_are_transient_and_bad_data_is_not() {
+        let io = anyhow::Error::new(sqlx::Error::Io(std::io::Error::other("connection reset"))).context("postgres");
+        assert!(Error::Internal(io).is_transient());
+        assert!(Error::Internal(anyhow::Error::new(sqlx::Error::PoolTimedOut)).is_transient());
+        assert!(Error::Unavailable("redis down".into()).is_transient());
+        assert!(Error::Remote(Status::unavailable("inventory restarting")).is_transient());
+        assert!(!Error::Internal(anyhow::anyhow!("corrupt event")).is_transient());
+        assert!(!Error::invalid("sku", "bad").is_transient());
+        assert!(!Error::Remote(Status::failed_precondition("out of stock")).is_transient());
     }
 
     #[test]

@@ -700,14 +700,19 @@ where
             }
         };
         let outcome = match decode_event(msg.payload()) {
-            Ok(event) => handle(&handler, event).await,
-            Err(e) => Err(format!("{e:#}")),
+            Ok(event) => handle(&handler, event, &shutdown).await,
+            Err(e) => Handled::Poison(format!("{e:#}")),
         };
-        if let Err(reason) = outcome
-            && !dead_letter(&dlq_producer, &msg, &reason, &shutdown).await
-        {
-            // Shut down before the dead-letter copy was stored: the offset stays uncommitted.
-            break;
+        match outcome {
+            Handled::Done => {}
+            // Shut down while waiting out a transient failure: the offset stays uncommitted.
+            Handled::Stopped => break,
+            Handled::Poison(reason) => {
+                if !dead_letter(&dlq_producer, &msg, &reason, &shutdown).await {
+                    // Shut down before the dead-letter copy was stored: the offset stays uncommitted.
+                    break;
+                }
+            }
         }
         let next = msg.offset() + 1;
         let mut tpl = TopicPartitionList::new();
@@ -725,8 +730,20 @@ where
     Ok(())
 }
 
-/// Runs the handler up to [`HANDLER_ATTEMPTS`] times.
-async fn handle<H>(handler: &H, event: EventEnvelope) -> std::result::Result<(), String>
+/// How handling one message ended.
+enum Handled {
+    Done,
+    /// Undecodable, or failing for a reason retrying will not cure: dead-letter it.
+    Poison(String),
+    /// Shutdown came while a transient failure was being waited out.
+    Stopped,
+}
+
+/// Runs the handler. A permanent failure is retried up to [`HANDLER_ATTEMPTS`] times and then
+/// dead-lettered; a transient one ([`crate::Error::is_transient`]: a database or cache that is
+/// down, a lost race) is waited out with capped backoff for as long as it lasts — a backend
+/// outage pauses the partition, it never dead-letters live events.
+async fn handle<H>(handler: &H, event: EventEnvelope, shutdown: &CancellationToken) -> Handled
 where
     H: Fn(EventEnvelope) -> BoxFuture<'static, Result<()>> + Send + Sync,
 {
@@ -734,17 +751,23 @@ where
     let mut attempt = 1;
     loop {
         match handler(event.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Handled::Done,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(event_id = %event.event_id, error = %e, "event handler waits for a backend");
+            }
             Err(e) if attempt >= HANDLER_ATTEMPTS => {
-                return Err(format!("handler failed {attempt} times, last: {e}"));
+                return Handled::Poison(format!("handler failed {attempt} times, last: {e}"));
             }
             Err(e) => {
                 tracing::warn!(event_id = %event.event_id, attempt, error = %e, "event handler failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause *= 3;
                 attempt += 1;
             }
         }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Handled::Stopped,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 3).min(MAX_BACKOFF);
     }
 }
 

@@ -102,7 +102,7 @@ fn spawn_consume(
             Box::pin(async move {
                 if failing {
                     *attempts.lock() += 1;
-                    return Err(redstore_platform::Error::Unavailable("this one always fails".to_owned()));
+                    return Err(redstore_platform::Error::Internal(anyhow::anyhow!("this one always fails")));
                 }
                 seen.lock().push(event);
                 Ok(())
@@ -172,6 +172,49 @@ async fn a_failing_handler_is_retried_then_dead_lettered_without_blocking_the_pa
     let error = header_str(dead[0].headers(), header::ERROR).expect("error header");
     assert!(error.contains("this one always fails"), "{error}");
     assert_eq!(EventEnvelope::decode(dead[0].payload().expect("payload")).expect("envelope"), poison);
+    shutdown.cancel();
+    task.await.expect("joined").expect("consume");
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_backend_outage_is_waited_out_not_dead_lettered() {
+    let cfg = test_config();
+    kafka::ensure_topics(&cfg, &["sales"]).await.expect("ensure topics");
+    let first = envelope("s1", 1);
+    let next = envelope("s1", 2);
+    produce(&cfg, "s1", &first.encode_to_vec()).await;
+    produce(&cfg, "s1", &next.encode_to_vec()).await;
+    // The backend is "down" for more attempts than a poison event gets.
+    let outage = kafka::HANDLER_ATTEMPTS + 2;
+    let attempts = Arc::new(Mutex::new(0u32));
+    let seen: Arc<Mutex<Vec<EventEnvelope>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let handler = {
+        let (seen, attempts) = (seen.clone(), attempts.clone());
+        move |event: EventEnvelope| -> BoxFuture<'static, redstore_platform::Result<()>> {
+            let (seen, attempts) = (seen.clone(), attempts.clone());
+            Box::pin(async move {
+                let mut n = attempts.lock();
+                *n += 1;
+                if *n <= outage {
+                    return Err(redstore_platform::Error::Unavailable("database restarting".to_owned()));
+                }
+                drop(n);
+                seen.lock().push(event);
+                Ok(())
+            })
+        }
+    };
+    let consumer = kafka::consumer(&cfg, &format!("{}-test", cfg.topic_prefix), &["sales"]).expect("consumer");
+    let task =
+        tokio::spawn(kafka::consume(consumer, kafka::producer(&cfg).expect("producer"), handler, shutdown.clone()));
+    wait_until(Duration::from_secs(60), || seen.lock().len() >= 2).await.expect("both events handled after the outage");
+    let ids: Vec<String> = seen.lock().iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(ids, vec![first.event_id.clone(), next.event_id.clone()], "in order, the first not skipped");
+    assert!(*attempts.lock() > kafka::HANDLER_ATTEMPTS, "the outage outlasted a poison event's attempts");
+    let dead = read_topic(&cfg, &kafka::dlq_topic(&cfg.topic("sales")), 1, Duration::from_secs(3)).await;
+    assert!(dead.is_empty(), "nothing was dead-lettered: {} messages", dead.len());
     shutdown.cancel();
     task.await.expect("joined").expect("consume");
     cleanup(&cfg).await;
