@@ -17,7 +17,7 @@ pgbench -b simple-update -c 32 -j 2 -T "$secs" "$admin/pgbench_anchor" 2>/dev/nu
 echo "== redstore bench checkout against redstore up --database-url (32 terminals, 3-line sales)"
 $bin migrate --database-url "$admin/redstore_bench" 2>/dev/null
 $bin up --database-url "postgres://redstore_app@127.0.0.1:5432/redstore_bench" --listen 127.0.0.1:50081 \
-  --db-pool-size 40 --no-demo 2>/dev/null &
+  --db-pool-size 16 --no-demo 2>/dev/null &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do (echo > /dev/tcp/127.0.0.1/50081) 2>/dev/null && break; sleep 0.2; done

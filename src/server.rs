@@ -226,7 +226,11 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
 
 async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Wiring> {
     use redstore_platform::pg;
-    let pool = pg::connect(url, config.db_pool_size, Duration::from_secs(5)).await?;
+    // `--db-pool-size` bounds the connections of the process: it is split between the two pools
+    // (sales gets its own, see below). Fewer connections also serve a checkout faster than many:
+    // on a small machine dozens of backends queueing on one store's rows only add contention.
+    let (main_size, sales_size) = split_pool_size(config.db_pool_size);
+    let pool = pg::connect(url, main_size, Duration::from_secs(5)).await?;
     let migrated: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM platform.schema_migrations WHERE service IN ('inventory', 'sales', 'analytics')",
     )
@@ -275,7 +279,7 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
     };
     // Sales holds a transaction open while it calls inventory, so it gets its own connections:
     // sharing one pool could leave both waiting on each other.
-    let sales_pool = pg::connect(url, config.db_pool_size, Duration::from_secs(5)).await?;
+    let sales_pool = pg::connect(url, sales_size, Duration::from_secs(5)).await?;
     let sales = redstore_sales::pg::PgSales::new(sales_pool, inventory.clone());
     if config.serves(ServiceName::Sales) {
         spawn_pending_healer(sales.clone(), inventory.clone(), shutdown.clone());
@@ -287,6 +291,13 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
         feed,
         backend: Backend::Postgres(pool),
     })
+}
+
+/// Splits the process's connection budget between the main pool and the sales pool (at least two
+/// each).
+fn split_pool_size(total: u32) -> (u32, u32) {
+    let main = (total / 2).max(2);
+    (main, total.saturating_sub(main).max(2))
 }
 
 /// Kafka at start: topics (failing within seconds, naming the brokers, when none answers), the

@@ -60,8 +60,11 @@ pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> anyh
         options.get_port(),
         options.get_database().unwrap_or_default()
     );
+    // No ping before each acquire: that is a round trip every time a connection is taken from the
+    // pool (several per checkout). A connection that broke while idle fails its next query instead.
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(false)
         .acquire_timeout(timeout)
         .connect_with(options)
         .await
@@ -147,6 +150,7 @@ async fn grant_app_role(tx: &mut Transaction<'_, Postgres>, schemas: &[&str]) ->
             format!("GRANT USAGE ON SCHEMA {schema} TO {APP_ROLE}"),
             format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {APP_ROLE}"),
             format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {APP_ROLE}"),
+            format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {APP_ROLE}"),
         ] {
             sqlx::query(&stmt).execute(&mut **tx).await?;
         }
@@ -155,10 +159,28 @@ async fn grant_app_role(tx: &mut Transaction<'_, Postgres>, schemas: &[&str]) ->
 }
 
 /// Begins a transaction scoped to one store: row-level security shows it only that store's rows.
+///
+/// The scope is set in the same round trip as `BEGIN` (one simple-query batch). That splices the
+/// store id into SQL text, which is safe only because it is checked here to be an identifier
+/// (letters, digits, `-`, `_`, `.`, `:`; at most 64): anything else is INVALID_ARGUMENT.
 pub async fn store_tx(pool: &PgPool, store_id: &str) -> Result<Transaction<'static, Postgres>> {
-    let mut tx = pool.begin().await?;
-    scope_to_store(&mut tx, store_id).await?;
+    check_store_id(store_id)?;
+    let tx = pool.begin_with(format!("BEGIN; SELECT set_config('redstore.store_id', '{store_id}', true)")).await?;
     Ok(tx)
+}
+
+/// Rejects a store id that could not be spliced into SQL text safely (see [`store_tx`]). The empty
+/// id is harmless (it scopes to no store) and is let through, to fail as a missing store would.
+pub fn check_store_id(store_id: &str) -> Result<()> {
+    let bad = store_id.len() > 64
+        || store_id.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')));
+    if bad {
+        return Err(Error::invalid(
+            "store_id",
+            "must be at most 64 characters of letters, digits, '-', '_', '.' and ':'",
+        ));
+    }
+    Ok(())
 }
 
 /// Scopes the current transaction to a store (`SET LOCAL redstore.store_id`).
@@ -201,7 +223,8 @@ pub async fn next_seq(conn: &mut PgConnection, schema: &'static str, store_id: &
     Ok(seq as u64)
 }
 
-/// Appends an event with a sequence taken by [`next_seq`] in the same transaction.
+/// Appends an event with a sequence taken by [`next_seq`] in the same transaction. The outbox row
+/// and the notification (sent on commit) are one statement, one round trip.
 pub async fn append_event_at(
     conn: &mut PgConnection,
     schema: &'static str,
@@ -226,8 +249,10 @@ pub async fn append_event_at(
         payload: Some(payload),
     };
     sqlx::query(&format!(
-        "INSERT INTO {schema}.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-         VALUES ($1, $2, $3, $4, $5, $6)"
+        "WITH appended AS (
+             INSERT INTO {schema}.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING store_seq)
+         SELECT pg_notify($7, $8) FROM appended"
     ))
     .bind(event_id)
     .bind(store_id)
@@ -235,14 +260,32 @@ pub async fn append_event_at(
     .bind(event_type)
     .bind(now_ms)
     .bind(envelope.encode_to_vec())
+    .bind(format!("redstore_{schema}"))
+    .bind(format!("{store_id}:{seq}"))
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
+    Ok(envelope)
+}
+
+/// Wakes `redstore_<schema>` listeners for an event committed without a notification (the hot
+/// paths' server-side functions append their events so), right after the commit.
+///
+/// Why not notify in the transaction: PostgreSQL serialises the commits of all transactions that
+/// NOTIFY (a database-wide lock held from pre-commit until the commit record is flushed), so each
+/// sale's commits would queue behind every other's WAL flush. A notification is a wake-up hint
+/// (listeners read the outbox after their own position, watchers refill gaps by sequence, and
+/// every consumer sweeps), and this one runs in a transaction of its own that writes nothing and
+/// so flushes nothing. The event is committed whatever happens here, so a failure is logged, not
+/// returned: listeners find the event on their next wake-up or sweep.
+pub async fn notify_committed(pool: &PgPool, schema: &'static str, store_id: &str, seq: u64) {
+    let sent = sqlx::query("SELECT pg_notify($1, $2)")
         .bind(format!("redstore_{schema}"))
         .bind(format!("{store_id}:{seq}"))
-        .execute(&mut *conn)
-        .await?;
-    Ok(envelope)
+        .execute(pool)
+        .await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, schema, store_id, seq, "cannot notify listeners of a committed event");
+    }
 }
 
 /// A store's events in `<schema>.outbox` after a sequence, oldest first. Call inside a

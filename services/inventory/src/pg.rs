@@ -5,6 +5,10 @@
 //! (terminals, stock, store_sequences, outbox) have row-level security, so every store-scoped
 //! operation runs in a transaction scoped to its store ([`pg::store_tx`]).
 //!
+//! Stock changes (sales, refunds, adjustments) are one call of `inventory.apply_movements`
+//! (migration 0002), which scopes its own transaction to the store, so that each is one round
+//! trip and commits as the call returns.
+//!
 //! Taking stock: a store's writers first take the store's next sequence number, which row-locks
 //! the store's sequence row, and only then update stock rows. That serialises one store's stock
 //! writers, so concurrent sales touching the same skus in different orders cannot deadlock, and
@@ -13,6 +17,7 @@
 
 use std::sync::Arc;
 
+use prost::Message as _;
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::money::{Currency, Money};
@@ -27,8 +32,14 @@ use crate::repo::StoreRow;
 use crate::store::{Idem, InventoryStore, ProductPatch};
 
 /// Inventory's PostgreSQL migrations (schema `inventory`).
-pub const PG_MIGRATIONS: &[PgMigration] =
-    &[PgMigration { service: "inventory", version: 1, sql: include_str!("../migrations/postgres/0001_inventory.sql") }];
+pub const PG_MIGRATIONS: &[PgMigration] = &[
+    PgMigration { service: "inventory", version: 1, sql: include_str!("../migrations/postgres/0001_inventory.sql") },
+    PgMigration {
+        service: "inventory",
+        version: 2,
+        sql: include_str!("../migrations/postgres/0002_apply_functions.sql"),
+    },
+];
 
 /// The schema holding inventory's tables, outbox and sequences.
 const SCHEMA: &str = "inventory";
@@ -180,134 +191,261 @@ async fn list_stock_in(
     rows.iter().map(|r| Ok(stock_level(store_id, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
 }
 
-/// The outcome of applying movements: new levels, skus now negative, and the event written.
-struct Applied {
-    levels: Vec<pb::StockLevel>,
-    negative_skus: Vec<String>,
-    event: EventEnvelope,
-}
-
-/// Applies stock movements atomically in the caller's store-scoped transaction and appends one
-/// `inventory.changed` event, exactly as `repo::apply_movements` does for SQLite. In a strict
-/// store, a movement that would take a sku below zero fails the whole call with
-/// FAILED_PRECONDITION; the caller then drops the transaction, which also returns the sequence
-/// number. Callers check that the skus exist.
-async fn apply_movements(
-    conn: &mut PgConnection,
-    store: &StoreRow,
-    reason: &str,
-    reference_id: &str,
-    terminal_id: &str,
-    movements: &[StockMovement],
-) -> Result<Applied> {
-    // First: this row-locks the store's sequence row and so serialises the store's stock writers.
-    let seq = pg::next_seq(conn, SCHEMA, &store.store_id).await?;
-    let strict = store.policy == OversellPolicy::Strict;
-    let mut levels = Vec::with_capacity(movements.len());
-    let mut changes = Vec::with_capacity(movements.len());
-    let mut negative_skus = Vec::new();
-    for m in movements {
-        let guard = strict && m.delta < 0;
-        let updated: Option<i64> = sqlx::query_scalar(
-            "UPDATE inventory.stock SET quantity = quantity + $3, last_seq = $4
-             WHERE store_id = $1 AND sku = $2 AND (NOT $5 OR quantity + $3 >= 0)
-             RETURNING quantity",
-        )
-        .bind(&store.store_id)
-        .bind(&m.sku)
-        .bind(m.delta)
-        .bind(seq as i64)
-        .bind(guard)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let quantity = match updated {
-            Some(q) => q,
-            None => {
-                let available: Option<i64> =
-                    sqlx::query_scalar("SELECT quantity FROM inventory.stock WHERE store_id = $1 AND sku = $2")
-                        .bind(&store.store_id)
-                        .bind(&m.sku)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                if guard || available.is_some() {
-                    let available = available.unwrap_or(0);
-                    return Err(Error::precondition(
-                        "STOCK",
-                        format!("sku:{}", m.sku),
-                        format!(
-                            "insufficient stock of sku {:?} in store {:?}: requested {}, available {available} \
-                             (the store does not sell below zero)",
-                            m.sku, store.store_id, -m.delta
-                        ),
-                    ));
-                }
-                sqlx::query("INSERT INTO inventory.stock (store_id, sku, quantity, last_seq) VALUES ($1, $2, $3, $4)")
-                    .bind(&store.store_id)
-                    .bind(&m.sku)
-                    .bind(m.delta)
-                    .bind(seq as i64)
-                    .execute(&mut *conn)
-                    .await?;
-                m.delta
-            }
-        };
-        if quantity < 0 {
-            negative_skus.push(m.sku.clone());
-        }
-        changes.push(StockChange {
-            sku: m.sku.clone(),
-            delta: m.delta,
-            quantity_after: quantity,
-            negative: quantity < 0,
-        });
-        levels.push(pb::StockLevel { store_id: store.store_id.clone(), sku: m.sku.clone(), quantity, last_seq: seq });
-    }
-    let payload = Payload::InventoryChanged(InventoryChanged {
-        reason: reason.to_owned(),
-        reference_id: reference_id.to_owned(),
-        terminal_id: terminal_id.to_owned(),
-        changes,
-    });
-    let event = pg::append_event_at(conn, SCHEMA, &store.store_id, seq, payload).await?;
-    Ok(Applied { levels, negative_skus, event })
-}
-
-/// A sale or refund to apply once, keyed by its id.
+/// What a change is: its idempotency key, the event's reason and reference, and its answer's shape.
 struct Change<'a> {
-    scope: &'static str,
-    reason: &'static str,
-    id: &'a str,
+    scope: &'a str,
+    key: &'a str,
     fingerprint: &'a [u8],
+    reason: &'a str,
+    reference_id: &'a str,
+    terminal_id: &'a str,
+    /// `Some(id)`: the answer is an `AdjustStockResponse` with this adjustment id (one movement);
+    /// `None`: an `ApplySaleResponse`.
+    adjustment_id: Option<&'a str>,
+}
+
+/// The answer stored with a change's key.
+enum Answer {
+    Sale(pb::ApplySaleResponse),
+    Adjust(pb::AdjustStockResponse),
+}
+
+impl Answer {
+    fn encode_to_vec(&self) -> Vec<u8> {
+        match self {
+            Self::Sale(r) => r.encode_to_vec(),
+            Self::Adjust(r) => r.encode_to_vec(),
+        }
+    }
+}
+
+/// What `inventory.apply_movements` did (see migration 0002).
+enum Outcome {
+    /// Done before with the same request: this is the stored answer.
+    Replay(Vec<u8>),
+    /// Applied, its event appended to the outbox and its answer stored: the store's sequence
+    /// and the answer.
+    Applied { seq: u64, answer: Answer },
+}
+
+/// Claims the change's key, applies the movements, appends the `inventory.changed` event to the
+/// outbox and stores the answer — one transaction, one round trip: `inventory.apply_movements`
+/// scopes its own (implicit) transaction to the store, and it commits as the call returns, so the
+/// store's sequence lock is held for no round trip to this process. The checks, errors and their
+/// order are those of the statement-by-statement path: claim, store, skus, sequence, conditional
+/// updates; a refusal is raised, which rolls the whole transaction back (claim and sequence
+/// included). The event and the answer are encoded here except for what depends on the sequence
+/// and the quantities, which the function adds; debug builds check that it encodes them exactly
+/// as prost does. After it, notify with [`pg::notify_committed`].
+async fn claim_and_apply(
+    pool: &PgPool,
+    change: &Change<'_>,
+    store_id: &str,
+    movements: &[StockMovement],
+) -> Result<Outcome> {
+    let (scope, key) = (change.scope, change.key);
+    let skus: Vec<&str> = movements.iter().map(|m| m.sku.as_str()).collect();
+    let deltas: Vec<i64> = movements.iter().map(|m| m.delta).collect();
+    let event_id = uuid::Uuid::now_v7();
+    let occurred_at_ms = now_ms();
+    let envelope_head = EventEnvelope {
+        event_id: event_id.to_string(),
+        r#type: "inventory.changed".to_owned(),
+        store_id: store_id.to_owned(),
+        ..Default::default()
+    };
+    let envelope_mid =
+        EventEnvelope { occurred_at: Some(redstore_platform::time::timestamp(occurred_at_ms)), ..Default::default() };
+    let changed_head = InventoryChanged {
+        reason: change.reason.to_owned(),
+        reference_id: change.reference_id.to_owned(),
+        terminal_id: change.terminal_id.to_owned(),
+        changes: Vec::new(),
+    };
+    let change_heads: Vec<Vec<u8>> = movements
+        .iter()
+        .map(|m| StockChange { sku: m.sku.clone(), delta: m.delta, ..Default::default() }.encode_to_vec())
+        .collect();
+    let level_heads: Vec<Vec<u8>> = movements
+        .iter()
+        .map(|m| {
+            pb::StockLevel { store_id: store_id.to_owned(), sku: m.sku.clone(), ..Default::default() }.encode_to_vec()
+        })
+        .collect();
+    let negatives: Vec<Vec<u8>> = movements
+        .iter()
+        .map(|m| pb::ApplySaleResponse { negative_skus: vec![m.sku.clone()], ..Default::default() }.encode_to_vec())
+        .collect();
+    let adjust_tail = change
+        .adjustment_id
+        .map(|id| pb::AdjustStockResponse { stock: None, adjustment_id: id.to_owned() }.encode_to_vec());
+    let rows = sqlx::query(
+        "SELECT outcome, o_seq, o_sku, o_quantity, o_response, o_body
+         FROM inventory.apply_movements($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(change.fingerprint)
+    .bind(store_id)
+    .bind(&skus)
+    .bind(&deltas)
+    .bind(event_id)
+    .bind("inventory.changed")
+    .bind(occurred_at_ms)
+    .bind(envelope_head.encode_to_vec())
+    .bind(envelope_mid.encode_to_vec())
+    .bind(changed_head.encode_to_vec())
+    .bind(&change_heads)
+    .bind(&level_heads)
+    .bind(&negatives)
+    .bind(adjust_tail)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| refusal(e, change, store_id, movements))?;
+    let mut quantities = Vec::with_capacity(movements.len());
+    for row in &rows {
+        let outcome: &str = row.try_get(0)?;
+        match outcome {
+            "ok" => quantities.push(row.try_get::<i64, _>(3)?),
+            "done" => {
+                if quantities.len() != movements.len() {
+                    break;
+                }
+                let seq = row.try_get::<i64, _>(1)? as u64;
+                let (levels, changes) = applied(store_id, movements, seq, &quantities);
+                let answer = match change.adjustment_id {
+                    Some(id) => Answer::Adjust(pb::AdjustStockResponse {
+                        stock: levels.into_iter().next(),
+                        adjustment_id: id.to_owned(),
+                    }),
+                    None => Answer::Sale(pb::ApplySaleResponse {
+                        negative_skus: levels.iter().filter(|l| l.quantity < 0).map(|l| l.sku.clone()).collect(),
+                        stock: levels,
+                        store_seq: seq,
+                    }),
+                };
+                if cfg!(debug_assertions) {
+                    let stored: Vec<u8> = row.try_get(4)?;
+                    assert_eq!(stored, answer.encode_to_vec(), "inventory.apply_movements encoded the answer");
+                    let body: Vec<u8> = row.try_get(5)?;
+                    let event = EventEnvelope {
+                        store_seq: seq,
+                        occurred_at: envelope_mid.occurred_at,
+                        payload: Some(Payload::InventoryChanged(InventoryChanged { changes, ..changed_head })),
+                        ..envelope_head
+                    };
+                    assert_eq!(body, event.encode_to_vec(), "inventory.apply_movements encoded the event");
+                }
+                return Ok(Outcome::Applied { seq, answer });
+            }
+            "replay" => return Ok(Outcome::Replay(row.try_get(4)?)),
+            other => return Err(Error::Internal(anyhow::anyhow!("inventory.apply_movements answered {other:?}"))),
+        }
+    }
+    Err(Error::Internal(anyhow::anyhow!("inventory.apply_movements answered {} rows unexpectedly", rows.len())))
+}
+
+/// The error a refusal raised by `inventory.apply_movements` stands for (SQLSTATE P0001, MESSAGE
+/// `redstore.<what>`), with exactly the variants and messages of the statement-by-statement path;
+/// any other error as it is.
+fn refusal(err: sqlx::Error, change: &Change<'_>, store_id: &str, movements: &[StockMovement]) -> Error {
+    let (scope, key) = (change.scope, change.key);
+    let Some(db) = err.as_database_error().and_then(|d| d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()) else {
+        return err.into();
+    };
+    if db.code() != "P0001" {
+        return err.into();
+    }
+    let sku = db.detail().unwrap_or_default();
+    match db.message() {
+        "redstore.conflict" => Error::AlreadyExists(format!(
+            "idempotency_key {key:?} was already used for a different {scope} request; use a new key for a new request"
+        )),
+        "redstore.unanswered" => Error::Internal(anyhow::anyhow!("idempotency key {scope}/{key} has no stored answer")),
+        "redstore.no_store" => Error::not_found(format!("store_id {store_id:?} does not exist")),
+        "redstore.no_product" => Error::not_found(format!("sku {sku:?} does not exist")),
+        "redstore.insufficient" => {
+            let (index, available) = db.hint().and_then(|h| h.split_once(':')).unwrap_or(("0", "0"));
+            let requested =
+                index.parse::<usize>().ok().and_then(|i| movements.get(i.wrapping_sub(1))).map_or(0, |m| -m.delta);
+            Error::precondition(
+                "STOCK",
+                format!("sku:{sku}"),
+                format!(
+                    "insufficient stock of sku {sku:?} in store {store_id:?}: requested {requested}, \
+                     available {available} (the store does not sell below zero)"
+                ),
+            )
+        }
+        _ => err.into(),
+    }
+}
+
+/// Stock levels and the event's stock changes of applied movements.
+fn applied(
+    store_id: &str,
+    movements: &[StockMovement],
+    seq: u64,
+    quantities: &[i64],
+) -> (Vec<pb::StockLevel>, Vec<StockChange>) {
+    movements
+        .iter()
+        .zip(quantities)
+        .map(|(m, &quantity)| {
+            (
+                pb::StockLevel { store_id: store_id.to_owned(), sku: m.sku.clone(), quantity, last_seq: seq },
+                StockChange { sku: m.sku.clone(), delta: m.delta, quantity_after: quantity, negative: quantity < 0 },
+            )
+        })
+        .unzip()
 }
 
 impl PgInventory {
-    /// Applies a sale's or refund's movements in one store transaction, once per id: a repeat
-    /// answers with the first outcome and changes nothing.
-    async fn apply_once(
+    /// Applies a change's movements in one store transaction, once per key: a repeat answers with
+    /// the first outcome and changes nothing. One round trip, then the notification.
+    async fn apply_once(&self, change: Change<'_>, store_id: &str, movements: &[StockMovement]) -> Result<Answer> {
+        match claim_and_apply(&self.pool, &change, store_id, movements).await? {
+            Outcome::Replay(stored) => Ok(match change.adjustment_id {
+                Some(_) => Answer::Adjust(pg::replay(&stored)?),
+                None => Answer::Sale(pg::replay(&stored)?),
+            }),
+            Outcome::Applied { seq, answer } => {
+                pg::notify_committed(&self.pool, SCHEMA, store_id, seq).await;
+                Ok(answer)
+            }
+        }
+    }
+
+    async fn apply_sale_or_refund(
         &self,
         change: Change<'_>,
         store_id: &str,
-        terminal_id: &str,
         movements: &[StockMovement],
     ) -> Result<pb::ApplySaleResponse> {
-        let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        if let Claim::Replay(stored) = pg::claim(&mut tx, change.scope, change.id, change.fingerprint).await? {
-            return pg::replay(&stored);
+        match self.apply_once(change, store_id, movements).await? {
+            Answer::Sale(response) => Ok(response),
+            Answer::Adjust(_) => Err(Error::Internal(anyhow::anyhow!("a sale was answered as an adjustment"))),
         }
-        let store = get_store(&mut tx, store_id).await?;
-        for m in movements {
-            require_product(&mut tx, &m.sku).await?;
-        }
-        let applied = apply_movements(&mut tx, &store, change.reason, change.id, terminal_id, movements).await?;
-        let response = pb::ApplySaleResponse {
-            stock: applied.levels,
-            negative_skus: applied.negative_skus,
-            store_seq: applied.event.store_seq,
-        };
-        pg::complete(&mut tx, change.scope, change.id, &response).await?;
-        tx.commit().await?;
-        Ok(response)
     }
+}
+
+/// The catalog read of products by sku, barcodes included, in one statement.
+const PRODUCTS_BY_SKU: &str = "SELECT p.sku, p.name, p.currency_code, p.price_minor, p.active,
+        ARRAY(SELECT b.gtin13 FROM inventory.product_barcodes b WHERE b.sku = p.sku ORDER BY b.gtin13)
+     FROM inventory.products p WHERE p.sku = ANY($1)";
+
+fn product_from_row(row: &sqlx::postgres::PgRow) -> Result<Product> {
+    let sku: String = row.try_get(0)?;
+    let currency: String = row.try_get(2)?;
+    let currency = Currency::parse("currency_code", &currency)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("stored product {sku} has a bad currency: {e}")))?;
+    Ok(Product {
+        name: row.try_get(1)?,
+        price: Money::new(currency, row.try_get(3)?),
+        active: row.try_get(4)?,
+        barcodes: row.try_get(5)?,
+        sku,
+    })
 }
 
 #[tonic::async_trait]
@@ -386,22 +524,19 @@ impl InventoryStore for PgInventory {
     }
 
     async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()> {
-        let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        let found: bool = sqlx::query_scalar(
-            "SELECT EXISTS(SELECT 1 FROM inventory.terminals WHERE store_id = $1 AND terminal_id = $2)",
-        )
-        .bind(store_id)
-        .bind(terminal_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !found {
-            get_store(&mut tx, store_id).await?;
-            return Err(Error::not_found(format!(
-                "terminal_id {terminal_id:?} is not registered in store {store_id:?}"
-            )));
+        // One round trip: the function scopes its own (implicit) transaction to the store.
+        let status: String = sqlx::query_scalar("SELECT inventory.terminal_status($1, $2)")
+            .bind(store_id)
+            .bind(terminal_id)
+            .fetch_one(&self.pool)
+            .await?;
+        match status.as_str() {
+            "ok" => Ok(()),
+            "no_terminal" => {
+                Err(Error::not_found(format!("terminal_id {terminal_id:?} is not registered in store {store_id:?}")))
+            }
+            _ => Err(Error::not_found(format!("store_id {store_id:?} does not exist"))),
         }
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn list_terminals(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::Terminal>> {
@@ -489,10 +624,21 @@ impl InventoryStore for PgInventory {
     }
 
     async fn get_product(&self, sku: &str) -> Result<Product> {
-        let mut tx = self.pool.begin().await?;
-        let product = get_product(&mut tx, sku, false).await?;
-        tx.commit().await?;
-        Ok(product)
+        let row = sqlx::query(PRODUCTS_BY_SKU).bind([sku]).fetch_optional(&self.pool).await?;
+        match row {
+            Some(row) => product_from_row(&row),
+            None => Err(Error::not_found(format!("sku {sku:?} does not exist"))),
+        }
+    }
+
+    async fn get_products(&self, skus: &[String]) -> Result<Vec<Option<Product>>> {
+        let rows = sqlx::query(PRODUCTS_BY_SKU).bind(skus).fetch_all(&self.pool).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let product = product_from_row(row)?;
+            found.insert(product.sku.clone(), product);
+        }
+        Ok(skus.iter().map(|sku| found.get(sku).cloned()).collect())
     }
 
     async fn list_products(&self, include_inactive: bool, after: &str, limit: u32) -> Result<Vec<Product>> {
@@ -560,19 +706,21 @@ impl InventoryStore for PgInventory {
         reason: &'static str,
     ) -> Result<pb::AdjustStockResponse> {
         let scope = format!("inventory.adjust_stock:{store_id}");
-        let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        // The key is required here: an empty one is claimed like any other, as SQLite does.
-        if let Claim::Replay(stored) = pg::claim(&mut tx, &scope, &idem.key, &idem.fingerprint).await? {
-            return pg::replay(&stored);
-        }
-        let store = get_store(&mut tx, store_id).await?;
-        require_product(&mut tx, &movement.sku).await?;
         let adjustment_id = uuid::Uuid::now_v7().to_string();
-        let applied = apply_movements(&mut tx, &store, reason, &adjustment_id, "", &[movement]).await?;
-        let response = pb::AdjustStockResponse { stock: applied.levels.into_iter().next(), adjustment_id };
-        pg::complete(&mut tx, &scope, &idem.key, &response).await?;
-        tx.commit().await?;
-        Ok(response)
+        // The key is required here: an empty one is claimed like any other, as SQLite does.
+        let change = Change {
+            scope: &scope,
+            key: &idem.key,
+            fingerprint: &idem.fingerprint,
+            reason,
+            reference_id: &adjustment_id,
+            terminal_id: "",
+            adjustment_id: Some(&adjustment_id),
+        };
+        match self.apply_once(change, store_id, &[movement]).await? {
+            Answer::Adjust(response) => Ok(response),
+            Answer::Sale(_) => Err(Error::Internal(anyhow::anyhow!("an adjustment was answered as a sale"))),
+        }
     }
 
     async fn apply_sale(
@@ -583,8 +731,16 @@ impl InventoryStore for PgInventory {
         terminal_id: &str,
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse> {
-        let change = Change { scope: "inventory.apply_sale", reason: "sale", id: sale_id, fingerprint: &fingerprint };
-        self.apply_once(change, store_id, terminal_id, &movements).await
+        let change = Change {
+            scope: "inventory.apply_sale",
+            key: sale_id,
+            fingerprint: &fingerprint,
+            reason: "sale",
+            reference_id: sale_id,
+            terminal_id,
+            adjustment_id: None,
+        };
+        self.apply_sale_or_refund(change, store_id, &movements).await
     }
 
     async fn apply_refund(
@@ -595,9 +751,16 @@ impl InventoryStore for PgInventory {
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse> {
         let fingerprint = format!("{store_id}/{terminal_id}/{movements:?}").into_bytes();
-        let change =
-            Change { scope: "inventory.apply_refund", reason: "refund", id: refund_id, fingerprint: &fingerprint };
-        self.apply_once(change, store_id, terminal_id, &movements).await
+        let change = Change {
+            scope: "inventory.apply_refund",
+            key: refund_id,
+            fingerprint: &fingerprint,
+            reason: "refund",
+            reference_id: refund_id,
+            terminal_id,
+            adjustment_id: None,
+        };
+        self.apply_sale_or_refund(change, store_id, &movements).await
     }
 
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {

@@ -61,6 +61,19 @@ pub trait InventoryStore: Send + Sync + 'static {
     async fn create_product(&self, idem: Idem, product: Product, barcodes: Vec<Barcode>) -> Result<pb::Product>;
     async fn update_product(&self, idem: Idem, patch: ProductPatch) -> Result<pb::Product>;
     async fn get_product(&self, sku: &str) -> Result<Product>;
+    /// Several products at once, in the order asked; `None` for a sku that does not exist.
+    /// Backends that can read them in one go (PostgreSQL) override this loop.
+    async fn get_products(&self, skus: &[String]) -> Result<Vec<Option<Product>>> {
+        let mut products = Vec::with_capacity(skus.len());
+        for sku in skus {
+            match self.get_product(sku).await {
+                Ok(p) => products.push(Some(p)),
+                Err(Error::NotFound(_)) => products.push(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(products)
+    }
     async fn list_products(&self, include_inactive: bool, after: &str, limit: u32) -> Result<Vec<Product>>;
     async fn product_by_barcode(&self, barcode: &Barcode) -> Result<Product>;
 

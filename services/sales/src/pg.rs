@@ -16,10 +16,15 @@
 //! 3. Transaction B locks the pending row (so attempts on one sale run one after the other) and
 //!    asks inventory to apply the sale, idempotent by sale id. If inventory refuses
 //!    (FAILED_PRECONDITION, NOT_FOUND, INVALID_ARGUMENT) the pending row is deleted: the failed
-//!    checkout leaves no trace and its key can be used again. Otherwise the sale becomes
-//!    `completed`, its `sale.completed` event goes to the outbox and the cart it came from is
-//!    cleared, all in transaction B. Any other failure (inventory unreachable, a crash) leaves
-//!    the sale pending: a retry with the key, or [`PgSales::resume_pending`], finishes it.
+//!    checkout leaves no trace and its key can be used again. Otherwise B ends (it wrote nothing)
+//!    and one call of `sales.complete_sale` (migration 0002, its own transaction) makes the sale
+//!    `completed` if it is still pending, writes its `sale.completed` event to the outbox and
+//!    clears the cart it came from, all at once; an attempt racing it gets inventory's stored
+//!    answer and changes nothing. Any other failure (inventory unreachable, a crash) leaves the
+//!    sale pending: a retry with the key, or [`PgSales::resume_pending`], finishes it.
+//!
+//! Step 1 drafts first (reads only) and looks the key up in transaction A when the insert finds
+//! it taken, or on its own when the draft fails — the same answers, one transaction fewer.
 //!
 //! Refunds lock the sale row, put the stock back through inventory (idempotent by a refund id
 //! derived from the idempotency key, so a retry after a crash re-applies the same refund) and
@@ -40,6 +45,7 @@ use redstore_platform::error::{Error, Result};
 use redstore_platform::money::Money;
 use redstore_platform::pg::{self, Claim, PgMigration, PgPool};
 use redstore_platform::time::{timestamp, unix_ms};
+use redstore_proto::events::EventEnvelope;
 use redstore_proto::inventory as inv;
 use redstore_proto::sales::*;
 use sqlx::{PgConnection, Row as _};
@@ -49,8 +55,10 @@ use crate::events::{sale_completed, sale_refunded};
 use crate::store::{CheckoutOrder, RefundOrder, SalesStore, ScanOrder, empty_cart, record_refund, refund_lines};
 
 /// Sales' PostgreSQL migrations (schema `sales`).
-pub const PG_MIGRATIONS: &[PgMigration] =
-    &[PgMigration { service: "sales", version: 1, sql: include_str!("../migrations/postgres/0001_sales.sql") }];
+pub const PG_MIGRATIONS: &[PgMigration] = &[
+    PgMigration { service: "sales", version: 1, sql: include_str!("../migrations/postgres/0001_sales.sql") },
+    PgMigration { service: "sales", version: 2, sql: include_str!("../migrations/postgres/0002_complete_sale.sql") },
+];
 
 /// The schema holding sales' tables, outbox and sequences.
 const SCHEMA: &str = "sales";
@@ -201,6 +209,47 @@ struct KeyedSale {
     body: Vec<u8>,
 }
 
+/// What recording a pending sale found.
+enum Pending {
+    /// This attempt's sale, now pending.
+    Recorded(String),
+    /// The key was taken: the sale it points at.
+    Keyed(KeyedSale),
+}
+
+/// The sale an idempotency key points at, in the caller's store-scoped transaction.
+async fn keyed_sale(conn: &mut PgConnection, store_id: &str, key: &str) -> Result<Option<KeyedSale>> {
+    let row = sqlx::query(
+        "SELECT sale_id, request, status = 'completed', body FROM sales.sales
+         WHERE store_id = $1 AND idempotency_key = $2",
+    )
+    .bind(store_id)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(KeyedSale { sale_id: r.try_get(0)?, request: r.try_get(1)?, completed: r.try_get(2)?, body: r.try_get(3)? })
+    })
+    .transpose()
+}
+
+/// What a checkout does with the sale its key points at: ALREADY_EXISTS for another request, the
+/// sale itself when completed (`Err(Ok(sale))`), or its id to finish when pending.
+fn resume_keyed(order: &CheckoutOrder, keyed: KeyedSale) -> Result<std::result::Result<String, Sale>> {
+    if keyed.request != order.idem.fingerprint {
+        return Err(Error::AlreadyExists(format!(
+            "idempotency_key {:?} was already used for a different sales.checkout:{} request; \
+             use a new key for a new request",
+            order.idem.key, order.store_id
+        )));
+    }
+    if keyed.completed {
+        return decode_sale(&keyed.body).map(Err);
+    }
+    // Pending: a concurrent attempt is running, or one was interrupted.
+    Ok(Ok(keyed.sale_id))
+}
+
 impl PgSales {
     /// A cart line priced from the catalog, with the stock on hand in the store.
     async fn cart_line(&self, store_id: &str, product: &Product, quantity: i64) -> Result<CartLine> {
@@ -247,15 +296,14 @@ impl PgSales {
 
     /// Prices the sale's lines from the catalog; names the line at fault.
     async fn price_lines(&self, field: &str, lines: &[(String, i64)]) -> Result<Vec<PricedLine>> {
+        // One catalog read for every line.
+        let skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
+        let products = self.inventory.get_products(&skus).await?;
         let mut priced = Vec::with_capacity(lines.len());
         for (i, (sku, quantity)) in lines.iter().enumerate() {
             let f = format!("{field}[{i}]");
-            let product = match self.inventory.get_product(sku).await {
-                Ok(p) => p,
-                Err(Error::NotFound(_)) => {
-                    return Err(Error::not_found(format!("{f}.sku: sku {sku:?} does not exist")));
-                }
-                Err(e) => return Err(e),
+            let Some(product) = products.get(i).cloned().flatten() else {
+                return Err(Error::not_found(format!("{f}.sku: sku {sku:?} does not exist")));
             };
             if !product.active {
                 return Err(Error::precondition(
@@ -308,29 +356,16 @@ impl PgSales {
 
     async fn sale_by_key(&self, store_id: &str, key: &str) -> Result<Option<KeyedSale>> {
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        let row = sqlx::query(
-            "SELECT sale_id, request, status = 'completed', body FROM sales.sales
-             WHERE store_id = $1 AND idempotency_key = $2",
-        )
-        .bind(store_id)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let keyed = keyed_sale(&mut tx, store_id, key).await?;
         tx.commit().await?;
-        row.map(|r| {
-            Ok(KeyedSale {
-                sale_id: r.try_get(0)?,
-                request: r.try_get(1)?,
-                completed: r.try_get(2)?,
-                body: r.try_get(3)?,
-            })
-        })
-        .transpose()
+        Ok(keyed)
     }
 
-    /// Transaction A: records the drafted sale as pending under its key. `None` when the key is
-    /// taken already (by a concurrent attempt).
-    async fn record_pending(&self, order: &CheckoutOrder, sale: &Sale, from_cart: bool) -> Result<Option<String>> {
+    /// Transaction A: records the drafted sale as pending under its key. When the key is taken
+    /// already (by an earlier or a concurrent attempt), the sale it points at instead, read in the
+    /// same transaction (after waiting for a concurrent inserter to commit or roll back); `None`
+    /// when that one is gone too.
+    async fn record_pending(&self, order: &CheckoutOrder, sale: &Sale, from_cart: bool) -> Result<Option<Pending>> {
         let created = sale.created_at.as_ref().map_or_else(now_ms, redstore_platform::time::timestamp_ms);
         let mut tx = pg::store_tx(&self.pool, &order.store_id).await?;
         let inserted: Option<String> = sqlx::query_scalar(
@@ -350,8 +385,13 @@ impl PgSales {
         .bind(sale.encode_to_vec())
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(sale_id) = inserted {
+            tx.commit().await?;
+            return Ok(Some(Pending::Recorded(sale_id)));
+        }
+        let keyed = keyed_sale(&mut tx, &order.store_id, &order.idem.key).await?;
         tx.commit().await?;
-        Ok(inserted)
+        Ok(keyed.map(Pending::Keyed))
     }
 
     /// Steps 3 and 4 of the saga for one pending sale: takes its stock through inventory and
@@ -402,22 +442,51 @@ impl PgSales {
         };
         sale.status = SaleStatus::Completed as i32;
         sale.negative_stock_skus = applied.negative_skus;
-        sqlx::query("UPDATE sales.sales SET status = 'completed', body = $2 WHERE sale_id = $1 AND status = 'pending'")
+        // Inventory has the stock. This transaction wrote nothing (it only row-locked the sale),
+        // so end it without a commit to flush, and complete the sale in one round trip and one
+        // transaction of its own (`sales.complete_sale`), which takes the store's sequence lock
+        // last and commits as it returns. A concurrent attempt may lock the row in between: it
+        // gets inventory's stored answer again (idempotent by sale id) and only one of the two
+        // completes the sale, which is still pending. A crash in between leaves the sale pending
+        // for a retry or `resume_pending`, as a crash before it does.
+        tx.rollback().await?;
+        let event_id = uuid::Uuid::now_v7();
+        let occurred_at_ms = now_ms();
+        let head = EventEnvelope {
+            event_id: event_id.to_string(),
+            r#type: "sale.completed".to_owned(),
+            store_id: store_id.to_owned(),
+            ..Default::default()
+        };
+        let tail = EventEnvelope {
+            occurred_at: Some(timestamp(occurred_at_ms)),
+            payload: Some(sale_completed(&sale)),
+            ..Default::default()
+        };
+        let row = sqlx::query("SELECT o_seq, o_body FROM sales.complete_sale($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(store_id)
             .bind(sale_id)
             .bind(sale.encode_to_vec())
-            .execute(&mut *tx)
+            .bind(from_cart)
+            .bind(&sale.terminal_id)
+            .bind(event_id)
+            .bind(occurred_at_ms)
+            .bind(head.encode_to_vec())
+            .bind(tail.encode_to_vec())
+            .fetch_optional(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO sales.sale_stores (sale_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(sale_id)
-            .bind(store_id)
-            .execute(&mut *tx)
-            .await?;
-        if from_cart {
-            cart_clear(&mut tx, store_id, &sale.terminal_id).await?;
+        // No row: a concurrent attempt completed it, with the same inventory answer.
+        if let Some(row) = row {
+            let seq: i64 = row.try_get(0)?;
+            if cfg!(debug_assertions) {
+                let body: Vec<u8> = row.try_get(1)?;
+                let event = EventEnvelope { store_seq: seq as u64, ..tail };
+                let event =
+                    EventEnvelope { event_id: head.event_id, r#type: head.r#type, store_id: head.store_id, ..event };
+                assert_eq!(body, event.encode_to_vec(), "sales.complete_sale encoded the event differently");
+            }
+            pg::notify_committed(&self.pool, SCHEMA, store_id, seq as u64).await;
         }
-        // Last: the event takes the store's sequence row lock, held only until the commit.
-        pg::append_event(&mut tx, SCHEMA, store_id, sale_completed(&sale)).await?;
-        tx.commit().await?;
         Ok(Some(sale))
     }
 
@@ -552,29 +621,25 @@ impl SalesStore for PgSales {
 
     async fn checkout(&self, order: CheckoutOrder) -> Result<Sale> {
         for _ in 0..CHECKOUT_ROUNDS {
-            let sale_id = match self.sale_by_key(&order.store_id, &order.idem.key).await? {
-                Some(keyed) => {
-                    if keyed.request != order.idem.fingerprint {
-                        return Err(Error::AlreadyExists(format!(
-                            "idempotency_key {:?} was already used for a different sales.checkout:{} request; \
-                             use a new key for a new request",
-                            order.idem.key, order.store_id
-                        )));
-                    }
-                    if keyed.completed {
-                        return decode_sale(&keyed.body);
-                    }
-                    // Pending: a concurrent attempt is running, or one was interrupted.
-                    keyed.sale_id
-                }
-                None => {
-                    let (draft, from_cart) = self.draft(&order).await?;
-                    match self.record_pending(&order, &draft, from_cart).await? {
-                        Some(sale_id) => sale_id,
-                        // A concurrent attempt took the key first: look again.
-                        None => continue,
-                    }
-                }
+            // Drafting reads only (the catalog, the terminal, the cart), so it goes first and the
+            // key is looked up in the transaction that records the sale: one transaction fewer for
+            // a fresh checkout. A draft that fails may belong to a retry whose sale is recorded
+            // already (its cart cleared, a product since deactivated…): the key decides then.
+            let keyed = match self.draft(&order).await {
+                Ok((draft, from_cart)) => match self.record_pending(&order, &draft, from_cart).await? {
+                    Some(Pending::Recorded(sale_id)) => Ok(sale_id),
+                    Some(Pending::Keyed(keyed)) => resume_keyed(&order, keyed)?,
+                    // The key's sale was deleted meanwhile (inventory refused it): look again.
+                    None => continue,
+                },
+                Err(err) => match self.sale_by_key(&order.store_id, &order.idem.key).await? {
+                    Some(keyed) => resume_keyed(&order, keyed)?,
+                    None => return Err(err),
+                },
+            };
+            let sale_id = match keyed {
+                Ok(sale_id) => sale_id,
+                Err(completed) => return Ok(completed),
             };
             match self.finish(&order.store_id, &sale_id).await? {
                 Some(sale) => return Ok(sale),
