@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 /// Live events a slow watcher may fall behind by before it refills from the log.
 const PER_STORE_BUFFER: usize = 1024;
 const CATCH_UP_PAGE: u32 = 500;
+/// How often the PostgreSQL-fed live feed sweeps its watched stores for events it was not told of.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Routes committed inventory events to per-store broadcast channels.
 #[derive(Clone, Default)]
@@ -75,30 +77,50 @@ impl LiveFeed {
                 tracing::error!(error = %e, "live feed cannot LISTEN redstore_inventory");
                 return;
             }
+            // The newest sequence handed to each store's watchers. Notifications are sent after
+            // commit, so one can be lost to a crash or a reconnect: every few seconds the watched
+            // stores are swept from where they stand, so a lost notification only delays.
+            let mut last: HashMap<String, u64> = HashMap::new();
+            let mut sweep = tokio::time::interval(SWEEP);
             loop {
-                let n = tokio::select! {
+                let due: Vec<(String, Option<u64>)> = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    n = listener.recv() => n,
-                };
-                let n = match n {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "live feed notification stream interrupted");
-                        continue;
-                    }
-                };
-                let Some((store, seq)) = n.payload().rsplit_once(':') else { continue };
-                let Ok(seq) = seq.parse::<u64>() else { continue };
-                if !router.stores.lock().contains_key(store) {
-                    continue;
-                }
-                match inventory.events_after(store, seq.saturating_sub(1), CATCH_UP_PAGE).await {
-                    Ok(events) => {
-                        for e in events {
-                            router.publish(Arc::new(e));
+                    _ = sweep.tick() => router.watched_stores().into_iter().map(|s| (s, None)).collect(),
+                    n = listener.recv() => match n {
+                        Ok(n) => match n.payload().rsplit_once(':').map(|(s, q)| (s.to_owned(), q.parse::<u64>())) {
+                            Some((store, Ok(seq))) if router.stores.lock().contains_key(&store) => vec![(store, Some(seq))],
+                            _ => Vec::new(),
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "live feed notification stream interrupted");
+                            Vec::new()
                         }
+                    },
+                };
+                for (store, notified) in due {
+                    let after = match (last.get(&store).copied(), notified) {
+                        (Some(l), Some(seq)) => l.min(seq.saturating_sub(1)),
+                        (Some(l), None) => l,
+                        (None, Some(seq)) => seq.saturating_sub(1),
+                        // Never published for this store: republish its newest event (watchers skip
+                        // what they have, and see a gap for anything older they missed).
+                        (None, None) => match inventory.snapshot(&store).await {
+                            Ok(snap) => snap.as_of_seq.saturating_sub(1),
+                            Err(e) => {
+                                tracing::warn!(error = %e, store_id = %store, "live feed sweep cannot read the store");
+                                continue;
+                            }
+                        },
+                    };
+                    match inventory.events_after(&store, after, CATCH_UP_PAGE).await {
+                        Ok(events) => {
+                            for e in events {
+                                last.insert(store.clone(), e.store_seq);
+                                router.publish(Arc::new(e));
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, store_id = %store, "live feed cannot read new events"),
                     }
-                    Err(e) => tracing::warn!(error = %e, store_id = store, "live feed cannot read new events"),
                 }
             }
             router.stores.lock().clear();
