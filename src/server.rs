@@ -314,7 +314,7 @@ async fn start_kafka(
     let lister = inventory.clone();
     let stores: kafka::StoreLister = Arc::new(move || {
         let lister = lister.clone();
-        Box::pin(async move { Ok(lister.list_stores("", 10_000).await?.into_iter().map(|s| s.store_id).collect()) })
+        Box::pin(async move { lister.store_ids().await })
     });
     for (service, schema) in [(ServiceName::Inventory, "inventory"), (ServiceName::Sales, "sales")] {
         if config.serves(service) {
@@ -404,28 +404,21 @@ fn spawn_pending_healer(
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let mut after = String::new();
-            loop {
-                let stores = match inventory.list_stores(&after, 500).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "pending-sale healer cannot list stores");
-                        break;
-                    }
-                };
-                for store in &stores {
-                    match sales.resume_pending(&store.store_id, Duration::from_secs(5)).await {
-                        Ok(r) if r.completed + r.rejected + r.failed > 0 => tracing::info!(
-                            store_id = %store.store_id, completed = r.completed, rejected = r.rejected, failed = r.failed,
-                            "resumed pending sales"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, store_id = %store.store_id, "cannot resume pending sales"),
-                    }
+            let stores = match inventory.store_ids().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pending-sale healer cannot list stores");
+                    continue;
                 }
-                match stores.last() {
-                    Some(last) if stores.len() == 500 => after.clone_from(&last.store_id),
-                    _ => break,
+            };
+            for store_id in &stores {
+                match sales.resume_pending(store_id, Duration::from_secs(5)).await {
+                    Ok(r) if r.completed + r.rejected + r.failed > 0 => tracing::info!(
+                        store_id = %store_id, completed = r.completed, rejected = r.rejected, failed = r.failed,
+                        "resumed pending sales"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, store_id = %store_id, "cannot resume pending sales"),
                 }
             }
         }

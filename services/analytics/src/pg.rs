@@ -163,19 +163,6 @@ pub async fn consume_store(pool: &PgPool, store_id: &str) -> Result<usize> {
     }
 }
 
-async fn all_stores(inventory: &dyn InventoryStore) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    loop {
-        let after = out.last().cloned().unwrap_or_default();
-        let page = inventory.list_stores(&after, 500).await?;
-        let done = page.len() < 500;
-        out.extend(page.into_iter().map(|s| s.store_id));
-        if done {
-            return Ok(out);
-        }
-    }
-}
-
 /// Runs the consumer until `shutdown`: woken per store by `NOTIFY redstore_sales`, and sweeping
 /// every store every few seconds so a missed notification only delays, never loses, an event.
 pub fn spawn_consumer(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown: CancellationToken) -> JoinHandle<()> {
@@ -196,7 +183,7 @@ pub fn spawn_consumer(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown
             let mut dirty = BTreeSet::new();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = sweep.tick() => match all_stores(inventory.as_ref()).await {
+                _ = sweep.tick() => match inventory.store_ids().await {
                     Ok(stores) => dirty.extend(stores),
                     Err(e) => tracing::warn!(error = %e, "analytics sweep cannot list stores"),
                 },

@@ -55,8 +55,8 @@ pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: Stoc
             let mut stores = Vec::new();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = sweep.tick() => match inventory.list_stores("", 10_000).await {
-                    Ok(all) => stores.extend(all.into_iter().map(|s| s.store_id)),
+                _ = sweep.tick() => match inventory.store_ids().await {
+                    Ok(all) => stores.extend(all),
                     Err(e) => tracing::warn!(error = %e, "stock cache projector cannot list stores"),
                 },
                 n = listener.recv() => match n {

@@ -34,6 +34,20 @@ pub trait InventoryStore: Send + Sync + 'static {
     async fn create_store(&self, idem: Idem, store: StoreRow) -> Result<pb::Store>;
     async fn get_store(&self, store_id: &str) -> Result<StoreRow>;
     async fn list_stores(&self, after: &str, limit: u32) -> Result<Vec<StoreRow>>;
+    /// Every store id of the chain, page by page (for sweeps over all stores).
+    async fn store_ids(&self) -> Result<Vec<String>> {
+        const PAGE: u32 = 500;
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let after = out.last().cloned().unwrap_or_default();
+            let page = self.list_stores(&after, PAGE).await?;
+            let done = page.len() < PAGE as usize;
+            out.extend(page.into_iter().map(|s| s.store_id));
+            if done {
+                return Ok(out);
+            }
+        }
+    }
     async fn register_terminal(&self, idem: Idem, terminal: pb::Terminal) -> Result<pb::Terminal>;
     /// NOT_FOUND unless the store exists and the terminal is registered in it.
     async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()>;
