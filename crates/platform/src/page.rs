@@ -15,6 +15,11 @@ pub struct Page {
 
 const PREFIX: &str = "after:";
 
+/// The page token that continues after `key` (what a client sends for the next page).
+pub fn token_after(key: &str) -> String {
+    format!("{PREFIX}{key}")
+}
+
 impl Page {
     pub fn from_proto(field: &str, page: Option<&PageRequest>) -> Result<Self> {
         let Some(page) = page else {
@@ -51,7 +56,7 @@ impl Page {
         let size = self.size as usize;
         if rows.len() > size {
             rows.truncate(size);
-            let next = rows.last().map(|r| format!("{PREFIX}{}", key(r))).unwrap_or_default();
+            let next = rows.last().map(|r| token_after(&key(r))).unwrap_or_default();
             PageResponse { next_page_token: next }
         } else {
             PageResponse::default()

@@ -110,7 +110,7 @@ fn missing(what: &str) -> Error {
 }
 
 fn page(after: &str, limit: u32) -> Option<redstore_proto::common::PageRequest> {
-    let page_token = if after.is_empty() { String::new() } else { format!("after:{after}") };
+    let page_token = if after.is_empty() { String::new() } else { redstore_platform::page::token_after(after) };
     Some(redstore_proto::common::PageRequest { page_size: limit.min(500), page_token })
 }
 
