@@ -60,6 +60,13 @@ pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> anyh
         options.get_port(),
         options.get_database().unwrap_or_default()
     );
+    // A plan per execution, never a cached generic one. Generic plans are costed on the
+    // statistics of the moment they are first made, with no idea of how many values an array
+    // parameter holds: on tables that grow from empty (a new database, a new store) they settled
+    // on scanning by the first column of a composite key (every sale of a store, every claim of
+    // a scope) and filtering the rest, which made each batch of checkouts slower than the last.
+    // The statements here are small; planning each costs far less than one such scan.
+    let options = options.options([("plan_cache_mode", "force_custom_plan")]);
     // No ping before each acquire: that is a round trip every time a connection is taken from the
     // pool (several per checkout). A connection that broke while idle fails its next query instead.
     let pool = PgPoolOptions::new()
