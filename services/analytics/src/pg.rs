@@ -2,7 +2,7 @@
 //! into rollups (offset per store, stored in the same transaction as the effect), woken by
 //! LISTEN/NOTIFY with a slow sweep as a safety net; and reports over the rollups.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use redstore_platform::pg::{self, PgPool};
 use redstore_platform::time::{timestamp, timestamp_ms};
 use redstore_proto::analytics::{ProductFigures, SalesBucket, SalesFigures};
 use redstore_proto::common::Money;
-use redstore_proto::events::{EventEnvelope, SaleLineFact, event_envelope::Payload};
+use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
 use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{PgConnection, Row as _};
 use tokio::task::JoinHandle;
@@ -35,89 +35,137 @@ fn parts(m: Option<&Money>) -> (String, i64) {
     m.map_or((String::new(), 0), |m| (m.currency_code.clone(), m.units_minor))
 }
 
-/// Folds one event into the rollups unless it was counted before (by event id). Call it in a
-/// transaction scoped to the event's store.
+/// A product rollup row's key: store, minute, sku, currency.
+type ProductKey<'a> = (&'a str, i64, &'a str, String);
+
+/// What a batch of events adds to a product rollup row.
+#[derive(Default)]
+struct ProductDelta<'a> {
+    name: &'a str,
+    sold: i64,
+    refunded: i64,
+    net: i64,
+}
+
+/// Counts one event into the rollups, once per event id, in the caller's transaction (scoped to
+/// the event's store).
 pub async fn apply(conn: &mut PgConnection, event: &EventEnvelope) -> Result<()> {
-    let event_id = uuid::Uuid::parse_str(&event.event_id)
-        .map_err(|e| redstore_platform::Error::Internal(anyhow::anyhow!("bad event id {}: {e}", event.event_id)))?;
-    let fresh =
-        sqlx::query("INSERT INTO analytics.processed (event_id, store_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(event_id)
-            .bind(&event.store_id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    if fresh == 0 {
+    apply_all(conn, std::slice::from_ref(event)).await
+}
+
+/// Counts events into the rollups, each once per event id, in the caller's transaction (scoped to
+/// the events' store): three statements however many events, the figures added up here first.
+pub async fn apply_all(conn: &mut PgConnection, events: &[EventEnvelope]) -> Result<()> {
+    let mut ids = Vec::with_capacity(events.len());
+    for event in events {
+        let id = uuid::Uuid::parse_str(&event.event_id)
+            .map_err(|e| redstore_platform::Error::Internal(anyhow::anyhow!("bad event id {}: {e}", event.event_id)))?;
+        ids.push(id);
+    }
+    let stores: Vec<&str> = events.iter().map(|e| e.store_id.as_str()).collect();
+    // A redelivered event (or one twice in `events`) is counted once.
+    let fresh: HashSet<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO analytics.processed (event_id, store_id) SELECT * FROM unnest($1::uuid[], $2::text[])
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(&ids)
+    .bind(&stores)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    // (store, minute, currency) → [sales, units sold, gross, refunds, units refunded, refunded].
+    let mut minutes: BTreeMap<(&str, i64, String), [i64; 6]> = BTreeMap::new();
+    let mut products: BTreeMap<ProductKey<'_>, ProductDelta<'_>> = BTreeMap::new();
+    let mut counted = HashSet::with_capacity(fresh.len());
+    for (event, id) in events.iter().zip(&ids) {
+        if !fresh.contains(id) || !counted.insert(*id) {
+            continue;
+        }
+        let at = event.occurred_at.as_ref().map_or(0, timestamp_ms);
+        let minute = at - at.rem_euclid(MINUTE_MS);
+        let (lines, sign, currency, amount) = match &event.payload {
+            Some(Payload::SaleCompleted(s)) => {
+                let (c, a) = parts(s.total.as_ref());
+                (&s.lines, 1, c, a)
+            }
+            Some(Payload::SaleRefunded(r)) => {
+                let (c, a) = parts(r.amount.as_ref());
+                (&r.lines, -1, c, a)
+            }
+            _ => continue,
+        };
+        let units: i64 = lines.iter().map(|l| l.quantity).sum();
+        let figures = minutes.entry((event.store_id.as_str(), minute, currency)).or_default();
+        let add = if sign > 0 { [1, units, amount, 0, 0, 0] } else { [0, 0, 0, 1, units, amount] };
+        for (f, a) in figures.iter_mut().zip(add) {
+            *f += a;
+        }
+        for line in lines {
+            let (currency, total) = parts(line.line_total.as_ref());
+            let key = (event.store_id.as_str(), minute, line.sku.as_str(), currency);
+            let p = products.entry(key).or_default();
+            // The latest name wins, as it would one event at a time.
+            p.name = line.name.as_str();
+            if sign > 0 {
+                p.sold += line.quantity;
+            } else {
+                p.refunded += line.quantity;
+            }
+            p.net += sign * total;
+        }
+    }
+    if minutes.is_empty() {
         return Ok(());
     }
-    let at = event.occurred_at.as_ref().map_or(0, timestamp_ms);
-    let minute = at - at.rem_euclid(MINUTE_MS);
-    let (lines, sign, currency, amount) = match &event.payload {
-        Some(Payload::SaleCompleted(s)) => {
-            let (c, a) = parts(s.total.as_ref());
-            (&s.lines, 1, c, a)
-        }
-        Some(Payload::SaleRefunded(r)) => {
-            let (c, a) = parts(r.amount.as_ref());
-            (&r.lines, -1, c, a)
-        }
-        _ => return Ok(()),
-    };
-    let units: i64 = lines.iter().map(|l| l.quantity).sum();
-    let (sales, sold, gross, refunds, refunded, refund_minor) =
-        if sign > 0 { (1, units, amount, 0, 0, 0) } else { (0, 0, 0, 1, units, amount) };
+    let column = |i: usize| minutes.values().map(|f| f[i]).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO analytics.minute AS m (store_id, minute_ms, currency_code, sales_count, units_sold, gross_minor,
                                            refund_count, units_refunded, refunds_minor)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+                              $7::bigint[], $8::bigint[], $9::bigint[])
          ON CONFLICT (store_id, minute_ms, currency_code) DO UPDATE SET
            sales_count = m.sales_count + excluded.sales_count, units_sold = m.units_sold + excluded.units_sold,
            gross_minor = m.gross_minor + excluded.gross_minor, refund_count = m.refund_count + excluded.refund_count,
            units_refunded = m.units_refunded + excluded.units_refunded,
            refunds_minor = m.refunds_minor + excluded.refunds_minor",
     )
-    .bind(&event.store_id)
-    .bind(minute)
-    .bind(&currency)
-    .bind(sales)
-    .bind(sold)
-    .bind(gross)
-    .bind(refunds)
-    .bind(refunded)
-    .bind(refund_minor)
+    .bind(minutes.keys().map(|k| k.0).collect::<Vec<_>>())
+    .bind(minutes.keys().map(|k| k.1).collect::<Vec<_>>())
+    .bind(minutes.keys().map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .bind(column(0))
+    .bind(column(1))
+    .bind(column(2))
+    .bind(column(3))
+    .bind(column(4))
+    .bind(column(5))
     .execute(&mut *conn)
     .await?;
-    for line in lines {
-        product(conn, &event.store_id, minute, line, sign).await?;
+    if products.is_empty() {
+        return Ok(());
     }
-    Ok(())
-}
-
-async fn product(conn: &mut PgConnection, store: &str, minute: i64, line: &SaleLineFact, sign: i64) -> Result<()> {
-    let (currency, total) = parts(line.line_total.as_ref());
-    let (sold, refunded) = if sign > 0 { (line.quantity, 0) } else { (0, line.quantity) };
     sqlx::query(
         "INSERT INTO analytics.product_minute AS p (store_id, minute_ms, sku, currency_code, name, units_sold,
                                                    units_refunded, net_minor)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                              $7::bigint[], $8::bigint[])
          ON CONFLICT (store_id, minute_ms, sku, currency_code) DO UPDATE SET
            name = excluded.name, units_sold = p.units_sold + excluded.units_sold,
            units_refunded = p.units_refunded + excluded.units_refunded, net_minor = p.net_minor + excluded.net_minor",
     )
-    .bind(store)
-    .bind(minute)
-    .bind(&line.sku)
-    .bind(&currency)
-    .bind(&line.name)
-    .bind(sold)
-    .bind(refunded)
-    .bind(sign * total)
+    .bind(products.keys().map(|k| k.0).collect::<Vec<_>>())
+    .bind(products.keys().map(|k| k.1).collect::<Vec<_>>())
+    .bind(products.keys().map(|k| k.2).collect::<Vec<_>>())
+    .bind(products.keys().map(|k| k.3.as_str()).collect::<Vec<_>>())
+    .bind(products.values().map(|p| p.name).collect::<Vec<_>>())
+    .bind(products.values().map(|p| p.sold).collect::<Vec<_>>())
+    .bind(products.values().map(|p| p.refunded).collect::<Vec<_>>())
+    .bind(products.values().map(|p| p.net).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Consumes everything new in one store's sales outbox; returns how many events it folded.
 pub async fn consume_store(pool: &PgPool, store_id: &str) -> Result<usize> {
     let mut total = 0;
     loop {
@@ -144,9 +192,7 @@ pub async fn consume_store(pool: &PgPool, store_id: &str) -> Result<usize> {
             tx.commit().await?;
             return Ok(total);
         };
-        for event in &events {
-            apply(&mut tx, event).await?;
-        }
+        apply_all(&mut tx, &events).await?;
         sqlx::query(
             "UPDATE platform.consumer_offsets SET last_seq = $3 WHERE group_name = $1 AND topic = 'sales' AND store_id = $2",
         )
