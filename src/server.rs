@@ -241,10 +241,15 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
         migrated >= 3,
         "the PostgreSQL database is not migrated: run `redstore migrate --database-url <url of an admin role>` first"
     );
-    let local: Arc<dyn InventoryStore> = redstore_inventory::pg::PgInventory::new(pool.clone());
-    let inventory: Arc<dyn InventoryStore> = match (&config.inventory_url, config.serves(ServiceName::Inventory)) {
-        (Some(url), false) => redstore_inventory::client::GrpcInventory::connect(url).await?,
-        _ => local.clone(),
+    let pg_inventory = redstore_inventory::pg::PgInventory::new(pool.clone());
+    let local: Arc<dyn InventoryStore> = pg_inventory.clone();
+    let remote = match (&config.inventory_url, config.serves(ServiceName::Inventory)) {
+        (Some(url), false) => Some(redstore_inventory::client::GrpcInventory::connect(url).await?),
+        _ => None,
+    };
+    let inventory: Arc<dyn InventoryStore> = match &remote {
+        Some(remote) => remote.clone(),
+        None => local.clone(),
     };
     if config.demo
         && config.serves(ServiceName::Inventory)
@@ -280,7 +285,12 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
     // Sales holds a transaction open while it calls inventory, so it gets its own connections:
     // sharing one pool could leave both waiting on each other.
     let sales_pool = pg::connect(url, sales_size, Duration::from_secs(5)).await?;
-    let sales = redstore_sales::pg::PgSales::new(sales_pool, inventory.clone());
+    // Inventory in this process and database: checkouts by group commit, one transaction per
+    // batch; inventory elsewhere: the checkout saga over gRPC.
+    let sales = match remote {
+        Some(_) => redstore_sales::pg::PgSales::new(sales_pool, inventory.clone()),
+        None => redstore_sales::pg::PgSales::with_local_inventory(sales_pool, pg_inventory),
+    };
     if config.serves(ServiceName::Sales) {
         spawn_pending_healer(sales.clone(), inventory.clone(), shutdown.clone());
     }

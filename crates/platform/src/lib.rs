@@ -1,9 +1,10 @@
 //! What every Red Store service shares: errors, money, barcodes, the embedded database with its
-//! event log, idempotency keys, pagination and telemetry.
+//! event log, idempotency keys, pagination, per-store batching and telemetry.
 
 #![forbid(unsafe_code)]
 
 pub mod barcode;
+pub mod batch;
 pub mod db;
 pub mod error;
 pub mod eventlog;

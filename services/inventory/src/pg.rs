@@ -31,6 +31,10 @@ use crate::domain::{OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
 use crate::store::{Idem, InventoryStore, ProductPatch};
 
+mod batch;
+
+pub use batch::{AppliedSales, SaleContext, SaleToApply, apply_sales_in};
+
 /// Inventory's PostgreSQL migrations (schema `inventory`).
 pub const PG_MIGRATIONS: &[PgMigration] = &[
     PgMigration { service: "inventory", version: 1, sql: include_str!("../migrations/postgres/0001_inventory.sql") },
@@ -39,6 +43,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         version: 2,
         sql: include_str!("../migrations/postgres/0002_apply_functions.sql"),
     },
+    PgMigration { service: "inventory", version: 3, sql: include_str!("../migrations/postgres/0003_lock_stock.sql") },
 ];
 
 /// The schema holding inventory's tables, outbox and sequences.
@@ -103,7 +108,7 @@ async fn get_store(conn: &mut PgConnection, store_id: &str) -> Result<StoreRow> 
         .await?;
     match row {
         Some(row) => store_from_row(&row),
-        None => Err(Error::not_found(format!("store_id {store_id:?} does not exist"))),
+        None => Err(no_store(store_id)),
     }
 }
 
@@ -362,23 +367,36 @@ fn refusal(err: sqlx::Error, change: &Change<'_>, store_id: &str, movements: &[S
             "idempotency_key {key:?} was already used for a different {scope} request; use a new key for a new request"
         )),
         "redstore.unanswered" => Error::Internal(anyhow::anyhow!("idempotency key {scope}/{key} has no stored answer")),
-        "redstore.no_store" => Error::not_found(format!("store_id {store_id:?} does not exist")),
+        "redstore.no_store" => no_store(store_id),
         "redstore.no_product" => Error::not_found(format!("sku {sku:?} does not exist")),
         "redstore.insufficient" => {
             let (index, available) = db.hint().and_then(|h| h.split_once(':')).unwrap_or(("0", "0"));
             let requested =
                 index.parse::<usize>().ok().and_then(|i| movements.get(i.wrapping_sub(1))).map_or(0, |m| -m.delta);
-            Error::precondition(
-                "STOCK",
-                format!("sku:{sku}"),
-                format!(
-                    "insufficient stock of sku {sku:?} in store {store_id:?}: requested {requested}, \
-                     available {available} (the store does not sell below zero)"
-                ),
-            )
+            insufficient(store_id, sku, requested, available.parse().unwrap_or(0))
         }
         _ => err.into(),
     }
+}
+
+fn no_store(store_id: &str) -> Error {
+    Error::not_found(format!("store_id {store_id:?} does not exist"))
+}
+
+fn no_terminal(store_id: &str, terminal_id: &str) -> Error {
+    Error::not_found(format!("terminal_id {terminal_id:?} is not registered in store {store_id:?}"))
+}
+
+/// A strict store refusing to go below zero.
+fn insufficient(store_id: &str, sku: &str, requested: i64, available: i64) -> Error {
+    Error::precondition(
+        "STOCK",
+        format!("sku:{sku}"),
+        format!(
+            "insufficient stock of sku {sku:?} in store {store_id:?}: requested {requested}, \
+             available {available} (the store does not sell below zero)"
+        ),
+    )
 }
 
 /// Stock levels and the event's stock changes of applied movements.
@@ -532,10 +550,8 @@ impl InventoryStore for PgInventory {
             .await?;
         match status.as_str() {
             "ok" => Ok(()),
-            "no_terminal" => {
-                Err(Error::not_found(format!("terminal_id {terminal_id:?} is not registered in store {store_id:?}")))
-            }
-            _ => Err(Error::not_found(format!("store_id {store_id:?} does not exist"))),
+            "no_terminal" => Err(no_terminal(store_id, terminal_id)),
+            _ => Err(no_store(store_id)),
         }
     }
 

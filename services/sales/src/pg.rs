@@ -2,10 +2,16 @@
 //!
 //! Sales keep their own tables (schema `sales`, every table with row-level security, so each
 //! operation runs in a transaction scoped to its store with [`pg::store_tx`]); inventory is
-//! another service, reached through [`InventoryStore`]. It behaves exactly like [`SqliteSales`]
-//! (the conformance suite in `tests/conformance` runs the same bodies against both); where the
-//! embedded shape does a checkout in one transaction, this one runs a saga whose every step is
-//! idempotent, so a retry, a concurrent duplicate or a crash heals:
+//! another service. It behaves exactly like [`SqliteSales`] (the conformance suite in
+//! `tests/conformance` runs the same bodies against both). A checkout goes one of two ways:
+//!
+//! - Inventory in the same process and database ([`PgSales::with_local_inventory`], what
+//!   `redstore up --database-url` and `redstore serve sales` without `--inventory-url` run): by
+//!   group commit, a batch of a store's checkouts per transaction, sales and stock together
+//!   (see [`batch`]).
+//! - Inventory elsewhere, reached through [`InventoryStore`] ([`PgSales::new`]; over gRPC between
+//!   processes): by a saga whose every step is idempotent, so a retry, a concurrent duplicate or
+//!   a crash heals:
 //!
 //! 1. Look the idempotency key up: the same key with another request is ALREADY_EXISTS, a
 //!    completed sale is answered again, a pending one is finished (step 3) with its own id.
@@ -41,6 +47,8 @@ use std::time::{Duration, SystemTime};
 use prost::Message as _;
 use redstore_inventory::InventoryStore;
 use redstore_inventory::domain::{Product, StockMovement, sale_movements};
+use redstore_inventory::pg::PgInventory;
+use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::money::Money;
 use redstore_platform::pg::{self, Claim, PgMigration, PgPool};
@@ -52,6 +60,8 @@ use sqlx::{PgConnection, Row as _};
 
 use crate::domain::{self, PricedLine};
 use crate::events::{sale_completed, sale_refunded};
+mod batch;
+
 use crate::store::{CheckoutOrder, RefundOrder, SalesStore, ScanOrder, empty_cart, record_refund, refund_lines};
 
 /// Sales' PostgreSQL migrations (schema `sales`).
@@ -76,11 +86,24 @@ const CHECKOUT_ROUNDS: usize = 8;
 pub struct PgSales {
     pool: PgPool,
     inventory: Arc<dyn InventoryStore>,
+    /// Checkouts by group commit, when inventory is in the same database and process.
+    batcher: Option<Arc<StoreBatcher<batch::Job>>>,
 }
 
 impl PgSales {
+    /// Sales over an inventory reached through the [`InventoryStore`] trait (another process, or
+    /// another database): checkouts run the saga described above.
     pub fn new(pool: PgPool, inventory: Arc<dyn InventoryStore>) -> Arc<Self> {
-        Arc::new(Self { pool, inventory })
+        Arc::new(Self { pool, inventory, batcher: None })
+    }
+
+    /// Sales beside a [`PgInventory`] on the same database (`pool` connects to the database
+    /// `inventory` uses): checkouts go by group commit, each store's in batches of one
+    /// transaction each (see [`batch`]).
+    pub fn with_local_inventory(pool: PgPool, inventory: Arc<PgInventory>) -> Arc<Self> {
+        let saga = Self { pool: pool.clone(), inventory: inventory.clone(), batcher: None };
+        let batcher = batch::batcher(saga);
+        Arc::new(Self { pool, inventory, batcher: Some(Arc::new(batcher)) })
     }
 }
 
@@ -250,6 +273,72 @@ fn resume_keyed(order: &CheckoutOrder, keyed: KeyedSale) -> Result<std::result::
     Ok(Ok(keyed.sale_id))
 }
 
+/// Prices a sale's lines from the catalog (`product(i)` is line `i`'s product, `None` when its sku
+/// does not exist); names the line at fault.
+fn price_lines<'p>(
+    field: &str,
+    lines: &[(String, i64)],
+    product: impl Fn(usize) -> Option<&'p Product>,
+) -> Result<Vec<PricedLine>> {
+    let mut priced = Vec::with_capacity(lines.len());
+    for (i, (sku, quantity)) in lines.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let Some(product) = product(i) else {
+            return Err(Error::not_found(format!("{f}.sku: sku {sku:?} does not exist")));
+        };
+        if !product.active {
+            return Err(Error::precondition(
+                "PRODUCT",
+                format!("sku:{sku}"),
+                format!("{f}.sku: sku {sku:?} is not for sale (inactive)"),
+            ));
+        }
+        priced.push(domain::price_line(&f, sku, &product.name, *quantity, product.price)?);
+    }
+    Ok(priced)
+}
+
+/// The sale a checkout of these priced lines makes, settled but not applied (status unspecified,
+/// no negative skus yet), with the stock movements it asks of inventory.
+fn draft_sale(
+    order: &CheckoutOrder,
+    field: &str,
+    lines: &[(String, i64)],
+    priced: &[PricedLine],
+) -> Result<(Sale, Vec<StockMovement>)> {
+    let total = domain::total(field, priced)?;
+    let change = domain::settle(total, &order.tenders)?;
+    // Validates the quantities as the embedded shape does, before anything is recorded.
+    let movements = sale_movements(field, lines.iter().cloned())?;
+    let sale = Sale {
+        sale_id: uuid::Uuid::now_v7().to_string(),
+        store_id: order.store_id.clone(),
+        terminal_id: order.terminal_id.clone(),
+        status: SaleStatus::Unspecified as i32,
+        lines: priced.iter().map(PricedLine::to_proto).collect(),
+        total: Some(total.to_proto()),
+        tenders: order.tenders.iter().map(|t| t.to_proto()).collect(),
+        change: Some(change.to_proto()),
+        created_at: Some(timestamp(now_ms())),
+        negative_stock_skus: Vec::new(),
+        refunded: Some(Money::zero(total.currency).to_proto()),
+    };
+    Ok((sale, movements))
+}
+
+/// What inventory is asked to apply for a sale: the request (its fingerprint there), and the sale's
+/// (sku, quantity) lines.
+fn apply_request(sale: &Sale) -> (inv::ApplySaleRequest, Vec<(String, i64)>) {
+    let lines: Vec<(String, i64)> = sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+    let request = inv::ApplySaleRequest {
+        sale_id: sale.sale_id.clone(),
+        store_id: sale.store_id.clone(),
+        terminal_id: sale.terminal_id.clone(),
+        lines: lines.iter().map(|(sku, quantity)| inv::SaleLine { sku: sku.clone(), quantity: *quantity }).collect(),
+    };
+    (request, lines)
+}
+
 impl PgSales {
     /// A cart line priced from the catalog, with the stock on hand in the store.
     async fn cart_line(&self, store_id: &str, product: &Product, quantity: i64) -> Result<CartLine> {
@@ -294,29 +383,6 @@ impl PgSales {
         self.cart_line(store_id, product, total).await
     }
 
-    /// Prices the sale's lines from the catalog; names the line at fault.
-    async fn price_lines(&self, field: &str, lines: &[(String, i64)]) -> Result<Vec<PricedLine>> {
-        // One catalog read for every line.
-        let skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
-        let products = self.inventory.get_products(&skus).await?;
-        let mut priced = Vec::with_capacity(lines.len());
-        for (i, (sku, quantity)) in lines.iter().enumerate() {
-            let f = format!("{field}[{i}]");
-            let Some(product) = products.get(i).cloned().flatten() else {
-                return Err(Error::not_found(format!("{f}.sku: sku {sku:?} does not exist")));
-            };
-            if !product.active {
-                return Err(Error::precondition(
-                    "PRODUCT",
-                    format!("sku:{sku}"),
-                    format!("{f}.sku: sku {sku:?} is not for sale (inactive)"),
-                ));
-            }
-            priced.push(domain::price_line(&f, sku, &product.name, *quantity, product.price)?);
-        }
-        Ok(priced)
-    }
-
     /// The sale a checkout would make, priced and settled but not applied (status unspecified,
     /// no negative skus yet), and whether it sells the cart.
     async fn draft(&self, order: &CheckoutOrder) -> Result<(Sale, bool)> {
@@ -333,24 +399,11 @@ impl PgSales {
         } else {
             ("lines", false, order.lines.clone())
         };
-        let priced = self.price_lines(field, &lines).await?;
-        let total = domain::total(field, &priced)?;
-        let change = domain::settle(total, &order.tenders)?;
-        // Validates the quantities as the embedded shape does, before anything is recorded.
-        sale_movements(field, lines.iter().cloned())?;
-        let sale = Sale {
-            sale_id: uuid::Uuid::now_v7().to_string(),
-            store_id: store_id.to_owned(),
-            terminal_id: terminal_id.to_owned(),
-            status: SaleStatus::Unspecified as i32,
-            lines: priced.iter().map(PricedLine::to_proto).collect(),
-            total: Some(total.to_proto()),
-            tenders: order.tenders.iter().map(|t| t.to_proto()).collect(),
-            change: Some(change.to_proto()),
-            created_at: Some(timestamp(now_ms())),
-            negative_stock_skus: Vec::new(),
-            refunded: Some(Money::zero(total.currency).to_proto()),
-        };
+        // One catalog read for every line.
+        let skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
+        let products = self.inventory.get_products(&skus).await?;
+        let priced = price_lines(field, &lines, |i| products.get(i).and_then(Option::as_ref))?;
+        let (sale, _) = draft_sale(order, field, &lines, &priced)?;
         Ok((sale, from_cart))
     }
 
@@ -414,15 +467,8 @@ impl PgSales {
         if completed {
             return Ok(Some(sale));
         }
-        let lines: Vec<(String, i64)> = sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
-        let movements: Vec<StockMovement> =
-            sale_movements(if from_cart { "cart" } else { "lines" }, lines.iter().cloned())?;
-        let request = inv::ApplySaleRequest {
-            sale_id: sale.sale_id.clone(),
-            store_id: sale.store_id.clone(),
-            terminal_id: sale.terminal_id.clone(),
-            lines: lines.into_iter().map(|(sku, quantity)| inv::SaleLine { sku, quantity }).collect(),
-        };
+        let (request, lines) = apply_request(&sale);
+        let movements: Vec<StockMovement> = sale_movements(if from_cart { "cart" } else { "lines" }, lines)?;
         let applied = self
             .inventory
             .apply_sale(&sale.sale_id, request.encode_to_vec(), store_id, &sale.terminal_id, movements)
@@ -520,6 +566,40 @@ impl PgSales {
             }
         }
         Ok(resumed)
+    }
+
+    /// A checkout by the saga (see the module documentation).
+    async fn checkout_saga(&self, order: CheckoutOrder) -> Result<Sale> {
+        for _ in 0..CHECKOUT_ROUNDS {
+            // Drafting reads only (the catalog, the terminal, the cart), so it goes first and the
+            // key is looked up in the transaction that records the sale: one transaction fewer for
+            // a fresh checkout. A draft that fails may belong to a retry whose sale is recorded
+            // already (its cart cleared, a product since deactivated…): the key decides then.
+            let keyed = match self.draft(&order).await {
+                Ok((draft, from_cart)) => match self.record_pending(&order, &draft, from_cart).await? {
+                    Some(Pending::Recorded(sale_id)) => Ok(sale_id),
+                    Some(Pending::Keyed(keyed)) => resume_keyed(&order, keyed)?,
+                    // The key's sale was deleted meanwhile (inventory refused it): look again.
+                    None => continue,
+                },
+                Err(err) => match self.sale_by_key(&order.store_id, &order.idem.key).await? {
+                    Some(keyed) => resume_keyed(&order, keyed)?,
+                    None => return Err(err),
+                },
+            };
+            let sale_id = match keyed {
+                Ok(sale_id) => sale_id,
+                Err(completed) => return Ok(completed),
+            };
+            match self.finish(&order.store_id, &sale_id).await? {
+                Some(sale) => return Ok(sale),
+                None => continue,
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "checkout with idempotency_key {:?} kept racing concurrent attempts with the same key; retry",
+            order.idem.key
+        )))
     }
 
     /// The store a completed sale belongs to, from the chain-wide directory.
@@ -620,36 +700,17 @@ impl SalesStore for PgSales {
     }
 
     async fn checkout(&self, order: CheckoutOrder) -> Result<Sale> {
-        for _ in 0..CHECKOUT_ROUNDS {
-            // Drafting reads only (the catalog, the terminal, the cart), so it goes first and the
-            // key is looked up in the transaction that records the sale: one transaction fewer for
-            // a fresh checkout. A draft that fails may belong to a retry whose sale is recorded
-            // already (its cart cleared, a product since deactivated…): the key decides then.
-            let keyed = match self.draft(&order).await {
-                Ok((draft, from_cart)) => match self.record_pending(&order, &draft, from_cart).await? {
-                    Some(Pending::Recorded(sale_id)) => Ok(sale_id),
-                    Some(Pending::Keyed(keyed)) => resume_keyed(&order, keyed)?,
-                    // The key's sale was deleted meanwhile (inventory refused it): look again.
-                    None => continue,
-                },
-                Err(err) => match self.sale_by_key(&order.store_id, &order.idem.key).await? {
-                    Some(keyed) => resume_keyed(&order, keyed)?,
-                    None => return Err(err),
-                },
-            };
-            let sale_id = match keyed {
-                Ok(sale_id) => sale_id,
-                Err(completed) => return Ok(completed),
-            };
-            match self.finish(&order.store_id, &sale_id).await? {
-                Some(sale) => return Ok(sale),
-                None => continue,
-            }
-        }
-        Err(Error::Unavailable(format!(
-            "checkout with idempotency_key {:?} kept racing concurrent attempts with the same key; retry",
-            order.idem.key
-        )))
+        let Some(batcher) = &self.batcher else {
+            return self.checkout_saga(order).await;
+        };
+        // The store id is spliced into the batch's BEGIN: refuse a bad one before it is queued.
+        pg::check_store_id(&order.store_id)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let store_id = order.store_id.clone();
+        batcher.submit(&store_id, batch::Job { order, reply });
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Unavailable("the checkout was interrupted; retry it with the same idempotency_key".to_owned()))
+        })
     }
 
     async fn refund(&self, order: RefundOrder) -> Result<RefundResponse> {

@@ -1,10 +1,12 @@
 //! The backends under test, each seeded with the demo chain: SqliteSales and SqliteInventory on
-//! one embedded database, or PgSales on a fresh PostgreSQL database (dropped afterwards, even
-//! when the test panics) with SqliteInventory on an embedded database of its own.
+//! one embedded database; PgSales on a fresh PostgreSQL database (dropped afterwards, even when
+//! the test panics) with SqliteInventory on an embedded database of its own (the saga); or PgSales
+//! and PgInventory on one fresh PostgreSQL database (group commit).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use redstore_inventory::pg::PgInventory;
 use redstore_inventory::{InventoryStore, SqliteInventory};
 use redstore_platform::Db;
 use redstore_platform::pg::scratch::ScratchDb;
@@ -15,8 +17,9 @@ use redstore_sales::{SalesStore, SqliteSales};
 pub struct Backend {
     sales: Arc<dyn SalesStore>,
     inventory: Arc<dyn InventoryStore>,
-    /// The inventory's embedded database (shared with sales in the SQLite shape).
-    db: Db,
+    /// The inventory's embedded database (shared with sales in the SQLite shape; none when
+    /// inventory is on PostgreSQL too).
+    db: Option<Db>,
     _dir: tempfile::TempDir,
     pg: Option<Pg>,
 }
@@ -42,7 +45,7 @@ impl Backend {
         Self {
             sales: SqliteSales::new(db.clone()),
             inventory: SqliteInventory::new(db.clone()),
-            db,
+            db: Some(db),
             _dir: dir,
             pg: None,
         }
@@ -68,7 +71,39 @@ impl Backend {
             }
         };
         let sales = PgSales::new(pool.clone(), inventory.clone());
-        Self { sales: sales.clone(), inventory, db, _dir: dir, pg: Some(Pg { pool, sales, scratch: Some(scratch) }) }
+        Self {
+            sales: sales.clone(),
+            inventory,
+            db: Some(db),
+            _dir: dir,
+            pg: Some(Pg { pool, sales, scratch: Some(scratch) }),
+        }
+    }
+
+    /// PgSales beside PgInventory on one fresh PostgreSQL database, as one process runs them:
+    /// checkouts go by group commit, sales and stock in one transaction per batch.
+    pub async fn postgres_local() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let scratch = ScratchDb::create(&[redstore_inventory::pg::PG_MIGRATIONS, PG_MIGRATIONS])
+            .await
+            .expect("create a scratch PostgreSQL database (is PostgreSQL running at 127.0.0.1:5432?)");
+        let pool = match pg::connect(&scratch.app_url, 16, Duration::from_secs(30)).await {
+            Ok(pool) => pool,
+            Err(e) => {
+                let _ = scratch.drop_db().await;
+                panic!("connect as the application role: {e:#}");
+            }
+        };
+        let pg_inventory = PgInventory::new(pool.clone());
+        redstore_inventory::seed::seed_demo_via(pg_inventory.as_ref()).await.expect("seed the demo chain");
+        let sales = PgSales::with_local_inventory(pool.clone(), pg_inventory.clone());
+        Self {
+            sales: sales.clone(),
+            inventory: pg_inventory,
+            db: None,
+            _dir: dir,
+            pg: Some(Pg { pool, sales, scratch: Some(scratch) }),
+        }
     }
 
     pub fn sales(&self) -> Arc<dyn SalesStore> {
@@ -101,7 +136,9 @@ impl Backend {
                 scratch.drop_db().await.expect("drop the scratch database");
             }
         }
-        self.db.close();
+        if let Some(db) = &self.db {
+            db.close();
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! one embedded database (one transaction per checkout), `postgres::<case>` with `PgSales` on a
 //! fresh PostgreSQL database per test, connected as the application role so that row-level
 //! security is in force, and `SqliteInventory` on an embedded database of its own as the
-//! separate inventory service (the checkout saga only sees the `InventoryStore` trait).
+//! separate inventory service (the checkout saga only sees the `InventoryStore` trait), and
+//! `postgres_local::<case>` with `PgSales` beside `PgInventory` on one PostgreSQL database, as one
+//! process runs them (checkouts by group commit: one transaction per batch of a store's checkouts).
 //! `postgres_only` holds what only PostgreSQL has: RLS isolation, the outbox, and healing
 //! interrupted checkouts.
 //!
@@ -13,12 +15,17 @@
 mod backend;
 mod cases;
 mod flaky;
+mod group_commit;
 mod postgres_only;
 mod support;
 
 /// Instantiates every shared case once per backend, plus the PostgreSQL-only tests.
 macro_rules! conformance {
-    (shared: [$($case:ident),* $(,)?], postgres_only: [$($pg:ident),* $(,)?] $(,)?) => {
+    (
+        shared: [$($case:ident),* $(,)?],
+        postgres_only: [$($pg:ident),* $(,)?],
+        group_commit: [$($gc:ident),* $(,)?] $(,)?
+    ) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +53,23 @@ macro_rules! conformance {
                 }
             )*
         }
+
+        mod postgres_local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let backend = crate::backend::Backend::postgres_local().await;
+                    crate::cases::$case(backend.sales(), backend.inventory()).await;
+                    backend.finish().await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $gc() {
+                    crate::group_commit::$gc().await;
+                }
+            )*
+        }
     };
 }
 
@@ -70,5 +94,9 @@ conformance! {
         outbox_holds_one_sale_completed_per_sale_with_gapless_sequences,
         checkout_interrupted_after_inventory_applied_heals_on_retry,
         pending_checkouts_are_resumed_or_released,
+    ],
+    group_commit: [
+        a_burst_of_checkouts_sells_exactly_the_stock_with_gapless_events,
+        two_checkouts_of_one_cart_sell_it_once,
     ],
 }

@@ -1,0 +1,171 @@
+//! Per-store queues for group commit: the jobs waiting for one store are taken in batches by one
+//! worker task, so that a batch pays for one transaction (one lock of the store's sequence, one
+//! commit) instead of one each. A store's batches run one after another (a second one running
+//! beside it only made both smaller and slower: they queue on the same locks); different stores'
+//! run in parallel.
+//!
+//! A worker starts with its store's first job and ends after `idle` without work, so a store
+//! that is not selling costs nothing and an id that names no store leaves nothing behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+/// Runs one batch of a store's jobs (every job answers its caller itself) and returns the jobs it
+/// put off: they lead the next batch.
+pub type RunBatch<J> = dyn Fn(String, Vec<J>) -> BoxFuture<'static, Vec<J>> + Send + Sync;
+
+pub struct StoreBatcher<J> {
+    inner: Arc<Inner<J>>,
+}
+
+struct Inner<J> {
+    /// The queue of each store with a worker, and that worker's number.
+    queues: Mutex<HashMap<String, (u64, mpsc::UnboundedSender<J>)>>,
+    workers: AtomicU64,
+    run: Box<RunBatch<J>>,
+    max_batch: usize,
+    idle: Duration,
+}
+
+impl<J: Send + 'static> StoreBatcher<J> {
+    /// Batches of at most `max_batch` jobs; a worker stops after `idle` without jobs.
+    pub fn new(
+        max_batch: usize,
+        idle: Duration,
+        run: impl Fn(String, Vec<J>) -> BoxFuture<'static, Vec<J>> + Send + Sync + 'static,
+    ) -> Self {
+        let inner = Inner {
+            queues: Mutex::new(HashMap::new()),
+            workers: AtomicU64::new(0),
+            run: Box::new(run),
+            max_batch: max_batch.max(1),
+            idle,
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Queues a job for its store, starting the store's worker when it has none. Call from within
+    /// a Tokio runtime.
+    pub fn submit(&self, store_id: &str, job: J) {
+        // Sending under the lock is what lets an idle worker retire safely (see `work`).
+        let mut queues = self.inner.queues.lock();
+        let job = match queues.get(store_id) {
+            Some((_, queue)) => match queue.send(job) {
+                Ok(()) => return,
+                // Its worker is gone (it panicked): start another.
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let _ = queue.send(job);
+        let number = self.inner.workers.fetch_add(1, Ordering::Relaxed);
+        queues.insert(store_id.to_owned(), (number, queue));
+        tokio::spawn(work(self.inner.clone(), store_id.to_owned(), number, jobs));
+    }
+}
+
+async fn work<J: Send + 'static>(
+    inner: Arc<Inner<J>>,
+    store_id: String,
+    number: u64,
+    mut jobs: mpsc::UnboundedReceiver<J>,
+) {
+    let mut put_off: Vec<J> = Vec::new();
+    loop {
+        // What the last batch put off goes first, then whatever is queued, up to the limit.
+        let mut batch = std::mem::take(&mut put_off);
+        if batch.is_empty() {
+            match tokio::time::timeout(inner.idle, jobs.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) => return,
+                Err(_) => {
+                    // Retire, unless a job arrived meanwhile: jobs are sent under this lock, so
+                    // none can be sent to this queue once it is out of the map.
+                    let mut queues = inner.queues.lock();
+                    if jobs.is_empty() {
+                        if queues.get(&store_id).is_some_and(|(n, _)| *n == number) {
+                            queues.remove(&store_id);
+                        }
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        while batch.len() < inner.max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        put_off = (inner.run)(store_id.clone(), batch).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt as _;
+    use tokio::sync::oneshot;
+
+    type Job = (u32, oneshot::Sender<usize>);
+
+    fn batcher(max: usize, idle: Duration, seen: Arc<Mutex<Vec<Vec<u32>>>>) -> StoreBatcher<Job> {
+        StoreBatcher::new(max, idle, move |_store, jobs: Vec<Job>| {
+            let seen = seen.clone();
+            async move {
+                // Long enough for the other jobs to queue behind this batch.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                seen.lock().push(jobs.iter().map(|(n, _)| *n).collect());
+                let size = jobs.len();
+                for (_, reply) in jobs {
+                    let _ = reply.send(size);
+                }
+                Vec::new()
+            }
+            .boxed()
+        })
+    }
+
+    #[tokio::test]
+    async fn jobs_queued_behind_a_batch_share_the_next_one_up_to_the_limit() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let batcher = batcher(4, Duration::from_secs(5), seen.clone());
+        let mut replies = Vec::new();
+        for n in 0..9 {
+            let (tx, rx) = oneshot::channel();
+            batcher.submit("store-1", (n, tx));
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.await.expect("every job is answered");
+        }
+        // The first job starts a batch alone; the rest queue and go at most four at a time, in order.
+        let batches = seen.lock().clone();
+        assert_eq!(batches.concat(), (0..9).collect::<Vec<_>>());
+        assert!(batches.iter().all(|b| b.len() <= 4), "{batches:?}");
+        assert!(batches.len() <= 4, "queued jobs were not batched: {batches:?}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_worker_retires_and_a_later_job_starts_a_new_one() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let batcher = batcher(4, Duration::from_millis(50), seen.clone());
+        let (tx, rx) = oneshot::channel();
+        batcher.submit("store-1", (1, tx));
+        rx.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(batcher.inner.queues.lock().is_empty(), "the idle worker did not retire");
+        let (tx, rx) = oneshot::channel();
+        batcher.submit("store-1", (2, tx));
+        assert_eq!(rx.await.unwrap(), 1);
+        assert_eq!(seen.lock().concat(), vec![1, 2]);
+    }
+}

@@ -1,0 +1,415 @@
+//! Checkout by group commit, for a process where sales and inventory share one PostgreSQL
+//! database ([`PgSales::with_local_inventory`]).
+//!
+//! The checkouts waiting for a store are taken in batches ([`StoreBatcher`]: one worker per store,
+//! batches one after another) and each batch is ONE transaction scoped to the store, instead of
+//! the saga's three per checkout:
+//!
+//! 1. the carts of the checkouts that sell one (row-locked, so a cart is sold once), the store, its
+//!    terminals and the products — then every checkout is drafted (priced, settled) here;
+//! 2. the drafted sales go in as `completed` (invisible until the commit) under the unique
+//!    (store, idempotency key): a key taken by a concurrent attempt waits for that one's
+//!    transaction, and a key used before is answered as the saga answers it (its completed sale,
+//!    or ALREADY_EXISTS for another request); a checkout whose draft failed gets its error unless
+//!    its key says it was done before;
+//! 3. inventory applies the claimed sales in the same transaction
+//!    ([`redstore_inventory::pg::apply_sales_in`]: idempotent by sale id, all-or-nothing per sale),
+//!    taking the store's stock lock;
+//! 4. one statement deletes the sales inventory refused, records the others' negative skus,
+//!    directory entries and sold carts, and numbers their `sale.completed` events under the store's
+//!    sales sequence lock, taken last.
+//!
+//! One commit makes the whole batch durable; then the callers are answered and, off the batch's
+//! path, listeners notified. A checkout refused by inventory, or one whose draft failed, leaves no
+//! trace. When the batch as a whole fails (a lost connection, a deadlock with another process), it
+//! is rolled back and its checkouts run again one at a time, so one bad checkout cannot fail the
+//! others.
+//!
+//! The store's locks are taken as late as possible — stock at step 3, the sales sequence at step
+//! 4 — so that they are held for three round trips and the commit: that, not the work, is what
+//! bounds one store's throughput. Lock order, everywhere: carts, keys (in key order), inventory's
+//! stock lock, the sales sequence; so batches of one store in several processes queue, never
+//! deadlock.
+//!
+//! Within a batch an idempotency key, and a terminal's cart, is taken once: a second checkout with
+//! the same key, or selling the same terminal's cart, waits for the next batch, where it finds the
+//! first one's sale, or the emptied cart.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+use prost::Message as _;
+use redstore_inventory::domain::StockMovement;
+use redstore_inventory::pg::{SaleContext, SaleToApply, apply_sales_in};
+use redstore_platform::batch::StoreBatcher;
+use redstore_platform::error::{Error, Result};
+use redstore_platform::pg;
+use redstore_platform::time::{timestamp, timestamp_ms};
+use redstore_proto::events::EventEnvelope;
+use redstore_proto::sales::{Sale, SaleStatus};
+use sqlx::Row as _;
+use tokio::sync::oneshot;
+
+use super::{KeyedSale, PgSales, SCHEMA, apply_request, draft_sale, now_ms, price_lines, resume_keyed};
+use crate::events::sale_completed;
+use crate::store::{CheckoutOrder, empty_cart};
+
+/// The most checkouts one transaction takes.
+const MAX_BATCH: usize = 64;
+
+/// How long a store's worker waits for work before it stops.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// A checkout waiting for its store's next batch, and where its answer goes.
+pub(crate) struct Job {
+    pub(crate) order: CheckoutOrder,
+    pub(crate) reply: oneshot::Sender<Result<Sale>>,
+}
+
+/// What a checkout of a batch comes to.
+enum Answer {
+    /// Boxed: a sale is large, and most answers are one.
+    Done(Box<Result<Sale>>),
+    /// Its key points at a sale the saga left pending (another process, or a crash): the saga
+    /// finishes it, after the batch.
+    Saga,
+}
+
+/// The per-store batcher of a [`PgSales`] whose checkouts go by group commit; `saga` is the same
+/// store without the batcher (for the rare checkout only the saga can finish).
+pub(crate) fn batcher(saga: PgSales) -> StoreBatcher<Job> {
+    StoreBatcher::new(MAX_BATCH, IDLE, move |store_id, jobs| {
+        let saga = saga.clone();
+        async move { run(&saga, &store_id, jobs).await }.boxed()
+    })
+}
+
+/// Runs one batch and answers its checkouts; returns those put off to the next batch.
+async fn run(saga: &PgSales, store_id: &str, jobs: Vec<Job>) -> Vec<Job> {
+    let (mut keys, mut carts) = (HashSet::new(), HashSet::new());
+    let (now, later): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|job| {
+        let order = &job.order;
+        let cart_free = !order.lines.is_empty() || carts.insert(order.terminal_id.clone());
+        cart_free && keys.insert(order.idem.key.clone())
+    });
+    let orders: Vec<&CheckoutOrder> = now.iter().map(|job| &job.order).collect();
+    let started = std::time::Instant::now();
+    let outcome = checkout_batch(saga, store_id, &orders).await;
+    tracing::debug!(
+        store_id,
+        checkouts = orders.len(),
+        put_off = later.len(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "checkout batch"
+    );
+    let answers = match outcome {
+        Ok(answers) => answers,
+        Err(err) if orders.len() > 1 => {
+            tracing::warn!(store_id, error = %err, checkouts = orders.len(), "a checkout batch failed; running its checkouts one at a time");
+            let mut answers = Vec::with_capacity(orders.len());
+            for order in &orders {
+                let answer = match checkout_batch(saga, store_id, std::slice::from_ref(order)).await {
+                    Ok(mut one) => one.pop().unwrap_or(Answer::Saga),
+                    Err(err) => Answer::Done(Box::new(Err(err))),
+                };
+                answers.push(answer);
+            }
+            answers
+        }
+        Err(err) => vec![Answer::Done(Box::new(Err(err)))],
+    };
+    for (job, answer) in now.into_iter().zip(answers) {
+        match answer {
+            Answer::Done(result) => {
+                let _ = job.reply.send(*result);
+            }
+            Answer::Saga => {
+                let saga = saga.clone();
+                tokio::spawn(async move {
+                    let _ = job.reply.send(saga.checkout_saga(job.order).await);
+                });
+            }
+        }
+    }
+    later
+}
+
+/// The lines a checkout sells: the request's, or the terminal's cart.
+struct Lines<'a> {
+    field: &'static str,
+    from_cart: bool,
+    lines: &'a [(String, i64)],
+}
+
+/// A drafted checkout on its way to inventory.
+struct Drafted {
+    index: usize,
+    sale: Sale,
+    from_cart: bool,
+    movements: Vec<StockMovement>,
+    request: Vec<u8>,
+}
+
+/// One batch of a store's checkouts (distinct keys, a terminal's cart at most once) as one
+/// transaction: an answer per checkout, or an error for the whole batch (nothing committed).
+async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+    let mut tx = pg::store_tx(&saga.pool, store_id).await?;
+
+    // 1. The carts sold (row-locked until the commit), the store, terminals and products; drafts.
+    let cart_terminals: Vec<&str> =
+        orders.iter().filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
+    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    if !cart_terminals.is_empty() {
+        let rows = sqlx::query(
+            "SELECT terminal_id, sku, quantity FROM sales.cart_items
+             WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id FOR UPDATE",
+        )
+        .bind(store_id)
+        .bind(&cart_terminals)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    let no_lines = Vec::new();
+    let lines: Vec<Lines<'_>> = orders
+        .iter()
+        .map(|o| match o.lines.is_empty() {
+            true => Lines { field: "cart", from_cart: true, lines: carts.get(&o.terminal_id).unwrap_or(&no_lines) },
+            false => Lines { field: "lines", from_cart: false, lines: &o.lines },
+        })
+        .collect();
+    let mut terminals: Vec<&str> = orders.iter().map(|o| o.terminal_id.as_str()).collect();
+    terminals.sort_unstable();
+    terminals.dedup();
+    let mut skus: Vec<&str> = lines.iter().flat_map(|l| l.lines.iter().map(|(sku, _)| sku.as_str())).collect();
+    skus.sort_unstable();
+    skus.dedup();
+    let context = SaleContext::read(&mut tx, store_id, &terminals, &skus).await?;
+    let drafts: Vec<Result<(Sale, Vec<StockMovement>)>> = orders
+        .iter()
+        .zip(&lines)
+        .map(|(order, &Lines { field, lines, .. })| {
+            context.require_terminal(&order.terminal_id)?;
+            if lines.is_empty() {
+                return Err(empty_cart(store_id, &order.terminal_id));
+            }
+            let priced = price_lines(field, lines, |i| context.product(&lines[i].0))?;
+            draft_sale(order, field, lines, &priced)
+        })
+        .collect();
+
+    // 2. Claim the keys: each drafted checkout's sale goes in as completed (invisible until the
+    //    commit; deleted again if inventory refuses it). A key taken by a concurrent attempt
+    //    waits here for that one's transaction; a key used before points at its sale.
+    let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
+    let mut drafted = Vec::new();
+    let mut lookup: Vec<&str> = Vec::new();
+    for (index, (order, draft)) in orders.iter().zip(drafts).enumerate() {
+        match draft {
+            Ok((mut sale, movements)) => {
+                sale.status = SaleStatus::Completed as i32;
+                let request = apply_request(&sale).0.encode_to_vec();
+                drafted.push(Drafted { index, sale, from_cart: lines[index].from_cart, movements, request });
+            }
+            Err(err) => {
+                // A retry whose sale is recorded may fail to draft (its cart sold, a product since
+                // withdrawn…): the key decides.
+                lookup.push(order.idem.key.as_str());
+                answers[index] = Some(Answer::Done(Box::new(Err(err))));
+            }
+        }
+    }
+    let claimed: HashSet<String> = if drafted.is_empty() {
+        HashSet::new()
+    } else {
+        let bodies: Vec<Vec<u8>> = drafted.iter().map(|d| d.sale.encode_to_vec()).collect();
+        sqlx::query_scalar(
+            "INSERT INTO sales.sales
+                 (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
+             SELECT u.id, $1, u.terminal, u.key, u.request, u.from_cart, 'completed', u.created, u.body
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bigint[], $8::bytea[])
+                 AS u (id, terminal, key, request, from_cart, created, body)
+             ORDER BY u.key
+             ON CONFLICT (store_id, idempotency_key) DO NOTHING
+             RETURNING idempotency_key",
+        )
+        .bind(store_id)
+        .bind(drafted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
+        .bind(&bodies)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    lookup.extend(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).filter(|k| !claimed.contains(*k)));
+    if !lookup.is_empty() {
+        let rows = sqlx::query(
+            "SELECT idempotency_key, sale_id, request, status = 'completed', body FROM sales.sales
+             WHERE store_id = $1 AND idempotency_key = ANY ($2)",
+        )
+        .bind(store_id)
+        .bind(&lookup)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut keyed: HashMap<String, KeyedSale> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let sale = KeyedSale {
+                sale_id: row.try_get(1)?,
+                request: row.try_get(2)?,
+                completed: row.try_get(3)?,
+                body: row.try_get(4)?,
+            };
+            keyed.insert(row.try_get(0)?, sale);
+        }
+        for (index, order) in orders.iter().enumerate() {
+            if claimed.contains(&order.idem.key) {
+                continue;
+            }
+            if let Some(sale) = keyed.remove(&order.idem.key) {
+                answers[index] = Some(match resume_keyed(order, sale) {
+                    Err(err) => Answer::Done(Box::new(Err(err))),
+                    Ok(Err(completed)) => Answer::Done(Box::new(Ok(completed))),
+                    Ok(Ok(_pending)) => Answer::Saga,
+                });
+            } else if answers[index].is_none() {
+                // Taken, and gone again by the time it was read (its attempt rolled back).
+                answers[index] = Some(Answer::Saga);
+            }
+        }
+        drafted.retain(|d| claimed.contains(&orders[d.index].idem.key));
+    }
+
+    // 3. Inventory takes the stock, in this transaction: it locks the store's stock from here to
+    //    the commit.
+    let applying: Vec<SaleToApply<'_>> = drafted
+        .iter()
+        .map(|d| SaleToApply {
+            sale_id: &d.sale.sale_id,
+            request: &d.request,
+            terminal_id: &d.sale.terminal_id,
+            movements: &d.movements,
+        })
+        .collect();
+    let applied = apply_sales_in(&mut tx, store_id, &applying).await?;
+    drop(applying);
+
+    // 4. Completed: the directory entry, the carts sold, the events (numbered under the store's
+    //    sales sequence lock, taken last); negative skus into the body. Refused: the claim goes.
+    let occurred_at_ms = now_ms();
+    let (mut completed, mut refused, mut sold_carts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut amended, mut amended_bodies) = (Vec::new(), Vec::new());
+    let (mut event_ids, mut heads, mut tails) = (Vec::new(), Vec::new(), Vec::new());
+    for (d, outcome) in drafted.into_iter().zip(applied.outcomes) {
+        let mut sale = d.sale;
+        match outcome {
+            Err(err) => {
+                refused.push(sale.sale_id);
+                answers[d.index] = Some(Answer::Done(Box::new(Err(err))));
+            }
+            Ok(response) => {
+                if !response.negative_skus.is_empty() {
+                    sale.negative_stock_skus = response.negative_skus;
+                    amended.push(sale.sale_id.clone());
+                    amended_bodies.push(sale.encode_to_vec());
+                }
+                let event_id = uuid::Uuid::now_v7();
+                // The event but for its sequence (field 4), spliced in by the statement below.
+                let head = EventEnvelope {
+                    event_id: event_id.to_string(),
+                    r#type: "sale.completed".to_owned(),
+                    store_id: store_id.to_owned(),
+                    ..Default::default()
+                };
+                let tail = EventEnvelope {
+                    occurred_at: Some(timestamp(occurred_at_ms)),
+                    payload: Some(sale_completed(&sale)),
+                    ..Default::default()
+                };
+                event_ids.push(event_id);
+                heads.push(head.encode_to_vec());
+                tails.push(tail.encode_to_vec());
+                completed.push(sale.sale_id.clone());
+                if d.from_cart {
+                    sold_carts.push(sale.terminal_id.clone());
+                }
+                answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
+            }
+        }
+    }
+    let mut sales_seq = None;
+    if !completed.is_empty() || !refused.is_empty() {
+        let rows = sqlx::query(
+            "WITH refused AS (DELETE FROM sales.sales WHERE store_id = $1 AND sale_id = ANY ($2::text[])),
+             amended AS (
+                 UPDATE sales.sales s SET body = u.body FROM unnest($3::text[], $4::bytea[]) AS u (id, body)
+                 WHERE s.sale_id = u.id),
+             directory AS (INSERT INTO sales.sale_stores (sale_id, store_id) SELECT unnest($5::text[]), $1),
+             carts AS (DELETE FROM sales.cart_items WHERE store_id = $1 AND terminal_id = ANY ($6::text[])),
+             seq AS (
+                 INSERT INTO sales.store_sequences AS q (store_id, last_seq) SELECT $1, $7 WHERE $7 > 0
+                 ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
+                 RETURNING q.last_seq - $7 AS base),
+             events AS (
+                 INSERT INTO sales.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
+                 SELECT u.id, $1, seq.base + u.n, 'sale.completed', $8,
+                        u.head || '\\x20'::BYTEA || sales.pb_varint(seq.base + u.n) || u.tail
+                 FROM seq, unnest($9::uuid[], $10::bytea[], $11::bytea[]) WITH ORDINALITY AS u (id, head, tail, n)
+                 RETURNING event_id, store_seq, body)
+             SELECT event_id, store_seq, body FROM events",
+        )
+        .bind(store_id)
+        .bind(&refused)
+        .bind(&amended)
+        .bind(&amended_bodies)
+        .bind(&completed)
+        .bind(&sold_carts)
+        .bind(completed.len() as i64)
+        .bind(occurred_at_ms)
+        .bind(&event_ids)
+        .bind(&heads)
+        .bind(&tails)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let seq = row.try_get::<i64, _>(1)? as u64;
+            sales_seq = sales_seq.max(Some(seq));
+            if cfg!(debug_assertions) {
+                let id: uuid::Uuid = row.try_get(0)?;
+                let i = event_ids.iter().position(|e| *e == id).expect("an event of this batch");
+                let body: Vec<u8> = row.try_get(2)?;
+                let head = EventEnvelope::decode(heads[i].as_slice()).expect("head");
+                let tail = EventEnvelope::decode(tails[i].as_slice()).expect("tail");
+                let event =
+                    EventEnvelope { store_seq: seq, occurred_at: tail.occurred_at, payload: tail.payload, ..head };
+                assert_eq!(body, event.encode_to_vec(), "the sale.completed event was spliced differently");
+            }
+        }
+        if rows.len() != completed.len() {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "{} events written for {} sales",
+                rows.len(),
+                completed.len()
+            )));
+        }
+    }
+    tx.commit().await?;
+    // Wake the outboxes' listeners without holding up the answers or the next batch.
+    let (pool, store) = (saga.pool.clone(), store_id.to_owned());
+    tokio::spawn(async move {
+        if let Some(last) = applied.last_seq {
+            pg::notify_committed(&pool, "inventory", &store, last).await;
+        }
+        if let Some(last) = sales_seq {
+            pg::notify_committed(&pool, SCHEMA, &store, last).await;
+        }
+    });
+    Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
