@@ -6,7 +6,11 @@
 //! event log; events are committed with `adjust_stock`, read back with `events_after` and handed to
 //! `StockCache::project`, as the Kafka consumer does. Waits are bounded by `support::WAIT` and fail
 //! the test when reached; nothing asserts on timing.
+//!
+//! `lost_notify` covers the other live path, the PostgreSQL-fed feed, against a scratch database:
+//! a change whose notification was lost still reaches watchers through the feed's sweep.
 
+mod lost_notify;
 mod support;
 
 use redis::AsyncCommands as _;
