@@ -25,6 +25,9 @@ const PRODUCTS: usize = 30;
 pub struct CheckoutBench {
     /// Server URL, e.g. http://127.0.0.1:50051.
     pub target: String,
+    /// Where the store, terminals and products are set up: the inventory service (the target
+    /// when it serves inventory too).
+    pub inventory_target: String,
     pub terminals: usize,
     /// Stop after this many sales (all terminals together)...
     pub sales: Option<u64>,
@@ -109,7 +112,7 @@ async fn connect(target: &str) -> anyhow::Result<Channel> {
 /// Creates the bench store, terminals and products (once) and tops up their stock.
 async fn set_up(cfg: &CheckoutBench) -> anyhow::Result<()> {
     for s in 0..cfg.stores.max(1) {
-        set_up_store(&cfg.target, &cfg.store_of(s), cfg.terminals).await?;
+        set_up_store(&cfg.inventory_target, &cfg.store_of(s), cfg.terminals).await?;
     }
     Ok(())
 }
@@ -117,6 +120,7 @@ async fn set_up(cfg: &CheckoutBench) -> anyhow::Result<()> {
 async fn set_up_store(target: &str, store_id: &str, terminals: usize) -> anyhow::Result<()> {
     let cfg = CheckoutBench {
         target: target.to_owned(),
+        inventory_target: target.to_owned(),
         terminals,
         sales: None,
         duration: None,

@@ -155,6 +155,10 @@ struct CheckoutArgs {
     /// Server to benchmark.
     #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
     target: String,
+    /// The inventory service, where the store and products are set up (default: --target);
+    /// for services running as separate processes.
+    #[arg(long, env = "REDSTORE_BENCH_INVENTORY_TARGET")]
+    inventory_target: Option<String>,
     /// Concurrent terminals, each on its own connection.
     #[arg(long, env = "REDSTORE_BENCH_TERMINALS", default_value_t = 32)]
     terminals: usize,
@@ -252,6 +256,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Bench(BenchCommand::Checkout(args)) => {
             let cfg = CheckoutBench {
+                inventory_target: args.inventory_target.unwrap_or_else(|| args.target.clone()),
                 target: args.target.clone(),
                 terminals: args.terminals,
                 sales: args.sales,
