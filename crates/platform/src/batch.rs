@@ -1,8 +1,9 @@
 //! Per-store queues for group commit: the jobs waiting for one store are taken in batches by one
 //! worker task, so that a batch pays for one transaction (one lock of the store's sequence, one
-//! commit) instead of one each. A store's batches run one after another (a second one running
-//! beside it only made both smaller and slower: they queue on the same locks); different stores'
-//! run in parallel.
+//! commit) instead of one each. A store has at most `in_flight` batches running at once: one when
+//! batches queue on the store's locks anyway (a second beside it only made both smaller and
+//! slower), more when a batch mostly waits on calls and commits that hold no lock of the store;
+//! different stores' run in parallel.
 //!
 //! A worker starts with its store's first job and ends after `idle` without work, so a store
 //! that is not selling costs nothing and an id that names no store leaves nothing behind.
@@ -12,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -30,13 +33,17 @@ struct Inner<J> {
     workers: AtomicU64,
     run: Box<RunBatch<J>>,
     max_batch: usize,
+    /// How many of one store's batches may run at once.
+    in_flight: usize,
     idle: Duration,
 }
 
 impl<J: Send + 'static> StoreBatcher<J> {
-    /// Batches of at most `max_batch` jobs; a worker stops after `idle` without jobs.
+    /// Batches of at most `max_batch` jobs, at most `in_flight` of one store's at once; a worker
+    /// stops after `idle` without jobs.
     pub fn new(
         max_batch: usize,
+        in_flight: usize,
         idle: Duration,
         run: impl Fn(String, Vec<J>) -> BoxFuture<'static, Vec<J>> + Send + Sync + 'static,
     ) -> Self {
@@ -45,6 +52,7 @@ impl<J: Send + 'static> StoreBatcher<J> {
             workers: AtomicU64::new(0),
             run: Box::new(run),
             max_batch: max_batch.max(1),
+            in_flight: in_flight.max(1),
             idle,
         };
         Self { inner: Arc::new(inner) }
@@ -77,13 +85,25 @@ async fn work<J: Send + 'static>(
     number: u64,
     mut jobs: mpsc::UnboundedReceiver<J>,
 ) {
+    let mut running = FuturesUnordered::new();
     let mut put_off: Vec<J> = Vec::new();
     loop {
-        // What the last batch put off goes first, then whatever is queued, up to the limit.
-        let mut batch = std::mem::take(&mut put_off);
-        if batch.is_empty() {
+        // Start a batch when a slot is free and there is work: what a finished batch put off
+        // first, then whatever is queued, up to the limit.
+        if running.len() < inner.in_flight && !(put_off.is_empty() && jobs.is_empty()) {
+            let mut batch = std::mem::take(&mut put_off);
+            while batch.len() < inner.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            running.push((inner.run)(store_id.clone(), batch));
+            continue;
+        }
+        if running.is_empty() {
             match tokio::time::timeout(inner.idle, jobs.recv()).await {
-                Ok(Some(job)) => batch.push(job),
+                Ok(Some(job)) => put_off.push(job),
                 Ok(None) => return,
                 Err(_) => {
                     // Retire, unless a job arrived meanwhile: jobs are sent under this lock, so
@@ -95,17 +115,25 @@ async fn work<J: Send + 'static>(
                         }
                         return;
                     }
-                    continue;
                 }
             }
+            continue;
         }
-        while batch.len() < inner.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+        tokio::select! {
+            Some(off) = running.next() => put_off.extend(off),
+            job = jobs.recv(), if running.len() < inner.in_flight => match job {
+                Some(job) => put_off.push(job),
+                // Every sender is gone: finish what runs (and what it puts off), then stop.
+                None => {
+                    while let Some(off) = running.next().await {
+                        put_off.extend(off);
+                    }
+                    if put_off.is_empty() {
+                        return;
+                    }
+                }
+            },
         }
-        put_off = (inner.run)(store_id.clone(), batch).await;
     }
 }
 
@@ -118,7 +146,7 @@ mod tests {
     type Job = (u32, oneshot::Sender<usize>);
 
     fn batcher(max: usize, idle: Duration, seen: Arc<Mutex<Vec<Vec<u32>>>>) -> StoreBatcher<Job> {
-        StoreBatcher::new(max, idle, move |_store, jobs: Vec<Job>| {
+        StoreBatcher::new(max, 1, idle, move |_store, jobs: Vec<Job>| {
             let seen = seen.clone();
             async move {
                 // Long enough for the other jobs to queue behind this batch.

@@ -2,6 +2,7 @@
 //! Every call has a deadline; only idempotent calls (reads, and applying a sale or refund by its
 //! id) are retried, on UNAVAILABLE or a missed deadline, with a short backoff.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,10 @@ const ATTEMPTS: u32 = 3;
 
 pub struct GrpcInventory {
     channel: Channel,
+    /// (store, terminal) pairs seen registered. Nothing unregisters a terminal (the API has no
+    /// such call), so once seen it stays registered and `require_terminal` need not ask again:
+    /// that is one call per checkout fewer. Should terminals ever be retired, this must go.
+    registered: parking_lot::Mutex<HashSet<(String, String)>>,
 }
 
 impl GrpcInventory {
@@ -37,7 +42,7 @@ impl GrpcInventory {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect_lazy();
-        Ok(Arc::new(Self { channel }))
+        Ok(Arc::new(Self { channel, registered: parking_lot::Mutex::new(HashSet::new()) }))
     }
 
     fn client(&self) -> InventoryServiceClient<Channel> {
@@ -151,8 +156,27 @@ impl InventoryStore for GrpcInventory {
         once(self.client().register_terminal(request(req))).await?.terminal.ok_or_else(|| missing("a terminal"))
     }
 
+    /// One call per sku, all at once (the default asks one after another).
+    async fn get_products(&self, skus: &[String]) -> Result<Vec<Option<Product>>> {
+        let found = futures::future::join_all(skus.iter().map(|sku| self.get_product(sku))).await;
+        found
+            .into_iter()
+            .map(|p| match p {
+                Ok(p) => Ok(Some(p)),
+                Err(Error::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
     async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()> {
-        self.get_terminal(store_id, terminal_id).await.map(|_| ())
+        let pair = (store_id.to_owned(), terminal_id.to_owned());
+        if self.registered.lock().contains(&pair) {
+            return Ok(());
+        }
+        self.get_terminal(store_id, terminal_id).await?;
+        self.registered.lock().insert(pair);
+        Ok(())
     }
 
     async fn get_terminal(&self, store_id: &str, terminal_id: &str) -> Result<pb::Terminal> {

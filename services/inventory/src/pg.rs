@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use redstore_platform::barcode::Barcode;
+use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::money::{Currency, Money};
 use redstore_platform::pg::{self, Claim, PgMigration, PgPool};
@@ -57,11 +58,14 @@ const SNAPSHOT_PAGE: i64 = 1000;
 #[derive(Clone)]
 pub struct PgInventory {
     pool: PgPool,
+    /// `apply_sale` by group commit: each store's queued sales in one transaction per batch.
+    sales: Arc<StoreBatcher<batch::SaleJob>>,
 }
 
 impl PgInventory {
     pub fn new(pool: PgPool) -> Arc<Self> {
-        Arc::new(Self { pool })
+        let sales = Arc::new(batch::sale_batcher(pool.clone()));
+        Arc::new(Self { pool, sales })
     }
 }
 
@@ -747,16 +751,22 @@ impl InventoryStore for PgInventory {
         terminal_id: &str,
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse> {
-        let change = Change {
-            scope: "inventory.apply_sale",
-            key: sale_id,
-            fingerprint: &fingerprint,
-            reason: "sale",
-            reference_id: sale_id,
-            terminal_id,
-            adjustment_id: None,
+        // By group commit (see `batch`): the sales queued for the store share one transaction.
+        pg::check_store_id(store_id)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = batch::SaleJob {
+            sale_id: sale_id.to_owned(),
+            request: fingerprint,
+            terminal_id: terminal_id.to_owned(),
+            movements,
+            reply,
         };
-        self.apply_sale_or_refund(change, store_id, &movements).await
+        self.sales.submit(store_id, job);
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "applying sale {sale_id:?} was interrupted; retry it with the same sale id"
+            )))
+        })
     }
 
     async fn apply_refund(

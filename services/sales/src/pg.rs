@@ -8,10 +8,13 @@
 //! - Inventory in the same process and database ([`PgSales::with_local_inventory`], what
 //!   `redstore up --database-url` and `redstore serve sales` without `--inventory-url` run): by
 //!   group commit, a batch of a store's checkouts per transaction, sales and stock together
-//!   (see [`batch`]).
+//!   (see `pg/batch.rs`).
 //! - Inventory elsewhere, reached through [`InventoryStore`] ([`PgSales::new`]; over gRPC between
 //!   processes): by a saga whose every step is idempotent, so a retry, a concurrent duplicate or
-//!   a crash heals:
+//!   a crash heals. A store's checkouts are batched here too, each step below taken once for the
+//!   batch (`batch::saga_batch`: one transaction records them pending, inventory is asked about
+//!   all of them at once, one transaction completes them); a checkout the batch cannot finish
+//!   (its key points at a sale left pending) runs the steps alone:
 //!
 //! 1. Look the idempotency key up: the same key with another request is ALREADY_EXISTS, a
 //!    completed sale is answered again, a pending one is finished (step 3) with its own id.
@@ -94,15 +97,17 @@ impl PgSales {
     /// Sales over an inventory reached through the [`InventoryStore`] trait (another process, or
     /// another database): checkouts run the saga described above.
     pub fn new(pool: PgPool, inventory: Arc<dyn InventoryStore>) -> Arc<Self> {
-        Arc::new(Self { pool, inventory, batcher: None })
+        let saga = Self { pool: pool.clone(), inventory: inventory.clone(), batcher: None };
+        let batcher = batch::batcher(saga, false);
+        Arc::new(Self { pool, inventory, batcher: Some(Arc::new(batcher)) })
     }
 
     /// Sales beside a [`PgInventory`] on the same database (`pool` connects to the database
     /// `inventory` uses): checkouts go by group commit, each store's in batches of one
-    /// transaction each (see [`batch`]).
+    /// transaction each (see `pg/batch.rs`).
     pub fn with_local_inventory(pool: PgPool, inventory: Arc<PgInventory>) -> Arc<Self> {
         let saga = Self { pool: pool.clone(), inventory: inventory.clone(), batcher: None };
-        let batcher = batch::batcher(saga);
+        let batcher = batch::batcher(saga, true);
         Arc::new(Self { pool, inventory, batcher: Some(Arc::new(batcher)) })
     }
 }

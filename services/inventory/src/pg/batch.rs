@@ -20,16 +20,20 @@
 //! [`InventoryStore::apply_sale`]: crate::InventoryStore::apply_sale
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::FutureExt as _;
 
 use prost::Message as _;
+use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
-use redstore_platform::pg;
+use redstore_platform::pg::{self, PgPool};
 use redstore_platform::time::timestamp;
 use redstore_proto::events::{EventEnvelope, InventoryChanged, event_envelope::Payload};
 use redstore_proto::inventory as pb;
 use sqlx::{PgConnection, Row as _};
 
-use super::{PRODUCTS_BY_SKU, applied, insufficient, no_store, no_terminal, now_ms, product_from_row};
+use super::{PRODUCTS_BY_SKU, SCHEMA, applied, insufficient, no_store, no_terminal, now_ms, product_from_row};
 use crate::domain::{OversellPolicy, Product, StockMovement};
 
 /// The idempotency scope of applied sales, as `InventoryStore::apply_sale` uses it.
@@ -389,4 +393,79 @@ fn settled(outcomes: Vec<Option<Result<pb::ApplySaleResponse>>>) -> Vec<Result<p
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err(Error::Internal(anyhow::anyhow!("a sale of the batch was left undecided")))))
         .collect()
+}
+
+/// An `InventoryStore::apply_sale` call waiting for its store's next batch.
+pub(super) struct SaleJob {
+    pub(super) sale_id: String,
+    pub(super) request: Vec<u8>,
+    pub(super) terminal_id: String,
+    pub(super) movements: Vec<StockMovement>,
+    pub(super) reply: tokio::sync::oneshot::Sender<Result<pb::ApplySaleResponse>>,
+}
+
+/// The most sales one transaction applies.
+const MAX_BATCH: usize = 64;
+
+/// How long a store's worker waits for work before it stops.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// `apply_sale` by group commit, for sales arriving one call at a time (over gRPC from sales
+/// processes): each store's queued sales are applied in one transaction per batch, committed,
+/// answered, then notified. A sale id twice in a batch waits for the next one (where it is a
+/// replay); a batch that fails as a whole runs again one sale at a time.
+pub(super) fn sale_batcher(pool: PgPool) -> StoreBatcher<SaleJob> {
+    StoreBatcher::new(MAX_BATCH, 1, IDLE, move |store_id, jobs| {
+        let pool = pool.clone();
+        async move { run_sales(&pool, &store_id, jobs).await }.boxed()
+    })
+}
+
+async fn run_sales(pool: &PgPool, store_id: &str, jobs: Vec<SaleJob>) -> Vec<SaleJob> {
+    let mut ids = HashSet::new();
+    let (now, later): (Vec<SaleJob>, Vec<SaleJob>) = jobs.into_iter().partition(|j| ids.insert(j.sale_id.clone()));
+    let started = std::time::Instant::now();
+    let outcome = apply_batch(pool, store_id, &now).await;
+    tracing::debug!(store_id, sales = now.len(), ms = started.elapsed().as_secs_f64() * 1e3, "sale batch");
+    let outcomes = match outcome {
+        Ok(outcomes) => outcomes,
+        Err(err) if now.len() > 1 => {
+            tracing::warn!(store_id, error = %err, sales = now.len(), "a batch of sales failed; applying them one at a time");
+            let mut outcomes = Vec::with_capacity(now.len());
+            for job in &now {
+                let one = apply_batch(pool, store_id, std::slice::from_ref(job)).await;
+                outcomes.push(
+                    one.and_then(|mut o| {
+                        o.pop().unwrap_or_else(|| Err(Error::Internal(anyhow::anyhow!("no outcome"))))
+                    }),
+                );
+            }
+            outcomes
+        }
+        Err(err) => vec![Err(err)],
+    };
+    for (job, outcome) in now.into_iter().zip(outcomes) {
+        let _ = job.reply.send(outcome);
+    }
+    later
+}
+
+async fn apply_batch(pool: &PgPool, store_id: &str, jobs: &[SaleJob]) -> Result<Vec<Result<pb::ApplySaleResponse>>> {
+    let sales: Vec<SaleToApply<'_>> = jobs
+        .iter()
+        .map(|j| SaleToApply {
+            sale_id: &j.sale_id,
+            request: &j.request,
+            terminal_id: &j.terminal_id,
+            movements: &j.movements,
+        })
+        .collect();
+    let mut tx = pg::store_tx(pool, store_id).await?;
+    let applied = apply_sales_in(&mut tx, store_id, &sales).await?;
+    tx.commit().await?;
+    if let Some(last) = applied.last_seq {
+        let (pool, store) = (pool.clone(), store_id.to_owned());
+        tokio::spawn(async move { pg::notify_committed(&pool, SCHEMA, &store, last).await });
+    }
+    Ok(applied.outcomes)
 }

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use prost::Message as _;
-use redstore_inventory::domain::StockMovement;
+use redstore_inventory::domain::{Product, StockMovement};
 use redstore_inventory::pg::{SaleContext, SaleToApply, apply_sales_in};
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
@@ -48,7 +48,7 @@ use redstore_platform::pg;
 use redstore_platform::time::{timestamp, timestamp_ms};
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::sales::{Sale, SaleStatus};
-use sqlx::Row as _;
+use sqlx::{PgConnection, Row as _};
 use tokio::sync::oneshot;
 
 use super::{KeyedSale, PgSales, SCHEMA, apply_request, draft_sale, now_ms, price_lines, resume_keyed};
@@ -57,6 +57,9 @@ use crate::store::{CheckoutOrder, empty_cart};
 
 /// The most checkouts one transaction takes.
 const MAX_BATCH: usize = 64;
+
+/// How many of a store's saga batches run at once.
+const SAGA_IN_FLIGHT: usize = 3;
 
 /// How long a store's worker waits for work before it stops.
 const IDLE: Duration = Duration::from_secs(30);
@@ -78,15 +81,24 @@ enum Answer {
 
 /// The per-store batcher of a [`PgSales`] whose checkouts go by group commit; `saga` is the same
 /// store without the batcher (for the rare checkout only the saga can finish).
-pub(crate) fn batcher(saga: PgSales) -> StoreBatcher<Job> {
-    StoreBatcher::new(MAX_BATCH, IDLE, move |store_id, jobs| {
+pub(crate) fn batcher(saga: PgSales, local: bool) -> StoreBatcher<Job> {
+    // With inventory local, a batch holds the store's locks to its commit: one at a time. The
+    // saga's batches hold none (each step commits on its own): several overlap.
+    let in_flight = if local { 1 } else { SAGA_IN_FLIGHT };
+    StoreBatcher::new(MAX_BATCH, in_flight, IDLE, move |store_id, jobs| {
         let saga = saga.clone();
-        async move { run(&saga, &store_id, jobs).await }.boxed()
+        async move { run(&saga, local, &store_id, jobs).await }.boxed()
     })
 }
 
+/// One batch: with inventory in this process and database, one transaction; else the saga's
+/// steps, each for the whole batch.
+async fn batch(saga: &PgSales, local: bool, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+    if local { checkout_batch(saga, store_id, orders).await } else { saga_batch(saga, store_id, orders).await }
+}
+
 /// Runs one batch and answers its checkouts; returns those put off to the next batch.
-async fn run(saga: &PgSales, store_id: &str, jobs: Vec<Job>) -> Vec<Job> {
+async fn run(saga: &PgSales, local: bool, store_id: &str, jobs: Vec<Job>) -> Vec<Job> {
     let (mut keys, mut carts) = (HashSet::new(), HashSet::new());
     let (now, later): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|job| {
         let order = &job.order;
@@ -95,7 +107,7 @@ async fn run(saga: &PgSales, store_id: &str, jobs: Vec<Job>) -> Vec<Job> {
     });
     let orders: Vec<&CheckoutOrder> = now.iter().map(|job| &job.order).collect();
     let started = std::time::Instant::now();
-    let outcome = checkout_batch(saga, store_id, &orders).await;
+    let outcome = batch(saga, local, store_id, &orders).await;
     tracing::debug!(
         store_id,
         checkouts = orders.len(),
@@ -109,7 +121,7 @@ async fn run(saga: &PgSales, store_id: &str, jobs: Vec<Job>) -> Vec<Job> {
             tracing::warn!(store_id, error = %err, checkouts = orders.len(), "a checkout batch failed; running its checkouts one at a time");
             let mut answers = Vec::with_capacity(orders.len());
             for order in &orders {
-                let answer = match checkout_batch(saga, store_id, std::slice::from_ref(order)).await {
+                let answer = match batch(saga, local, store_id, std::slice::from_ref(order)).await {
                     Ok(mut one) => one.pop().unwrap_or(Answer::Saga),
                     Err(err) => Answer::Done(Box::new(Err(err))),
                 };
@@ -251,34 +263,13 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     };
     lookup.extend(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).filter(|k| !claimed.contains(*k)));
     if !lookup.is_empty() {
-        let rows = sqlx::query(
-            "SELECT idempotency_key, sale_id, request, status = 'completed', body FROM sales.sales
-             WHERE store_id = $1 AND idempotency_key = ANY ($2)",
-        )
-        .bind(store_id)
-        .bind(&lookup)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut keyed: HashMap<String, KeyedSale> = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let sale = KeyedSale {
-                sale_id: row.try_get(1)?,
-                request: row.try_get(2)?,
-                completed: row.try_get(3)?,
-                body: row.try_get(4)?,
-            };
-            keyed.insert(row.try_get(0)?, sale);
-        }
+        let mut keyed = keyed_sales(&mut tx, store_id, &lookup).await?;
         for (index, order) in orders.iter().enumerate() {
             if claimed.contains(&order.idem.key) {
                 continue;
             }
             if let Some(sale) = keyed.remove(&order.idem.key) {
-                answers[index] = Some(match resume_keyed(order, sale) {
-                    Err(err) => Answer::Done(Box::new(Err(err))),
-                    Ok(Err(completed)) => Answer::Done(Box::new(Ok(completed))),
-                    Ok(Ok(_pending)) => Answer::Saga,
-                });
+                answers[index] = Some(keyed_answer(order, sale));
             } else if answers[index].is_none() {
                 // Taken, and gone again by the time it was read (its attempt rolled back).
                 answers[index] = Some(Answer::Saga);
@@ -411,5 +402,253 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
             pg::notify_committed(&pool, SCHEMA, &store, last).await;
         }
     });
+    Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
+
+/// The sales these idempotency keys point at, in the caller's store-scoped transaction.
+async fn keyed_sales(conn: &mut PgConnection, store_id: &str, keys: &[&str]) -> Result<HashMap<String, KeyedSale>> {
+    let rows = sqlx::query(
+        "SELECT idempotency_key, sale_id, request, status = 'completed', body FROM sales.sales
+         WHERE store_id = $1 AND idempotency_key = ANY ($2)",
+    )
+    .bind(store_id)
+    .bind(keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut keyed = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let sale = KeyedSale {
+            sale_id: row.try_get(1)?,
+            request: row.try_get(2)?,
+            completed: row.try_get(3)?,
+            body: row.try_get(4)?,
+        };
+        keyed.insert(row.try_get(0)?, sale);
+    }
+    Ok(keyed)
+}
+
+/// What a checkout whose key was taken comes to.
+fn keyed_answer(order: &CheckoutOrder, sale: KeyedSale) -> Answer {
+    match resume_keyed(order, sale) {
+        Err(err) => Answer::Done(Box::new(Err(err))),
+        Ok(Err(completed)) => Answer::Done(Box::new(Ok(completed))),
+        Ok(Ok(_pending)) => Answer::Saga,
+    }
+}
+
+/// One batch of a store's checkouts by the saga, inventory being elsewhere (see the module
+/// documentation of `pg`): the same steps as one checkout's, each taken for the whole batch —
+/// one transaction records the drafted sales `pending` (and is committed, so that a crash leaves
+/// them for a retry or `resume_pending`), inventory is asked to apply them all at once (it
+/// batches them again per store), and one transaction completes those it took, numbering their
+/// events, and deletes those it refused. A sale inventory could not be asked about stays pending.
+async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+    let inventory = &saga.inventory;
+    // The carts sold, then the terminals and the catalog from inventory.
+    let cart_terminals: Vec<&str> =
+        orders.iter().filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
+    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    if !cart_terminals.is_empty() {
+        let mut tx = pg::store_tx(&saga.pool, store_id).await?;
+        let rows = sqlx::query(
+            "SELECT terminal_id, sku, quantity FROM sales.cart_items
+             WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id",
+        )
+        .bind(store_id)
+        .bind(&cart_terminals)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for row in &rows {
+            carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    let no_lines = Vec::new();
+    let lines: Vec<Lines<'_>> = orders
+        .iter()
+        .map(|o| match o.lines.is_empty() {
+            true => Lines { field: "cart", from_cart: true, lines: carts.get(&o.terminal_id).unwrap_or(&no_lines) },
+            false => Lines { field: "lines", from_cart: false, lines: &o.lines },
+        })
+        .collect();
+    // Each checkout's terminal (errors are not `Clone`: one call per checkout, all at once).
+    let terminal_checks =
+        futures::future::join_all(orders.iter().map(|o| inventory.require_terminal(store_id, &o.terminal_id))).await;
+    let mut skus: Vec<String> =
+        lines.iter().flat_map(|l| l.lines.iter().map(|(sku, _)| sku.clone())).collect::<Vec<_>>();
+    skus.sort_unstable();
+    skus.dedup();
+    let products: HashMap<String, Product> = if skus.is_empty() {
+        HashMap::new()
+    } else {
+        inventory.get_products(&skus).await?.into_iter().flatten().map(|p| (p.sku.clone(), p)).collect()
+    };
+    let drafts: Vec<Result<(Sale, Vec<StockMovement>)>> = orders
+        .iter()
+        .zip(&lines)
+        .zip(terminal_checks)
+        .map(|((order, &Lines { field, lines, .. }), terminal)| {
+            terminal?;
+            if lines.is_empty() {
+                return Err(empty_cart(store_id, &order.terminal_id));
+            }
+            let priced = price_lines(field, lines, |i| products.get(&lines[i].0))?;
+            draft_sale(order, field, lines, &priced)
+        })
+        .collect();
+
+    // Transaction A: the drafted sales, pending, under their keys; what taken keys point at.
+    let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
+    let mut drafted = Vec::new();
+    let mut lookup: Vec<&str> = Vec::new();
+    for (index, (order, draft)) in orders.iter().zip(drafts).enumerate() {
+        match draft {
+            Ok((sale, movements)) => {
+                let request = apply_request(&sale).0.encode_to_vec();
+                drafted.push(Drafted { index, sale, from_cart: lines[index].from_cart, movements, request });
+            }
+            Err(err) => {
+                lookup.push(order.idem.key.as_str());
+                answers[index] = Some(Answer::Done(Box::new(Err(err))));
+            }
+        }
+    }
+    let mut tx = pg::store_tx(&saga.pool, store_id).await?;
+    let claimed: HashSet<String> = if drafted.is_empty() {
+        HashSet::new()
+    } else {
+        let bodies: Vec<Vec<u8>> = drafted.iter().map(|d| d.sale.encode_to_vec()).collect();
+        sqlx::query_scalar(
+            "INSERT INTO sales.sales
+                 (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
+             SELECT u.id, $1, u.terminal, u.key, u.request, u.from_cart, 'pending', u.created, u.body
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bigint[], $8::bytea[])
+                 AS u (id, terminal, key, request, from_cart, created, body)
+             ORDER BY u.key
+             ON CONFLICT (store_id, idempotency_key) DO NOTHING
+             RETURNING idempotency_key",
+        )
+        .bind(store_id)
+        .bind(drafted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
+        .bind(&bodies)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    lookup.extend(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).filter(|k| !claimed.contains(*k)));
+    if !lookup.is_empty() {
+        let mut keyed = keyed_sales(&mut tx, store_id, &lookup).await?;
+        for (index, order) in orders.iter().enumerate() {
+            if claimed.contains(&order.idem.key) {
+                continue;
+            }
+            if let Some(sale) = keyed.remove(&order.idem.key) {
+                answers[index] = Some(keyed_answer(order, sale));
+            } else if answers[index].is_none() {
+                answers[index] = Some(Answer::Saga);
+            }
+        }
+        drafted.retain(|d| claimed.contains(&orders[d.index].idem.key));
+    }
+    tx.commit().await?;
+
+    // Inventory applies them, all at once (idempotent by sale id).
+    let applied = futures::future::join_all(drafted.iter().map(|d| {
+        inventory.apply_sale(&d.sale.sale_id, d.request.clone(), store_id, &d.sale.terminal_id, d.movements.clone())
+    }))
+    .await;
+
+    // Transaction C: complete what inventory took (if still pending: a concurrent `finish` may
+    // have), delete what it refused; anything else stays pending for a retry or the healer.
+    let occurred_at_ms = now_ms();
+    let (mut refused, mut completed, mut completed_bodies) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut event_ids, mut heads, mut tails) = (Vec::new(), Vec::new(), Vec::new());
+    for (d, outcome) in drafted.into_iter().zip(applied) {
+        let mut sale = d.sale;
+        match outcome {
+            Err(err) => {
+                if super::is_refusal(&err) {
+                    refused.push(sale.sale_id);
+                }
+                answers[d.index] = Some(Answer::Done(Box::new(Err(err))));
+            }
+            Ok(response) => {
+                sale.status = SaleStatus::Completed as i32;
+                sale.negative_stock_skus = response.negative_skus;
+                let event_id = uuid::Uuid::now_v7();
+                let head = EventEnvelope {
+                    event_id: event_id.to_string(),
+                    r#type: "sale.completed".to_owned(),
+                    store_id: store_id.to_owned(),
+                    ..Default::default()
+                };
+                let tail = EventEnvelope {
+                    occurred_at: Some(timestamp(occurred_at_ms)),
+                    payload: Some(sale_completed(&sale)),
+                    ..Default::default()
+                };
+                event_ids.push(event_id);
+                heads.push(head.encode_to_vec());
+                tails.push(tail.encode_to_vec());
+                completed.push(sale.sale_id.clone());
+                completed_bodies.push(sale.encode_to_vec());
+                answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
+            }
+        }
+    }
+    let mut sales_seq = None;
+    if !completed.is_empty() || !refused.is_empty() {
+        let mut tx = pg::store_tx(&saga.pool, store_id).await?;
+        let rows = sqlx::query(
+            "WITH refused AS (
+                 DELETE FROM sales.sales WHERE store_id = $1 AND sale_id = ANY ($2::text[]) AND status = 'pending'),
+             done AS (
+                 UPDATE sales.sales s SET status = 'completed', body = u.body
+                 FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS u (id, body, n)
+                 WHERE s.sale_id = u.id AND s.status = 'pending'
+                 RETURNING s.sale_id, s.terminal_id, s.from_cart, u.n),
+             directory AS (INSERT INTO sales.sale_stores (sale_id, store_id) SELECT sale_id, $1 FROM done),
+             carts AS (
+                 DELETE FROM sales.cart_items c USING done
+                 WHERE c.store_id = $1 AND done.from_cart AND c.terminal_id = done.terminal_id),
+             counted AS (SELECT count(*) AS n FROM done),
+             seq AS (
+                 INSERT INTO sales.store_sequences AS q (store_id, last_seq) SELECT $1, n FROM counted WHERE n > 0
+                 ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
+                 RETURNING q.last_seq - (SELECT n FROM counted) AS base),
+             numbered AS (SELECT n, row_number() OVER (ORDER BY n) AS k FROM done),
+             events AS (
+                 INSERT INTO sales.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
+                 SELECT e.id, $1, seq.base + nb.k, 'sale.completed', $5,
+                        e.head || '\\x20'::BYTEA || sales.pb_varint(seq.base + nb.k) || e.tail
+                 FROM seq, numbered nb
+                 JOIN unnest($6::uuid[], $7::bytea[], $8::bytea[]) WITH ORDINALITY AS e (id, head, tail, n) ON e.n = nb.n
+                 RETURNING store_seq)
+             SELECT max(store_seq) FROM events",
+        )
+        .bind(store_id)
+        .bind(&refused)
+        .bind(&completed)
+        .bind(&completed_bodies)
+        .bind(occurred_at_ms)
+        .bind(&event_ids)
+        .bind(&heads)
+        .bind(&tails)
+        .fetch_one(&mut *tx)
+        .await?;
+        sales_seq = rows.try_get::<Option<i64>, _>(0)?.map(|s| s as u64);
+        tx.commit().await?;
+    }
+    if let Some(last) = sales_seq {
+        let (pool, store) = (saga.pool.clone(), store_id.to_owned());
+        tokio::spawn(async move { pg::notify_committed(&pool, SCHEMA, &store, last).await });
+    }
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
 }
