@@ -18,6 +18,8 @@ const PER_STORE_BUFFER: usize = 1024;
 const CATCH_UP_PAGE: u32 = 500;
 /// How often the PostgreSQL-fed live feed sweeps its watched stores for events it was not told of.
 const SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the PostgreSQL feed waits before trying to LISTEN again.
+const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Routes committed inventory events to per-store broadcast channels.
 #[derive(Clone, Default)]
@@ -56,8 +58,9 @@ impl LiveFeed {
 
     /// Starts feeding from PostgreSQL: every `NOTIFY redstore_inventory` ("store:seq", sent by the
     /// outbox on commit) makes it read that store's new events and hand them to its watchers.
-    /// Notifications are hints: watchers detect gaps by sequence and refill from the outbox, so
-    /// a notification lost to a reconnect delays nothing but that store's next event.
+    /// Notifications are hints: watchers detect gaps by sequence and refill from the outbox, and
+    /// watched stores are swept every few seconds, so a notification lost after a commit or to a
+    /// reconnect delays that store's changes by at most one sweep.
     pub fn from_postgres(
         pool: sqlx::PgPool,
         inventory: Arc<dyn InventoryStore>,
@@ -66,17 +69,26 @@ impl LiveFeed {
         let feed = Self::default();
         let router = feed.clone();
         tokio::spawn(async move {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "live feed cannot listen for notifications");
-                    return;
+            // Until it listens, nothing is fed: keep trying (PostgreSQL may be restarting), and end
+            // the watchers' streams if the server stops first rather than leave them hanging.
+            let mut listener = loop {
+                let listening = async {
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen("redstore_inventory").await?;
+                    Ok::<_, sqlx::Error>(listener)
+                };
+                match listening.await {
+                    Ok(listener) => break listener,
+                    Err(e) => tracing::warn!(error = %e, "live feed cannot LISTEN redstore_inventory yet; retrying"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        router.stores.lock().clear();
+                        return;
+                    }
+                    _ = tokio::time::sleep(LISTEN_RETRY) => {}
                 }
             };
-            if let Err(e) = listener.listen("redstore_inventory").await {
-                tracing::error!(error = %e, "live feed cannot LISTEN redstore_inventory");
-                return;
-            }
             // The newest sequence handed to each store's watchers. Notifications are sent after
             // commit, so one can be lost to a crash or a reconnect: every few seconds the watched
             // stores are swept from where they stand, so a lost notification only delays.
@@ -85,7 +97,12 @@ impl LiveFeed {
             loop {
                 let due: Vec<(String, Option<u64>)> = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = sweep.tick() => router.watched_stores().into_iter().map(|s| (s, None)).collect(),
+                    _ = sweep.tick() => {
+                        let watched = router.watched_stores();
+                        // A store no longer watched starts afresh when it is watched again.
+                        last.retain(|store, _| watched.contains(store));
+                        watched.into_iter().map(|s| (s, None)).collect()
+                    }
                     n = listener.recv() => match n {
                         Ok(n) => match n.payload().rsplit_once(':').map(|(s, q)| (s.to_owned(), q.parse::<u64>())) {
                             Some((store, Ok(seq))) if router.stores.lock().contains_key(&store) => vec![(store, Some(seq))],
@@ -99,7 +116,9 @@ impl LiveFeed {
                 };
                 for (store, notified) in due {
                     let after = match (last.get(&store).copied(), notified) {
-                        (Some(l), Some(seq)) => l.min(seq.saturating_sub(1)),
+                        // Handed over already (a sweep got there first).
+                        (Some(l), Some(seq)) if seq <= l => continue,
+                        (Some(l), Some(_)) => l,
                         (Some(l), None) => l,
                         (None, Some(seq)) => seq.saturating_sub(1),
                         // Never published for this store: republish its newest event (watchers skip
