@@ -54,6 +54,8 @@ pub const RELAY_SWEEP: Duration = Duration::from_secs(2);
 pub const RELAY_BATCH: u32 = 500;
 /// How many times [`consume`] runs the handler on one event before it dead-letters it.
 pub const HANDLER_ATTEMPTS: u32 = 3;
+/// How long a handled message's offset may wait to be committed with the ones after it.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
 
 /// Header names.
 pub mod header {
@@ -677,11 +679,22 @@ where
     H: Fn(EventEnvelope) -> BoxFuture<'static, Result<()>> + Send + Sync,
 {
     let mut done: HashMap<(String, i32), i64> = HashMap::new();
+    // Offsets handled but not committed yet, and when they are due.
+    let mut uncommitted = false;
+    let mut commit_at = tokio::time::Instant::now();
     let mut errors = 0u32;
     loop {
         let received = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(commit_at), if uncommitted => {
+                commit_offsets(&consumer, &done, CommitMode::Async);
+                // Only what is handled from now on: an offset kept across a rebalance could
+                // otherwise rewind a partition that came back after another member moved it on.
+                done.clear();
+                uncommitted = false;
+                continue;
+            }
             received = consumer.recv() => received.map(|m| m.detach()),
         };
         let msg = match received {
@@ -714,17 +727,16 @@ where
                 }
             }
         }
-        let next = msg.offset() + 1;
-        let mut tpl = TopicPartitionList::new();
-        if let Err(e) = tpl
-            .add_partition_offset(msg.topic(), msg.partition(), Offset::Offset(next))
-            .and_then(|()| consumer.commit(&tpl, CommitMode::Async))
-        {
-            tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = next, error = %e, "kafka offset commit failed");
+        // Committed with the others within COMMIT_EVERY (or at shutdown): one commit request per
+        // message cost the broker more than the message. A crash before it redelivers what
+        // followed the last commit, which handlers deduplicate by event id.
+        done.insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+        if !uncommitted {
+            uncommitted = true;
+            commit_at = tokio::time::Instant::now() + COMMIT_EVERY;
         }
-        done.insert((msg.topic().to_owned(), msg.partition()), next);
     }
-    commit_done(&consumer, &done);
+    commit_offsets(&consumer, &done, CommitMode::Sync);
     // Closing waits for the group to be left: keep that off the async workers.
     tokio::task::spawn_blocking(move || drop(consumer)).await.context("closing the kafka consumer")?;
     Ok(())
@@ -823,13 +835,13 @@ async fn dead_letter(dlq: &FutureProducer, msg: &OwnedMessage, reason: &str, shu
     }
 }
 
-/// Commits, synchronously, the offsets done on the partitions still assigned (a partition that
+/// Commits the offsets done on the partitions still assigned (a partition that
 /// moved to another member is that member's to commit).
-fn commit_done(consumer: &StreamConsumer, done: &HashMap<(String, i32), i64>) {
+fn commit_offsets(consumer: &StreamConsumer, done: &HashMap<(String, i32), i64>, mode: CommitMode) {
     let assigned = match consumer.assignment() {
         Ok(a) => a,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the kafka assignment; final commit skipped");
+            tracing::warn!(error = %e, "cannot read the kafka assignment; offset commit skipped");
             return;
         }
     };
@@ -838,13 +850,13 @@ fn commit_done(consumer: &StreamConsumer, done: &HashMap<(String, i32), i64>) {
         if assigned.find_partition(topic, *partition).is_some()
             && let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
         {
-            tracing::warn!(topic = %topic, partition, error = %e, "cannot add an offset to the final commit");
+            tracing::warn!(topic = %topic, partition, error = %e, "cannot add an offset to a commit");
         }
     }
     if tpl.count() > 0
-        && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+        && let Err(e) = consumer.commit(&tpl, mode)
     {
-        tracing::warn!(error = %e, "final kafka offset commit failed");
+        tracing::warn!(error = %e, "kafka offset commit failed");
     }
 }
 
