@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -678,12 +679,35 @@ pub async fn consume<H>(
 where
     H: Fn(EventEnvelope) -> BoxFuture<'static, Result<()>> + Send + Sync,
 {
+    consume_batches(consumer, dlq_producer, None, handler, shutdown).await
+}
+
+/// Handles the events of many messages at once (one transaction for all, say).
+pub type BatchHandler = Box<dyn Fn(Vec<EventEnvelope>) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// How many messages already received one batch takes.
+pub const CONSUME_BATCH: usize = 500;
+
+/// [`consume`], but the messages already waiting (up to [`CONSUME_BATCH`]) are handed to `batch`
+/// together. When `batch` fails, the messages are handled one by one by `handler`, with its
+/// retries and dead-lettering, so a poison event still ends in the DLQ alone; undecodable
+/// messages are dead-lettered either way.
+pub async fn consume_batches<H>(
+    consumer: StreamConsumer,
+    dlq_producer: FutureProducer,
+    batch: Option<BatchHandler>,
+    handler: H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    H: Fn(EventEnvelope) -> BoxFuture<'static, Result<()>> + Send + Sync,
+{
     let mut done: HashMap<(String, i32), i64> = HashMap::new();
     // Offsets handled but not committed yet, and when they are due.
     let mut uncommitted = false;
     let mut commit_at = tokio::time::Instant::now();
     let mut errors = 0u32;
-    loop {
+    'consuming: loop {
         let received = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -697,7 +721,7 @@ where
             }
             received = consumer.recv() => received.map(|m| m.detach()),
         };
-        let msg = match received {
+        let first = match received {
             Ok(msg) => {
                 errors = 0;
                 msg
@@ -712,28 +736,56 @@ where
                 }
             }
         };
-        let outcome = match decode_event(msg.payload()) {
-            Ok(event) => handle(&handler, event, &shutdown).await,
-            Err(e) => Handled::Poison(format!("{e:#}")),
-        };
-        match outcome {
-            Handled::Done => {}
-            // Shut down while waiting out a transient failure: the offset stays uncommitted.
-            Handled::Stopped => break,
-            Handled::Poison(reason) => {
-                if !dead_letter(&dlq_producer, &msg, &reason, &shutdown).await {
-                    // Shut down before the dead-letter copy was stored: the offset stays uncommitted.
-                    break;
+        let mut msgs = vec![first];
+        if batch.is_some() {
+            // What has arrived already, without waiting for more.
+            while msgs.len() < CONSUME_BATCH {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(msg)) => msgs.push(msg.detach()),
+                    _ => break,
                 }
             }
         }
-        // Committed with the others within COMMIT_EVERY (or at shutdown): one commit request per
-        // message cost the broker more than the message. A crash before it redelivers what
-        // followed the last commit, which handlers deduplicate by event id.
-        done.insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
-        if !uncommitted {
-            uncommitted = true;
-            commit_at = tokio::time::Instant::now() + COMMIT_EVERY;
+        let decoded: Vec<std::result::Result<EventEnvelope, String>> =
+            msgs.iter().map(|m| decode_event(m.payload()).map_err(|e| format!("{e:#}"))).collect();
+        let batched = match &batch {
+            Some(batch) if msgs.len() > 1 => {
+                let events: Vec<EventEnvelope> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+                match batch(events).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, messages = msgs.len(), "a batch of events failed; handling them one by one");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        for (msg, event) in msgs.iter().zip(decoded) {
+            let outcome = match event {
+                Ok(_) if batched => Handled::Done,
+                Ok(event) => handle(&handler, event, &shutdown).await,
+                Err(reason) => Handled::Poison(reason),
+            };
+            match outcome {
+                Handled::Done => {}
+                // Shut down while waiting out a transient failure: the offset stays uncommitted.
+                Handled::Stopped => break 'consuming,
+                Handled::Poison(reason) => {
+                    if !dead_letter(&dlq_producer, msg, &reason, &shutdown).await {
+                        // Shut down before the dead-letter copy was stored: the offset stays uncommitted.
+                        break 'consuming;
+                    }
+                }
+            }
+            // Committed with the others within COMMIT_EVERY (or at shutdown): one commit request
+            // per message cost the broker more than the message. A crash before it redelivers
+            // what followed the last commit, which handlers deduplicate by event id.
+            done.insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+            if !uncommitted {
+                uncommitted = true;
+                commit_at = tokio::time::Instant::now() + COMMIT_EVERY;
+            }
         }
     }
     commit_offsets(&consumer, &done, CommitMode::Sync);

@@ -1,8 +1,9 @@
 //! Analytics in the distributed shape with Kafka: consumer group `analytics-rollups` reads the
 //! sales topic(s) and folds each sale event into the PostgreSQL rollups.
 //!
-//! Each event is applied in its own transaction scoped to the event's store, which is committed
-//! before the Kafka offset; the event id recorded in `analytics.processed` makes a redelivery
+//! The events already received are folded together, one transaction per store (one at a time
+//! when that fails, so that a poison event is dead-lettered alone), each committed before the
+//! Kafka offsets; the event id recorded in `analytics.processed` makes a redelivery
 //! (a restart before the offset commit, or an event the relay published twice) a no-op.
 
 use futures::future::BoxFuture;
@@ -26,6 +27,21 @@ pub async fn fold(pool: &PgPool, event: &EventEnvelope) -> Result<()> {
     Ok(())
 }
 
+/// Folds the events received together: one transaction per store for all of its events (each
+/// still counted once, by event id). A failure leaves the caller to fold them one by one.
+pub async fn fold_all(pool: &PgPool, events: Vec<EventEnvelope>) -> Result<()> {
+    let mut by_store: std::collections::BTreeMap<String, Vec<EventEnvelope>> = std::collections::BTreeMap::new();
+    for event in events {
+        by_store.entry(event.store_id.clone()).or_default().push(event);
+    }
+    for (store_id, events) in by_store {
+        let mut tx = pg::store_tx(pool, &store_id).await?;
+        crate::pg::apply_all(&mut tx, &events).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 /// Consumes the sales topics as group [`CONSUMER_GROUP`] until `shutdown`. Creates the topics
 /// (and their dead-letter topics) when missing, and fails within a few seconds when no broker
 /// answers. An event that cannot be decoded or folded after a few attempts goes to
@@ -45,11 +61,17 @@ pub async fn run_in_group(
     let consumer = kafka::consumer(&cfg, group, DOMAINS)?;
     let dlq = kafka::producer(&cfg)?;
     tracing::info!(group, pattern = %cfg.pattern("sales"), "analytics kafka consumer started");
+    let pool_for_batches = pool.clone();
     let handler = move |event: EventEnvelope| -> BoxFuture<'static, Result<()>> {
         let pool = pool.clone();
         Box::pin(async move { fold(&pool, &event).await })
     };
-    kafka::consume(consumer, dlq, handler, shutdown).await?;
+    let batch_pool = pool_for_batches.clone();
+    let batch: kafka::BatchHandler = Box::new(move |events: Vec<EventEnvelope>| -> BoxFuture<'static, Result<()>> {
+        let pool = batch_pool.clone();
+        Box::pin(async move { fold_all(&pool, events).await })
+    });
+    kafka::consume_batches(consumer, dlq, Some(batch), handler, shutdown).await?;
     tracing::info!(group, "analytics kafka consumer stopped");
     Ok(())
 }
