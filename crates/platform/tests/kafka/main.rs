@@ -251,3 +251,83 @@ async fn a_restarted_group_resumes_after_its_committed_offsets() {
     assert_eq!(got, want, "the restarted group sees exactly the events after its commits");
     cleanup(&cfg).await;
 }
+
+#[tokio::test]
+async fn messages_received_together_are_handled_as_a_batch_and_a_poison_one_still_goes_alone_to_the_dlq() {
+    let cfg = test_config();
+    kafka::ensure_topics(&cfg, &["sales"]).await.expect("ensure topics");
+    // Waiting before the consumer starts, so that its first fetch brings them together.
+    let good: Vec<EventEnvelope> = (1..=8).map(|seq| envelope("s1", seq)).collect();
+    let poison = envelope("s1", 9);
+    let garbage = [0xff_u8, 0xff, 0xff, 0x01];
+    for event in &good[..4] {
+        produce(&cfg, "s1", &event.encode_to_vec()).await;
+    }
+    produce(&cfg, "s1", &poison.encode_to_vec()).await;
+    produce(&cfg, "s1", &garbage).await;
+    for event in &good[4..] {
+        produce(&cfg, "s1", &event.encode_to_vec()).await;
+    }
+
+    let seen: Seen = Arc::default();
+    let batch_sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let poison_id = poison.event_id.clone();
+    let batch: kafka::BatchHandler = {
+        let (seen, batch_sizes, poison_id) = (seen.clone(), batch_sizes.clone(), poison_id.clone());
+        Box::new(move |events: Vec<EventEnvelope>| -> BoxFuture<'static, redstore_platform::Result<()>> {
+            batch_sizes.lock().push(events.len());
+            let (seen, poison_id) = (seen.clone(), poison_id.clone());
+            Box::pin(async move {
+                // All or nothing, as one transaction would be.
+                if events.iter().any(|e| e.event_id == poison_id) {
+                    return Err(redstore_platform::Error::Internal(anyhow::anyhow!("a poison event in the batch")));
+                }
+                seen.lock().extend(events);
+                Ok(())
+            })
+        })
+    };
+    let handler = {
+        let seen = seen.clone();
+        move |event: EventEnvelope| -> BoxFuture<'static, redstore_platform::Result<()>> {
+            let (seen, poison) = (seen.clone(), event.event_id == poison_id);
+            Box::pin(async move {
+                if poison {
+                    return Err(redstore_platform::Error::Internal(anyhow::anyhow!("this one always fails")));
+                }
+                seen.lock().push(event);
+                Ok(())
+            })
+        }
+    };
+    let consumer = kafka::consumer(&cfg, &format!("{}-batch", cfg.topic_prefix), &["sales"]).expect("consumer");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(kafka::consume_batches(
+        consumer,
+        kafka::producer(&cfg).expect("producer"),
+        Some(batch),
+        handler,
+        shutdown.clone(),
+    ));
+    wait_until(Duration::from_secs(60), || seen.lock().len() >= good.len()).await.expect("every good event is handled");
+    let dlq = kafka::dlq_topic(&cfg.topic("sales"));
+    let dead = read_topic(&cfg, &dlq, 2, Duration::from_secs(20)).await;
+    let mut dead_payloads: Vec<Vec<u8>> = dead.iter().map(|m| m.payload().unwrap_or_default().to_vec()).collect();
+    dead_payloads.sort();
+    let mut expected = vec![poison.encode_to_vec(), garbage.to_vec()];
+    expected.sort();
+    assert_eq!(dead_payloads, expected, "the poison event and the undecodable message, each dead-lettered once");
+    // Each good event handled exactly once, whether in a batch or one by one after a failed one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut handled: Vec<u64> = seen.lock().iter().map(|e| e.store_seq).collect();
+    handled.sort_unstable();
+    assert_eq!(handled, (1..=8).collect::<Vec<u64>>());
+    assert!(
+        batch_sizes.lock().iter().any(|n| *n > 1),
+        "messages waiting together were batched: {:?}",
+        batch_sizes.lock()
+    );
+    shutdown.cancel();
+    task.await.expect("joined").expect("consume");
+    cleanup(&cfg).await;
+}
