@@ -18,6 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt as _;
+use parking_lot::Mutex;
 use redstore_inventory::InventoryStore;
 use redstore_platform::error::{Error, identifier};
 use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
@@ -34,6 +35,29 @@ struct SseState {
     feed: LiveFeed,
     shutdown: CancellationToken,
     keep_alive: Duration,
+    memo: JsonMemo,
+}
+
+/// The JSON of the live event each store's watchers are being handed, made once for all of them
+/// rather than once per connection (a store's watchers share the event's `Arc`). With thousands
+/// of terminals on one store, building it per connection was most of the fan-out's work.
+#[derive(Clone, Default)]
+struct JsonMemo(Arc<Mutex<HashMap<String, Memoized>>>);
+
+/// A store's latest live event and its JSON.
+type Memoized = (Arc<EventEnvelope>, Arc<str>);
+
+impl JsonMemo {
+    fn json(&self, e: &Arc<EventEnvelope>) -> Arc<str> {
+        if let Some((seen, json)) = self.0.lock().get(&e.store_id)
+            && Arc::ptr_eq(seen, e)
+        {
+            return json.clone();
+        }
+        let json: Arc<str> = event_json(e).to_string().into();
+        self.0.lock().insert(e.store_id.clone(), (e.clone(), json.clone()));
+        json
+    }
 }
 
 pub fn router(
@@ -47,6 +71,7 @@ pub fn router(
         feed,
         shutdown,
         keep_alive,
+        memo: JsonMemo::default(),
     })
 }
 
@@ -96,18 +121,17 @@ async fn events(
     };
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(feed::watch(state.inventory.clone(), state.feed.clone(), store_id, start, tx, state.shutdown.clone()));
-    let stream = ReceiverStream::new(rx).map(|item| Ok::<_, Infallible>(to_sse(&item)));
+    let memo = state.memo.clone();
+    let stream = ReceiverStream::new(rx).map(move |item| Ok::<_, Infallible>(to_sse(&item, &memo)));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(state.keep_alive).text("keep-alive")).into_response()
 }
 
-fn to_sse(item: &Item) -> Event {
+fn to_sse(item: &Item, memo: &JsonMemo) -> Event {
     match item {
         Item::Snapshot(s) => {
             Event::default().event("snapshot").id(s.as_of_seq.to_string()).data(snapshot_json(s).to_string())
         }
-        Item::Event(e) => {
-            Event::default().event(e.r#type.clone()).id(e.store_seq.to_string()).data(event_json(e).to_string())
-        }
+        Item::Event(e) => Event::default().event(e.r#type.clone()).id(e.store_seq.to_string()).data(&*memo.json(e)),
     }
 }
 
