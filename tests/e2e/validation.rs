@@ -5,7 +5,7 @@ use std::fmt::Debug;
 
 use redstore_proto::common::{Money, PageRequest};
 use redstore_proto::inventory::{
-    AdjustStockRequest, AdjustmentReason, CreateProductRequest, GetProductRequest, GetStockRequest,
+    AdjustStockRequest, AdjustmentReason, CreateProductRequest, GetProductRequest, GetProductsRequest, GetStockRequest,
     ListProductsRequest, ListStockRequest, ListStoresRequest, LookupBarcodeRequest, StockLevel,
 };
 use redstore_proto::sales::{GetSaleRequest, ListSalesRequest, Sale, Tender, TenderType};
@@ -743,4 +743,29 @@ async fn a_garbage_page_token_is_rejected() {
         .expect("second page")
         .into_inner();
     assert_eq!(second.products.first().map(|p| p.sku.as_str()), Some("SKU-0006"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_products_answers_the_known_skus_in_one_call_and_names_a_bad_one() {
+    let app = TestApp::spawn().await;
+    let skus = ["SKU-0002", "NO-SUCH-SKU", "SKU-0001", "SKU-0002"].map(String::from).to_vec();
+    let got =
+        app.inventory().get_products(GetProductsRequest { skus }).await.expect("get products").into_inner().products;
+    let mut found: Vec<(String, Option<Money>)> = got.into_iter().map(|p| (p.sku, p.price)).collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.dedup();
+    assert_eq!(found, vec![("SKU-0001".to_owned(), Some(eur(119))), ("SKU-0002".to_owned(), Some(eur(349)))]);
+
+    let bad = vec!["SKU-0001".to_owned(), "not a sku!".to_owned()];
+    expect_status(
+        app.inventory().get_products(GetProductsRequest { skus: bad }).await,
+        Code::InvalidArgument,
+        &["skus[1]"],
+    );
+    let too_many = (0..1001).map(|i| format!("SKU-{i}")).collect();
+    expect_status(
+        app.inventory().get_products(GetProductsRequest { skus: too_many }).await,
+        Code::InvalidArgument,
+        &["skus", "1000"],
+    );
 }

@@ -156,17 +156,17 @@ impl InventoryStore for GrpcInventory {
         once(self.client().register_terminal(request(req))).await?.terminal.ok_or_else(|| missing("a terminal"))
     }
 
-    /// One call per sku, all at once (the default asks one after another).
+    /// One GetProducts call per thousand skus (the default asks one sku at a time).
     async fn get_products(&self, skus: &[String]) -> Result<Vec<Option<Product>>> {
-        let found = futures::future::join_all(skus.iter().map(|sku| self.get_product(sku))).await;
-        found
-            .into_iter()
-            .map(|p| match p {
-                Ok(p) => Ok(Some(p)),
-                Err(Error::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
-            })
-            .collect()
+        let mut found = std::collections::HashMap::with_capacity(skus.len());
+        for chunk in skus.chunks(1000) {
+            let req = pb::GetProductsRequest { skus: chunk.to_vec() };
+            for product in retried!(self, get_products, req)?.products {
+                let product = self::product(Some(product))?;
+                found.insert(product.sku.clone(), product);
+            }
+        }
+        Ok(skus.iter().map(|sku| found.get(sku).cloned()).collect())
     }
 
     async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()> {

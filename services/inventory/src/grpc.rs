@@ -15,6 +15,9 @@ use crate::domain::{self, OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
 use crate::store::{Idem, InventoryStore, ProductPatch};
 
+/// The most skus one GetProducts call may ask for.
+const MAX_SKUS_PER_CALL: usize = 1000;
+
 #[derive(Clone)]
 pub struct InventoryGrpc {
     store: Arc<dyn InventoryStore>,
@@ -186,6 +189,23 @@ impl InventoryService for InventoryGrpc {
         let result = async {
             let product = self.store.get_product(identifier("sku", &req.sku)?).await?;
             Ok(GetProductResponse { product: Some(product.to_proto()) })
+        }
+        .await;
+        ok(result)
+    }
+
+    async fn get_products(&self, req: Request<GetProductsRequest>) -> Result<Response<GetProductsResponse>, Status> {
+        let req = req.into_inner();
+        let result = async {
+            if req.skus.len() > MAX_SKUS_PER_CALL {
+                return Err(Error::invalid("skus", format!("at most {MAX_SKUS_PER_CALL} per call")));
+            }
+            let mut skus = Vec::with_capacity(req.skus.len());
+            for (i, sku) in req.skus.iter().enumerate() {
+                skus.push(identifier(&format!("skus[{i}]"), sku)?.to_owned());
+            }
+            let products = self.store.get_products(&skus).await?;
+            Ok(GetProductsResponse { products: products.into_iter().flatten().map(|p| p.to_proto()).collect() })
         }
         .await;
         ok(result)
