@@ -331,6 +331,34 @@ fn draft_sale(
     Ok((sale, movements))
 }
 
+/// A sale's `sale.completed` event in two encoded parts, for SQL to splice its store sequence
+/// (EventEnvelope field 4, a varint after the tag byte 0x20) in between as prost would: fields 1–3
+/// (event id, type, store id) and the fields after 4 (occurred_at, payload). With its event id.
+fn sale_completed_parts(store_id: &str, occurred_at_ms: i64, sale: &Sale) -> (uuid::Uuid, Vec<u8>, Vec<u8>) {
+    let event_id = uuid::Uuid::now_v7();
+    let head = EventEnvelope {
+        event_id: event_id.to_string(),
+        r#type: "sale.completed".to_owned(),
+        store_id: store_id.to_owned(),
+        ..Default::default()
+    };
+    let tail = EventEnvelope {
+        occurred_at: Some(timestamp(occurred_at_ms)),
+        payload: Some(sale_completed(sale)),
+        ..Default::default()
+    };
+    (event_id, head.encode_to_vec(), tail.encode_to_vec())
+}
+
+/// Debug builds: asserts that SQL spliced a sequence between the parts of
+/// [`sale_completed_parts`] exactly as prost encodes the whole event.
+fn check_spliced(head: &[u8], tail: &[u8], seq: u64, body: &[u8]) {
+    let head = EventEnvelope::decode(head).expect("the head of an event");
+    let tail = EventEnvelope::decode(tail).expect("the tail of an event");
+    let event = EventEnvelope { store_seq: seq, occurred_at: tail.occurred_at, payload: tail.payload, ..head };
+    assert_eq!(body, event.encode_to_vec(), "a sale.completed event was spliced differently than prost encodes it");
+}
+
 /// What inventory is asked to apply for a sale: the request (its fingerprint there), and the sale's
 /// (sku, quantity) lines.
 fn apply_request(sale: &Sale) -> (inv::ApplySaleRequest, Vec<(String, i64)>) {
@@ -501,19 +529,8 @@ impl PgSales {
         // completes the sale, which is still pending. A crash in between leaves the sale pending
         // for a retry or `resume_pending`, as a crash before it does.
         tx.rollback().await?;
-        let event_id = uuid::Uuid::now_v7();
         let occurred_at_ms = now_ms();
-        let head = EventEnvelope {
-            event_id: event_id.to_string(),
-            r#type: "sale.completed".to_owned(),
-            store_id: store_id.to_owned(),
-            ..Default::default()
-        };
-        let tail = EventEnvelope {
-            occurred_at: Some(timestamp(occurred_at_ms)),
-            payload: Some(sale_completed(&sale)),
-            ..Default::default()
-        };
+        let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, &sale);
         let row = sqlx::query("SELECT o_seq, o_body FROM sales.complete_sale($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(store_id)
             .bind(sale_id)
@@ -522,19 +539,15 @@ impl PgSales {
             .bind(&sale.terminal_id)
             .bind(event_id)
             .bind(occurred_at_ms)
-            .bind(head.encode_to_vec())
-            .bind(tail.encode_to_vec())
+            .bind(&head)
+            .bind(&tail)
             .fetch_optional(&self.pool)
             .await?;
         // No row: a concurrent attempt completed it, with the same inventory answer.
         if let Some(row) = row {
             let seq: i64 = row.try_get(0)?;
             if cfg!(debug_assertions) {
-                let body: Vec<u8> = row.try_get(1)?;
-                let event = EventEnvelope { store_seq: seq as u64, ..tail };
-                let event =
-                    EventEnvelope { event_id: head.event_id, r#type: head.r#type, store_id: head.store_id, ..event };
-                assert_eq!(body, event.encode_to_vec(), "sales.complete_sale encoded the event differently");
+                check_spliced(&head, &tail, seq as u64, &row.try_get::<Vec<u8>, _>(1)?);
             }
             pg::notify_committed(&self.pool, SCHEMA, store_id, seq as u64).await;
         }

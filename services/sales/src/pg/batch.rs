@@ -45,14 +45,15 @@ use redstore_inventory::pg::{SaleContext, SaleToApply, apply_sales_in};
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::pg;
-use redstore_platform::time::{timestamp, timestamp_ms};
-use redstore_proto::events::EventEnvelope;
+use redstore_platform::time::timestamp_ms;
 use redstore_proto::sales::{Sale, SaleStatus};
 use sqlx::{PgConnection, Row as _};
 use tokio::sync::oneshot;
 
-use super::{KeyedSale, PgSales, SCHEMA, apply_request, draft_sale, now_ms, price_lines, resume_keyed};
-use crate::events::sale_completed;
+use super::{
+    KeyedSale, PgSales, SCHEMA, apply_request, check_spliced, draft_sale, now_ms, price_lines, resume_keyed,
+    sale_completed_parts,
+};
 use crate::store::{CheckoutOrder, empty_cart};
 
 /// The most checkouts one transaction takes.
@@ -169,30 +170,8 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     let mut tx = pg::store_tx(&saga.pool, store_id).await?;
 
     // 1. The carts sold (row-locked until the commit), the store, terminals and products; drafts.
-    let cart_terminals: Vec<&str> =
-        orders.iter().filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
-    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
-    if !cart_terminals.is_empty() {
-        let rows = sqlx::query(
-            "SELECT terminal_id, sku, quantity FROM sales.cart_items
-             WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id FOR UPDATE",
-        )
-        .bind(store_id)
-        .bind(&cart_terminals)
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &rows {
-            carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
-        }
-    }
-    let no_lines = Vec::new();
-    let lines: Vec<Lines<'_>> = orders
-        .iter()
-        .map(|o| match o.lines.is_empty() {
-            true => Lines { field: "cart", from_cart: true, lines: carts.get(&o.terminal_id).unwrap_or(&no_lines) },
-            false => Lines { field: "lines", from_cart: false, lines: &o.lines },
-        })
-        .collect();
+    let carts = read_carts(&mut tx, store_id, orders, true).await?;
+    let lines = lines_of(orders, &carts);
     let mut terminals: Vec<&str> = orders.iter().map(|o| o.terminal_id.as_str()).collect();
     terminals.sort_unstable();
     terminals.dedup();
@@ -203,13 +182,8 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     let drafts: Vec<Result<(Sale, Vec<StockMovement>)>> = orders
         .iter()
         .zip(&lines)
-        .map(|(order, &Lines { field, lines, .. })| {
-            context.require_terminal(&order.terminal_id)?;
-            if lines.is_empty() {
-                return Err(empty_cart(store_id, &order.terminal_id));
-            }
-            let priced = price_lines(field, lines, |i| context.product(&lines[i].0))?;
-            draft_sale(order, field, lines, &priced)
+        .map(|(order, l)| {
+            draft(store_id, order, l, context.require_terminal(&order.terminal_id), |sku| context.product(sku))
         })
         .collect();
 
@@ -217,66 +191,7 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     //    commit; deleted again if inventory refuses it). A key taken by a concurrent attempt
     //    waits here for that one's transaction; a key used before points at its sale.
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
-    let mut drafted = Vec::new();
-    let mut lookup: Vec<&str> = Vec::new();
-    for (index, (order, draft)) in orders.iter().zip(drafts).enumerate() {
-        match draft {
-            Ok((mut sale, movements)) => {
-                sale.status = SaleStatus::Completed as i32;
-                let request = apply_request(&sale).0.encode_to_vec();
-                drafted.push(Drafted { index, sale, from_cart: lines[index].from_cart, movements, request });
-            }
-            Err(err) => {
-                // A retry whose sale is recorded may fail to draft (its cart sold, a product since
-                // withdrawn…): the key decides.
-                lookup.push(order.idem.key.as_str());
-                answers[index] = Some(Answer::Done(Box::new(Err(err))));
-            }
-        }
-    }
-    let claimed: HashSet<String> = if drafted.is_empty() {
-        HashSet::new()
-    } else {
-        let bodies: Vec<Vec<u8>> = drafted.iter().map(|d| d.sale.encode_to_vec()).collect();
-        sqlx::query_scalar(
-            "INSERT INTO sales.sales
-                 (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
-             SELECT u.id, $1, u.terminal, u.key, u.request, u.from_cart, 'completed', u.created, u.body
-             FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bigint[], $8::bytea[])
-                 AS u (id, terminal, key, request, from_cart, created, body)
-             ORDER BY u.key
-             ON CONFLICT (store_id, idempotency_key) DO NOTHING
-             RETURNING idempotency_key",
-        )
-        .bind(store_id)
-        .bind(drafted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
-        .bind(&bodies)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect()
-    };
-    lookup.extend(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).filter(|k| !claimed.contains(*k)));
-    if !lookup.is_empty() {
-        let mut keyed = keyed_sales(&mut tx, store_id, &lookup).await?;
-        for (index, order) in orders.iter().enumerate() {
-            if claimed.contains(&order.idem.key) {
-                continue;
-            }
-            if let Some(sale) = keyed.remove(&order.idem.key) {
-                answers[index] = Some(keyed_answer(order, sale));
-            } else if answers[index].is_none() {
-                // Taken, and gone again by the time it was read (its attempt rolled back).
-                answers[index] = Some(Answer::Saga);
-            }
-        }
-        drafted.retain(|d| claimed.contains(&orders[d.index].idem.key));
-    }
+    let drafted = claim(&mut tx, store_id, orders, &lines, drafts, true, &mut answers).await?;
 
     // 3. Inventory takes the stock, in this transaction: it locks the store's stock from here to
     //    the commit.
@@ -311,22 +226,11 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
                     amended.push(sale.sale_id.clone());
                     amended_bodies.push(sale.encode_to_vec());
                 }
-                let event_id = uuid::Uuid::now_v7();
-                // The event but for its sequence (field 4), spliced in by the statement below.
-                let head = EventEnvelope {
-                    event_id: event_id.to_string(),
-                    r#type: "sale.completed".to_owned(),
-                    store_id: store_id.to_owned(),
-                    ..Default::default()
-                };
-                let tail = EventEnvelope {
-                    occurred_at: Some(timestamp(occurred_at_ms)),
-                    payload: Some(sale_completed(&sale)),
-                    ..Default::default()
-                };
+                // The event but for its sequence, spliced in by the statement below.
+                let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, &sale);
                 event_ids.push(event_id);
-                heads.push(head.encode_to_vec());
-                tails.push(tail.encode_to_vec());
+                heads.push(head);
+                tails.push(tail);
                 completed.push(sale.sale_id.clone());
                 if d.from_cart {
                     sold_carts.push(sale.terminal_id.clone());
@@ -375,12 +279,7 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
             if cfg!(debug_assertions) {
                 let id: uuid::Uuid = row.try_get(0)?;
                 let i = event_ids.iter().position(|e| *e == id).expect("an event of this batch");
-                let body: Vec<u8> = row.try_get(2)?;
-                let head = EventEnvelope::decode(heads[i].as_slice()).expect("head");
-                let tail = EventEnvelope::decode(tails[i].as_slice()).expect("tail");
-                let event =
-                    EventEnvelope { store_seq: seq, occurred_at: tail.occurred_at, payload: tail.payload, ..head };
-                assert_eq!(body, event.encode_to_vec(), "the sale.completed event was spliced differently");
+                check_spliced(&heads[i], &tails[i], seq, &row.try_get::<Vec<u8>, _>(2)?);
             }
         }
         if rows.len() != completed.len() {
@@ -446,32 +345,13 @@ fn keyed_answer(order: &CheckoutOrder, sale: KeyedSale) -> Answer {
 async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
     let inventory = &saga.inventory;
     // The carts sold, then the terminals and the catalog from inventory.
-    let cart_terminals: Vec<&str> =
-        orders.iter().filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
-    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
-    if !cart_terminals.is_empty() {
+    let carts = {
         let mut tx = pg::store_tx(&saga.pool, store_id).await?;
-        let rows = sqlx::query(
-            "SELECT terminal_id, sku, quantity FROM sales.cart_items
-             WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id",
-        )
-        .bind(store_id)
-        .bind(&cart_terminals)
-        .fetch_all(&mut *tx)
-        .await?;
+        let carts = read_carts(&mut tx, store_id, orders, false).await?;
         tx.commit().await?;
-        for row in &rows {
-            carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
-        }
-    }
-    let no_lines = Vec::new();
-    let lines: Vec<Lines<'_>> = orders
-        .iter()
-        .map(|o| match o.lines.is_empty() {
-            true => Lines { field: "cart", from_cart: true, lines: carts.get(&o.terminal_id).unwrap_or(&no_lines) },
-            false => Lines { field: "lines", from_cart: false, lines: &o.lines },
-        })
-        .collect();
+        carts
+    };
+    let lines = lines_of(orders, &carts);
     // Each checkout's terminal (errors are not `Clone`: one call per checkout, all at once).
     let terminal_checks =
         futures::future::join_all(orders.iter().map(|o| inventory.require_terminal(store_id, &o.terminal_id))).await;
@@ -488,75 +368,13 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         .iter()
         .zip(&lines)
         .zip(terminal_checks)
-        .map(|((order, &Lines { field, lines, .. }), terminal)| {
-            terminal?;
-            if lines.is_empty() {
-                return Err(empty_cart(store_id, &order.terminal_id));
-            }
-            let priced = price_lines(field, lines, |i| products.get(&lines[i].0))?;
-            draft_sale(order, field, lines, &priced)
-        })
+        .map(|((order, l), terminal)| draft(store_id, order, l, terminal, |sku| products.get(sku)))
         .collect();
 
     // Transaction A: the drafted sales, pending, under their keys; what taken keys point at.
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
-    let mut drafted = Vec::new();
-    let mut lookup: Vec<&str> = Vec::new();
-    for (index, (order, draft)) in orders.iter().zip(drafts).enumerate() {
-        match draft {
-            Ok((sale, movements)) => {
-                let request = apply_request(&sale).0.encode_to_vec();
-                drafted.push(Drafted { index, sale, from_cart: lines[index].from_cart, movements, request });
-            }
-            Err(err) => {
-                lookup.push(order.idem.key.as_str());
-                answers[index] = Some(Answer::Done(Box::new(Err(err))));
-            }
-        }
-    }
     let mut tx = pg::store_tx(&saga.pool, store_id).await?;
-    let claimed: HashSet<String> = if drafted.is_empty() {
-        HashSet::new()
-    } else {
-        let bodies: Vec<Vec<u8>> = drafted.iter().map(|d| d.sale.encode_to_vec()).collect();
-        sqlx::query_scalar(
-            "INSERT INTO sales.sales
-                 (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
-             SELECT u.id, $1, u.terminal, u.key, u.request, u.from_cart, 'pending', u.created, u.body
-             FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bigint[], $8::bytea[])
-                 AS u (id, terminal, key, request, from_cart, created, body)
-             ORDER BY u.key
-             ON CONFLICT (store_id, idempotency_key) DO NOTHING
-             RETURNING idempotency_key",
-        )
-        .bind(store_id)
-        .bind(drafted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
-        .bind(&bodies)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect()
-    };
-    lookup.extend(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).filter(|k| !claimed.contains(*k)));
-    if !lookup.is_empty() {
-        let mut keyed = keyed_sales(&mut tx, store_id, &lookup).await?;
-        for (index, order) in orders.iter().enumerate() {
-            if claimed.contains(&order.idem.key) {
-                continue;
-            }
-            if let Some(sale) = keyed.remove(&order.idem.key) {
-                answers[index] = Some(keyed_answer(order, sale));
-            } else if answers[index].is_none() {
-                answers[index] = Some(Answer::Saga);
-            }
-        }
-        drafted.retain(|d| claimed.contains(&orders[d.index].idem.key));
-    }
+    let drafted = claim(&mut tx, store_id, orders, &lines, drafts, false, &mut answers).await?;
     tx.commit().await?;
 
     // Inventory applies them, all at once (idempotent by sale id).
@@ -582,21 +400,10 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
             Ok(response) => {
                 sale.status = SaleStatus::Completed as i32;
                 sale.negative_stock_skus = response.negative_skus;
-                let event_id = uuid::Uuid::now_v7();
-                let head = EventEnvelope {
-                    event_id: event_id.to_string(),
-                    r#type: "sale.completed".to_owned(),
-                    store_id: store_id.to_owned(),
-                    ..Default::default()
-                };
-                let tail = EventEnvelope {
-                    occurred_at: Some(timestamp(occurred_at_ms)),
-                    payload: Some(sale_completed(&sale)),
-                    ..Default::default()
-                };
+                let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, &sale);
                 event_ids.push(event_id);
-                heads.push(head.encode_to_vec());
-                tails.push(tail.encode_to_vec());
+                heads.push(head);
+                tails.push(tail);
                 completed.push(sale.sale_id.clone());
                 completed_bodies.push(sale.encode_to_vec());
                 answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
@@ -651,4 +458,142 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         tokio::spawn(async move { pg::notify_committed(&pool, SCHEMA, &store, last).await });
     }
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
+
+/// The carts of the checkouts without lines, by terminal, in the order their lines were added;
+/// `lock` row-locks them until the caller's transaction ends (so that a cart is sold once).
+async fn read_carts(
+    conn: &mut PgConnection,
+    store_id: &str,
+    orders: &[&CheckoutOrder],
+    lock: bool,
+) -> Result<HashMap<String, Vec<(String, i64)>>> {
+    let terminals: Vec<&str> = orders.iter().filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
+    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    if terminals.is_empty() {
+        return Ok(carts);
+    }
+    let sql = if lock {
+        "SELECT terminal_id, sku, quantity FROM sales.cart_items
+         WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id FOR UPDATE"
+    } else {
+        "SELECT terminal_id, sku, quantity FROM sales.cart_items
+         WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id"
+    };
+    for row in &sqlx::query(sql).bind(store_id).bind(&terminals).fetch_all(&mut *conn).await? {
+        carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
+    }
+    Ok(carts)
+}
+
+/// What each checkout sells: its lines, or its terminal's cart.
+fn lines_of<'a>(orders: &[&'a CheckoutOrder], carts: &'a HashMap<String, Vec<(String, i64)>>) -> Vec<Lines<'a>> {
+    orders
+        .iter()
+        .map(|o| match o.lines.is_empty() {
+            true => Lines {
+                field: "cart",
+                from_cart: true,
+                lines: carts.get(&o.terminal_id).map_or(&[][..], Vec::as_slice),
+            },
+            false => Lines { field: "lines", from_cart: false, lines: &o.lines },
+        })
+        .collect()
+}
+
+/// A checkout's sale, priced and settled, with its movements; in the order of the saga's checks:
+/// the terminal, an empty cart, the catalog, the tenders.
+fn draft<'p>(
+    store_id: &str,
+    order: &CheckoutOrder,
+    lines: &Lines<'_>,
+    terminal: Result<()>,
+    product: impl Fn(&str) -> Option<&'p Product>,
+) -> Result<(Sale, Vec<StockMovement>)> {
+    terminal?;
+    if lines.lines.is_empty() {
+        return Err(empty_cart(store_id, &order.terminal_id));
+    }
+    let priced = price_lines(lines.field, lines.lines, |i| product(&lines.lines[i].0))?;
+    draft_sale(order, lines.field, lines.lines, &priced)
+}
+
+/// Claims the drafted checkouts' keys by inserting their sales, `completed` (invisible until the
+/// caller commits) or `pending` (the saga's first step), under the unique (store, idempotency key); a key taken by a concurrent attempt waits for that one's transaction.
+/// Answers the checkouts that did not draft (with their error, unless their key was used before)
+/// and those whose key was taken (from the sale it points at); returns the claimed ones.
+async fn claim(
+    conn: &mut PgConnection,
+    store_id: &str,
+    orders: &[&CheckoutOrder],
+    lines: &[Lines<'_>],
+    drafts: Vec<Result<(Sale, Vec<StockMovement>)>>,
+    completed: bool,
+    answers: &mut [Option<Answer>],
+) -> Result<Vec<Drafted>> {
+    let mut drafted = Vec::new();
+    let mut lookup: Vec<&str> = Vec::new();
+    for (index, (order, draft)) in orders.iter().zip(drafts).enumerate() {
+        match draft {
+            Ok((mut sale, movements)) => {
+                if completed {
+                    sale.status = SaleStatus::Completed as i32;
+                }
+                let request = apply_request(&sale).0.encode_to_vec();
+                drafted.push(Drafted { index, sale, from_cart: lines[index].from_cart, movements, request });
+            }
+            Err(err) => {
+                // A retry whose sale is recorded may fail to draft (its cart sold, a product since
+                // withdrawn…): the key decides.
+                lookup.push(order.idem.key.as_str());
+                answers[index] = Some(Answer::Done(Box::new(Err(err))));
+            }
+        }
+    }
+    let claimed: HashSet<String> = if drafted.is_empty() {
+        HashSet::new()
+    } else {
+        let status = if completed { "completed" } else { "pending" };
+        let bodies: Vec<Vec<u8>> = drafted.iter().map(|d| d.sale.encode_to_vec()).collect();
+        sqlx::query_scalar(
+            "INSERT INTO sales.sales
+                 (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
+             SELECT u.id, $1, u.terminal, u.key, u.request, u.from_cart, $9, u.created, u.body
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bigint[], $8::bytea[])
+                 AS u (id, terminal, key, request, from_cart, created, body)
+             ORDER BY u.key
+             ON CONFLICT (store_id, idempotency_key) DO NOTHING
+             RETURNING idempotency_key",
+        )
+        .bind(store_id)
+        .bind(drafted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
+        .bind(drafted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
+        .bind(&bodies)
+        .bind(status)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    lookup.extend(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).filter(|k| !claimed.contains(*k)));
+    if !lookup.is_empty() {
+        let mut keyed = keyed_sales(conn, store_id, &lookup).await?;
+        for (index, order) in orders.iter().enumerate() {
+            if claimed.contains(&order.idem.key) {
+                continue;
+            }
+            if let Some(sale) = keyed.remove(&order.idem.key) {
+                answers[index] = Some(keyed_answer(order, sale));
+            } else if answers[index].is_none() {
+                // Taken, and gone again by the time it was read (its attempt rolled back).
+                answers[index] = Some(Answer::Saga);
+            }
+        }
+        drafted.retain(|d| claimed.contains(&orders[d.index].idem.key));
+    }
+    Ok(drafted)
 }

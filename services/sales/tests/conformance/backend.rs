@@ -38,6 +38,20 @@ async fn seeded_db(dir: &tempfile::TempDir, migrations: &[&[redstore_platform::M
     db
 }
 
+/// A fresh PostgreSQL database with these migrations, and a pool on it as the application role.
+async fn scratch_db(migrations: &[&[redstore_platform::pg::PgMigration]]) -> (ScratchDb, PgPool) {
+    let scratch = ScratchDb::create(migrations)
+        .await
+        .expect("create a scratch PostgreSQL database (is PostgreSQL running at 127.0.0.1:5432?)");
+    match pg::connect(&scratch.app_url, 16, Duration::from_secs(30)).await {
+        Ok(pool) => (scratch, pool),
+        Err(e) => {
+            let _ = scratch.drop_db().await;
+            panic!("connect as the application role: {e:#}");
+        }
+    }
+}
+
 impl Backend {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -60,16 +74,7 @@ impl Backend {
         let dir = tempfile::tempdir().expect("temporary directory");
         let db = seeded_db(&dir, &[redstore_inventory::SQLITE_MIGRATIONS]).await;
         let inventory = wrap(SqliteInventory::new(db.clone()));
-        let scratch = ScratchDb::create(&[PG_MIGRATIONS])
-            .await
-            .expect("create a scratch PostgreSQL database (is PostgreSQL running at 127.0.0.1:5432?)");
-        let pool = match pg::connect(&scratch.app_url, 16, Duration::from_secs(30)).await {
-            Ok(pool) => pool,
-            Err(e) => {
-                let _ = scratch.drop_db().await;
-                panic!("connect as the application role: {e:#}");
-            }
-        };
+        let (scratch, pool) = scratch_db(&[PG_MIGRATIONS]).await;
         let sales = PgSales::new(pool.clone(), inventory.clone());
         Self {
             sales: sales.clone(),
@@ -84,16 +89,7 @@ impl Backend {
     /// checkouts go by group commit, sales and stock in one transaction per batch.
     pub async fn postgres_local() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let scratch = ScratchDb::create(&[redstore_inventory::pg::PG_MIGRATIONS, PG_MIGRATIONS])
-            .await
-            .expect("create a scratch PostgreSQL database (is PostgreSQL running at 127.0.0.1:5432?)");
-        let pool = match pg::connect(&scratch.app_url, 16, Duration::from_secs(30)).await {
-            Ok(pool) => pool,
-            Err(e) => {
-                let _ = scratch.drop_db().await;
-                panic!("connect as the application role: {e:#}");
-            }
-        };
+        let (scratch, pool) = scratch_db(&[redstore_inventory::pg::PG_MIGRATIONS, PG_MIGRATIONS]).await;
         let pg_inventory = PgInventory::new(pool.clone());
         redstore_inventory::seed::seed_demo_via(pg_inventory.as_ref()).await.expect("seed the demo chain");
         let sales = PgSales::with_local_inventory(pool.clone(), pg_inventory.clone());
