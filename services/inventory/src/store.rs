@@ -82,7 +82,7 @@ pub trait InventoryStore: Send + Sync + 'static {
         for sku in skus {
             match self.get_product(sku).await {
                 Ok(p) => products.push(Some(p)),
-                Err(Error::NotFound(_)) => products.push(None),
+                Err(e) if e.code() == tonic::Code::NotFound => products.push(None),
                 Err(e) => return Err(e),
             }
         }

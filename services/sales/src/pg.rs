@@ -137,14 +137,15 @@ fn sale_not_found(sale_id: &str) -> Error {
 
 /// Whether inventory refused the request itself (so trying again cannot help), as opposed to
 /// being unreachable or failing.
+/// By its code, so that a refusal answered over gRPC (`Error::Remote`) counts as one too.
 fn is_refusal(err: &Error) -> bool {
-    matches!(err, Error::FailedPrecondition { .. } | Error::NotFound(_) | Error::InvalidArgument { .. })
+    matches!(err.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::InvalidArgument)
 }
 
 /// A catalog lookup by sku, with the NOT_FOUND message SqliteSales gives.
 fn known(sku: &str, found: Result<Product>) -> Result<Product> {
     match found {
-        Err(Error::NotFound(_)) => Err(Error::not_found(format!("sku {sku:?} does not exist"))),
+        Err(e) if e.code() == tonic::Code::NotFound => Err(Error::not_found(format!("sku {sku:?} does not exist"))),
         other => other,
     }
 }
@@ -642,7 +643,7 @@ impl SalesStore for PgSales {
         self.inventory.require_terminal(store_id, terminal_id).await?;
         let product = match self.inventory.product_by_barcode(&order.barcode).await {
             Ok(p) => p,
-            Err(Error::NotFound(_)) => {
+            Err(e) if e.code() == tonic::Code::NotFound => {
                 return Err(Error::not_found(format!("code: no product has barcode {}", order.barcode)));
             }
             Err(e) => return Err(e),

@@ -85,6 +85,35 @@ impl Backend {
         }
     }
 
+    /// PgSales calling a separate inventory service over real gRPC (`GrpcInventory` against an
+    /// inventory server on a free port, SQLite behind it), as `redstore serve sales` does: errors
+    /// come back as gRPC statuses, and the saga must read them as such.
+    pub async fn postgres_remote() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let db = seeded_db(&dir, &[redstore_inventory::SQLITE_MIGRATIONS]).await;
+        let served: Arc<dyn InventoryStore> = SqliteInventory::new(db.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(redstore_inventory::InventoryGrpc::new(served).into_server())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let inventory: Arc<dyn InventoryStore> =
+            redstore_inventory::client::GrpcInventory::connect(&format!("http://{addr}"))
+                .await
+                .expect("an inventory client");
+        let (scratch, pool) = scratch_db(&[PG_MIGRATIONS]).await;
+        let sales = PgSales::new(pool.clone(), inventory.clone());
+        Self {
+            sales: sales.clone(),
+            inventory,
+            db: Some(db),
+            _dir: dir,
+            pg: Some(Pg { pool, sales, scratch: Some(scratch) }),
+        }
+    }
+
     /// PgSales beside PgInventory on one fresh PostgreSQL database, as one process runs them:
     /// checkouts go by group commit, sales and stock in one transaction per batch.
     pub async fn postgres_local() -> Self {

@@ -4,6 +4,7 @@
 //! fresh PostgreSQL database per test, connected as the application role so that row-level
 //! security is in force, and `SqliteInventory` on an embedded database of its own as the
 //! separate inventory service (the checkout saga only sees the `InventoryStore` trait), and
+//! `postgres_remote::<case>` with `PgSales` calling a separate inventory server over real gRPC, and
 //! `postgres_local::<case>` with `PgSales` beside `PgInventory` on one PostgreSQL database, as one
 //! process runs them (checkouts by group commit: one transaction per batch of a store's checkouts).
 //! `postgres_only` holds what only PostgreSQL has: RLS isolation, the outbox, and healing
@@ -50,6 +51,17 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $pg() {
                     crate::postgres_only::$pg().await;
+                }
+            )*
+        }
+
+        mod postgres_remote {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let backend = crate::backend::Backend::postgres_remote().await;
+                    crate::cases::$case(backend.sales(), backend.inventory()).await;
+                    backend.finish().await;
                 }
             )*
         }
