@@ -18,6 +18,19 @@ pub struct Idem {
 }
 use crate::error::{Error, Result};
 
+/// The answer to a key used again for a different request (ALREADY_EXISTS), in every backend.
+pub fn key_reused(scope: &str, key: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "idempotency_key {key:?} was already used for a different {scope} request; use a new key for a new request"
+    ))
+}
+
+/// A key claimed with the same request whose answer was never stored (its transaction should have
+/// stored both): corrupt state, INTERNAL.
+pub fn key_unanswered(scope: &str, key: &str) -> Error {
+    Error::Internal(anyhow::anyhow!("idempotency key {scope}/{key} has no stored answer"))
+}
+
 /// Runs `f` once per (`scope`, `key`). `request` is the canonical encoding of the request.
 pub fn once<T, F>(ctx: &mut WriteCtx<'_>, scope: &str, key: &str, request: &[u8], f: F) -> Result<T>
 where
@@ -31,10 +44,7 @@ where
         .optional()?;
     if let Some((stored_request, response)) = stored {
         if stored_request != request {
-            return Err(Error::AlreadyExists(format!(
-                "idempotency_key {key:?} was already used for a different {scope} request; \
-                 use a new key for a new request"
-            )));
+            return Err(key_reused(scope, key));
         }
         return T::decode(response.as_slice())
             .map_err(|e| Error::Internal(anyhow::anyhow!("stored response for key {key} is corrupt: {e}")));

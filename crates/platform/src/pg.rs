@@ -362,14 +362,10 @@ pub async fn claim(conn: &mut PgConnection, scope: &str, key: &str, request: &[u
         .await?;
     let stored_request: Vec<u8> = row.try_get(0)?;
     if stored_request != request {
-        return Err(Error::AlreadyExists(format!(
-            "idempotency_key {key:?} was already used for a different {scope} request; use a new key for a new request"
-        )));
+        return Err(crate::idempotency::key_reused(scope, key));
     }
     let response: Option<Vec<u8>> = row.try_get(1)?;
-    response
-        .map(Claim::Replay)
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("idempotency key {scope}/{key} has no stored answer")))
+    response.map(Claim::Replay).ok_or_else(|| crate::idempotency::key_unanswered(scope, key))
 }
 
 /// Stores the answer of a claimed key, in the same transaction as the work.

@@ -21,6 +21,7 @@ use prost::Message as _;
 use redstore_platform::barcode::Barcode;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
+use redstore_platform::idempotency::{key_reused, key_unanswered};
 use redstore_platform::money::{Currency, Money};
 use redstore_platform::pg::{self, Claim, PgMigration, PgPool};
 use redstore_proto::events::{EventEnvelope, InventoryChanged, StockChange, event_envelope::Payload};
@@ -367,10 +368,8 @@ fn refusal(err: sqlx::Error, change: &Change<'_>, store_id: &str, movements: &[S
     }
     let sku = db.detail().unwrap_or_default();
     match db.message() {
-        "redstore.conflict" => Error::AlreadyExists(format!(
-            "idempotency_key {key:?} was already used for a different {scope} request; use a new key for a new request"
-        )),
-        "redstore.unanswered" => Error::Internal(anyhow::anyhow!("idempotency key {scope}/{key} has no stored answer")),
+        "redstore.conflict" => key_reused(scope, key),
+        "redstore.unanswered" => key_unanswered(scope, key),
         "redstore.no_store" => no_store(store_id),
         "redstore.no_product" => Error::not_found(format!("sku {sku:?} does not exist")),
         "redstore.insufficient" => {

@@ -53,6 +53,7 @@ use redstore_inventory::domain::{Product, StockMovement, sale_movements};
 use redstore_inventory::pg::PgInventory;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
+use redstore_platform::idempotency::key_reused;
 use redstore_platform::money::Money;
 use redstore_platform::pg::{self, Claim, PgMigration, PgPool};
 use redstore_platform::time::{timestamp, unix_ms};
@@ -266,11 +267,7 @@ async fn keyed_sale(conn: &mut PgConnection, store_id: &str, key: &str) -> Resul
 /// sale itself when completed (`Err(Ok(sale))`), or its id to finish when pending.
 fn resume_keyed(order: &CheckoutOrder, keyed: KeyedSale) -> Result<std::result::Result<String, Sale>> {
     if keyed.request != order.idem.fingerprint {
-        return Err(Error::AlreadyExists(format!(
-            "idempotency_key {:?} was already used for a different sales.checkout:{} request; \
-             use a new key for a new request",
-            order.idem.key, order.store_id
-        )));
+        return Err(key_reused(&format!("sales.checkout:{}", order.store_id), &order.idem.key));
     }
     if keyed.completed {
         return decode_sale(&keyed.body).map(Err);

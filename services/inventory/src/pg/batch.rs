@@ -27,6 +27,7 @@ use futures::FutureExt as _;
 use prost::Message as _;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
+use redstore_platform::idempotency::{key_reused, key_unanswered};
 use redstore_platform::pg::{self, PgPool};
 use redstore_platform::time::timestamp;
 use redstore_proto::events::{EventEnvelope, InventoryChanged, event_envelope::Payload};
@@ -347,11 +348,9 @@ async fn replay_taken(
         }
         let key = sale.sale_id;
         outcomes[i] = Some(match stored.get(key) {
-            Some((request, _)) if request.as_slice() != sale.request => Err(Error::AlreadyExists(format!(
-                "idempotency_key {key:?} was already used for a different {SCOPE} request; use a new key for a new request"
-            ))),
+            Some((request, _)) if request.as_slice() != sale.request => Err(key_reused(SCOPE, key)),
             Some((_, Some(response))) => pg::replay(response),
-            _ => Err(Error::Internal(anyhow::anyhow!("idempotency key {SCOPE}/{key} has no stored answer"))),
+            _ => Err(key_unanswered(SCOPE, key)),
         });
     }
     Ok(())
