@@ -206,15 +206,8 @@ pub async fn append_event(
     store_id: &str,
     payload: Payload,
 ) -> Result<EventEnvelope> {
-    let seq: i64 = sqlx::query_scalar(&format!(
-        "INSERT INTO {schema}.store_sequences (store_id, last_seq) VALUES ($1, 1)
-         ON CONFLICT (store_id) DO UPDATE SET last_seq = {schema}.store_sequences.last_seq + 1
-         RETURNING last_seq"
-    ))
-    .bind(store_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    append_event_at(conn, schema, store_id, seq as u64, payload).await
+    let seq = next_seq(conn, schema, store_id).await?;
+    append_event_at(conn, schema, store_id, seq, payload).await
 }
 
 /// Takes the store's next sequence number (when the caller needs it before building the event).
@@ -293,6 +286,13 @@ pub async fn notify_committed(pool: &PgPool, schema: &'static str, store_id: &st
     if let Err(e) = sent {
         tracing::warn!(error = %e, schema, store_id, seq, "cannot notify listeners of a committed event");
     }
+}
+
+/// [`notify_committed`] in a task of its own, so that the caller (answering a batch, starting the
+/// next) does not wait for a wake-up hint.
+pub fn notify_committed_soon(pool: &PgPool, schema: &'static str, store_id: &str, seq: u64) {
+    let (pool, store_id) = (pool.clone(), store_id.to_owned());
+    tokio::spawn(async move { notify_committed(&pool, schema, &store_id, seq).await });
 }
 
 /// A store's events in `<schema>.outbox` after a sequence, oldest first. Call inside a

@@ -44,6 +44,7 @@
 //!
 //! [`SqliteSales`]: crate::store::SqliteSales
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -249,18 +250,30 @@ enum Pending {
 
 /// The sale an idempotency key points at, in the caller's store-scoped transaction.
 async fn keyed_sale(conn: &mut PgConnection, store_id: &str, key: &str) -> Result<Option<KeyedSale>> {
-    let row = sqlx::query(
-        "SELECT sale_id, request, status = 'completed', body FROM sales.sales
-         WHERE store_id = $1 AND idempotency_key = $2",
+    Ok(keyed_sales(conn, store_id, &[key]).await?.remove(key))
+}
+
+/// The sales these idempotency keys point at, in the caller's store-scoped transaction.
+async fn keyed_sales(conn: &mut PgConnection, store_id: &str, keys: &[&str]) -> Result<HashMap<String, KeyedSale>> {
+    let rows = sqlx::query(
+        "SELECT idempotency_key, sale_id, request, status = 'completed', body FROM sales.sales
+         WHERE store_id = $1 AND idempotency_key = ANY ($2)",
     )
     .bind(store_id)
-    .bind(key)
-    .fetch_optional(&mut *conn)
+    .bind(keys)
+    .fetch_all(&mut *conn)
     .await?;
-    row.map(|r| {
-        Ok(KeyedSale { sale_id: r.try_get(0)?, request: r.try_get(1)?, completed: r.try_get(2)?, body: r.try_get(3)? })
-    })
-    .transpose()
+    let mut keyed = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let sale = KeyedSale {
+            sale_id: row.try_get(1)?,
+            request: row.try_get(2)?,
+            completed: row.try_get(3)?,
+            body: row.try_get(4)?,
+        };
+        keyed.insert(row.try_get(0)?, sale);
+    }
+    Ok(keyed)
 }
 
 /// What a checkout does with the sale its key points at: ALREADY_EXISTS for another request, the

@@ -463,8 +463,7 @@ async fn apply_batch(pool: &PgPool, store_id: &str, jobs: &[SaleJob]) -> Result<
     let applied = apply_sales_in(&mut tx, store_id, &sales).await?;
     tx.commit().await?;
     if let Some(last) = applied.last_seq {
-        let (pool, store) = (pool.clone(), store_id.to_owned());
-        tokio::spawn(async move { pg::notify_committed(&pool, SCHEMA, &store, last).await });
+        pg::notify_committed_soon(pool, SCHEMA, store_id, last);
     }
     Ok(applied.outcomes)
 }

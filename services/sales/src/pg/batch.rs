@@ -51,8 +51,8 @@ use sqlx::{PgConnection, Row as _};
 use tokio::sync::oneshot;
 
 use super::{
-    KeyedSale, PgSales, SCHEMA, apply_request, check_spliced, draft_sale, now_ms, price_lines, resume_keyed,
-    sale_completed_parts,
+    KeyedSale, PgSales, SCHEMA, apply_request, check_spliced, draft_sale, keyed_sales, now_ms, price_lines,
+    resume_keyed, sale_completed_parts,
 };
 use crate::store::{CheckoutOrder, empty_cart};
 
@@ -292,39 +292,13 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     }
     tx.commit().await?;
     // Wake the outboxes' listeners without holding up the answers or the next batch.
-    let (pool, store) = (saga.pool.clone(), store_id.to_owned());
-    tokio::spawn(async move {
-        if let Some(last) = applied.last_seq {
-            pg::notify_committed(&pool, "inventory", &store, last).await;
-        }
-        if let Some(last) = sales_seq {
-            pg::notify_committed(&pool, SCHEMA, &store, last).await;
-        }
-    });
-    Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
-}
-
-/// The sales these idempotency keys point at, in the caller's store-scoped transaction.
-async fn keyed_sales(conn: &mut PgConnection, store_id: &str, keys: &[&str]) -> Result<HashMap<String, KeyedSale>> {
-    let rows = sqlx::query(
-        "SELECT idempotency_key, sale_id, request, status = 'completed', body FROM sales.sales
-         WHERE store_id = $1 AND idempotency_key = ANY ($2)",
-    )
-    .bind(store_id)
-    .bind(keys)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut keyed = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let sale = KeyedSale {
-            sale_id: row.try_get(1)?,
-            request: row.try_get(2)?,
-            completed: row.try_get(3)?,
-            body: row.try_get(4)?,
-        };
-        keyed.insert(row.try_get(0)?, sale);
+    if let Some(last) = applied.last_seq {
+        pg::notify_committed_soon(&saga.pool, "inventory", store_id, last);
     }
-    Ok(keyed)
+    if let Some(last) = sales_seq {
+        pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
+    }
+    Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
 }
 
 /// What a checkout whose key was taken comes to.
@@ -454,8 +428,7 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         tx.commit().await?;
     }
     if let Some(last) = sales_seq {
-        let (pool, store) = (saga.pool.clone(), store_id.to_owned());
-        tokio::spawn(async move { pg::notify_committed(&pool, SCHEMA, &store, last).await });
+        pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
     }
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
 }
