@@ -328,11 +328,7 @@ async fn claim_and_apply(
                         stock: levels.into_iter().next(),
                         adjustment_id: id.to_owned(),
                     }),
-                    None => Answer::Sale(pb::ApplySaleResponse {
-                        negative_skus: levels.iter().filter(|l| l.quantity < 0).map(|l| l.sku.clone()).collect(),
-                        stock: levels,
-                        store_seq: seq,
-                    }),
+                    None => Answer::Sale(sale_answer(levels, seq)),
                 };
                 if cfg!(debug_assertions) {
                     let stored: Vec<u8> = row.try_get(4)?;
@@ -419,6 +415,16 @@ fn applied(
             )
         })
         .unzip()
+}
+
+/// A sale's (or refund's) answer: the stock levels it left, which of them are below zero, and its
+/// store sequence.
+fn sale_answer(levels: Vec<pb::StockLevel>, seq: u64) -> pb::ApplySaleResponse {
+    pb::ApplySaleResponse {
+        negative_skus: levels.iter().filter(|l| l.quantity < 0).map(|l| l.sku.clone()).collect(),
+        stock: levels,
+        store_seq: seq,
+    }
 }
 
 impl PgInventory {

@@ -34,7 +34,9 @@ use redstore_proto::events::{EventEnvelope, InventoryChanged, event_envelope::Pa
 use redstore_proto::inventory as pb;
 use sqlx::{PgConnection, Row as _};
 
-use super::{PRODUCTS_BY_SKU, SCHEMA, applied, insufficient, no_store, no_terminal, now_ms, product_from_row};
+use super::{
+    PRODUCTS_BY_SKU, SCHEMA, applied, insufficient, no_store, no_terminal, now_ms, product_from_row, sale_answer,
+};
 use crate::domain::{OversellPolicy, Product, StockMovement};
 
 /// The idempotency scope of applied sales, as `InventoryStore::apply_sale` uses it.
@@ -231,11 +233,7 @@ pub async fn apply_sales_in(
     for d in &decided {
         let sale = &sales[d.index];
         let (levels, changes) = applied(store_id, sale.movements, d.seq, &d.quantities);
-        let response = pb::ApplySaleResponse {
-            negative_skus: levels.iter().filter(|l| l.quantity < 0).map(|l| l.sku.clone()).collect(),
-            stock: levels,
-            store_seq: d.seq,
-        };
+        let response = sale_answer(levels, d.seq);
         let event_id = uuid::Uuid::now_v7();
         let event = EventEnvelope {
             event_id: event_id.to_string(),
