@@ -76,13 +76,7 @@ impl Backend {
         let inventory = wrap(SqliteInventory::new(db.clone()));
         let (scratch, pool) = scratch_db(&[PG_MIGRATIONS]).await;
         let sales = PgSales::new(pool.clone(), inventory.clone());
-        Self {
-            sales: sales.clone(),
-            inventory,
-            db: Some(db),
-            _dir: dir,
-            pg: Some(Pg { pool, sales, scratch: Some(scratch) }),
-        }
+        Self::on_postgres(sales, inventory, Some(db), dir, scratch, pool)
     }
 
     /// PgSales calling a separate inventory service over real gRPC (`GrpcInventory` against an
@@ -105,13 +99,7 @@ impl Backend {
                 .expect("an inventory client");
         let (scratch, pool) = scratch_db(&[PG_MIGRATIONS]).await;
         let sales = PgSales::new(pool.clone(), inventory.clone());
-        Self {
-            sales: sales.clone(),
-            inventory,
-            db: Some(db),
-            _dir: dir,
-            pg: Some(Pg { pool, sales, scratch: Some(scratch) }),
-        }
+        Self::on_postgres(sales, inventory, Some(db), dir, scratch, pool)
     }
 
     /// PgSales beside PgInventory on one fresh PostgreSQL database, as one process runs them:
@@ -122,13 +110,18 @@ impl Backend {
         let pg_inventory = PgInventory::new(pool.clone());
         redstore_inventory::seed::seed_demo_via(pg_inventory.as_ref()).await.expect("seed the demo chain");
         let sales = PgSales::with_local_inventory(pool.clone(), pg_inventory.clone());
-        Self {
-            sales: sales.clone(),
-            inventory: pg_inventory,
-            db: None,
-            _dir: dir,
-            pg: Some(Pg { pool, sales, scratch: Some(scratch) }),
-        }
+        Self::on_postgres(sales, pg_inventory, None, dir, scratch, pool)
+    }
+
+    fn on_postgres(
+        sales: Arc<PgSales>,
+        inventory: Arc<dyn InventoryStore>,
+        db: Option<Db>,
+        dir: tempfile::TempDir,
+        scratch: ScratchDb,
+        pool: PgPool,
+    ) -> Self {
+        Self { sales: sales.clone(), inventory, db, _dir: dir, pg: Some(Pg { pool, sales, scratch: Some(scratch) }) }
     }
 
     pub fn sales(&self) -> Arc<dyn SalesStore> {
