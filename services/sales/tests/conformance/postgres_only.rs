@@ -14,6 +14,18 @@ use crate::backend::Backend;
 use crate::flaky::{Fault, Flaky};
 use crate::support::*;
 
+/// The PostgreSQL backend over an inventory whose `apply_sale` fails on demand.
+async fn flaky_backend() -> (Backend, std::sync::Arc<Flaky>) {
+    let mut flaky = None;
+    let backend = Backend::postgres_with(|inventory| {
+        let f = Flaky::new(inventory);
+        flaky = Some(f.clone());
+        f
+    })
+    .await;
+    (backend, flaky.expect("the wrapper was made"))
+}
+
 async fn count(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
@@ -163,14 +175,7 @@ pub async fn outbox_holds_one_sale_completed_per_sale_with_gapless_sequences() {
 /// Inventory took the stock but its answer never arrived: the sale stays pending (invisible), and
 /// the retry completes it with the same id, taking no more stock.
 pub async fn checkout_interrupted_after_inventory_applied_heals_on_retry() {
-    let mut flaky = None;
-    let backend = Backend::postgres_with(|inventory| {
-        let f = Flaky::new(inventory);
-        flaky = Some(f.clone());
-        f
-    })
-    .await;
-    let flaky = flaky.unwrap();
+    let (backend, flaky) = flaky_backend().await;
     let (sales, inventory, pool) = (backend.sales(), backend.inventory(), backend.app_pool().clone());
 
     flaky.set(Fault::LoseNextAnswer);
@@ -212,14 +217,7 @@ pub async fn checkout_interrupted_after_inventory_applied_heals_on_retry() {
 /// Inventory unreachable: checkouts stay pending; the recovery completes the ones inventory
 /// accepts once back and releases the ones it refuses.
 pub async fn pending_checkouts_are_resumed_or_released() {
-    let mut flaky = None;
-    let backend = Backend::postgres_with(|inventory| {
-        let f = Flaky::new(inventory);
-        flaky = Some(f.clone());
-        f
-    })
-    .await;
-    let flaky = flaky.unwrap();
+    let (backend, flaky) = flaky_backend().await;
     let (sales, inventory, pool, pg_sales) =
         (backend.sales(), backend.inventory(), backend.app_pool().clone(), backend.pg_sales());
 

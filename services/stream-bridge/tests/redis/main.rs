@@ -18,7 +18,9 @@ use redstore_inventory::cache::{self, StockCache};
 use redstore_proto::events::EventEnvelope;
 use tokio_util::sync::CancellationToken;
 
-use support::{Chain, Proxy, RedisServer, Watcher, next_on_feed, quantity_after, replica, wait_watched};
+use support::{
+    Chain, Proxy, RedisServer, Watcher, next_on_feed, quantity_after, replica, wait_watched, watch_both_stores,
+};
 
 /// Cancels the test's background tasks however the test ends.
 fn shutdown_guard() -> (CancellationToken, tokio_util::sync::DropGuard) {
@@ -114,19 +116,7 @@ async fn redis_outage_is_caught_up_on_both_replicas_after_restart() {
     redis.wait_for_subscribers(2).await;
     let cache = StockCache::new(&redis.url()).expect("stock cache");
 
-    let (head1, head2) = (chain.head("store-1").await, chain.head("store-2").await);
-    let mut store1 = [
-        Watcher::start(&chain, &a, "store-1", head1, &shutdown),
-        Watcher::start(&chain, &b, "store-1", head1, &shutdown),
-    ];
-    let mut store2 = [
-        Watcher::start(&chain, &a, "store-2", head2, &shutdown),
-        Watcher::start(&chain, &b, "store-2", head2, &shutdown),
-    ];
-    for feed in [&a, &b] {
-        wait_watched(feed, "store-1").await;
-        wait_watched(feed, "store-2").await;
-    }
+    let [mut store1, mut store2] = watch_both_stores(&chain, [&a, &b], &shutdown).await;
 
     let before = chain.change("store-1", "SKU-0004", 2).await;
     cache.project(&before).await.expect("project before the outage");
@@ -171,19 +161,7 @@ async fn change_published_while_disconnected_is_caught_up_with_nothing_after_it(
     redis.wait_for_subscribers(2).await;
     let cache = StockCache::new(&redis.url()).expect("stock cache");
 
-    let (head1, head2) = (chain.head("store-1").await, chain.head("store-2").await);
-    let mut store1 = [
-        Watcher::start(&chain, &a, "store-1", head1, &shutdown),
-        Watcher::start(&chain, &b, "store-1", head1, &shutdown),
-    ];
-    let mut store2 = [
-        Watcher::start(&chain, &a, "store-2", head2, &shutdown),
-        Watcher::start(&chain, &b, "store-2", head2, &shutdown),
-    ];
-    for feed in [&a, &b] {
-        wait_watched(feed, "store-1").await;
-        wait_watched(feed, "store-2").await;
-    }
+    let [mut store1, mut store2] = watch_both_stores(&chain, [&a, &b], &shutdown).await;
     // store-1's bridges have published an event for it; store-2's have published none.
     let before = chain.change("store-1", "SKU-0010", 1).await;
     cache.project(&before).await.expect("project before the cut");

@@ -297,3 +297,20 @@ pub async fn wait_watched(feed: &LiveFeed, store: &str) {
     };
     tokio::time::timeout(WAIT, wait).await.expect("the watcher subscribed");
 }
+
+/// A watcher on each replica for store-1 and for store-2, each from the store's newest event,
+/// returned once every replica's feed has them: `[store-1's, store-2's]`.
+pub async fn watch_both_stores(
+    chain: &Chain,
+    replicas: [&LiveFeed; 2],
+    shutdown: &CancellationToken,
+) -> [[Watcher; 2]; 2] {
+    let heads = [("store-1", chain.head("store-1").await), ("store-2", chain.head("store-2").await)];
+    let stores = heads.map(|(store, head)| replicas.map(|feed| Watcher::start(chain, feed, store, head, shutdown)));
+    for feed in replicas {
+        for (store, _) in heads {
+            wait_watched(feed, store).await;
+        }
+    }
+    stores
+}
