@@ -29,6 +29,31 @@ pub fn next_seq(ctx: &WriteCtx<'_>, topic: Topic, store_id: &str) -> Result<u64>
     Ok(seq as u64)
 }
 
+/// A store's event: its id, its type (from the payload), its store sequence and when it happened.
+/// Every backend's log and outbox write events made here.
+pub fn envelope(
+    event_id: uuid::Uuid,
+    store_id: &str,
+    seq: u64,
+    occurred_at_ms: i64,
+    payload: Payload,
+) -> EventEnvelope {
+    let event_type = match &payload {
+        Payload::InventoryChanged(_) => "inventory.changed",
+        Payload::SaleCompleted(_) => "sale.completed",
+        Payload::SaleRefunded(_) => "sale.refunded",
+    };
+    EventEnvelope {
+        event_id: event_id.to_string(),
+        r#type: event_type.to_owned(),
+        store_id: store_id.to_owned(),
+        store_seq: seq,
+        occurred_at: Some(timestamp(occurred_at_ms)),
+        trace_parent: String::new(),
+        payload: Some(payload),
+    }
+}
+
 /// Appends an event to the log in the caller's transaction and returns it with its sequence.
 pub fn append(ctx: &mut WriteCtx<'_>, topic: Topic, store_id: &str, payload: Payload) -> Result<Arc<EventEnvelope>> {
     let seq = next_seq(ctx, topic, store_id)?;
@@ -44,20 +69,7 @@ pub fn append_at(
     payload: Payload,
 ) -> Result<Arc<EventEnvelope>> {
     let now_ms = unix_ms(ctx.now);
-    let event_type = match &payload {
-        Payload::InventoryChanged(_) => "inventory.changed",
-        Payload::SaleCompleted(_) => "sale.completed",
-        Payload::SaleRefunded(_) => "sale.refunded",
-    };
-    let envelope = EventEnvelope {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        r#type: event_type.to_owned(),
-        store_id: store_id.to_owned(),
-        store_seq: seq,
-        occurred_at: Some(timestamp(now_ms)),
-        trace_parent: String::new(),
-        payload: Some(payload),
-    };
+    let envelope = envelope(uuid::Uuid::now_v7(), store_id, seq, now_ms, payload);
     let position: i64 = ctx
         .conn
         .prepare_cached(

@@ -16,7 +16,6 @@ use sqlx::{PgConnection, Row as _};
 pub use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::{Error, Result};
-use crate::time::timestamp;
 
 /// A migration of one service's schema; applied once, in version order.
 pub struct PgMigration {
@@ -232,22 +231,9 @@ pub async fn append_event_at(
     seq: u64,
     payload: Payload,
 ) -> Result<EventEnvelope> {
-    let event_type = match &payload {
-        Payload::InventoryChanged(_) => "inventory.changed",
-        Payload::SaleCompleted(_) => "sale.completed",
-        Payload::SaleRefunded(_) => "sale.refunded",
-    };
     let event_id = uuid::Uuid::now_v7();
     let now_ms = crate::time::unix_ms(std::time::SystemTime::now());
-    let envelope = EventEnvelope {
-        event_id: event_id.to_string(),
-        r#type: event_type.to_owned(),
-        store_id: store_id.to_owned(),
-        store_seq: seq,
-        occurred_at: Some(timestamp(now_ms)),
-        trace_parent: String::new(),
-        payload: Some(payload),
-    };
+    let envelope = crate::eventlog::envelope(event_id, store_id, seq, now_ms, payload);
     sqlx::query(&format!(
         "WITH appended AS (
              INSERT INTO {schema}.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
@@ -257,7 +243,7 @@ pub async fn append_event_at(
     .bind(event_id)
     .bind(store_id)
     .bind(seq as i64)
-    .bind(event_type)
+    .bind(&envelope.r#type)
     .bind(now_ms)
     .bind(envelope.encode_to_vec())
     .bind(format!("redstore_{schema}"))

@@ -27,10 +27,10 @@ use futures::FutureExt as _;
 use prost::Message as _;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
+use redstore_platform::eventlog::envelope;
 use redstore_platform::idempotency::{key_reused, key_unanswered};
 use redstore_platform::pg::{self, PgPool};
-use redstore_platform::time::timestamp;
-use redstore_proto::events::{EventEnvelope, InventoryChanged, event_envelope::Payload};
+use redstore_proto::events::{InventoryChanged, event_envelope::Payload};
 use redstore_proto::inventory as pb;
 use sqlx::{PgConnection, Row as _};
 
@@ -235,20 +235,13 @@ pub async fn apply_sales_in(
         let (levels, changes) = applied(store_id, sale.movements, d.seq, &d.quantities);
         let response = sale_answer(levels, d.seq);
         let event_id = uuid::Uuid::now_v7();
-        let event = EventEnvelope {
-            event_id: event_id.to_string(),
-            r#type: "inventory.changed".to_owned(),
-            store_id: store_id.to_owned(),
-            store_seq: d.seq,
-            occurred_at: Some(timestamp(occurred_at_ms)),
-            trace_parent: String::new(),
-            payload: Some(Payload::InventoryChanged(InventoryChanged {
-                reason: "sale".to_owned(),
-                reference_id: sale.sale_id.to_owned(),
-                terminal_id: sale.terminal_id.to_owned(),
-                changes,
-            })),
+        let change = InventoryChanged {
+            reason: "sale".to_owned(),
+            reference_id: sale.sale_id.to_owned(),
+            terminal_id: sale.terminal_id.to_owned(),
+            changes,
         };
+        let event = envelope(event_id, store_id, d.seq, occurred_at_ms, Payload::InventoryChanged(change));
         event_ids.push(event_id);
         event_seqs.push(d.seq as i64);
         bodies.push(event.encode_to_vec());
