@@ -7,18 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
 shift || true
-admin=${REDSTORE_BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432}
 db="postgres://redstore_app@127.0.0.1:5432/redstore_bench"
-bin=target/release/redstore
-psql "$admin/postgres" -qc "DROP DATABASE IF EXISTS redstore_bench WITH (FORCE)" -c "CREATE DATABASE redstore_bench"
-psql "$admin/postgres" -qc "DROP DATABASE IF EXISTS pgbench_anchor WITH (FORCE)" -c "CREATE DATABASE pgbench_anchor"
-
-echo "== pgbench -b simple-update -c 32 -j 2 -T $secs (the anchor)"
-pgbench -q -i -s 10 "$admin/pgbench_anchor" >/dev/null 2>&1
-pgbench -b simple-update -c 32 -j 2 -T "$secs" "$admin/pgbench_anchor" 2>/dev/null | grep -E "^(tps|latency average)"
+. bench/anchor.sh
 
 echo "== redstore bench checkout against redstore serve inventory + redstore serve sales (32 terminals, 3-line sales)"
-$bin migrate --database-url "$admin/redstore_bench" 2>/dev/null
 $bin serve inventory --database-url "$db" --listen 127.0.0.1:50091 --db-pool-size 16 --no-demo "$@" 2>/dev/null &
 inventory=$!
 $bin serve sales --database-url "$db" --inventory-url http://127.0.0.1:50091 --listen 127.0.0.1:50092 \

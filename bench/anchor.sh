@@ -1,0 +1,11 @@
+# Sourced by the checkout benchmarks: fresh databases, then the pgbench anchor, in the same run.
+# Expects `secs`; sets `admin` (an admin URL without database) and `bin`.
+admin=${REDSTORE_BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432}
+bin=target/release/redstore
+psql "$admin/postgres" -qc "DROP DATABASE IF EXISTS redstore_bench WITH (FORCE)" -c "CREATE DATABASE redstore_bench"
+psql "$admin/postgres" -qc "DROP DATABASE IF EXISTS pgbench_anchor WITH (FORCE)" -c "CREATE DATABASE pgbench_anchor"
+
+echo "== pgbench -b simple-update -c 32 -j 2 -T $secs (the anchor)"
+pgbench -q -i -s 10 "$admin/pgbench_anchor" >/dev/null 2>&1
+pgbench -b simple-update -c 32 -j 2 -T "$secs" "$admin/pgbench_anchor" 2>/dev/null | grep -E "^(tps|latency average)"
+$bin migrate --database-url "$admin/redstore_bench" 2>/dev/null
