@@ -53,6 +53,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RELAY_SWEEP: Duration = Duration::from_secs(2);
 /// How many outbox rows the relay publishes per transaction.
 pub const RELAY_BATCH: u32 = 500;
+/// The outbox relay's cursor per store is its offset in `platform.consumer_offsets` under this
+/// group, with the schema as the topic: every event of the store up to `last_seq` was delivered.
+pub const RELAY_GROUP: &str = "outbox-relay";
 /// How many times [`consume`] runs the handler on one event before it dead-letters it.
 pub const HANDLER_ATTEMPTS: u32 = 3;
 /// How long a handled message's offset may wait to be committed with the ones after it.
@@ -387,8 +390,10 @@ pub async fn run_relay(
 ///
 /// Draining a store happens in one store-scoped transaction per batch: it takes the advisory lock
 /// `relay:<schema>:<store>` (another relay holding it means the store is being drained: it is
-/// retried shortly), reads the unsent rows in sequence order, produces them in that order keyed by
-/// the store id, awaits every delivery, marks the delivered prefix sent, and commits. A failed
+/// retried shortly), reads the rows after the store's cursor ([`RELAY_GROUP`]) in sequence order,
+/// produces them in that order keyed by the store id, awaits every delivery, moves the cursor past
+/// the delivered prefix, and commits. A store's rows become visible in sequence order (its
+/// sequence row lock is held until commit), so nothing can appear behind the cursor. A failed
 /// delivery leaves its rows unsent (and the relay backs off); a relay killed at any point loses
 /// nothing and at worst publishes some events again, which consumers drop by event id.
 ///
@@ -561,19 +566,32 @@ async fn drain_store(
     let mut total = 0;
     loop {
         let mut tx = pg::store_tx(pool, store).await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("relay:{schema}:{store}"))
-            .fetch_one(&mut *tx)
-            .await?;
+        // The store's relay lock and cursor; and this transaction's commit does not wait for the WAL
+        // flush: a cursor lost in a crash only means events published again, which consumers drop
+        // by id. (The cursor is read here, not in a subquery of the scan below: under row-level
+        // security a subquery's condition cannot bound the index scan, so it would read every
+        // event of the store.)
+        let (locked, cursor, _): (bool, i64, String) = sqlx::query_as(&format!(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)),
+                    COALESCE((SELECT last_seq FROM platform.consumer_offsets
+                              WHERE group_name = '{RELAY_GROUP}' AND topic = $2 AND store_id = $3), 0),
+                    set_config('synchronous_commit', 'off', true)"
+        ))
+        .bind(format!("relay:{schema}:{store}"))
+        .bind(schema)
+        .bind(store)
+        .fetch_one(&mut *tx)
+        .await?;
         if !locked {
             tx.rollback().await?;
             return Ok(Drain::Busy);
         }
         let rows = sqlx::query(&format!(
             "SELECT event_id, store_seq, event_type, body FROM {schema}.outbox
-             WHERE store_id = $1 AND sent_at IS NULL ORDER BY store_seq LIMIT $2"
+             WHERE store_id = $1 AND store_seq > $2 ORDER BY store_seq LIMIT $3"
         ))
         .bind(store)
+        .bind(cursor)
         .bind(i64::from(batch))
         .fetch_all(&mut *tx)
         .await?;
@@ -608,7 +626,7 @@ async fn drain_store(
             }
         }
         // Every queued message is awaited (each resolves within message.timeout.ms), then the
-        // delivered prefix is marked sent.
+        // cursor moves past the delivered prefix.
         let mut delivered: Option<i64> = None;
         let mut count = 0;
         for (seq, delivery) in deliveries {
@@ -630,9 +648,12 @@ async fn drain_store(
         }
         if let Some(last) = delivered {
             sqlx::query(&format!(
-                "UPDATE {schema}.outbox SET sent_at = now() WHERE store_id = $1 AND sent_at IS NULL AND store_seq <= $2"
+                "INSERT INTO platform.consumer_offsets AS c (group_name, topic, store_id, last_seq)
+                 VALUES ('{RELAY_GROUP}', $2, $1, $3)
+                 ON CONFLICT (group_name, topic, store_id) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq)"
             ))
             .bind(store)
+            .bind(schema)
             .bind(last)
             .execute(&mut *tx)
             .await?;

@@ -46,6 +46,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         sql: include_str!("../migrations/postgres/0002_apply_functions.sql"),
     },
     PgMigration { service: "inventory", version: 3, sql: include_str!("../migrations/postgres/0003_lock_stock.sql") },
+    PgMigration { service: "inventory", version: 4, sql: include_str!("../migrations/postgres/0004_relay_cursor.sql") },
 ];
 
 /// The schema holding inventory's tables, outbox and sequences.

@@ -73,6 +73,7 @@ use crate::store::{CheckoutOrder, RefundOrder, SalesStore, ScanOrder, empty_cart
 pub const PG_MIGRATIONS: &[PgMigration] = &[
     PgMigration { service: "sales", version: 1, sql: include_str!("../migrations/postgres/0001_sales.sql") },
     PgMigration { service: "sales", version: 2, sql: include_str!("../migrations/postgres/0002_complete_sale.sql") },
+    PgMigration { service: "sales", version: 3, sql: include_str!("../migrations/postgres/0003_relay_cursor.sql") },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.

@@ -68,5 +68,6 @@ conformance! {
         rls_hides_and_protects_other_stores_rows,
         app_role_is_not_superuser_and_cannot_bypass_rls,
         migrations_are_idempotent,
+        relay_cursor_migration_keeps_what_was_sent,
     ],
 }

@@ -160,10 +160,63 @@ pub async fn migrations_are_idempotent(backend: &Backend) {
     .fetch_all(&admin)
     .await
     .unwrap();
-    assert_eq!(applied, [1, 2, 3]);
+    assert_eq!(applied, [1, 2, 3, 4]);
     admin.close().await;
 
     // The application role still works after the re-grants.
     set_up_two_stores(backend).await;
     assert_eq!(backend.store().get_stock("store-a", "sku-1").await.unwrap().quantity, 3);
+}
+
+/// A database from before the relay cursor (events marked `sent_at` one by one) is migrated to a
+/// cursor per store that resends nothing delivered and skips nothing undelivered: the cursor stops
+/// before a store's first unsent event, even when later ones were marked sent.
+pub async fn relay_cursor_migration_keeps_what_was_sent(_backend: &Backend) {
+    let before_cursor = &PG_MIGRATIONS[..3];
+    assert!(before_cursor.iter().all(|m| m.version < 4), "0004 introduces the cursor");
+    let db = pg::scratch::ScratchDb::create(&[before_cursor]).await.unwrap();
+    let admin = pg::connect(&db.admin_url, 2, Duration::from_secs(10)).await.unwrap();
+    // store-a: 1..=3 sent, 4 unsent, 5 sent (a delivery order the old relay allowed); store-b: all
+    // sent; store-c: none sent.
+    for (store, seq, sent) in [
+        ("store-a", 1, true),
+        ("store-a", 2, true),
+        ("store-a", 3, true),
+        ("store-a", 4, false),
+        ("store-a", 5, true),
+        ("store-b", 1, true),
+        ("store-b", 2, true),
+        ("store-c", 1, false),
+    ] {
+        sqlx::query(
+            "INSERT INTO inventory.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body, sent_at)
+             VALUES ($1, $2, $3, 'inventory.changed', 0, '', CASE WHEN $4 THEN now() END)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(store)
+        .bind(seq as i64)
+        .bind(sent)
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+    pg::migrate(&admin, &[PG_MIGRATIONS]).await.unwrap();
+    let cursors: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT store_id, last_seq FROM platform.consumer_offsets
+         WHERE group_name = 'outbox-relay' AND topic = 'inventory' ORDER BY store_id",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(cursors, [("store-a".to_owned(), 3), ("store-b".to_owned(), 2), ("store-c".to_owned(), 0)]);
+    let columns: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns
+         WHERE table_schema = 'inventory' AND table_name = 'outbox' AND column_name = 'sent_at'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(columns, 0, "the per-event mark is gone");
+    admin.close().await;
+    db.drop_db().await.unwrap();
 }
