@@ -7,9 +7,10 @@
 //! The rules and answers are those of [`InventoryStore::apply_sale`] one sale at a time:
 //! idempotent by sale id, a strict store never below zero, one `inventory.changed` event and one
 //! store sequence per sale, and a refused sale changes nothing while the others still apply. What
-//! differs is the cost: the batch claims its keys in one statement, takes the store's sequence lock
-//! once, reads the stock of every sku once, and writes stock, events, answers and the sequence in
-//! one statement, instead of one function call (and one commit) per sale.
+//! differs is the cost: the batch looks its keys up in one statement, takes the store's sequence
+//! lock once, reads the stock of every sku once, and writes stock, events, keys with their answers
+//! and the sequence in one statement, instead of one function call (and one commit) per sale. A
+//! refused sale's key is never written, so it can be used again.
 //!
 //! Deciding here is safe because every stock writer of a store (this, and
 //! `inventory.apply_movements`) holds the store's sequence row lock while it reads and changes that
@@ -140,25 +141,15 @@ pub async fn apply_sales_in(
         return Ok(AppliedSales { outcomes: Vec::new(), last_seq: None });
     }
 
-    // Claim every sale id; a concurrent claim of the same id waits here until the other ends.
-    // In key order, so that two batches claiming the same ids wait on each other, never deadlock.
-    let requests: Vec<&[u8]> = sales.iter().map(|s| s.request).collect();
-    let fresh: HashSet<String> = sqlx::query_scalar(
-        "INSERT INTO platform.idempotency_keys (scope, key, request)
-         SELECT $1, u.key, u.request FROM unnest($2::text[], $3::bytea[]) AS u (key, request) ORDER BY u.key
-         ON CONFLICT DO NOTHING RETURNING key",
-    )
-    .bind(SCOPE)
-    .bind(&ids)
-    .bind(&requests)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
-    if fresh.len() < sales.len() {
-        replay_taken(conn, sales, &fresh, &mut outcomes).await?;
+    // The sale ids applied before are answered from their stored answers. A sale id is claimed by
+    // inserting it with its answer in the batch's write below: a concurrent batch that applies the
+    // same id first makes that insert fail on the key, and the batch runs again one sale at a time,
+    // where this lookup finds it. (Read before the store's lock, which is held as briefly as possible.)
+    let taken = taken_keys(conn, &ids).await?;
+    if !taken.is_empty() {
+        replay_taken(sales, &taken, &mut outcomes);
     }
-    if fresh.is_empty() {
+    if outcomes.iter().all(Option::is_some) {
         return Ok(AppliedSales { outcomes: settled(outcomes), last_seq: None });
     }
 
@@ -194,7 +185,7 @@ pub async fn apply_sales_in(
     }
     let (last_seq, policy) = locked.unwrap_or((0, OversellPolicy::Strict));
 
-    // Decide each fresh sale in order, against the stock as the earlier ones leave it.
+    // Decide each sale not applied before in order, against the stock as the earlier ones leave it.
     let before = stock.clone();
     let mut seq = last_seq;
     let mut decided = Vec::new();
@@ -222,12 +213,13 @@ pub async fn apply_sales_in(
         }
     }
 
-    // The answers and events of the applied sales; the claims of the refused ones are released.
+    // The answers and events of the applied sales.
     let occurred_at_ms = now_ms();
     let mut event_ids = Vec::with_capacity(decided.len());
     let mut event_seqs = Vec::with_capacity(decided.len());
     let mut bodies = Vec::with_capacity(decided.len());
     let mut answered = Vec::with_capacity(decided.len());
+    let mut answered_requests = Vec::with_capacity(decided.len());
     let mut answers = Vec::with_capacity(decided.len());
     let mut stock_seq: HashMap<&str, i64> = HashMap::new();
     for d in &decided {
@@ -246,18 +238,13 @@ pub async fn apply_sales_in(
         event_seqs.push(d.seq as i64);
         bodies.push(event.encode_to_vec());
         answered.push(sale.sale_id);
+        answered_requests.push(sale.request);
         answers.push(response.encode_to_vec());
         for m in sale.movements {
             stock_seq.insert(&m.sku, d.seq as i64);
         }
         outcomes[d.index] = Some(Ok(response));
     }
-    let released: Vec<&str> = sales
-        .iter()
-        .zip(&outcomes)
-        .filter(|(s, o)| fresh.contains(s.sale_id) && matches!(o, Some(Err(_))))
-        .map(|(s, _)| s.sale_id)
-        .collect();
     // Per sku: the net delta and the sequence of the last sale that touched it.
     let (mut w_skus, mut w_deltas, mut w_seqs) = (Vec::new(), Vec::new(), Vec::new());
     for (sku, &seq) in &stock_seq {
@@ -277,11 +264,9 @@ pub async fn apply_sales_in(
              SELECT u.id, $1, u.seq, 'inventory.changed', $5, u.body
              FROM unnest($6::uuid[], $7::bigint[], $8::bytea[]) AS u (id, seq, body)),
          answered AS (
-             UPDATE platform.idempotency_keys k SET response = u.response
-             FROM unnest($9::text[], $10::bytea[]) AS u (key, response)
-             WHERE k.scope = $11 AND k.key = u.key),
-         released AS (
-             DELETE FROM platform.idempotency_keys k WHERE k.scope = $11 AND k.key = ANY ($12::text[])),
+             INSERT INTO platform.idempotency_keys (scope, key, request, response)
+             SELECT $11, u.key, u.request, u.response
+             FROM unnest($9::text[], $12::bytea[], $10::bytea[]) AS u (key, request, response)),
          sq AS (
              UPDATE inventory.store_sequences q SET last_seq = $13 WHERE q.store_id = $1 AND q.last_seq < $13)
          SELECT sku, quantity FROM st",
@@ -297,7 +282,7 @@ pub async fn apply_sales_in(
     .bind(&answered)
     .bind(&answers)
     .bind(SCOPE)
-    .bind(&released)
+    .bind(&answered_requests)
     .bind(seq as i64)
     .fetch_all(&mut *conn)
     .await?;
@@ -314,37 +299,37 @@ pub async fn apply_sales_in(
     Ok(AppliedSales { outcomes: settled(outcomes), last_seq })
 }
 
-/// The answers of sales whose id was claimed before: the stored answer for the same request,
-/// ALREADY_EXISTS for another.
-async fn replay_taken(
-    conn: &mut PgConnection,
-    sales: &[SaleToApply<'_>],
-    fresh: &HashSet<String>,
-    outcomes: &mut [Option<Result<pb::ApplySaleResponse>>],
-) -> Result<()> {
-    let taken: Vec<&str> = sales.iter().map(|s| s.sale_id).filter(|id| !fresh.contains(*id)).collect();
+/// The stored request and answer of each of `ids` applied before.
+async fn taken_keys(conn: &mut PgConnection, ids: &[&str]) -> Result<HashMap<String, (Vec<u8>, Option<Vec<u8>>)>> {
     let rows =
         sqlx::query("SELECT key, request, response FROM platform.idempotency_keys WHERE scope = $1 AND key = ANY ($2)")
             .bind(SCOPE)
-            .bind(&taken)
+            .bind(ids)
             .fetch_all(&mut *conn)
             .await?;
-    let mut stored: HashMap<String, (Vec<u8>, Option<Vec<u8>>)> = HashMap::with_capacity(rows.len());
+    let mut taken = HashMap::with_capacity(rows.len());
     for row in &rows {
-        stored.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+        taken.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
     }
+    Ok(taken)
+}
+
+/// The answers of sales whose id was applied before: the stored answer for the same request,
+/// ALREADY_EXISTS for another.
+fn replay_taken(
+    sales: &[SaleToApply<'_>],
+    taken: &HashMap<String, (Vec<u8>, Option<Vec<u8>>)>,
+    outcomes: &mut [Option<Result<pb::ApplySaleResponse>>],
+) {
     for (i, sale) in sales.iter().enumerate() {
-        if fresh.contains(sale.sale_id) {
-            continue;
-        }
         let key = sale.sale_id;
-        outcomes[i] = Some(match stored.get(key) {
-            Some((request, _)) if request.as_slice() != sale.request => Err(key_reused(SCOPE, key)),
-            Some((_, Some(response))) => pg::replay(response),
-            _ => Err(key_unanswered(SCOPE, key)),
-        });
+        outcomes[i] = match taken.get(key) {
+            None => continue,
+            Some((request, _)) if request.as_slice() != sale.request => Some(Err(key_reused(SCOPE, key))),
+            Some((_, Some(response))) => Some(pg::replay(response)),
+            Some((_, None)) => Some(Err(key_unanswered(SCOPE, key))),
+        };
     }
-    Ok(())
 }
 
 /// The quantities after each of a sale's movements, in order, or why the sale is refused: a strict
