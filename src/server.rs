@@ -366,6 +366,13 @@ fn spawn_cache_consumer(
     let consumer = kafka::consumer(kafka, "inventory-cache", &["inventory"])?;
     let dlq = kafka::producer(kafka)?;
     let stop = shutdown.clone();
+    // The messages received together are projected in one Redis pipeline; when that fails, one
+    // by one below, each waiting out a Redis outage.
+    let batch_cache = cache.clone();
+    let batch: kafka::BatchHandler = Box::new(move |events| {
+        let cache = batch_cache.clone();
+        Box::pin(async move { cache.project_all(&events).await })
+    });
     let handler = move |event: redstore_proto::events::EventEnvelope| {
         let (cache, stop) = (cache.clone(), stop.clone());
         Box::pin(async move {
@@ -384,7 +391,7 @@ fn spawn_cache_consumer(
         }) as futures::future::BoxFuture<'static, redstore_platform::Result<()>>
     };
     tokio::spawn(async move {
-        if let Err(e) = kafka::consume(consumer, dlq, handler, shutdown).await {
+        if let Err(e) = kafka::consume_batches(consumer, dlq, Some(batch), handler, shutdown).await {
             tracing::error!(error = %e, "stock cache consumer stopped");
         }
     });

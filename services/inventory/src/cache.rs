@@ -106,8 +106,49 @@ impl StockCache {
     /// (a redelivery or an out-of-order event never moves the hash backwards). Other events are
     /// ignored. Fails within a few seconds when Redis is unreachable.
     pub async fn project(&self, event: &EventEnvelope) -> Result<()> {
-        let Some(Payload::InventoryChanged(changed)) = &event.payload else {
+        let Some(invocation) = self.invocation(event)? else {
             return Ok(());
+        };
+        let applied: i64 = self
+            .with_retry(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        if applied == 0 {
+            tracing::debug!(store_id = %event.store_id, store_seq = event.store_seq, "stale inventory event not projected");
+        }
+        Ok(())
+    }
+
+    /// Projects many events as [`project`](Self::project) does each, in order, in one pipeline
+    /// (one round trip). An event that cannot be projected fails the call before anything is sent;
+    /// when Redis fails midway, the events projected already are skipped as stale on a retry.
+    pub async fn project_all(&self, events: &[EventEnvelope]) -> Result<()> {
+        let mut invocations = Vec::with_capacity(events.len());
+        for event in events {
+            invocations.extend(self.invocation(event)?);
+        }
+        if invocations.is_empty() {
+            return Ok(());
+        }
+        self.with_retry(|mut conn| {
+            let mut pipe = redis::pipe();
+            // SCRIPT LOAD first: EVALSHA in a pipeline does not load a script Redis lacks (after
+            // a restart, say); loading a loaded script is a no-op.
+            pipe.load_script(&self.script).ignore();
+            for invocation in &invocations {
+                pipe.invoke_script(invocation).ignore();
+            }
+            async move { pipe.query_async::<()>(&mut conn).await }
+        })
+        .await
+    }
+
+    /// The script call that projects `event`; `None` for an event the cache ignores.
+    fn invocation(&self, event: &EventEnvelope) -> Result<Option<redis::ScriptInvocation<'_>>> {
+        let Some(Payload::InventoryChanged(changed)) = &event.payload else {
+            return Ok(None);
         };
         if event.store_id.is_empty() || event.store_seq == 0 {
             return Err(Error::invalid("event", "an inventory event needs a store_id and a store_seq"));
@@ -121,16 +162,7 @@ impl StockCache {
             }
             invocation.arg(&change.sku).arg(change.quantity_after);
         }
-        let applied: i64 = self
-            .with_retry(|mut conn| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
-        if applied == 0 {
-            tracing::debug!(store_id = %event.store_id, store_seq = event.store_seq, "stale inventory event not projected");
-        }
-        Ok(())
+        Ok(Some(invocation))
     }
 
     /// The cached quantity of a sku in a store, if the cache has it.

@@ -108,6 +108,52 @@ async fn stale_and_duplicate_projections_do_not_move_the_hash_backwards() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_projected_in_order_with_stale_and_duplicate_events_skipped() {
+    // A fresh server has not seen the projection script: the pipeline must load it itself.
+    let redis = RedisServer::start().await;
+    let chain = Chain::open().await;
+    let cache = StockCache::new(&redis.url()).expect("stock cache");
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut channel = client.get_async_pubsub().await.expect("pubsub connection");
+    channel.subscribe(cache::events_channel("store-1")).await.expect("subscribe");
+    channel.subscribe(cache::events_channel("store-2")).await.expect("subscribe");
+    let mut messages = channel.into_on_message();
+
+    let a1 = chain.change("store-1", "SKU-0001", 6).await;
+    let a2 = chain.change("store-1", "SKU-0001", -2).await;
+    let b1 = chain.change("store-2", "SKU-0002", 3).await;
+    let a3 = chain.change("store-1", "SKU-0003", 1).await;
+    // As a redelivered Kafka batch would carry them: a duplicate, and a stale event after a newer one.
+    let batch = [a1.clone(), b1.clone(), a2.clone(), a1.clone(), a3.clone(), a2.clone()];
+    cache.project_all(&batch).await.expect("project the batch");
+
+    assert_eq!(cache.stock("store-1", "SKU-0001").await.expect("read"), Some(quantity_after(&a2, "SKU-0001")));
+    assert_eq!(cache.stock("store-1", "SKU-0003").await.expect("read"), Some(quantity_after(&a3, "SKU-0003")));
+    assert_eq!(cache.version("store-1").await.expect("read"), Some(a3.store_seq));
+    assert_eq!(cache.stock("store-2", "SKU-0002").await.expect("read"), Some(quantity_after(&b1, "SKU-0002")));
+    assert_eq!(cache.version("store-2").await.expect("read"), Some(b1.store_seq));
+
+    // Each applied event is published once, in batch order; then the next change follows.
+    let next = chain.change("store-1", "SKU-0001", 1).await;
+    cache.project_all(std::slice::from_ref(&next)).await.expect("project the next change");
+    for due in [&a1, &b1, &a2, &a3, &next] {
+        let msg = tokio::time::timeout(support::WAIT, futures::StreamExt::next(&mut messages))
+            .await
+            .expect("a message within the wait")
+            .expect("the subscription is open");
+        let event = <EventEnvelope as prost::Message>::decode(msg.get_payload_bytes()).expect("an encoded envelope");
+        assert_eq!((event.store_id.as_str(), event.store_seq), (due.store_id.as_str(), due.store_seq));
+    }
+
+    // An event the cache cannot project fails the whole batch before anything is written.
+    let later = chain.change("store-1", "SKU-0001", 1).await;
+    let mut broken = later.clone();
+    broken.store_seq = 0;
+    assert!(cache.project_all(&[later.clone(), broken]).await.is_err(), "an event without a sequence is refused");
+    assert_eq!(cache.version("store-1").await.expect("read"), Some(next.store_seq), "nothing of the batch written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_caught_up_on_both_replicas_after_restart() {
     let mut redis = RedisServer::start().await;
     let chain = Chain::open().await;
