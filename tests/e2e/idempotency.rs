@@ -1,6 +1,10 @@
 //! Retries are normal on shop Wi-Fi: mutating RPCs with the same key change things once.
 
-use redstore_proto::inventory::{AdjustStockRequest, AdjustmentReason, ApplySaleRequest, SaleLine};
+use redstore_proto::inventory::apply_sale_outcome::Outcome;
+use redstore_proto::inventory::{
+    AdjustStockRequest, AdjustmentReason, ApplySaleOutcome, ApplySaleRequest, ApplySaleResponse, ApplySalesRequest,
+    SaleLine,
+};
 use redstore_proto::sales::{AddCartItemRequest, GetCartRequest};
 use tonic::Code;
 
@@ -84,4 +88,76 @@ async fn apply_sale_is_idempotent_by_sale_id() {
     let again = app.inventory().apply_sale(req).await.unwrap().into_inner();
     assert_eq!(first, again);
     assert_eq!(app.stock("store-1", "SKU-0005").await, 15);
+}
+
+fn applied(outcome: &ApplySaleOutcome) -> &ApplySaleResponse {
+    match &outcome.outcome {
+        Some(Outcome::Applied(applied)) => applied,
+        other => panic!("expected the sale applied, got {other:?}"),
+    }
+}
+
+fn refused(outcome: &ApplySaleOutcome, code: Code, needle: &str) {
+    match &outcome.outcome {
+        Some(Outcome::Error(e)) => {
+            assert_eq!(Code::from(e.code), code, "wrong code; message: {:?}", e.message);
+            assert!(e.message.contains(needle), "message {:?} should mention {needle:?}", e.message);
+        }
+        other => panic!("expected the sale refused with {code:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_sales_answers_each_sale_as_apply_sale_would() {
+    let app = TestApp::spawn().await;
+    let before = app.stock("store-1", "SKU-0006").await;
+    let sale = |id: &str, sku: &str, quantity: i64| ApplySaleRequest {
+        sale_id: id.into(),
+        store_id: String::new(),
+        terminal_id: "till-1".into(),
+        lines: vec![SaleLine { sku: sku.into(), quantity }],
+    };
+    let req = ApplySalesRequest {
+        store_id: "store-1".into(),
+        sales: vec![
+            sale("batch-sale-1", "SKU-0006", 2),
+            // More than is left after the first: store-1 never sells below zero.
+            sale("batch-sale-2", "SKU-0006", before - 1),
+            sale("batch-sale-3", "NO-SUCH-SKU", 1),
+            sale("batch-sale-4", "SKU-0006", 1),
+        ],
+    };
+    let first = app.inventory().apply_sales(req.clone()).await.expect("apply sales").into_inner();
+    assert_eq!(first.outcomes.len(), 4, "one outcome per sale");
+    assert_eq!(applied(&first.outcomes[0]).stock[0].quantity, before - 2);
+    refused(&first.outcomes[1], Code::FailedPrecondition, "insufficient stock");
+    refused(&first.outcomes[2], Code::NotFound, "NO-SUCH-SKU");
+    assert_eq!(applied(&first.outcomes[3]).stock[0].quantity, before - 3, "a refused sale does not stop the next");
+    assert_eq!(app.stock("store-1", "SKU-0006").await, before - 3);
+
+    // Sent again (a retry after a lost answer): the same answers, nothing taken twice.
+    let again = app.inventory().apply_sales(req).await.expect("apply sales again").into_inner();
+    assert_eq!(applied(&again.outcomes[0]), applied(&first.outcomes[0]));
+    refused(&again.outcomes[1], Code::FailedPrecondition, "insufficient stock");
+    refused(&again.outcomes[2], Code::NotFound, "NO-SUCH-SKU");
+    assert_eq!(applied(&again.outcomes[3]), applied(&first.outcomes[3]));
+    assert_eq!(app.stock("store-1", "SKU-0006").await, before - 3);
+
+    // Either RPC replays the other's sale.
+    let alone = ApplySaleRequest { store_id: "store-1".into(), ..sale("batch-sale-1", "SKU-0006", 2) };
+    let replayed = app.inventory().apply_sale(alone).await.expect("apply sale alone").into_inner();
+    assert_eq!(&replayed, applied(&first.outcomes[0]));
+    // A sale id used for other lines is refused in its own outcome.
+    let reused = ApplySalesRequest { store_id: "store-1".into(), sales: vec![sale("batch-sale-4", "SKU-0006", 5)] };
+    let reused = app.inventory().apply_sales(reused).await.expect("apply sales").into_inner();
+    refused(&reused.outcomes[0], Code::AlreadyExists, "batch-sale-4");
+    assert_eq!(app.stock("store-1", "SKU-0006").await, before - 3);
+    // One sale twice in one call is applied once; both get its answer.
+    let twice = ApplySalesRequest {
+        store_id: "store-1".into(),
+        sales: vec![sale("batch-sale-5", "SKU-0006", 1), sale("batch-sale-5", "SKU-0006", 1)],
+    };
+    let twice = app.inventory().apply_sales(twice).await.expect("apply sales").into_inner();
+    assert_eq!(applied(&twice.outcomes[0]), applied(&twice.outcomes[1]));
+    assert_eq!(app.stock("store-1", "SKU-0006").await, before - 4);
 }

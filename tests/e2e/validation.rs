@@ -5,8 +5,9 @@ use std::fmt::Debug;
 
 use redstore_proto::common::{Money, PageRequest};
 use redstore_proto::inventory::{
-    AdjustStockRequest, AdjustmentReason, CreateProductRequest, GetProductRequest, GetProductsRequest, GetStockRequest,
-    ListProductsRequest, ListStockRequest, ListStoresRequest, LookupBarcodeRequest, StockLevel,
+    AdjustStockRequest, AdjustmentReason, ApplySaleRequest, ApplySalesRequest, CreateProductRequest, GetProductRequest,
+    GetProductsRequest, GetStockRequest, ListProductsRequest, ListStockRequest, ListStoresRequest,
+    LookupBarcodeRequest, SaleLine, StockLevel,
 };
 use redstore_proto::sales::{GetSaleRequest, ListSalesRequest, Sale, Tender, TenderType};
 use redstore_proto::stream::WatchInventoryRequest;
@@ -768,4 +769,40 @@ async fn get_products_answers_the_known_skus_in_one_call_and_names_a_bad_one() {
         Code::InvalidArgument,
         &["skus", "1000"],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_sales_names_the_bad_sale_and_applies_nothing_of_its_call() {
+    let app = TestApp::spawn().await;
+    let before = written(&app, "store-1").await;
+    let sale = |id: &str, store: &str, quantity: i64| ApplySaleRequest {
+        sale_id: id.into(),
+        store_id: store.into(),
+        terminal_id: "till-1".into(),
+        lines: vec![SaleLine { sku: "SKU-0001".into(), quantity }],
+    };
+    let call = |sales: Vec<ApplySaleRequest>| ApplySalesRequest { store_id: "store-1".into(), sales };
+    let inventory = app.inventory();
+    expect_status(inventory.clone().apply_sales(call(vec![])).await, Code::InvalidArgument, &["sales", "at least one"]);
+    let too_many = (0..257).map(|i| sale(&format!("s-{i}"), "", 1)).collect();
+    expect_status(inventory.clone().apply_sales(call(too_many)).await, Code::InvalidArgument, &["sales", "256"]);
+    // A good sale first, then a bad one: the call is refused whole, naming the bad sale's field.
+    let cases = [
+        (sale("ok-1", "", 1), sale("bad-1", "store-2", 1), "sales[1].store_id"),
+        (sale("ok-2", "store-1", 1), sale("bad 2", "", 1), "sales[1].sale_id"),
+        (sale("ok-3", "", 1), sale("bad-3", "", 0), "sales[1].lines[0].quantity"),
+    ];
+    for (good, bad, field) in cases {
+        expect_status(inventory.clone().apply_sales(call(vec![good, bad])).await, Code::InvalidArgument, &[field]);
+    }
+    let bad_store = ApplySalesRequest { store_id: "no store!".into(), sales: vec![sale("ok-4", "", 1)] };
+    expect_status(inventory.clone().apply_sales(bad_store).await, Code::InvalidArgument, &["store_id"]);
+    let unknown_store = ApplySalesRequest { store_id: "store-9".into(), sales: vec![sale("ok-5", "", 1)] };
+    let answer = inventory.clone().apply_sales(unknown_store).await.expect("a call for an unknown store").into_inner();
+    let outcome = answer.outcomes[0].outcome.as_ref();
+    assert!(
+        matches!(outcome, Some(redstore_proto::inventory::apply_sale_outcome::Outcome::Error(e)) if Code::from(e.code) == Code::NotFound && e.message.contains("store-9")),
+        "an unknown store is the sale's NOT_FOUND: {outcome:?}"
+    );
+    assert_eq!(written(&app, "store-1").await, before, "nothing of a refused call was written");
 }

@@ -61,8 +61,20 @@ impl<J: Send + 'static> StoreBatcher<J> {
     /// Queues a job for its store, starting the store's worker when it has none. Call from within
     /// a Tokio runtime.
     pub fn submit(&self, store_id: &str, job: J) {
+        self.submit_all(store_id, [job]);
+    }
+
+    /// Queues several jobs for one store, in order, all at once: an idle worker mostly takes them
+    /// in one batch.
+    pub fn submit_all(&self, store_id: &str, jobs: impl IntoIterator<Item = J>) {
         // Sending under the lock is what lets an idle worker retire safely (see `work`).
         let mut queues = self.inner.queues.lock();
+        for job in jobs {
+            self.send_locked(&mut queues, store_id, job);
+        }
+    }
+
+    fn send_locked(&self, queues: &mut HashMap<String, (u64, mpsc::UnboundedSender<J>)>, store_id: &str, job: J) {
         let job = match queues.get(store_id) {
             Some((_, queue)) => match queue.send(job) {
                 Ok(()) => return,

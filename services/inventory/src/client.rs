@@ -17,11 +17,12 @@ use redstore_proto::inventory::{self as pb};
 use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
 use redstore_proto::stream::{InventorySnapshot, WatchInventoryRequest, watch_inventory_response::Item};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request};
+use tonic::{Code, Request, Status};
 
 use crate::domain::{OversellPolicy, Product, StockMovement};
+use crate::grpc::MAX_SALES_PER_CALL;
 use crate::repo::StoreRow;
-use crate::store::{Idem, InventoryStore, ProductPatch};
+use crate::store::{Idem, InventoryStore, ProductPatch, SaleOrder};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 const ATTEMPTS: u32 = 3;
@@ -121,6 +122,18 @@ fn page(after: &str, limit: u32) -> Option<redstore_proto::common::PageRequest> 
 
 fn lines(movements: &[StockMovement], sign: i64) -> Vec<pb::SaleLine> {
     movements.iter().map(|m| pb::SaleLine { sku: m.sku.clone(), quantity: sign * m.delta }).collect()
+}
+
+/// One sale's outcome of an ApplySales call: its answer, or its status as ApplySale would have
+/// failed with it.
+fn sale_outcome(outcome: pb::ApplySaleOutcome) -> Result<pb::ApplySaleResponse> {
+    match outcome.outcome {
+        Some(pb::apply_sale_outcome::Outcome::Applied(applied)) => Ok(applied),
+        Some(pb::apply_sale_outcome::Outcome::Error(e)) => {
+            Err(Error::Remote(Status::with_details(Code::from(e.code), e.message, e.details.into())))
+        }
+        None => Err(Error::Internal(anyhow::anyhow!("inventory answered a sale without an outcome"))),
+    }
 }
 
 #[tonic::async_trait]
@@ -280,6 +293,47 @@ impl InventoryStore for GrpcInventory {
         };
         // The sale id is the idempotency key: a retry after a lost answer applies nothing twice.
         retried!(self, apply_sale, req)
+    }
+
+    async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {
+        let mut outcomes = Vec::with_capacity(sales.len());
+        for chunk in sales.chunks(MAX_SALES_PER_CALL) {
+            let count = chunk.len();
+            let req = pb::ApplySalesRequest {
+                store_id: store_id.to_owned(),
+                sales: chunk
+                    .iter()
+                    .map(|sale| pb::ApplySaleRequest {
+                        sale_id: sale.sale_id.clone(),
+                        store_id: store_id.to_owned(),
+                        terminal_id: sale.terminal_id.clone(),
+                        lines: lines(&sale.movements, -1),
+                    })
+                    .collect(),
+            };
+            // Idempotent by every sale id: a retry after a lost answer applies nothing twice.
+            match retried!(self, apply_sales, req) {
+                Ok(answer) if answer.outcomes.len() == count => {
+                    outcomes.extend(answer.outcomes.into_iter().map(sale_outcome));
+                }
+                Ok(answer) => {
+                    let message = format!("inventory answered {} outcomes for {count} sales", answer.outcomes.len());
+                    outcomes.extend((0..count).map(|_| Err(Error::Internal(anyhow::anyhow!(message.clone())))));
+                }
+                Err(err) => {
+                    // Errors are not `Clone`: the call's status, once per sale.
+                    let status = Status::from(err);
+                    outcomes.extend((0..count).map(|_| {
+                        Err(Error::Remote(Status::with_details(
+                            status.code(),
+                            status.message(),
+                            status.details().to_vec().into(),
+                        )))
+                    }));
+                }
+            }
+        }
+        outcomes
     }
 
     async fn apply_refund(

@@ -13,10 +13,12 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
-use crate::store::{Idem, InventoryStore, ProductPatch};
+use crate::store::{Idem, InventoryStore, ProductPatch, SaleOrder};
 
 /// The most skus one GetProducts call may ask for.
 const MAX_SKUS_PER_CALL: usize = 1000;
+/// The most sales one ApplySales call may carry.
+pub const MAX_SALES_PER_CALL: usize = 256;
 
 #[derive(Clone)]
 pub struct InventoryGrpc {
@@ -49,6 +51,38 @@ fn adjustment_reason(value: i32) -> Result<&'static str> {
 
 fn idem<M: prost::Message + Clone>(key: &str, req: &M, clear: impl FnOnce(&mut M)) -> Idem {
     Idem { key: key.trim().to_owned(), fingerprint: fingerprint(req, clear) }
+}
+
+/// One sale of an ApplySales call, checked as ApplySale checks it. Its fingerprint is that of the
+/// same sale sent alone to ApplySale (with the store id filled in), so either RPC replays the other.
+fn sale_order(store_id: &str, mut sale: ApplySaleRequest) -> Result<SaleOrder> {
+    if sale.store_id.is_empty() {
+        sale.store_id = store_id.to_owned();
+    } else if sale.store_id != store_id {
+        return Err(Error::invalid(
+            "store_id",
+            format!("is {:?}; it must be empty or the call's {store_id:?}", sale.store_id),
+        ));
+    }
+    let sale_id = identifier("sale_id", &sale.sale_id)?.to_owned();
+    let movements = domain::sale_movements("lines", sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
+    let fingerprint = fingerprint(&sale, |_| {});
+    Ok(SaleOrder { sale_id, fingerprint, terminal_id: sale.terminal_id.trim().to_owned(), movements })
+}
+
+fn sale_outcome(outcome: Result<ApplySaleResponse>) -> ApplySaleOutcome {
+    let outcome = match outcome {
+        Ok(applied) => apply_sale_outcome::Outcome::Applied(applied),
+        Err(err) => {
+            let status = Status::from(err);
+            apply_sale_outcome::Outcome::Error(SaleError {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+                details: status.details().to_vec(),
+            })
+        }
+    };
+    ApplySaleOutcome { outcome: Some(outcome) }
 }
 
 #[tonic::async_trait]
@@ -289,6 +323,31 @@ impl InventoryService for InventoryGrpc {
             let movements = domain::sale_movements("lines", req.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
             let fp = fingerprint(&req, |_| {});
             self.store.apply_sale(sale_id, fp, store_id, req.terminal_id.trim(), movements).await
+        }
+        .await;
+        ok(result)
+    }
+
+    #[tracing::instrument(name = "inventory.apply_sales", skip_all, fields(store_id = %req.get_ref().store_id, sales = req.get_ref().sales.len()))]
+    async fn apply_sales(&self, req: Request<ApplySalesRequest>) -> Result<Response<ApplySalesResponse>, Status> {
+        let req = req.into_inner();
+        let result = async {
+            let store_id = identifier("store_id", &req.store_id)?;
+            if req.sales.is_empty() {
+                return Err(Error::invalid("sales", "is required: at least one sale"));
+            }
+            if req.sales.len() > MAX_SALES_PER_CALL {
+                return Err(Error::invalid(
+                    "sales",
+                    format!("has {} sales; at most {MAX_SALES_PER_CALL} per call", req.sales.len()),
+                ));
+            }
+            let mut orders = Vec::with_capacity(req.sales.len());
+            for (i, sale) in req.sales.into_iter().enumerate() {
+                orders.push(sale_order(store_id, sale).map_err(|e| e.scope(&format!("sales[{i}]")))?);
+            }
+            let outcomes = self.store.apply_sales(store_id, orders).await;
+            Ok(ApplySalesResponse { outcomes: outcomes.into_iter().map(sale_outcome).collect() })
         }
         .await;
         ok(result)

@@ -31,7 +31,7 @@ use sqlx::{PgConnection, Row as _};
 
 use crate::domain::{OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
-use crate::store::{Idem, InventoryStore, ProductPatch};
+use crate::store::{Idem, InventoryStore, ProductPatch, SaleOrder};
 
 mod batch;
 
@@ -69,6 +69,10 @@ impl PgInventory {
         let sales = Arc::new(batch::sale_batcher(pool.clone()));
         Arc::new(Self { pool, sales })
     }
+}
+
+fn interrupted(sale_id: &str) -> Error {
+    Error::Unavailable(format!("applying sale {sale_id:?} was interrupted; retry it with the same sale id"))
 }
 
 fn now_ms() -> i64 {
@@ -768,11 +772,35 @@ impl InventoryStore for PgInventory {
             reply,
         };
         self.sales.submit(store_id, job);
-        answer.await.unwrap_or_else(|_| {
-            Err(Error::Unavailable(format!(
-                "applying sale {sale_id:?} was interrupted; retry it with the same sale id"
-            )))
-        })
+        answer.await.unwrap_or_else(|_| Err(interrupted(sale_id)))
+    }
+
+    async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {
+        // Queued together, so that they mostly share one group-commit batch.
+        if pg::check_store_id(store_id).is_err() {
+            return sales.iter().filter_map(|_| pg::check_store_id(store_id).err()).map(Err).collect();
+        }
+        let mut answers = Vec::with_capacity(sales.len());
+        let jobs: Vec<batch::SaleJob> = sales
+            .into_iter()
+            .map(|sale| {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                answers.push((sale.sale_id.clone(), answer));
+                batch::SaleJob {
+                    sale_id: sale.sale_id,
+                    request: sale.fingerprint,
+                    terminal_id: sale.terminal_id,
+                    movements: sale.movements,
+                    reply,
+                }
+            })
+            .collect();
+        self.sales.submit_all(store_id, jobs);
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for (sale_id, answer) in answers {
+            outcomes.push(answer.await.unwrap_or_else(|_| Err(interrupted(&sale_id))));
+        }
+        outcomes
     }
 
     async fn apply_refund(

@@ -29,6 +29,17 @@ pub struct ProductPatch {
     pub barcodes: Option<Vec<Barcode>>,
 }
 
+/// One sale of [`InventoryStore::apply_sales`]: the arguments of `apply_sale` but the store.
+#[derive(Clone, Debug)]
+pub struct SaleOrder {
+    /// The idempotency key.
+    pub sale_id: String,
+    /// The request's fingerprint: the same sale id with another is ALREADY_EXISTS.
+    pub fingerprint: Vec<u8>,
+    pub terminal_id: String,
+    pub movements: Vec<StockMovement>,
+}
+
 #[tonic::async_trait]
 pub trait InventoryStore: Send + Sync + 'static {
     async fn create_store(&self, idem: Idem, store: StoreRow) -> Result<pb::Store>;
@@ -110,6 +121,21 @@ pub trait InventoryStore: Send + Sync + 'static {
         terminal_id: &str,
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse>;
+
+    /// Applies several sales of one store in order, each exactly as [`apply_sale`] would alone,
+    /// with one outcome per sale. Backends that can do better (one transaction, one call)
+    /// override this one-by-one default.
+    ///
+    /// [`apply_sale`]: InventoryStore::apply_sale
+    async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {
+        let mut outcomes = Vec::with_capacity(sales.len());
+        for sale in sales {
+            outcomes.push(
+                self.apply_sale(&sale.sale_id, sale.fingerprint, store_id, &sale.terminal_id, sale.movements).await,
+            );
+        }
+        outcomes
+    }
 
     /// Puts refunded units back (positive movements, reason "refund"); idempotent by refund id.
     async fn apply_refund(

@@ -42,6 +42,7 @@ use futures::FutureExt as _;
 use prost::Message as _;
 use redstore_inventory::domain::{Product, StockMovement};
 use redstore_inventory::pg::{SaleContext, SaleToApply, apply_sales_in};
+use redstore_inventory::store::SaleOrder;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::pg;
@@ -351,11 +352,17 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
     let drafted = claim(&mut tx, store_id, orders, &lines, drafts, false, &mut answers).await?;
     tx.commit().await?;
 
-    // Inventory applies them, all at once (idempotent by sale id).
-    let applied = futures::future::join_all(drafted.iter().map(|d| {
-        inventory.apply_sale(&d.sale.sale_id, d.request.clone(), store_id, &d.sale.terminal_id, d.movements.clone())
-    }))
-    .await;
+    // Inventory applies them, all in one call (idempotent by sale id).
+    let orders = drafted
+        .iter()
+        .map(|d| SaleOrder {
+            sale_id: d.sale.sale_id.clone(),
+            fingerprint: d.request.clone(),
+            terminal_id: d.sale.terminal_id.clone(),
+            movements: d.movements.clone(),
+        })
+        .collect();
+    let applied = if drafted.is_empty() { Vec::new() } else { inventory.apply_sales(store_id, orders).await };
 
     // Transaction C: complete what inventory took (if still pending: a concurrent `finish` may
     // have), delete what it refused; anything else stays pending for a retry or the healer.
