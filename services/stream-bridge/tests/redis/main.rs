@@ -15,11 +15,11 @@ mod support;
 
 use redis::AsyncCommands as _;
 use redstore_inventory::cache::{self, StockCache};
-use redstore_proto::events::EventEnvelope;
 use tokio_util::sync::CancellationToken;
 
 use support::{
-    Chain, Proxy, RedisServer, Watcher, next_on_feed, quantity_after, replica, wait_watched, watch_both_stores,
+    Chain, Proxy, Published, RedisServer, Watcher, next_on_feed, quantity_after, replica, wait_watched,
+    watch_both_stores,
 };
 
 /// Cancels the test's background tasks however the test ends.
@@ -78,10 +78,7 @@ async fn stale_and_duplicate_projections_do_not_move_the_hash_backwards() {
     let redis = RedisServer::start().await;
     let chain = Chain::open().await;
     let cache = StockCache::new(&redis.url()).expect("stock cache");
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let mut channel = client.get_async_pubsub().await.expect("pubsub connection");
-    channel.subscribe(cache::events_channel("store-2")).await.expect("subscribe");
-    let mut messages = channel.into_on_message();
+    let mut published = Published::subscribe(&redis.url(), &["store-2"]).await;
 
     let older = chain.change("store-2", "SKU-0007", 4).await;
     let newer = chain.change("store-2", "SKU-0007", -3).await;
@@ -96,11 +93,7 @@ async fn stale_and_duplicate_projections_do_not_move_the_hash_backwards() {
     let next = chain.change("store-2", "SKU-0008", 1).await;
     cache.project(&next).await.expect("project the next change");
     for due in [&newer, &next] {
-        let msg = tokio::time::timeout(support::WAIT, futures::StreamExt::next(&mut messages))
-            .await
-            .expect("a message within the wait")
-            .expect("the subscription is open");
-        let event = <EventEnvelope as prost::Message>::decode(msg.get_payload_bytes()).expect("an encoded envelope");
+        let event = published.next().await;
         assert_eq!(event.store_seq, due.store_seq, "published in order, stale and duplicate events not at all");
     }
     assert_eq!(cache.stock("store-2", "SKU-0007").await.expect("read"), Some(quantity_after(&newer, "SKU-0007")));
@@ -113,11 +106,7 @@ async fn a_batch_is_projected_in_order_with_stale_and_duplicate_events_skipped()
     let redis = RedisServer::start().await;
     let chain = Chain::open().await;
     let cache = StockCache::new(&redis.url()).expect("stock cache");
-    let client = redis::Client::open(redis.url()).expect("redis url");
-    let mut channel = client.get_async_pubsub().await.expect("pubsub connection");
-    channel.subscribe(cache::events_channel("store-1")).await.expect("subscribe");
-    channel.subscribe(cache::events_channel("store-2")).await.expect("subscribe");
-    let mut messages = channel.into_on_message();
+    let mut published = Published::subscribe(&redis.url(), &["store-1", "store-2"]).await;
 
     let a1 = chain.change("store-1", "SKU-0001", 6).await;
     let a2 = chain.change("store-1", "SKU-0001", -2).await;
@@ -137,11 +126,7 @@ async fn a_batch_is_projected_in_order_with_stale_and_duplicate_events_skipped()
     let next = chain.change("store-1", "SKU-0001", 1).await;
     cache.project_all(std::slice::from_ref(&next)).await.expect("project the next change");
     for due in [&a1, &b1, &a2, &a3, &next] {
-        let msg = tokio::time::timeout(support::WAIT, futures::StreamExt::next(&mut messages))
-            .await
-            .expect("a message within the wait")
-            .expect("the subscription is open");
-        let event = <EventEnvelope as prost::Message>::decode(msg.get_payload_bytes()).expect("an encoded envelope");
+        let event = published.next().await;
         assert_eq!((event.store_id.as_str(), event.store_seq), (due.store_id.as_str(), due.store_seq));
     }
 

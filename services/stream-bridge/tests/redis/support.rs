@@ -314,3 +314,26 @@ pub async fn watch_both_stores(
     }
     stores
 }
+
+/// What the cache projector publishes on some stores' channels, as a plain subscriber sees it.
+pub struct Published(std::pin::Pin<Box<dyn futures::Stream<Item = redis::Msg> + Send>>);
+
+impl Published {
+    pub async fn subscribe(redis_url: &str, stores: &[&str]) -> Self {
+        let client = redis::Client::open(redis_url).expect("redis url");
+        let mut channel = client.get_async_pubsub().await.expect("pubsub connection");
+        for store in stores {
+            channel.subscribe(redstore_inventory::cache::events_channel(store)).await.expect("subscribe");
+        }
+        Self(Box::pin(channel.into_on_message()))
+    }
+
+    /// The next published event, decoded; fails the test after [`WAIT`].
+    pub async fn next(&mut self) -> EventEnvelope {
+        let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut self.0))
+            .await
+            .expect("a message within the wait")
+            .expect("the subscription is open");
+        <EventEnvelope as prost::Message>::decode(msg.get_payload_bytes()).expect("an encoded envelope")
+    }
+}
