@@ -429,8 +429,8 @@ impl PgSales {
     }
 
     /// The sale a checkout would make, priced and settled but not applied (status unspecified,
-    /// no negative skus yet), and whether it sells the cart.
-    async fn draft(&self, order: &CheckoutOrder) -> Result<(Sale, bool)> {
+    /// no negative skus yet), and the cart's lines when it sells the cart.
+    async fn draft(&self, order: &CheckoutOrder) -> Result<(Sale, Option<Vec<(String, i64)>>)> {
         let (store_id, terminal_id) = (order.store_id.as_str(), order.terminal_id.as_str());
         self.inventory.require_terminal(store_id, terminal_id).await?;
         let (field, from_cart, lines) = if order.lines.is_empty() {
@@ -449,7 +449,7 @@ impl PgSales {
         let products = self.inventory.get_products(&skus).await?;
         let priced = price_lines(field, &lines, |i| products.get(i).and_then(Option::as_ref))?;
         let (sale, _) = draft_sale(order, field, &lines, &priced)?;
-        Ok((sale, from_cart))
+        Ok((sale, from_cart.then_some(lines)))
     }
 
     async fn sale_by_key(&self, store_id: &str, key: &str) -> Result<Option<KeyedSale>> {
@@ -463,9 +463,26 @@ impl PgSales {
     /// already (by an earlier or a concurrent attempt), the sale it points at instead, read in the
     /// same transaction (after waiting for a concurrent inserter to commit or roll back); `None`
     /// when that one is gone too.
-    async fn record_pending(&self, order: &CheckoutOrder, sale: &Sale, from_cart: bool) -> Result<Option<Pending>> {
+    /// A checkout of the cart is recorded only while no other request is checking that cart out,
+    /// and only if the cart is still as drafted (`batch::guard_carts`); else the key's sale, if
+    /// any, or the refusal.
+    async fn record_pending(
+        &self,
+        order: &CheckoutOrder,
+        sale: &Sale,
+        cart: Option<&[(String, i64)]>,
+    ) -> Result<Option<Pending>> {
         let created = sale.created_at.as_ref().map_or_else(now_ms, redstore_platform::time::timestamp_ms);
         let mut tx = pg::store_tx(&self.pool, &order.store_id).await?;
+        if let Some(lines) = cart {
+            let guarded = batch::CartSale { terminal_id: &order.terminal_id, key: &order.idem.key, lines };
+            if let Some(refusal) = batch::guard_carts(&mut tx, &order.store_id, &[guarded]).await?.pop().flatten() {
+                let keyed = keyed_sale(&mut tx, &order.store_id, &order.idem.key).await?;
+                tx.commit().await?;
+                return keyed.map(|keyed| Some(Pending::Keyed(keyed))).ok_or(refusal);
+            }
+        }
+        let from_cart = cart.is_some();
         let inserted: Option<String> = sqlx::query_scalar(
             "INSERT INTO sales.sales
                  (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
@@ -606,7 +623,7 @@ impl PgSales {
             // a fresh checkout. A draft that fails may belong to a retry whose sale is recorded
             // already (its cart cleared, a product since deactivated…): the key decides then.
             let keyed = match self.draft(&order).await {
-                Ok((draft, from_cart)) => match self.record_pending(&order, &draft, from_cart).await? {
+                Ok((draft, cart)) => match self.record_pending(&order, &draft, cart.as_deref()).await? {
                     Some(Pending::Recorded(sale_id)) => Ok(sale_id),
                     Some(Pending::Keyed(keyed)) => resume_keyed(&order, keyed)?,
                     // The key's sale was deleted meanwhile (inventory refused it): look again.

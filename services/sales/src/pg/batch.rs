@@ -342,16 +342,32 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
     } else {
         inventory.get_products(&skus).await?.into_iter().flatten().map(|p| (p.sku.clone(), p)).collect()
     };
-    let drafts: Vec<Result<(Sale, Vec<StockMovement>)>> = orders
+    let mut drafts: Vec<Result<(Sale, Vec<StockMovement>)>> = orders
         .iter()
         .zip(&lines)
         .zip(terminal_checks)
         .map(|((order, l), terminal)| draft(store_id, order, l, terminal, |sku| products.get(sku)))
         .collect();
 
-    // Transaction A: the drafted sales, pending, under their keys; what taken keys point at.
+    // Transaction A: the drafted sales, pending, under their keys; what taken keys point at. A
+    // cart is claimed only while no other request is checking it out (see `guard_carts`).
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
     let mut tx = pg::store_tx(&saga.pool, store_id).await?;
+    let cart_sales: Vec<(usize, CartSale<'_>)> = orders
+        .iter()
+        .zip(&lines)
+        .enumerate()
+        .filter(|(i, (_, l))| l.from_cart && drafts[*i].is_ok())
+        .map(|(i, (o, l))| (i, CartSale { terminal_id: &o.terminal_id, key: &o.idem.key, lines: l.lines }))
+        .collect();
+    if !cart_sales.is_empty() {
+        let sold: Vec<CartSale<'_>> = cart_sales.iter().map(|(_, c)| *c).collect();
+        for ((i, _), refusal) in cart_sales.iter().zip(guard_carts(&mut tx, store_id, &sold).await?) {
+            if let Some(err) = refusal {
+                drafts[*i] = Err(err);
+            }
+        }
+    }
     let drafted = claim(&mut tx, store_id, orders, &lines, drafts, false, &mut answers).await?;
     tx.commit().await?;
 
@@ -467,6 +483,93 @@ async fn read_carts(
         carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
     }
     Ok(carts)
+}
+
+/// A checkout that sells its terminal's cart, as drafted.
+#[derive(Clone, Copy)]
+pub(super) struct CartSale<'a> {
+    pub terminal_id: &'a str,
+    /// The checkout's idempotency key.
+    pub key: &'a str,
+    /// The cart's lines when the checkout was drafted.
+    pub lines: &'a [(String, i64)],
+}
+
+/// The saga's guard that a cart is sold once, run in the transaction that records checkouts as
+/// pending (the cart is cleared only when a sale completes, after inventory answered). Row-locks
+/// the carts, in line id order as every cart lock does (so that they never deadlock), then refuses a
+/// checkout whose cart another request is checking out (a pending sale of that cart under another
+/// key: its transaction committed before this one got the lock) or whose cart changed since it
+/// was drafted (sold meanwhile: empty). A retry of a pending checkout's own key passes, for the
+/// claim to resume it. One refusal (or none) per cart sale, in order.
+pub(super) async fn guard_carts(
+    conn: &mut PgConnection,
+    store_id: &str,
+    sales: &[CartSale<'_>],
+) -> Result<Vec<Option<Error>>> {
+    let terminals: Vec<&str> = sales.iter().map(|c| c.terminal_id).collect();
+    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+    let rows = sqlx::query(
+        "SELECT terminal_id, sku, quantity FROM sales.cart_items
+         WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id FOR UPDATE",
+    )
+    .bind(store_id)
+    .bind(&terminals)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
+    }
+    let mut checking_out: HashMap<String, Vec<String>> = HashMap::new();
+    let rows = sqlx::query(
+        "SELECT terminal_id, idempotency_key FROM sales.sales
+         WHERE store_id = $1 AND status = 'pending' AND from_cart AND terminal_id = ANY ($2)",
+    )
+    .bind(store_id)
+    .bind(&terminals)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        checking_out.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
+    }
+    Ok(sales
+        .iter()
+        .map(|sale| {
+            let others = checking_out.get(sale.terminal_id).is_some_and(|keys| keys.iter().any(|k| k != sale.key));
+            let now = carts.get(sale.terminal_id).map_or(&[][..], Vec::as_slice);
+            if others {
+                Some(cart_in_checkout(store_id, sale.terminal_id))
+            } else if now.is_empty() {
+                Some(empty_cart(store_id, sale.terminal_id))
+            } else if now != sale.lines {
+                Some(cart_changed(store_id, sale.terminal_id))
+            } else {
+                None
+            }
+        })
+        .collect())
+}
+
+fn cart_in_checkout(store_id: &str, terminal_id: &str) -> Error {
+    Error::precondition(
+        "CART",
+        format!("terminal:{terminal_id}"),
+        format!(
+            "the cart of terminal {terminal_id:?} in store {store_id:?} is being checked out by another request; \
+             when that finishes the cart is sold (empty) or unchanged: look at the cart, then check out again"
+        ),
+    )
+}
+
+fn cart_changed(store_id: &str, terminal_id: &str) -> Error {
+    Error::precondition(
+        "CART",
+        format!("terminal:{terminal_id}"),
+        format!(
+            "the cart of terminal {terminal_id:?} in store {store_id:?} changed while it was being checked out; \
+             look at the cart, then check out again"
+        ),
+    )
 }
 
 /// What each checkout sells: its lines, or its terminal's cart.

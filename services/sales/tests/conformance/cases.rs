@@ -478,3 +478,39 @@ pub async fn list_sales_pages_in_sale_id_order(sales: Sales, _inventory: Invento
     let err = sales.list_sales("store-9", "", 10).await.unwrap_err();
     assert_eq!(expect_code(&err, Code::NotFound), "store_id \"store-9\" does not exist");
 }
+
+/// Checkouts of one terminal's cart under different keys at once (a double tap on two tills'
+/// screens, a retry that lost its key): the cart is sold once; the others find it empty, or in
+/// checkout by another request. Several rounds, since the race needs them to overlap.
+pub async fn concurrent_checkouts_of_one_cart_sell_it_once(sales: Sales, inventory: Inventory) {
+    let before = stock(&inventory, "store-1", "SKU-0003").await;
+    for round in 1..=5 {
+        sales.scan(scan(&key(), "store-1", "till-1", &demo_barcode(3), 2)).await.unwrap();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let sales = sales.clone();
+                let order = checkout(&key(), "store-1", "till-1", &[], vec![cash(1000)]);
+                tokio::spawn(async move { sales.checkout(order).await })
+            })
+            .collect();
+        let mut sold = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(sale) => {
+                    assert_eq!(sale.lines.len(), 1, "round {round}: the cart's one line");
+                    sold += 1;
+                }
+                Err(err) => {
+                    let message = expect_code(&err, Code::FailedPrecondition);
+                    assert!(
+                        message.contains("empty") || message.contains("being checked out"),
+                        "round {round}: {message}"
+                    );
+                }
+            }
+        }
+        assert_eq!(sold, 1, "round {round}: the cart is sold exactly once");
+        assert_eq!(stock(&inventory, "store-1", "SKU-0003").await, before - 2 * round, "round {round}");
+        assert!(sales.get_cart("store-1", "till-1").await.unwrap().lines.is_empty(), "round {round}");
+    }
+}

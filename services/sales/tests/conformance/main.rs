@@ -100,6 +100,7 @@ conformance! {
         allow_negative_store_sells_below_zero_and_says_so,
         refunds_restock_once_and_cap_at_what_was_sold,
         list_sales_pages_in_sale_id_order,
+        concurrent_checkouts_of_one_cart_sell_it_once,
     ],
     postgres_only: [
         rls_confines_a_transaction_to_its_store,
@@ -109,6 +110,5 @@ conformance! {
     ],
     group_commit: [
         a_burst_of_checkouts_sells_exactly_the_stock_with_gapless_events,
-        two_checkouts_of_one_cart_sell_it_once,
     ],
 }
