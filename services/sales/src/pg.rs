@@ -74,6 +74,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
     PgMigration { service: "sales", version: 1, sql: include_str!("../migrations/postgres/0001_sales.sql") },
     PgMigration { service: "sales", version: 2, sql: include_str!("../migrations/postgres/0002_complete_sale.sql") },
     PgMigration { service: "sales", version: 3, sql: include_str!("../migrations/postgres/0003_relay_cursor.sql") },
+    PgMigration { service: "sales", version: 4, sql: include_str!("../migrations/postgres/0004_take_from_cart.sql") },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.
@@ -128,6 +129,11 @@ pub struct Resumed {
 
 fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
+}
+
+/// A sale's (skus, quantities), as `sales.take_from_carts` takes them from its cart.
+fn sold_lines(sale: &Sale) -> (Vec<&str>, Vec<i64>) {
+    sale.lines.iter().map(|l| (l.sku.as_str(), l.quantity)).unzip()
 }
 
 fn decode_sale(body: &[u8]) -> Result<Sale> {
@@ -560,18 +566,22 @@ impl PgSales {
         tx.rollback().await?;
         let occurred_at_ms = now_ms();
         let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, &sale);
-        let row = sqlx::query("SELECT o_seq, o_body FROM sales.complete_sale($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(store_id)
-            .bind(sale_id)
-            .bind(sale.encode_to_vec())
-            .bind(from_cart)
-            .bind(&sale.terminal_id)
-            .bind(event_id)
-            .bind(occurred_at_ms)
-            .bind(&head)
-            .bind(&tail)
-            .fetch_optional(&self.pool)
-            .await?;
+        let (skus, quantities) = sold_lines(&sale);
+        let row =
+            sqlx::query("SELECT o_seq, o_body FROM sales.complete_sale($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+                .bind(store_id)
+                .bind(sale_id)
+                .bind(sale.encode_to_vec())
+                .bind(from_cart)
+                .bind(&sale.terminal_id)
+                .bind(event_id)
+                .bind(occurred_at_ms)
+                .bind(&head)
+                .bind(&tail)
+                .bind(&skus)
+                .bind(&quantities)
+                .fetch_optional(&self.pool)
+                .await?;
         // No row: a concurrent attempt completed it, with the same inventory answer.
         if let Some(row) = row {
             let seq: i64 = row.try_get(0)?;

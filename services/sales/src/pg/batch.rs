@@ -53,7 +53,7 @@ use tokio::sync::oneshot;
 
 use super::{
     KeyedSale, PgSales, SCHEMA, apply_request, check_spliced, draft_sale, keyed_sales, now_ms, price_lines,
-    resume_keyed, sale_completed_parts,
+    resume_keyed, sale_completed_parts, sold_lines,
 };
 use crate::store::{CheckoutOrder, empty_cart};
 
@@ -214,7 +214,8 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     // 4. Completed: the directory entry, the carts sold, the events (numbered under the store's
     //    sales sequence lock, taken last); negative skus into the body. Refused: the claim goes.
     let occurred_at_ms = now_ms();
-    let (mut completed, mut refused, mut sold_carts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut completed, mut refused) = (Vec::new(), Vec::new());
+    let (mut cart_terminals, mut cart_skus, mut cart_quantities) = (Vec::new(), Vec::new(), Vec::<i64>::new());
     let (mut amended, mut amended_bodies) = (Vec::new(), Vec::new());
     let (mut event_ids, mut heads, mut tails) = (Vec::new(), Vec::new(), Vec::new());
     for (d, outcome) in drafted.into_iter().zip(applied.outcomes) {
@@ -237,7 +238,10 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
                 tails.push(tail);
                 completed.push(sale.sale_id.clone());
                 if d.from_cart {
-                    sold_carts.push(sale.terminal_id.clone());
+                    let (skus, quantities) = sold_lines(&sale);
+                    cart_terminals.extend(skus.iter().map(|_| sale.terminal_id.clone()));
+                    cart_skus.extend(skus.into_iter().map(str::to_owned));
+                    cart_quantities.extend(quantities);
                 }
                 answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
             }
@@ -251,7 +255,7 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
                  UPDATE sales.sales s SET body = u.body FROM unnest($3::text[], $4::bytea[]) AS u (id, body)
                  WHERE s.sale_id = u.id),
              directory AS (INSERT INTO sales.sale_stores (sale_id, store_id) SELECT unnest($5::text[]), $1),
-             carts AS (DELETE FROM sales.cart_items WHERE store_id = $1 AND terminal_id = ANY ($6::text[])),
+             carts AS (SELECT sales.take_from_carts($1, $6::text[], $12::text[], $13::bigint[]) AS n),
              seq AS (
                  INSERT INTO sales.store_sequences AS q (store_id, last_seq) SELECT $1, $7 WHERE $7 > 0
                  ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
@@ -262,19 +266,21 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
                         u.head || '\\x20'::BYTEA || sales.pb_varint(seq.base + u.n) || u.tail
                  FROM seq, unnest($9::uuid[], $10::bytea[], $11::bytea[]) WITH ORDINALITY AS u (id, head, tail, n)
                  RETURNING event_id, store_seq, body)
-             SELECT event_id, store_seq, body FROM events",
+             SELECT event_id, store_seq, body, (SELECT n FROM carts) FROM events",
         )
         .bind(store_id)
         .bind(&refused)
         .bind(&amended)
         .bind(&amended_bodies)
         .bind(&completed)
-        .bind(&sold_carts)
+        .bind(&cart_terminals)
         .bind(completed.len() as i64)
         .bind(occurred_at_ms)
         .bind(&event_ids)
         .bind(&heads)
         .bind(&tails)
+        .bind(&cart_skus)
+        .bind(&cart_quantities)
         .fetch_all(&mut *tx)
         .await?;
         for row in &rows {
@@ -387,6 +393,7 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
     // have), delete what it refused; anything else stays pending for a retry or the healer.
     let occurred_at_ms = now_ms();
     let (mut refused, mut completed, mut completed_bodies) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cart_sales, mut cart_skus, mut cart_quantities) = (Vec::new(), Vec::new(), Vec::<i64>::new());
     let (mut event_ids, mut heads, mut tails) = (Vec::new(), Vec::new(), Vec::new());
     for (d, outcome) in drafted.into_iter().zip(applied) {
         let mut sale = d.sale;
@@ -406,6 +413,12 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
                 tails.push(tail);
                 completed.push(sale.sale_id.clone());
                 completed_bodies.push(sale.encode_to_vec());
+                if d.from_cart {
+                    let (skus, quantities) = sold_lines(&sale);
+                    cart_sales.extend(skus.iter().map(|_| sale.sale_id.clone()));
+                    cart_skus.extend(skus.into_iter().map(str::to_owned));
+                    cart_quantities.extend(quantities);
+                }
                 answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
             }
         }
@@ -423,8 +436,10 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
                  RETURNING s.sale_id, s.terminal_id, s.from_cart, u.n),
              directory AS (INSERT INTO sales.sale_stores (sale_id, store_id) SELECT sale_id, $1 FROM done),
              carts AS (
-                 DELETE FROM sales.cart_items c USING done
-                 WHERE c.store_id = $1 AND done.from_cart AND c.terminal_id = done.terminal_id),
+                 SELECT sales.take_from_carts($1, array_agg(done.terminal_id), array_agg(l.sku), array_agg(l.quantity)) AS n
+                 FROM done JOIN unnest($9::text[], $10::text[], $11::bigint[]) AS l (sale_id, sku, quantity)
+                     ON l.sale_id = done.sale_id
+                 WHERE done.from_cart),
              counted AS (SELECT count(*) AS n FROM done),
              seq AS (
                  INSERT INTO sales.store_sequences AS q (store_id, last_seq) SELECT $1, n FROM counted WHERE n > 0
@@ -438,7 +453,7 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
                  FROM seq, numbered nb
                  JOIN unnest($6::uuid[], $7::bytea[], $8::bytea[]) WITH ORDINALITY AS e (id, head, tail, n) ON e.n = nb.n
                  RETURNING store_seq)
-             SELECT max(store_seq) FROM events",
+             SELECT max(store_seq), (SELECT n FROM carts) FROM events",
         )
         .bind(store_id)
         .bind(&refused)
@@ -448,6 +463,9 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         .bind(&event_ids)
         .bind(&heads)
         .bind(&tails)
+        .bind(&cart_sales)
+        .bind(&cart_skus)
+        .bind(&cart_quantities)
         .fetch_one(&mut *tx)
         .await?;
         sales_seq = rows.try_get::<Option<i64>, _>(0)?.map(|s| s as u64);

@@ -22,20 +22,39 @@ pub enum Fault {
     Down = 1,
     /// The next `apply_sale` is applied, then its answer is lost.
     LoseNextAnswer = 2,
+    /// The next `apply_sale` waits, before reaching inventory, until [`Flaky::release`].
+    HoldNext = 3,
 }
 
 pub struct Flaky {
     inner: Arc<dyn InventoryStore>,
     fault: AtomicU8,
+    held: tokio::sync::Notify,
+    released: tokio::sync::Notify,
 }
 
 impl Flaky {
     pub fn new(inner: Arc<dyn InventoryStore>) -> Arc<Self> {
-        Arc::new(Self { inner, fault: AtomicU8::new(Fault::None as u8) })
+        Arc::new(Self {
+            inner,
+            fault: AtomicU8::new(Fault::None as u8),
+            held: tokio::sync::Notify::new(),
+            released: tokio::sync::Notify::new(),
+        })
     }
 
     pub fn set(&self, fault: Fault) {
         self.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    /// Returns once an `apply_sale` is held (see [`Fault::HoldNext`]).
+    pub async fn wait_held(&self) {
+        self.held.notified().await;
+    }
+
+    /// Lets the held `apply_sale` go on.
+    pub fn release(&self) {
+        self.released.notify_one();
     }
 }
 
@@ -103,6 +122,11 @@ impl InventoryStore for Flaky {
     ) -> Result<pb::ApplySaleResponse> {
         if self.fault.load(Ordering::SeqCst) == Fault::Down as u8 {
             return Err(unreachable_inventory());
+        }
+        let hold = Fault::HoldNext as u8;
+        if self.fault.compare_exchange(hold, Fault::None as u8, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.held.notify_one();
+            self.released.notified().await;
         }
         let applied = self.inner.apply_sale(sale_id, fingerprint, store_id, terminal_id, movements).await;
         let lose = Fault::LoseNextAnswer as u8;

@@ -107,6 +107,7 @@ conformance! {
         outbox_holds_one_sale_completed_per_sale_with_gapless_sequences,
         checkout_interrupted_after_inventory_applied_heals_on_retry,
         pending_checkouts_are_resumed_or_released,
+        items_scanned_during_a_checkout_stay_in_the_cart,
     ],
     group_commit: [
         a_burst_of_checkouts_sells_exactly_the_stock_with_gapless_events,

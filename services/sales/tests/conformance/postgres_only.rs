@@ -254,3 +254,40 @@ pub async fn pending_checkouts_are_resumed_or_released() {
     assert_eq!(stock(&inventory, "store-1", "SKU-0007").await, 44);
     backend.finish().await;
 }
+
+/// The saga records a checkout of the cart, then asks inventory; an item scanned meanwhile (the
+/// cashier starting on the next customer) is not part of the sale and stays in the cart: the
+/// completed sale takes from the cart exactly what it sold.
+pub async fn items_scanned_during_a_checkout_stay_in_the_cart() {
+    let (backend, flaky) = flaky_backend().await;
+    let (sales, inventory) = (backend.sales(), backend.inventory());
+    let (soap, milk) = (stock(&inventory, "store-1", "SKU-0003").await, stock(&inventory, "store-1", "SKU-0004").await);
+    sales.scan(scan(&key(), "store-1", "till-1", &redstore_inventory::seed::demo_barcode(3), 2)).await.unwrap();
+
+    flaky.set(Fault::HoldNext);
+    let checkout_task = {
+        let sales = sales.clone();
+        let order = checkout(&key(), "store-1", "till-1", &[], vec![cash(1000)]);
+        tokio::spawn(async move { sales.checkout(order).await })
+    };
+    flaky.wait_held().await;
+    // While inventory is being asked: one more of the same sku, and a new one.
+    sales.scan(scan(&key(), "store-1", "till-1", &redstore_inventory::seed::demo_barcode(3), 1)).await.unwrap();
+    sales.scan(scan(&key(), "store-1", "till-1", &redstore_inventory::seed::demo_barcode(4), 1)).await.unwrap();
+    flaky.release();
+
+    let sale = checkout_task.await.unwrap().expect("the checkout completes");
+    let sold: Vec<(String, i64)> = sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+    assert_eq!(sold, [("SKU-0003".to_owned(), 2)], "the sale is the cart as it was checked out");
+    let cart = sales.get_cart("store-1", "till-1").await.unwrap();
+    let left: Vec<(String, i64)> = cart.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+    assert_eq!(left, [("SKU-0003".to_owned(), 1), ("SKU-0004".to_owned(), 1)], "what was scanned meanwhile stays");
+    assert_eq!(stock(&inventory, "store-1", "SKU-0003").await, soap - 2);
+    assert_eq!(stock(&inventory, "store-1", "SKU-0004").await, milk);
+
+    // The next checkout sells what stayed.
+    let next = sales.checkout(checkout(&key(), "store-1", "till-1", &[], vec![cash(2000)])).await.unwrap();
+    assert_eq!(next.lines.len(), 2);
+    assert!(sales.get_cart("store-1", "till-1").await.unwrap().lines.is_empty());
+    backend.finish().await;
+}
