@@ -255,7 +255,9 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
                  UPDATE sales.sales s SET body = u.body FROM unnest($3::text[], $4::bytea[]) AS u (id, body)
                  WHERE s.sale_id = u.id),
              directory AS (INSERT INTO sales.sale_stores (sale_id, store_id) SELECT unnest($5::text[]), $1),
-             carts AS (SELECT sales.take_from_carts($1, $6::text[], $12::text[], $13::bigint[]) AS n),
+             carts AS (
+                 SELECT sales.take_from_carts($1, $6::text[], $12::text[], $13::bigint[]) AS n
+                 WHERE cardinality($12::text[]) > 0),
              seq AS (
                  INSERT INTO sales.store_sequences AS q (store_id, last_seq) SELECT $1, $7 WHERE $7 > 0
                  ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
@@ -439,7 +441,8 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
                  SELECT sales.take_from_carts($1, array_agg(done.terminal_id), array_agg(l.sku), array_agg(l.quantity)) AS n
                  FROM done JOIN unnest($9::text[], $10::text[], $11::bigint[]) AS l (sale_id, sku, quantity)
                      ON l.sale_id = done.sale_id
-                 WHERE done.from_cart),
+                 WHERE done.from_cart
+                 HAVING count(*) > 0),
              counted AS (SELECT count(*) AS n FROM done),
              seq AS (
                  INSERT INTO sales.store_sequences AS q (store_id, last_seq) SELECT $1, n FROM counted WHERE n > 0
