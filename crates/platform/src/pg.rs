@@ -264,21 +264,39 @@ pub async fn append_event_at(
 /// so flushes nothing. The event is committed whatever happens here, so a failure is logged, not
 /// returned: listeners find the event on their next wake-up or sweep.
 pub async fn notify_committed(pool: &PgPool, schema: &'static str, store_id: &str, seq: u64) {
-    let sent = sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(format!("redstore_{schema}"))
-        .bind(format!("{store_id}:{seq}"))
-        .execute(pool)
-        .await;
+    notify_committed_all(pool, store_id, &[(schema, seq)]).await;
+}
+
+/// [`notify_committed`] for one store's newest events in several schemas (one commit wrote to
+/// both outboxes), in one round trip.
+pub async fn notify_committed_all(pool: &PgPool, store_id: &str, events: &[(&'static str, u64)]) {
+    let channels: Vec<String> = events.iter().map(|(schema, _)| format!("redstore_{schema}")).collect();
+    let payloads: Vec<String> = events.iter().map(|(_, seq)| format!("{store_id}:{seq}")).collect();
+    let sent = sqlx::query(
+        "SELECT pg_notify(u.channel, u.payload) FROM unnest($1::text[], $2::text[]) AS u (channel, payload)",
+    )
+    .bind(&channels)
+    .bind(&payloads)
+    .execute(pool)
+    .await;
     if let Err(e) = sent {
-        tracing::warn!(error = %e, schema, store_id, seq, "cannot notify listeners of a committed event");
+        tracing::warn!(error = %e, store_id, events = ?events, "cannot notify listeners of committed events");
     }
 }
 
 /// [`notify_committed`] in a task of its own, so that the caller (answering a batch, starting the
 /// next) does not wait for a wake-up hint.
 pub fn notify_committed_soon(pool: &PgPool, schema: &'static str, store_id: &str, seq: u64) {
+    notify_committed_soon_all(pool, store_id, vec![(schema, seq)]);
+}
+
+/// [`notify_committed_all`] in a task of its own.
+pub fn notify_committed_soon_all(pool: &PgPool, store_id: &str, events: Vec<(&'static str, u64)>) {
+    if events.is_empty() {
+        return;
+    }
     let (pool, store_id) = (pool.clone(), store_id.to_owned());
-    tokio::spawn(async move { notify_committed(&pool, schema, &store_id, seq).await });
+    tokio::spawn(async move { notify_committed_all(&pool, &store_id, &events).await });
 }
 
 /// A store's events in `<schema>.outbox` after a sequence, oldest first. Call inside a

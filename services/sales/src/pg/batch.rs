@@ -303,13 +303,12 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
         }
     }
     tx.commit().await?;
-    // Wake the outboxes' listeners without holding up the answers or the next batch.
-    if let Some(last) = applied.last_seq {
-        pg::notify_committed_soon(&saga.pool, "inventory", store_id, last);
-    }
-    if let Some(last) = sales_seq {
-        pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
-    }
+    // Wake the outboxes' listeners (one round trip for both) without holding up the answers or
+    // the next batch.
+    let newest = [("inventory", applied.last_seq), (SCHEMA, sales_seq)];
+    let newest: Vec<(&'static str, u64)> =
+        newest.into_iter().filter_map(|(schema, seq)| seq.map(|seq| (schema, seq))).collect();
+    pg::notify_committed_soon_all(&saga.pool, store_id, newest);
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
 }
 
