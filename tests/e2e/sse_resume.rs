@@ -96,3 +96,24 @@ async fn grpc_watch_resumes_after_a_sequence() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_point_the_log_does_not_have_gets_a_snapshot_and_then_live_changes() {
+    // A terminal that saw events of a database since restored from an older backup resumes
+    // "after 5,000" on a store whose log ends far below: it must not wait for the log to catch
+    // up, silently missing every change until then.
+    let app = TestApp::spawn().await;
+    let head = app.inventory_seq("store-1").await;
+    let mut sse = SseClient::connect(&app, "store-1", "", Some(head + 5_000)).await;
+    let first = sse.next().await.unwrap();
+    assert_eq!(first.event.as_deref(), Some("snapshot"), "the unknown resume point gets a snapshot");
+    assert_eq!(first.seq(), head);
+    app.sales().checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0006", 1)], vec![cash(500)])).await.unwrap();
+    let live = sse.next().await.unwrap();
+    assert_eq!(live.seq(), head + 1, "live changes follow the snapshot");
+
+    // A resume point inside the log still resumes exactly after it, no snapshot.
+    let mut resumed = SseClient::connect(&app, "store-1", "", Some(head)).await;
+    let next = resumed.next().await.unwrap();
+    assert_eq!((next.event.as_deref(), next.seq()), (Some("inventory.changed"), head + 1));
+}

@@ -204,6 +204,16 @@ pub async fn watch(
 ) {
     // Subscribe before reading the log so nothing committed in between is missed.
     let mut live = feed.subscribe(&store_id);
+    let start = match start {
+        Start::After(seq) if !in_log(inventory.as_ref(), &store_id, seq).await => {
+            // The client saw an event the log does not have (the database was restored or reset
+            // since): resuming after it would hold back every change up to that number. Its state
+            // is unknown, so it starts again from a snapshot, as a new watcher does.
+            tracing::info!(store_id = %store_id, resume_after = seq, "resume point is not in the log; sending a snapshot");
+            Start::Snapshot
+        }
+        start => start,
+    };
     let mut last = match start {
         Start::After(seq) => seq,
         Start::Snapshot => match inventory.snapshot(&store_id).await {
@@ -244,6 +254,21 @@ pub async fn watch(
                 }
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Whether the store's log holds the event numbered `seq` (0, the start, always counts). On an
+/// error reading the log the resume point is trusted, as before this check.
+async fn in_log(inventory: &dyn InventoryStore, store_id: &str, seq: u64) -> bool {
+    if seq == 0 {
+        return true;
+    }
+    match inventory.events_after(store_id, seq - 1, 1).await {
+        Ok(events) => events.first().is_some_and(|e| e.store_seq == seq),
+        Err(e) => {
+            tracing::warn!(error = %e, store_id, "cannot check the resume point against the log");
+            true
         }
     }
 }
