@@ -267,7 +267,9 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
         None => None,
     };
     match (&cache, &config.kafka, config.serves(ServiceName::Inventory)) {
-        (Some(cache), Some(kafka), true) => spawn_cache_consumer(kafka, cache.clone(), shutdown.clone())?,
+        (Some(cache), Some(kafka), true) => {
+            spawn_cache_consumer(kafka, local.clone(), cache.clone(), shutdown.clone())?
+        }
         (Some(cache), None, true) => {
             redstore_inventory::projector::spawn(pool.clone(), local.clone(), cache.clone(), shutdown.clone())
         }
@@ -354,11 +356,13 @@ async fn start_kafka(
     Ok(())
 }
 
-/// The stock-cache projector as its own consumer group (`inventory-cache`). A Redis outage is
+/// The stock-cache projector as its own consumer group (`inventory-cache`), after checking every
+/// store's hash against the event log (`projector::reconcile_all`). A Redis outage is
 /// waited out inside the handler (the partition pauses, nothing is dead-lettered), so the cache
 /// catches up when Redis returns; only undecodable messages go to the dead-letter topic.
 fn spawn_cache_consumer(
     kafka: &redstore_platform::kafka::KafkaConfig,
+    inventory: Arc<dyn InventoryStore>,
     cache: redstore_inventory::cache::StockCache,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -366,6 +370,7 @@ fn spawn_cache_consumer(
     let consumer = kafka::consumer(kafka, "inventory-cache", &["inventory"])?;
     let dlq = kafka::producer(kafka)?;
     let stop = shutdown.clone();
+    let checked = cache.clone();
     // The messages received together are projected in one Redis pipeline; when that fails, one
     // by one below, each waiting out a Redis outage.
     let batch_cache = cache.clone();
@@ -391,6 +396,8 @@ fn spawn_cache_consumer(
         }) as futures::future::BoxFuture<'static, redstore_platform::Result<()>>
     };
     tokio::spawn(async move {
+        // A hash ahead of the log (database restored or reset) would skip every new event.
+        redstore_inventory::projector::reconcile_all(inventory.as_ref(), &checked).await;
         if let Err(e) = kafka::consume_batches(consumer, dlq, Some(batch), handler, shutdown).await {
             tracing::error!(error = %e, "stock cache consumer stopped");
         }

@@ -17,6 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redstore_platform::error::{Error, Result};
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::events::event_envelope::Payload;
+use redstore_proto::stream::InventorySnapshot;
 
 /// The hash field that holds the store sequence the hash reflects.
 pub const SEQ_FIELD: &str = "_seq";
@@ -67,11 +68,31 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ";
 
+/// Replaces a store's hash with a snapshot, only when the hash claims a newer sequence than the
+/// snapshot's: the event log it was projected from is gone (the database was restored or reset).
+/// Returns 1 when it replaced the hash.
+///
+/// KEYS[1] stock hash; ARGV[1] the snapshot's sequence, then sku, quantity pairs.
+const REBUILD_SCRIPT: &str = r"
+local head = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], '_seq') or '0') or 0
+if current <= head then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], '_seq', ARGV[1])
+return 1
+";
+
 /// The Redis stock cache: projects inventory events into per-store hashes and reads them.
 #[derive(Clone)]
 pub struct StockCache {
     conn: ConnectionManager,
     script: redis::Script,
+    rebuild: redis::Script,
 }
 
 impl std::fmt::Debug for StockCache {
@@ -97,7 +118,7 @@ impl StockCache {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(Self { conn, script: redis::Script::new(PROJECT_SCRIPT) })
+        Ok(Self { conn, script: redis::Script::new(PROJECT_SCRIPT), rebuild: redis::Script::new(REBUILD_SCRIPT) })
     }
 
     /// Projects one event: for `inventory.changed`, writes every changed sku's quantity and the
@@ -163,6 +184,25 @@ impl StockCache {
             invocation.arg(&change.sku).arg(change.quantity_after);
         }
         Ok(Some(invocation))
+    }
+
+    /// Rebuilds the store's hash from `snapshot` when the hash is ahead of it (its `_seq` names an
+    /// event the log does not have: the database was restored or reset), so that later events are
+    /// projected again instead of being skipped as stale until their numbers pass the old ones.
+    /// Returns whether it rebuilt the hash.
+    pub async fn rebuild_if_ahead(&self, snapshot: &InventorySnapshot) -> Result<bool> {
+        let mut invocation = self.rebuild.key(stock_key(&snapshot.store_id));
+        invocation.arg(snapshot.as_of_seq);
+        for item in snapshot.items.iter().filter(|i| i.sku != SEQ_FIELD) {
+            invocation.arg(&item.sku).arg(item.quantity);
+        }
+        let rebuilt: i64 = self
+            .with_retry(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(rebuilt == 1)
     }
 
     /// The cached quantity of a sku in a store, if the cache has it.

@@ -36,7 +36,53 @@ pub async fn catch_up(
     }
 }
 
-/// Runs the projector until `shutdown`.
+/// Checks the store's hash against the event log: when the hash reflects an event the log does
+/// not have (the database was restored from an older backup, or reset), it is rebuilt from a
+/// snapshot, so that new events are projected and published again rather than skipped as stale.
+/// Returns whether it rebuilt the hash.
+pub async fn reconcile(
+    inventory: &dyn InventoryStore,
+    cache: &StockCache,
+    store_id: &str,
+) -> redstore_platform::Result<bool> {
+    let Some(version) = cache.version(store_id).await?.filter(|v| *v > 0) else {
+        return Ok(false);
+    };
+    let logged = inventory.events_after(store_id, version - 1, 1).await?;
+    if logged.first().is_some_and(|e| e.store_seq == version) {
+        return Ok(false);
+    }
+    let snapshot = inventory.snapshot(store_id).await?;
+    let rebuilt = cache.rebuild_if_ahead(&snapshot).await?;
+    if rebuilt {
+        tracing::warn!(
+            store_id,
+            cached_seq = version,
+            log_seq = snapshot.as_of_seq,
+            "the stock cache was ahead of the event log (database restored or reset?); rebuilt it from a snapshot"
+        );
+    }
+    Ok(rebuilt)
+}
+
+/// [`reconcile`] for every store; what cannot be checked now (Redis down) is logged and left.
+pub async fn reconcile_all(inventory: &dyn InventoryStore, cache: &StockCache) {
+    let stores = match inventory.store_ids().await {
+        Ok(stores) => stores,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the stores to check the stock cache against the log");
+            return;
+        }
+    };
+    for store in stores {
+        if let Err(e) = reconcile(inventory, cache, &store).await {
+            tracing::warn!(error = %e, store_id = %store, "cannot check the stock cache against the log");
+        }
+    }
+}
+
+/// Runs the projector until `shutdown`. It first checks every store's hash against the log
+/// ([`reconcile_all`]).
 pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -50,6 +96,7 @@ pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: Stoc
             tracing::error!(error = %e, "stock cache projector cannot LISTEN redstore_inventory");
             return;
         }
+        reconcile_all(inventory.as_ref(), &cache).await;
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
             let mut stores = Vec::new();

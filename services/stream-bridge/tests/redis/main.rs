@@ -15,6 +15,7 @@ mod support;
 
 use redis::AsyncCommands as _;
 use redstore_inventory::cache::{self, StockCache};
+use redstore_inventory::projector;
 use tokio_util::sync::CancellationToken;
 
 use support::{
@@ -136,6 +137,40 @@ async fn a_batch_is_projected_in_order_with_stale_and_duplicate_events_skipped()
     broken.store_seq = 0;
     assert!(cache.project_all(&[later.clone(), broken]).await.is_err(), "an event without a sequence is refused");
     assert_eq!(cache.version("store-1").await.expect("read"), Some(next.store_seq), "nothing of the batch written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hash_ahead_of_the_log_is_rebuilt_so_new_changes_are_projected_again() {
+    // The database was restored from an older backup: Redis still says the store is at sequence
+    // head + 100, so every new event (head + 1, …) would be skipped as stale, and watchers fed
+    // from Redis would see nothing until the numbers passed the old ones.
+    let redis = RedisServer::start().await;
+    let chain = Chain::open().await;
+    let cache = StockCache::new(&redis.url()).expect("stock cache");
+    let mut published = Published::subscribe(&redis.url(), &["store-1"]).await;
+    let head = chain.head("store-1").await;
+    let mut conn = redis.conn().await;
+    let key = cache::stock_key("store-1");
+    let _: () = conn.hset(&key, "_seq", head + 100).await.expect("HSET _seq");
+    let _: () = conn.hset(&key, "SKU-0001", 999_999).await.expect("HSET a stale quantity");
+
+    let inventory = chain.inventory.as_ref();
+    assert!(projector::reconcile(inventory, &cache, "store-1").await.expect("reconcile"), "the hash is rebuilt");
+    let snapshot = inventory.snapshot("store-1").await.expect("snapshot");
+    assert_eq!(cache.version("store-1").await.expect("read"), Some(head));
+    for item in &snapshot.items {
+        assert_eq!(cache.stock("store-1", &item.sku).await.expect("read"), Some(item.quantity), "{}", item.sku);
+    }
+    assert!(!projector::reconcile(inventory, &cache, "store-1").await.expect("reconcile"), "nothing to do twice");
+
+    // New changes are projected and published again.
+    let next = chain.change("store-1", "SKU-0001", 2).await;
+    assert_eq!(next.store_seq, head + 1);
+    cache.project(&next).await.expect("project");
+    assert_eq!(published.next().await.store_seq, head + 1);
+    assert_eq!(cache.stock("store-1", "SKU-0001").await.expect("read"), Some(quantity_after(&next, "SKU-0001")));
+    // A hash in step with the log is left alone.
+    assert!(!projector::reconcile(inventory, &cache, "store-1").await.expect("reconcile"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
