@@ -58,7 +58,8 @@ pub async fn run_in_group(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg, DOMAINS).await?;
-    let consumer = kafka::consumer(&cfg, group, DOMAINS)?;
+    // Rollups are read by reports, not by a terminal waiting: fetches may wait longer.
+    let consumer = kafka::consumer_paced(&cfg, group, DOMAINS, kafka::Pace::Bulk)?;
     let dlq = kafka::producer(&cfg)?;
     tracing::info!(group, pattern = %cfg.pattern("sales"), "analytics kafka consumer started");
     let pool_for_batches = pool.clone();
