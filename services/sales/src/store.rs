@@ -130,13 +130,15 @@ fn price_lines(conn: &rusqlite::Connection, field: &str, lines: &[(String, i64)]
 
 /// The error for a checkout with neither lines nor a cart.
 pub fn empty_cart(store_id: &str, terminal_id: &str) -> Error {
+    cart_refusal(store_id, terminal_id, "is empty and the request has no lines; scan items or send lines")
+}
+
+/// FAILED_PRECONDITION about a terminal's cart: "the cart of terminal … in store … <state>".
+pub(crate) fn cart_refusal(store_id: &str, terminal_id: &str, state: &str) -> Error {
     Error::precondition(
         "CART",
         format!("terminal:{terminal_id}"),
-        format!(
-            "the cart of terminal {terminal_id:?} in store {store_id:?} is empty and the request has no lines; \
-             scan items or send lines"
-        ),
+        format!("the cart of terminal {terminal_id:?} in store {store_id:?} {state}"),
     )
 }
 

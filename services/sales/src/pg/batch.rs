@@ -55,7 +55,7 @@ use super::{
     KeyedSale, PgSales, SCHEMA, apply_request, check_spliced, draft_sale, keyed_sales, now_ms, price_lines,
     resume_keyed, sale_completed_parts, sold_lines,
 };
-use crate::store::{CheckoutOrder, empty_cart};
+use crate::store::{CheckoutOrder, cart_refusal, empty_cart};
 
 /// The most checkouts one transaction takes.
 const MAX_BATCH: usize = 64;
@@ -571,24 +571,19 @@ pub(super) async fn guard_carts(
 }
 
 fn cart_in_checkout(store_id: &str, terminal_id: &str) -> Error {
-    Error::precondition(
-        "CART",
-        format!("terminal:{terminal_id}"),
-        format!(
-            "the cart of terminal {terminal_id:?} in store {store_id:?} is being checked out by another request; \
-             when that finishes the cart is sold (empty) or unchanged: look at the cart, then check out again"
-        ),
+    cart_refusal(
+        store_id,
+        terminal_id,
+        "is being checked out by another request; when that finishes the cart is sold (empty) or \
+         unchanged: look at the cart, then check out again",
     )
 }
 
 fn cart_changed(store_id: &str, terminal_id: &str) -> Error {
-    Error::precondition(
-        "CART",
-        format!("terminal:{terminal_id}"),
-        format!(
-            "the cart of terminal {terminal_id:?} in store {store_id:?} changed while it was being checked out; \
-             look at the cart, then check out again"
-        ),
+    cart_refusal(
+        store_id,
+        terminal_id,
+        "changed while it was being checked out; look at the cart, then check out again",
     )
 }
 
