@@ -48,8 +48,7 @@ pub async fn reconcile(
     let Some(version) = cache.version(store_id).await?.filter(|v| *v > 0) else {
         return Ok(false);
     };
-    let logged = inventory.events_after(store_id, version - 1, 1).await?;
-    if logged.first().is_some_and(|e| e.store_seq == version) {
+    if inventory.logged(store_id, version).await? {
         return Ok(false);
     }
     let snapshot = inventory.snapshot(store_id).await?;

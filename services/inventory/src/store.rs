@@ -150,6 +150,15 @@ pub trait InventoryStore: Send + Sync + 'static {
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot>;
     /// The store's inventory events after a sequence number, oldest first.
     async fn events_after(&self, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>>;
+    /// Whether the store's log holds its event numbered `seq` (0, the start, always counts). A
+    /// position a client or cache holds beyond the log was taken from a history since lost (the
+    /// database restored from an older backup, or reset).
+    async fn logged(&self, store_id: &str, seq: u64) -> Result<bool> {
+        if seq == 0 {
+            return Ok(true);
+        }
+        Ok(self.events_after(store_id, seq - 1, 1).await?.first().is_some_and(|e| e.store_seq == seq))
+    }
 }
 
 /// The embedded (SQLite) implementation.

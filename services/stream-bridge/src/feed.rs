@@ -258,14 +258,11 @@ pub async fn watch(
     }
 }
 
-/// Whether the store's log holds the event numbered `seq` (0, the start, always counts). On an
+/// Whether the store's log holds the event numbered `seq` ([`InventoryStore::logged`]). On an
 /// error reading the log the resume point is trusted, as before this check.
 async fn in_log(inventory: &dyn InventoryStore, store_id: &str, seq: u64) -> bool {
-    if seq == 0 {
-        return true;
-    }
-    match inventory.events_after(store_id, seq - 1, 1).await {
-        Ok(events) => events.first().is_some_and(|e| e.store_seq == seq),
+    match inventory.logged(store_id, seq).await {
+        Ok(logged) => logged,
         Err(e) => {
             tracing::warn!(error = %e, store_id, "cannot check the resume point against the log");
             true
