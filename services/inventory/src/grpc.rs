@@ -53,21 +53,29 @@ fn idem<M: prost::Message + Clone>(key: &str, req: &M, clear: impl FnOnce(&mut M
     Idem { key: key.trim().to_owned(), fingerprint: fingerprint(req, clear) }
 }
 
-/// One sale of an ApplySales call, checked as ApplySale checks it. Its fingerprint is that of the
-/// same sale sent alone to ApplySale (with the store id filled in), so either RPC replays the other.
-fn sale_order(store_id: &str, mut sale: ApplySaleRequest) -> Result<SaleOrder> {
-    if sale.store_id.is_empty() {
-        sale.store_id = store_id.to_owned();
-    } else if sale.store_id != store_id {
-        return Err(Error::invalid(
-            "store_id",
-            format!("is {:?}; it must be empty or the call's {store_id:?}", sale.store_id),
-        ));
-    }
+/// One sale of ApplySale, or of an ApplySales call for `call_store`, checked in ApplySale's order:
+/// the sale id, the store id (for ApplySales: empty, or the call's), the lines. Its fingerprint is
+/// that of the sale sent alone to ApplySale (the store id filled in), so either RPC replays the
+/// other. Returns the store id with the sale.
+fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(String, SaleOrder)> {
     let sale_id = identifier("sale_id", &sale.sale_id)?.to_owned();
+    let store_id = match call_store {
+        None => identifier("store_id", &sale.store_id)?.to_owned(),
+        Some(store_id) if sale.store_id.is_empty() => {
+            sale.store_id = store_id.to_owned();
+            store_id.to_owned()
+        }
+        Some(store_id) if sale.store_id == store_id => store_id.to_owned(),
+        Some(store_id) => {
+            return Err(Error::invalid(
+                "store_id",
+                format!("is {:?}; it must be empty or the call's {store_id:?}", sale.store_id),
+            ));
+        }
+    };
     let movements = domain::sale_movements("lines", sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
     let fingerprint = fingerprint(&sale, |_| {});
-    Ok(SaleOrder { sale_id, fingerprint, terminal_id: sale.terminal_id.trim().to_owned(), movements })
+    Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id: sale.terminal_id.trim().to_owned(), movements }))
 }
 
 fn sale_outcome(outcome: Result<ApplySaleResponse>) -> ApplySaleOutcome {
@@ -318,11 +326,8 @@ impl InventoryService for InventoryGrpc {
     async fn apply_sale(&self, req: Request<ApplySaleRequest>) -> Result<Response<ApplySaleResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let sale_id = identifier("sale_id", &req.sale_id)?;
-            let store_id = identifier("store_id", &req.store_id)?;
-            let movements = domain::sale_movements("lines", req.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
-            let fp = fingerprint(&req, |_| {});
-            self.store.apply_sale(sale_id, fp, store_id, req.terminal_id.trim(), movements).await
+            let (store_id, sale) = sale_order(req, None)?;
+            self.store.apply_sale(&sale.sale_id, sale.fingerprint, &store_id, &sale.terminal_id, sale.movements).await
         }
         .await;
         ok(result)
@@ -344,7 +349,8 @@ impl InventoryService for InventoryGrpc {
             }
             let mut orders = Vec::with_capacity(req.sales.len());
             for (i, sale) in req.sales.into_iter().enumerate() {
-                orders.push(sale_order(store_id, sale).map_err(|e| e.scope(&format!("sales[{i}]")))?);
+                let (_, order) = sale_order(sale, Some(store_id)).map_err(|e| e.scope(&format!("sales[{i}]")))?;
+                orders.push(order);
             }
             let outcomes = self.store.apply_sales(store_id, orders).await;
             Ok(ApplySalesResponse { outcomes: outcomes.into_iter().map(sale_outcome).collect() })
