@@ -761,22 +761,15 @@ impl InventoryStore for PgInventory {
         terminal_id: &str,
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse> {
-        // By group commit (see `batch`): the sales queued for the store share one transaction.
-        pg::check_store_id(store_id)?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = batch::SaleJob {
-            sale_id: sale_id.to_owned(),
-            request: fingerprint,
-            terminal_id: terminal_id.to_owned(),
-            movements,
-            reply,
-        };
-        self.sales.submit(store_id, job);
-        answer.await.unwrap_or_else(|_| Err(interrupted(sale_id)))
+        let sale =
+            SaleOrder { sale_id: sale_id.to_owned(), fingerprint, terminal_id: terminal_id.to_owned(), movements };
+        let outcome = self.apply_sales(store_id, vec![sale]).await.pop();
+        outcome.unwrap_or_else(|| Err(interrupted(sale_id)))
     }
 
     async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {
-        // Queued together, so that they mostly share one group-commit batch.
+        // By group commit (see `batch`): the sales queued for the store share one transaction;
+        // queued together, a call's sales mostly share one batch.
         if pg::check_store_id(store_id).is_err() {
             return sales.iter().filter_map(|_| pg::check_store_id(store_id).err()).map(Err).collect();
         }
@@ -786,13 +779,7 @@ impl InventoryStore for PgInventory {
             .map(|sale| {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 answers.push((sale.sale_id.clone(), answer));
-                batch::SaleJob {
-                    sale_id: sale.sale_id,
-                    request: sale.fingerprint,
-                    terminal_id: sale.terminal_id,
-                    movements: sale.movements,
-                    reply,
-                }
+                batch::SaleJob { sale, reply }
             })
             .collect();
         self.sales.submit_all(store_id, jobs);

@@ -39,6 +39,7 @@ use super::{
     PRODUCTS_BY_SKU, SCHEMA, applied, insufficient, no_store, no_terminal, now_ms, product_from_row, sale_answer,
 };
 use crate::domain::{OversellPolicy, Product, StockMovement};
+use crate::store::SaleOrder;
 
 /// The idempotency scope of applied sales, as `InventoryStore::apply_sale` uses it.
 const SCOPE: &str = "inventory.apply_sale";
@@ -370,13 +371,21 @@ fn settled(outcomes: Vec<Option<Result<pb::ApplySaleResponse>>>) -> Vec<Result<p
         .collect()
 }
 
-/// An `InventoryStore::apply_sale` call waiting for its store's next batch.
+/// A sale of an `InventoryStore::apply_sale(s)` call waiting for its store's next batch.
 pub(super) struct SaleJob {
-    pub(super) sale_id: String,
-    pub(super) request: Vec<u8>,
-    pub(super) terminal_id: String,
-    pub(super) movements: Vec<StockMovement>,
+    pub(super) sale: SaleOrder,
     pub(super) reply: tokio::sync::oneshot::Sender<Result<pb::ApplySaleResponse>>,
+}
+
+impl<'a> From<&'a SaleOrder> for SaleToApply<'a> {
+    fn from(sale: &'a SaleOrder) -> Self {
+        Self {
+            sale_id: &sale.sale_id,
+            request: &sale.fingerprint,
+            terminal_id: &sale.terminal_id,
+            movements: &sale.movements,
+        }
+    }
 }
 
 /// The most sales one transaction applies.
@@ -398,7 +407,7 @@ pub(super) fn sale_batcher(pool: PgPool) -> StoreBatcher<SaleJob> {
 
 async fn run_sales(pool: &PgPool, store_id: &str, jobs: Vec<SaleJob>) -> Vec<SaleJob> {
     let mut ids = HashSet::new();
-    let (now, later): (Vec<SaleJob>, Vec<SaleJob>) = jobs.into_iter().partition(|j| ids.insert(j.sale_id.clone()));
+    let (now, later): (Vec<SaleJob>, Vec<SaleJob>) = jobs.into_iter().partition(|j| ids.insert(j.sale.sale_id.clone()));
     let started = std::time::Instant::now();
     let outcome = apply_batch(pool, store_id, &now).await;
     tracing::debug!(store_id, sales = now.len(), ms = started.elapsed().as_secs_f64() * 1e3, "sale batch");
@@ -426,15 +435,7 @@ async fn run_sales(pool: &PgPool, store_id: &str, jobs: Vec<SaleJob>) -> Vec<Sal
 }
 
 async fn apply_batch(pool: &PgPool, store_id: &str, jobs: &[SaleJob]) -> Result<Vec<Result<pb::ApplySaleResponse>>> {
-    let sales: Vec<SaleToApply<'_>> = jobs
-        .iter()
-        .map(|j| SaleToApply {
-            sale_id: &j.sale_id,
-            request: &j.request,
-            terminal_id: &j.terminal_id,
-            movements: &j.movements,
-        })
-        .collect();
+    let sales: Vec<SaleToApply<'_>> = jobs.iter().map(|j| SaleToApply::from(&j.sale)).collect();
     let mut tx = pg::store_tx(pool, store_id).await?;
     let applied = apply_sales_in(&mut tx, store_id, &sales).await?;
     tx.commit().await?;
