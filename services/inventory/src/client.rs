@@ -321,15 +321,9 @@ impl InventoryStore for GrpcInventory {
                     outcomes.extend((0..count).map(|_| Err(Error::Internal(anyhow::anyhow!(message.clone())))));
                 }
                 Err(err) => {
-                    // Errors are not `Clone`: the call's status, once per sale.
+                    // The call's status, once per sale.
                     let status = Status::from(err);
-                    outcomes.extend((0..count).map(|_| {
-                        Err(Error::Remote(Status::with_details(
-                            status.code(),
-                            status.message(),
-                            status.details().to_vec().into(),
-                        )))
-                    }));
+                    outcomes.extend((0..count).map(|_| Err(Error::Remote(status.clone()))));
                 }
             }
         }
