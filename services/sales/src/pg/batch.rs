@@ -209,15 +209,12 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
         })
         .collect();
     let applied = apply_sales_in(&mut tx, store_id, &applying).await?;
-    drop(applying);
 
     // 4. Completed: the directory entry, the carts sold, the events (numbered under the store's
     //    sales sequence lock, taken last); negative skus into the body. Refused: the claim goes.
     let occurred_at_ms = now_ms();
-    let (mut completed, mut refused) = (Vec::new(), Vec::new());
-    let (mut cart_terminals, mut cart_skus, mut cart_quantities) = (Vec::new(), Vec::new(), Vec::<i64>::new());
+    let (mut completed, mut refused) = (Completions::default(), Vec::new());
     let (mut amended, mut amended_bodies) = (Vec::new(), Vec::new());
-    let (mut event_ids, mut heads, mut tails) = (Vec::new(), Vec::new(), Vec::new());
     for (d, outcome) in drafted.into_iter().zip(applied.outcomes) {
         let mut sale = d.sale;
         match outcome {
@@ -231,24 +228,13 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
                     amended.push(sale.sale_id.clone());
                     amended_bodies.push(sale.encode_to_vec());
                 }
-                // The event but for its sequence, spliced in by the statement below.
-                let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, &sale);
-                event_ids.push(event_id);
-                heads.push(head);
-                tails.push(tail);
-                completed.push(sale.sale_id.clone());
-                if d.from_cart {
-                    let (skus, quantities) = sold_lines(&sale);
-                    cart_terminals.extend(skus.iter().map(|_| sale.terminal_id.clone()));
-                    cart_skus.extend(skus.into_iter().map(str::to_owned));
-                    cart_quantities.extend(quantities);
-                }
+                completed.add(store_id, occurred_at_ms, &sale, d.from_cart.then_some(sale.terminal_id.as_str()));
                 answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
             }
         }
     }
     let mut sales_seq = None;
-    if !completed.is_empty() || !refused.is_empty() {
+    if !completed.sale_ids.is_empty() || !refused.is_empty() {
         let rows = sqlx::query(
             "WITH refused AS (DELETE FROM sales.sales WHERE store_id = $1 AND sale_id = ANY ($2::text[])),
              amended AS (
@@ -274,15 +260,15 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
         .bind(&refused)
         .bind(&amended)
         .bind(&amended_bodies)
-        .bind(&completed)
-        .bind(&cart_terminals)
-        .bind(completed.len() as i64)
+        .bind(&completed.sale_ids)
+        .bind(&completed.cart_owners)
+        .bind(completed.sale_ids.len() as i64)
         .bind(occurred_at_ms)
-        .bind(&event_ids)
-        .bind(&heads)
-        .bind(&tails)
-        .bind(&cart_skus)
-        .bind(&cart_quantities)
+        .bind(&completed.event_ids)
+        .bind(&completed.heads)
+        .bind(&completed.tails)
+        .bind(&completed.cart_skus)
+        .bind(&completed.cart_quantities)
         .fetch_all(&mut *tx)
         .await?;
         for row in &rows {
@@ -290,15 +276,15 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
             sales_seq = sales_seq.max(Some(seq));
             if cfg!(debug_assertions) {
                 let id: uuid::Uuid = row.try_get(0)?;
-                let i = event_ids.iter().position(|e| *e == id).expect("an event of this batch");
-                check_spliced(&heads[i], &tails[i], seq, &row.try_get::<Vec<u8>, _>(2)?);
+                let i = completed.event_ids.iter().position(|e| *e == id).expect("an event of this batch");
+                check_spliced(&completed.heads[i], &completed.tails[i], seq, &row.try_get::<Vec<u8>, _>(2)?);
             }
         }
-        if rows.len() != completed.len() {
+        if rows.len() != completed.sale_ids.len() {
             return Err(Error::Internal(anyhow::anyhow!(
                 "{} events written for {} sales",
                 rows.len(),
-                completed.len()
+                completed.sale_ids.len()
             )));
         }
     }
@@ -310,6 +296,37 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
         newest.into_iter().filter_map(|(schema, seq)| seq.map(|seq| (schema, seq))).collect();
     pg::notify_committed_soon_all(&saga.pool, store_id, newest);
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
+
+/// A batch's completed sales as its completing statement takes them: each one's `sale.completed`
+/// event in two parts (the statement splices its sequence in between) and the cart lines it sold.
+#[derive(Default)]
+struct Completions {
+    sale_ids: Vec<String>,
+    event_ids: Vec<uuid::Uuid>,
+    heads: Vec<Vec<u8>>,
+    tails: Vec<Vec<u8>>,
+    /// Per cart line sold: whose line it is (how the statement finds the cart), its sku and quantity.
+    cart_owners: Vec<String>,
+    cart_skus: Vec<String>,
+    cart_quantities: Vec<i64>,
+}
+
+impl Completions {
+    /// Adds a completed sale; `cart_owner` names it to the statement when it sold its cart.
+    fn add(&mut self, store_id: &str, occurred_at_ms: i64, sale: &Sale, cart_owner: Option<&str>) {
+        let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, sale);
+        self.sale_ids.push(sale.sale_id.clone());
+        self.event_ids.push(event_id);
+        self.heads.push(head);
+        self.tails.push(tail);
+        if let Some(owner) = cart_owner {
+            let (skus, quantities) = sold_lines(sale);
+            self.cart_owners.extend(skus.iter().map(|_| owner.to_owned()));
+            self.cart_skus.extend(skus.into_iter().map(str::to_owned));
+            self.cart_quantities.extend(quantities);
+        }
+    }
 }
 
 /// What a checkout whose key was taken comes to.
@@ -379,7 +396,7 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
     tx.commit().await?;
 
     // Inventory applies them, all in one call (idempotent by sale id).
-    let orders = drafted
+    let sales = drafted
         .iter()
         .map(|d| SaleOrder {
             sale_id: d.sale.sale_id.clone(),
@@ -388,14 +405,12 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
             movements: d.movements.clone(),
         })
         .collect();
-    let applied = if drafted.is_empty() { Vec::new() } else { inventory.apply_sales(store_id, orders).await };
+    let applied = if drafted.is_empty() { Vec::new() } else { inventory.apply_sales(store_id, sales).await };
 
     // Transaction C: complete what inventory took (if still pending: a concurrent `finish` may
     // have), delete what it refused; anything else stays pending for a retry or the healer.
     let occurred_at_ms = now_ms();
-    let (mut refused, mut completed, mut completed_bodies) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut cart_sales, mut cart_skus, mut cart_quantities) = (Vec::new(), Vec::new(), Vec::<i64>::new());
-    let (mut event_ids, mut heads, mut tails) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut refused, mut completed, mut completed_bodies) = (Vec::new(), Completions::default(), Vec::new());
     for (d, outcome) in drafted.into_iter().zip(applied) {
         let mut sale = d.sale;
         match outcome {
@@ -408,24 +423,14 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
             Ok(response) => {
                 sale.status = SaleStatus::Completed as i32;
                 sale.negative_stock_skus = response.negative_skus;
-                let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, &sale);
-                event_ids.push(event_id);
-                heads.push(head);
-                tails.push(tail);
-                completed.push(sale.sale_id.clone());
+                completed.add(store_id, occurred_at_ms, &sale, d.from_cart.then_some(sale.sale_id.as_str()));
                 completed_bodies.push(sale.encode_to_vec());
-                if d.from_cart {
-                    let (skus, quantities) = sold_lines(&sale);
-                    cart_sales.extend(skus.iter().map(|_| sale.sale_id.clone()));
-                    cart_skus.extend(skus.into_iter().map(str::to_owned));
-                    cart_quantities.extend(quantities);
-                }
                 answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
             }
         }
     }
     let mut sales_seq = None;
-    if !completed.is_empty() || !refused.is_empty() {
+    if !completed.sale_ids.is_empty() || !refused.is_empty() {
         let mut tx = pg::store_tx(&saga.pool, store_id).await?;
         let rows = sqlx::query(
             "WITH refused AS (
@@ -459,15 +464,15 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         )
         .bind(store_id)
         .bind(&refused)
-        .bind(&completed)
+        .bind(&completed.sale_ids)
         .bind(&completed_bodies)
         .bind(occurred_at_ms)
-        .bind(&event_ids)
-        .bind(&heads)
-        .bind(&tails)
-        .bind(&cart_sales)
-        .bind(&cart_skus)
-        .bind(&cart_quantities)
+        .bind(&completed.event_ids)
+        .bind(&completed.heads)
+        .bind(&completed.tails)
+        .bind(&completed.cart_owners)
+        .bind(&completed.cart_skus)
+        .bind(&completed.cart_quantities)
         .fetch_one(&mut *tx)
         .await?;
         sales_seq = rows.try_get::<Option<i64>, _>(0)?.map(|s| s as u64);
@@ -488,10 +493,21 @@ async fn read_carts(
     lock: bool,
 ) -> Result<HashMap<String, Vec<(String, i64)>>> {
     let terminals: Vec<&str> = orders.iter().filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
-    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
     if terminals.is_empty() {
-        return Ok(carts);
+        return Ok(HashMap::new());
     }
+    cart_lines(conn, store_id, &terminals, lock).await
+}
+
+/// The terminals' carts, by terminal, in the order their lines were added; `lock` row-locks them,
+/// in line id order as every cart lock does, so that cart locks never deadlock.
+async fn cart_lines(
+    conn: &mut PgConnection,
+    store_id: &str,
+    terminals: &[&str],
+    lock: bool,
+) -> Result<HashMap<String, Vec<(String, i64)>>> {
+    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
     let sql = if lock {
         "SELECT terminal_id, sku, quantity FROM sales.cart_items
          WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id FOR UPDATE"
@@ -499,7 +515,7 @@ async fn read_carts(
         "SELECT terminal_id, sku, quantity FROM sales.cart_items
          WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id"
     };
-    for row in &sqlx::query(sql).bind(store_id).bind(&terminals).fetch_all(&mut *conn).await? {
+    for row in &sqlx::query(sql).bind(store_id).bind(terminals).fetch_all(&mut *conn).await? {
         carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
     }
     Ok(carts)
@@ -517,10 +533,9 @@ pub(super) struct CartSale<'a> {
 
 /// The saga's guard that a cart is sold once, run in the transaction that records checkouts as
 /// pending (the cart is cleared only when a sale completes, after inventory answered). Row-locks
-/// the carts, in line id order as every cart lock does (so that they never deadlock), then refuses a
-/// checkout whose cart another request is checking out (a pending sale of that cart under another
-/// key: its transaction committed before this one got the lock) or whose cart changed since it
-/// was drafted (sold meanwhile: empty). A retry of a pending checkout's own key passes, for the
+/// the carts ([`cart_lines`]), then refuses a checkout whose cart another request is checking out
+/// (a pending sale of that cart under another key: its transaction committed before this one got
+/// the lock) or whose cart changed since it was drafted (sold meanwhile: empty). A retry of a pending checkout's own key passes, for the
 /// claim to resume it. One refusal (or none) per cart sale, in order.
 pub(super) async fn guard_carts(
     conn: &mut PgConnection,
@@ -528,18 +543,7 @@ pub(super) async fn guard_carts(
     sales: &[CartSale<'_>],
 ) -> Result<Vec<Option<Error>>> {
     let terminals: Vec<&str> = sales.iter().map(|c| c.terminal_id).collect();
-    let mut carts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
-    let rows = sqlx::query(
-        "SELECT terminal_id, sku, quantity FROM sales.cart_items
-         WHERE store_id = $1 AND terminal_id = ANY ($2) ORDER BY id FOR UPDATE",
-    )
-    .bind(store_id)
-    .bind(&terminals)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        carts.entry(row.try_get(0)?).or_default().push((row.try_get(1)?, row.try_get(2)?));
-    }
+    let carts = cart_lines(conn, store_id, &terminals, true).await?;
     let mut checking_out: HashMap<String, Vec<String>> = HashMap::new();
     let rows = sqlx::query(
         "SELECT terminal_id, idempotency_key FROM sales.sales
