@@ -101,17 +101,19 @@ impl PgSales {
     /// Sales over an inventory reached through the [`InventoryStore`] trait (another process, or
     /// another database): checkouts run the saga described above.
     pub fn new(pool: PgPool, inventory: Arc<dyn InventoryStore>) -> Arc<Self> {
-        let saga = Self { pool: pool.clone(), inventory: inventory.clone(), batcher: None };
-        let batcher = batch::batcher(saga, false);
-        Arc::new(Self { pool, inventory, batcher: Some(Arc::new(batcher)) })
+        Self::batched(pool, inventory, false)
     }
 
     /// Sales beside a [`PgInventory`] on the same database (`pool` connects to the database
     /// `inventory` uses): checkouts go by group commit, each store's in batches of one
     /// transaction each (see `pg/batch.rs`).
     pub fn with_local_inventory(pool: PgPool, inventory: Arc<PgInventory>) -> Arc<Self> {
+        Self::batched(pool, inventory, true)
+    }
+
+    fn batched(pool: PgPool, inventory: Arc<dyn InventoryStore>, local: bool) -> Arc<Self> {
         let saga = Self { pool: pool.clone(), inventory: inventory.clone(), batcher: None };
-        let batcher = batch::batcher(saga, true);
+        let batcher = batch::batcher(saga, local);
         Arc::new(Self { pool, inventory, batcher: Some(Arc::new(batcher)) })
     }
 }
