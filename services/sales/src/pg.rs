@@ -75,6 +75,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
     PgMigration { service: "sales", version: 2, sql: include_str!("../migrations/postgres/0002_complete_sale.sql") },
     PgMigration { service: "sales", version: 3, sql: include_str!("../migrations/postgres/0003_relay_cursor.sql") },
     PgMigration { service: "sales", version: 4, sql: include_str!("../migrations/postgres/0004_take_from_cart.sql") },
+    PgMigration { service: "sales", version: 5, sql: include_str!("../migrations/postgres/0005_store_calls.sql") },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.
@@ -262,16 +263,11 @@ async fn keyed_sale(conn: &mut PgConnection, store_id: &str, key: &str) -> Resul
     Ok(keyed_sales(conn, store_id, &[key]).await?.remove(key))
 }
 
-/// The sales these idempotency keys point at, in the caller's store-scoped transaction.
+/// The sales these idempotency keys point at, in the caller's transaction scoped to the store, or
+/// on its own (the function scopes itself).
 async fn keyed_sales(conn: &mut PgConnection, store_id: &str, keys: &[&str]) -> Result<HashMap<String, KeyedSale>> {
-    let rows = sqlx::query(
-        "SELECT idempotency_key, sale_id, request, status = 'completed', body FROM sales.sales
-         WHERE store_id = $1 AND idempotency_key = ANY ($2)",
-    )
-    .bind(store_id)
-    .bind(keys)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows =
+        sqlx::query("SELECT * FROM sales.keyed_sales($1, $2)").bind(store_id).bind(keys).fetch_all(&mut *conn).await?;
     let mut keyed = HashMap::with_capacity(rows.len());
     for row in &rows {
         let sale = KeyedSale {

@@ -15,9 +15,9 @@
 //! 3. inventory applies the claimed sales in the same transaction
 //!    ([`redstore_inventory::pg::apply_sales_in`]: idempotent by sale id, all-or-nothing per sale),
 //!    taking the store's stock lock;
-//! 4. one statement deletes the sales inventory refused, records the others' negative skus,
-//!    directory entries and sold carts, and numbers their `sale.completed` events under the store's
-//!    sales sequence lock, taken last.
+//! 4. one call (`sales.record_completed`, migration 0005) deletes the sales inventory refused,
+//!    records the others' negative skus, directory entries and sold carts, and numbers their
+//!    `sale.completed` events under the store's sales sequence lock, taken last.
 //!
 //! One commit makes the whole batch durable; then the callers are answered and, off the batch's
 //! path, listeners notified. A checkout refused by inventory, or one whose draft failed, leaves no
@@ -235,42 +235,23 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     }
     let mut sales_seq = None;
     if !completed.sale_ids.is_empty() || !refused.is_empty() {
-        let rows = sqlx::query(
-            "WITH refused AS (DELETE FROM sales.sales WHERE store_id = $1 AND sale_id = ANY ($2::text[])),
-             amended AS (
-                 UPDATE sales.sales s SET body = u.body FROM unnest($3::text[], $4::bytea[]) AS u (id, body)
-                 WHERE s.sale_id = u.id),
-             directory AS (INSERT INTO sales.sale_stores (sale_id, store_id) SELECT unnest($5::text[]), $1),
-             carts AS (
-                 SELECT sales.take_from_carts($1, $6::text[], $12::text[], $13::bigint[]) AS n
-                 WHERE cardinality($12::text[]) > 0),
-             seq AS (
-                 INSERT INTO sales.store_sequences AS q (store_id, last_seq) SELECT $1, $7 WHERE $7 > 0
-                 ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
-                 RETURNING q.last_seq - $7 AS base),
-             events AS (
-                 INSERT INTO sales.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-                 SELECT u.id, $1, seq.base + u.n, 'sale.completed', $8,
-                        u.head || '\\x20'::BYTEA || sales.pb_varint(seq.base + u.n) || u.tail
-                 FROM seq, unnest($9::uuid[], $10::bytea[], $11::bytea[]) WITH ORDINALITY AS u (id, head, tail, n)
-                 RETURNING event_id, store_seq, body)
-             SELECT event_id, store_seq, body, (SELECT n FROM carts) FROM events",
-        )
-        .bind(store_id)
-        .bind(&refused)
-        .bind(&amended)
-        .bind(&amended_bodies)
-        .bind(&completed.sale_ids)
-        .bind(&completed.cart_owners)
-        .bind(completed.sale_ids.len() as i64)
-        .bind(occurred_at_ms)
-        .bind(&completed.event_ids)
-        .bind(&completed.heads)
-        .bind(&completed.tails)
-        .bind(&completed.cart_skus)
-        .bind(&completed.cart_quantities)
-        .fetch_all(&mut *tx)
-        .await?;
+        // `sales.record_completed`, migration 0005.
+        let rows =
+            sqlx::query("SELECT * FROM sales.record_completed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+                .bind(store_id)
+                .bind(&refused)
+                .bind(&amended)
+                .bind(&amended_bodies)
+                .bind(&completed.sale_ids)
+                .bind(occurred_at_ms)
+                .bind(&completed.event_ids)
+                .bind(&completed.heads)
+                .bind(&completed.tails)
+                .bind(&completed.cart_owners)
+                .bind(&completed.cart_skus)
+                .bind(&completed.cart_quantities)
+                .fetch_all(&mut *tx)
+                .await?;
         for row in &rows {
             let seq = row.try_get::<i64, _>(1)? as u64;
             sales_seq = sales_seq.max(Some(seq));
@@ -344,6 +325,8 @@ fn keyed_answer(order: &CheckoutOrder, sale: KeyedSale) -> Answer {
 /// them for a retry or `resume_pending`), inventory is asked to apply them all at once (it
 /// batches them again per store), and one transaction completes those it took, numbering their
 /// events, and deletes those it refused. A sale inventory could not be asked about stays pending.
+/// Both transactions are one statement each (`sales.claim_sales`, `sales.complete_sales`,
+/// migration 0005) unless carts must be guarded.
 async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
     let inventory = &saga.inventory;
     // The carts sold, then the terminals and the catalog from inventory.
@@ -374,9 +357,9 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         .collect();
 
     // Transaction A: the drafted sales, pending, under their keys; what taken keys point at. A
-    // cart is claimed only while no other request is checking it out (see `guard_carts`).
+    // cart is claimed only while no other request is checking it out (see `guard_carts`); without
+    // carts to guard, the claim is one statement that commits on its own.
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
-    let mut tx = pg::store_tx(&saga.pool, store_id).await?;
     let cart_sales: Vec<(usize, CartSale<'_>)> = orders
         .iter()
         .zip(&lines)
@@ -384,16 +367,21 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         .filter(|(i, (_, l))| l.from_cart && drafts[*i].is_ok())
         .map(|(i, (o, l))| (i, CartSale { terminal_id: &o.terminal_id, key: &o.idem.key, lines: l.lines }))
         .collect();
-    if !cart_sales.is_empty() {
+    let drafted = if cart_sales.is_empty() {
+        let mut conn = saga.pool.acquire().await?;
+        claim(&mut conn, store_id, orders, &lines, drafts, false, &mut answers).await?
+    } else {
+        let mut tx = pg::store_tx(&saga.pool, store_id).await?;
         let sold: Vec<CartSale<'_>> = cart_sales.iter().map(|(_, c)| *c).collect();
         for ((i, _), refusal) in cart_sales.iter().zip(guard_carts(&mut tx, store_id, &sold).await?) {
             if let Some(err) = refusal {
                 drafts[*i] = Err(err);
             }
         }
-    }
-    let drafted = claim(&mut tx, store_id, orders, &lines, drafts, false, &mut answers).await?;
-    tx.commit().await?;
+        let drafted = claim(&mut tx, store_id, orders, &lines, drafts, false, &mut answers).await?;
+        tx.commit().await?;
+        drafted
+    };
 
     // Inventory applies them, all in one call (idempotent by sale id).
     let sales = drafted
@@ -431,52 +419,23 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
     }
     let mut sales_seq = None;
     if !completed.sale_ids.is_empty() || !refused.is_empty() {
-        let mut tx = pg::store_tx(&saga.pool, store_id).await?;
-        let rows = sqlx::query(
-            "WITH refused AS (
-                 DELETE FROM sales.sales WHERE store_id = $1 AND sale_id = ANY ($2::text[]) AND status = 'pending'),
-             done AS (
-                 UPDATE sales.sales s SET status = 'completed', body = u.body
-                 FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS u (id, body, n)
-                 WHERE s.sale_id = u.id AND s.status = 'pending'
-                 RETURNING s.sale_id, s.terminal_id, s.from_cart, u.n),
-             directory AS (INSERT INTO sales.sale_stores (sale_id, store_id) SELECT sale_id, $1 FROM done),
-             carts AS (
-                 SELECT sales.take_from_carts($1, array_agg(done.terminal_id), array_agg(l.sku), array_agg(l.quantity)) AS n
-                 FROM done JOIN unnest($9::text[], $10::text[], $11::bigint[]) AS l (sale_id, sku, quantity)
-                     ON l.sale_id = done.sale_id
-                 WHERE done.from_cart
-                 HAVING count(*) > 0),
-             counted AS (SELECT count(*) AS n FROM done),
-             seq AS (
-                 INSERT INTO sales.store_sequences AS q (store_id, last_seq) SELECT $1, n FROM counted WHERE n > 0
-                 ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
-                 RETURNING q.last_seq - (SELECT n FROM counted) AS base),
-             numbered AS (SELECT n, row_number() OVER (ORDER BY n) AS k FROM done),
-             events AS (
-                 INSERT INTO sales.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-                 SELECT e.id, $1, seq.base + nb.k, 'sale.completed', $5,
-                        e.head || '\\x20'::BYTEA || sales.pb_varint(seq.base + nb.k) || e.tail
-                 FROM seq, numbered nb
-                 JOIN unnest($6::uuid[], $7::bytea[], $8::bytea[]) WITH ORDINALITY AS e (id, head, tail, n) ON e.n = nb.n
-                 RETURNING store_seq)
-             SELECT max(store_seq), (SELECT n FROM carts) FROM events",
-        )
-        .bind(store_id)
-        .bind(&refused)
-        .bind(&completed.sale_ids)
-        .bind(&completed_bodies)
-        .bind(occurred_at_ms)
-        .bind(&completed.event_ids)
-        .bind(&completed.heads)
-        .bind(&completed.tails)
-        .bind(&completed.cart_owners)
-        .bind(&completed.cart_skus)
-        .bind(&completed.cart_quantities)
-        .fetch_one(&mut *tx)
-        .await?;
-        sales_seq = rows.try_get::<Option<i64>, _>(0)?.map(|s| s as u64);
-        tx.commit().await?;
+        // One statement, committing on its own (`sales.complete_sales`, migration 0005).
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT sales.complete_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+                .bind(store_id)
+                .bind(&refused)
+                .bind(&completed.sale_ids)
+                .bind(&completed_bodies)
+                .bind(occurred_at_ms)
+                .bind(&completed.event_ids)
+                .bind(&completed.heads)
+                .bind(&completed.tails)
+                .bind(&completed.cart_owners)
+                .bind(&completed.cart_skus)
+                .bind(&completed.cart_quantities)
+                .fetch_one(&saga.pool)
+                .await?;
+        sales_seq = last.map(|s| s as u64);
     }
     if let Some(last) = sales_seq {
         pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
@@ -660,29 +619,20 @@ async fn claim(
     } else {
         let status = if completed { "completed" } else { "pending" };
         let bodies: Vec<Vec<u8>> = drafted.iter().map(|d| d.sale.encode_to_vec()).collect();
-        sqlx::query_scalar(
-            "INSERT INTO sales.sales
-                 (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
-             SELECT u.id, $1, u.terminal, u.key, u.request, u.from_cart, $9, u.created, u.body
-             FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $6::bool[], $7::bigint[], $8::bytea[])
-                 AS u (id, terminal, key, request, from_cart, created, body)
-             ORDER BY u.key
-             ON CONFLICT (store_id, idempotency_key) DO NOTHING
-             RETURNING idempotency_key",
-        )
-        .bind(store_id)
-        .bind(drafted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
-        .bind(drafted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
-        .bind(&bodies)
-        .bind(status)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect()
+        sqlx::query_scalar("SELECT sales.claim_sales($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(store_id)
+            .bind(status)
+            .bind(drafted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
+            .bind(drafted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
+            .bind(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
+            .bind(drafted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
+            .bind(drafted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
+            .bind(drafted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
+            .bind(&bodies)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
     };
     lookup.extend(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).filter(|k| !claimed.contains(*k)));
     if !lookup.is_empty() {
