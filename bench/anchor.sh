@@ -7,5 +7,11 @@ psql "$admin/postgres" -qc "DROP DATABASE IF EXISTS pgbench_anchor WITH (FORCE)"
 
 echo "== pgbench -b simple-update -c 32 -j 2 -T $secs (the anchor)"
 pgbench -q -i -s 10 "$admin/pgbench_anchor" >/dev/null 2>&1
-pgbench -b simple-update -c 32 -j 2 -T "$secs" "$admin/pgbench_anchor" 2>/dev/null | grep -E "^(tps|latency average)"
+logs=$(mktemp -d)
+pgbench -b simple-update -c 32 -j 2 -T "$secs" -l --log-prefix="$logs/tx" "$admin/pgbench_anchor" 2>/dev/null \
+  | grep -E "^(tps|latency average)"
+# pgbench's own latency percentiles, from its per-transaction log (third column: microseconds).
+cat "$logs"/tx* | awk '{print $3}' | sort -n | awk '{v[NR] = $1} END {
+  printf "pgbench latency: p50 %.2f ms, p95 %.2f ms, p99 %.2f ms\n", v[int(NR*0.50)]/1e3, v[int(NR*0.95)]/1e3, v[int(NR*0.99)]/1e3 }'
+rm -rf "$logs"
 $bin migrate --database-url "$admin/redstore_bench" 2>/dev/null
