@@ -236,22 +236,15 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     let mut sales_seq = None;
     if !completed.sale_ids.is_empty() || !refused.is_empty() {
         // `sales.record_completed`, migration 0005.
-        let rows =
+        let query =
             sqlx::query("SELECT * FROM sales.record_completed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
                 .bind(store_id)
                 .bind(&refused)
                 .bind(&amended)
                 .bind(&amended_bodies)
                 .bind(&completed.sale_ids)
-                .bind(occurred_at_ms)
-                .bind(&completed.event_ids)
-                .bind(&completed.heads)
-                .bind(&completed.tails)
-                .bind(&completed.cart_owners)
-                .bind(&completed.cart_skus)
-                .bind(&completed.cart_quantities)
-                .fetch_all(&mut *tx)
-                .await?;
+                .bind(occurred_at_ms);
+        let rows = completed.bind_events_and_carts(query).fetch_all(&mut *tx).await?;
         for row in &rows {
             let seq = row.try_get::<i64, _>(1)? as u64;
             sales_seq = sales_seq.max(Some(seq));
@@ -294,6 +287,21 @@ struct Completions {
 }
 
 impl Completions {
+    /// Binds the completing call's last six arguments: event ids, heads and tails, then the sold
+    /// cart lines (owners, skus, quantities).
+    fn bind_events_and_carts<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.event_ids)
+            .bind(&self.heads)
+            .bind(&self.tails)
+            .bind(&self.cart_owners)
+            .bind(&self.cart_skus)
+            .bind(&self.cart_quantities)
+    }
+
     /// Adds a completed sale; `cart_owner` names it to the statement when it sold its cart.
     fn add(&mut self, store_id: &str, occurred_at_ms: i64, sale: &Sale, cart_owner: Option<&str>) {
         let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, sale);
@@ -420,22 +428,14 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
     let mut sales_seq = None;
     if !completed.sale_ids.is_empty() || !refused.is_empty() {
         // One statement, committing on its own (`sales.complete_sales`, migration 0005).
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT sales.complete_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-                .bind(store_id)
-                .bind(&refused)
-                .bind(&completed.sale_ids)
-                .bind(&completed_bodies)
-                .bind(occurred_at_ms)
-                .bind(&completed.event_ids)
-                .bind(&completed.heads)
-                .bind(&completed.tails)
-                .bind(&completed.cart_owners)
-                .bind(&completed.cart_skus)
-                .bind(&completed.cart_quantities)
-                .fetch_one(&saga.pool)
-                .await?;
-        sales_seq = last.map(|s| s as u64);
+        let query = sqlx::query("SELECT sales.complete_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+            .bind(store_id)
+            .bind(&refused)
+            .bind(&completed.sale_ids)
+            .bind(&completed_bodies)
+            .bind(occurred_at_ms);
+        let row = completed.bind_events_and_carts(query).fetch_one(&saga.pool).await?;
+        sales_seq = row.try_get::<Option<i64>, _>(0)?.map(|s| s as u64);
     }
     if let Some(last) = sales_seq {
         pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
