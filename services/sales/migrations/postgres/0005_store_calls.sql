@@ -59,12 +59,47 @@ BEGIN
 END
 $$;
 
+-- What every completed sale of a batch gets, in the caller's transaction (scoped to the store):
+-- its directory entry (p_ids), the cart lines it sold taken from their carts (p_cart_terminals,
+-- p_cart_skus, p_cart_quantities: one entry per line of a sale of a cart) and its
+-- `sale.completed` event (p_event_ids, p_heads, p_tails: one per id of p_ids, in order), numbered
+-- under the store's sales sequence lock, taken last, and spliced between its head and tail.
+-- Returns the events written.
+CREATE FUNCTION sales.record_completions(
+    p_store TEXT, p_ids TEXT[], p_occurred_at_ms BIGINT, p_event_ids UUID[], p_heads BYTEA[], p_tails BYTEA[],
+    p_cart_terminals TEXT[], p_cart_skus TEXT[], p_cart_quantities BIGINT[])
+RETURNS TABLE (o_event_id UUID, o_seq BIGINT, o_body BYTEA)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = auto AS $$
+DECLARE
+    v_n BIGINT := cardinality(p_ids);
+BEGIN
+    PERFORM sales.scope_to(p_store);
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO sales.sale_stores (sale_id, store_id) SELECT unnest(p_ids), p_store;
+    IF cardinality(p_cart_skus) > 0 THEN
+        PERFORM sales.take_from_carts(p_store, p_cart_terminals, p_cart_skus, p_cart_quantities);
+    END IF;
+    RETURN QUERY
+    WITH seq AS (
+        INSERT INTO sales.store_sequences AS q (store_id, last_seq) VALUES (p_store, v_n)
+        ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
+        RETURNING q.last_seq - v_n AS base)
+    INSERT INTO sales.outbox AS o (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
+    SELECT u.id, p_store, seq.base + u.n, 'sale.completed', p_occurred_at_ms,
+           u.head || '\x20'::BYTEA || sales.pb_varint(seq.base + u.n) || u.tail
+    FROM seq, unnest(p_event_ids, p_heads, p_tails) WITH ORDINALITY AS u (id, head, tail, n)
+    RETURNING o.event_id, o.store_seq, o.body;
+END
+$$;
+
 -- Completes the saga's pending sales inventory applied (p_ids with their final bodies; a sale no
 -- longer pending, finished by a concurrent attempt, is left alone) and deletes the pending sales
--- inventory refused (p_refused). For each sale completed: its directory entry, the cart lines it
--- sold (p_cart_sales, p_cart_skus, p_cart_quantities: one entry per line of a sale of a cart) and
--- its `sale.completed` event, numbered under the store's sales sequence lock (taken last) and
--- spliced between its head and tail. Returns the newest sequence written (NULL when none).
+-- inventory refused (p_refused). The sales completed get what record_completions gives, with
+-- their events (p_event_ids, p_heads, p_tails: one per id of p_ids) and the cart lines they sold
+-- (p_cart_sales, p_cart_skus, p_cart_quantities: one entry per line of a sale of a cart, by sale
+-- id). Returns the newest sequence written (NULL when none).
 CREATE FUNCTION sales.complete_sales(
     p_store TEXT, p_refused TEXT[], p_ids TEXT[], p_bodies BYTEA[], p_occurred_at_ms BIGINT,
     p_event_ids UUID[], p_heads BYTEA[], p_tails BYTEA[],
@@ -76,7 +111,12 @@ DECLARE
     v_terminals TEXT[];
     v_from_cart BOOLEAN[];
     v_n BIGINT[];
-    v_base BIGINT;
+    v_event_ids UUID[];
+    v_heads BYTEA[];
+    v_tails BYTEA[];
+    v_cart_terminals TEXT[];
+    v_cart_skus TEXT[];
+    v_cart_quantities BIGINT[];
 BEGIN
     PERFORM sales.scope_to(p_store);
     IF cardinality(p_refused) > 0 THEN
@@ -97,39 +137,32 @@ BEGIN
     IF v_done IS NULL THEN
         RETURN NULL;
     END IF;
-    INSERT INTO sales.sale_stores (sale_id, store_id) SELECT unnest(v_done), p_store;
-    PERFORM sales.take_from_carts(p_store, array_agg(d.terminal), array_agg(l.sku), array_agg(l.quantity))
+    -- The events of the sales completed, in order, and the cart lines they sold.
+    SELECT array_agg(p_event_ids[d.n] ORDER BY d.k), array_agg(p_heads[d.n] ORDER BY d.k),
+           array_agg(p_tails[d.n] ORDER BY d.k)
+    INTO v_event_ids, v_heads, v_tails
+    FROM unnest(v_n) WITH ORDINALITY AS d (n, k);
+    SELECT coalesce(array_agg(d.terminal), '{}'), coalesce(array_agg(l.sku), '{}'), coalesce(array_agg(l.quantity), '{}')
+    INTO v_cart_terminals, v_cart_skus, v_cart_quantities
     FROM unnest(v_done, v_terminals, v_from_cart) AS d (sale_id, terminal, from_cart)
     JOIN unnest(p_cart_sales, p_cart_skus, p_cart_quantities) AS l (sale_id, sku, quantity) ON l.sale_id = d.sale_id
-    WHERE d.from_cart
-    HAVING count(*) > 0;
-    -- Last: the store's sales sequence row lock, held until the commit.
-    INSERT INTO sales.store_sequences AS q (store_id, last_seq) VALUES (p_store, cardinality(v_done))
-    ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
-    RETURNING q.last_seq - cardinality(v_done) INTO v_base;
-    INSERT INTO sales.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-    SELECT p_event_ids[d.n], p_store, v_base + d.k, 'sale.completed', p_occurred_at_ms,
-           p_heads[d.n] || '\x20'::BYTEA || sales.pb_varint(v_base + d.k) || p_tails[d.n]
-    FROM unnest(v_n) WITH ORDINALITY AS d (n, k);
-    RETURN v_base + cardinality(v_done);
+    WHERE d.from_cart;
+    RETURN (SELECT max(c.o_seq) FROM sales.record_completions(
+        p_store, v_done, p_occurred_at_ms, v_event_ids, v_heads, v_tails,
+        v_cart_terminals, v_cart_skus, v_cart_quantities) AS c);
 END
 $$;
 
 -- The group commit's completion (sales and inventory in one database and transaction): the batch's
 -- sales went in `completed` already; this deletes those inventory refused (p_refused), writes the
--- bodies that changed (p_amended_ids with p_amended_bodies: negative skus), records the directory
--- entries of p_ids, takes the sold lines from their carts (p_cart_terminals, p_cart_skus,
--- p_cart_quantities: one entry per line of a sale of a cart) and numbers the `sale.completed` events
--- (one per id of p_ids, in order) under the store's sales sequence lock, taken last. Returns the
--- events written.
+-- bodies that changed (p_amended_ids with p_amended_bodies: negative skus), and gives the sales of
+-- p_ids what record_completions gives (the other arguments are its). Returns the events written.
 CREATE FUNCTION sales.record_completed(
     p_store TEXT, p_refused TEXT[], p_amended_ids TEXT[], p_amended_bodies BYTEA[], p_ids TEXT[],
     p_occurred_at_ms BIGINT, p_event_ids UUID[], p_heads BYTEA[], p_tails BYTEA[],
     p_cart_terminals TEXT[], p_cart_skus TEXT[], p_cart_quantities BIGINT[])
 RETURNS TABLE (o_event_id UUID, o_seq BIGINT, o_body BYTEA)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = auto AS $$
-DECLARE
-    v_n BIGINT := cardinality(p_ids);
 BEGIN
     PERFORM sales.scope_to(p_store);
     IF cardinality(p_refused) > 0 THEN
@@ -139,23 +172,9 @@ BEGIN
         EXECUTE 'UPDATE sales.sales s SET body = u.body FROM unnest($1::TEXT[], $2::BYTEA[]) AS u (id, body)
                  WHERE s.sale_id = u.id' USING p_amended_ids, p_amended_bodies;
     END IF;
-    IF v_n = 0 THEN
-        RETURN;
-    END IF;
-    INSERT INTO sales.sale_stores (sale_id, store_id) SELECT unnest(p_ids), p_store;
-    IF cardinality(p_cart_skus) > 0 THEN
-        PERFORM sales.take_from_carts(p_store, p_cart_terminals, p_cart_skus, p_cart_quantities);
-    END IF;
-    RETURN QUERY
-    WITH seq AS (
-        INSERT INTO sales.store_sequences AS q (store_id, last_seq) VALUES (p_store, v_n)
-        ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + excluded.last_seq
-        RETURNING q.last_seq - v_n AS base)
-    INSERT INTO sales.outbox AS o (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-    SELECT u.id, p_store, seq.base + u.n, 'sale.completed', p_occurred_at_ms,
-           u.head || '\x20'::BYTEA || sales.pb_varint(seq.base + u.n) || u.tail
-    FROM seq, unnest(p_event_ids, p_heads, p_tails) WITH ORDINALITY AS u (id, head, tail, n)
-    RETURNING o.event_id, o.store_seq, o.body;
+    RETURN QUERY SELECT * FROM sales.record_completions(
+        p_store, p_ids, p_occurred_at_ms, p_event_ids, p_heads, p_tails,
+        p_cart_terminals, p_cart_skus, p_cart_quantities);
 END
 $$;
 
