@@ -257,8 +257,14 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
     {
         tracing::info!("seeded the demo chain: store-1 (strict), store-2 (allows negative stock), 20 products");
     }
-    if let Some(kafka) = &config.kafka {
-        start_kafka(kafka, &pool, &local, config, shutdown).await?;
+    // One Kafka producer for the process (relays and dead-letter copies): each producer is its
+    // own broker connections and threads, one of which polls for delivery reports.
+    let producer = match &config.kafka {
+        Some(kafka) => Some(redstore_platform::kafka::producer(kafka)?),
+        None => None,
+    };
+    if let (Some(kafka), Some(producer)) = (&config.kafka, &producer) {
+        start_kafka(kafka, producer, &pool, &local, config, shutdown).await?;
     } else if config.serves(ServiceName::Analytics) {
         redstore_analytics::pg::spawn_consumer(pool.clone(), local.clone(), shutdown.clone());
     }
@@ -266,9 +272,9 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
         Some(url) => Some(connect_redis(url).await?),
         None => None,
     };
-    match (&cache, &config.kafka, config.serves(ServiceName::Inventory)) {
-        (Some(cache), Some(kafka), true) => {
-            spawn_cache_consumer(kafka, local.clone(), cache.clone(), shutdown.clone())?
+    match (&cache, config.kafka.as_ref().zip(producer), config.serves(ServiceName::Inventory)) {
+        (Some(cache), Some((kafka, producer)), true) => {
+            spawn_cache_consumer(kafka, producer, local.clone(), cache.clone(), shutdown.clone())?
         }
         (Some(cache), None, true) => {
             redstore_inventory::projector::spawn(pool.clone(), local.clone(), cache.clone(), shutdown.clone())
@@ -316,6 +322,7 @@ fn split_pool_size(total: u32) -> (u32, u32) {
 /// outbox relays of the services this process serves, and the analytics consumer group.
 async fn start_kafka(
     kafka: &redstore_platform::kafka::KafkaConfig,
+    producer: &redstore_platform::kafka::rdkafka::producer::FutureProducer,
     pool: &redstore_platform::pg::PgPool,
     inventory: &Arc<dyn InventoryStore>,
     config: &ServerConfig,
@@ -332,7 +339,7 @@ async fn start_kafka(
         if config.serves(service) {
             let relay = kafka::run_relay(
                 pool.clone(),
-                kafka::producer(kafka)?,
+                producer.clone(),
                 kafka.clone(),
                 schema,
                 stores.clone(),
@@ -346,7 +353,7 @@ async fn start_kafka(
         }
     }
     if config.serves(ServiceName::Analytics) {
-        let run = redstore_analytics::kafka::run(pool.clone(), kafka.clone(), shutdown.clone());
+        let run = redstore_analytics::kafka::run(pool.clone(), kafka.clone(), producer.clone(), shutdown.clone());
         tokio::spawn(async move {
             if let Err(e) = run.await {
                 tracing::error!(error = %e, "analytics consumer stopped");
@@ -362,13 +369,13 @@ async fn start_kafka(
 /// catches up when Redis returns; only undecodable messages go to the dead-letter topic.
 fn spawn_cache_consumer(
     kafka: &redstore_platform::kafka::KafkaConfig,
+    dlq: redstore_platform::kafka::rdkafka::producer::FutureProducer,
     inventory: Arc<dyn InventoryStore>,
     cache: redstore_inventory::cache::StockCache,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use redstore_platform::kafka;
     let consumer = kafka::consumer(kafka, "inventory-cache", &["inventory"])?;
-    let dlq = kafka::producer(kafka)?;
     let stop = shutdown.clone();
     let checked = cache.clone();
     // The messages received together are projected in one Redis pipeline; when that fails, one

@@ -8,6 +8,7 @@
 
 use futures::future::BoxFuture;
 use redstore_platform::error::Result;
+use redstore_platform::kafka::rdkafka::producer::FutureProducer;
 use redstore_platform::kafka::{self, KafkaConfig};
 use redstore_platform::pg::{self, PgPool};
 use redstore_proto::events::EventEnvelope;
@@ -45,9 +46,15 @@ pub async fn fold_all(pool: &PgPool, events: Vec<EventEnvelope>) -> Result<()> {
 /// Consumes the sales topics as group [`CONSUMER_GROUP`] until `shutdown`. Creates the topics
 /// (and their dead-letter topics) when missing, and fails within a few seconds when no broker
 /// answers. An event that cannot be decoded or folded after a few attempts goes to
-/// `<topic>.dlq`.
-pub async fn run(pool: PgPool, cfg: KafkaConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_in_group(pool, cfg, CONSUMER_GROUP, shutdown).await
+/// `<topic>.dlq`, through `dlq` (the process's producer: each one is a set of broker connections
+/// and threads).
+pub async fn run(
+    pool: PgPool,
+    cfg: KafkaConfig,
+    dlq: FutureProducer,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_in_group(pool, cfg, CONSUMER_GROUP, dlq, shutdown).await
 }
 
 /// [`run`] in another consumer group (tests that share a broker keep their groups apart).
@@ -55,12 +62,12 @@ pub async fn run_in_group(
     pool: PgPool,
     cfg: KafkaConfig,
     group: &str,
+    dlq: FutureProducer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg, DOMAINS).await?;
     // Rollups are read by reports, not by a terminal waiting: fetches may wait longer.
     let consumer = kafka::consumer_paced(&cfg, group, DOMAINS, kafka::Pace::Bulk)?;
-    let dlq = kafka::producer(&cfg)?;
     tracing::info!(group, pattern = %cfg.pattern("sales"), "analytics kafka consumer started");
     let pool_for_batches = pool.clone();
     let handler = move |event: EventEnvelope| -> BoxFuture<'static, Result<()>> {

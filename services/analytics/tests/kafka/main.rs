@@ -132,7 +132,9 @@ impl Env {
         let shutdown = CancellationToken::new();
         let group = format!("{}-analytics-rollups", self.cfg.topic_prefix);
         let (pool, cfg, token) = (self.app.clone(), self.cfg.clone(), shutdown.clone());
-        let task = tokio::spawn(async move { redstore_analytics::kafka::run_in_group(pool, cfg, &group, token).await });
+        let dlq = kafka::producer(&cfg).expect("producer");
+        let task =
+            tokio::spawn(async move { redstore_analytics::kafka::run_in_group(pool, cfg, &group, dlq, token).await });
         Relay { shutdown, task }
     }
 }
