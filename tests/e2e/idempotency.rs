@@ -81,7 +81,10 @@ async fn apply_sale_is_idempotent_by_sale_id() {
         sale_id: "external-sale-1".into(),
         store_id: "store-1".into(),
         terminal_id: "till-1".into(),
-        lines: vec![SaleLine { sku: "SKU-0005".into(), quantity: 2 }, SaleLine { sku: "SKU-0005".into(), quantity: 1 }],
+        lines: vec![
+            SaleLine { sku: "SKU-0005".into(), quantity: 2, unit_price: None },
+            SaleLine { sku: "SKU-0005".into(), quantity: 1, unit_price: None },
+        ],
     };
     let first = app.inventory().apply_sale(req.clone()).await.unwrap().into_inner();
     assert_eq!(first.stock[0].quantity, 18 - 3, "repeated skus are merged");
@@ -115,7 +118,7 @@ async fn apply_sales_answers_each_sale_as_apply_sale_would() {
         sale_id: id.into(),
         store_id: String::new(),
         terminal_id: "till-1".into(),
-        lines: vec![SaleLine { sku: sku.into(), quantity }],
+        lines: vec![SaleLine { sku: sku.into(), quantity, unit_price: None }],
     };
     let req = ApplySalesRequest {
         store_id: "store-1".into(),

@@ -5,9 +5,9 @@ use std::fmt::Debug;
 
 use redstore_proto::common::{Money, PageRequest};
 use redstore_proto::inventory::{
-    AdjustStockRequest, AdjustmentReason, ApplySaleRequest, ApplySalesRequest, CreateProductRequest, GetProductRequest,
-    GetProductsRequest, GetStockRequest, ListProductsRequest, ListStockRequest, ListStoresRequest,
-    LookupBarcodeRequest, SaleLine, StockLevel,
+    AdjustStockRequest, AdjustmentReason, ApplyRefundRequest, ApplySaleRequest, ApplySalesRequest,
+    CreateProductRequest, GetProductRequest, GetProductsRequest, GetStockRequest, ListProductsRequest,
+    ListStockRequest, ListStoresRequest, LookupBarcodeRequest, SaleLine, StockLevel,
 };
 use redstore_proto::sales::{GetSaleRequest, ListSalesRequest, Sale, Tender, TenderType};
 use redstore_proto::stream::WatchInventoryRequest;
@@ -779,7 +779,7 @@ async fn apply_sales_names_the_bad_sale_and_applies_nothing_of_its_call() {
         sale_id: id.into(),
         store_id: store.into(),
         terminal_id: "till-1".into(),
-        lines: vec![SaleLine { sku: "SKU-0001".into(), quantity }],
+        lines: vec![SaleLine { sku: "SKU-0001".into(), quantity, unit_price: None }],
     };
     let call = |sales: Vec<ApplySaleRequest>| ApplySalesRequest { store_id: "store-1".into(), sales };
     let inventory = app.inventory();
@@ -805,4 +805,57 @@ async fn apply_sales_names_the_bad_sale_and_applies_nothing_of_its_call() {
         "an unknown store is the sale's NOT_FOUND: {outcome:?}"
     );
     assert_eq!(written(&app, "store-1").await, before, "nothing of a refused call was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_sale_holds_a_sale_to_the_unit_prices_it_charged() {
+    let app = TestApp::spawn().await;
+    let before = written(&app, "store-1").await;
+    let eur = |units_minor| Some(Money { currency_code: "EUR".into(), units_minor });
+    let line = |sku: &str, quantity, unit_price| SaleLine { sku: sku.into(), quantity, unit_price };
+    let sale = |id: &str, lines| ApplySaleRequest {
+        sale_id: id.into(),
+        store_id: "store-1".into(),
+        terminal_id: "till-1".into(),
+        lines,
+    };
+    let inventory = app.inventory();
+    // On every line or on none, one price per sku, a real amount.
+    let some_only = sale("p-1", vec![line("SKU-0001", 1, eur(119)), line("SKU-0002", 1, None)]);
+    expect_status(inventory.clone().apply_sale(some_only).await, Code::InvalidArgument, &["lines[1].unit_price"]);
+    let two_prices = sale("p-2", vec![line("SKU-0001", 1, eur(119)), line("SKU-0001", 1, eur(120))]);
+    expect_status(
+        inventory.clone().apply_sale(two_prices).await,
+        Code::InvalidArgument,
+        &["lines[1].unit_price", "1.20 EUR", "1.19 EUR"],
+    );
+    let no_currency =
+        sale("p-3", vec![line("SKU-0001", 1, Some(Money { currency_code: String::new(), units_minor: 119 }))]);
+    expect_status(
+        inventory.clone().apply_sale(no_currency).await,
+        Code::InvalidArgument,
+        &["lines[0].unit_price.currency_code"],
+    );
+    // A price that is not the catalog's: FAILED_PRECONDITION, a PRICE violation naming the sku.
+    let stale = sale("p-4", vec![line("SKU-0001", 1, eur(99))]);
+    let status =
+        expect_status(inventory.clone().apply_sale(stale).await, Code::FailedPrecondition, &["SKU-0001", "1.19 EUR"]);
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    let violation = &details.precondition_failure().expect("precondition details").violations[0];
+    assert_eq!((violation.r#type.as_str(), violation.subject.as_str()), ("PRICE", "sku:SKU-0001"));
+    // A refund takes no price.
+    let refund = ApplyRefundRequest {
+        refund_id: "r-1".into(),
+        store_id: "store-1".into(),
+        terminal_id: "till-1".into(),
+        lines: vec![line("SKU-0001", 1, eur(119))],
+    };
+    expect_status(inventory.clone().apply_refund(refund).await, Code::InvalidArgument, &["lines[0].unit_price"]);
+    assert_eq!(written(&app, "store-1").await, before, "nothing refused was written");
+
+    // The catalog's prices: applied.
+    let right = sale("p-4", vec![line("SKU-0001", 2, eur(119)), line("SKU-0001", 1, eur(119))]);
+    let applied = inventory.clone().apply_sale(right).await.expect("priced right").into_inner();
+    let milk = before.stock.iter().find(|s| s.sku == "SKU-0001").expect("milk in stock").quantity;
+    assert_eq!(applied.stock[0].quantity, milk - 3);
 }

@@ -125,6 +125,20 @@ impl Error {
         }
     }
 
+    /// The type of a failed precondition (e.g. "STOCK"), also when another service answered it
+    /// over gRPC (its `google.rpc.PreconditionFailure` details).
+    pub fn violation_type(&self) -> Option<String> {
+        match self {
+            Self::FailedPrecondition { kind, .. } => Some((*kind).to_owned()),
+            Self::Remote(status) if status.code() == Code::FailedPrecondition => status
+                .get_error_details()
+                .precondition_failure()
+                .and_then(|failure| failure.violations.first())
+                .map(|violation| violation.r#type.clone()),
+            _ => None,
+        }
+    }
+
     /// The field at fault, for invalid arguments.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -232,6 +246,16 @@ mod tests {
         assert!(!Error::Internal(anyhow::anyhow!("corrupt event")).is_transient());
         assert!(!Error::invalid("sku", "bad").is_transient());
         assert!(!Error::Remote(Status::failed_precondition("out of stock")).is_transient());
+    }
+
+    #[test]
+    fn a_precondition_keeps_its_type_across_grpc() {
+        let local = Error::precondition("STOCK", "sku:a", "not enough");
+        assert_eq!(local.violation_type().as_deref(), Some("STOCK"));
+        let remote = Error::Remote(Status::from(local));
+        assert_eq!(remote.violation_type().as_deref(), Some("STOCK"));
+        assert_eq!(Error::not_found("x").violation_type(), None);
+        assert_eq!(Error::Remote(Status::failed_precondition("no details")).violation_type(), None);
     }
 
     #[test]

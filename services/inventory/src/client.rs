@@ -2,7 +2,6 @@
 //! Every call has a deadline; only idempotent calls (reads, and applying a sale or refund by its
 //! id) are retried, on UNAVAILABLE or a missed deadline, with a short backoff.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,10 +28,6 @@ const ATTEMPTS: u32 = 3;
 
 pub struct GrpcInventory {
     channel: Channel,
-    /// (store, terminal) pairs seen registered. Nothing unregisters a terminal (the API has no
-    /// such call), so once seen it stays registered and `require_terminal` need not ask again:
-    /// that is one call per checkout fewer. Should terminals ever be retired, this must go.
-    registered: parking_lot::Mutex<HashSet<(String, String)>>,
 }
 
 impl GrpcInventory {
@@ -43,7 +38,7 @@ impl GrpcInventory {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect_lazy();
-        Ok(Arc::new(Self { channel, registered: parking_lot::Mutex::new(HashSet::new()) }))
+        Ok(Arc::new(Self { channel }))
     }
 
     fn client(&self) -> InventoryServiceClient<Channel> {
@@ -121,7 +116,21 @@ fn page(after: &str, limit: u32) -> Option<redstore_proto::common::PageRequest> 
 }
 
 fn lines(movements: &[StockMovement], sign: i64) -> Vec<pb::SaleLine> {
-    movements.iter().map(|m| pb::SaleLine { sku: m.sku.clone(), quantity: sign * m.delta }).collect()
+    movements.iter().map(|m| pb::SaleLine { sku: m.sku.clone(), quantity: sign * m.delta, unit_price: None }).collect()
+}
+
+/// ApplySale's request for a sale: a line per sku, with the unit price it charged when it says.
+fn sale_request(store_id: &str, sale: &SaleOrder) -> pb::ApplySaleRequest {
+    let mut lines = lines(&sale.movements, -1);
+    for line in &mut lines {
+        line.unit_price = sale.charged.iter().find(|c| c.sku == line.sku).map(|c| c.price.to_proto());
+    }
+    pb::ApplySaleRequest {
+        sale_id: sale.sale_id.clone(),
+        store_id: store_id.to_owned(),
+        terminal_id: sale.terminal_id.clone(),
+        lines,
+    }
 }
 
 /// One sale's outcome of an ApplySales call: its answer, or its status as ApplySale would have
@@ -183,13 +192,7 @@ impl InventoryStore for GrpcInventory {
     }
 
     async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()> {
-        let pair = (store_id.to_owned(), terminal_id.to_owned());
-        if self.registered.lock().contains(&pair) {
-            return Ok(());
-        }
-        self.get_terminal(store_id, terminal_id).await?;
-        self.registered.lock().insert(pair);
-        Ok(())
+        self.get_terminal(store_id, terminal_id).await.map(|_| ())
     }
 
     async fn get_terminal(&self, store_id: &str, terminal_id: &str) -> Result<pb::Terminal> {
@@ -277,20 +280,9 @@ impl InventoryStore for GrpcInventory {
         retried!(self, adjust_stock, req)
     }
 
-    async fn apply_sale(
-        &self,
-        sale_id: &str,
-        _fingerprint: Vec<u8>,
-        store_id: &str,
-        terminal_id: &str,
-        movements: Vec<StockMovement>,
-    ) -> Result<pb::ApplySaleResponse> {
-        let req = pb::ApplySaleRequest {
-            sale_id: sale_id.to_owned(),
-            store_id: store_id.to_owned(),
-            terminal_id: terminal_id.to_owned(),
-            lines: lines(&movements, -1),
-        };
+    async fn apply_sale(&self, store_id: &str, sale: SaleOrder) -> Result<pb::ApplySaleResponse> {
+        // Inventory fingerprints the request it receives.
+        let req = sale_request(store_id, &sale);
         // The sale id is the idempotency key: a retry after a lost answer applies nothing twice.
         retried!(self, apply_sale, req)
     }
@@ -301,15 +293,7 @@ impl InventoryStore for GrpcInventory {
             let count = chunk.len();
             let req = pb::ApplySalesRequest {
                 store_id: store_id.to_owned(),
-                sales: chunk
-                    .iter()
-                    .map(|sale| pb::ApplySaleRequest {
-                        sale_id: sale.sale_id.clone(),
-                        store_id: store_id.to_owned(),
-                        terminal_id: sale.terminal_id.clone(),
-                        lines: lines(&sale.movements, -1),
-                    })
-                    .collect(),
+                sales: chunk.iter().map(|sale| sale_request(store_id, sale)).collect(),
             };
             // Idempotent by every sale id: a retry after a lost answer applies nothing twice.
             match retried!(self, apply_sales, req) {

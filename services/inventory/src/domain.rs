@@ -131,9 +131,111 @@ pub fn sale_movements(field: &str, lines: impl IntoIterator<Item = (String, i64)
     Ok(order.into_iter().map(|sku| StockMovement { delta: -merged[&sku], sku }).collect())
 }
 
+/// The violation type of a sale refused because the catalog changed since it was priced: a sku's
+/// price is now another, or the product is no longer for sale. The seller prices it again.
+pub const REPRICE: &str = "PRICE";
+
+/// The unit price a sale charged for a sku. A seller that prices sales from a copy of the catalog
+/// sends it with the sale, and inventory takes the stock only while it is still the catalog's
+/// price, in the same transaction: no sale goes through at a price that no longer holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChargedPrice {
+    pub sku: String,
+    pub price: Money,
+}
+
+/// Parses the unit prices of sale lines `(sku, unit price)`: on every line or on none (`None`: not
+/// sent), and one price per sku. `field` names the repeated field.
+pub fn charged_prices<'a>(
+    field: &str,
+    lines: impl IntoIterator<Item = (&'a str, Option<&'a redstore_proto::common::Money>)>,
+) -> Result<Vec<ChargedPrice>> {
+    let lines: Vec<_> = lines.into_iter().collect();
+    if lines.iter().all(|(_, price)| price.is_none()) {
+        return Ok(Vec::new());
+    }
+    let mut charged: Vec<ChargedPrice> = Vec::new();
+    for (i, (sku, price)) in lines.into_iter().enumerate() {
+        let f = format!("{field}[{i}].unit_price");
+        let Some(price) = price else {
+            return Err(Error::invalid(f, "is missing; send a unit price on every line or on none"));
+        };
+        let price = Money::from_proto(&f, Some(price))?;
+        match charged.iter().find(|c| c.sku == sku) {
+            Some(earlier) if earlier.price != price => {
+                return Err(Error::invalid(
+                    f,
+                    format!("is {price}, but an earlier line of sku {sku:?} says {}", earlier.price),
+                ));
+            }
+            Some(_) => {}
+            None => charged.push(ChargedPrice { sku: sku.to_owned(), price }),
+        }
+    }
+    Ok(charged)
+}
+
+/// Holds a sale to the catalog: refused ([`REPRICE`]) when a sku it charged for is no longer for
+/// sale or now costs another price. `product` is a sku's (price, active) in the catalog.
+pub fn check_charged(charged: &[ChargedPrice], mut product: impl FnMut(&str) -> Option<(Money, bool)>) -> Result<()> {
+    for c in charged {
+        let Some((price, active)) = product(&c.sku) else { continue };
+        let subject = format!("sku:{}", c.sku);
+        if !active {
+            return Err(Error::precondition(
+                REPRICE,
+                subject,
+                format!("sku {:?} is no longer for sale (inactive); price the sale again", c.sku),
+            ));
+        }
+        if price != c.price {
+            return Err(Error::precondition(
+                REPRICE,
+                subject,
+                format!("sku {:?} now costs {price}, not the {} charged; price the sale again", c.sku, c.price),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn eur(minor: i64) -> redstore_proto::common::Money {
+        redstore_proto::common::Money { currency_code: "EUR".into(), units_minor: minor }
+    }
+
+    #[test]
+    fn unit_prices_go_on_every_line_or_none_and_agree_per_sku() {
+        assert_eq!(charged_prices("lines", [("a", None), ("b", None)]).unwrap(), vec![]);
+        let (p1, p2) = (eur(100), eur(250));
+        let charged = charged_prices("lines", [("a", Some(&p1)), ("b", Some(&p2)), ("a", Some(&p1))]).unwrap();
+        assert_eq!(charged.len(), 2);
+        assert_eq!(charged[1], ChargedPrice { sku: "b".into(), price: Money::from_proto("p", Some(&p2)).unwrap() });
+        let err = charged_prices("lines", [("a", Some(&p1)), ("b", None)]).unwrap_err();
+        assert_eq!(err.field(), Some("lines[1].unit_price"));
+        let err = charged_prices("lines", [("a", Some(&p1)), ("a", Some(&p2))]).unwrap_err();
+        assert_eq!(err.field(), Some("lines[1].unit_price"));
+        let bad = redstore_proto::common::Money { currency_code: "eu".into(), units_minor: 1 };
+        let err = charged_prices("lines", [("a", Some(&bad))]).unwrap_err();
+        assert_eq!(err.field(), Some("lines[0].unit_price.currency_code"));
+    }
+
+    #[test]
+    fn a_sale_is_held_to_the_catalog_price_and_to_products_for_sale() {
+        let price = |minor| Money::from_proto("p", Some(&eur(minor))).unwrap();
+        let charged = vec![ChargedPrice { sku: "a".into(), price: price(100) }];
+        assert!(check_charged(&charged, |_| Some((price(100), true))).is_ok());
+        let changed = check_charged(&charged, |_| Some((price(120), true))).unwrap_err();
+        assert!(matches!(changed, Error::FailedPrecondition { kind: REPRICE, .. }), "{changed:?}");
+        assert!(changed.to_string().contains("now costs 1.20 EUR, not the 1.00 EUR charged"), "{changed}");
+        let gone = check_charged(&charged, |_| Some((price(100), false))).unwrap_err();
+        assert!(gone.to_string().contains("no longer for sale"), "{gone}");
+        // Unknown skus are another refusal (NOT_FOUND), decided by the caller.
+        assert!(check_charged(&charged, |_| None).is_ok());
+    }
 
     #[test]
     fn repeated_skus_merge_into_one_movement() {

@@ -74,8 +74,10 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
         }
     };
     let movements = domain::sale_movements("lines", sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
+    let charged = domain::charged_prices("lines", sale.lines.iter().map(|l| (l.sku.as_str(), l.unit_price.as_ref())))?;
     let fingerprint = fingerprint(&sale, |_| {});
-    Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id: sale.terminal_id.trim().to_owned(), movements }))
+    let terminal_id = sale.terminal_id.trim().to_owned();
+    Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id, movements, charged }))
 }
 
 fn sale_outcome(outcome: Result<ApplySaleResponse>) -> ApplySaleOutcome {
@@ -327,7 +329,7 @@ impl InventoryService for InventoryGrpc {
         let req = req.into_inner();
         let result = async {
             let (store_id, sale) = sale_order(req, None)?;
-            self.store.apply_sale(&sale.sale_id, sale.fingerprint, &store_id, &sale.terminal_id, sale.movements).await
+            self.store.apply_sale(&store_id, sale).await
         }
         .await;
         ok(result)
@@ -365,6 +367,9 @@ impl InventoryService for InventoryGrpc {
         let result = async {
             let refund_id = identifier("refund_id", &req.refund_id)?;
             let store_id = identifier("store_id", &req.store_id)?;
+            if let Some(i) = req.lines.iter().position(|l| l.unit_price.is_some()) {
+                return Err(Error::invalid(format!("lines[{i}].unit_price"), "must be empty: a refund takes no price"));
+            }
             let movements: Vec<StockMovement> =
                 domain::sale_movements("lines", req.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?
                     .into_iter()

@@ -35,7 +35,7 @@ use crate::store::{Idem, InventoryStore, ProductPatch, SaleOrder};
 
 mod batch;
 
-pub use batch::{AppliedSales, SaleContext, SaleToApply, apply_sales_in};
+pub use batch::{AppliedSales, DecidedSales, PgQuery, SaleToApply, apply_sales_in, decide_sales};
 
 /// Inventory's PostgreSQL migrations (schema `inventory`).
 pub const PG_MIGRATIONS: &[PgMigration] = &[
@@ -47,6 +47,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
     },
     PgMigration { service: "inventory", version: 3, sql: include_str!("../migrations/postgres/0003_lock_stock.sql") },
     PgMigration { service: "inventory", version: 4, sql: include_str!("../migrations/postgres/0004_relay_cursor.sql") },
+    PgMigration {
+        service: "inventory",
+        version: 5,
+        sql: include_str!("../migrations/postgres/0005_sale_batch_calls.sql"),
+    },
 ];
 
 /// The schema holding inventory's tables, outbox and sequences.
@@ -753,18 +758,10 @@ impl InventoryStore for PgInventory {
         }
     }
 
-    async fn apply_sale(
-        &self,
-        sale_id: &str,
-        fingerprint: Vec<u8>,
-        store_id: &str,
-        terminal_id: &str,
-        movements: Vec<StockMovement>,
-    ) -> Result<pb::ApplySaleResponse> {
-        let sale =
-            SaleOrder { sale_id: sale_id.to_owned(), fingerprint, terminal_id: terminal_id.to_owned(), movements };
+    async fn apply_sale(&self, store_id: &str, sale: SaleOrder) -> Result<pb::ApplySaleResponse> {
+        let sale_id = sale.sale_id.clone();
         let outcome = self.apply_sales(store_id, vec![sale]).await.pop();
-        outcome.unwrap_or_else(|| Err(interrupted(sale_id)))
+        outcome.unwrap_or_else(|| Err(interrupted(&sale_id)))
     }
 
     async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {

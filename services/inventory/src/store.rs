@@ -13,7 +13,7 @@ use redstore_proto::events::EventEnvelope;
 use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
 
-use crate::domain::{Product, StockMovement};
+use crate::domain::{ChargedPrice, Product, StockMovement, check_charged};
 use crate::repo::{self, StoreRow};
 
 pub use redstore_platform::idempotency::Idem;
@@ -29,7 +29,7 @@ pub struct ProductPatch {
     pub barcodes: Option<Vec<Barcode>>,
 }
 
-/// One sale of [`InventoryStore::apply_sales`]: the arguments of `apply_sale` but the store.
+/// A sale for [`InventoryStore::apply_sale`] to take the stock of, in a store the call names.
 #[derive(Clone, Debug)]
 pub struct SaleOrder {
     /// The idempotency key.
@@ -38,6 +38,12 @@ pub struct SaleOrder {
     pub fingerprint: Vec<u8>,
     pub terminal_id: String,
     pub movements: Vec<StockMovement>,
+    /// The unit prices the sale charged, per sku; when given, the sale is refused
+    /// ([`domain::REPRICE`]) unless each is still the catalog's and the product is for sale.
+    /// Empty: the caller priced the sale in the same transaction (or does not price at all).
+    ///
+    /// [`domain::REPRICE`]: crate::domain::REPRICE
+    pub charged: Vec<ChargedPrice>,
 }
 
 #[tonic::async_trait]
@@ -112,15 +118,9 @@ pub trait InventoryStore: Send + Sync + 'static {
         movement: StockMovement,
         reason: &'static str,
     ) -> Result<pb::AdjustStockResponse>;
-    /// Takes a sale's stock atomically under the store's oversell policy; idempotent by sale id.
-    async fn apply_sale(
-        &self,
-        sale_id: &str,
-        fingerprint: Vec<u8>,
-        store_id: &str,
-        terminal_id: &str,
-        movements: Vec<StockMovement>,
-    ) -> Result<pb::ApplySaleResponse>;
+    /// Takes a sale's stock atomically under the store's oversell policy (and holds it to the
+    /// prices it charged, if any); idempotent by sale id.
+    async fn apply_sale(&self, store_id: &str, sale: SaleOrder) -> Result<pb::ApplySaleResponse>;
 
     /// Applies several sales of one store in order, each exactly as [`apply_sale`] would alone,
     /// with one outcome per sale. Backends that can do better (one transaction, one call)
@@ -130,9 +130,7 @@ pub trait InventoryStore: Send + Sync + 'static {
     async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {
         let mut outcomes = Vec::with_capacity(sales.len());
         for sale in sales {
-            outcomes.push(
-                self.apply_sale(&sale.sale_id, sale.fingerprint, store_id, &sale.terminal_id, sale.movements).await,
-            );
+            outcomes.push(self.apply_sale(store_id, sale).await);
         }
         outcomes
     }
@@ -173,22 +171,26 @@ impl SqliteInventory {
     }
 }
 
-/// Applies a sale's lines in the caller's SQLite transaction: validates the store and every sku,
-/// then takes the stock under the store's policy. Used by `apply_sale` and, in one process, by
-/// checkout, which adds its sale to the same transaction.
+/// Applies a sale's lines in the caller's SQLite transaction: validates the store and every sku
+/// (and the prices charged, if any), then takes the stock under the store's policy. Used by
+/// `apply_sale` and, in one process, by checkout, which adds its sale to the same transaction.
 pub fn apply_sale_in(
     ctx: &mut redstore_platform::WriteCtx<'_>,
     store_id: &str,
     terminal_id: &str,
     sale_id: &str,
     movements: &[StockMovement],
+    charged: &[ChargedPrice],
 ) -> Result<repo::Applied> {
     let store = repo::get_store(ctx.conn, store_id)?;
+    let mut catalog = std::collections::HashMap::with_capacity(movements.len());
     for m in movements {
-        if repo::product_core(ctx.conn, &m.sku)?.is_none() {
+        let Some(core) = repo::product_core(ctx.conn, &m.sku)? else {
             return Err(Error::not_found(format!("sku {:?} does not exist", m.sku)));
-        }
+        };
+        catalog.insert(m.sku.as_str(), (core.price, core.active));
     }
+    check_charged(charged, |sku| catalog.get(sku).copied())?;
     repo::apply_movements(ctx, &store, "sale", sale_id, terminal_id, movements)
 }
 
@@ -339,19 +341,13 @@ impl InventoryStore for SqliteInventory {
             .await
     }
 
-    async fn apply_sale(
-        &self,
-        sale_id: &str,
-        fingerprint: Vec<u8>,
-        store_id: &str,
-        terminal_id: &str,
-        movements: Vec<StockMovement>,
-    ) -> Result<pb::ApplySaleResponse> {
-        let (sale_id, store_id, terminal_id) = (sale_id.to_owned(), store_id.to_owned(), terminal_id.to_owned());
+    async fn apply_sale(&self, store_id: &str, sale: SaleOrder) -> Result<pb::ApplySaleResponse> {
+        let store_id = store_id.to_owned();
         self.db
             .write(move |ctx| {
-                once(ctx, "inventory.apply_sale", &sale_id, &fingerprint, |ctx| {
-                    let applied = apply_sale_in(ctx, &store_id, &terminal_id, &sale_id, &movements)?;
+                let SaleOrder { sale_id, fingerprint, terminal_id, movements, charged } = &sale;
+                once(ctx, "inventory.apply_sale", sale_id, fingerprint, |ctx| {
+                    let applied = apply_sale_in(ctx, &store_id, terminal_id, sale_id, movements, charged)?;
                     Ok(pb::ApplySaleResponse {
                         stock: applied.levels,
                         negative_skus: applied.negative_skus,

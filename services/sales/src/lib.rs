@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod domain;
 pub mod events;
 pub mod grpc;

@@ -52,6 +52,7 @@ use prost::Message as _;
 use redstore_inventory::InventoryStore;
 use redstore_inventory::domain::{Product, StockMovement, sale_movements};
 use redstore_inventory::pg::PgInventory;
+use redstore_inventory::store::SaleOrder;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::idempotency::key_reused;
@@ -63,6 +64,7 @@ use redstore_proto::inventory as inv;
 use redstore_proto::sales::*;
 use sqlx::{PgConnection, Row as _};
 
+use crate::catalog::{self, Catalog};
 use crate::domain::{self, PricedLine};
 use crate::events::{sale_completed, sale_refunded};
 mod batch;
@@ -94,6 +96,8 @@ const CHECKOUT_ROUNDS: usize = 8;
 pub struct PgSales {
     pool: PgPool,
     inventory: Arc<dyn InventoryStore>,
+    /// Terminals and products as inventory last said (checkouts price from it).
+    catalog: Arc<Catalog>,
     /// Checkouts by group commit, when inventory is in the same database and process.
     batcher: Option<Arc<StoreBatcher<batch::Job>>>,
 }
@@ -113,9 +117,10 @@ impl PgSales {
     }
 
     fn batched(pool: PgPool, inventory: Arc<dyn InventoryStore>, local: bool) -> Arc<Self> {
-        let saga = Self { pool: pool.clone(), inventory: inventory.clone(), batcher: None };
+        let catalog = Arc::new(Catalog::default());
+        let saga = Self { pool: pool.clone(), inventory: inventory.clone(), catalog: catalog.clone(), batcher: None };
         let batcher = batch::batcher(saga, local);
-        Arc::new(Self { pool, inventory, batcher: Some(Arc::new(batcher)) })
+        Arc::new(Self { pool, inventory, catalog, batcher: Some(Arc::new(batcher)) })
     }
 }
 
@@ -383,12 +388,22 @@ fn apply_request(sale: &Sale) -> (inv::ApplySaleRequest, Vec<(String, i64)>) {
         sale_id: sale.sale_id.clone(),
         store_id: sale.store_id.clone(),
         terminal_id: sale.terminal_id.clone(),
-        lines: lines.iter().map(|(sku, quantity)| inv::SaleLine { sku: sku.clone(), quantity: *quantity }).collect(),
+        lines: sale
+            .lines
+            .iter()
+            .map(|l| inv::SaleLine { sku: l.sku.clone(), quantity: l.quantity, unit_price: l.unit_price.clone() })
+            .collect(),
     };
     (request, lines)
 }
 
 impl PgSales {
+    /// NOT_FOUND unless the store exists and the terminal is registered in it (asked of inventory
+    /// once per terminal).
+    async fn require_terminal(&self, store_id: &str, terminal_id: &str) -> Result<()> {
+        self.catalog.require_terminal(self.inventory.as_ref(), store_id, terminal_id).await
+    }
+
     /// A cart line priced from the catalog, with the stock on hand in the store.
     async fn cart_line(&self, store_id: &str, product: &Product, quantity: i64) -> Result<CartLine> {
         let stock = self.inventory.get_stock(store_id, &product.sku).await?;
@@ -436,7 +451,7 @@ impl PgSales {
     /// no negative skus yet), and the cart's lines when it sells the cart.
     async fn draft(&self, order: &CheckoutOrder) -> Result<(Sale, Option<Vec<(String, i64)>>)> {
         let (store_id, terminal_id) = (order.store_id.as_str(), order.terminal_id.as_str());
-        self.inventory.require_terminal(store_id, terminal_id).await?;
+        self.require_terminal(store_id, terminal_id).await?;
         let (field, from_cart, lines) = if order.lines.is_empty() {
             let mut tx = pg::store_tx(&self.pool, store_id).await?;
             let items = cart_items(&mut tx, store_id, terminal_id).await?;
@@ -448,10 +463,10 @@ impl PgSales {
         } else {
             ("lines", false, order.lines.clone())
         };
-        // One catalog read for every line.
+        // Priced from the copy of the catalog (inventory holds the sale to its prices).
         let skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
-        let products = self.inventory.get_products(&skus).await?;
-        let priced = price_lines(field, &lines, |i| products.get(i).and_then(Option::as_ref))?;
+        let products = self.catalog.products(self.inventory.as_ref(), &skus).await?;
+        let priced = price_lines(field, &lines, |i| products.get(&lines[i].0))?;
         let (sale, _) = draft_sale(order, field, &lines, &priced)?;
         Ok((sale, from_cart.then_some(lines)))
     }
@@ -534,14 +549,20 @@ impl PgSales {
             return Ok(Some(sale));
         }
         let (request, lines) = apply_request(&sale);
-        let movements: Vec<StockMovement> = sale_movements(if from_cart { "cart" } else { "lines" }, lines)?;
-        let applied = self
-            .inventory
-            .apply_sale(&sale.sale_id, request.encode_to_vec(), store_id, &sale.terminal_id, movements)
-            .await;
+        let order = SaleOrder {
+            sale_id: sale.sale_id.clone(),
+            fingerprint: request.encode_to_vec(),
+            terminal_id: sale.terminal_id.clone(),
+            movements: sale_movements(if from_cart { "cart" } else { "lines" }, lines)?,
+            charged: catalog::charged(&sale),
+        };
+        let applied = self.inventory.apply_sale(store_id, order).await;
         let applied = match applied {
             Ok(applied) => applied,
             Err(err) if is_refusal(&err) => {
+                if catalog::is_reprice(&err) {
+                    self.catalog.forget(sale.lines.iter().map(|l| l.sku.as_str()));
+                }
                 sqlx::query("DELETE FROM sales.sales WHERE sale_id = $1 AND status = 'pending'")
                     .bind(sale_id)
                     .execute(&mut *tx)
@@ -646,9 +667,12 @@ impl PgSales {
                 Ok(sale_id) => sale_id,
                 Err(completed) => return Ok(completed),
             };
-            match self.finish(&order.store_id, &sale_id).await? {
-                Some(sale) => return Ok(sale),
-                None => continue,
+            match self.finish(&order.store_id, &sale_id).await {
+                Ok(Some(sale)) => return Ok(sale),
+                Ok(None) => continue,
+                // Priced from a stale copy of the catalog (now forgotten): refused and gone; again.
+                Err(err) if catalog::is_reprice(&err) => continue,
+                Err(err) => return Err(err),
             }
         }
         Err(Error::Unavailable(format!(
@@ -676,7 +700,7 @@ impl SalesStore for PgSales {
         if let Claim::Replay(stored) = pg::claim(&mut tx, &scope, &order.scan_id, &order.fingerprint).await? {
             return pg::replay(&stored);
         }
-        self.inventory.require_terminal(store_id, terminal_id).await?;
+        self.require_terminal(store_id, terminal_id).await?;
         let product = match self.inventory.product_by_barcode(&order.barcode).await {
             Ok(p) => p,
             Err(e) if e.code() == tonic::Code::NotFound => {
@@ -698,7 +722,7 @@ impl SalesStore for PgSales {
     }
 
     async fn get_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart> {
-        self.inventory.require_terminal(store_id, terminal_id).await?;
+        self.require_terminal(store_id, terminal_id).await?;
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
         let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
         tx.commit().await?;
@@ -718,7 +742,7 @@ impl SalesStore for PgSales {
         if let Claim::Replay(stored) = pg::claim(&mut tx, &scope, &idem.key, &idem.fingerprint).await? {
             return pg::replay(&stored);
         }
-        self.inventory.require_terminal(store_id, terminal_id).await?;
+        self.require_terminal(store_id, terminal_id).await?;
         let product = for_sale(known(sku, self.inventory.get_product(sku).await)?)?;
         let line = self.add_to_cart(&mut tx, store_id, terminal_id, &product, quantity).await?;
         let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
@@ -735,7 +759,7 @@ impl SalesStore for PgSales {
         sku: &str,
         quantity: i64,
     ) -> Result<Cart> {
-        self.inventory.require_terminal(store_id, terminal_id).await?;
+        self.require_terminal(store_id, terminal_id).await?;
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
         if !cart_set(&mut tx, store_id, terminal_id, sku, quantity).await? && quantity > 0 {
             return Err(Error::not_found(format!("sku {sku:?} is not in the cart of terminal {terminal_id:?}")));
@@ -746,7 +770,7 @@ impl SalesStore for PgSales {
     }
 
     async fn clear_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart> {
-        self.inventory.require_terminal(store_id, terminal_id).await?;
+        self.require_terminal(store_id, terminal_id).await?;
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
         cart_clear(&mut tx, store_id, terminal_id).await?;
         let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
@@ -762,7 +786,7 @@ impl SalesStore for PgSales {
         pg::check_store_id(&order.store_id)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let store_id = order.store_id.clone();
-        batcher.submit(&store_id, batch::Job { order, reply });
+        batcher.submit(&store_id, batch::Job { order, reply, repriced: 0 });
         answer.await.unwrap_or_else(|_| {
             Err(Error::Unavailable("the checkout was interrupted; retry it with the same idempotency_key".to_owned()))
         })

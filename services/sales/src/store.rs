@@ -305,7 +305,8 @@ impl SalesStore for SqliteSales {
                     let change = domain::settle(total, &order.tenders)?;
                     let movements = sale_movements(field, lines.iter().cloned())?;
                     let sale_id = uuid::Uuid::now_v7().to_string();
-                    let applied = apply_sale_in(ctx, store_id, terminal_id, &sale_id, &movements)?;
+                    // Priced in this transaction: nothing to hold the prices to.
+                    let applied = apply_sale_in(ctx, store_id, terminal_id, &sale_id, &movements, &[])?;
                     let created = unix_ms(ctx.now);
                     let sale = Sale {
                         sale_id,

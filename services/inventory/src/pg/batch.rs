@@ -30,73 +30,18 @@ use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::eventlog::envelope;
 use redstore_platform::idempotency::{key_reused, key_unanswered};
+use redstore_platform::money::{Currency, Money};
 use redstore_platform::pg::{self, PgPool};
 use redstore_proto::events::{InventoryChanged, event_envelope::Payload};
 use redstore_proto::inventory as pb;
 use sqlx::{PgConnection, Row as _};
 
-use super::{
-    PRODUCTS_BY_SKU, SCHEMA, applied, insufficient, no_store, no_terminal, now_ms, product_from_row, sale_answer,
-};
-use crate::domain::{OversellPolicy, Product, StockMovement};
+use super::{SCHEMA, applied, insufficient, no_store, now_ms, sale_answer};
+use crate::domain::{ChargedPrice, OversellPolicy, StockMovement, check_charged};
 use crate::store::SaleOrder;
 
 /// The idempotency scope of applied sales, as `InventoryStore::apply_sale` uses it.
 const SCOPE: &str = "inventory.apply_sale";
-
-/// What a batch of checkouts in one store needs to know before it prices anything: whether the
-/// store exists, which of the terminals are registered in it, and the products.
-pub struct SaleContext {
-    store_id: String,
-    store_exists: bool,
-    terminals: HashSet<String>,
-    products: HashMap<String, Product>,
-}
-
-impl SaleContext {
-    /// Reads the context in the caller's transaction scoped to `store_id`: one round trip for the
-    /// store and terminals, one for the products (with their barcodes).
-    pub async fn read(conn: &mut PgConnection, store_id: &str, terminals: &[&str], skus: &[&str]) -> Result<Self> {
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM inventory.stores WHERE store_id = $1),
-                    ARRAY (SELECT terminal_id FROM inventory.terminals WHERE store_id = $1 AND terminal_id = ANY ($2))",
-        )
-        .bind(store_id)
-        .bind(terminals)
-        .fetch_one(&mut *conn)
-        .await?;
-        let store_exists: bool = row.try_get(0)?;
-        let terminals: Vec<String> = row.try_get(1)?;
-        let mut products = HashMap::with_capacity(skus.len());
-        if !skus.is_empty() {
-            for row in sqlx::query(PRODUCTS_BY_SKU).bind(skus).fetch_all(&mut *conn).await? {
-                let product = product_from_row(&row)?;
-                products.insert(product.sku.clone(), product);
-            }
-        }
-        Ok(Self { store_id: store_id.to_owned(), store_exists, terminals: terminals.into_iter().collect(), products })
-    }
-
-    /// `InventoryStore::require_terminal`, with the same NOT_FOUND messages.
-    pub fn require_terminal(&self, terminal_id: &str) -> Result<()> {
-        if !self.store_exists {
-            return Err(no_store(&self.store_id));
-        }
-        if !self.terminals.contains(terminal_id) {
-            return Err(no_terminal(&self.store_id, terminal_id));
-        }
-        Ok(())
-    }
-
-    pub fn store_exists(&self) -> bool {
-        self.store_exists
-    }
-
-    /// A product read with the context (`None`: no such sku, or it was not asked for).
-    pub fn product(&self, sku: &str) -> Option<&Product> {
-        self.products.get(sku)
-    }
-}
 
 /// One sale of a batch.
 pub struct SaleToApply<'a> {
@@ -107,6 +52,8 @@ pub struct SaleToApply<'a> {
     pub request: &'a [u8],
     pub terminal_id: &'a str,
     pub movements: &'a [StockMovement],
+    /// The unit prices the sale charged (empty: not held to the catalog), as in [`SaleOrder`].
+    pub charged: &'a [ChargedPrice],
 }
 
 /// What a batch did.
@@ -125,64 +72,169 @@ struct Decided {
     quantities: Vec<i64>,
 }
 
+/// A batch decided under the store's locks ([`decide_sales`]) but not yet written: its outcomes
+/// hold once [`DecidedSales::write`] (or the caller's own statement, through
+/// [`DecidedSales::write_call`]) has written it in the same transaction.
+pub struct DecidedSales {
+    pub applied: AppliedSales,
+    write: SalesWrite,
+}
+
+/// The arguments of `inventory.write_sales` (migration 0005) for a decided batch.
+#[derive(Default)]
+struct SalesWrite {
+    store_id: String,
+    /// Per sku: the net delta, the sequence of the last sale that touched it, the quantity decided.
+    skus: Vec<String>,
+    deltas: Vec<i64>,
+    seqs: Vec<i64>,
+    quantities: Vec<i64>,
+    occurred_at_ms: i64,
+    event_ids: Vec<uuid::Uuid>,
+    event_seqs: Vec<i64>,
+    bodies: Vec<Vec<u8>>,
+    keys: Vec<String>,
+    requests: Vec<Vec<u8>>,
+    answers: Vec<Vec<u8>>,
+    last_seq: i64,
+}
+
+/// A query under construction, as `sqlx::query` makes them.
+pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+impl DecidedSales {
+    /// How many arguments [`Self::write_call`] takes.
+    pub const WRITE_ARGS: usize = 13;
+
+    /// Whether the batch writes anything: a batch of refusals and replays writes nothing.
+    pub fn writes(&self) -> bool {
+        !self.write.event_ids.is_empty()
+    }
+
+    /// The call that writes the batch, its arguments numbered from `$first` (bind them with
+    /// [`Self::bind_write`]); it returns `(sku, quantity)` rows, each to pass to
+    /// [`Self::check_written`]. For a caller that writes its own rows in the same statement.
+    pub fn write_call(first: usize) -> String {
+        let args: Vec<String> = (first..first + Self::WRITE_ARGS).map(|n| format!("${n}")).collect();
+        format!("inventory.write_sales({})", args.join(", "))
+    }
+
+    /// Binds [`Self::write_call`]'s arguments, in order.
+    pub fn bind_write<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        let w = &self.write;
+        query
+            .bind(&w.store_id)
+            .bind(&w.skus)
+            .bind(&w.deltas)
+            .bind(&w.seqs)
+            .bind(w.occurred_at_ms)
+            .bind(&w.event_ids)
+            .bind(&w.event_seqs)
+            .bind(&w.bodies)
+            .bind(SCOPE)
+            .bind(&w.keys)
+            .bind(&w.requests)
+            .bind(&w.answers)
+            .bind(w.last_seq)
+    }
+
+    /// Checks a written sku's quantity against the decision. Every stock writer of the store holds
+    /// its sequence lock, so a difference means it did not hold: the caller must roll back.
+    pub fn check_written(&self, sku: &str, quantity: i64) -> Result<()> {
+        let w = &self.write;
+        match w.skus.iter().position(|s| s == sku) {
+            Some(i) if w.quantities[i] == quantity => Ok(()),
+            _ => Err(Error::Internal(anyhow::anyhow!(
+                "stock of sku {sku:?} in store {:?} changed while the store's sequence lock was held",
+                w.store_id
+            ))),
+        }
+    }
+
+    /// Writes the batch in the caller's transaction: one round trip, none when it writes nothing.
+    pub async fn write(self, conn: &mut PgConnection) -> Result<AppliedSales> {
+        if self.writes() {
+            let sql = format!("SELECT o_sku, o_quantity FROM {}", Self::write_call(1));
+            for row in self.bind_write(sqlx::query(&sql)).fetch_all(&mut *conn).await? {
+                self.check_written(row.try_get(0)?, row.try_get(1)?)?;
+            }
+        }
+        Ok(self.applied)
+    }
+}
+
 /// Applies the sales in order, in the caller's transaction scoped to `store_id` (see the module
-/// documentation). An `Err` means the batch could not be decided or written: the caller must roll
-/// its transaction back.
+/// documentation): [`decide_sales`], then its writes. An `Err` means the batch could not be
+/// decided or written: the caller must roll its transaction back.
 pub async fn apply_sales_in(
     conn: &mut PgConnection,
     store_id: &str,
     sales: &[SaleToApply<'_>],
 ) -> Result<AppliedSales> {
+    decide_sales(conn, store_id, sales).await?.write(conn).await
+}
+
+/// Decides the sales in order, in the caller's transaction scoped to `store_id`, with one round
+/// trip (`inventory.lock_sales`: the sale ids applied before; then the store's sequence lock, held
+/// to the commit, and each sku's product and stock) and no write: the caller writes the decision
+/// in the same transaction ([`DecidedSales::write`]). A sale id applied before is answered from its
+/// stored answer; a sale is refused for an unknown store or sku, a charged price the catalog no
+/// longer has, or stock a strict store does not have.
+pub async fn decide_sales(conn: &mut PgConnection, store_id: &str, sales: &[SaleToApply<'_>]) -> Result<DecidedSales> {
     let mut outcomes: Vec<Option<Result<pb::ApplySaleResponse>>> = sales.iter().map(|_| None).collect();
     let ids: Vec<&str> = sales.iter().map(|s| s.sale_id).collect();
     if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
         return Err(Error::Internal(anyhow::anyhow!("a sale id appears twice in one batch")));
     }
+    let mut write = SalesWrite { store_id: store_id.to_owned(), ..SalesWrite::default() };
     if sales.is_empty() {
-        return Ok(AppliedSales { outcomes: Vec::new(), last_seq: None });
+        return Ok(DecidedSales { applied: AppliedSales { outcomes: Vec::new(), last_seq: None }, write });
     }
 
-    // The sale ids applied before are answered from their stored answers. A sale id is claimed by
-    // inserting it with its answer in the batch's write below: a concurrent batch that applies the
-    // same id first makes that insert fail on the key, and the batch runs again one sale at a time,
-    // where this lookup finds it. (Read before the store's lock, which is held as briefly as possible.)
-    let taken = taken_keys(conn, &ids).await?;
-    if !taken.is_empty() {
-        replay_taken(sales, &taken, &mut outcomes);
-    }
-    if outcomes.iter().all(Option::is_some) {
-        return Ok(AppliedSales { outcomes: settled(outcomes), last_seq: None });
-    }
-
-    // Under the store's sequence row lock: its policy, and every sku's product and stock row.
-    let mut skus: Vec<&str> = Vec::new();
-    for (i, sale) in sales.iter().enumerate() {
-        if outcomes[i].is_none() {
-            skus.extend(sale.movements.iter().map(|m| m.sku.as_str()));
-        }
-    }
+    // A sale id is claimed by inserting it with its answer in the batch's write: a concurrent batch
+    // that applies the same id first makes that insert fail on the key, and the batch runs again
+    // one sale at a time, where the lookup below finds it.
+    let mut skus: Vec<&str> = sales.iter().flat_map(|s| s.movements.iter().map(|m| m.sku.as_str())).collect();
     skus.sort_unstable();
     skus.dedup();
-    let rows = sqlx::query("SELECT o_last_seq, o_policy, o_sku, o_known, o_quantity FROM inventory.lock_stock($1, $2)")
-        .bind(store_id)
-        .bind(&skus)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT o_key, o_request, o_response, o_last_seq, o_policy, o_sku, o_known, o_active, o_currency,
+                o_price, o_quantity
+         FROM inventory.lock_sales($1, $2, $3, $4)",
+    )
+    .bind(store_id)
+    .bind(&skus)
+    .bind(SCOPE)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut taken: HashMap<String, (Vec<u8>, Option<Vec<u8>>)> = HashMap::new();
     let mut locked = None;
-    let mut known = HashSet::with_capacity(skus.len());
+    // Per known sku: its price and whether it is for sale.
+    let mut catalog: HashMap<String, (Money, bool)> = HashMap::with_capacity(skus.len());
     let mut stock: HashMap<String, i64> = HashMap::with_capacity(skus.len());
     for row in &rows {
-        let Some(sku) = row.try_get::<Option<String>, _>(2)? else {
-            let policy = OversellPolicy::from_db(row.try_get::<&str, _>(1)?);
-            locked = Some((row.try_get::<i64, _>(0)? as u64, policy));
+        if let Some(key) = row.try_get::<Option<String>, _>(0)? {
+            taken.insert(key, (row.try_get(1)?, row.try_get(2)?));
+            continue;
+        }
+        let Some(sku) = row.try_get::<Option<String>, _>(5)? else {
+            let policy = OversellPolicy::from_db(row.try_get::<&str, _>(4)?);
+            locked = Some((row.try_get::<i64, _>(3)? as u64, policy));
             continue;
         };
-        if row.try_get::<bool, _>(3)? {
-            known.insert(sku.clone());
+        if row.try_get::<bool, _>(6)? {
+            let currency: &str = row.try_get(8)?;
+            let currency = Currency::parse("currency_code", currency)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("stored product {sku} has a bad currency: {e}")))?;
+            catalog.insert(sku.clone(), (Money::new(currency, row.try_get(9)?), row.try_get(7)?));
         }
-        if let Some(quantity) = row.try_get::<Option<i64>, _>(4)? {
+        if let Some(quantity) = row.try_get::<Option<i64>, _>(10)? {
             stock.insert(sku, quantity);
         }
+    }
+    if !taken.is_empty() {
+        replay_taken(sales, &taken, &mut outcomes);
     }
     let (last_seq, policy) = locked.unwrap_or((0, OversellPolicy::Strict));
 
@@ -198,11 +250,13 @@ pub async fn apply_sales_in(
             outcomes[i] = Some(Err(no_store(store_id)));
             continue;
         }
-        if let Some(m) = sale.movements.iter().find(|m| !known.contains(&m.sku)) {
+        if let Some(m) = sale.movements.iter().find(|m| !catalog.contains_key(&m.sku)) {
             outcomes[i] = Some(Err(Error::not_found(format!("sku {:?} does not exist", m.sku))));
             continue;
         }
-        match decide(&stock, store_id, policy, sale.movements) {
+        let decision = check_charged(sale.charged, |sku| catalog.get(sku).copied())
+            .and_then(|()| decide(&stock, store_id, policy, sale.movements));
+        match decision {
             Ok(quantities) => {
                 for (m, &q) in sale.movements.iter().zip(&quantities) {
                     stock.insert(m.sku.clone(), q);
@@ -215,13 +269,7 @@ pub async fn apply_sales_in(
     }
 
     // The answers and events of the applied sales.
-    let occurred_at_ms = now_ms();
-    let mut event_ids = Vec::with_capacity(decided.len());
-    let mut event_seqs = Vec::with_capacity(decided.len());
-    let mut bodies = Vec::with_capacity(decided.len());
-    let mut answered = Vec::with_capacity(decided.len());
-    let mut answered_requests = Vec::with_capacity(decided.len());
-    let mut answers = Vec::with_capacity(decided.len());
+    write.occurred_at_ms = now_ms();
     let mut stock_seq: HashMap<&str, i64> = HashMap::new();
     for d in &decided {
         let sale = &sales[d.index];
@@ -234,85 +282,29 @@ pub async fn apply_sales_in(
             terminal_id: sale.terminal_id.to_owned(),
             changes,
         };
-        let event = envelope(event_id, store_id, d.seq, occurred_at_ms, Payload::InventoryChanged(change));
-        event_ids.push(event_id);
-        event_seqs.push(d.seq as i64);
-        bodies.push(event.encode_to_vec());
-        answered.push(sale.sale_id);
-        answered_requests.push(sale.request);
-        answers.push(response.encode_to_vec());
+        let event = envelope(event_id, store_id, d.seq, write.occurred_at_ms, Payload::InventoryChanged(change));
+        write.event_ids.push(event_id);
+        write.event_seqs.push(d.seq as i64);
+        write.bodies.push(event.encode_to_vec());
+        write.keys.push(sale.sale_id.to_owned());
+        write.requests.push(sale.request.to_vec());
+        write.answers.push(response.encode_to_vec());
         for m in sale.movements {
             stock_seq.insert(&m.sku, d.seq as i64);
         }
         outcomes[d.index] = Some(Ok(response));
     }
-    // Per sku: the net delta and the sequence of the last sale that touched it.
-    let (mut w_skus, mut w_deltas, mut w_seqs) = (Vec::new(), Vec::new(), Vec::new());
-    for (sku, &seq) in &stock_seq {
+    // Per sku: the net delta, the sequence of the last sale that touched it, the quantity decided.
+    for (sku, &sku_seq) in &stock_seq {
         let after = stock[*sku];
-        w_skus.push(*sku);
-        w_deltas.push(after - before.get(*sku).copied().unwrap_or(0));
-        w_seqs.push(seq);
+        write.skus.push((*sku).to_owned());
+        write.deltas.push(after - before.get(*sku).copied().unwrap_or(0));
+        write.seqs.push(sku_seq);
+        write.quantities.push(after);
     }
-    let written = sqlx::query(
-        "WITH st AS (
-             INSERT INTO inventory.stock AS s (store_id, sku, quantity, last_seq)
-             SELECT $1, u.sku, u.delta, u.seq FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS u (sku, delta, seq)
-             ON CONFLICT (store_id, sku) DO UPDATE SET quantity = s.quantity + excluded.quantity, last_seq = excluded.last_seq
-             RETURNING s.sku, s.quantity),
-         ob AS (
-             INSERT INTO inventory.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-             SELECT u.id, $1, u.seq, 'inventory.changed', $5, u.body
-             FROM unnest($6::uuid[], $7::bigint[], $8::bytea[]) AS u (id, seq, body)),
-         answered AS (
-             INSERT INTO platform.idempotency_keys (scope, key, request, response)
-             SELECT $11, u.key, u.request, u.response
-             FROM unnest($9::text[], $12::bytea[], $10::bytea[]) AS u (key, request, response)),
-         sq AS (
-             UPDATE inventory.store_sequences q SET last_seq = $13 WHERE q.store_id = $1 AND q.last_seq < $13)
-         SELECT sku, quantity FROM st",
-    )
-    .bind(store_id)
-    .bind(&w_skus)
-    .bind(&w_deltas)
-    .bind(&w_seqs)
-    .bind(occurred_at_ms)
-    .bind(&event_ids)
-    .bind(&event_seqs)
-    .bind(&bodies)
-    .bind(&answered)
-    .bind(&answers)
-    .bind(SCOPE)
-    .bind(&answered_requests)
-    .bind(seq as i64)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &written {
-        let sku: &str = row.try_get(0)?;
-        let quantity: i64 = row.try_get(1)?;
-        if stock.get(sku) != Some(&quantity) {
-            return Err(Error::Internal(anyhow::anyhow!(
-                "stock of sku {sku:?} in store {store_id:?} changed while the store's sequence lock was held"
-            )));
-        }
-    }
+    write.last_seq = seq as i64;
     let last_seq = (seq > last_seq).then_some(seq);
-    Ok(AppliedSales { outcomes: settled(outcomes), last_seq })
-}
-
-/// The stored request and answer of each of `ids` applied before.
-async fn taken_keys(conn: &mut PgConnection, ids: &[&str]) -> Result<HashMap<String, (Vec<u8>, Option<Vec<u8>>)>> {
-    let rows =
-        sqlx::query("SELECT key, request, response FROM platform.idempotency_keys WHERE scope = $1 AND key = ANY ($2)")
-            .bind(SCOPE)
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await?;
-    let mut taken = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        taken.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
-    }
-    Ok(taken)
+    Ok(DecidedSales { applied: AppliedSales { outcomes: settled(outcomes), last_seq }, write })
 }
 
 /// The answers of sales whose id was applied before: the stored answer for the same request,
@@ -384,6 +376,7 @@ impl<'a> From<&'a SaleOrder> for SaleToApply<'a> {
             request: &sale.fingerprint,
             terminal_id: &sale.terminal_id,
             movements: &sale.movements,
+            charged: &sale.charged,
         }
     }
 }

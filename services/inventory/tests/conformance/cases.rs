@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use redstore_inventory::domain::Product;
+use redstore_inventory::domain::{ChargedPrice, Product};
 use redstore_inventory::repo::StoreRow;
-use redstore_inventory::store::{Idem, ProductPatch};
+use redstore_inventory::store::{Idem, ProductPatch, SaleOrder};
 use redstore_inventory::{InventoryStore, OversellPolicy, StockMovement};
 use redstore_platform::Error;
 use redstore_platform::barcode::{Barcode, ean13_from_payload};
@@ -50,6 +50,17 @@ fn ean13(payload: &str) -> String {
 
 fn mv(sku: &str, delta: i64) -> StockMovement {
     StockMovement { sku: sku.to_owned(), delta }
+}
+
+/// A sale for `apply_sale`, not held to any price.
+fn order(sale_id: &str, fingerprint: Vec<u8>, terminal_id: &str, movements: Vec<StockMovement>) -> SaleOrder {
+    SaleOrder {
+        sale_id: sale_id.to_owned(),
+        fingerprint,
+        terminal_id: terminal_id.to_owned(),
+        movements,
+        charged: Vec::new(),
+    }
 }
 
 fn terminal(store_id: &str, terminal_id: &str) -> pb::Terminal {
@@ -496,7 +507,7 @@ pub async fn apply_sale_is_idempotent_by_sale_id(store: Store) {
     receive(&store, "s1", "sku-2", 10).await;
 
     let lines = vec![mv("sku-1", -3), mv("sku-2", -1)];
-    let first = store.apply_sale("sale-1", b"fp-1".to_vec(), "s1", "t1", lines.clone()).await.unwrap();
+    let first = store.apply_sale("s1", order("sale-1", b"fp-1".to_vec(), "t1", lines.clone())).await.unwrap();
     assert_eq!(first.store_seq, 3);
     assert!(first.negative_skus.is_empty());
     assert_eq!(
@@ -506,12 +517,12 @@ pub async fn apply_sale_is_idempotent_by_sale_id(store: Store) {
             pb::StockLevel { store_id: "s1".into(), sku: "sku-2".into(), quantity: 9, last_seq: 3 },
         ]
     );
-    let again = store.apply_sale("sale-1", b"fp-1".to_vec(), "s1", "t1", lines.clone()).await.unwrap();
+    let again = store.apply_sale("s1", order("sale-1", b"fp-1".to_vec(), "t1", lines.clone())).await.unwrap();
     assert_eq!(again, first);
     assert_eq!(quantity(&store, "s1", "sku-1").await, 7);
     assert_eq!(quantity(&store, "s1", "sku-2").await, 9);
 
-    let err = store.apply_sale("sale-1", b"fp-2".to_vec(), "s1", "t1", vec![mv("sku-1", -1)]).await.unwrap_err();
+    let err = store.apply_sale("s1", order("sale-1", b"fp-2".to_vec(), "t1", vec![mv("sku-1", -1)])).await.unwrap_err();
     assert_already_exists(
         err,
         r#"idempotency_key "sale-1" was already used for a different inventory.apply_sale request; use a new key for a new request"#,
@@ -530,18 +541,83 @@ pub async fn apply_sale_is_idempotent_by_sale_id(store: Store) {
     );
 }
 
+/// A sale priced from a copy of the catalog carries the prices it charged: it takes stock only
+/// while they are still the catalog's and the products are for sale, and a refusal leaves nothing
+/// (not even its sale id used).
+pub async fn apply_sale_is_held_to_the_prices_it_charged(store: Store) {
+    new_store(&store, "s1", OversellPolicy::Strict).await;
+    new_product(&store, "sku-1").await;
+    new_product(&store, "sku-2").await;
+    receive(&store, "s1", "sku-1", 10).await;
+    receive(&store, "s1", "sku-2", 10).await;
+    let charged = |prices: &[(&str, i64)]| -> Vec<ChargedPrice> {
+        prices.iter().map(|(sku, minor)| ChargedPrice { sku: (*sku).to_owned(), price: eur(*minor) }).collect()
+    };
+    let priced = |id: &str, prices: &[(&str, i64)]| SaleOrder {
+        charged: charged(prices),
+        ..order(id, id.as_bytes().to_vec(), "t1", vec![mv("sku-1", -2), mv("sku-2", -1)])
+    };
+
+    // The catalog's prices: taken.
+    let applied = store.apply_sale("s1", priced("sale-1", &[("sku-1", 250), ("sku-2", 250)])).await.unwrap();
+    assert_eq!(applied.store_seq, 3);
+
+    // One price that no longer holds: refused, nothing taken, the sale id still free.
+    let changed = ProductPatch { sku: "sku-2".into(), price: Some(eur(300)), ..ProductPatch::default() };
+    store.update_product(no_key(), changed).await.unwrap();
+    let err = store.apply_sale("s1", priced("sale-2", &[("sku-1", 250), ("sku-2", 250)])).await.unwrap_err();
+    assert_eq!(err.violation_type().as_deref(), Some("PRICE"), "{err:?}");
+    assert_eq!(err.to_string(), r#"sku "sku-2" now costs 3.00 EUR, not the 2.50 EUR charged; price the sale again"#);
+    assert_eq!((quantity(&store, "s1", "sku-1").await, quantity(&store, "s1", "sku-2").await), (8, 9));
+    assert_eq!(all_events(&store, "s1").await.len(), 3);
+
+    // Another currency is another price.
+    let err = store
+        .apply_sale(
+            "s1",
+            SaleOrder {
+                charged: vec![ChargedPrice {
+                    sku: "sku-1".into(),
+                    price: Money::new(Currency::parse("c", "USD").unwrap(), 250),
+                }],
+                ..order("sale-2", b"x".to_vec(), "t1", vec![mv("sku-1", -1)])
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.violation_type().as_deref(), Some("PRICE"), "{err:?}");
+
+    // Priced again, the same sale id goes through.
+    let applied = store.apply_sale("s1", priced("sale-2", &[("sku-1", 250), ("sku-2", 300)])).await.unwrap();
+    assert_eq!(applied.store_seq, 4);
+    assert_eq!((quantity(&store, "s1", "sku-1").await, quantity(&store, "s1", "sku-2").await), (6, 8));
+
+    // A product no longer for sale: refused.
+    let withdrawn = ProductPatch { sku: "sku-1".into(), active: Some(false), ..ProductPatch::default() };
+    store.update_product(no_key(), withdrawn).await.unwrap();
+    let err = store.apply_sale("s1", priced("sale-3", &[("sku-1", 250), ("sku-2", 300)])).await.unwrap_err();
+    assert_eq!(err.violation_type().as_deref(), Some("PRICE"), "{err:?}");
+    assert_eq!(err.to_string(), r#"sku "sku-1" is no longer for sale (inactive); price the sale again"#);
+    assert_eq!((quantity(&store, "s1", "sku-1").await, quantity(&store, "s1", "sku-2").await), (6, 8));
+
+    // A sale that charged nothing is not held to the catalog (the caller priced it in the same
+    // transaction, or does not price).
+    store.apply_sale("s1", order("sale-4", b"y".to_vec(), "t1", vec![mv("sku-1", -1)])).await.unwrap();
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 5);
+}
+
 pub async fn apply_sale_rejects_unknown_store_and_sku_without_effect(store: Store) {
     new_store(&store, "s1", OversellPolicy::AllowNegative).await;
     new_product(&store, "sku-1").await;
     receive(&store, "s1", "sku-1", 2).await;
 
     assert_not_found(
-        store.apply_sale("sale-1", b"a".to_vec(), "nope", "t1", vec![mv("sku-1", -1)]).await.unwrap_err(),
+        store.apply_sale("nope", order("sale-1", b"a".to_vec(), "t1", vec![mv("sku-1", -1)])).await.unwrap_err(),
         r#"store_id "nope" does not exist"#,
     );
     assert_not_found(
         store
-            .apply_sale("sale-1", b"b".to_vec(), "s1", "t1", vec![mv("sku-1", -1), mv("ghost", -1)])
+            .apply_sale("s1", order("sale-1", b"b".to_vec(), "t1", vec![mv("sku-1", -1), mv("ghost", -1)]))
             .await
             .unwrap_err(),
         r#"sku "ghost" does not exist"#,
@@ -549,7 +625,7 @@ pub async fn apply_sale_rejects_unknown_store_and_sku_without_effect(store: Stor
     assert_eq!(quantity(&store, "s1", "sku-1").await, 2);
     assert_eq!(all_events(&store, "s1").await.len(), 1);
     // A failed sale leaves its id free.
-    let ok = store.apply_sale("sale-1", b"c".to_vec(), "s1", "t1", vec![mv("sku-1", -1)]).await.unwrap();
+    let ok = store.apply_sale("s1", order("sale-1", b"c".to_vec(), "t1", vec![mv("sku-1", -1)])).await.unwrap();
     assert_eq!((ok.store_seq, ok.stock[0].quantity), (2, 1));
 }
 
@@ -563,7 +639,7 @@ pub async fn strict_store_fails_the_whole_sale(store: Store) {
 
     // The first line would fit; the second does not: nothing is taken.
     let err = store
-        .apply_sale("sale-1", b"x".to_vec(), "s1", "t1", vec![mv("sku-a", -2), mv("sku-b", -3)])
+        .apply_sale("s1", order("sale-1", b"x".to_vec(), "t1", vec![mv("sku-a", -2), mv("sku-b", -3)]))
         .await
         .unwrap_err();
     assert_insufficient(err, "sku-b", "s1", 3, 1);
@@ -571,7 +647,7 @@ pub async fn strict_store_fails_the_whole_sale(store: Store) {
     assert_eq!(quantity(&store, "s1", "sku-b").await, 1);
 
     // A sku never stocked in the store has 0 available.
-    let err = store.apply_sale("sale-2", b"y".to_vec(), "s1", "t1", vec![mv("sku-c", -1)]).await.unwrap_err();
+    let err = store.apply_sale("s1", order("sale-2", b"y".to_vec(), "t1", vec![mv("sku-c", -1)])).await.unwrap_err();
     assert_insufficient(err, "sku-c", "s1", 1, 0);
     assert_eq!(quantity(&store, "s1", "sku-c").await, 0);
 
@@ -580,11 +656,13 @@ pub async fn strict_store_fails_the_whole_sale(store: Store) {
     assert_eq!(store.snapshot("s1").await.unwrap().as_of_seq, 2);
 
     // Exactly everything is fine.
-    let ok =
-        store.apply_sale("sale-3", b"z".to_vec(), "s1", "t1", vec![mv("sku-a", -5), mv("sku-b", -1)]).await.unwrap();
+    let ok = store
+        .apply_sale("s1", order("sale-3", b"z".to_vec(), "t1", vec![mv("sku-a", -5), mv("sku-b", -1)]))
+        .await
+        .unwrap();
     assert_eq!(ok.store_seq, 3);
     assert_eq!(ok.stock.iter().map(|s| s.quantity).collect::<Vec<_>>(), [0, 0]);
-    let err = store.apply_sale("sale-4", b"w".to_vec(), "s1", "t1", vec![mv("sku-a", -1)]).await.unwrap_err();
+    let err = store.apply_sale("s1", order("sale-4", b"w".to_vec(), "t1", vec![mv("sku-a", -1)])).await.unwrap_err();
     assert_insufficient(err, "sku-a", "s1", 1, 0);
 }
 
@@ -597,7 +675,7 @@ pub async fn allow_negative_store_flags_negative(store: Store) {
     receive(&store, "s1", "sku-b", 5).await;
 
     let sale = store
-        .apply_sale("sale-1", b"x".to_vec(), "s1", "t1", vec![mv("sku-a", -3), mv("sku-b", -1), mv("sku-c", -2)])
+        .apply_sale("s1", order("sale-1", b"x".to_vec(), "t1", vec![mv("sku-a", -3), mv("sku-b", -1), mv("sku-c", -2)]))
         .await
         .unwrap();
     assert_eq!(sale.negative_skus, ["sku-a", "sku-c"]);
@@ -637,13 +715,15 @@ pub async fn events_are_gapless_and_snapshot_matches(store: Store) {
 
     let first = receive(&store, "s1", "sku-a", 10).await;
     receive(&store, "s2", "sku-a", 1).await;
-    let sale = store.apply_sale("sale-1", b"1".to_vec(), "s1", "t1", vec![mv("sku-a", -3)]).await.unwrap();
+    let sale = store.apply_sale("s1", order("sale-1", b"1".to_vec(), "t1", vec![mv("sku-a", -3)])).await.unwrap();
     // A failure and a replay take no sequence.
-    store.apply_sale("sale-2", b"2".to_vec(), "s1", "t1", vec![mv("sku-b", -1)]).await.unwrap_err();
-    store.apply_sale("sale-1", b"1".to_vec(), "s1", "t1", vec![mv("sku-a", -3)]).await.unwrap();
+    store.apply_sale("s1", order("sale-2", b"2".to_vec(), "t1", vec![mv("sku-b", -1)])).await.unwrap_err();
+    store.apply_sale("s1", order("sale-1", b"1".to_vec(), "t1", vec![mv("sku-a", -3)])).await.unwrap();
     receive(&store, "s1", "sku-b", 5).await;
-    let second_sale =
-        store.apply_sale("sale-3", b"3".to_vec(), "s1", "t2", vec![mv("sku-b", -2), mv("sku-a", -1)]).await.unwrap();
+    let second_sale = store
+        .apply_sale("s1", order("sale-3", b"3".to_vec(), "t2", vec![mv("sku-b", -2), mv("sku-a", -1)]))
+        .await
+        .unwrap();
     assert_eq!((sale.store_seq, second_sale.store_seq), (2, 4));
 
     let events = all_events(&store, "s1").await;
@@ -699,7 +779,7 @@ pub async fn strict_store_never_oversells(store: Store) {
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                store.apply_sale(&format!("sale-{i}"), vec![i as u8], "race", "t1", vec![mv("sku-1", -1)]).await
+                store.apply_sale("race", order(&format!("sale-{i}"), vec![i as u8], "t1", vec![mv("sku-1", -1)])).await
             })
         })
         .collect();
@@ -745,7 +825,9 @@ pub async fn concurrent_sales_in_any_sku_order_all_apply(store: Store) {
             } else {
                 vec![mv("sku-b", -2), mv("sku-a", -1)]
             };
-            tokio::spawn(async move { store.apply_sale(&format!("sale-{i}"), vec![i as u8], "s1", "t1", lines).await })
+            tokio::spawn(async move {
+                store.apply_sale("s1", order(&format!("sale-{i}"), vec![i as u8], "t1", lines)).await
+            })
         })
         .collect();
     let mut seqs = Vec::new();

@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use prost::Message as _;
-use redstore_inventory::domain::{Product, StockMovement};
-use redstore_inventory::pg::{SaleContext, SaleToApply, apply_sales_in};
+use redstore_inventory::domain::{ChargedPrice, Product, StockMovement};
+use redstore_inventory::pg::{DecidedSales, SaleToApply, decide_sales};
 use redstore_inventory::store::SaleOrder;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
@@ -55,6 +55,7 @@ use super::{
     KeyedSale, PgSales, SCHEMA, apply_request, check_spliced, draft_sale, keyed_sales, now_ms, price_lines,
     resume_keyed, sale_completed_parts, sold_lines,
 };
+use crate::catalog;
 use crate::store::{CheckoutOrder, cart_refusal, empty_cart};
 
 /// The most checkouts one transaction takes.
@@ -73,7 +74,13 @@ const IDLE: Duration = Duration::from_secs(30);
 pub(crate) struct Job {
     pub(crate) order: CheckoutOrder,
     pub(crate) reply: oneshot::Sender<Result<Sale>>,
+    /// How often inventory refused it for a price that no longer held (see `Answer::Reprice`).
+    pub(crate) repriced: u8,
 }
+
+/// How often a checkout is priced again after inventory refused the prices it charged, before
+/// that refusal is its answer: catalogs do not change several times a second.
+const REPRICES: u8 = 3;
 
 /// What a checkout of a batch comes to.
 enum Answer {
@@ -82,6 +89,9 @@ enum Answer {
     /// Its key points at a sale the saga left pending (another process, or a crash): the saga
     /// finishes it, after the batch.
     Saga,
+    /// Inventory refused the prices it charged (the copy of the catalog they came from was stale
+    /// and is forgotten): it left no trace, and goes into the next batch to be priced again.
+    Reprice(Error),
 }
 
 /// The per-store batcher of a [`PgSales`] whose checkouts go by group commit; `saga` is the same
@@ -136,10 +146,18 @@ async fn run(saga: &PgSales, local: bool, store_id: &str, jobs: Vec<Job>) -> Vec
         }
         Err(err) => vec![Answer::Done(Box::new(Err(err)))],
     };
-    for (job, answer) in now.into_iter().zip(answers) {
+    let mut later = later;
+    for (mut job, answer) in now.into_iter().zip(answers) {
         match answer {
             Answer::Done(result) => {
                 let _ = job.reply.send(*result);
+            }
+            Answer::Reprice(err) if job.repriced >= REPRICES => {
+                let _ = job.reply.send(Err(err));
+            }
+            Answer::Reprice(_) => {
+                job.repriced += 1;
+                later.push(job);
             }
             Answer::Saga => {
                 let saga = saga.clone();
@@ -165,6 +183,8 @@ struct Drafted {
     sale: Sale,
     from_cart: bool,
     movements: Vec<StockMovement>,
+    /// The unit prices it charged, for inventory to hold it to.
+    charged: Vec<ChargedPrice>,
     request: Vec<u8>,
 }
 
@@ -173,23 +193,10 @@ struct Drafted {
 async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
     let mut tx = pg::store_tx(&saga.pool, store_id).await?;
 
-    // 1. The carts sold (row-locked until the commit), the store, terminals and products; drafts.
+    // 1. The carts sold (row-locked until the commit); drafts priced from the copy of the catalog.
     let carts = read_carts(&mut tx, store_id, orders, true).await?;
     let lines = lines_of(orders, &carts);
-    let mut terminals: Vec<&str> = orders.iter().map(|o| o.terminal_id.as_str()).collect();
-    terminals.sort_unstable();
-    terminals.dedup();
-    let mut skus: Vec<&str> = lines.iter().flat_map(|l| l.lines.iter().map(|(sku, _)| sku.as_str())).collect();
-    skus.sort_unstable();
-    skus.dedup();
-    let context = SaleContext::read(&mut tx, store_id, &terminals, &skus).await?;
-    let drafts: Vec<Result<(Sale, Vec<StockMovement>)>> = orders
-        .iter()
-        .zip(&lines)
-        .map(|(order, l)| {
-            draft(store_id, order, l, context.require_terminal(&order.terminal_id), |sku| context.product(sku))
-        })
-        .collect();
+    let drafts = draft_all(saga, store_id, orders, &lines).await?;
 
     // 2. Claim the keys: each drafted checkout's sale goes in as completed (invisible until the
     //    commit; deleted again if inventory refuses it). A key taken by a concurrent attempt
@@ -197,8 +204,8 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
     let drafted = claim(&mut tx, store_id, orders, &lines, drafts, true, &mut answers).await?;
 
-    // 3. Inventory takes the stock, in this transaction: it locks the store's stock from here to
-    //    the commit.
+    // 3. Inventory decides, in this transaction: it locks the store's stock from here to the
+    //    commit, and holds each sale to the prices it charged.
     let applying: Vec<SaleToApply<'_>> = drafted
         .iter()
         .map(|d| SaleToApply {
@@ -206,21 +213,23 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
             request: &d.request,
             terminal_id: &d.sale.terminal_id,
             movements: &d.movements,
+            charged: &d.charged,
         })
         .collect();
-    let applied = apply_sales_in(&mut tx, store_id, &applying).await?;
+    let mut decided = decide_sales(&mut tx, store_id, &applying).await?;
+    let outcomes = std::mem::take(&mut decided.applied.outcomes);
 
     // 4. Completed: the directory entry, the carts sold, the events (numbered under the store's
     //    sales sequence lock, taken last); negative skus into the body. Refused: the claim goes.
     let occurred_at_ms = now_ms();
     let (mut completed, mut refused) = (Completions::default(), Vec::new());
     let (mut amended, mut amended_bodies) = (Vec::new(), Vec::new());
-    for (d, outcome) in drafted.into_iter().zip(applied.outcomes) {
+    for (d, outcome) in drafted.into_iter().zip(outcomes) {
         let mut sale = d.sale;
         match outcome {
             Err(err) => {
+                answers[d.index] = Some(refusal(saga, &sale, err));
                 refused.push(sale.sale_id);
-                answers[d.index] = Some(Answer::Done(Box::new(Err(err))));
             }
             Ok(response) => {
                 if !response.negative_skus.is_empty() {
@@ -233,19 +242,52 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
             }
         }
     }
+
+    // Inventory's writes and sales' completion (`sales.record_completed`, migration 0005) in one
+    // statement: a round trip fewer under the store's locks. Append runs them in order.
+    let write = decided.writes().then(|| DecidedSales::write_call(1));
+    let record = (!completed.sale_ids.is_empty() || !refused.is_empty()).then(|| {
+        let first = if write.is_some() { DecidedSales::WRITE_ARGS + 1 } else { 1 };
+        let args: Vec<String> = (first..first + 12).map(|n| format!("${n}")).collect();
+        format!("sales.record_completed({})", args.join(", "))
+    });
+    let sql = match (&write, &record) {
+        (Some(write), Some(record)) => Some(format!(
+            "SELECT NULL::UUID, NULL::BIGINT, NULL::BYTEA, w.o_sku, w.o_quantity FROM {write} w
+             UNION ALL SELECT r.o_event_id, r.o_seq, r.o_body, NULL, NULL FROM {record} r"
+        )),
+        (Some(write), None) => {
+            Some(format!("SELECT NULL::UUID, NULL::BIGINT, NULL::BYTEA, o_sku, o_quantity FROM {write}"))
+        }
+        (None, Some(record)) => {
+            Some(format!("SELECT o_event_id, o_seq, o_body, NULL::TEXT, NULL::BIGINT FROM {record}"))
+        }
+        (None, None) => None,
+    };
     let mut sales_seq = None;
-    if !completed.sale_ids.is_empty() || !refused.is_empty() {
-        // `sales.record_completed`, migration 0005.
-        let query =
-            sqlx::query("SELECT * FROM sales.record_completed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-                .bind(store_id)
-                .bind(&refused)
-                .bind(&amended)
-                .bind(&amended_bodies)
-                .bind(&completed.sale_ids)
-                .bind(occurred_at_ms);
-        let rows = completed.bind_events_and_carts(query).fetch_all(&mut *tx).await?;
-        for row in &rows {
+    if let Some(sql) = &sql {
+        let mut query = sqlx::query(sql);
+        if write.is_some() {
+            query = decided.bind_write(query);
+        }
+        if record.is_some() {
+            query = completed.bind_events_and_carts(
+                query
+                    .bind(store_id)
+                    .bind(&refused)
+                    .bind(&amended)
+                    .bind(&amended_bodies)
+                    .bind(&completed.sale_ids)
+                    .bind(occurred_at_ms),
+            );
+        }
+        let mut events = 0;
+        for row in &query.fetch_all(&mut *tx).await? {
+            if let Some(sku) = row.try_get::<Option<&str>, _>(3)? {
+                decided.check_written(sku, row.try_get(4)?)?;
+                continue;
+            }
+            events += 1;
             let seq = row.try_get::<i64, _>(1)? as u64;
             sales_seq = sales_seq.max(Some(seq));
             if cfg!(debug_assertions) {
@@ -254,10 +296,9 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
                 check_spliced(&completed.heads[i], &completed.tails[i], seq, &row.try_get::<Vec<u8>, _>(2)?);
             }
         }
-        if rows.len() != completed.sale_ids.len() {
+        if events != completed.sale_ids.len() {
             return Err(Error::Internal(anyhow::anyhow!(
-                "{} events written for {} sales",
-                rows.len(),
+                "{events} events written for {} sales",
                 completed.sale_ids.len()
             )));
         }
@@ -265,11 +306,45 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     tx.commit().await?;
     // Wake the outboxes' listeners (one round trip for both) without holding up the answers or
     // the next batch.
-    let newest = [("inventory", applied.last_seq), (SCHEMA, sales_seq)];
+    let newest = [("inventory", decided.applied.last_seq), (SCHEMA, sales_seq)];
     let newest: Vec<(&'static str, u64)> =
         newest.into_iter().filter_map(|(schema, seq)| seq.map(|seq| (schema, seq))).collect();
     pg::notify_committed_soon_all(&saga.pool, store_id, newest);
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
+
+/// What a checkout inventory refused comes to: its error, or, when the refusal says the copy of
+/// the catalog it was priced from is stale, another try (the copy forgets its products).
+fn refusal(saga: &PgSales, sale: &Sale, err: Error) -> Answer {
+    if catalog::is_reprice(&err) {
+        saga.catalog.forget(sale.lines.iter().map(|l| l.sku.as_str()));
+        return Answer::Reprice(err);
+    }
+    Answer::Done(Box::new(Err(err)))
+}
+
+/// Each checkout drafted (its terminal checked, its lines priced, its tenders settled) from the
+/// copy of the catalog, which asks inventory about what it does not hold.
+async fn draft_all(
+    saga: &PgSales,
+    store_id: &str,
+    orders: &[&CheckoutOrder],
+    lines: &[Lines<'_>],
+) -> Result<Vec<Result<(Sale, Vec<StockMovement>)>>> {
+    // Each checkout's terminal (errors are not `Clone`: one check per checkout, all at once).
+    let terminal_checks =
+        futures::future::join_all(orders.iter().map(|o| saga.require_terminal(store_id, &o.terminal_id))).await;
+    let mut skus: Vec<String> = lines.iter().flat_map(|l| l.lines.iter().map(|(sku, _)| sku.clone())).collect();
+    skus.sort_unstable();
+    skus.dedup();
+    let products: HashMap<String, Product> =
+        if skus.is_empty() { HashMap::new() } else { saga.catalog.products(saga.inventory.as_ref(), &skus).await? };
+    Ok(orders
+        .iter()
+        .zip(lines)
+        .zip(terminal_checks)
+        .map(|((order, l), terminal)| draft(store_id, order, l, terminal, |sku| products.get(sku)))
+        .collect())
 }
 
 /// A batch's completed sales as its completing statement takes them: each one's `sale.completed`
@@ -336,33 +411,17 @@ fn keyed_answer(order: &CheckoutOrder, sale: KeyedSale) -> Answer {
 /// Both transactions are one statement each (`sales.claim_sales`, `sales.complete_sales`,
 /// migration 0005) unless carts must be guarded.
 async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
-    let inventory = &saga.inventory;
-    // The carts sold, then the terminals and the catalog from inventory.
-    let carts = {
+    // The carts sold (read in a transaction of their own, when there are any), then the drafts.
+    let carts = if orders.iter().any(|o| o.lines.is_empty()) {
         let mut tx = pg::store_tx(&saga.pool, store_id).await?;
         let carts = read_carts(&mut tx, store_id, orders, false).await?;
         tx.commit().await?;
         carts
+    } else {
+        HashMap::new()
     };
     let lines = lines_of(orders, &carts);
-    // Each checkout's terminal (errors are not `Clone`: one call per checkout, all at once).
-    let terminal_checks =
-        futures::future::join_all(orders.iter().map(|o| inventory.require_terminal(store_id, &o.terminal_id))).await;
-    let mut skus: Vec<String> =
-        lines.iter().flat_map(|l| l.lines.iter().map(|(sku, _)| sku.clone())).collect::<Vec<_>>();
-    skus.sort_unstable();
-    skus.dedup();
-    let products: HashMap<String, Product> = if skus.is_empty() {
-        HashMap::new()
-    } else {
-        inventory.get_products(&skus).await?.into_iter().flatten().map(|p| (p.sku.clone(), p)).collect()
-    };
-    let mut drafts: Vec<Result<(Sale, Vec<StockMovement>)>> = orders
-        .iter()
-        .zip(&lines)
-        .zip(terminal_checks)
-        .map(|((order, l), terminal)| draft(store_id, order, l, terminal, |sku| products.get(sku)))
-        .collect();
+    let mut drafts = draft_all(saga, store_id, orders, &lines).await?;
 
     // Transaction A: the drafted sales, pending, under their keys; what taken keys point at. A
     // cart is claimed only while no other request is checking it out (see `guard_carts`); without
@@ -399,9 +458,10 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
             fingerprint: d.request.clone(),
             terminal_id: d.sale.terminal_id.clone(),
             movements: d.movements.clone(),
+            charged: d.charged.clone(),
         })
         .collect();
-    let applied = if drafted.is_empty() { Vec::new() } else { inventory.apply_sales(store_id, sales).await };
+    let applied = if drafted.is_empty() { Vec::new() } else { saga.inventory.apply_sales(store_id, sales).await };
 
     // Transaction C: complete what inventory took (if still pending: a concurrent `finish` may
     // have), delete what it refused; anything else stays pending for a retry or the healer.
@@ -411,10 +471,11 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         let mut sale = d.sale;
         match outcome {
             Err(err) => {
-                if super::is_refusal(&err) {
+                let refused_here = super::is_refusal(&err);
+                answers[d.index] = Some(refusal(saga, &sale, err));
+                if refused_here {
                     refused.push(sale.sale_id);
                 }
-                answers[d.index] = Some(Answer::Done(Box::new(Err(err))));
             }
             Ok(response) => {
                 sale.status = SaleStatus::Completed as i32;
@@ -604,7 +665,8 @@ async fn claim(
                     sale.status = SaleStatus::Completed as i32;
                 }
                 let request = apply_request(&sale).0.encode_to_vec();
-                drafted.push(Drafted { index, sale, from_cart: lines[index].from_cart, movements, request });
+                let charged = catalog::charged(&sale);
+                drafted.push(Drafted { index, sale, from_cart: lines[index].from_cart, movements, charged, request });
             }
             Err(err) => {
                 // A retry whose sale is recorded may fail to draft (its cart sold, a product since

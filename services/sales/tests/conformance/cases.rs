@@ -222,6 +222,46 @@ pub async fn checkout_names_what_is_wrong_and_leaves_no_trace(sales: Sales, inve
     assert_eq!(stock(&inventory, "store-1", "SKU-0001").await, 39);
 }
 
+/// A checkout is charged the catalog's price at the moment it sells, and cannot sell a product
+/// withdrawn from sale, however recently the same products sold at another price.
+pub async fn checkouts_charge_the_price_of_the_moment(sales: Sales, inventory: Inventory) {
+    let eur = |minor| Money::new(Currency::parse("currency_code", "EUR").unwrap(), minor);
+    let milk = stock(&inventory, "store-1", "SKU-0001").await;
+    let bread = stock(&inventory, "store-1", "SKU-0002").await;
+    let sold = sales
+        .checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0001", 1), ("SKU-0002", 1)], vec![cash(1000)]))
+        .await
+        .unwrap();
+    assert_eq!(minor(&sold.lines[0].unit_price), 119);
+
+    let repriced = ProductPatch { sku: "SKU-0001".into(), price: Some(eur(149)), ..ProductPatch::default() };
+    inventory.update_product(Idem::default(), repriced).await.unwrap();
+    let sale =
+        sales.checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0001", 2)], vec![cash(500)])).await.unwrap();
+    assert_eq!((minor(&sale.lines[0].unit_price), minor(&sale.total), minor(&sale.change)), (149, 298, 202));
+    // A card payment of the old price no longer covers it: nothing is sold.
+    let err =
+        sales.checkout(checkout(&key(), "store-1", "till-2", &[("SKU-0001", 1)], vec![card(119)])).await.unwrap_err();
+    assert_eq!(
+        expect_code(&err, Code::InvalidArgument),
+        "tenders: cover 1.19 EUR of a 1.49 EUR total; 0.30 EUR is missing"
+    );
+
+    let withdrawn = ProductPatch { sku: "SKU-0002".into(), active: Some(false), ..ProductPatch::default() };
+    inventory.update_product(Idem::default(), withdrawn).await.unwrap();
+    let err =
+        sales.checkout(checkout(&key(), "store-1", "till-3", &[("SKU-0002", 1)], vec![cash(500)])).await.unwrap_err();
+    assert_eq!(
+        expect_code(&err, Code::FailedPrecondition),
+        "lines[0].sku: sku \"SKU-0002\" is not for sale (inactive)"
+    );
+
+    // Exactly the two sales took stock.
+    assert_eq!(stock(&inventory, "store-1", "SKU-0001").await, milk - 3);
+    assert_eq!(stock(&inventory, "store-1", "SKU-0002").await, bread - 1);
+    assert_eq!(sales.list_sales("store-1", "", 10).await.unwrap().len(), 2);
+}
+
 pub async fn checkout_sells_the_cart_and_empties_it(sales: Sales, inventory: Inventory) {
     let (s, t) = ("store-1", "till-3");
     let err = sales.checkout(checkout(&key(), s, t, &[], vec![cash(100)])).await.unwrap_err();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use redstore_inventory::domain::Product;
 use redstore_inventory::repo::StoreRow;
-use redstore_inventory::store::{Idem, ProductPatch};
+use redstore_inventory::store::{Idem, ProductPatch, SaleOrder};
 use redstore_inventory::{InventoryStore, StockMovement};
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result};
@@ -112,14 +112,7 @@ impl InventoryStore for Flaky {
     ) -> Result<pb::AdjustStockResponse> {
         self.inner.adjust_stock(idem, store_id, movement, reason).await
     }
-    async fn apply_sale(
-        &self,
-        sale_id: &str,
-        fingerprint: Vec<u8>,
-        store_id: &str,
-        terminal_id: &str,
-        movements: Vec<StockMovement>,
-    ) -> Result<pb::ApplySaleResponse> {
+    async fn apply_sale(&self, store_id: &str, sale: SaleOrder) -> Result<pb::ApplySaleResponse> {
         if self.fault.load(Ordering::SeqCst) == Fault::Down as u8 {
             return Err(unreachable_inventory());
         }
@@ -128,7 +121,7 @@ impl InventoryStore for Flaky {
             self.held.notify_one();
             self.released.notified().await;
         }
-        let applied = self.inner.apply_sale(sale_id, fingerprint, store_id, terminal_id, movements).await;
+        let applied = self.inner.apply_sale(store_id, sale).await;
         let lose = Fault::LoseNextAnswer as u8;
         if self.fault.compare_exchange(lose, Fault::None as u8, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
             applied?;

@@ -91,6 +91,7 @@ conformance! {
         cart_items_can_be_added_set_removed_and_cleared,
         checkout_from_lines_prices_settles_and_takes_stock,
         checkout_names_what_is_wrong_and_leaves_no_trace,
+        checkouts_charge_the_price_of_the_moment,
         checkout_sells_the_cart_and_empties_it,
         retried_checkout_returns_the_same_sale_and_takes_stock_once,
         concurrent_checkouts_with_one_key_make_one_sale,

@@ -50,8 +50,13 @@ impl Drop for Scratch {
 async fn sell_without_notify(pool: &PgPool, sku: &str) -> (String, u64) {
     let sale_id = uuid::Uuid::now_v7().to_string();
     let movements = [StockMovement { sku: sku.into(), delta: -1 }];
-    let sale =
-        SaleToApply { sale_id: &sale_id, request: sale_id.as_bytes(), terminal_id: "till-1", movements: &movements };
+    let sale = SaleToApply {
+        sale_id: &sale_id,
+        request: sale_id.as_bytes(),
+        terminal_id: "till-1",
+        movements: &movements,
+        charged: &[],
+    };
     let mut tx = pg::store_tx(pool, "store-1").await.expect("begin a transaction scoped to store-1");
     let applied = apply_sales_in(&mut tx, "store-1", &[sale]).await.expect("apply the sale");
     let [Ok(response)] = applied.outcomes.as_slice() else { panic!("the sale is not applied: {:?}", applied.outcomes) };
