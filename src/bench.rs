@@ -412,9 +412,11 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
         };
         sales.checkout(req).await.context("checkout")?;
     }
+    // Every client gets the same 30 s after the last sale (not 30 s each, one after another).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut all = Vec::new();
     for c in clients {
-        match tokio::time::timeout(Duration::from_secs(30), c).await {
+        match tokio::time::timeout_at(deadline, c).await {
             Ok(Ok(Ok(latencies))) => all.extend(latencies),
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "an SSE client failed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "an SSE client panicked"),

@@ -377,21 +377,31 @@ fn spawn_cache_consumer(
     use redstore_platform::kafka;
     let consumer = kafka::consumer(kafka, "inventory-cache", &["inventory"])?;
     let stop = shutdown.clone();
-    let checked = cache.clone();
+    let (checked_cache, checked_inventory) = (cache.clone(), inventory.clone());
     // The messages received together are projected in one Redis pipeline; when that fails, one
-    // by one below, each waiting out a Redis outage.
-    let batch_cache = cache.clone();
+    // by one below, each waiting out a Redis outage. A stale event makes its store's hash be
+    // checked against the log (it may be from a history since lost).
+    let (batch_cache, batch_inventory) = (cache.clone(), inventory.clone());
     let batch: kafka::BatchHandler = Box::new(move |events| {
-        let cache = batch_cache.clone();
-        Box::pin(async move { cache.project_all(&events).await })
+        let (cache, inventory) = (batch_cache.clone(), batch_inventory.clone());
+        Box::pin(async move {
+            let stale = cache.project_all(&events).await?;
+            redstore_inventory::projector::reconcile_stale(inventory.as_ref(), &cache, &stale).await;
+            Ok(())
+        })
     });
     let handler = move |event: redstore_proto::events::EventEnvelope| {
-        let (cache, stop) = (cache.clone(), stop.clone());
+        let (cache, inventory, stop) = (cache.clone(), inventory.clone(), stop.clone());
         Box::pin(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match cache.project(&event).await {
-                    Ok(()) => return Ok(()),
+                    Ok(None) => return Ok(()),
+                    Ok(Some(version)) => {
+                        let stale = [(event.store_id.clone(), version)];
+                        redstore_inventory::projector::reconcile_stale(inventory.as_ref(), &cache, &stale).await;
+                        return Ok(());
+                    }
                     Err(e) if stop.is_cancelled() => return Err(e),
                     Err(e) => {
                         tracing::warn!(error = %e, store_id = %event.store_id, "stock cache projection waits for redis");
@@ -404,7 +414,7 @@ fn spawn_cache_consumer(
     };
     tokio::spawn(async move {
         // A hash ahead of the log (database restored or reset) would skip every new event.
-        redstore_inventory::projector::reconcile_all(inventory.as_ref(), &checked).await;
+        redstore_inventory::projector::reconcile_all(checked_inventory.as_ref(), &checked_cache).await;
         if let Err(e) = kafka::consume_batches(consumer, dlq, Some(batch), handler, shutdown).await {
             tracing::error!(error = %e, "stock cache consumer stopped");
         }

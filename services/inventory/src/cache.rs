@@ -51,21 +51,22 @@ pub fn store_of_channel(channel: &str) -> Option<&str> {
 
 /// Applies an event to the stock hash and publishes it, atomically, only when it is newer than
 /// the hash (`_seq`). A script runs as one unit, as MULTI/EXEC would, and can also make the
-/// writes conditional. Returns 1 when applied, 0 when the event was stale or a duplicate.
+/// writes conditional. Returns 0 when applied; for an event that was stale or a duplicate, the
+/// hash's own sequence.
 ///
 /// KEYS[1] stock hash; ARGV[1] store_seq, ARGV[2] channel, ARGV[3] payload, then sku, quantity pairs.
 const PROJECT_SCRIPT: &str = r"
 local seq = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], '_seq') or '0') or 0
 if seq <= current then
-  return 0
+  return current
 end
 for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], '_seq', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
+return 0
 ";
 
 /// Replaces a store's hash with a snapshot, only when the hash claims a newer sequence than the
@@ -126,42 +127,71 @@ impl StockCache {
     /// channel, in one atomic step, unless the hash already reflects this sequence or a later one
     /// (a redelivery or an out-of-order event never moves the hash backwards). Other events are
     /// ignored. Fails within a few seconds when Redis is unreachable.
-    pub async fn project(&self, event: &EventEnvelope) -> Result<()> {
+    ///
+    /// Returns the hash's sequence when the event was not projected for being stale: a hash
+    /// ahead of the log is one from a history since lost (the database restored or reset), which
+    /// `projector::reconcile` mends.
+    pub async fn project(&self, event: &EventEnvelope) -> Result<Option<u64>> {
         let Some(invocation) = self.invocation(event)? else {
-            return Ok(());
+            return Ok(None);
         };
-        let applied: i64 = self
+        let stale: u64 = self
             .with_retry(|mut conn| {
                 let invocation = &invocation;
                 async move { invocation.invoke_async(&mut conn).await }
             })
             .await?;
-        if applied == 0 {
+        if stale > 0 {
             tracing::debug!(store_id = %event.store_id, store_seq = event.store_seq, "stale inventory event not projected");
         }
-        Ok(())
+        Ok((stale > 0).then_some(stale))
     }
 
     /// Projects many events as [`project`](Self::project) does each, in order, in one pipeline
     /// (one round trip). An event that cannot be projected fails the call before anything is sent;
     /// when Redis fails midway, the events projected already are skipped as stale on a retry.
-    pub async fn project_all(&self, events: &[EventEnvelope]) -> Result<()> {
+    /// Returns the stores with a stale event, each with its hash's sequence, as `project` does.
+    pub async fn project_all(&self, events: &[EventEnvelope]) -> Result<Vec<(String, u64)>> {
         let mut invocations = Vec::with_capacity(events.len());
+        let mut stores = Vec::with_capacity(events.len());
         for event in events {
-            invocations.extend(self.invocation(event)?);
+            if let Some(invocation) = self.invocation(event)? {
+                invocations.push(invocation);
+                stores.push(event.store_id.as_str());
+            }
         }
         if invocations.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.with_retry(|mut conn| {
-            let mut pipe = redis::pipe();
-            // SCRIPT LOAD first: EVALSHA in a pipeline does not load a script Redis lacks (after
-            // a restart, say); loading a loaded script is a no-op.
-            pipe.load_script(&self.script).ignore();
-            for invocation in &invocations {
-                pipe.invoke_script(invocation).ignore();
+        let answers: Vec<u64> = self
+            .with_retry(|mut conn| {
+                let mut pipe = redis::pipe();
+                // SCRIPT LOAD first: EVALSHA in a pipeline does not load a script Redis lacks
+                // (after a restart, say); loading a loaded script is a no-op.
+                pipe.load_script(&self.script).ignore();
+                for invocation in &invocations {
+                    pipe.invoke_script(invocation);
+                }
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        let mut stale: Vec<(String, u64)> = Vec::new();
+        for (store, version) in stores.into_iter().zip(answers).filter(|(_, v)| *v > 0) {
+            match stale.iter_mut().find(|(s, _)| s == store) {
+                Some((_, seen)) => *seen = (*seen).max(version),
+                None => stale.push((store.to_owned(), version)),
             }
-            async move { pipe.query_async::<()>(&mut conn).await }
+        }
+        Ok(stale)
+    }
+
+    /// Publishes an event on its store's channel as it is, without touching the hash.
+    pub async fn announce(&self, event: &EventEnvelope) -> Result<()> {
+        let channel = events_channel(&event.store_id);
+        let payload = event.encode_to_vec();
+        self.with_retry(|mut conn| {
+            let (channel, payload) = (&channel, &payload);
+            async move { redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<()>(&mut conn).await }
         })
         .await
     }

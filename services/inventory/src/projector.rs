@@ -16,13 +16,19 @@ const SWEEP: Duration = Duration::from_secs(2);
 const PAGE: u32 = 500;
 
 /// Projects every event of `store_id` newer than the cache's version; stops at the first error.
+/// `notified` is the sequence a notification announced: when the hash is already past it, the
+/// hash may be from a history since lost, and is checked against the log first ([`reconcile`]).
 pub async fn catch_up(
     inventory: &dyn InventoryStore,
     cache: &StockCache,
     store_id: &str,
+    notified: Option<u64>,
 ) -> redstore_platform::Result<usize> {
     let mut projected = 0;
     let mut after = cache.version(store_id).await?.unwrap_or(0);
+    if notified.is_some_and(|seq| seq <= after) && reconcile(inventory, cache, store_id).await? {
+        after = cache.version(store_id).await?.unwrap_or(0);
+    }
     loop {
         let events = inventory.events_after(store_id, after, PAGE).await?;
         for event in &events {
@@ -38,8 +44,9 @@ pub async fn catch_up(
 
 /// Checks the store's hash against the event log: when the hash reflects an event the log does
 /// not have (the database was restored from an older backup, or reset), it is rebuilt from a
-/// snapshot, so that new events are projected and published again rather than skipped as stale.
-/// Returns whether it rebuilt the hash.
+/// snapshot, so that new events are projected and published again rather than skipped as stale,
+/// and the log's newest event is published: a watcher that missed the events skipped meanwhile
+/// sees the gap and fills it from the log. Returns whether it rebuilt the hash.
 pub async fn reconcile(
     inventory: &dyn InventoryStore,
     cache: &StockCache,
@@ -53,6 +60,12 @@ pub async fn reconcile(
     }
     let snapshot = inventory.snapshot(store_id).await?;
     let rebuilt = cache.rebuild_if_ahead(&snapshot).await?;
+    if rebuilt
+        && snapshot.as_of_seq > 0
+        && let Some(newest) = inventory.events_after(store_id, snapshot.as_of_seq - 1, 1).await?.first()
+    {
+        cache.announce(newest).await?;
+    }
     if rebuilt {
         tracing::warn!(
             store_id,
@@ -62,6 +75,16 @@ pub async fn reconcile(
         );
     }
     Ok(rebuilt)
+}
+
+/// [`reconcile`] for the stores whose events the cache skipped as stale (what
+/// `StockCache::project_all` returns): a skip is a redelivery, or a hash from a lost history.
+pub async fn reconcile_stale(inventory: &dyn InventoryStore, cache: &StockCache, stale: &[(String, u64)]) {
+    for (store, _) in stale {
+        if let Err(e) = reconcile(inventory, cache, store).await {
+            tracing::warn!(error = %e, store_id = %store, "cannot check the stock cache against the log");
+        }
+    }
 }
 
 /// [`reconcile`] for every store; what cannot be checked now (Redis down) is logged and left.
@@ -98,24 +121,25 @@ pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: Stoc
         reconcile_all(inventory.as_ref(), &cache).await;
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
-            let mut stores = Vec::new();
+            // Each store to catch up, with the sequence a notification announced.
+            let mut stores: Vec<(String, Option<u64>)> = Vec::new();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = sweep.tick() => match inventory.store_ids().await {
-                    Ok(all) => stores.extend(all),
+                    Ok(all) => stores.extend(all.into_iter().map(|s| (s, None))),
                     Err(e) => tracing::warn!(error = %e, "stock cache projector cannot list stores"),
                 },
                 n = listener.recv() => match n {
                     Ok(n) => {
-                        if let Some((store, _)) = n.payload().rsplit_once(':') {
-                            stores.push(store.to_owned());
+                        if let Some((store, seq)) = n.payload().rsplit_once(':') {
+                            stores.push((store.to_owned(), seq.parse().ok()));
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "stock cache notifications interrupted"),
                 },
             }
-            for store in stores {
-                if let Err(e) = catch_up(inventory.as_ref(), &cache, &store).await {
+            for (store, notified) in stores {
+                if let Err(e) = catch_up(inventory.as_ref(), &cache, &store, notified).await {
                     // Redis down slows the live path and nothing else; the sweep retries.
                     tracing::warn!(error = %e, store_id = %store, "stock cache projection deferred");
                 }
