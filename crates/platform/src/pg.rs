@@ -171,8 +171,22 @@ async fn grant_app_role(tx: &mut Transaction<'_, Postgres>, schemas: &[&str]) ->
 /// (letters, digits, `-`, `_`, `.`, `:`; at most 64): anything else is INVALID_ARGUMENT.
 pub async fn store_tx(pool: &PgPool, store_id: &str) -> Result<Transaction<'static, Postgres>> {
     check_store_id(store_id)?;
-    let tx = pool.begin_with(format!("BEGIN; SELECT set_config('redstore.store_id', '{store_id}', true)")).await?;
-    Ok(tx)
+    begin(pool, format!("BEGIN; SELECT set_config('redstore.store_id', '{store_id}', true)")).await
+}
+
+/// Begins a transaction with `statement` (`"BEGIN"`, or one with options) on a pooled connection,
+/// safely even when the caller is cancelled mid-way (a client that hangs up drops its request's
+/// future, a watcher that goes away drops its stream). sqlx 0.8 rolls back nothing for a BEGIN
+/// whose future is dropped before it returns: the connection went back to the pool inside a
+/// transaction, for the next caller to inherit (its `BEGIN ISOLATION LEVEL …` then failed). Here
+/// the BEGIN runs in a task of its own, so it always hands over its transaction, which rolls back
+/// when dropped.
+pub async fn begin(pool: &PgPool, statement: impl Into<String>) -> Result<Transaction<'static, Postgres>> {
+    let (pool, statement) = (pool.clone(), statement.into());
+    tokio::spawn(async move { pool.begin_with(statement).await })
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("beginning a transaction: {e}")))?
+        .map_err(Error::from)
 }
 
 /// Rejects a store id that could not be spliced into SQL text safely (see [`store_tx`]). The empty

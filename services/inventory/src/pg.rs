@@ -594,7 +594,7 @@ impl InventoryStore for PgInventory {
 
     async fn create_product(&self, idem: Idem, product: Product, barcodes: Vec<Barcode>) -> Result<pb::Product> {
         const SCOPE: &str = "inventory.create_product";
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pg::begin(&self.pool, "BEGIN").await?;
         if let Some(answer) = claim_key(&mut tx, SCOPE, &idem).await? {
             return Ok(answer);
         }
@@ -626,7 +626,7 @@ impl InventoryStore for PgInventory {
 
     async fn update_product(&self, idem: Idem, patch: ProductPatch) -> Result<pb::Product> {
         const SCOPE: &str = "inventory.update_product";
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pg::begin(&self.pool, "BEGIN").await?;
         if let Some(answer) = claim_key(&mut tx, SCOPE, &idem).await? {
             return Ok(answer);
         }
@@ -677,7 +677,7 @@ impl InventoryStore for PgInventory {
     }
 
     async fn list_products(&self, include_inactive: bool, after: &str, limit: u32) -> Result<Vec<Product>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pg::begin(&self.pool, "BEGIN").await?;
         let skus: Vec<String> = sqlx::query_scalar(
             "SELECT sku FROM inventory.products WHERE sku > $1 AND ($2 OR active) ORDER BY sku LIMIT $3",
         )
@@ -695,7 +695,7 @@ impl InventoryStore for PgInventory {
     }
 
     async fn product_by_barcode(&self, barcode: &Barcode) -> Result<Product> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pg::begin(&self.pool, "BEGIN").await?;
         let sku: Option<String> = sqlx::query_scalar("SELECT sku FROM inventory.product_barcodes WHERE gtin13 = $1")
             .bind(barcode.gtin13())
             .fetch_optional(&mut *tx)
@@ -811,7 +811,7 @@ impl InventoryStore for PgInventory {
         // One REPEATABLE READ transaction: the stock and the sequence come from one snapshot. The
         // isolation level must be set before the first statement, so this begins the transaction
         // itself and then scopes it to the store as `pg::store_tx` would.
-        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+        let mut tx = pg::begin(&self.pool, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
         pg::scope_to_store(&mut tx, store_id).await?;
         get_store(&mut tx, store_id).await?;
         let as_of_seq = pg::last_seq(&mut tx, SCHEMA, store_id).await?;

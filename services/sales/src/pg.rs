@@ -794,7 +794,7 @@ impl SalesStore for PgSales {
 
     async fn refund(&self, order: RefundOrder) -> Result<RefundResponse> {
         let key = order.idem.key.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pg::begin(&self.pool, "BEGIN").await?;
         // Keys first, as in the embedded shape: a retry is answered whatever happened since.
         if let Claim::Replay(stored) = pg::claim(&mut tx, REFUND_SCOPE, key, &order.idem.fingerprint).await? {
             return pg::replay(&stored);
@@ -853,7 +853,7 @@ impl SalesStore for PgSales {
     }
 
     async fn get_sale(&self, sale_id: &str) -> Result<Sale> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pg::begin(&self.pool, "BEGIN").await?;
         let store_id = self.store_of_sale(&mut tx, sale_id).await?;
         pg::scope_to_store(&mut tx, &store_id).await?;
         let body: Vec<u8> =

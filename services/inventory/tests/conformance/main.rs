@@ -70,5 +70,6 @@ conformance! {
         app_role_is_not_superuser_and_cannot_bypass_rls,
         migrations_are_idempotent,
         relay_cursor_migration_keeps_what_was_sent,
+        a_request_dropped_mid_begin_leaves_its_connection_clean,
     ],
 }

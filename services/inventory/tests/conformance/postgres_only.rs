@@ -220,3 +220,27 @@ pub async fn relay_cursor_migration_keeps_what_was_sent(_backend: &Backend) {
     admin.close().await;
     db.drop_db().await.unwrap();
 }
+
+/// A caller that goes away mid-request (a client hanging up drops its request's future) leaves no
+/// transaction open on the connection it had: the next caller of that connection starts afresh.
+/// sqlx 0.8 alone does not roll back a BEGIN dropped before it answered.
+pub async fn a_request_dropped_mid_begin_leaves_its_connection_clean(backend: &Backend) {
+    set_up_two_stores(backend).await;
+    // One connection, so that every call below gets the one the dropped calls used.
+    let pool = pg::connect(&backend.scratch().app_url, 1, Duration::from_secs(10)).await.unwrap();
+    let inventory = redstore_inventory::pg::PgInventory::new(pool.clone());
+    for attempt in 0..40 {
+        // Polled a few times (it has sent its BEGIN, or is about to), then dropped.
+        let mut dropped = Box::pin(pg::store_tx(&pool, "store-a"));
+        for _ in 0..attempt % 4 {
+            let _ = futures::FutureExt::now_or_never(&mut dropped);
+            tokio::task::yield_now().await;
+        }
+        let _ = futures::FutureExt::now_or_never(&mut dropped);
+        drop(dropped);
+        // A snapshot begins with BEGIN ISOLATION LEVEL, which fails inside an open transaction.
+        let snapshot = redstore_inventory::InventoryStore::snapshot(inventory.as_ref(), "store-a").await;
+        assert_eq!(snapshot.expect("a snapshot on the connection the dropped call had").items[0].quantity, 3);
+    }
+    pool.close().await;
+}
