@@ -1,6 +1,6 @@
 //! In-process fan-out of committed inventory events, per store, and the gap-free watch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -8,9 +8,10 @@ use redstore_inventory::InventoryStore;
 use redstore_platform::error::Result;
 use redstore_platform::{Db, Topic};
 
+use futures::Stream;
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::stream::InventorySnapshot;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// Live events a slow watcher may fall behind by before it refills from the log.
@@ -193,68 +194,132 @@ pub async fn require_store(store: &dyn InventoryStore, store_id: &str) -> Result
     store.get_store(store_id).await.map(|_| ())
 }
 
-/// Streams a store's changes into `out` until the client goes away or `shutdown`.
-pub async fn watch(
+/// A store's changes as a stream, until `shutdown` (or until its reader drops it: the client went
+/// away). It subscribes to the store's live feed at once, before it reads anything, so nothing
+/// committed in between is missed; then it yields the snapshot (if asked for), the logged events
+/// after the start, and the live ones in order, refilling from the log whenever it sees a gap or
+/// falls behind the feed.
+///
+/// A stream, not a task writing into a channel: the connection's own task polls it, so a live event
+/// wakes one task per watcher instead of two, which is most of the fan-out's cost at thousands of
+/// watchers. A slow reader is not written ahead of: it falls behind the feed, and refills.
+pub fn watch(
     inventory: Arc<dyn InventoryStore>,
-    feed: LiveFeed,
+    feed: &LiveFeed,
     store_id: String,
     start: Start,
-    out: mpsc::Sender<Item>,
     shutdown: CancellationToken,
-) {
-    // Subscribe before reading the log so nothing committed in between is missed.
-    let mut live = feed.subscribe(&store_id);
-    let start = match start {
-        Start::After(seq) if !in_log(inventory.as_ref(), &store_id, seq).await => {
-            // The client saw an event the log does not have (the database was restored or reset
-            // since): resuming after it would hold back every change up to that number. Its state
-            // is unknown, so it starts again from a snapshot, as a new watcher does.
-            tracing::info!(store_id = %store_id, resume_after = seq, "resume point is not in the log; sending a snapshot");
-            Start::Snapshot
-        }
-        start => start,
+) -> impl Stream<Item = Item> + Send + 'static {
+    let live = feed.subscribe(&store_id);
+    let watch = Watch {
+        inventory,
+        store_id,
+        live,
+        shutdown,
+        start: Some(start),
+        last: 0,
+        behind: false,
+        queue: VecDeque::new(),
     };
-    let mut last = match start {
-        Start::After(seq) => seq,
-        Start::Snapshot => match inventory.snapshot(&store_id).await {
-            Ok(snap) => {
-                let seq = snap.as_of_seq;
-                if out.send(Item::Snapshot(snap)).await.is_err() {
-                    return;
+    futures::stream::unfold(watch, |mut watch| async move {
+        let item = watch.next().await?;
+        Some((item, watch))
+    })
+}
+
+/// The state of one [`watch`].
+struct Watch {
+    inventory: Arc<dyn InventoryStore>,
+    store_id: String,
+    live: broadcast::Receiver<Arc<EventEnvelope>>,
+    shutdown: CancellationToken,
+    /// Where to start, until it has started.
+    start: Option<Start>,
+    /// The newest sequence handed out.
+    last: u64,
+    /// Whether the log may hold events after `last` not yet read.
+    behind: bool,
+    /// What was read and not yet handed out.
+    queue: VecDeque<Item>,
+}
+
+impl Watch {
+    /// The next item; `None` ends the watch.
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.queue.pop_front() {
+                return Some(item);
+            }
+            if let Some(start) = self.start.take() {
+                self.begin(start).await?;
+                continue;
+            }
+            if self.behind {
+                self.behind = self.catch_up().await?;
+                continue;
+            }
+            let next = tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                n = self.live.recv() => n,
+            };
+            match next {
+                Ok(event) if event.store_seq <= self.last => {}
+                Ok(event) if event.store_seq == self.last + 1 => {
+                    self.last = event.store_seq;
+                    return Some(Item::Event(event));
                 }
-                seq
+                // A gap or a lag: the log has everything, in order.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "snapshot failed");
-                return;
-            }
-        },
-    };
-    if !catch_up(inventory.as_ref(), &store_id, &mut last, &out).await {
-        return;
+        }
     }
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = out.closed() => return,
-            n = live.recv() => n,
+
+    /// Takes the start: where the watch resumes, or a snapshot; then the log is read from there.
+    async fn begin(&mut self, start: Start) -> Option<()> {
+        let (inventory, store_id) = (self.inventory.as_ref(), self.store_id.as_str());
+        let start = match start {
+            Start::After(seq) if !in_log(inventory, store_id, seq).await => {
+                // The client saw an event the log does not have (the database was restored or
+                // reset since): resuming after it would hold back every change up to that number.
+                // Its state is unknown, so it starts again from a snapshot, as a new watcher does.
+                tracing::info!(store_id, resume_after = seq, "resume point is not in the log; sending a snapshot");
+                Start::Snapshot
+            }
+            start => start,
         };
-        match next {
-            Ok(event) if event.store_seq <= last => {}
-            Ok(event) if event.store_seq == last + 1 => {
-                last = event.store_seq;
-                if out.send(Item::Event(event)).await.is_err() {
-                    return;
+        match start {
+            Start::After(seq) => self.last = seq,
+            Start::Snapshot => match inventory.snapshot(store_id).await {
+                Ok(snap) => {
+                    self.last = snap.as_of_seq;
+                    self.queue.push_back(Item::Snapshot(snap));
                 }
-            }
-            // A gap or a lag: the log has everything, in order.
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                if !catch_up(inventory.as_ref(), &store_id, &mut last, &out).await {
-                    return;
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot failed");
+                    return None;
                 }
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+            },
         }
+        self.behind = true;
+        Some(())
+    }
+
+    /// Reads a page of the log after `last` into the queue; whether there may be more.
+    async fn catch_up(&mut self) -> Option<bool> {
+        let page = match self.inventory.events_after(&self.store_id, self.last, CATCH_UP_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up read failed");
+                return None;
+            }
+        };
+        let full = page.len() as u32 == CATCH_UP_PAGE;
+        for event in page {
+            self.last = event.store_seq;
+            self.queue.push_back(Item::Event(Arc::new(event)));
+        }
+        Some(full)
     }
 }
 
@@ -266,29 +331,6 @@ async fn in_log(inventory: &dyn InventoryStore, store_id: &str, seq: u64) -> boo
         Err(e) => {
             tracing::warn!(error = %e, store_id, "cannot check the resume point against the log");
             true
-        }
-    }
-}
-
-/// Sends every logged event after `last`; false when the client has gone.
-async fn catch_up(inventory: &dyn InventoryStore, store_id: &str, last: &mut u64, out: &mpsc::Sender<Item>) -> bool {
-    loop {
-        let page = match inventory.events_after(store_id, *last, CATCH_UP_PAGE).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "catch-up read failed");
-                return false;
-            }
-        };
-        let full = page.len() as u32 == CATCH_UP_PAGE;
-        for event in page {
-            *last = event.store_seq;
-            if out.send(Item::Event(Arc::new(event))).await.is_err() {
-                return false;
-            }
-        }
-        if !full {
-            return true;
         }
     }
 }

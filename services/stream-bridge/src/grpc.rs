@@ -8,7 +8,6 @@ use redstore_inventory::InventoryStore;
 use redstore_platform::error::identifier;
 use redstore_proto::stream::inventory_stream_service_server::{InventoryStreamService, InventoryStreamServiceServer};
 use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse, watch_inventory_response};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -43,16 +42,8 @@ impl InventoryStreamService for StreamGrpc {
         let store_id = identifier("store_id", &req.store_id)?.to_owned();
         feed::require_store(self.inventory.as_ref(), &store_id).await?;
         let start = if req.include_snapshot { Start::Snapshot } else { Start::After(req.resume_after) };
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(feed::watch(
-            self.inventory.clone(),
-            self.feed.clone(),
-            store_id,
-            start,
-            tx,
-            self.shutdown.clone(),
-        ));
-        let stream = ReceiverStream::new(rx).map(|item| {
+        let watch = feed::watch(self.inventory.clone(), &self.feed, store_id, start, self.shutdown.clone());
+        let stream = watch.map(|item| {
             let item = match item {
                 Item::Snapshot(s) => watch_inventory_response::Item::Snapshot(s),
                 Item::Event(e) => watch_inventory_response::Item::Event((*e).clone()),

@@ -24,7 +24,6 @@ use redstore_platform::error::{Error, identifier};
 use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
 use redstore_proto::stream::InventorySnapshot;
 use serde_json::json;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::feed::{self, Item, LiveFeed, Start};
@@ -119,10 +118,9 @@ async fn events(
         (None, true) => Start::Snapshot,
         (None, false) => Start::After(0),
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(feed::watch(state.inventory.clone(), state.feed.clone(), store_id, start, tx, state.shutdown.clone()));
     let memo = state.memo.clone();
-    let stream = ReceiverStream::new(rx).map(move |item| Ok::<_, Infallible>(to_sse(&item, &memo)));
+    let stream = feed::watch(state.inventory.clone(), &state.feed, store_id, start, state.shutdown.clone())
+        .map(move |item| Ok::<_, Infallible>(to_sse(&item, &memo)));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(state.keep_alive).text("keep-alive")).into_response()
 }
 

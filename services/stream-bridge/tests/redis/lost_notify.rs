@@ -18,7 +18,7 @@ use redstore_stream_bridge::feed::{self, Item, Start};
 use tokio::sync::mpsc;
 
 use crate::shutdown_guard;
-use crate::support::{WAIT, quantity_after, wait_watched};
+use crate::support::{WAIT, forward, quantity_after, wait_watched};
 
 /// The test's PostgreSQL database, dropped however the test ends.
 struct Scratch(Option<ScratchDb>);
@@ -105,18 +105,11 @@ async fn postgres_feed_delivers_changes_whose_notification_was_lost() {
     assert!(head > 0, "the seed logged store-1's stock");
 
     let live = LiveFeed::from_postgres(pool.clone(), inventory.clone(), shutdown.clone()).expect("start the feed");
-    let (tx, mut rx) = mpsc::channel(64);
     // From just before the newest event, as a terminal resuming: the watcher's own catch-up delivers
     // that event, and once it is received the catch-up has read the log and the watcher is live.
     // Anything committed after that reaches it only through the feed.
-    tokio::spawn(feed::watch(
-        inventory.clone(),
-        live.clone(),
-        "store-1".into(),
-        Start::After(head - 1),
-        tx,
-        shutdown.clone(),
-    ));
+    let mut rx =
+        forward(feed::watch(inventory.clone(), &live, "store-1".into(), Start::After(head - 1), shutdown.clone()));
     wait_watched(&live, "store-1").await;
     assert_eq!(next_event(&mut rx).await.store_seq, head, "the watcher's catch-up");
 

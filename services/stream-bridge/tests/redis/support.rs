@@ -242,6 +242,20 @@ pub fn replica(url: &str, chain: &Chain, shutdown: &CancellationToken) -> LiveFe
     feed
 }
 
+/// Runs a watch in a task of its own (as a connection would poll it) into a channel.
+pub fn forward(watch: impl futures::Stream<Item = Item> + Send + 'static) -> mpsc::Receiver<Item> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut watch = std::pin::pin!(watch);
+        while let Some(item) = futures::StreamExt::next(&mut watch).await {
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// A terminal watching a store on a replica, from after `seq`.
 pub struct Watcher {
     rx: mpsc::Receiver<Item>,
@@ -249,16 +263,8 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn start(chain: &Chain, feed: &LiveFeed, store: &str, after: u64, shutdown: &CancellationToken) -> Self {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(feed::watch(
-            chain.inventory.clone(),
-            feed.clone(),
-            store.to_owned(),
-            Start::After(after),
-            tx,
-            shutdown.clone(),
-        ));
-        Self { rx }
+        let watch = feed::watch(chain.inventory.clone(), feed, store.to_owned(), Start::After(after), shutdown.clone());
+        Self { rx: forward(watch) }
     }
 
     pub async fn next(&mut self) -> Arc<EventEnvelope> {
