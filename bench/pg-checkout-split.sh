@@ -3,6 +3,8 @@
 # gRPC), beside pgbench on the same PostgreSQL, in one run:
 #   bench/pg-checkout-split.sh [seconds] [extra `redstore serve` flags…]
 # Needs a release build (cargo build --release) and PostgreSQL on 127.0.0.1:5432 with trust auth.
+# Each service gets one worker thread: two processes (and PostgreSQL, and the client) share the
+# machine's cores, as pods limited to a CPU each would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -11,10 +13,10 @@ db="postgres://redstore_app@127.0.0.1:5432/redstore_bench"
 . bench/anchor.sh
 
 echo "== redstore bench checkout against redstore serve inventory + redstore serve sales (32 terminals, 3-line sales)"
-$bin serve inventory --database-url "$db" --listen 127.0.0.1:50091 --db-pool-size 16 --no-demo "$@" 2>/dev/null &
+$bin serve inventory --database-url "$db" --listen 127.0.0.1:50091 --db-pool-size 16 --no-demo --worker-threads 1 "$@" 2>/dev/null &
 inventory=$!
 $bin serve sales --database-url "$db" --inventory-url http://127.0.0.1:50091 --listen 127.0.0.1:50092 \
-  --db-pool-size 16 --no-demo "$@" 2>/dev/null &
+  --db-pool-size 16 --no-demo --worker-threads 1 "$@" 2>/dev/null &
 sales=$!
 trap 'kill $inventory $sales 2>/dev/null || true' EXIT
 for port in 50091 50092; do

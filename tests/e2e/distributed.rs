@@ -50,10 +50,11 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     let redis = RedisServer::start();
     let redis_url = redis.url();
     // The full distributed shape: PostgreSQL, the Kafka-protocol broker (own topics per test) and
-    // Redis (own server per test).
+    // Redis (own server per test); each process with one worker thread, as when several share
+    // a small machine.
     let brokers = kafka_brokers();
     let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let kafka = ["--kafka-brokers", brokers.as_str(), "--kafka-topic-prefix", prefix.as_str()];
+    let kafka = ["--kafka-brokers", brokers.as_str(), "--kafka-topic-prefix", prefix.as_str(), "--worker-threads", "1"];
     let with_kafka =
         |args: &[&str]| -> Vec<String> { args.iter().chain(kafka.iter()).map(|s| (*s).to_owned()).collect() };
     let start = |args: Vec<String>| Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
