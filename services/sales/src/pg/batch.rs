@@ -61,7 +61,6 @@ use crate::store::{CheckoutOrder, cart_refusal, empty_cart};
 /// The most checkouts one transaction takes.
 const MAX_BATCH: usize = 64;
 
-
 /// How long a store's worker waits for work before it stops.
 const IDLE: Duration = Duration::from_secs(30);
 
