@@ -1,8 +1,8 @@
 -- A batch of sales (services/inventory/src/pg/batch.rs) in two calls instead of three statements:
 --
 -- * lock_sales: the sale ids applied before (their stored requests and answers), then what
---   lock_stock reads under the store's sequence row lock, with each product's price and whether it
---   is for sale, so a sale priced from a copy of the catalog is held to the catalog's prices in the
+--   lock_stock (migration 0003, dropped below) read under the store's sequence row lock, with each
+--   product's price and whether it is for sale, so a sale priced from a copy of the catalog is held to the catalog's prices in the
 --   same transaction as its stock. The key lookup was a round trip of its own, before the lock.
 -- * write_sales: the batch's writes (stock deltas, inventory.changed events, the sale ids with
 --   their answers, the sequence). A function, so that it plans once per connection: every
@@ -74,3 +74,6 @@ BEGIN
         RETURNING s.sku, s.quantity;
 END
 $$;
+
+-- lock_sales does what lock_stock (migration 0003) did, and more; nothing calls lock_stock now.
+DROP FUNCTION inventory.lock_stock(TEXT, TEXT[]);
