@@ -174,6 +174,13 @@ pub async fn store_tx(pool: &PgPool, store_id: &str) -> Result<Transaction<'stat
     begin(pool, format!("BEGIN; SELECT set_config('redstore.store_id', '{store_id}', true)")).await
 }
 
+/// A call of `function` with `args` arguments numbered from `$first`: `f($3, $4)`. For statements
+/// that call several functions, each with its own run of the parameters.
+pub fn call(function: &str, first: usize, args: usize) -> String {
+    let args: Vec<String> = (first..first + args).map(|n| format!("${n}")).collect();
+    format!("{function}({})", args.join(", "))
+}
+
 /// Begins a transaction with `statement` (`"BEGIN"`, or one with options) on a pooled connection,
 /// safely even when the caller is cancelled mid-way (a client that hangs up drops its request's
 /// future, a watcher that goes away drops its stream). sqlx 0.8 rolls back nothing for a BEGIN

@@ -115,8 +115,7 @@ impl DecidedSales {
     /// [`Self::bind_write`]); it returns `(sku, quantity)` rows, each to pass to
     /// [`Self::check_written`]. For a caller that writes its own rows in the same statement.
     pub fn write_call(first: usize) -> String {
-        let args: Vec<String> = (first..first + Self::WRITE_ARGS).map(|n| format!("${n}")).collect();
-        format!("inventory.write_sales({})", args.join(", "))
+        pg::call("inventory.write_sales", first, Self::WRITE_ARGS)
     }
 
     /// Binds [`Self::write_call`]'s arguments, in order.

@@ -246,8 +246,7 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
     let write = decided.writes().then(|| DecidedSales::write_call(1));
     let record = (!completed.sale_ids.is_empty() || !refused.is_empty()).then(|| {
         let first = if write.is_some() { DecidedSales::WRITE_ARGS + 1 } else { 1 };
-        let args: Vec<String> = (first..first + 12).map(|n| format!("${n}")).collect();
-        format!("sales.record_completed({})", args.join(", "))
+        pg::call("sales.record_completed", first, 12)
     });
     let sql = match (&write, &record) {
         (Some(write), Some(record)) => Some(format!(
