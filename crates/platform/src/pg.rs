@@ -174,6 +174,10 @@ pub async fn store_tx(pool: &PgPool, store_id: &str) -> Result<Transaction<'stat
     begin(pool, format!("BEGIN; SELECT set_config('redstore.store_id', '{store_id}', true)")).await
 }
 
+/// A query under construction, as `sqlx::query` makes them (for helpers that bind a run of its
+/// parameters).
+pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 /// A call of `function` with `args` arguments numbered from `$first`: `f($3, $4)`. For statements
 /// that call several functions, each with its own run of the parameters.
 pub fn call(function: &str, first: usize, args: usize) -> String {

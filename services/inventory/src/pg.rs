@@ -35,7 +35,7 @@ use crate::store::{Idem, InventoryStore, ProductPatch, SaleOrder};
 
 mod batch;
 
-pub use batch::{AppliedSales, DecidedSales, PgQuery, SaleToApply, apply_sales_in, decide_sales};
+pub use batch::{AppliedSales, DecidedSales, SaleToApply, apply_sales_in, decide_sales};
 
 /// Inventory's PostgreSQL migrations (schema `inventory`).
 pub const PG_MIGRATIONS: &[PgMigration] = &[

@@ -52,10 +52,20 @@ pub async fn reconcile(
     cache: &StockCache,
     store_id: &str,
 ) -> redstore_platform::Result<bool> {
-    let Some(version) = cache.version(store_id).await?.filter(|v| *v > 0) else {
+    let Some(version) = cache.version(store_id).await? else {
         return Ok(false);
     };
-    if inventory.logged(store_id, version).await? {
+    reconcile_at(inventory, cache, store_id, version).await
+}
+
+/// [`reconcile`] of a hash whose sequence is known to be `version`.
+async fn reconcile_at(
+    inventory: &dyn InventoryStore,
+    cache: &StockCache,
+    store_id: &str,
+    version: u64,
+) -> redstore_platform::Result<bool> {
+    if version == 0 || inventory.logged(store_id, version).await? {
         return Ok(false);
     }
     let snapshot = inventory.snapshot(store_id).await?;
@@ -80,10 +90,16 @@ pub async fn reconcile(
 /// [`reconcile`] for the stores whose events the cache skipped as stale (what
 /// `StockCache::project_all` returns): a skip is a redelivery, or a hash from a lost history.
 pub async fn reconcile_stale(inventory: &dyn InventoryStore, cache: &StockCache, stale: &[(String, u64)]) {
-    for (store, _) in stale {
-        if let Err(e) = reconcile(inventory, cache, store).await {
-            tracing::warn!(error = %e, store_id = %store, "cannot check the stock cache against the log");
-        }
+    for (store, version) in stale {
+        warn_unchecked(store, reconcile_at(inventory, cache, store, *version).await);
+    }
+}
+
+/// Logs a store whose hash could not be checked against the log now (Redis or the database down):
+/// the next check (a skip, a restart) tries again.
+fn warn_unchecked(store_id: &str, checked: redstore_platform::Result<bool>) {
+    if let Err(e) = checked {
+        tracing::warn!(error = %e, store_id, "cannot check the stock cache against the log");
     }
 }
 
@@ -97,9 +113,7 @@ pub async fn reconcile_all(inventory: &dyn InventoryStore, cache: &StockCache) {
         }
     };
     for store in stores {
-        if let Err(e) = reconcile(inventory, cache, &store).await {
-            tracing::warn!(error = %e, store_id = %store, "cannot check the stock cache against the log");
-        }
+        warn_unchecked(&store, reconcile(inventory, cache, &store).await);
     }
 }
 

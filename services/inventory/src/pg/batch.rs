@@ -31,7 +31,7 @@ use redstore_platform::error::{Error, Result};
 use redstore_platform::eventlog::envelope;
 use redstore_platform::idempotency::{key_reused, key_unanswered};
 use redstore_platform::money::{Currency, Money};
-use redstore_platform::pg::{self, PgPool};
+use redstore_platform::pg::{self, PgPool, PgQuery};
 use redstore_proto::events::{InventoryChanged, event_envelope::Payload};
 use redstore_proto::inventory as pb;
 use sqlx::{PgConnection, Row as _};
@@ -98,9 +98,6 @@ struct SalesWrite {
     answers: Vec<Vec<u8>>,
     last_seq: i64,
 }
-
-/// A query under construction, as `sqlx::query` makes them.
-pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 impl DecidedSales {
     /// How many arguments [`Self::write_call`] takes.

@@ -361,10 +361,7 @@ struct Completions {
 impl Completions {
     /// Binds the completing call's last six arguments: event ids, heads and tails, then the sold
     /// cart lines (owners, skus, quantities).
-    fn bind_events_and_carts<'q>(
-        &'q self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_events_and_carts<'q>(&'q self, query: pg::PgQuery<'q>) -> pg::PgQuery<'q> {
         query
             .bind(&self.event_ids)
             .bind(&self.heads)
