@@ -231,12 +231,16 @@ pub async fn a_request_dropped_mid_begin_leaves_its_connection_clean(backend: &B
     let inventory = redstore_inventory::pg::PgInventory::new(pool.clone());
     for attempt in 0..40 {
         // Polled a few times (it has sent its BEGIN, or is about to), then dropped.
+        // A call that finished before it was dropped hands over its transaction, dropped too.
         let mut dropped = Box::pin(pg::store_tx(&pool, "store-a"));
-        for _ in 0..attempt % 4 {
-            let _ = futures::FutureExt::now_or_never(&mut dropped);
-            tokio::task::yield_now().await;
+        for poll in 0..=attempt % 4 {
+            if poll > 0 {
+                tokio::task::yield_now().await;
+            }
+            if futures::FutureExt::now_or_never(&mut dropped).is_some() {
+                break;
+            }
         }
-        let _ = futures::FutureExt::now_or_never(&mut dropped);
         drop(dropped);
         // A snapshot begins with BEGIN ISOLATION LEVEL, which fails inside an open transaction.
         let snapshot = redstore_inventory::InventoryStore::snapshot(inventory.as_ref(), "store-a").await;
