@@ -33,6 +33,9 @@ pub struct CheckoutBench {
     pub sales: Option<u64>,
     /// ...or after this long.
     pub duration: Option<Duration>,
+    /// With `duration`: the load runs this long first, unmeasured (connections opened, caches
+    /// and the database's plans warm), so that the figures are the steady state's.
+    pub warmup: Duration,
     /// Lines per sale.
     pub lines: usize,
     /// The store the bench sells in (created strict, with ample stock); with `stores` > 1, the
@@ -124,6 +127,7 @@ async fn set_up_store(target: &str, store_id: &str, terminals: usize) -> anyhow:
         terminals,
         sales: None,
         duration: None,
+        warmup: Duration::ZERO,
         lines: 1,
         store_id: store_id.to_owned(),
         stores: 1,
@@ -193,13 +197,15 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
     let bar = match (cfg.progress, cfg.sales) {
         (false, _) => ProgressBar::hidden(),
         (true, Some(n)) => ProgressBar::new(n),
-        (true, None) => ProgressBar::new(cfg.duration.unwrap_or_default().as_secs()),
+        (true, None) => ProgressBar::new((cfg.duration.unwrap_or_default() + cfg.warmup).as_secs()),
     };
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed_precise}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let start = Instant::now();
+    let warmup = if cfg.duration.is_some() { cfg.warmup } else { Duration::ZERO };
+    // Measured from the end of the warm-up: the sales that began after it, until the deadline.
+    let start = Instant::now() + warmup;
     let deadline = cfg.duration.map(|d| start + d);
     let mut workers = Vec::with_capacity(cfg.terminals);
     for t in 0..cfg.terminals {
@@ -236,6 +242,7 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
                 };
                 let began = Instant::now();
                 match client.checkout(req).await {
+                    Ok(_) if began < start => {}
                     Ok(_) => latencies.push(began.elapsed()),
                     Err(e) => {
                         if failed.fetch_add(1, Ordering::Relaxed) == 0 {

@@ -178,6 +178,9 @@ struct CheckoutArgs {
     /// How long to run when --sales is not given.
     #[arg(long, env = "REDSTORE_BENCH_DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// With --duration: run the load this long first without measuring it (steady-state figures).
+    #[arg(long, env = "REDSTORE_BENCH_WARMUP", default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
     /// Lines per sale.
     #[arg(long, env = "REDSTORE_BENCH_LINES", default_value_t = 3)]
     lines: usize,
@@ -275,6 +278,7 @@ async fn run(cli: Cli) -> ExitCode {
                 terminals: args.terminals,
                 sales: args.sales,
                 duration: args.sales.is_none().then_some(args.duration),
+                warmup: args.warmup,
                 lines: args.lines,
                 store_id: args.store,
                 stores: args.stores,
