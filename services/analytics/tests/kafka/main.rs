@@ -274,6 +274,36 @@ async fn relay_is_woken_by_notify_without_waiting_for_its_sweep() {
 }
 
 #[tokio::test]
+async fn a_busy_store_waits_out_the_relay_pace_and_a_quiet_one_does_not() {
+    let env = env().await;
+    let producer = kafka::producer(&env.cfg).expect("producer");
+    // An hour's pace, and a sweep only at start: only pacing can hold an event back here.
+    let paced =
+        RelayOptions { sweep: Duration::from_secs(3600), pace: Duration::from_secs(3600), ..Default::default() };
+    let relay = env.relay(producer.clone(), &["s1"], paced);
+    // A sale now and then: each drain publishes fewer than PACED_DRAIN events and is not paced.
+    for _ in 0..3 {
+        env.append_sales("s1", 1, 1).await;
+        eventually(Duration::from_secs(5), "a quiet store's event sent", || async { env.unsent().await == 0 }).await;
+    }
+    // A burst: one busy drain, after which the store waits out the pace.
+    env.append_sales("s1", kafka::PACED_DRAIN * 2, kafka::PACED_DRAIN * 2).await;
+    eventually(Duration::from_secs(5), "the burst sent", || async { env.unsent().await == 0 }).await;
+    env.append_sales("s1", 1, 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.unsent().await, 1, "the event after a busy drain waits for the pace");
+    relay.stop().await;
+    // Nothing is lost by waiting: the next relay sends it.
+    let relay = env.relay(producer, &["s1"], RelayOptions::default());
+    eventually(Duration::from_secs(5), "the held event sent", || async { env.unsent().await == 0 }).await;
+    relay.stop().await;
+    let total = 3 + kafka::PACED_DRAIN * 2 + 1;
+    let msgs = read_topic(&env.cfg, &env.topic(), total, Duration::from_secs(20)).await;
+    assert_eq!(distinct_ids(&msgs), env.outbox_ids().await);
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn a_relay_stopped_midway_and_started_again_loses_nothing() {
     let env = env().await;
     let stores = ["s1", "s2", "s3"];
