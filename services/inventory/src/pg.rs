@@ -52,6 +52,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         version: 5,
         sql: include_str!("../migrations/postgres/0005_sale_batch_calls.sql"),
     },
+    PgMigration {
+        service: "inventory",
+        version: 6,
+        sql: include_str!("../migrations/postgres/0006_outbox_without_position.sql"),
+    },
 ];
 
 /// The schema holding inventory's tables, outbox and sequences.

@@ -78,6 +78,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
     PgMigration { service: "sales", version: 3, sql: include_str!("../migrations/postgres/0003_relay_cursor.sql") },
     PgMigration { service: "sales", version: 4, sql: include_str!("../migrations/postgres/0004_take_from_cart.sql") },
     PgMigration { service: "sales", version: 5, sql: include_str!("../migrations/postgres/0005_store_calls.sql") },
+    PgMigration {
+        service: "sales",
+        version: 6,
+        sql: include_str!("../migrations/postgres/0006_outbox_without_position.sql"),
+    },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.

@@ -160,7 +160,7 @@ pub async fn migrations_are_idempotent(backend: &Backend) {
     .fetch_all(&admin)
     .await
     .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4, 5]);
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
     admin.close().await;
 
     // The application role still works after the re-grants.
