@@ -513,7 +513,7 @@ pub async fn run_relay_with(
             // A store whose last drain was a busy one waits out the pace, counted from its start.
             if let Some(&due) = paced.get(&store) {
                 if due > Instant::now() {
-                    retry_at = Some(retry_at.map_or(due, |at| at.min(due)));
+                    retry_by(&mut retry_at, due);
                     deferred.insert(store);
                     continue;
                 }
@@ -536,8 +536,7 @@ pub async fn run_relay_with(
                 }
                 Ok(Drain::Busy) => {
                     deferred.insert(store);
-                    retry_at =
-                        Some(retry_at.map_or(Instant::now() + BUSY_RETRY, |at| at.min(Instant::now() + BUSY_RETRY)));
+                    retry_by(&mut retry_at, Instant::now() + BUSY_RETRY);
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -566,6 +565,11 @@ pub async fn run_relay_with(
     listener.abort();
     tracing::info!(schema, "outbox relay stopped");
     Ok(())
+}
+
+/// Makes the relay's next retry of deferred stores come no later than `at`.
+fn retry_by(retry_at: &mut Option<Instant>, at: Instant) {
+    *retry_at = Some(retry_at.map_or(at, |sooner| sooner.min(at)));
 }
 
 /// Keeps `LISTEN redstore_<schema>` open until `shutdown`, reconnecting with backoff; asks for a
