@@ -431,8 +431,9 @@ async fn connect_redis(url: &str) -> anyhow::Result<redstore_inventory::cache::S
     Ok(cache)
 }
 
-/// Finishes or releases checkouts left pending by a crash or an unreachable inventory: every few
-/// seconds, for every store, sales pending for longer than a few seconds are resumed.
+/// Finishes or releases checkouts left pending by a crash or an unreachable inventory, and records
+/// checkouts inventory applied that sales never recorded: every few seconds, for every store,
+/// what is older than a few seconds.
 fn spawn_pending_healer(
     sales: Arc<redstore_sales::pg::PgSales>,
     inventory: Arc<dyn InventoryStore>,
@@ -460,6 +461,13 @@ fn spawn_pending_healer(
                     ),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, store_id = %store_id, "cannot resume pending sales"),
+                }
+                match sales.record_applied(store_id, Duration::from_secs(5)).await {
+                    Ok(0) => {}
+                    Ok(recorded) => {
+                        tracing::info!(store_id = %store_id, recorded, "recorded checkouts inventory applied and sales never recorded")
+                    }
+                    Err(e) => tracing::warn!(error = %e, store_id = %store_id, "cannot reconcile applied checkouts"),
                 }
             }
         }

@@ -3,7 +3,7 @@
 use redstore_proto::inventory::apply_sale_outcome::Outcome;
 use redstore_proto::inventory::{
     AdjustStockRequest, AdjustmentReason, ApplySaleOutcome, ApplySaleRequest, ApplySaleResponse, ApplySalesRequest,
-    SaleLine,
+    ListAppliedCheckoutsRequest, SaleLine,
 };
 use redstore_proto::sales::{AddCartItemRequest, GetCartRequest};
 use tonic::Code;
@@ -85,12 +85,69 @@ async fn apply_sale_is_idempotent_by_sale_id() {
             SaleLine { sku: "SKU-0005".into(), quantity: 2, unit_price: None },
             SaleLine { sku: "SKU-0005".into(), quantity: 1, unit_price: None },
         ],
+        ..Default::default()
     };
     let first = app.inventory().apply_sale(req.clone()).await.unwrap().into_inner();
     assert_eq!(first.stock[0].quantity, 18 - 3, "repeated skus are merged");
     let again = app.inventory().apply_sale(req).await.unwrap().into_inner();
     assert_eq!(first, again);
     assert_eq!(app.stock("store-1", "SKU-0005").await, 15);
+}
+
+/// Over gRPC, a checkout's key makes a retry with a fresh sale id a replay of the first attempt
+/// (its sale id and sale), the key with another request ALREADY_EXISTS; ListAppliedCheckouts lists
+/// it (keys only, or in full) and names a bad argument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_sale_under_a_checkout_key_is_applied_once_and_listed() {
+    let app = TestApp::spawn().await;
+    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let attempt = |sale_id: &str, quantity: i64| ApplySaleRequest {
+        sale_id: sale_id.into(),
+        store_id: "store-1".into(),
+        terminal_id: "till-1".into(),
+        lines: vec![SaleLine { sku: "SKU-0005".into(), quantity, unit_price: None }],
+        checkout_key: "checkout-1".into(),
+        checkout_fingerprint: format!("fp-{quantity}").into_bytes(),
+        sale: format!("sale {sale_id}").into_bytes(),
+    };
+    let first = app.inventory().apply_sale(attempt("s-1", 2)).await.unwrap().into_inner();
+    assert_eq!(first.sale_id, "s-1");
+    let retry = app.inventory().apply_sale(attempt("s-2", 2)).await.unwrap().into_inner();
+    assert_eq!((retry.sale_id.as_str(), retry.sale.as_slice()), ("s-1", &b"sale s-1"[..]));
+    assert_eq!(app.stock("store-1", "SKU-0005").await, 16);
+    let err = app.inventory().apply_sale(attempt("s-3", 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains("checkout-1"), "{err:?}");
+    assert_eq!(app.stock("store-1", "SKU-0005").await, 16);
+    let mut no_fingerprint = attempt("s-4", 1);
+    no_fingerprint.checkout_fingerprint.clear();
+    let err = app.inventory().apply_sale(no_fingerprint).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("checkout_fingerprint"), "{err:?}");
+
+    let list = |keys_only: bool| ListAppliedCheckoutsRequest {
+        store_id: "store-1".into(),
+        applied_from_ms: started_ms,
+        applied_before_ms: started_ms + 3_600_000,
+        keys_only,
+        ..Default::default()
+    };
+    let full = app.inventory().list_applied_checkouts(list(false)).await.unwrap().into_inner().checkouts;
+    assert_eq!(full.len(), 1);
+    assert_eq!((full[0].checkout_key.as_str(), full[0].checkout_fingerprint.as_slice()), ("checkout-1", &b"fp-2"[..]));
+    let answer = full[0].answer.as_ref().expect("the stored answer");
+    assert_eq!((answer.sale_id.as_str(), answer.sale.as_slice()), ("s-1", &b"sale s-1"[..]));
+    let keys = app.inventory().list_applied_checkouts(list(true)).await.unwrap().into_inner().checkouts;
+    assert_eq!(keys.len(), 1);
+    assert_eq!((keys[0].checkout_key.as_str(), keys[0].answer.is_none()), ("checkout-1", true));
+    let backwards = ListAppliedCheckoutsRequest { applied_before_ms: started_ms, ..list(false) };
+    let err = app.inventory().list_applied_checkouts(backwards).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("applied_before_ms"), "{err:?}");
+    let too_many = ListAppliedCheckoutsRequest { limit: 1001, ..list(false) };
+    let err = app.inventory().list_applied_checkouts(too_many).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("limit"), "{err:?}");
 }
 
 fn applied(outcome: &ApplySaleOutcome) -> &ApplySaleResponse {
@@ -119,6 +176,7 @@ async fn apply_sales_answers_each_sale_as_apply_sale_would() {
         store_id: String::new(),
         terminal_id: "till-1".into(),
         lines: vec![SaleLine { sku: sku.into(), quantity, unit_price: None }],
+        ..Default::default()
     };
     let req = ApplySalesRequest {
         store_id: "store-1".into(),

@@ -780,6 +780,7 @@ async fn apply_sales_names_the_bad_sale_and_applies_nothing_of_its_call() {
         store_id: store.into(),
         terminal_id: "till-1".into(),
         lines: vec![SaleLine { sku: "SKU-0001".into(), quantity, unit_price: None }],
+        ..Default::default()
     };
     let call = |sales: Vec<ApplySaleRequest>| ApplySalesRequest { store_id: "store-1".into(), sales };
     let inventory = app.inventory();
@@ -818,6 +819,7 @@ async fn apply_sale_holds_a_sale_to_the_unit_prices_it_charged() {
         store_id: "store-1".into(),
         terminal_id: "till-1".into(),
         lines,
+        ..Default::default()
     };
     let inventory = app.inventory();
     // On every line or on none, one price per sku, a real amount.

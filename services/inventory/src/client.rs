@@ -21,7 +21,7 @@ use tonic::{Code, Request, Status};
 use crate::domain::{OversellPolicy, Product, StockMovement};
 use crate::grpc::MAX_SALES_PER_CALL;
 use crate::repo::StoreRow;
-use crate::store::{Idem, InventoryStore, ProductPatch, SaleOrder};
+use crate::store::{AppliedCheckout, CheckoutsQuery, Idem, InventoryStore, ProductPatch, SaleOrder};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 const ATTEMPTS: u32 = 3;
@@ -125,11 +125,15 @@ fn sale_request(store_id: &str, sale: &SaleOrder) -> pb::ApplySaleRequest {
     for line in &mut lines {
         line.unit_price = sale.charged.iter().find(|c| c.sku == line.sku).map(|c| c.price.to_proto());
     }
+    let checkout = sale.checkout.as_ref();
     pb::ApplySaleRequest {
         sale_id: sale.sale_id.clone(),
         store_id: store_id.to_owned(),
         terminal_id: sale.terminal_id.clone(),
         lines,
+        checkout_key: checkout.map(|c| c.key.clone()).unwrap_or_default(),
+        checkout_fingerprint: checkout.map(|c| c.fingerprint.clone()).unwrap_or_default(),
+        sale: checkout.map(|c| c.sale.clone()).unwrap_or_default(),
     }
 }
 
@@ -328,7 +332,32 @@ impl InventoryStore for GrpcInventory {
             lines: lines(&movements, 1),
         };
         let answer = retried!(self, apply_refund, req)?;
-        Ok(pb::ApplySaleResponse { stock: answer.stock, negative_skus: Vec::new(), store_seq: answer.store_seq })
+        Ok(pb::ApplySaleResponse { stock: answer.stock, store_seq: answer.store_seq, ..Default::default() })
+    }
+
+    async fn applied_checkouts(&self, store_id: &str, query: CheckoutsQuery) -> Result<Vec<AppliedCheckout>> {
+        let req = pb::ListAppliedCheckoutsRequest {
+            store_id: store_id.to_owned(),
+            applied_from_ms: query.from_ms,
+            applied_before_ms: query.before_ms,
+            after: query
+                .after
+                .map(|(applied_at_ms, checkout_key)| pb::AppliedCheckoutCursor { applied_at_ms, checkout_key }),
+            limit: query.limit,
+            keys_only: query.keys_only,
+            checkout_keys: query.keys,
+        };
+        let answer = retried!(self, list_applied_checkouts, req)?;
+        Ok(answer
+            .checkouts
+            .into_iter()
+            .map(|c| AppliedCheckout {
+                key: c.checkout_key,
+                fingerprint: c.checkout_fingerprint,
+                applied_at_ms: c.applied_at_ms,
+                answer: c.answer.unwrap_or_default(),
+            })
+            .collect())
     }
 
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{self, OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
-use crate::store::{Idem, InventoryStore, ProductPatch, SaleOrder};
+use crate::store::{CheckoutKey, CheckoutsQuery, Idem, InventoryStore, MAX_APPLIED_CHECKOUTS, ProductPatch, SaleOrder};
 
 /// The most skus one GetProducts call may ask for.
 const MAX_SKUS_PER_CALL: usize = 1000;
@@ -75,9 +75,22 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
     };
     let movements = domain::sale_movements("lines", sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
     let charged = domain::charged_prices("lines", sale.lines.iter().map(|l| (l.sku.as_str(), l.unit_price.as_ref())))?;
+    let checkout = if sale.checkout_key.is_empty() {
+        None
+    } else {
+        let key = identifier("checkout_key", &sale.checkout_key)?.to_owned();
+        if sale.checkout_fingerprint.is_empty() {
+            return Err(Error::invalid("checkout_fingerprint", "is required with checkout_key"));
+        }
+        Some(CheckoutKey {
+            key,
+            fingerprint: std::mem::take(&mut sale.checkout_fingerprint),
+            sale: std::mem::take(&mut sale.sale),
+        })
+    };
     let fingerprint = fingerprint(&sale, |_| {});
     let terminal_id = sale.terminal_id.trim().to_owned();
-    Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id, movements, charged }))
+    Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id, movements, charged, checkout }))
 }
 
 fn sale_outcome(outcome: Result<ApplySaleResponse>) -> ApplySaleOutcome {
@@ -377,6 +390,54 @@ impl InventoryService for InventoryGrpc {
                     .collect();
             let applied = self.store.apply_refund(refund_id, store_id, req.terminal_id.trim(), movements).await?;
             Ok(ApplyRefundResponse { stock: applied.stock, store_seq: applied.store_seq })
+        }
+        .await;
+        ok(result)
+    }
+
+    #[tracing::instrument(name = "inventory.list_applied_checkouts", skip_all, fields(store_id = %req.get_ref().store_id))]
+    async fn list_applied_checkouts(
+        &self,
+        req: Request<ListAppliedCheckoutsRequest>,
+    ) -> Result<Response<ListAppliedCheckoutsResponse>, Status> {
+        let req = req.into_inner();
+        let result = async {
+            let store_id = identifier("store_id", &req.store_id)?;
+            if req.applied_before_ms <= req.applied_from_ms {
+                return Err(Error::invalid("applied_before_ms", "must be later than applied_from_ms"));
+            }
+            let limit = match req.limit {
+                0 => 500,
+                n if n > MAX_APPLIED_CHECKOUTS => {
+                    return Err(Error::invalid("limit", format!("is {n}; at most {MAX_APPLIED_CHECKOUTS}")));
+                }
+                n => n,
+            };
+            if req.checkout_keys.len() > MAX_APPLIED_CHECKOUTS as usize {
+                return Err(Error::invalid(
+                    "checkout_keys",
+                    format!("has {} keys; at most {MAX_APPLIED_CHECKOUTS}", req.checkout_keys.len()),
+                ));
+            }
+            let query = CheckoutsQuery {
+                from_ms: req.applied_from_ms,
+                before_ms: req.applied_before_ms,
+                after: req.after.map(|c| (c.applied_at_ms, c.checkout_key)),
+                limit,
+                keys: req.checkout_keys,
+                keys_only: req.keys_only,
+            };
+            let listed = self.store.applied_checkouts(store_id, query).await?;
+            let checkouts = listed
+                .into_iter()
+                .map(|c| AppliedCheckout {
+                    checkout_key: c.key,
+                    applied_at_ms: c.applied_at_ms,
+                    answer: (!req.keys_only).then_some(c.answer),
+                    checkout_fingerprint: c.fingerprint,
+                })
+                .collect();
+            Ok(ListAppliedCheckoutsResponse { checkouts })
         }
         .await;
         ok(result)

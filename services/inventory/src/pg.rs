@@ -31,7 +31,7 @@ use sqlx::{PgConnection, Row as _};
 
 use crate::domain::{OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
-use crate::store::{Idem, InventoryStore, ProductPatch, SaleOrder};
+use crate::store::{AppliedCheckout, CheckoutsQuery, Idem, InventoryStore, ProductPatch, SaleOrder};
 
 mod batch;
 
@@ -56,6 +56,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         service: "inventory",
         version: 6,
         sql: include_str!("../migrations/postgres/0006_outbox_without_position.sql"),
+    },
+    PgMigration {
+        service: "inventory",
+        version: 7,
+        sql: include_str!("../migrations/postgres/0007_checkout_keys.sql"),
     },
 ];
 
@@ -439,6 +444,7 @@ fn sale_answer(levels: Vec<pb::StockLevel>, seq: u64) -> pb::ApplySaleResponse {
         negative_skus: levels.iter().filter(|l| l.quantity < 0).map(|l| l.sku.clone()).collect(),
         stock: levels,
         store_seq: seq,
+        ..Default::default()
     }
 }
 
@@ -790,6 +796,45 @@ impl InventoryStore for PgInventory {
             outcomes.push(answer.await.unwrap_or_else(|_| Err(interrupted(&sale_id))));
         }
         outcomes
+    }
+
+    async fn applied_checkouts(&self, store_id: &str, query: CheckoutsQuery) -> Result<Vec<AppliedCheckout>> {
+        let (after_ms, after_key) = query.after.clone().unwrap_or((i64::MIN, String::new()));
+        // Keys only: an index-only scan of checkouts_by_time.
+        let columns = if query.keys_only { "NULL::BYTEA, NULL::BYTEA" } else { "answer, request" };
+        let only = if query.keys.is_empty() { "" } else { "AND checkout_key = ANY ($7)" };
+        let sql = format!(
+            "SELECT checkout_key, applied_at_ms, {columns} FROM inventory.checkouts
+             WHERE store_id = $1 AND applied_at_ms >= $2 AND applied_at_ms < $3
+               AND (applied_at_ms, checkout_key) > ($4, $5) {only}
+             ORDER BY applied_at_ms, checkout_key LIMIT $6"
+        );
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let mut select = sqlx::query(&sql)
+            .bind(store_id)
+            .bind(query.from_ms)
+            .bind(query.before_ms)
+            .bind(after_ms)
+            .bind(&after_key)
+            .bind(i64::from(query.limit));
+        if !query.keys.is_empty() {
+            select = select.bind(&query.keys);
+        }
+        let rows = select.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut listed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key: String = row.try_get(0)?;
+            let applied_at_ms = row.try_get(1)?;
+            let Some(answer) = row.try_get::<Option<&[u8]>, _>(2)? else {
+                listed.push(AppliedCheckout { key, applied_at_ms, ..AppliedCheckout::default() });
+                continue;
+            };
+            let answer = pb::ApplySaleResponse::decode(answer)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("stored answer of checkout {key:?} is corrupt: {e}")))?;
+            listed.push(AppliedCheckout { key, fingerprint: row.try_get(3)?, applied_at_ms, answer });
+        }
+        Ok(listed)
     }
 
     async fn apply_refund(

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use prost::Message as _;
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result};
-use redstore_platform::idempotency::{maybe_once, once};
+use redstore_platform::idempotency::{key_reused, maybe_once, once};
 use redstore_platform::time::unix_ms;
-use redstore_platform::{Db, Topic, eventlog};
+use redstore_platform::{Db, Topic, WriteCtx, eventlog};
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
@@ -44,6 +45,66 @@ pub struct SaleOrder {
     ///
     /// [`domain::REPRICE`]: crate::domain::REPRICE
     pub charged: Vec<ChargedPrice>,
+    /// The checkout it belongs to, when the caller records the sale only once inventory applied
+    /// it: then the checkout's key is the idempotency key (see [`CheckoutKey`]).
+    pub checkout: Option<CheckoutKey>,
+}
+
+/// A checkout's idempotency key, under which inventory applies a sale once whatever sale id each
+/// attempt carries (`ApplySaleRequest.checkout_key`). A sale id applied before still answers
+/// first. The answer names the sale applied under the key (`sale_id`, and `sale` when replayed).
+#[derive(Clone, Debug)]
+pub struct CheckoutKey {
+    /// The checkout's idempotency key in its store.
+    pub key: String,
+    /// The checkout request's fingerprint: the same key with another is ALREADY_EXISTS.
+    pub fingerprint: Vec<u8>,
+    /// The sale as the caller records it (opaque here), kept with the answer.
+    pub sale: Vec<u8>,
+}
+
+/// A checkout applied under its key, as [`InventoryStore::applied_checkouts`] lists it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppliedCheckout {
+    pub key: String,
+    /// The checkout request's fingerprint it was applied with.
+    pub fingerprint: Vec<u8>,
+    pub applied_at_ms: i64,
+    /// The stored answer, with the sale's id and the sale kept.
+    pub answer: pb::ApplySaleResponse,
+}
+
+/// The most checkouts one [`InventoryStore::applied_checkouts`] call lists, and the most keys it
+/// takes.
+pub const MAX_APPLIED_CHECKOUTS: u32 = 1000;
+
+/// Which of a store's applied checkouts [`InventoryStore::applied_checkouts`] lists: those applied
+/// at or after `from_ms` and before `before_ms`, after the (applied_at_ms, key) cursor `after`
+/// when given, oldest first, at most `limit` (1 to [`MAX_APPLIED_CHECKOUTS`]); only those of
+/// `keys` when it is not empty; with only their keys and times when `keys_only`.
+#[derive(Clone, Debug, Default)]
+pub struct CheckoutsQuery {
+    pub from_ms: i64,
+    pub before_ms: i64,
+    pub after: Option<(i64, String)>,
+    pub limit: u32,
+    pub keys: Vec<String>,
+    pub keys_only: bool,
+}
+
+/// The idempotency scope of a store's checkout keys in the embedded shape.
+fn checkout_scope(store_id: &str) -> String {
+    format!("inventory.checkout:{store_id}")
+}
+
+/// Whether a key is taken in a scope.
+fn has_key(conn: &rusqlite::Connection, scope: &str, key: &str) -> Result<bool> {
+    use rusqlite::OptionalExtension as _;
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM idempotency_keys WHERE scope = ?1 AND key = ?2")?
+        .query_row(rusqlite::params![scope, key], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 #[tonic::async_trait]
@@ -134,6 +195,9 @@ pub trait InventoryStore: Send + Sync + 'static {
         }
         outcomes
     }
+
+    /// The store's checkouts applied under a [`CheckoutKey`] that `query` asks for.
+    async fn applied_checkouts(&self, store_id: &str, query: CheckoutsQuery) -> Result<Vec<AppliedCheckout>>;
 
     /// Puts refunded units back (positive movements, reason "refund"); idempotent by refund id.
     async fn apply_refund(
@@ -345,15 +409,81 @@ impl InventoryStore for SqliteInventory {
         let store_id = store_id.to_owned();
         self.db
             .write(move |ctx| {
-                let SaleOrder { sale_id, fingerprint, terminal_id, movements, charged } = &sale;
-                once(ctx, "inventory.apply_sale", sale_id, fingerprint, |ctx| {
+                let SaleOrder { sale_id, fingerprint, terminal_id, movements, charged, checkout } = &sale;
+                let apply = |ctx: &mut WriteCtx<'_>| {
                     let applied = apply_sale_in(ctx, &store_id, terminal_id, sale_id, movements, charged)?;
                     Ok(pb::ApplySaleResponse {
                         stock: applied.levels,
                         negative_skus: applied.negative_skus,
                         store_seq: applied.event.store_seq,
+                        ..Default::default()
                     })
+                };
+                let Some(checkout) = checkout else {
+                    return once(ctx, "inventory.apply_sale", sale_id, fingerprint, apply);
+                };
+                // A sale id applied before answers first, as it does without a checkout key.
+                if has_key(ctx.conn, "inventory.apply_sale", sale_id)? {
+                    return once(ctx, "inventory.apply_sale", sale_id, fingerprint, apply);
+                }
+                once(ctx, &checkout_scope(&store_id), &checkout.key, &checkout.fingerprint, |ctx| {
+                    let mut answer = apply(ctx)?;
+                    answer.sale_id = sale_id.clone();
+                    answer.sale = checkout.sale.clone();
+                    Ok(answer)
                 })
+                .map_err(|err| match err {
+                    // Named as the checkout's key, as the PostgreSQL inventory names it.
+                    Error::AlreadyExists(_) => key_reused(&format!("sales.checkout:{store_id}"), &checkout.key),
+                    err => err,
+                })
+            })
+            .await
+    }
+
+    async fn applied_checkouts(&self, store_id: &str, query: CheckoutsQuery) -> Result<Vec<AppliedCheckout>> {
+        let scope = checkout_scope(store_id);
+        self.db
+            .read(move |c| {
+                let (after_ms, after_key) = query.after.clone().unwrap_or((i64::MIN, String::new()));
+                let mut stmt = c.prepare_cached(
+                    "SELECT key, created_at_ms, response, request FROM idempotency_keys
+                     WHERE scope = ?1 AND created_at_ms >= ?2 AND created_at_ms < ?3
+                       AND (created_at_ms, key) > (?4, ?5) AND (?6 IS NULL OR key = ?6)
+                     ORDER BY created_at_ms, key LIMIT ?7",
+                )?;
+                // Every key of the window, or each key asked for (a primary-key lookup each).
+                let asked: Vec<Option<&str>> = match query.keys.is_empty() {
+                    true => vec![None],
+                    false => query.keys.iter().map(|k| Some(k.as_str())).collect(),
+                };
+                let mut listed = Vec::new();
+                for key in asked {
+                    let params =
+                        rusqlite::params![scope, query.from_ms, query.before_ms, after_ms, after_key, key, query.limit];
+                    let rows = stmt.query_map(params, |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                        ))
+                    })?;
+                    for row in rows {
+                        let (key, applied_at_ms, answer, fingerprint) = row?;
+                        if query.keys_only {
+                            listed.push(AppliedCheckout { key, applied_at_ms, ..AppliedCheckout::default() });
+                            continue;
+                        }
+                        let answer = pb::ApplySaleResponse::decode(answer.as_slice()).map_err(|e| {
+                            Error::Internal(anyhow::anyhow!("stored answer of checkout {key:?} is corrupt: {e}"))
+                        })?;
+                        listed.push(AppliedCheckout { key, fingerprint, applied_at_ms, answer });
+                    }
+                }
+                listed.sort_by(|a, b| (a.applied_at_ms, &a.key).cmp(&(b.applied_at_ms, &b.key)));
+                listed.truncate(query.limit as usize);
+                Ok(listed)
             })
             .await
     }
@@ -376,6 +506,7 @@ impl InventoryStore for SqliteInventory {
                         stock: applied.levels,
                         negative_skus: applied.negative_skus,
                         store_seq: applied.event.store_seq,
+                        ..Default::default()
                     })
                 })
             })

@@ -11,10 +11,15 @@
 //!   (see `pg/batch.rs`).
 //! - Inventory elsewhere, reached through [`InventoryStore`] ([`PgSales::new`]; over gRPC between
 //!   processes): by a saga whose every step is idempotent, so a retry, a concurrent duplicate or
-//!   a crash heals. A store's checkouts are batched here too, each step below taken once for the
-//!   batch (`batch::saga_batch`: one transaction records them pending, inventory is asked about
-//!   all of them at once, one transaction completes them); a checkout the batch cannot finish
-//!   (its key points at a sale left pending) runs the steps alone:
+//!   a crash heals. A store's checkouts are batched here too (`batch::saga_batch`). A checkout
+//!   with lines is recorded only once inventory applied it: inventory is asked about the whole
+//!   batch at once, each sale under its checkout's key and keeping the drafted sale, so a retry
+//!   with a fresh sale id is answered with the first attempt's sale, then one statement records
+//!   the sales applied; [`PgSales::record_applied`] records what an attempt left applied and
+//!   unrecorded (see `batch::applied_batch`). A checkout of a cart takes the steps below, each
+//!   once for the batch (one transaction records them pending, inventory is asked about all of
+//!   them at once, one transaction completes them), and alone when the batch cannot finish it
+//!   (its key points at a sale left pending):
 //!
 //! 1. Look the idempotency key up: the same key with another request is ALREADY_EXISTS, a
 //!    completed sale is answered again, a pending one is finished (step 3) with its own id.
@@ -23,7 +28,8 @@
 //! 2. Transaction A records the sale `pending`, priced, under the unique (store, key): of
 //!    concurrent duplicates one inserts, the others find its row (step 1 again).
 //! 3. Transaction B locks the pending row (so attempts on one sale run one after the other) and
-//!    asks inventory to apply the sale, idempotent by sale id. If inventory refuses
+//!    asks inventory to apply the sale, idempotent by sale id (and by the checkout's key, so that
+//!    a key reused for a checkout with lines is refused there, not applied). If inventory refuses
 //!    (FAILED_PRECONDITION, NOT_FOUND, INVALID_ARGUMENT) the pending row is deleted: the failed
 //!    checkout leaves no trace and its key can be used again. Otherwise B ends (it wrote nothing)
 //!    and one call of `sales.complete_sale` (migration 0002, its own transaction) makes the sale
@@ -52,7 +58,7 @@ use prost::Message as _;
 use redstore_inventory::InventoryStore;
 use redstore_inventory::domain::{Product, StockMovement, sale_movements};
 use redstore_inventory::pg::PgInventory;
-use redstore_inventory::store::SaleOrder;
+use redstore_inventory::store::{CheckoutKey, CheckoutsQuery, SaleOrder};
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::idempotency::key_reused;
@@ -82,6 +88,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         service: "sales",
         version: 6,
         sql: include_str!("../migrations/postgres/0006_outbox_without_position.sql"),
+    },
+    PgMigration {
+        service: "sales",
+        version: 7,
+        sql: include_str!("../migrations/postgres/0007_record_applied_sales.sql"),
     },
 ];
 
@@ -398,6 +409,7 @@ fn apply_request(sale: &Sale) -> (inv::ApplySaleRequest, Vec<(String, i64)>) {
             .iter()
             .map(|l| inv::SaleLine { sku: l.sku.clone(), quantity: l.quantity, unit_price: l.unit_price.clone() })
             .collect(),
+        ..Default::default()
     };
     (request, lines)
 }
@@ -539,11 +551,13 @@ impl PgSales {
     /// gone (a concurrent attempt had it refused by inventory and deleted it).
     async fn finish(&self, store_id: &str, sale_id: &str) -> Result<Option<Sale>> {
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        let Some(row) =
-            sqlx::query("SELECT status = 'completed', from_cart, body FROM sales.sales WHERE sale_id = $1 FOR UPDATE")
-                .bind(sale_id)
-                .fetch_optional(&mut *tx)
-                .await?
+        let Some(row) = sqlx::query(
+            "SELECT status = 'completed', from_cart, body, idempotency_key, request FROM sales.sales
+                 WHERE sale_id = $1 FOR UPDATE",
+        )
+        .bind(sale_id)
+        .fetch_optional(&mut *tx)
+        .await?
         else {
             return Ok(None);
         };
@@ -560,6 +574,9 @@ impl PgSales {
             terminal_id: sale.terminal_id.clone(),
             movements: sale_movements(if from_cart { "cart" } else { "lines" }, lines)?,
             charged: catalog::charged(&sale),
+            // Under the checkout's key too, as checkouts recorded only once applied go: the same
+            // key with another request is refused there, not applied.
+            checkout: Some(CheckoutKey { key: row.try_get(3)?, fingerprint: row.try_get(4)?, sale: Vec::new() }),
         };
         let applied = self.inventory.apply_sale(store_id, order).await;
         let applied = match applied {
@@ -647,6 +664,89 @@ impl PgSales {
             }
         }
         Ok(resumed)
+    }
+
+    /// Records the store's checkouts inventory applied under their keys more than `older_than`
+    /// ago that sales never recorded: the process stopped, or lost inventory's answer, between
+    /// the two, and no retry came (a retry records it itself). Each is recorded as the attempt
+    /// would have, completed with its `sale.completed` event. Looks once through each applied
+    /// checkout (`sales.checkouts_reconciled` remembers how far); run it periodically for every
+    /// store. Returns how many it recorded.
+    pub async fn record_applied(&self, store_id: &str, older_than: Duration) -> Result<usize> {
+        const PAGE: u32 = redstore_inventory::store::MAX_APPLIED_CHECKOUTS;
+        let before_ms = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let from_ms: i64 =
+            sqlx::query_scalar("SELECT applied_before_ms FROM sales.checkouts_reconciled WHERE store_id = $1")
+                .bind(store_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
+        tx.commit().await?;
+        if before_ms <= from_ms {
+            return Ok(0);
+        }
+        let (mut recorded, mut after) = (0, None);
+        loop {
+            // The window's keys (an index-only scan there), then the answers of those missing here.
+            let window = CheckoutsQuery { from_ms, before_ms, limit: PAGE, ..CheckoutsQuery::default() };
+            let page = self
+                .inventory
+                .applied_checkouts(store_id, CheckoutsQuery { after: after.clone(), keys_only: true, ..window.clone() })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.applied_at_ms, last.key.clone()));
+            let keys: Vec<&str> = page.iter().map(|c| c.key.as_str()).collect();
+            let mut tx = pg::store_tx(&self.pool, store_id).await?;
+            let missing: Vec<String> = sqlx::query_scalar(
+                "SELECT k FROM unnest($2::TEXT[]) AS k
+                 WHERE NOT EXISTS (SELECT 1 FROM sales.sales s WHERE s.store_id = $1 AND s.idempotency_key = k)",
+            )
+            .bind(store_id)
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if !missing.is_empty() {
+                let applied =
+                    self.inventory.applied_checkouts(store_id, CheckoutsQuery { keys: missing, ..window }).await?;
+                let occurred_at_ms = now_ms();
+                let mut record = batch::Recording::default();
+                for checkout in &applied {
+                    let answer = &checkout.answer;
+                    if answer.sale.is_empty() {
+                        // Applied by the pending saga, which keeps no sale there but records the
+                        // key before it asks inventory: a key it recorded cannot be missing here.
+                        tracing::warn!(store_id, key = %checkout.key, sale_id = %answer.sale_id, "an applied checkout has no sale to record");
+                        continue;
+                    }
+                    let sale = batch::applied_sale(decode_sale(&answer.sale)?, answer.clone())?;
+                    record.add_keyed(store_id, occurred_at_ms, &checkout.key, &checkout.fingerprint, &sale);
+                }
+                if !record.is_empty() {
+                    let (inserted, last_seq) = record.write(&self.pool, store_id, occurred_at_ms).await?;
+                    recorded += inserted.len();
+                    if let Some(last) = last_seq {
+                        pg::notify_committed(&self.pool, SCHEMA, store_id, last).await;
+                    }
+                }
+            }
+            if page.len() < PAGE as usize {
+                break;
+            }
+        }
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        sqlx::query(
+            "INSERT INTO sales.checkouts_reconciled (store_id, applied_before_ms) VALUES ($1, $2)
+             ON CONFLICT (store_id) DO UPDATE SET applied_before_ms = greatest(excluded.applied_before_ms,
+                 sales.checkouts_reconciled.applied_before_ms)",
+        )
+        .bind(store_id)
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// A checkout by the saga (see the module documentation).

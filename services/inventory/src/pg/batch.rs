@@ -38,7 +38,7 @@ use sqlx::{PgConnection, Row as _};
 
 use super::{SCHEMA, applied, insufficient, no_store, now_ms, sale_answer};
 use crate::domain::{ChargedPrice, OversellPolicy, StockMovement, check_charged};
-use crate::store::SaleOrder;
+use crate::store::{CheckoutKey, SaleOrder};
 
 /// The idempotency scope of applied sales, as `InventoryStore::apply_sale` uses it.
 const SCOPE: &str = "inventory.apply_sale";
@@ -54,6 +54,8 @@ pub struct SaleToApply<'a> {
     pub movements: &'a [StockMovement],
     /// The unit prices the sale charged (empty: not held to the catalog), as in [`SaleOrder`].
     pub charged: &'a [ChargedPrice],
+    /// The checkout whose key it is applied under ([`CheckoutKey`]); distinct within a batch.
+    pub checkout: Option<&'a CheckoutKey>,
 }
 
 /// What a batch did.
@@ -97,11 +99,15 @@ struct SalesWrite {
     requests: Vec<Vec<u8>>,
     answers: Vec<Vec<u8>>,
     last_seq: i64,
+    /// The checkouts applied under their keys, with their fingerprints and answers (with the sale).
+    checkout_keys: Vec<String>,
+    checkout_requests: Vec<Vec<u8>>,
+    checkout_answers: Vec<Vec<u8>>,
 }
 
 impl DecidedSales {
     /// How many arguments [`Self::write_call`] takes.
-    pub const WRITE_ARGS: usize = 13;
+    pub const WRITE_ARGS: usize = 16;
 
     /// Whether the batch writes anything: a batch of refusals and replays writes nothing.
     pub fn writes(&self) -> bool {
@@ -132,6 +138,9 @@ impl DecidedSales {
             .bind(&w.requests)
             .bind(&w.answers)
             .bind(w.last_seq)
+            .bind(&w.checkout_keys)
+            .bind(&w.checkout_requests)
+            .bind(&w.checkout_answers)
     }
 
     /// Checks a written sku's quantity against the decision. Every stock writer of the store holds
@@ -182,6 +191,10 @@ pub async fn decide_sales(conn: &mut PgConnection, store_id: &str, sales: &[Sale
     if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
         return Err(Error::Internal(anyhow::anyhow!("a sale id appears twice in one batch")));
     }
+    let checkout_keys: Vec<&str> = sales.iter().filter_map(|s| s.checkout.map(|c| c.key.as_str())).collect();
+    if checkout_keys.iter().collect::<HashSet<_>>().len() != checkout_keys.len() {
+        return Err(Error::Internal(anyhow::anyhow!("a checkout key appears twice in one batch")));
+    }
     let mut write = SalesWrite { store_id: store_id.to_owned(), ..SalesWrite::default() };
     if sales.is_empty() {
         return Ok(DecidedSales { applied: AppliedSales { outcomes: Vec::new(), last_seq: None }, write });
@@ -195,23 +208,28 @@ pub async fn decide_sales(conn: &mut PgConnection, store_id: &str, sales: &[Sale
     skus.dedup();
     let rows = sqlx::query(
         "SELECT o_key, o_request, o_response, o_last_seq, o_policy, o_sku, o_known, o_active, o_currency,
-                o_price, o_quantity
-         FROM inventory.lock_sales($1, $2, $3, $4)",
+                o_price, o_quantity, o_checkout
+         FROM inventory.lock_sales($1, $2, $3, $4, $5)",
     )
     .bind(store_id)
     .bind(&skus)
     .bind(SCOPE)
     .bind(&ids)
+    .bind(&checkout_keys)
     .fetch_all(&mut *conn)
     .await?;
-    let mut taken: HashMap<String, (Vec<u8>, Option<Vec<u8>>)> = HashMap::new();
+    let mut taken = Taken::default();
     let mut locked = None;
     // Per known sku: its price and whether it is for sale.
     let mut catalog: HashMap<String, (Money, bool)> = HashMap::with_capacity(skus.len());
     let mut stock: HashMap<String, i64> = HashMap::with_capacity(skus.len());
     for row in &rows {
         if let Some(key) = row.try_get::<Option<String>, _>(0)? {
-            taken.insert(key, (row.try_get(1)?, row.try_get(2)?));
+            let stored = (row.try_get(1)?, row.try_get(2)?);
+            match row.try_get::<bool, _>(11)? {
+                true => taken.checkouts.insert(key, stored),
+                false => taken.sale_ids.insert(key, stored),
+            };
             continue;
         }
         let Some(sku) = row.try_get::<Option<String>, _>(5)? else {
@@ -229,8 +247,8 @@ pub async fn decide_sales(conn: &mut PgConnection, store_id: &str, sales: &[Sale
             stock.insert(sku, quantity);
         }
     }
-    if !taken.is_empty() {
-        replay_taken(sales, &taken, &mut outcomes);
+    if !taken.sale_ids.is_empty() || !taken.checkouts.is_empty() {
+        replay_taken(store_id, sales, &taken, &mut outcomes);
     }
     let (last_seq, policy) = locked.unwrap_or((0, OversellPolicy::Strict));
 
@@ -282,9 +300,23 @@ pub async fn decide_sales(conn: &mut PgConnection, store_id: &str, sales: &[Sale
         write.event_ids.push(event_id);
         write.event_seqs.push(d.seq as i64);
         write.bodies.push(event.encode_to_vec());
-        write.keys.push(sale.sale_id.to_owned());
-        write.requests.push(sale.request.to_vec());
-        write.answers.push(response.encode_to_vec());
+        let response = match sale.checkout {
+            None => {
+                write.keys.push(sale.sale_id.to_owned());
+                write.requests.push(sale.request.to_vec());
+                write.answers.push(response.encode_to_vec());
+                response
+            }
+            Some(checkout) => {
+                // The answer names the sale; the stored one keeps it too, for a retry to record.
+                let mut stored = pb::ApplySaleResponse { sale_id: sale.sale_id.to_owned(), ..response };
+                stored.sale = checkout.sale.clone();
+                write.checkout_keys.push(checkout.key.clone());
+                write.checkout_requests.push(checkout.fingerprint.clone());
+                write.checkout_answers.push(stored.encode_to_vec());
+                pb::ApplySaleResponse { sale: Vec::new(), ..stored }
+            }
+        };
         for m in sale.movements {
             stock_seq.insert(&m.sku, d.seq as i64);
         }
@@ -303,20 +335,39 @@ pub async fn decide_sales(conn: &mut PgConnection, store_id: &str, sales: &[Sale
     Ok(DecidedSales { applied: AppliedSales { outcomes: settled(outcomes), last_seq }, write })
 }
 
-/// The answers of sales whose id was applied before: the stored answer for the same request,
-/// ALREADY_EXISTS for another.
+/// The keys of a batch applied before, with their stored requests and answers.
+#[derive(Default)]
+struct Taken {
+    sale_ids: HashMap<String, (Vec<u8>, Option<Vec<u8>>)>,
+    checkouts: HashMap<String, (Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// The answers of sales whose id, or checkout key, was applied before: the stored answer for the
+/// same request, ALREADY_EXISTS for another. A sale id answers first.
 fn replay_taken(
+    store_id: &str,
     sales: &[SaleToApply<'_>],
-    taken: &HashMap<String, (Vec<u8>, Option<Vec<u8>>)>,
+    taken: &Taken,
     outcomes: &mut [Option<Result<pb::ApplySaleResponse>>],
 ) {
     for (i, sale) in sales.iter().enumerate() {
-        let key = sale.sale_id;
-        outcomes[i] = match taken.get(key) {
-            None => continue,
-            Some((request, _)) if request.as_slice() != sale.request => Some(Err(key_reused(SCOPE, key))),
-            Some((_, Some(response))) => Some(pg::replay(response)),
-            Some((_, None)) => Some(Err(key_unanswered(SCOPE, key))),
+        let (scope, key, request, stored) = match (taken.sale_ids.get(sale.sale_id), sale.checkout) {
+            (Some(stored), _) => (SCOPE.to_owned(), sale.sale_id, sale.request, stored),
+            (None, Some(checkout)) => match taken.checkouts.get(&checkout.key) {
+                Some(stored) => (
+                    format!("sales.checkout:{store_id}"),
+                    checkout.key.as_str(),
+                    checkout.fingerprint.as_slice(),
+                    stored,
+                ),
+                None => continue,
+            },
+            (None, None) => continue,
+        };
+        outcomes[i] = match stored {
+            (stored_request, _) if stored_request.as_slice() != request => Some(Err(key_reused(&scope, key))),
+            (_, Some(response)) => Some(pg::replay(response)),
+            (_, None) => Some(Err(key_unanswered(&scope, key))),
         };
     }
 }
@@ -373,6 +424,7 @@ impl<'a> From<&'a SaleOrder> for SaleToApply<'a> {
             terminal_id: &sale.terminal_id,
             movements: &sale.movements,
             charged: &sale.charged,
+            checkout: sale.checkout.as_ref(),
         }
     }
 }
@@ -395,8 +447,11 @@ pub(super) fn sale_batcher(pool: PgPool) -> StoreBatcher<SaleJob> {
 }
 
 async fn run_sales(pool: &PgPool, store_id: &str, jobs: Vec<SaleJob>) -> Vec<SaleJob> {
-    let mut ids = HashSet::new();
-    let (now, later): (Vec<SaleJob>, Vec<SaleJob>) = jobs.into_iter().partition(|j| ids.insert(j.sale.sale_id.clone()));
+    let (mut ids, mut checkouts) = (HashSet::new(), HashSet::new());
+    let (now, later): (Vec<SaleJob>, Vec<SaleJob>) = jobs.into_iter().partition(|j| {
+        let checkout_free = j.sale.checkout.as_ref().is_none_or(|c| checkouts.insert(c.key.clone()));
+        checkout_free && ids.insert(j.sale.sale_id.clone())
+    });
     let started = std::time::Instant::now();
     let outcome = apply_batch(pool, store_id, &now).await;
     tracing::debug!(store_id, sales = now.len(), ms = started.elapsed().as_secs_f64() * 1e3, "sale batch");

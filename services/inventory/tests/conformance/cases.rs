@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use redstore_inventory::domain::{ChargedPrice, Product};
 use redstore_inventory::repo::StoreRow;
-use redstore_inventory::store::{Idem, ProductPatch, SaleOrder};
+use redstore_inventory::store::{AppliedCheckout, CheckoutKey, CheckoutsQuery, Idem, ProductPatch, SaleOrder};
 use redstore_inventory::{InventoryStore, OversellPolicy, StockMovement};
 use redstore_platform::Error;
 use redstore_platform::barcode::{Barcode, ean13_from_payload};
@@ -60,6 +60,7 @@ fn order(sale_id: &str, fingerprint: Vec<u8>, terminal_id: &str, movements: Vec<
         terminal_id: terminal_id.to_owned(),
         movements,
         charged: Vec::new(),
+        checkout: None,
     }
 }
 
@@ -539,6 +540,86 @@ pub async fn apply_sale_is_idempotent_by_sale_id(store: Store) {
         c.changes.iter().map(|s| (s.sku.as_str(), s.delta, s.quantity_after, s.negative)).collect::<Vec<_>>(),
         [("sku-1", -3, 7, false), ("sku-2", -1, 9, false)]
     );
+}
+
+/// A checkout recorded only once inventory applied it comes under its key with a fresh sale id on
+/// every attempt: applied once, each retry answered with the first attempt's sale (kept), the key
+/// with another request refused; the applied checkouts are listed by time, page by page. A
+/// checkout refused leaves its key free.
+pub async fn apply_sale_under_a_checkout_key_applies_it_once_and_keeps_the_sale(store: Store) {
+    new_store(&store, "s1", OversellPolicy::Strict).await;
+    new_product(&store, "sku-1").await;
+    receive(&store, "s1", "sku-1", 10).await;
+    let attempt = |sale_id: &str, key: &str, fingerprint: &[u8], quantity: i64| SaleOrder {
+        checkout: Some(CheckoutKey {
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_vec(),
+            sale: format!("the sale {sale_id}").into_bytes(),
+        }),
+        ..order(sale_id, sale_id.as_bytes().to_vec(), "t1", vec![mv("sku-1", -quantity)])
+    };
+    let started_ms = redstore_platform::time::unix_ms(std::time::SystemTime::now());
+
+    let first = store.apply_sale("s1", attempt("sale-1", "k-1", b"fp-1", 3)).await.unwrap();
+    assert_eq!(first.sale_id, "sale-1");
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 7);
+    // The retry carries a new sale id: it is answered with the first one's, and its sale.
+    let retry = store.apply_sale("s1", attempt("sale-2", "k-1", b"fp-1", 3)).await.unwrap();
+    assert_eq!((retry.sale_id.as_str(), retry.sale.as_slice()), ("sale-1", &b"the sale sale-1"[..]));
+    assert_eq!((retry.stock.clone(), retry.store_seq), (first.stock.clone(), first.store_seq));
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 7);
+    // The same key for another request: refused, nothing taken.
+    let err = store.apply_sale("s1", attempt("sale-3", "k-1", b"fp-2", 1)).await.unwrap_err();
+    assert!(matches!(&err, Error::AlreadyExists(m) if m.contains(r#"idempotency_key "k-1""#)), "{err:?}");
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 7);
+    // Refused for stock: its key stays free, and takes the sale once there is stock.
+    let err = store.apply_sale("s1", attempt("sale-4", "k-2", b"fp-3", 8)).await.unwrap_err();
+    assert_insufficient(err, "sku-1", "s1", 8, 7);
+    receive(&store, "s1", "sku-1", 1).await;
+    let later = store.apply_sale("s1", attempt("sale-5", "k-2", b"fp-3", 8)).await.unwrap();
+    assert_eq!(later.sale_id, "sale-5");
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 0);
+    for i in 0..3 {
+        receive(&store, "s1", "sku-1", 1).await;
+        store.apply_sale("s1", attempt(&format!("sale-p{i}"), &format!("k-p{i}"), b"fp-p", 1)).await.unwrap();
+    }
+
+    // Listed oldest first, with their fingerprints and kept sales; a window, then pages.
+    let now_ms = redstore_platform::time::unix_ms(std::time::SystemTime::now()) + 1;
+    let window = CheckoutsQuery { from_ms: started_ms, before_ms: now_ms, limit: 100, ..CheckoutsQuery::default() };
+    let all = store.applied_checkouts("s1", window.clone()).await.unwrap();
+    let keys: BTreeSet<&str> = all.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(keys, BTreeSet::from(["k-1", "k-2", "k-p0", "k-p1", "k-p2"]));
+    let k1 = all.iter().find(|c| c.key == "k-1").unwrap();
+    assert_eq!((k1.fingerprint.as_slice(), k1.answer.sale_id.as_str()), (&b"fp-1"[..], "sale-1"));
+    assert_eq!(k1.answer.sale, b"the sale sale-1");
+    assert!(all.windows(2).all(|w| (w[0].applied_at_ms, &w[0].key) < (w[1].applied_at_ms, &w[1].key)));
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let query = CheckoutsQuery { after: after.clone(), limit: 2, ..window.clone() };
+        let page = store.applied_checkouts("s1", query).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some((last.applied_at_ms, last.key.clone()));
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let later = CheckoutsQuery { from_ms: now_ms, before_ms: now_ms + 60_000, ..window.clone() };
+    assert!(store.applied_checkouts("s1", later).await.unwrap().is_empty());
+    let earlier = CheckoutsQuery { from_ms: 0, before_ms: started_ms, ..window.clone() };
+    assert!(store.applied_checkouts("s1", earlier).await.unwrap().is_empty());
+    // Keys only; or only the keys asked for (one unknown), in full.
+    let keys = store.applied_checkouts("s1", CheckoutsQuery { keys_only: true, ..window.clone() }).await.unwrap();
+    let bare: Vec<AppliedCheckout> = all
+        .iter()
+        .map(|c| AppliedCheckout { key: c.key.clone(), applied_at_ms: c.applied_at_ms, ..AppliedCheckout::default() })
+        .collect();
+    assert_eq!(keys, bare);
+    let asked = vec!["k-2".to_owned(), "k-none".to_owned(), "k-1".to_owned()];
+    let some = store.applied_checkouts("s1", CheckoutsQuery { keys: asked, ..window.clone() }).await.unwrap();
+    let expected: Vec<AppliedCheckout> = all.iter().filter(|c| c.key == "k-1" || c.key == "k-2").cloned().collect();
+    assert_eq!(some, expected);
 }
 
 /// A sale priced from a copy of the catalog carries the prices it charged: it takes stock only

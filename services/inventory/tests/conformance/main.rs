@@ -57,6 +57,7 @@ conformance! {
         stock_reads_default_to_zero_and_name_missing_things,
         adjust_stock_is_idempotent_by_key,
         apply_sale_is_idempotent_by_sale_id,
+        apply_sale_under_a_checkout_key_applies_it_once_and_keeps_the_sale,
         apply_sale_is_held_to_the_prices_it_charged,
         apply_sale_rejects_unknown_store_and_sku_without_effect,
         strict_store_fails_the_whole_sale,

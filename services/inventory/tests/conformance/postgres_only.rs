@@ -143,7 +143,7 @@ pub async fn app_role_is_not_superuser_and_cannot_bypass_rls(backend: &Backend) 
     .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(forced, ["outbox", "stock", "store_sequences", "terminals"]);
+    assert_eq!(forced, ["checkouts", "outbox", "stock", "store_sequences", "terminals"]);
     // And it cannot change the schema.
     let err = sqlx::query("ALTER TABLE inventory.stock DISABLE ROW LEVEL SECURITY").execute(pool).await.unwrap_err();
     assert_eq!(pg::sqlstate(&err).as_deref(), Some("42501"), "{err}");
@@ -160,7 +160,7 @@ pub async fn migrations_are_idempotent(backend: &Backend) {
     .fetch_all(&admin)
     .await
     .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7]);
     admin.close().await;
 
     // The application role still works after the re-grants.

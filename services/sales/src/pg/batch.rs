@@ -42,7 +42,7 @@ use futures::FutureExt as _;
 use prost::Message as _;
 use redstore_inventory::domain::{ChargedPrice, Product, StockMovement};
 use redstore_inventory::pg::{DecidedSales, SaleToApply, decide_sales};
-use redstore_inventory::store::SaleOrder;
+use redstore_inventory::store::{CheckoutKey, SaleOrder};
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::pg;
@@ -212,6 +212,7 @@ async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder
             terminal_id: &d.sale.terminal_id,
             movements: &d.movements,
             charged: &d.charged,
+            checkout: None,
         })
         .collect();
     let mut decided = decide_sales(&mut tx, store_id, &applying).await?;
@@ -397,14 +398,226 @@ fn keyed_answer(order: &CheckoutOrder, sale: KeyedSale) -> Answer {
 }
 
 /// One batch of a store's checkouts by the saga, inventory being elsewhere (see the module
-/// documentation of `pg`): the same steps as one checkout's, each taken for the whole batch —
-/// one transaction records the drafted sales `pending` (and is committed, so that a crash leaves
-/// them for a retry or `resume_pending`), inventory is asked to apply them all at once (it
-/// batches them again per store), and one transaction completes those it took, numbering their
-/// events, and deletes those it refused. A sale inventory could not be asked about stays pending.
-/// Both transactions are one statement each (`sales.claim_sales`, `sales.complete_sales`,
-/// migration 0005) unless carts must be guarded.
+/// documentation of `pg`): those with lines by [`applied_batch`], those of carts by
+/// [`pending_batch`], side by side.
 async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+    // A checkout with lines is recorded once inventory applied it; one of a cart by the pending
+    // saga (the pending row guards the cart). A key always takes the same way: its request has
+    // lines or has none.
+    type Indexed<'a> = Vec<(usize, &'a CheckoutOrder)>;
+    let (with_lines, of_carts): (Indexed<'_>, Indexed<'_>) =
+        orders.iter().copied().enumerate().partition(|(_, o)| !o.lines.is_empty());
+    if of_carts.is_empty() {
+        return applied_batch(saga, store_id, orders).await;
+    }
+    if with_lines.is_empty() {
+        return pending_batch(saga, store_id, orders).await;
+    }
+    let lines_orders: Vec<&CheckoutOrder> = with_lines.iter().map(|(_, o)| *o).collect();
+    let cart_orders: Vec<&CheckoutOrder> = of_carts.iter().map(|(_, o)| *o).collect();
+    let (lines_answers, cart_answers) =
+        tokio::join!(applied_batch(saga, store_id, &lines_orders), pending_batch(saga, store_id, &cart_orders));
+    let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
+    for ((i, _), answer) in with_lines.iter().zip(lines_answers?).chain(of_carts.iter().zip(cart_answers?)) {
+        answers[*i] = Some(answer);
+    }
+    Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
+
+/// Checkouts with lines by the saga without a pending row: each drafted checkout goes to
+/// inventory under its idempotency key, with its sale ([`CheckoutKey`]); inventory applies it once
+/// whatever sale id an attempt carries and keeps the sale; then one statement
+/// (`sales.record_sales`, migration 0007) records the sales applied, completed, with their events.
+/// A retry of a checkout interrupted in between is answered by inventory with the first attempt's
+/// sale, and records that; the reconciler ([`PgSales::record_applied`]) records it when no retry
+/// comes. A checkout inventory refuses, or cannot be asked about, leaves no trace here.
+async fn applied_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+    let carts = HashMap::new();
+    let lines = lines_of(orders, &carts);
+    let drafts = draft_all(saga, store_id, orders, &lines).await?;
+    let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
+    let mut drafted = Vec::new();
+    let mut lookup: Vec<&str> = Vec::new();
+    for (index, (order, draft)) in orders.iter().zip(drafts).enumerate() {
+        match draft {
+            Ok((sale, movements)) => {
+                let request = apply_request(&sale).0.encode_to_vec();
+                let charged = catalog::charged(&sale);
+                drafted.push(Drafted { index, sale, from_cart: false, movements, charged, request });
+            }
+            Err(err) => {
+                // A retry whose sale is recorded may fail to draft (a product since withdrawn…):
+                // the key decides.
+                lookup.push(order.idem.key.as_str());
+                answers[index] = Some(Answer::Done(Box::new(Err(err))));
+            }
+        }
+    }
+    let sales = drafted
+        .iter()
+        .map(|d| {
+            let order = orders[d.index];
+            SaleOrder {
+                sale_id: d.sale.sale_id.clone(),
+                fingerprint: d.request.clone(),
+                terminal_id: d.sale.terminal_id.clone(),
+                movements: d.movements.clone(),
+                charged: d.charged.clone(),
+                checkout: Some(CheckoutKey {
+                    key: order.idem.key.clone(),
+                    fingerprint: order.idem.fingerprint.clone(),
+                    sale: d.sale.encode_to_vec(),
+                }),
+            }
+        })
+        .collect();
+    let applied = if drafted.is_empty() { Vec::new() } else { saga.inventory.apply_sales(store_id, sales).await };
+
+    let occurred_at_ms = now_ms();
+    let mut record = Recording::default();
+    for (d, outcome) in drafted.into_iter().zip(applied) {
+        let order = orders[d.index];
+        let answer = match outcome {
+            Err(err) => refusal(saga, &d.sale, err),
+            Ok(response) => match applied_sale(d.sale, response) {
+                Ok(sale) => {
+                    record.add(store_id, occurred_at_ms, order, &sale);
+                    Answer::Done(Box::new(Ok(sale)))
+                }
+                Err(err) => Answer::Done(Box::new(Err(err))),
+            },
+        };
+        answers[d.index] = Some(answer);
+    }
+    let (recorded, last_seq) = record.write(&saga.pool, store_id, occurred_at_ms).await?;
+    if let Some(last) = last_seq {
+        pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
+    }
+    // A key recorded before (by the first attempt, or the reconciler): its sale answers.
+    let unrecorded: HashSet<&str> = record
+        .keys
+        .iter()
+        .zip(&record.completions.sale_ids)
+        .filter(|(_, id)| !recorded.contains(*id))
+        .map(|(key, _)| key.as_str())
+        .collect();
+    lookup.extend(unrecorded.iter().copied());
+    if !lookup.is_empty() {
+        let mut conn = saga.pool.acquire().await?;
+        let mut keyed = keyed_sales(&mut conn, store_id, &lookup).await?;
+        for (index, order) in orders.iter().enumerate() {
+            let key = order.idem.key.as_str();
+            if let Some(sale) = keyed.remove(key) {
+                answers[index] = Some(keyed_answer(order, sale));
+            } else if unrecorded.contains(key) {
+                // Not recorded, and its key points at nothing: inventory has it, and a retry or the
+                // reconciler records it.
+                answers[index] = Some(Answer::Done(Box::new(Err(Error::Unavailable(format!(
+                    "the checkout with idempotency_key {key:?} was applied but is not recorded yet; retry it with the same key"
+                ))))));
+            }
+        }
+    }
+    Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
+
+/// The sale inventory applied under a checkout key: this attempt's, or, when inventory answers
+/// with another sale id, the one an earlier attempt applied (kept in the answer); completed, with
+/// the skus inventory took below zero.
+pub(super) fn applied_sale(draft: Sale, response: redstore_proto::inventory::ApplySaleResponse) -> Result<Sale> {
+    let mut sale = if response.sale_id.is_empty() || response.sale_id == draft.sale_id {
+        draft
+    } else {
+        let kept = super::decode_sale(&response.sale)?;
+        if kept.sale_id != response.sale_id {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "inventory answered sale {:?} with the body of sale {:?}",
+                response.sale_id,
+                kept.sale_id
+            )));
+        }
+        kept
+    };
+    sale.status = SaleStatus::Completed as i32;
+    sale.negative_stock_skus = response.negative_skus;
+    Ok(sale)
+}
+
+/// Sales inventory applied, as `sales.record_sales` takes them.
+#[derive(Default)]
+pub(super) struct Recording {
+    completions: Completions,
+    terminals: Vec<String>,
+    keys: Vec<String>,
+    requests: Vec<Vec<u8>>,
+    created: Vec<i64>,
+    bodies: Vec<Vec<u8>>,
+}
+
+impl Recording {
+    /// Adds a completed sale under its checkout's key and request fingerprint.
+    pub(super) fn add_keyed(&mut self, store_id: &str, occurred_at_ms: i64, key: &str, request: &[u8], sale: &Sale) {
+        self.completions.add(store_id, occurred_at_ms, sale, None);
+        self.terminals.push(sale.terminal_id.clone());
+        self.keys.push(key.to_owned());
+        self.requests.push(request.to_vec());
+        self.created.push(sale.created_at.as_ref().map_or(0, timestamp_ms));
+        self.bodies.push(sale.encode_to_vec());
+    }
+
+    fn add(&mut self, store_id: &str, occurred_at_ms: i64, order: &CheckoutOrder, sale: &Sale) {
+        self.add_keyed(store_id, occurred_at_ms, &order.idem.key, &order.idem.fingerprint, sale);
+    }
+
+    /// Records the sales (one statement, committing on its own): the ids of those inserted (a key
+    /// or id recorded before is skipped) and the newest event sequence written.
+    pub(super) async fn write(
+        &self,
+        pool: &pg::PgPool,
+        store_id: &str,
+        occurred_at_ms: i64,
+    ) -> Result<(HashSet<String>, Option<u64>)> {
+        let (mut recorded, mut last_seq) = (HashSet::new(), None);
+        if self.completions.sale_ids.is_empty() {
+            return Ok((recorded, last_seq));
+        }
+        let c = &self.completions;
+        let rows = sqlx::query(
+            "SELECT o_sale_id, o_seq FROM sales.record_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(store_id)
+        .bind(&c.sale_ids)
+        .bind(&self.terminals)
+        .bind(&self.keys)
+        .bind(&self.requests)
+        .bind(&self.created)
+        .bind(&self.bodies)
+        .bind(occurred_at_ms)
+        .bind(&c.event_ids)
+        .bind(&c.heads)
+        .bind(&c.tails)
+        .fetch_all(pool)
+        .await?;
+        for row in &rows {
+            recorded.insert(row.try_get::<String, _>(0)?);
+            last_seq = last_seq.max(Some(row.try_get::<i64, _>(1)? as u64));
+        }
+        Ok((recorded, last_seq))
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.completions.sale_ids.is_empty()
+    }
+}
+
+/// The saga with a pending row, for checkouts of carts (see `saga_batch`): the same steps as one
+/// checkout's, each taken for the whole batch — one transaction records the drafted sales
+/// `pending` (and is committed, so that a crash leaves them for a retry or `resume_pending`),
+/// inventory is asked to apply them all at once (it batches them again per store), and one
+/// transaction completes those it took, numbering their events, and deletes those it refused. A
+/// sale inventory could not be asked about stays pending. Both transactions are one statement each
+/// (`sales.claim_sales`, `sales.complete_sales`, migration 0005) unless carts must be guarded.
+async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
     // The carts sold (read in a transaction of their own, when there are any), then the drafts.
     let carts = if orders.iter().any(|o| o.lines.is_empty()) {
         let mut tx = pg::store_tx(&saga.pool, store_id).await?;
@@ -444,7 +657,8 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
         drafted
     };
 
-    // Inventory applies them, all in one call (idempotent by sale id).
+    // Inventory applies them, all in one call (idempotent by sale id, and by checkout key: the same
+    // key with another request is refused there, whichever way it went).
     let sales = drafted
         .iter()
         .map(|d| SaleOrder {
@@ -453,6 +667,11 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
             terminal_id: d.sale.terminal_id.clone(),
             movements: d.movements.clone(),
             charged: d.charged.clone(),
+            checkout: Some(CheckoutKey {
+                key: orders[d.index].idem.key.clone(),
+                fingerprint: orders[d.index].idem.fingerprint.clone(),
+                sale: Vec::new(),
+            }),
         })
         .collect();
     let applied = if drafted.is_empty() { Vec::new() } else { saga.inventory.apply_sales(store_id, sales).await };

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use redstore_inventory::domain::Product;
 use redstore_inventory::repo::StoreRow;
-use redstore_inventory::store::{Idem, ProductPatch, SaleOrder};
+use redstore_inventory::store::{AppliedCheckout, CheckoutsQuery, Idem, ProductPatch, SaleOrder};
 use redstore_inventory::{InventoryStore, StockMovement};
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result};
@@ -137,6 +137,9 @@ impl InventoryStore for Flaky {
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse> {
         self.inner.apply_refund(refund_id, store_id, terminal_id, movements).await
+    }
+    async fn applied_checkouts(&self, store_id: &str, query: CheckoutsQuery) -> Result<Vec<AppliedCheckout>> {
+        self.inner.applied_checkouts(store_id, query).await
     }
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {
         self.inner.snapshot(store_id).await

@@ -108,6 +108,7 @@ conformance! {
         outbox_holds_one_sale_completed_per_sale_with_gapless_sequences,
         checkout_interrupted_after_inventory_applied_heals_on_retry,
         pending_checkouts_are_resumed_or_released,
+        a_checkout_applied_and_never_recorded_is_recorded_by_the_reconciler,
         items_scanned_during_a_checkout_stay_in_the_cart,
     ],
     group_commit: [

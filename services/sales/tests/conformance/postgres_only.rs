@@ -172,8 +172,10 @@ pub async fn outbox_holds_one_sale_completed_per_sale_with_gapless_sequences() {
     backend.finish().await;
 }
 
-/// Inventory took the stock but its answer never arrived: the sale stays pending (invisible), and
-/// the retry completes it with the same id, taking no more stock.
+/// Inventory took the stock but its answer never arrived. A checkout with lines is recorded only
+/// once inventory applied it: nothing is recorded, and the retry (a fresh sale id) gets inventory's
+/// stored answer for the key and records the first attempt's sale, taking no more stock. One of a
+/// cart stays pending (invisible), and the retry completes it with the same id.
 pub async fn checkout_interrupted_after_inventory_applied_heals_on_retry() {
     let (backend, flaky) = flaky_backend().await;
     let (sales, inventory, pool) = (backend.sales(), backend.inventory(), backend.app_pool().clone());
@@ -184,16 +186,15 @@ pub async fn checkout_interrupted_after_inventory_applied_heals_on_retry() {
     expect_code(&err, Code::Unavailable);
     assert_eq!(stock(&inventory, "store-1", "SKU-0005").await, 16);
     assert!(sales.list_sales("store-1", "", 10).await.unwrap().is_empty());
-    let pending = pending_sale_ids(&pool, "store-1").await;
-    assert_eq!(pending.len(), 1);
-    expect_code(&sales.get_sale(&pending[0]).await.unwrap_err(), Code::NotFound);
+    assert!(pending_sale_ids(&pool, "store-1").await.is_empty());
+    let applied = last_sale_applied(&inventory, "store-1").await;
 
     let sale = sales.checkout(order.clone()).await.unwrap();
-    assert_eq!(sale.sale_id, pending[0]);
+    assert_eq!(sale.sale_id, applied, "the retry records the sale inventory applied");
     assert_eq!(stock(&inventory, "store-1", "SKU-0005").await, 16);
     assert_eq!(sales.list_sales("store-1", "", 10).await.unwrap(), vec![sale.clone()]);
     assert_eq!(sales.checkout(order).await.unwrap(), sale);
-    assert!(pending_sale_ids(&pool, "store-1").await.is_empty());
+    assert_eq!(last_sale_applied(&inventory, "store-1").await, applied);
 
     // From the cart: the cart stays until the sale completes.
     let (s, t) = ("store-1", "till-2");
@@ -202,7 +203,11 @@ pub async fn checkout_interrupted_after_inventory_applied_heals_on_retry() {
     let order = checkout(&key(), s, t, &[], vec![cash(1000)]);
     expect_code(&sales.checkout(order.clone()).await.unwrap_err(), Code::Unavailable);
     assert_eq!(sales.get_cart(s, t).await.unwrap().lines.len(), 1);
+    let pending = pending_sale_ids(&pool, "store-1").await;
+    assert_eq!(pending.len(), 1);
+    expect_code(&sales.get_sale(&pending[0]).await.unwrap_err(), Code::NotFound);
     let sale = sales.checkout(order).await.unwrap();
+    assert_eq!(sale.sale_id, pending[0]);
     assert_eq!(sale.lines.iter().map(|l| (l.sku.as_str(), l.quantity)).collect::<Vec<_>>(), [("SKU-0008", 2)]);
     assert!(sales.get_cart(s, t).await.unwrap().lines.is_empty());
     assert_eq!(stock(&inventory, s, "SKU-0008").await, 18);
@@ -214,44 +219,120 @@ pub async fn checkout_interrupted_after_inventory_applied_heals_on_retry() {
     backend.finish().await;
 }
 
-/// Inventory unreachable: checkouts stay pending; the recovery completes the ones inventory
+/// The id of the newest sale inventory applied in the store (its `inventory.changed` reference).
+async fn last_sale_applied(inventory: &std::sync::Arc<dyn redstore_inventory::InventoryStore>, store: &str) -> String {
+    let events = inventory.events_after(store, 0, 10_000).await.unwrap();
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.payload {
+            Some(Payload::InventoryChanged(c)) if c.reason == "sale" => Some(c.reference_id.clone()),
+            _ => None,
+        })
+        .expect("inventory applied a sale")
+}
+
+/// Inventory unreachable: a checkout with lines fails and leaves no trace (it is recorded only
+/// once applied); checkouts of carts stay pending, and the recovery completes the ones inventory
 /// accepts once back and releases the ones it refuses.
 pub async fn pending_checkouts_are_resumed_or_released() {
     let (backend, flaky) = flaky_backend().await;
     let (sales, inventory, pool, pg_sales) =
         (backend.sales(), backend.inventory(), backend.app_pool().clone(), backend.pg_sales());
+    let s = "store-1";
+    sales.add_cart_item(add_idem(&key(), s, "till-1", "SKU-0007", 1), s, "till-1", "SKU-0007", 1).await.unwrap();
+    sales.add_cart_item(add_idem(&key(), s, "till-2", "SKU-0019", 9), s, "till-2", "SKU-0019", 9).await.unwrap();
 
     flaky.set(Fault::Down);
-    let fine = checkout(&key(), "store-1", "till-1", &[("SKU-0007", 1)], vec![cash(300)]);
-    let oversold = checkout(&key(), "store-1", "till-2", &[("SKU-0019", 9)], vec![cash(10_000)]);
+    let with_lines = checkout(&key(), s, "till-3", &[("SKU-0007", 2)], vec![cash(600)]);
+    expect_code(&sales.checkout(with_lines.clone()).await.unwrap_err(), Code::Unavailable);
+    assert!(pending_sale_ids(&pool, s).await.is_empty());
+    let fine = checkout(&key(), s, "till-1", &[], vec![cash(300)]);
+    let oversold = checkout(&key(), s, "till-2", &[], vec![cash(10_000)]);
     expect_code(&sales.checkout(fine.clone()).await.unwrap_err(), Code::Unavailable);
     expect_code(&sales.checkout(oversold.clone()).await.unwrap_err(), Code::Unavailable);
-    assert_eq!(pending_sale_ids(&pool, "store-1").await.len(), 2);
-    assert_eq!(stock(&inventory, "store-1", "SKU-0007").await, 45);
+    assert_eq!(pending_sale_ids(&pool, s).await.len(), 2);
+    assert_eq!(stock(&inventory, s, "SKU-0007").await, 45);
 
     // Still down, or too young: nothing changes.
     assert_eq!(
-        pg_sales.resume_pending("store-1", Duration::ZERO).await.unwrap(),
+        pg_sales.resume_pending(s, Duration::ZERO).await.unwrap(),
         Resumed { completed: 0, rejected: 0, failed: 2 }
     );
     flaky.set(Fault::None);
-    assert_eq!(pg_sales.resume_pending("store-1", Duration::from_secs(3600)).await.unwrap(), Resumed::default());
-    assert_eq!(pending_sale_ids(&pool, "store-1").await.len(), 2);
+    assert_eq!(pg_sales.resume_pending(s, Duration::from_secs(3600)).await.unwrap(), Resumed::default());
+    assert_eq!(pending_sale_ids(&pool, s).await.len(), 2);
 
     assert_eq!(
-        pg_sales.resume_pending("store-1", Duration::ZERO).await.unwrap(),
+        pg_sales.resume_pending(s, Duration::ZERO).await.unwrap(),
         Resumed { completed: 1, rejected: 1, failed: 0 }
     );
-    assert!(pending_sale_ids(&pool, "store-1").await.is_empty());
-    assert_eq!(stock(&inventory, "store-1", "SKU-0007").await, 44);
-    assert_eq!(stock(&inventory, "store-1", "SKU-0019").await, 8);
-    let listed = sales.list_sales("store-1", "", 10).await.unwrap();
+    assert!(pending_sale_ids(&pool, s).await.is_empty());
+    assert_eq!(stock(&inventory, s, "SKU-0007").await, 44);
+    assert_eq!(stock(&inventory, s, "SKU-0019").await, 8);
+    assert!(sales.get_cart(s, "till-1").await.unwrap().lines.is_empty());
+    assert_eq!(sales.get_cart(s, "till-2").await.unwrap().lines.len(), 1, "the refused sale's cart stays");
+    let listed = sales.list_sales(s, "", 10).await.unwrap();
     assert_eq!(listed.len(), 1);
     // The retry of the completed one gets it; the released one's key is free, and fails afresh.
     assert_eq!(sales.checkout(fine).await.unwrap(), listed[0]);
     expect_code(&sales.checkout(oversold).await.unwrap_err(), Code::FailedPrecondition);
-    assert_eq!(pg_sales.resume_pending("store-1", Duration::ZERO).await.unwrap(), Resumed::default());
-    assert_eq!(stock(&inventory, "store-1", "SKU-0007").await, 44);
+    assert_eq!(pg_sales.resume_pending(s, Duration::ZERO).await.unwrap(), Resumed::default());
+    assert_eq!(stock(&inventory, s, "SKU-0007").await, 44);
+    // The checkout with lines, retried now, goes through once.
+    let sale = sales.checkout(with_lines.clone()).await.unwrap();
+    assert_eq!(sales.checkout(with_lines).await.unwrap(), sale);
+    assert_eq!(stock(&inventory, s, "SKU-0007").await, 42);
+    backend.finish().await;
+}
+
+/// Inventory applied a checkout and sales never recorded it (the answer was lost, as when the sales
+/// process stops in between), and no retry comes: the reconciler records it once, with its event,
+/// as the attempt would have; a late retry gets that sale; the key with another request is refused
+/// without taking stock.
+pub async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_reconciler() {
+    let (backend, flaky) = flaky_backend().await;
+    let (sales, inventory, pool, pg_sales) =
+        (backend.sales(), backend.inventory(), backend.app_pool().clone(), backend.pg_sales());
+    let k = key();
+    flaky.set(Fault::LoseNextAnswer);
+    let order = checkout(&k, "store-1", "till-1", &[("SKU-0005", 2)], vec![card(998)]);
+    expect_code(&sales.checkout(order.clone()).await.unwrap_err(), Code::Unavailable);
+    assert_eq!(stock(&inventory, "store-1", "SKU-0005").await, 16);
+    let applied = last_sale_applied(&inventory, "store-1").await;
+
+    // Younger than asked: left to a retry.
+    assert_eq!(pg_sales.record_applied("store-1", Duration::from_secs(3600)).await.unwrap(), 0);
+    assert!(sales.list_sales("store-1", "", 10).await.unwrap().is_empty());
+    assert_eq!(pg_sales.record_applied("store-1", Duration::ZERO).await.unwrap(), 1);
+    let listed = sales.list_sales("store-1", "", 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let sale = &listed[0];
+    assert_eq!(sale.sale_id, applied);
+    assert_eq!(sale.status, redstore_proto::sales::SaleStatus::Completed as i32);
+    assert_eq!(sale.lines.iter().map(|l| (l.sku.as_str(), l.quantity)).collect::<Vec<_>>(), [("SKU-0005", 2)]);
+    assert_eq!(sales.get_sale(&applied).await.unwrap(), *sale);
+    let mut tx = pg::store_tx(&pool, "store-1").await.unwrap();
+    let events = pg::events_after(&mut tx, "sales", "store-1", 0, 100).await.unwrap();
+    drop(tx);
+    assert_eq!(events.len(), 1);
+    match &events[0].payload {
+        Some(Payload::SaleCompleted(completed)) => {
+            assert_eq!(completed.sale_id, applied);
+        }
+        other => panic!("expected sale.completed, got {other:?}"),
+    }
+
+    // Once: looking again records nothing; a late retry gets the sale, taking no more stock.
+    assert_eq!(pg_sales.record_applied("store-1", Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(sales.checkout(order).await.unwrap(), *sale);
+    assert_eq!(stock(&inventory, "store-1", "SKU-0005").await, 16);
+    let other = checkout(&k, "store-1", "till-1", &[("SKU-0005", 1)], vec![card(499)]);
+    let err = sales.checkout(other).await.unwrap_err();
+    expect_code(&err, Code::AlreadyExists);
+    assert!(err.to_string().contains("idempotency_key"), "{err}");
+    assert_eq!(stock(&inventory, "store-1", "SKU-0005").await, 16);
+    assert_eq!(sales.list_sales("store-1", "", 10).await.unwrap().len(), 1);
     backend.finish().await;
 }
 

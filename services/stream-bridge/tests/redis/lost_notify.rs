@@ -56,6 +56,7 @@ async fn sell_without_notify(pool: &PgPool, sku: &str) -> (String, u64) {
         terminal_id: "till-1",
         movements: &movements,
         charged: &[],
+        checkout: None,
     };
     let mut tx = pg::store_tx(pool, "store-1").await.expect("begin a transaction scoped to store-1");
     let applied = apply_sales_in(&mut tx, "store-1", &[sale]).await.expect("apply the sale");
