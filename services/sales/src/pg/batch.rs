@@ -186,6 +186,25 @@ struct Drafted {
     request: Vec<u8>,
 }
 
+impl Drafted {
+    /// What inventory is asked to apply: the sale under its checkout's key, with the sale itself
+    /// when `keep` (inventory keeps it for a retry, or the reconciler, to record).
+    fn sale_order(&self, order: &CheckoutOrder, keep: bool) -> SaleOrder {
+        SaleOrder {
+            sale_id: self.sale.sale_id.clone(),
+            fingerprint: self.request.clone(),
+            terminal_id: self.sale.terminal_id.clone(),
+            movements: self.movements.clone(),
+            charged: self.charged.clone(),
+            checkout: Some(CheckoutKey {
+                key: order.idem.key.clone(),
+                fingerprint: order.idem.fingerprint.clone(),
+                sale: if keep { self.sale.encode_to_vec() } else { Vec::new() },
+            }),
+        }
+    }
+}
+
 /// One batch of a store's checkouts (distinct keys, a terminal's cart at most once) as one
 /// transaction: an answer per checkout, or an error for the whole batch (nothing committed).
 async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
@@ -453,24 +472,7 @@ async fn applied_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
             }
         }
     }
-    let sales = drafted
-        .iter()
-        .map(|d| {
-            let order = orders[d.index];
-            SaleOrder {
-                sale_id: d.sale.sale_id.clone(),
-                fingerprint: d.request.clone(),
-                terminal_id: d.sale.terminal_id.clone(),
-                movements: d.movements.clone(),
-                charged: d.charged.clone(),
-                checkout: Some(CheckoutKey {
-                    key: order.idem.key.clone(),
-                    fingerprint: order.idem.fingerprint.clone(),
-                    sale: d.sale.encode_to_vec(),
-                }),
-            }
-        })
-        .collect();
+    let sales = drafted.iter().map(|d| d.sale_order(orders[d.index], true)).collect();
     let applied = if drafted.is_empty() { Vec::new() } else { saga.inventory.apply_sales(store_id, sales).await };
 
     let occurred_at_ms = now_ms();
@@ -659,21 +661,7 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
 
     // Inventory applies them, all in one call (idempotent by sale id, and by checkout key: the same
     // key with another request is refused there, whichever way it went).
-    let sales = drafted
-        .iter()
-        .map(|d| SaleOrder {
-            sale_id: d.sale.sale_id.clone(),
-            fingerprint: d.request.clone(),
-            terminal_id: d.sale.terminal_id.clone(),
-            movements: d.movements.clone(),
-            charged: d.charged.clone(),
-            checkout: Some(CheckoutKey {
-                key: orders[d.index].idem.key.clone(),
-                fingerprint: orders[d.index].idem.fingerprint.clone(),
-                sale: Vec::new(),
-            }),
-        })
-        .collect();
+    let sales = drafted.iter().map(|d| d.sale_order(orders[d.index], false)).collect();
     let applied = if drafted.is_empty() { Vec::new() } else { saga.inventory.apply_sales(store_id, sales).await };
 
     // Transaction C: complete what inventory took (if still pending: a concurrent `finish` may
