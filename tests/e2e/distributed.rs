@@ -206,3 +206,87 @@ async fn redis_down_slows_the_live_path_and_nothing_else() {
     drop(app);
     db.drop_db().await.expect("drop scratch database");
 }
+
+/// A sales process that stops after inventory applied a checkout and before recording it (here:
+/// the checkout is applied straight at inventory, as that process had sent it) loses nothing: the
+/// running sales process's healer finds it among inventory's applied checkouts and records it,
+/// with the first attempt's sale id, and a retry of the checkout is answered with that sale
+/// without taking the stock again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process() {
+    use prost::Message as _;
+    use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
+    use redstore_proto::inventory::{ApplySaleRequest, SaleLine};
+    use redstore_proto::sales::{GetSaleRequest, SaleStatus};
+
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let url = db.app_url.clone();
+    let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
+    let inventory_url = inventory.url();
+    let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
+    let mut client = SalesServiceClient::new(sales.channel().await);
+
+    // The sale an attempt of this checkout drafted: priced as sales prices (a real checkout of the
+    // same lines gives the template), under an id of its own.
+    let request = checkout(&key(), "store-1", "till-1", &[("SKU-0008", 2)], vec![cash(5000)]);
+    let template = client.checkout(checkout(&key(), "store-1", "till-2", &[("SKU-0008", 2)], vec![cash(5000)])).await;
+    let mut drafted = template.expect("a checkout").into_inner().sale.expect("a sale");
+    drafted.sale_id = uuid::Uuid::now_v7().to_string();
+    drafted.terminal_id = "till-1".into();
+    drafted.status = SaleStatus::Unspecified as i32;
+    let before = stock_via(&inventory, "SKU-0008").await;
+
+    let fingerprint = redstore_platform::idempotency::fingerprint(&request, |r| r.idempotency_key.clear());
+    InventoryServiceClient::new(inventory.channel().await)
+        .apply_sale(ApplySaleRequest {
+            sale_id: drafted.sale_id.clone(),
+            store_id: "store-1".into(),
+            terminal_id: "till-1".into(),
+            lines: drafted
+                .lines
+                .iter()
+                .map(|l| SaleLine { sku: l.sku.clone(), quantity: l.quantity, unit_price: l.unit_price.clone() })
+                .collect(),
+            checkout_key: request.idempotency_key.clone(),
+            checkout_fingerprint: fingerprint,
+            sale: drafted.encode_to_vec(),
+        })
+        .await
+        .expect("inventory applies the checkout");
+    assert_eq!(stock_via(&inventory, "SKU-0008").await, before - 2);
+
+    // The healer looks every 5 s at what is older than 5 s.
+    let get = GetSaleRequest { sale_id: drafted.sale_id.clone() };
+    let mut recorded = None;
+    for _ in 0..100 {
+        if let Ok(found) = client.get_sale(get.clone()).await {
+            recorded = found.into_inner().sale;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let recorded = recorded.expect("the sales process records the applied checkout");
+    assert_eq!(recorded.status, SaleStatus::Completed as i32);
+    assert_eq!((recorded.lines.clone(), recorded.total.clone()), (drafted.lines.clone(), drafted.total.clone()));
+
+    let retried = client.checkout(request).await.expect("the retry").into_inner().sale.expect("a sale");
+    assert_eq!(retried, recorded);
+    assert_eq!(stock_via(&inventory, "SKU-0008").await, before - 2, "the retry took no more stock");
+
+    drop(sales);
+    drop(inventory);
+    db.drop_db().await.expect("drop scratch database");
+}
+
+async fn stock_via(inventory: &Process, sku: &str) -> i64 {
+    use redstore_proto::inventory::GetStockRequest;
+    use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
+    InventoryServiceClient::new(inventory.channel().await)
+        .get_stock(GetStockRequest { store_id: "store-1".into(), sku: sku.into() })
+        .await
+        .expect("stock")
+        .into_inner()
+        .stock
+        .expect("a level")
+        .quantity
+}
