@@ -686,7 +686,7 @@ impl PgSales {
         if before_ms <= from_ms {
             return Ok(0);
         }
-        let (mut recorded, mut after) = (0, None);
+        let (mut recorded, mut after) = (0, None::<(i64, String)>);
         loop {
             // The window's keys (an index-only scan there), then the answers of those missing here.
             let window = CheckoutsQuery { from_ms, before_ms, limit: PAGE, ..CheckoutsQuery::default() };
@@ -734,6 +734,11 @@ impl PgSales {
             if page.len() < PAGE as usize {
                 break;
             }
+        }
+        if after.is_none() {
+            // Nothing applied in the window: the next look may as well start where this one did
+            // (an empty range of the index there), and a store not selling costs no write.
+            return Ok(recorded);
         }
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
         sqlx::query(
