@@ -92,8 +92,15 @@ pub struct CheckoutsQuery {
     pub keys_only: bool,
 }
 
-/// The idempotency scope of a store's checkout keys in the embedded shape.
-fn checkout_scope(store_id: &str) -> String {
+/// The idempotency scope of a store's checkouts, as sales keeps their keys and as an error names a
+/// key reused: the same scope whichever service finds it reused.
+pub fn checkout_key_scope(store_id: &str) -> String {
+    format!("sales.checkout:{store_id}")
+}
+
+/// Where the embedded inventory keeps the checkouts it applied under their keys: a scope of its
+/// own, beside sales' [`checkout_key_scope`] in the same database.
+fn applied_checkouts_scope(store_id: &str) -> String {
     format!("inventory.checkout:{store_id}")
 }
 
@@ -426,7 +433,7 @@ impl InventoryStore for SqliteInventory {
                 if has_key(ctx.conn, "inventory.apply_sale", sale_id)? {
                     return once(ctx, "inventory.apply_sale", sale_id, fingerprint, apply);
                 }
-                once(ctx, &checkout_scope(&store_id), &checkout.key, &checkout.fingerprint, |ctx| {
+                once(ctx, &applied_checkouts_scope(&store_id), &checkout.key, &checkout.fingerprint, |ctx| {
                     let mut answer = apply(ctx)?;
                     answer.sale_id = sale_id.clone();
                     answer.sale = checkout.sale.clone();
@@ -434,7 +441,7 @@ impl InventoryStore for SqliteInventory {
                 })
                 .map_err(|err| match err {
                     // Named as the checkout's key, as the PostgreSQL inventory names it.
-                    Error::AlreadyExists(_) => key_reused(&format!("sales.checkout:{store_id}"), &checkout.key),
+                    Error::AlreadyExists(_) => key_reused(&checkout_key_scope(&store_id), &checkout.key),
                     err => err,
                 })
             })
@@ -442,7 +449,7 @@ impl InventoryStore for SqliteInventory {
     }
 
     async fn applied_checkouts(&self, store_id: &str, query: CheckoutsQuery) -> Result<Vec<AppliedCheckout>> {
-        let scope = checkout_scope(store_id);
+        let scope = applied_checkouts_scope(store_id);
         self.db
             .read(move |c| {
                 let (after_ms, after_key) = query.after.clone().unwrap_or((i64::MIN, String::new()));

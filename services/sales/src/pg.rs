@@ -58,7 +58,7 @@ use prost::Message as _;
 use redstore_inventory::InventoryStore;
 use redstore_inventory::domain::{Product, StockMovement, sale_movements};
 use redstore_inventory::pg::PgInventory;
-use redstore_inventory::store::{CheckoutKey, CheckoutsQuery, SaleOrder};
+use redstore_inventory::store::{AppliedCheckout, CheckoutKey, CheckoutsQuery, SaleOrder, checkout_key_scope};
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::idempotency::key_reused;
@@ -306,7 +306,7 @@ async fn keyed_sales(conn: &mut PgConnection, store_id: &str, keys: &[&str]) -> 
 /// sale itself when completed (`Err(Ok(sale))`), or its id to finish when pending.
 fn resume_keyed(order: &CheckoutOrder, keyed: KeyedSale) -> Result<std::result::Result<String, Sale>> {
     if keyed.request != order.idem.fingerprint {
-        return Err(key_reused(&format!("sales.checkout:{}", order.store_id), &order.idem.key));
+        return Err(key_reused(&checkout_key_scope(&order.store_id), &order.idem.key));
     }
     if keyed.completed {
         return decode_sale(&keyed.body).map(Err);
@@ -712,23 +712,20 @@ impl PgSales {
                     self.inventory.applied_checkouts(store_id, CheckoutsQuery { keys: missing, ..window }).await?;
                 let occurred_at_ms = now_ms();
                 let mut record = batch::Recording::default();
-                for checkout in &applied {
-                    let answer = &checkout.answer;
+                for AppliedCheckout { key, fingerprint, answer, .. } in applied {
                     if answer.sale.is_empty() {
                         // Applied by the pending saga, which keeps no sale there but records the
                         // key before it asks inventory: a key it recorded cannot be missing here.
-                        tracing::warn!(store_id, key = %checkout.key, sale_id = %answer.sale_id, "an applied checkout has no sale to record");
+                        tracing::warn!(store_id, key, sale_id = %answer.sale_id, "an applied checkout has no sale to record");
                         continue;
                     }
-                    let sale = batch::applied_sale(decode_sale(&answer.sale)?, answer.clone())?;
-                    record.add_keyed(store_id, occurred_at_ms, &checkout.key, &checkout.fingerprint, &sale);
+                    let sale = batch::applied_sale(decode_sale(&answer.sale)?, answer)?;
+                    record.add_keyed(store_id, occurred_at_ms, &key, &fingerprint, &sale);
                 }
-                if !record.is_empty() {
-                    let (inserted, last_seq) = record.write(&self.pool, store_id, occurred_at_ms).await?;
-                    recorded += inserted.len();
-                    if let Some(last) = last_seq {
-                        pg::notify_committed(&self.pool, SCHEMA, store_id, last).await;
-                    }
+                let (inserted, last_seq) = record.write(&self.pool, store_id, occurred_at_ms).await?;
+                recorded += inserted.len();
+                if let Some(last) = last_seq {
+                    pg::notify_committed(&self.pool, SCHEMA, store_id, last).await;
                 }
             }
             if page.len() < PAGE as usize {

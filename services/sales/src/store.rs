@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use redstore_inventory::domain::sale_movements;
 use redstore_inventory::repo as inventory;
-use redstore_inventory::store::apply_sale_in;
+use redstore_inventory::store::{apply_sale_in, checkout_key_scope};
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::idempotency::{Idem, once};
@@ -284,7 +284,7 @@ impl SalesStore for SqliteSales {
     }
 
     async fn checkout(&self, order: CheckoutOrder) -> Result<Sale> {
-        let scope = format!("sales.checkout:{}", order.store_id);
+        let scope = checkout_key_scope(&order.store_id);
         let response: CheckoutResponse = self
             .db
             .write(move |ctx| {

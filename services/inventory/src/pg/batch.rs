@@ -38,7 +38,7 @@ use sqlx::{PgConnection, Row as _};
 
 use super::{SCHEMA, applied, insufficient, no_store, now_ms, sale_answer};
 use crate::domain::{ChargedPrice, OversellPolicy, StockMovement, check_charged};
-use crate::store::{CheckoutKey, SaleOrder};
+use crate::store::{CheckoutKey, SaleOrder, checkout_key_scope};
 
 /// The idempotency scope of applied sales, as `InventoryStore::apply_sale` uses it.
 const SCOPE: &str = "inventory.apply_sale";
@@ -354,12 +354,9 @@ fn replay_taken(
         let (scope, key, request, stored) = match (taken.sale_ids.get(sale.sale_id), sale.checkout) {
             (Some(stored), _) => (SCOPE.to_owned(), sale.sale_id, sale.request, stored),
             (None, Some(checkout)) => match taken.checkouts.get(&checkout.key) {
-                Some(stored) => (
-                    format!("sales.checkout:{store_id}"),
-                    checkout.key.as_str(),
-                    checkout.fingerprint.as_slice(),
-                    stored,
-                ),
+                Some(stored) => {
+                    (checkout_key_scope(store_id), checkout.key.as_str(), checkout.fingerprint.as_slice(), stored)
+                }
                 None => continue,
             },
             (None, None) => continue,

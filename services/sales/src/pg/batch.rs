@@ -571,8 +571,9 @@ impl Recording {
         self.add_keyed(store_id, occurred_at_ms, &order.idem.key, &order.idem.fingerprint, sale);
     }
 
-    /// Records the sales (one statement, committing on its own): the ids of those inserted (a key
-    /// or id recorded before is skipped) and the newest event sequence written.
+    /// Records the sales (one statement, committing on its own; none when there are none): the ids
+    /// of those inserted (a key or id recorded before is skipped) and the newest event sequence
+    /// written.
     pub(super) async fn write(
         &self,
         pool: &pg::PgPool,
@@ -605,10 +606,6 @@ impl Recording {
             last_seq = last_seq.max(Some(row.try_get::<i64, _>(1)? as u64));
         }
         Ok((recorded, last_seq))
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.completions.sale_ids.is_empty()
     }
 }
 
