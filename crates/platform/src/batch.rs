@@ -7,15 +7,24 @@
 //!
 //! A worker starts with its store's first job and ends after `idle` without work, so a store
 //! that is not selling costs nothing and an id that names no store leaves nothing behind.
+//!
+//! Starting the next batch the moment one ends, with whatever is queued, splits a busy store's
+//! callers into groups that take turns: those answered by a batch come back while the next one,
+//! made of the others, is already running, and wait for it to end. Each caller then waits for two
+//! batches, and each batch pays its fixed cost for half the callers. With a `linger`, after a
+//! batch of several jobs the next one waits up to that long (and no longer than it takes) for as
+//! many jobs as the last batch answered plus those queued when it ended: the groups merge into one
+//! batch per round (measured in docs/BENCHMARKS.md, 9th machine). A store whose batches hold one
+//! job never waits, and neither does a batch whose jobs are all there.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -36,15 +45,19 @@ struct Inner<J> {
     /// How many of one store's batches may run at once.
     in_flight: usize,
     idle: Duration,
+    /// How long a batch after a batch of several jobs may wait for more (zero: it does not).
+    linger: Duration,
 }
 
 impl<J: Send + 'static> StoreBatcher<J> {
     /// Batches of at most `max_batch` jobs, at most `in_flight` of one store's at once; a worker
-    /// stops after `idle` without jobs.
+    /// stops after `idle` without jobs; when no batch of the store runs, a batch after one of
+    /// several jobs waits up to `linger` for more (see the module's documentation).
     pub fn new(
         max_batch: usize,
         in_flight: usize,
         idle: Duration,
+        linger: Duration,
         run: impl Fn(String, Vec<J>) -> BoxFuture<'static, Vec<J>> + Send + Sync + 'static,
     ) -> Self {
         let inner = Inner {
@@ -54,6 +67,7 @@ impl<J: Send + 'static> StoreBatcher<J> {
             max_batch: max_batch.max(1),
             in_flight: in_flight.max(1),
             idle,
+            linger,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -99,10 +113,24 @@ async fn work<J: Send + 'static>(
 ) {
     let mut running = FuturesUnordered::new();
     let mut put_off: Vec<J> = Vec::new();
+    // How many jobs the next batch waits for (up to `linger`): none after a batch of one.
+    let mut expected = 0;
     loop {
         // Start a batch when a slot is free and there is work: what a finished batch put off
         // first, then whatever is queued, up to the limit.
         if running.len() < inner.in_flight && !(put_off.is_empty() && jobs.is_empty()) {
+            if running.is_empty() && !inner.linger.is_zero() {
+                let until = tokio::time::Instant::now() + inner.linger;
+                while put_off.len() + jobs.len() < expected.min(inner.max_batch) {
+                    tokio::select! {
+                        job = jobs.recv() => match job {
+                            Some(job) => put_off.push(job),
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(until) => break,
+                    }
+                }
+            }
             let mut batch = std::mem::take(&mut put_off);
             while batch.len() < inner.max_batch {
                 match jobs.try_recv() {
@@ -110,12 +138,20 @@ async fn work<J: Send + 'static>(
                     Err(_) => break,
                 }
             }
-            running.push((inner.run)(store_id.clone(), batch));
+            let size = batch.len();
+            running.push((inner.run)(store_id.clone(), batch).map(move |off| (size, off)));
             continue;
         }
         if running.is_empty() {
+            let idle_since = tokio::time::Instant::now();
             match tokio::time::timeout(inner.idle, jobs.recv()).await {
-                Ok(Some(job)) => put_off.push(job),
+                Ok(Some(job)) => {
+                    // Callers that stayed away longer than the linger are not coming back as one.
+                    if idle_since.elapsed() > inner.linger {
+                        expected = 0;
+                    }
+                    put_off.push(job);
+                }
                 Ok(None) => return,
                 Err(_) => {
                     // Retire, unless a job arrived meanwhile: jobs are sent under this lock, so
@@ -132,12 +168,17 @@ async fn work<J: Send + 'static>(
             continue;
         }
         tokio::select! {
-            Some(off) = running.next() => put_off.extend(off),
+            Some((size, off)) = running.next() => {
+                // The callers it answered (or put off) are likely to come back beside the ones
+                // waiting already.
+                expected = if size > 1 { size + put_off.len() + jobs.len() } else { 0 };
+                put_off.extend(off);
+            }
             job = jobs.recv(), if running.len() < inner.in_flight => match job {
                 Some(job) => put_off.push(job),
                 // Every sender is gone: finish what runs (and what it puts off), then stop.
                 None => {
-                    while let Some(off) = running.next().await {
+                    while let Some((_, off)) = running.next().await {
                         put_off.extend(off);
                     }
                     if put_off.is_empty() {
@@ -152,13 +193,16 @@ async fn work<J: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::FutureExt as _;
     use tokio::sync::oneshot;
 
     type Job = (u32, oneshot::Sender<usize>);
 
     fn batcher(max: usize, idle: Duration, seen: Arc<Mutex<Vec<Vec<u32>>>>) -> StoreBatcher<Job> {
-        StoreBatcher::new(max, 1, idle, move |_store, jobs: Vec<Job>| {
+        lingering(max, idle, Duration::ZERO, seen)
+    }
+
+    fn lingering(max: usize, idle: Duration, linger: Duration, seen: Arc<Mutex<Vec<Vec<u32>>>>) -> StoreBatcher<Job> {
+        StoreBatcher::new(max, 1, idle, linger, move |_store, jobs: Vec<Job>| {
             let seen = seen.clone();
             async move {
                 // Long enough for the other jobs to queue behind this batch.
@@ -207,5 +251,60 @@ mod tests {
         batcher.submit("store-1", (2, tx));
         assert_eq!(rx.await.unwrap(), 1);
         assert_eq!(seen.lock().concat(), vec![1, 2]);
+    }
+
+    /// Submits jobs `numbers` to store-1, each `apart` after the one before, and waits for every
+    /// answer.
+    async fn submit_apart(batcher: &StoreBatcher<Job>, numbers: std::ops::Range<u32>, apart: Duration) {
+        let mut replies = Vec::new();
+        for n in numbers {
+            if !replies.is_empty() {
+                tokio::time::sleep(apart).await;
+            }
+            let (tx, rx) = oneshot::channel();
+            batcher.submit("store-1", (n, tx));
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.await.expect("every job is answered");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_batch_of_several_the_next_waits_up_to_the_linger_for_as_many() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let batcher = lingering(8, Duration::from_secs(5), Duration::from_millis(100), seen.clone());
+        batcher.submit_all("store-1", (0..2).map(|n| (n, oneshot::channel().0)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*seen.lock(), vec![vec![0, 1]]);
+        // Its two callers come back 30 ms apart: the next batch waits for the second.
+        submit_apart(&batcher, 2..4, Duration::from_millis(30)).await;
+        // Only one comes back: the batch goes at the end of the linger, alone.
+        submit_apart(&batcher, 4..5, Duration::ZERO).await;
+        // After a batch of one, nothing waits: two jobs 30 ms apart go in two batches.
+        submit_apart(&batcher, 5..7, Duration::from_millis(30)).await;
+        assert_eq!(*seen.lock(), vec![vec![0, 1], vec![2, 3], vec![4], vec![5], vec![6]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_back_after_more_than_the_linger_are_not_waited_for() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let batcher = lingering(8, Duration::from_secs(5), Duration::from_millis(100), seen.clone());
+        submit_apart(&batcher, 0..2, Duration::ZERO).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        submit_apart(&batcher, 2..4, Duration::from_millis(30)).await;
+        assert_eq!(*seen.lock(), vec![vec![0, 1], vec![2], vec![3]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_batch_goes_as_soon_as_every_expected_job_is_there() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let batcher = lingering(8, Duration::from_secs(5), Duration::from_secs(60), seen.clone());
+        submit_apart(&batcher, 0..3, Duration::ZERO).await;
+        let began = tokio::time::Instant::now();
+        submit_apart(&batcher, 3..6, Duration::from_millis(10)).await;
+        assert_eq!(*seen.lock(), vec![vec![0, 1, 2], vec![3, 4, 5]]);
+        // In virtual time: the last job came 20 ms in, and its batch took 20 ms; no linger of a minute.
+        assert!(began.elapsed() < Duration::from_secs(1), "{:?}", began.elapsed());
     }
 }

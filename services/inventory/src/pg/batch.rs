@@ -437,7 +437,9 @@ const IDLE: Duration = Duration::from_secs(30);
 /// answered, then notified. A sale id twice in a batch waits for the next one (where it is a
 /// replay); a batch that fails as a whole runs again one sale at a time.
 pub(super) fn sale_batcher(pool: PgPool) -> StoreBatcher<SaleJob> {
-    StoreBatcher::new(MAX_BATCH, 1, IDLE, move |store_id, jobs| {
+    // No linger: its callers are sales processes, each sending a batch at a time and waiting for
+    // its answer, so no more would come.
+    StoreBatcher::new(MAX_BATCH, 1, IDLE, Duration::ZERO, move |store_id, jobs| {
         let pool = pool.clone();
         async move { run_sales(&pool, &store_id, jobs).await }.boxed()
     })
