@@ -31,7 +31,9 @@ use sqlx::{PgConnection, Row as _};
 
 use crate::domain::{OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
-use crate::store::{AppliedCheckout, CheckoutsQuery, Idem, InventoryStore, ProductPatch, SaleOrder};
+use crate::store::{
+    AppliedCheckout, CheckoutsQuery, Idem, InventoryStore, ProductPatch, SaleOrder, stored_checkout_answer,
+};
 
 mod batch;
 
@@ -830,8 +832,7 @@ impl InventoryStore for PgInventory {
                 listed.push(AppliedCheckout { key, applied_at_ms, ..AppliedCheckout::default() });
                 continue;
             };
-            let answer = pb::ApplySaleResponse::decode(answer)
-                .map_err(|e| Error::Internal(anyhow::anyhow!("stored answer of checkout {key:?} is corrupt: {e}")))?;
+            let answer = stored_checkout_answer(&key, answer)?;
             listed.push(AppliedCheckout { key, fingerprint: row.try_get(3)?, applied_at_ms, answer });
         }
         Ok(listed)

@@ -92,6 +92,12 @@ pub struct CheckoutsQuery {
     pub keys_only: bool,
 }
 
+/// A checkout's stored answer, as both inventories keep it with the key.
+pub(crate) fn stored_checkout_answer(key: &str, stored: &[u8]) -> Result<pb::ApplySaleResponse> {
+    pb::ApplySaleResponse::decode(stored)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("stored answer of checkout {key:?} is corrupt: {e}")))
+}
+
 /// The idempotency scope of a store's checkouts, as sales keeps their keys and as an error names a
 /// key reused: the same scope whichever service finds it reused.
 pub fn checkout_key_scope(store_id: &str) -> String {
@@ -482,9 +488,7 @@ impl InventoryStore for SqliteInventory {
                             listed.push(AppliedCheckout { key, applied_at_ms, ..AppliedCheckout::default() });
                             continue;
                         }
-                        let answer = pb::ApplySaleResponse::decode(answer.as_slice()).map_err(|e| {
-                            Error::Internal(anyhow::anyhow!("stored answer of checkout {key:?} is corrupt: {e}"))
-                        })?;
+                        let answer = stored_checkout_answer(&key, &answer)?;
                         listed.push(AppliedCheckout { key, fingerprint, applied_at_ms, answer });
                     }
                 }
