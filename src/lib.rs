@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod drain;
+pub mod health;
 pub mod server;
 
 pub use server::{Running, ServerConfig, start};

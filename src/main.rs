@@ -128,6 +128,25 @@ struct UpArgs {
     /// Interval of SSE keep-alive comments.
     #[arg(long, env = "REDSTORE_SSE_KEEP_ALIVE", default_value = "15s", value_parser = humantime::parse_duration)]
     sse_keep_alive: Duration,
+    /// After SIGTERM, how long the port stays open at least, answering health NOT_SERVING, so load
+    /// balancers stop sending before it closes (it also stays open while requests are in flight).
+    #[arg(long, env = "REDSTORE_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
+    #[command(flatten)]
+    embedded: EmbeddedDbArgs,
+}
+
+/// The embedded database under contention.
+#[derive(Args, Debug)]
+struct EmbeddedDbArgs {
+    /// How long a write waits for the database's lock when another program holds it (a backup,
+    /// an operator's sqlite3 shell) before it is refused with UNAVAILABLE; health is NOT_SERVING
+    /// until the lock is released.
+    #[arg(long, env = "REDSTORE_DB_BUSY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    db_busy_timeout: Duration,
+    /// Most writes waiting for the embedded database; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REDSTORE_WRITE_QUEUE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    write_queue: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,8 +250,8 @@ async fn run(cli: Cli) -> ExitCode {
                 Some(url) => {
                     server::migrate_postgres(url).await.map(|()| url.split('@').next_back().unwrap_or("").to_owned())
                 }
-                None => server::open_db(&args.data.data_dir).map(|db| {
-                    db.close();
+                None => server::open_db(&args.data.data_dir, Default::default(), "redstore migrate").map(|embedded| {
+                    embedded.db.close();
                     args.data.data_dir.display().to_string()
                 }),
             };
@@ -317,6 +336,11 @@ fn config(args: UpArgs, services: Vec<ServiceName>, inventory_url: Option<String
         grace_period: args.grace_period,
         sse_keep_alive: args.sse_keep_alive,
         db_pool_size: args.db_pool_size,
+        db: redstore_platform::DbOptions {
+            busy_timeout: args.embedded.db_busy_timeout,
+            write_queue: args.embedded.write_queue as usize,
+        },
+        drain_delay: args.drain_delay,
     }
 }
 

@@ -11,7 +11,8 @@ use axum::http::{HeaderName, Method};
 use axum::serve::ListenerExt as _;
 use redstore_analytics::{AnalyticsGrpc, Reports};
 use redstore_inventory::{InventoryGrpc, InventoryStore, SqliteInventory};
-use redstore_platform::Db;
+use redstore_platform::datadir::DataDirLock;
+use redstore_platform::{Db, DbOptions};
 use redstore_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
 use redstore_proto::sales::sales_service_server::SalesServiceServer;
@@ -22,11 +23,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 use tonic_web::GrpcWebLayer;
 use tower::Layer as _;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::drain::InFlight;
+use crate::health::HealthState;
 
 /// One of the services a process can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,6 +62,11 @@ pub struct ServerConfig {
     pub sse_keep_alive: Duration,
     /// Most PostgreSQL connections this process opens.
     pub db_pool_size: u32,
+    /// The embedded database's busy timeout and write queue.
+    pub db: DbOptions,
+    /// After a shutdown signal, how long the server keeps its port open at least, answering
+    /// health NOT_SERVING (and any request), so load balancers stop sending before it closes.
+    pub drain_delay: Duration,
 }
 
 impl ServerConfig {
@@ -76,6 +83,8 @@ impl ServerConfig {
             grace_period: Duration::from_secs(10),
             sse_keep_alive: Duration::from_secs(15),
             db_pool_size: 32,
+            db: DbOptions::default(),
+            drain_delay: Duration::ZERO,
         }
     }
 
@@ -94,15 +103,25 @@ pub fn migrations() -> [&'static [redstore_platform::Migration]; 4] {
     ]
 }
 
+/// The embedded database with the data directory's lock, which it holds for as long as it is open.
+pub struct Embedded {
+    pub db: Db,
+    lock: DataDirLock,
+}
+
 /// Opens the database under `data_dir`, creating the directory, and applies every migration.
-pub fn open_db(data_dir: &Path) -> anyhow::Result<Db> {
+/// The directory is locked first: a second process on it (`holder` says what this one is) is
+/// refused at once, naming the process that holds it.
+pub fn open_db(data_dir: &Path, options: DbOptions, holder: &str) -> anyhow::Result<Embedded> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let probe = data_dir.join(".redstore-write-test");
     std::fs::write(&probe, b"ok")
         .with_context(|| format!("the data directory {} is not writable", data_dir.display()))?;
     let _ = std::fs::remove_file(&probe);
-    Db::open(&data_dir.join("redstore.db"), &migrations())
+    let lock = DataDirLock::acquire(data_dir, holder)?;
+    let db = Db::open_with(&data_dir.join("redstore.db"), &migrations(), options)?;
+    Ok(Embedded { db, lock })
 }
 
 /// A running server.
@@ -110,10 +129,13 @@ pub struct Running {
     pub addr: SocketAddr,
     backend: Backend,
     shutdown: CancellationToken,
-    health: HealthReporter,
-    services: Vec<ServiceName>,
+    /// Cancelled when the port closes: the end of the drain.
+    stop_accepting: CancellationToken,
+    health: HealthState,
+    in_flight: InFlight,
     task: JoinHandle<anyhow::Result<()>>,
     grace_period: Duration,
+    drain_delay: Duration,
 }
 
 impl Running {
@@ -122,13 +144,34 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Marks every service NOT_SERVING, ends streams, waits for in-flight requests for at most
-    /// the grace period, and closes the database.
+    /// The server's health, as `grpc.health.v1` answers it.
+    pub fn health(&self) -> &HealthState {
+        &self.health
+    }
+
+    /// Shuts down in two steps within the grace period. The drain: health turns NOT_SERVING
+    /// (health watchers are told and closed), live streams end with UNAVAILABLE so terminals
+    /// reconnect elsewhere, and the port stays open, answering health and any request, for at
+    /// least the drain delay and until no request is in flight. Then the port closes, the
+    /// connections are asked to finish, and the database is closed.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("shutting down: health is NOT_SERVING, streams are ending");
-        set_all(&self.health, &self.services, ServingStatus::NotServing).await;
+        let deadline = tokio::time::Instant::now() + self.grace_period;
+        self.health.drain();
         self.shutdown.cancel();
-        let result = match tokio::time::timeout(self.grace_period, self.task).await {
+        let drained = tokio::time::timeout_at(deadline, async {
+            tokio::time::sleep(self.drain_delay).await;
+            self.in_flight.idle().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight = self.in_flight.count(),
+                "requests still in flight at the end of the grace period"
+            );
+        }
+        self.stop_accepting.cancel();
+        let result = match tokio::time::timeout_at(deadline, self.task).await {
             Ok(joined) => joined.context("server task failed")?,
             Err(_) => {
                 tracing::warn!(grace_period = ?self.grace_period, "grace period over; closing remaining connections");
@@ -145,18 +188,18 @@ impl Running {
     }
 }
 
-/// Sets the overall status and that of every service this process serves.
-async fn set_all(health: &HealthReporter, services: &[ServiceName], status: ServingStatus) {
-    health.set_service_status("", status).await;
-    for service in services {
-        let name = match service {
-            ServiceName::Inventory => <InventoryServiceServer<InventoryGrpc> as NamedService>::NAME,
-            ServiceName::Sales => <SalesServiceServer<SalesGrpc> as NamedService>::NAME,
-            ServiceName::Analytics => <AnalyticsServiceServer<AnalyticsGrpc> as NamedService>::NAME,
-            ServiceName::StreamBridge => <InventoryStreamServiceServer<StreamGrpc> as NamedService>::NAME,
-        };
-        health.set_service_status(name, status).await;
-    }
+/// The names health answers for, with whether each service needs the database to be writable.
+fn health_for(services: &[ServiceName]) -> HealthState {
+    let entries: Vec<(&'static str, bool)> = services
+        .iter()
+        .map(|service| match service {
+            ServiceName::Inventory => (<InventoryServiceServer<InventoryGrpc> as NamedService>::NAME, true),
+            ServiceName::Sales => (<SalesServiceServer<SalesGrpc> as NamedService>::NAME, true),
+            ServiceName::Analytics => (<AnalyticsServiceServer<AnalyticsGrpc> as NamedService>::NAME, false),
+            ServiceName::StreamBridge => (<InventoryStreamServiceServer<StreamGrpc> as NamedService>::NAME, false),
+        })
+        .collect();
+    HealthState::new(&entries)
 }
 
 fn cors() -> CorsLayer {
@@ -171,14 +214,14 @@ fn cors() -> CorsLayer {
 
 /// What the services run on.
 enum Backend {
-    Embedded(Db),
+    Embedded(Embedded),
     Postgres(redstore_platform::pg::PgPool),
 }
 
 impl Backend {
     async fn close(&self) {
         match self {
-            Self::Embedded(db) => db.close(),
+            Self::Embedded(embedded) => embedded.db.close(),
             Self::Postgres(pool) => pool.close().await,
         }
     }
@@ -208,7 +251,9 @@ pub async fn migrate_postgres(url: &str) -> anyhow::Result<()> {
 }
 
 async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Wiring> {
-    let db = open_db(&config.data_dir)?;
+    let holder = format!("redstore starting to serve on {}", config.listen);
+    let embedded = open_db(&config.data_dir, config.db, &holder)?;
+    let db = embedded.db.clone();
     if config.demo && redstore_inventory::seed::seed_demo(&db).await? {
         tracing::info!("seeded the demo chain: store-1 (strict), store-2 (allows negative stock), 20 products");
     }
@@ -220,7 +265,7 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
         sales: redstore_sales::SqliteSales::new(db.clone()),
         reports: Arc::new(redstore_analytics::SqliteReports(db.clone())),
         feed: LiveFeed::from_embedded(&db, shutdown.clone()),
-        backend: Backend::Embedded(db),
+        backend: Backend::Embedded(embedded),
     })
 }
 
@@ -474,6 +519,19 @@ fn spawn_pending_healer(
     });
 }
 
+/// Keeps health in step with whether the embedded database can be written.
+fn follow_writable(mut writable: tokio::sync::watch::Receiver<bool>, health: HealthState, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            health.set_writable(*writable.borrow_and_update());
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = writable.changed() => if changed.is_err() { break },
+            }
+        }
+    });
+}
+
 /// Starts the configured services on `config.listen` and returns once the port is bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
@@ -494,14 +552,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let mut backend = wiring.backend;
+    if let Backend::Embedded(embedded) = &mut backend {
+        embedded.lock.record(&format!("redstore serving on {addr}"));
+    }
 
-    let (health, health_service) = tonic_health::server::health_reporter();
     let services: Vec<ServiceName> =
         [ServiceName::Inventory, ServiceName::Sales, ServiceName::Analytics, ServiceName::StreamBridge]
             .into_iter()
             .filter(|s| config.serves(*s))
             .collect();
-    set_all(&health, &services, ServingStatus::Serving).await;
+    let health = health_for(&services);
+    if let Backend::Embedded(embedded) = &backend {
+        follow_writable(embedded.db.watch_writable(), health.clone(), shutdown.clone());
+    }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(redstore_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -512,7 +576,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .build_v1alpha()?;
 
     let web = GrpcWebLayer::new();
-    let mut routes = tonic::service::Routes::new(web.layer(health_service))
+    let mut routes = tonic::service::Routes::new(web.layer(health.clone().into_server()))
         .add_service(web.layer(reflection_v1))
         .add_service(web.layer(reflection_v1alpha));
     if config.serves(ServiceName::Inventory) {
@@ -537,9 +601,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             config.sse_keep_alive,
         ));
     }
-    let router = router.layer(cors());
+    let in_flight = InFlight::default();
+    let router = router.layer(cors()).layer(axum::middleware::from_fn_with_state(in_flight.clone(), InFlight::track));
 
-    let stop = shutdown.clone();
+    let stop_accepting = CancellationToken::new();
+    let stop = stop_accepting.clone();
     let task = tokio::spawn(async move {
         // Small gRPC frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
         let listener = listener.tap_io(|tcp| {
@@ -549,7 +615,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         });
         axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await.context("server failed")
     });
-    tracing::info!(%addr, backend = match wiring.backend { Backend::Embedded(_) => "embedded", Backend::Postgres(_) => "postgres" },
+    tracing::info!(%addr, backend = match backend { Backend::Embedded(_) => "embedded", Backend::Postgres(_) => "postgres" },
         "red store is listening");
-    Ok(Running { addr, backend: wiring.backend, shutdown, health, services, task, grace_period: config.grace_period })
+    Ok(Running {
+        addr,
+        backend,
+        shutdown,
+        stop_accepting,
+        health,
+        in_flight,
+        task,
+        grace_period: config.grace_period,
+        drain_delay: config.drain_delay,
+    })
 }

@@ -68,8 +68,26 @@ impl TestApp {
         Self::start(dir, scratch, demo).await
     }
 
+    /// A server with the demo chain seeded, configured by `configure`.
+    pub async fn spawn_configured(configure: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let scratch = if on_postgres() {
+            Some(ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch PostgreSQL database"))
+        } else {
+            None
+        };
+        let mut cfg = config(&dir, true, scratch.as_ref());
+        configure(&mut cfg);
+        Self::start_with(dir, scratch, cfg).await
+    }
+
     async fn start(dir: TempDir, scratch: Option<ScratchDb>, demo: bool) -> Self {
-        let running = redstore::start(config(&dir, demo, scratch.as_ref())).await.expect("server starts");
+        let cfg = config(&dir, demo, scratch.as_ref());
+        Self::start_with(dir, scratch, cfg).await
+    }
+
+    async fn start_with(dir: TempDir, scratch: Option<ScratchDb>, cfg: ServerConfig) -> Self {
+        let running = redstore::start(cfg).await.expect("server starts");
         let addr = running.addr;
         let url = format!("http://{addr}");
         let channel = Channel::from_shared(url.clone()).expect("url").connect().await.expect("connect");

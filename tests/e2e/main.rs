@@ -6,6 +6,7 @@ mod helpers;
 mod analytics;
 mod checkout_race;
 mod distributed;
+mod embedded_db;
 mod idempotency;
 mod interop;
 mod refunds;

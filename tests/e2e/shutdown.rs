@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use redstore_proto::stream::WatchInventoryRequest;
+use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -12,8 +13,9 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_turns_health_not_serving_and_ends_streams() {
-    let app = TestApp::spawn().await;
+async fn shutdown_tells_health_watchers_and_ends_streams_with_unavailable_without_waiting_for_them() {
+    // A grace period far longer than the test waits: open watches must not hold the server for it.
+    let app = TestApp::spawn_configured(|cfg| cfg.grace_period = Duration::from_secs(60)).await;
     let mut health = HealthClient::new(app.new_channel().await)
         .watch(HealthCheckRequest { service: String::new() })
         .await
@@ -36,10 +38,39 @@ async fn shutdown_turns_health_not_serving_and_ends_streams() {
     let stopping = tokio::spawn(app.stop());
     let status = tokio::time::timeout(Duration::from_secs(5), health.next()).await.expect("health update");
     assert_eq!(status.unwrap().unwrap().status, ServingStatus::NotServing as i32);
+    let closed = tokio::time::timeout(Duration::from_secs(5), health.next()).await.expect("the health watch ends");
+    assert_eq!(closed.expect("an end status").expect_err("ends with a status").code(), Code::Unavailable);
     let end = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("gRPC stream ends");
-    assert!(!matches!(end, Some(Ok(_))), "no more events after shutdown: {end:?}");
-    assert_eq!(sse.next().await, None, "the SSE stream ends");
-    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("stops within the grace period").unwrap();
+    let end = end.expect("a last item").expect_err("the watch ends with a status, not OK");
+    assert_eq!(end.code(), Code::Unavailable, "a terminal reconnects: {end:?}");
+    assert!(end.message().contains("reconnect"), "{end:?}");
+    assert_eq!(sse.next().await, None, "the SSE stream ends (EventSource reconnects by itself)");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("stops once nothing is in flight, not at the end of the grace period")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_drain_health_answers_not_serving_until_the_port_closes() {
+    let app = TestApp::spawn_configured(|cfg| cfg.drain_delay = Duration::from_secs(2)).await;
+    let addr = app.addr;
+    let channel = app.new_channel().await;
+    let check = |channel: tonic::transport::Channel| async move {
+        HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await
+    };
+    assert_eq!(check(channel.clone()).await.unwrap().into_inner().status, ServingStatus::Serving as i32);
+
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = check(channel.clone()).await.expect("health answers on an open connection during the drain");
+    assert_eq!(draining.into_inner().status, ServingStatus::NotServing as i32);
+    let fresh = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await;
+    let fresh = fresh.expect("the port is still open during the drain");
+    assert_eq!(check(fresh).await.unwrap().into_inner().status, ServingStatus::NotServing as i32);
+
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("stops after the drain").unwrap();
+    assert!(std::net::TcpStream::connect(addr).is_err(), "the port is closed after the drain");
 }
 
 fn redstore() -> std::process::Command {

@@ -5,6 +5,12 @@
 //! and commits them all with one fsync. Readers use a small pool of read-only connections, which
 //! WAL lets run beside the writer. Each committed batch of events is published after the commit,
 //! so nothing is ever announced that is not durable.
+//!
+//! Another program may hold the database's write lock (an operator's `sqlite3` shell, a backup
+//! tool). The writer then waits up to the busy timeout, answers the waiting writes UNAVAILABLE with
+//! a retry hint (nothing of them was written), reports itself unwritable (health turns
+//! NOT_SERVING) and keeps trying, and takes writes again as soon as the lock is released. Its queue
+//! is bounded: past it, writes are refused with RESOURCE_EXHAUSTED rather than held in memory.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,29 @@ use crate::error::{Error, Result};
 /// Most jobs one commit takes; bounds the latency a long queue adds to its first job.
 const MAX_GROUP: usize = 512;
 const READERS: usize = 4;
+/// How often an unwritable database is tried again while no write is waiting.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a write waits for the lock while the database is known to be unwritable: callers
+/// hear at once instead of each waiting out the whole busy timeout.
+const UNWRITABLE_WAIT: Duration = Duration::from_millis(100);
+/// How long a caller refused for a full queue is told to wait.
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(200);
+
+/// How the embedded database behaves under contention.
+#[derive(Clone, Copy, Debug)]
+pub struct DbOptions {
+    /// How long a write waits for a lock held by another program (a backup tool, an operator's
+    /// `sqlite3` shell) before its callers hear UNAVAILABLE.
+    pub busy_timeout: Duration,
+    /// Most writes waiting for the writer; more are refused with RESOURCE_EXHAUSTED.
+    pub write_queue: usize,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self { busy_timeout: Duration::from_secs(5), write_queue: 4096 }
+    }
+}
 
 /// Which stream of the event log an event belongs to; each has its own per-store sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,15 +95,66 @@ pub struct WriteCtx<'a> {
     pub(crate) events: Vec<Committed>,
 }
 
-type Done = Box<dyn FnOnce(std::result::Result<(), Arc<anyhow::Error>>) + Send>;
-type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Done) + Send>;
+/// Why a group of writes was not committed; every write of the group hears it.
+#[derive(Clone, Debug)]
+struct GroupFailed {
+    message: String,
+}
+
+impl GroupFailed {
+    fn to_error(&self) -> Error {
+        Error::Unavailable { message: self.message.clone(), retry_after: crate::error::DEFAULT_RETRY_AFTER }
+    }
+}
+
+/// Answers a job's caller once its group's fate is known.
+type Done = Box<dyn FnOnce(std::result::Result<(), &GroupFailed>) + Send>;
+
+/// A write waiting for the writer.
+trait Job: Send {
+    /// Runs it inside the group's transaction: whether it succeeded, and how to answer its caller.
+    fn run(self: Box<Self>, ctx: &mut WriteCtx<'_>) -> (bool, Done);
+    /// Answers its caller without running it: nothing of it was written.
+    fn refuse(self: Box<Self>, err: Error);
+}
+
+struct WriteJob<T, F> {
+    f: F,
+    tx: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for WriteJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, ctx: &mut WriteCtx<'_>) -> (bool, Done) {
+        let WriteJob { f, tx } = *self;
+        let result = f(ctx);
+        let ok = result.is_ok();
+        let done: Done = Box::new(move |group| {
+            let _ = tx.send(match group {
+                Ok(()) => result,
+                Err(failed) => Err(failed.to_error()),
+            });
+        });
+        (ok, done)
+    }
+
+    fn refuse(self: Box<Self>, err: Error) {
+        let _ = self.tx.send(Err(err));
+    }
+}
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<mpsc::SyncSender<Box<dyn Job>>>>,
+    write_queue: usize,
+    busy_timeout: Duration,
     readers: Mutex<Vec<Connection>>,
     commits: broadcast::Sender<Arc<[Committed]>>,
     head: watch::Sender<i64>,
+    writable: watch::Sender<bool>,
 }
 
 /// Handle to the embedded database; cheap to clone.
@@ -83,8 +163,8 @@ pub struct Db {
     inner: Arc<Inner>,
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::from_secs(5))?;
+fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(())
@@ -93,8 +173,14 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 impl Db {
     /// Opens (creating if needed) the database at `path` and applies `migrations`.
     pub fn open(path: &Path, migrations: &[&[Migration]]) -> anyhow::Result<Self> {
+        Self::open_with(path, migrations, DbOptions::default())
+    }
+
+    /// [`Db::open`] with explicit options.
+    pub fn open_with(path: &Path, migrations: &[&[Migration]], options: DbOptions) -> anyhow::Result<Self> {
+        let busy = options.busy_timeout;
         let conn = Connection::open(path).with_context(|| format!("cannot open database {}", path.display()))?;
-        configure(&conn)?;
+        configure(&conn, busy)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk before any client hears "done". Group commit pays for it.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -109,26 +195,31 @@ impl Db {
         for _ in 0..READERS {
             let r =
                 Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-            configure(&r)?;
+            configure(&r, busy)?;
             readers.push(r);
         }
         let (commits, _) = broadcast::channel(4096);
         let (head, _) = watch::channel(head);
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (writable, _) = watch::channel(true);
+        let write_queue = options.write_queue.max(1);
+        let (tx, rx) = mpsc::sync_channel::<Box<dyn Job>>(write_queue);
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             writer: Mutex::new(Some(tx)),
+            write_queue,
+            busy_timeout: busy,
             readers: Mutex::new(readers),
             commits,
             head,
+            writable,
         });
         let publisher = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("redstore-db-writer".into())
-            .spawn(move || writer_loop(conn, rx, publisher))
+            .spawn(move || Writer { conn, busy_timeout: busy, writable: true }.run(rx, publisher))
             .context("cannot start the database writer thread")?;
         let checkpointer = Connection::open(path)?;
-        configure(&checkpointer)?;
+        configure(&checkpointer, busy)?;
         let watched = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("redstore-db-checkpoint".into())
@@ -142,30 +233,33 @@ impl Db {
     }
 
     /// Runs `f` in the writer's next group transaction. If `f` fails, everything it wrote is
-    /// rolled back and its events are never published.
+    /// rolled back and its events are never published. When the database cannot be written (its
+    /// lock held by another program past the busy timeout, a failed commit) nothing of `f` is
+    /// written and the caller hears UNAVAILABLE; when too many writes wait already,
+    /// RESOURCE_EXHAUSTED.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |ctx| {
-            let result = f(ctx);
-            let ok = result.is_ok();
-            let done: Done = Box::new(move |committed| {
-                let result = match committed {
-                    Ok(()) => result,
-                    Err(e) => Err(Error::Internal(anyhow::anyhow!("commit failed: {e:#}"))),
-                };
-                let _ = tx.send(result);
-            });
-            (ok, done)
-        });
+        let job: Box<dyn Job> = Box::new(WriteJob { f, tx });
         let sender = self.inner.writer.lock().clone();
-        let sender =
-            sender.ok_or_else(|| Error::Unavailable("the database is closed; the server is shutting down".into()))?;
-        sender.send(job).map_err(|_| Error::Unavailable("the database writer has stopped".into()))?;
+        let sender = sender.ok_or_else(|| Error::unavailable("the database is closed; the server is shutting down"))?;
+        sender.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => Error::exhausted(
+                format!("{} writes are waiting for the database already; retry shortly", self.inner.write_queue),
+                Some(QUEUE_FULL_RETRY),
+            ),
+            mpsc::TrySendError::Disconnected(_) => Error::unavailable("the database writer has stopped"),
+        })?;
         rx.await.map_err(|_| Error::Internal(anyhow::anyhow!("the database writer dropped a job (it panicked)")))?
+    }
+
+    /// Whether writes can be committed now; `false` while another program holds the database's
+    /// lock past the busy timeout, or commits fail. Health reports NOT_SERVING meanwhile.
+    pub fn watch_writable(&self) -> watch::Receiver<bool> {
+        self.inner.writable.subscribe()
     }
 
     /// Runs `f` on a read-only connection (a consistent snapshot for its duration when `f` opens a
@@ -185,7 +279,7 @@ impl Db {
                         &inner.path,
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
-                    configure(&c)?;
+                    configure(&c, inner.busy_timeout)?;
                     c
                 }
             };
@@ -269,79 +363,176 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, inner: std::sync::Weak<Inner>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_GROUP);
-    while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let (dones, events, result) = run_group(&conn, &mut batch);
-        let result = result.map_err(Arc::new);
-        if result.is_ok()
-            && !events.is_empty()
-            && let Some(inner) = inner.upgrade()
-        {
-            let head = events.last().map_or(0, |e| e.position);
-            let _ = inner.commits.send(events.into());
-            inner.head.send_replace(head);
-        }
-        for done in dones {
-            done(result.clone());
-        }
-    }
-    tracing::debug!("database writer stopped");
+/// The writer thread's connection and what it knows of the database's state.
+struct Writer {
+    conn: Connection,
+    busy_timeout: Duration,
+    /// Whether the last attempt to begin or commit succeeded.
+    writable: bool,
 }
 
-fn run_group(conn: &Connection, batch: &mut Vec<Job>) -> (Vec<Done>, Vec<Committed>, anyhow::Result<()>) {
-    let mut dones = Vec::with_capacity(batch.len());
-    let mut events = Vec::new();
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        let err = anyhow::Error::new(e).context("cannot begin a write transaction");
-        // Run nothing; every job hears the error.
-        for job in batch.drain(..) {
-            let mut ctx = WriteCtx { conn, now: SystemTime::now(), events: Vec::new() };
-            let _ = exec(conn, "SAVEPOINT job");
-            let (_, done) = job(&mut ctx);
-            let _ = exec(conn, "ROLLBACK TO job");
-            dones.push(done);
-        }
-        return (dones, events, Err(err));
-    }
-    for job in batch.drain(..) {
-        let now = SystemTime::now();
-        let mut ctx = WriteCtx { conn, now, events: Vec::new() };
-        let outcome = exec(conn, "SAVEPOINT job").map_err(anyhow::Error::new).and_then(|()| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)))
-                .map_err(|_| anyhow::anyhow!("a write job panicked"))
-        });
-        match outcome {
-            Ok((true, done)) => {
-                let _ = exec(conn, "RELEASE job");
-                events.append(&mut ctx.events);
-                dones.push(done);
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Box<dyn Job>>, inner: std::sync::Weak<Inner>) {
+        let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
+        loop {
+            // While the database cannot be written, it is tried again now and then even when no
+            // write waits, so health turns SERVING again as soon as the lock is released.
+            let first = if self.writable {
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(PROBE_INTERVAL) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if self.begin().is_ok() {
+                            let _ = exec(&self.conn, "ROLLBACK");
+                        }
+                        self.report(&inner);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            batch.push(first);
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
-            Ok((false, done)) => {
-                let _ = exec(conn, "ROLLBACK TO job");
-                let _ = exec(conn, "RELEASE job");
-                dones.push(done);
+            let (dones, events, result) = self.run_group(&mut batch);
+            self.report(&inner);
+            if result.is_ok()
+                && !events.is_empty()
+                && let Some(inner) = inner.upgrade()
+            {
+                let head = events.last().map_or(0, |e| e.position);
+                let _ = inner.commits.send(events.into());
+                inner.head.send_replace(head);
+            }
+            for done in dones {
+                done(result.as_ref().map(|_| ()));
+            }
+        }
+        tracing::debug!("database writer stopped");
+    }
+
+    /// Publishes whether the database is writable, logging each change once.
+    fn report(&self, inner: &std::sync::Weak<Inner>) {
+        let Some(inner) = inner.upgrade() else { return };
+        let changed = inner.writable.send_if_modified(|w| std::mem::replace(w, self.writable) != self.writable);
+        match (changed, self.writable) {
+            (true, true) => tracing::info!("the database is writable again"),
+            (true, false) => tracing::error!(
+                "the database cannot be written (another program holds its lock, or commits fail); \
+                 writes are refused with UNAVAILABLE until it can"
+            ),
+            _ => {}
+        }
+    }
+
+    /// Begins the group's transaction. A transaction left open by anything (SQLite rolls some
+    /// errors back by itself, others not) is rolled back first, so no job ever runs in a
+    /// transaction it does not belong to.
+    fn begin(&mut self) -> std::result::Result<(), GroupFailed> {
+        if !self.conn.is_autocommit() {
+            tracing::warn!("a write transaction was left open; rolling it back");
+            let _ = exec(&self.conn, "ROLLBACK");
+        }
+        // Known unwritable: try briefly, so waiting callers hear at once.
+        let wait = if self.writable { self.busy_timeout } else { UNWRITABLE_WAIT.min(self.busy_timeout) };
+        let _ = self.conn.busy_timeout(wait);
+        let begun = exec(&self.conn, "BEGIN IMMEDIATE");
+        let _ = self.conn.busy_timeout(self.busy_timeout);
+        match begun {
+            Ok(()) => {
+                self.writable = true;
+                Ok(())
             }
             Err(e) => {
-                // The job's sender was dropped with it; its caller hears that the writer dropped it.
-                tracing::error!(error = %e, "write job failed");
-                let _ = exec(conn, "ROLLBACK TO job");
-                let _ = exec(conn, "RELEASE job");
+                self.writable = false;
+                tracing::debug!(error = %e, "cannot begin a write transaction");
+                Err(GroupFailed { message: unwritable_message(&e) })
             }
         }
     }
-    match exec(conn, "COMMIT") {
-        Ok(()) => (dones, events, Ok(())),
-        Err(e) => {
-            let _ = exec(conn, "ROLLBACK");
-            (dones, Vec::new(), Err(anyhow::Error::new(e).context("commit failed")))
+
+    fn run_group(
+        &mut self,
+        batch: &mut Vec<Box<dyn Job>>,
+    ) -> (Vec<Done>, Vec<Committed>, std::result::Result<(), GroupFailed>) {
+        if let Err(failed) = self.begin() {
+            // Nothing runs: no transaction is open, and every job hears why.
+            for job in batch.drain(..) {
+                job.refuse(failed.to_error());
+            }
+            return (Vec::new(), Vec::new(), Err(failed));
         }
+        let conn = &self.conn;
+        let mut dones = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        let mut jobs = batch.drain(..);
+        for job in jobs.by_ref() {
+            let now = SystemTime::now();
+            let mut ctx = WriteCtx { conn, now, events: Vec::new() };
+            let outcome = exec(conn, "SAVEPOINT job").map_err(anyhow::Error::new).and_then(|()| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut ctx)))
+                    .map_err(|_| anyhow::anyhow!("a write job panicked"))
+            });
+            match outcome {
+                Ok((true, done)) => {
+                    let _ = exec(conn, "RELEASE job");
+                    events.append(&mut ctx.events);
+                    dones.push(done);
+                }
+                Ok((false, done)) => {
+                    let _ = exec(conn, "ROLLBACK TO job");
+                    let _ = exec(conn, "RELEASE job");
+                    dones.push(done);
+                }
+                Err(e) => {
+                    // The job's sender was dropped with it; its caller hears that the writer dropped it.
+                    tracing::error!(error = %e, "write job failed");
+                    let _ = exec(conn, "ROLLBACK TO job");
+                    let _ = exec(conn, "RELEASE job");
+                }
+            }
+            if conn.is_autocommit() {
+                // SQLite rolled the whole transaction back by itself (a full disk, an I/O error):
+                // what ran before is gone, and nothing more may run outside a transaction.
+                let failed = GroupFailed {
+                    message: "the database could not write (disk full or an I/O error); nothing was written".into(),
+                };
+                tracing::error!("the group's transaction was rolled back by the database");
+                self.writable = false;
+                for job in jobs {
+                    job.refuse(failed.to_error());
+                }
+                return (dones, Vec::new(), Err(failed));
+            }
+        }
+        drop(jobs);
+        match exec(conn, "COMMIT") {
+            Ok(()) => (dones, events, Ok(())),
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; the group was rolled back");
+                let _ = exec(conn, "ROLLBACK");
+                self.writable = false;
+                (dones, Vec::new(), Err(GroupFailed { message: unwritable_message(&e) }))
+            }
+        }
+    }
+}
+
+/// What callers hear when the database cannot take their writes: no SQLite detail beyond the kind.
+fn unwritable_message(e: &rusqlite::Error) -> String {
+    let busy =
+        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
+    if busy {
+        "the database is locked by another program (a backup or a shell?); nothing was written, retry shortly".into()
+    } else {
+        "the database cannot be written right now; nothing was written, retry shortly".into()
     }
 }

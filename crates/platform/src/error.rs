@@ -4,10 +4,16 @@
 //! can act on. Field errors also carry `google.rpc.BadRequest` details naming the field, and stock
 //! shortfalls carry `google.rpc.PreconditionFailure` details naming the sku.
 
+use std::time::Duration;
+
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How long a client is told to wait before retrying an UNAVAILABLE request, unless the error
+/// knows better.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,11 +39,14 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     Unauthenticated(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// The service is shutting down or a backend is unavailable.
-    #[error("{0}")]
-    Unavailable(String),
+    /// Too much at once: a queue is full, or a request is larger than allowed. `retry_after` is
+    /// set when waiting helps (sent as `google.rpc.RetryInfo`).
+    #[error("{message}")]
+    ResourceExhausted { message: String, retry_after: Option<Duration> },
+    /// The service is shutting down or a backend is unavailable; nothing was done, and the same
+    /// request (with its idempotency key) may be sent again after `retry_after`.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: Duration },
     /// An error answered by another service, passed on unchanged (code, message and details).
     #[error("{}", .0.message())]
     Remote(tonic::Status),
@@ -49,6 +58,17 @@ pub enum Error {
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+
+    /// UNAVAILABLE with the default retry hint.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable { message: message.into(), retry_after: DEFAULT_RETRY_AFTER }
+    }
+
+    /// RESOURCE_EXHAUSTED; `retry_after` when waiting helps (a full queue), `None` when it does
+    /// not (a request over a size limit).
+    pub fn exhausted(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self::ResourceExhausted { message: message.into(), retry_after }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -79,9 +99,10 @@ impl Error {
             Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Unauthenticated(_) => Code::Unauthenticated,
-            Self::ResourceExhausted(_) => Code::ResourceExhausted,
-            Self::Unavailable(_) => Code::Unavailable,
+            Self::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Self::Unavailable { .. } => Code::Unavailable,
             Self::Remote(status) => status.code(),
+            Self::Internal(_) if self.is_transient() => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
     }
@@ -91,7 +112,7 @@ impl Error {
     /// consumer waits such errors out instead of dead-lettering the event.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unavailable(_) | Self::ResourceExhausted(_) => true,
+            Self::Unavailable { .. } | Self::ResourceExhausted { .. } => true,
             Self::Remote(status) => {
                 matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted)
             }
@@ -113,6 +134,10 @@ impl Error {
                         }),
                         _ => false,
                     };
+                }
+                if let Some(rusqlite::Error::SqliteFailure(e, _)) = cause.downcast_ref::<rusqlite::Error>() {
+                    // Another program (a backup, an operator's shell) holds the database's lock.
+                    return matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked);
                 }
                 cause.downcast_ref::<std::io::Error>().is_some()
             }),
@@ -157,6 +182,7 @@ impl From<rusqlite::Error> for Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = err.code();
+        let transient = matches!(err, Error::Internal(_)) && err.is_transient();
         match err {
             Error::InvalidArgument { field, reason } => {
                 let message = format!("{field}: {reason}");
@@ -168,16 +194,31 @@ impl From<Error> for Status {
                 Status::with_error_details(code, message, details)
             }
             Error::Remote(status) => status,
+            // A lost or refused database connection, or a transaction that lost a race: nothing
+            // was done, and the client retries with the same idempotency key, safely.
+            Error::Internal(err) if transient => {
+                tracing::warn!(error = %format!("{err:#}"), "backend unavailable; the request was refused");
+                Status::with_error_details(
+                    Code::Unavailable,
+                    "a backend is unavailable right now; nothing was done, retry with the same idempotency_key",
+                    ErrorDetails::with_retry_info(Some(DEFAULT_RETRY_AFTER)),
+                )
+            }
             Error::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
                 Status::internal("internal error; the operator can find the cause in the server log")
             }
-            Error::NotFound(m)
+            Error::Unavailable { message, retry_after } => {
+                Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(retry_after)))
+            }
+            Error::ResourceExhausted { message, retry_after: Some(after) } => {
+                Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(after)))
+            }
+            Error::ResourceExhausted { message: m, retry_after: None }
+            | Error::NotFound(m)
             | Error::AlreadyExists(m)
             | Error::PermissionDenied(m)
-            | Error::Unauthenticated(m)
-            | Error::ResourceExhausted(m)
-            | Error::Unavailable(m) => Status::new(code, m),
+            | Error::Unauthenticated(m) => Status::new(code, m),
         }
     }
 }
@@ -241,7 +282,7 @@ mod tests {
         let io = anyhow::Error::new(sqlx::Error::Io(std::io::Error::other("connection reset"))).context("postgres");
         assert!(Error::Internal(io).is_transient());
         assert!(Error::Internal(anyhow::Error::new(sqlx::Error::PoolTimedOut)).is_transient());
-        assert!(Error::Unavailable("redis down".into()).is_transient());
+        assert!(Error::unavailable("redis down").is_transient());
         assert!(Error::Remote(Status::unavailable("inventory restarting")).is_transient());
         assert!(!Error::Internal(anyhow::anyhow!("corrupt event")).is_transient());
         assert!(!Error::invalid("sku", "bad").is_transient());

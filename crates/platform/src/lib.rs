@@ -5,6 +5,7 @@
 
 pub mod barcode;
 pub mod batch;
+pub mod datadir;
 pub mod db;
 pub mod error;
 pub mod eventlog;
@@ -14,9 +15,10 @@ pub mod money;
 pub mod page;
 pub mod pg;
 pub mod telemetry;
+pub mod text;
 pub mod time;
 
-pub use db::{Committed, Db, Migration, Topic, WriteCtx};
+pub use db::{Committed, Db, DbOptions, Migration, Topic, WriteCtx};
 pub use error::{Error, Result};
 
 /// The platform's own tables: event log, sequences, consumer offsets, idempotency keys.

@@ -275,13 +275,13 @@ impl StockCache {
         };
         match tokio::time::timeout(OPERATION_DEADLINE, attempt).await {
             Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(Error::Unavailable("the redis stock cache did not answer in time".into())),
+            Err(_) => Err(Error::unavailable("the redis stock cache did not answer in time")),
         }
     }
 }
 
 fn unavailable(e: redis::RedisError) -> Error {
-    Error::Unavailable(format!("the redis stock cache is unavailable: {e}"))
+    Error::unavailable(format!("the redis stock cache is unavailable: {e}"))
 }
 
 #[cfg(test)]

@@ -378,8 +378,8 @@ impl InventoryStore for GrpcInventory {
     }
 
     async fn events_after(&self, _store_id: &str, _after: u64, _limit: u32) -> Result<Vec<EventEnvelope>> {
-        Err(Error::Unavailable(
-            "inventory events are read from the event log or a live stream, not through the inventory client".into(),
+        Err(Error::unavailable(
+            "inventory events are read from the event log or a live stream, not through the inventory client",
         ))
     }
 }

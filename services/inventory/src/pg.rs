@@ -89,7 +89,7 @@ impl PgInventory {
 }
 
 fn interrupted(sale_id: &str) -> Error {
-    Error::Unavailable(format!("applying sale {sale_id:?} was interrupted; retry it with the same sale id"))
+    Error::unavailable(format!("applying sale {sale_id:?} was interrupted; retry it with the same sale id"))
 }
 
 fn now_ms() -> i64 {

@@ -782,7 +782,7 @@ impl PgSales {
                 Err(err) => return Err(err),
             }
         }
-        Err(Error::Unavailable(format!(
+        Err(Error::unavailable(format!(
             "checkout with idempotency_key {:?} kept racing concurrent attempts with the same key; retry",
             order.idem.key
         )))
@@ -895,7 +895,7 @@ impl SalesStore for PgSales {
         let store_id = order.store_id.clone();
         batcher.submit(&store_id, batch::Job { order, reply, repriced: 0 });
         answer.await.unwrap_or_else(|_| {
-            Err(Error::Unavailable("the checkout was interrupted; retry it with the same idempotency_key".to_owned()))
+            Err(Error::unavailable("the checkout was interrupted; retry it with the same idempotency_key"))
         })
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use redstore_inventory::InventoryStore;
-use redstore_platform::error::Result;
+use redstore_platform::error::{Error, Result};
 use redstore_platform::{Db, Topic};
 
 use futures::Stream;
@@ -200,6 +200,10 @@ pub async fn require_store(store: &dyn InventoryStore, store_id: &str) -> Result
 /// after the start, and the live ones in order, refilling from the log whenever it sees a gap or
 /// falls behind the feed.
 ///
+/// It never ends by itself while the server runs. When it must end — the server is shutting down,
+/// or the stock or the log cannot be read — its last item is the error (UNAVAILABLE), so a
+/// terminal can tell "reconnect and resume" from a stream that is done.
+///
 /// A stream, not a task writing into a channel: the connection's own task polls it, so a live event
 /// wakes one task per watcher instead of two, which is most of the fan-out's cost at thousands of
 /// watchers. A slow reader is not written ahead of: it falls behind the feed, and refills.
@@ -209,7 +213,7 @@ pub fn watch(
     store_id: String,
     start: Start,
     shutdown: CancellationToken,
-) -> impl Stream<Item = Item> + Send + 'static {
+) -> impl Stream<Item = Result<Item>> + Send + 'static {
     let live = feed.subscribe(&store_id);
     let watch = Watch {
         inventory,
@@ -221,10 +225,18 @@ pub fn watch(
         behind: false,
         queue: VecDeque::new(),
     };
-    futures::stream::unfold(watch, |mut watch| async move {
-        let item = watch.next().await?;
-        Some((item, watch))
+    futures::stream::unfold(Some(watch), |watch| async move {
+        let mut watch = watch?;
+        match watch.next().await {
+            Ok(item) => Some((Ok(item), Some(watch))),
+            Err(end) => Some((Err(end), None)),
+        }
     })
+}
+
+/// Why a watch ended: the terminal reconnects (with the last sequence it has) and resumes.
+fn ended(why: &str) -> Error {
+    Error::unavailable(format!("{why}; reconnect and resume after the last sequence received"))
 }
 
 /// The state of one [`watch`].
@@ -244,11 +256,14 @@ struct Watch {
 }
 
 impl Watch {
-    /// The next item; `None` ends the watch.
-    async fn next(&mut self) -> Option<Item> {
+    /// The next item; an error ends the watch.
+    async fn next(&mut self) -> Result<Item> {
         loop {
             if let Some(item) = self.queue.pop_front() {
-                return Some(item);
+                return Ok(item);
+            }
+            if self.shutdown.is_cancelled() {
+                return Err(ended("the server is shutting down"));
             }
             if let Some(start) = self.start.take() {
                 self.begin(start).await?;
@@ -259,24 +274,24 @@ impl Watch {
                 continue;
             }
             let next = tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
+                _ = self.shutdown.cancelled() => return Err(ended("the server is shutting down")),
                 n = self.live.recv() => n,
             };
             match next {
                 Ok(event) if event.store_seq <= self.last => {}
                 Ok(event) if event.store_seq == self.last + 1 => {
                     self.last = event.store_seq;
-                    return Some(Item::Event(event));
+                    return Ok(Item::Event(event));
                 }
                 // A gap or a lag: the log has everything, in order.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Err(broadcast::error::RecvError::Closed) => return Err(ended("the live feed stopped")),
             }
         }
     }
 
     /// Takes the start: where the watch resumes, or a snapshot; then the log is read from there.
-    async fn begin(&mut self, start: Start) -> Option<()> {
+    async fn begin(&mut self, start: Start) -> Result<()> {
         let (inventory, store_id) = (self.inventory.as_ref(), self.store_id.as_str());
         let start = match start {
             Start::After(seq) if !in_log(inventory, store_id, seq).await => {
@@ -297,21 +312,21 @@ impl Watch {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "snapshot failed");
-                    return None;
+                    return Err(ended("the store's stock cannot be read now"));
                 }
             },
         }
         self.behind = true;
-        Some(())
+        Ok(())
     }
 
     /// Reads a page of the log after `last` into the queue; whether there may be more.
-    async fn catch_up(&mut self) -> Option<bool> {
+    async fn catch_up(&mut self) -> Result<bool> {
         let page = match self.inventory.events_after(&self.store_id, self.last, CATCH_UP_PAGE).await {
             Ok(page) => page,
             Err(e) => {
                 tracing::warn!(error = %e, "catch-up read failed");
-                return None;
+                return Err(ended("the store's changes cannot be read now"));
             }
         };
         let full = page.len() as u32 == CATCH_UP_PAGE;
@@ -319,7 +334,7 @@ impl Watch {
             self.last = event.store_seq;
             self.queue.push_back(Item::Event(Arc::new(event)));
         }
-        Some(full)
+        Ok(full)
     }
 }
 

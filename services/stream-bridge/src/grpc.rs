@@ -43,8 +43,9 @@ impl InventoryStreamService for StreamGrpc {
         feed::require_store(self.inventory.as_ref(), &store_id).await?;
         let start = if req.include_snapshot { Start::Snapshot } else { Start::After(req.resume_after) };
         let watch = feed::watch(self.inventory.clone(), &self.feed, store_id, start, self.shutdown.clone());
+        // A watch that ends says why (UNAVAILABLE: reconnect and resume); it never just stops.
         let stream = watch.map(|item| {
-            let item = match item {
+            let item = match item.map_err(Status::from)? {
                 Item::Snapshot(s) => watch_inventory_response::Item::Snapshot(s),
                 Item::Event(e) => watch_inventory_response::Item::Event((*e).clone()),
             };

@@ -119,8 +119,11 @@ async fn events(
         (None, false) => Start::After(0),
     };
     let memo = state.memo.clone();
+    // An SSE stream that must end just closes: `EventSource` reconnects by itself, with
+    // `Last-Event-ID`.
     let stream = feed::watch(state.inventory.clone(), &state.feed, store_id, start, state.shutdown.clone())
-        .map(move |item| Ok::<_, Infallible>(to_sse(&item, &memo)));
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(move |item| std::future::ready(item.ok().map(|item| Ok::<_, Infallible>(to_sse(&item, &memo)))));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(state.keep_alive).text("keep-alive")).into_response()
 }
 

@@ -198,7 +198,7 @@ async fn a_backend_outage_is_waited_out_not_dead_lettered() {
                 let mut n = attempts.lock();
                 *n += 1;
                 if *n <= outage {
-                    return Err(redstore_platform::Error::Unavailable("database restarting".to_owned()));
+                    return Err(redstore_platform::Error::unavailable("database restarting"));
                 }
                 drop(n);
                 seen.lock().push(event);

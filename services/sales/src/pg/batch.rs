@@ -522,7 +522,7 @@ async fn applied_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
             } else if unrecorded.contains(key) {
                 // Not recorded, and its key points at nothing: inventory has it, and a retry or the
                 // reconciler records it.
-                answers[index] = Some(Answer::Done(Box::new(Err(Error::Unavailable(format!(
+                answers[index] = Some(Answer::Done(Box::new(Err(Error::unavailable(format!(
                     "the checkout with idempotency_key {key:?} was applied but is not recorded yet; retry it with the same key"
                 ))))));
             }

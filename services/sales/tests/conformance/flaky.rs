@@ -59,7 +59,7 @@ impl Flaky {
 }
 
 fn unreachable_inventory() -> Error {
-    Error::Unavailable("inventory is unreachable (injected fault)".into())
+    Error::unavailable("inventory is unreachable (injected fault)")
 }
 
 #[tonic::async_trait]

@@ -243,11 +243,14 @@ pub fn replica(url: &str, chain: &Chain, shutdown: &CancellationToken) -> LiveFe
 }
 
 /// Runs a watch in a task of its own (as a connection would poll it) into a channel.
-pub fn forward(watch: impl futures::Stream<Item = Item> + Send + 'static) -> mpsc::Receiver<Item> {
+pub fn forward(
+    watch: impl futures::Stream<Item = redstore_platform::Result<Item>> + Send + 'static,
+) -> mpsc::Receiver<Item> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let mut watch = std::pin::pin!(watch);
-        while let Some(item) = futures::StreamExt::next(&mut watch).await {
+        // A watch's end (its error) closes the channel: the watcher sees it end.
+        while let Some(Ok(item)) = futures::StreamExt::next(&mut watch).await {
             if tx.send(item).await.is_err() {
                 return;
             }
