@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod drain;
 pub mod health;
+pub mod oversized;
 pub mod server;
 
 pub use server::{Running, ServerConfig, start};

@@ -602,7 +602,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         ));
     }
     let in_flight = InFlight::default();
-    let router = router.layer(cors()).layer(axum::middleware::from_fn_with_state(in_flight.clone(), InFlight::track));
+    let router = router
+        .layer(axum::middleware::from_fn(crate::oversized::as_resource_exhausted))
+        .layer(cors())
+        .layer(axum::middleware::from_fn_with_state(in_flight.clone(), InFlight::track));
 
     let stop_accepting = CancellationToken::new();
     let stop = stop_accepting.clone();

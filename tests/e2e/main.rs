@@ -9,6 +9,7 @@ mod distributed;
 mod embedded_db;
 mod idempotency;
 mod interop;
+mod limits;
 mod refunds;
 mod sale_flow;
 mod scanning;

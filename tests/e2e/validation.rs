@@ -19,13 +19,13 @@ use crate::helpers::*;
 /// Everything a store has written: its stock rows (with their last sequence numbers), its sales
 /// and the sequence number of its newest inventory event.
 #[derive(Debug, PartialEq)]
-struct Written {
+pub(crate) struct Written {
     stock: Vec<StockLevel>,
     sales: Vec<Sale>,
     inventory_seq: u64,
 }
 
-async fn written(app: &TestApp, store_id: &str) -> Written {
+pub(crate) async fn written(app: &TestApp, store_id: &str) -> Written {
     let big_page = || Some(PageRequest { page_size: 500, page_token: String::new() });
     let stock = app
         .inventory()
@@ -59,14 +59,14 @@ async fn inventory_seq(app: &TestApp, store_id: &str) -> u64 {
     }
 }
 
-async fn assert_nothing_written(app: &TestApp, store_id: &str, before: &Written) {
+pub(crate) async fn assert_nothing_written(app: &TestApp, store_id: &str, before: &Written) {
     let after = written(app, store_id).await;
     assert_eq!(&after, before, "a rejected request must not change stock, sales or events of {store_id}");
 }
 
 /// Asserts the call failed with `code` and a message containing every one of `needles`.
 #[track_caller]
-fn expect_status<T: Debug>(result: Result<T, Status>, code: Code, needles: &[&str]) -> Status {
+pub(crate) fn expect_status<T: Debug>(result: Result<T, Status>, code: Code, needles: &[&str]) -> Status {
     let status = match result {
         Ok(resp) => panic!("expected {code:?} mentioning {needles:?}, but the call succeeded: {resp:?}"),
         Err(status) => status,
@@ -82,7 +82,7 @@ fn usd(minor: i64) -> Money {
     Money { currency_code: "USD".into(), units_minor: minor }
 }
 
-fn product_request(sku: &str, price: Option<Money>, barcodes: &[&str]) -> CreateProductRequest {
+pub(crate) fn product_request(sku: &str, price: Option<Money>, barcodes: &[&str]) -> CreateProductRequest {
     CreateProductRequest {
         idempotency_key: String::new(),
         sku: sku.into(),
@@ -92,7 +92,7 @@ fn product_request(sku: &str, price: Option<Money>, barcodes: &[&str]) -> Create
     }
 }
 
-fn adjust(store_id: &str, sku: &str, delta: i64, reason: AdjustmentReason) -> AdjustStockRequest {
+pub(crate) fn adjust(store_id: &str, sku: &str, delta: i64, reason: AdjustmentReason) -> AdjustStockRequest {
     AdjustStockRequest {
         idempotency_key: key(),
         store_id: store_id.into(),

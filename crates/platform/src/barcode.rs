@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::text::quote;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Symbology {
@@ -36,8 +37,18 @@ impl Barcode {
         if code.is_empty() {
             return Err(Error::invalid(field, "is required"));
         }
+        if code.len() > 32 {
+            return Err(Error::invalid(
+                field,
+                format!("is {} bytes long; a barcode has at most 13 digits", code.len()),
+            ));
+        }
+        let shown = quote(code);
         if let Some(c) = code.chars().find(|c| !c.is_ascii_digit()) {
-            return Err(Error::invalid(field, format!("{code:?} contains {c:?}; a barcode has only digits")));
+            return Err(Error::invalid(
+                field,
+                format!("{shown} contains {}; a barcode has only digits", quote(c.encode_utf8(&mut [0; 4]))),
+            ));
         }
         let digits: Vec<u8> = code.bytes().map(|b| b - b'0').collect();
         let symbology = match digits.len() {
@@ -47,7 +58,7 @@ impl Barcode {
             n => {
                 return Err(Error::invalid(
                     field,
-                    format!("{code:?} has {n} digits; EAN-13 has 13, UPC-A 12 and EAN-8 8"),
+                    format!("{shown} has {n} digits; EAN-13 has 13, UPC-A 12 and EAN-8 8"),
                 ));
             }
         };
@@ -57,7 +68,7 @@ impl Barcode {
             return Err(Error::invalid(
                 field,
                 format!(
-                    "{code:?} fails the {} check digit: the last digit is {}, it should be {expected}",
+                    "{shown} fails the {} check digit: the last digit is {}, it should be {expected}",
                     symbology.name(),
                     given[0]
                 ),

@@ -11,6 +11,7 @@ pub mod error;
 pub mod eventlog;
 pub mod idempotency;
 pub mod kafka;
+pub mod limits;
 pub mod money;
 pub mod page;
 pub mod pg;

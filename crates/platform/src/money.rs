@@ -5,6 +5,7 @@ use std::fmt;
 use redstore_proto::common;
 
 use crate::error::{Error, Result};
+use crate::text::quote;
 
 /// An ISO 4217 alphabetic currency code: three upper-case ASCII letters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,7 +18,7 @@ impl Currency {
             [a, b, c] if bytes.iter().all(u8::is_ascii_uppercase) => Ok(Self([*a, *b, *c])),
             _ => Err(Error::invalid(
                 field,
-                format!("{code:?} is not an ISO 4217 currency code (three upper-case letters, e.g. \"EUR\")"),
+                format!("{} is not an ISO 4217 currency code (three upper-case letters, e.g. \"EUR\")", quote(code)),
             )),
         }
     }

@@ -3,6 +3,7 @@
 use redstore_proto::common::{PageRequest, PageResponse};
 
 use crate::error::{Error, Result};
+use crate::limits::{MAX_PAGE_BYTES, MAX_PAGE_TOKEN_BYTES};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -35,6 +36,9 @@ impl Page {
             }
             n => n,
         };
+        if page.page_token.len() > MAX_PAGE_TOKEN_BYTES {
+            return Err(Error::invalid(format!("{field}.page_token"), "is not a token this server issued"));
+        }
         let after = if page.page_token.is_empty() {
             String::new()
         } else {
@@ -53,13 +57,73 @@ impl Page {
 
     /// Cuts the fetched rows to the page and returns the response cursor.
     pub fn finish<T>(&self, rows: &mut Vec<T>, key: impl Fn(&T) -> String) -> PageResponse {
-        let size = self.size as usize;
-        if rows.len() > size {
-            rows.truncate(size);
+        self.finish_within(rows, key, |_| 0)
+    }
+
+    /// Like [`Page::finish`], and also cuts the page before its rows' encoded size (`bytes`)
+    /// passes [`MAX_PAGE_BYTES`] (a page always holds at least one row): rows that can be large,
+    /// such as sales with many lines, never make a page a default client cannot receive.
+    pub fn finish_within<T>(
+        &self,
+        rows: &mut Vec<T>,
+        key: impl Fn(&T) -> String,
+        bytes: impl Fn(&T) -> usize,
+    ) -> PageResponse {
+        let mut fits = rows.len().min(self.size as usize);
+        let mut total = 0usize;
+        for (i, row) in rows.iter().take(fits).enumerate() {
+            total = total.saturating_add(bytes(row));
+            if total > MAX_PAGE_BYTES && i > 0 {
+                fits = i;
+                break;
+            }
+        }
+        if rows.len() > fits {
+            rows.truncate(fits);
             let next = rows.last().map(|r| token_after(&key(r))).unwrap_or_default();
             PageResponse { next_page_token: next }
         } else {
             PageResponse::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(size: u32) -> Page {
+        Page { size, after: String::new() }
+    }
+
+    #[test]
+    fn a_page_holds_its_size_and_says_where_the_next_begins() {
+        let mut rows: Vec<u32> = (1..=4).collect();
+        let next = page(3).finish(&mut rows, u32::to_string);
+        assert_eq!(rows, [1, 2, 3]);
+        assert_eq!(next.next_page_token, token_after("3"));
+        let mut rows: Vec<u32> = (1..=3).collect();
+        assert_eq!(page(3).finish(&mut rows, u32::to_string).next_page_token, "");
+    }
+
+    #[test]
+    fn large_rows_end_a_page_early_but_never_leave_it_empty() {
+        let big = MAX_PAGE_BYTES / 3 + 1;
+        let mut rows: Vec<u32> = (1..=10).collect();
+        let next = page(50).finish_within(&mut rows, u32::to_string, |_| big);
+        assert_eq!(rows, [1, 2], "a third row would pass the byte limit");
+        assert_eq!(next.next_page_token, token_after("2"));
+        let mut huge: Vec<u32> = vec![7, 8];
+        let next = page(50).finish_within(&mut huge, u32::to_string, |_| MAX_PAGE_BYTES * 2);
+        assert_eq!(huge, [7], "one row however large");
+        assert_eq!(next.next_page_token, token_after("7"));
+    }
+
+    #[test]
+    fn a_token_it_did_not_issue_is_refused_without_echoing_it() {
+        let long = PageRequest { page_size: 0, page_token: format!("after:{}", "x".repeat(10_000)) };
+        let err = Page::from_proto("page", Some(&long)).err().expect("refused");
+        assert_eq!(err.field(), Some("page.page_token"));
+        assert!(err.to_string().len() < 100, "{err}");
     }
 }

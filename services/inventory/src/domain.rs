@@ -1,10 +1,12 @@
 //! Inventory domain types, parsed from requests so that the rest of the code can trust them.
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result, identifier};
+use redstore_platform::limits;
 use redstore_platform::money::Money;
+use redstore_platform::text::{quote, text};
 use redstore_proto::inventory as pb;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,39 +64,36 @@ impl Product {
     }
 }
 
-/// Parses a list of barcodes, naming `field[i]` on error, and rejects duplicates within it.
+/// Parses a list of barcodes (at most [`limits::MAX_BARCODES`]), naming `field[i]` on error, and
+/// rejects duplicates within it.
 pub fn parse_barcodes(field: &str, codes: &[String]) -> Result<Vec<Barcode>> {
+    limits::at_most(field, codes, limits::MAX_BARCODES)?;
     let mut out: Vec<Barcode> = Vec::with_capacity(codes.len());
+    let mut seen = HashSet::with_capacity(codes.len());
     for (i, code) in codes.iter().enumerate() {
         let f = format!("{field}[{i}]");
         let b = Barcode::parse(&f, code)?;
-        if out.iter().any(|o| o.gtin13() == b.gtin13()) {
-            return Err(Error::invalid(f, format!("{code:?} is listed twice")));
+        if !seen.insert(b.gtin13().to_owned()) {
+            return Err(Error::invalid(f, format!("{} is listed twice", quote(code))));
         }
         out.push(b);
     }
     Ok(out)
 }
 
-/// Validates a product name: 1–200 characters.
+/// Validates the name of a store or a product: plain text of 1 to [`limits::MAX_NAME_CHARS`]
+/// characters.
 pub fn product_name(field: &str, name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(Error::invalid(field, "is required"));
-    }
-    if name.chars().count() > 200 {
-        return Err(Error::invalid(field, "is longer than 200 characters"));
-    }
-    Ok(name.to_owned())
+    text(field, name, limits::MAX_NAME_CHARS)
 }
 
-/// Validates a price: a currency and a non-negative amount.
+/// Validates a price: a currency and an amount in `0..=MAX_UNIT_PRICE_MINOR`.
 pub fn price(field: &str, value: Option<&redstore_proto::common::Money>) -> Result<Money> {
     let price = Money::from_proto(field, value)?;
-    if price.minor < 0 {
+    if !(0..=limits::MAX_UNIT_PRICE_MINOR).contains(&price.minor) {
         return Err(Error::invalid(
             format!("{field}.units_minor"),
-            format!("must not be negative, got {}", price.minor),
+            format!("is {}; a unit price is 0 to {} minor units", price.minor, limits::MAX_UNIT_PRICE_MINOR),
         ));
     }
     Ok(price)
@@ -107,28 +106,93 @@ pub struct StockMovement {
     pub delta: i64,
 }
 
-/// Parses sale lines (sku, positive quantity) into movements that take stock, merging repeated
-/// skus so the oversell check sees the whole quantity. `field` names the repeated field.
-pub fn sale_movements(field: &str, lines: impl IntoIterator<Item = (String, i64)>) -> Result<Vec<StockMovement>> {
-    let mut merged: BTreeMap<String, i64> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    for (i, (sku, quantity)) in lines.into_iter().enumerate() {
-        let sku = identifier(&format!("{field}[{i}].sku"), &sku)?.to_owned();
-        if quantity <= 0 {
-            return Err(Error::invalid(format!("{field}[{i}].quantity"), format!("must be positive, got {quantity}")));
-        }
-        let entry = merged.entry(sku.clone()).or_insert_with(|| {
-            order.push(sku.clone());
-            0
-        });
-        *entry = entry
-            .checked_add(quantity)
-            .ok_or_else(|| Error::invalid(format!("{field}[{i}].quantity"), "is too large"))?;
+/// Parses sale lines (sku, quantity) into movements that take stock, merging repeated skus so the
+/// oversell check sees the whole quantity: at most [`limits::MAX_SALE_LINES`] lines, each
+/// quantity, and each sku's merged quantity, in `1..=MAX_LINE_QUANTITY`. `field` names the
+/// repeated field.
+pub fn sale_movements<I>(field: &str, lines: I) -> Result<Vec<StockMovement>>
+where
+    I: IntoIterator<Item = (String, i64)>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let lines = lines.into_iter();
+    if lines.len() > limits::MAX_SALE_LINES {
+        return Err(Error::invalid(
+            field,
+            format!("has {} lines; at most {} are allowed", lines.len(), limits::MAX_SALE_LINES),
+        ));
     }
-    if order.is_empty() {
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(lines.len());
+    let mut merged: Vec<StockMovement> = Vec::with_capacity(lines.len());
+    for (i, (sku, quantity)) in lines.enumerate() {
+        let sku = identifier(&format!("{field}[{i}].sku"), &sku)?.to_owned();
+        let f = format!("{field}[{i}].quantity");
+        let quantity = limits::line_quantity(&f, quantity)?;
+        match index.get(&sku) {
+            Some(&at) => {
+                let total = quantity - merged[at].delta;
+                if total > limits::MAX_LINE_QUANTITY {
+                    return Err(Error::invalid(
+                        f,
+                        format!(
+                            "makes {total} of sku {sku:?} with the earlier lines; at most {} per sku",
+                            limits::MAX_LINE_QUANTITY
+                        ),
+                    ));
+                }
+                merged[at].delta = -total;
+            }
+            None => {
+                index.insert(sku.clone(), merged.len());
+                merged.push(StockMovement { sku, delta: -quantity });
+            }
+        }
+    }
+    if merged.is_empty() {
         return Err(Error::invalid(field, "must have at least one line"));
     }
-    Ok(order.into_iter().map(|sku| StockMovement { delta: -merged[&sku], sku }).collect())
+    Ok(merged)
+}
+
+/// A sku's stock level after `movement`, or why it is refused: a strict store never takes a sku
+/// below zero, and no level leaves `±MAX_STOCK` (`field` names what asked for the change).
+pub fn decide_movement(
+    policy: OversellPolicy,
+    store_id: &str,
+    field: &str,
+    current: i64,
+    movement: &StockMovement,
+) -> Result<i64> {
+    let delta = movement.delta;
+    let after = current
+        .checked_add(delta)
+        .filter(|after| (-limits::MAX_STOCK..=limits::MAX_STOCK).contains(after))
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!(
+                    "would take the stock of sku {:?} from {current} by {delta}, beyond the range of \u{b1}{}",
+                    movement.sku,
+                    limits::MAX_STOCK
+                ),
+            )
+        })?;
+    if policy == OversellPolicy::Strict && delta < 0 && after < 0 {
+        return Err(insufficient(store_id, &movement.sku, -delta, current));
+    }
+    Ok(after)
+}
+
+/// A strict store refusing to go below zero.
+pub fn insufficient(store_id: &str, sku: &str, requested: i64, available: i64) -> Error {
+    Error::precondition(
+        "STOCK",
+        format!("sku:{sku}"),
+        format!(
+            "insufficient stock of sku {sku:?} in store {store_id:?}: requested {requested}, \
+             available {available} (the store does not sell below zero)"
+        ),
+    )
 }
 
 /// The violation type of a sale refused because the catalog changed since it was priced: a sku's
@@ -155,21 +219,25 @@ pub fn charged_prices<'a>(
         return Ok(Vec::new());
     }
     let mut charged: Vec<ChargedPrice> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(lines.len());
     for (i, (sku, price)) in lines.into_iter().enumerate() {
         let f = format!("{field}[{i}].unit_price");
         let Some(price) = price else {
             return Err(Error::invalid(f, "is missing; send a unit price on every line or on none"));
         };
         let price = Money::from_proto(&f, Some(price))?;
-        match charged.iter().find(|c| c.sku == sku) {
-            Some(earlier) if earlier.price != price => {
+        match index.get(sku) {
+            Some(&at) if charged[at].price != price => {
                 return Err(Error::invalid(
                     f,
-                    format!("is {price}, but an earlier line of sku {sku:?} says {}", earlier.price),
+                    format!("is {price}, but an earlier line of sku {sku:?} says {}", charged[at].price),
                 ));
             }
             Some(_) => {}
-            None => charged.push(ChargedPrice { sku: sku.to_owned(), price }),
+            None => {
+                index.insert(sku, charged.len());
+                charged.push(ChargedPrice { sku: sku.to_owned(), price });
+            }
         }
     }
     Ok(charged)
@@ -249,6 +317,35 @@ mod tests {
         assert_eq!(err.field(), Some("lines[1].quantity"));
         let err = sale_movements("lines", [("a".into(), -2)]).unwrap_err();
         assert_eq!(err.field(), Some("lines[0].quantity"));
+    }
+
+    #[test]
+    fn lines_are_capped_in_count_and_quantity_also_once_merged() {
+        let many = (0..limits::MAX_SALE_LINES + 1).map(|i| (format!("s{i}"), 1));
+        assert_eq!(sale_movements("lines", many).unwrap_err().field(), Some("lines"));
+        let over = sale_movements("lines", [("a".into(), limits::MAX_LINE_QUANTITY + 1)]).unwrap_err();
+        assert_eq!(over.field(), Some("lines[0].quantity"));
+        let half = limits::MAX_LINE_QUANTITY / 2 + 1;
+        let merged = sale_movements("lines", [("a".into(), half), ("b".into(), 1), ("a".into(), half)]).unwrap_err();
+        assert_eq!(merged.field(), Some("lines[2].quantity"));
+        assert_eq!(sale_movements("lines", [("a".into(), i64::MAX)]).unwrap_err().field(), Some("lines[0].quantity"));
+    }
+
+    #[test]
+    fn stock_moves_within_its_range_and_a_strict_store_not_below_zero() {
+        let take = |delta| StockMovement { sku: "a".into(), delta };
+        let strict = OversellPolicy::Strict;
+        assert_eq!(decide_movement(strict, "s", "lines", 5, &take(-5)).unwrap(), 0);
+        let short = decide_movement(strict, "s", "lines", 5, &take(-6)).unwrap_err();
+        assert!(matches!(short, Error::FailedPrecondition { kind: "STOCK", .. }), "{short:?}");
+        let negative = OversellPolicy::AllowNegative;
+        assert_eq!(decide_movement(negative, "s", "lines", 5, &take(-6)).unwrap(), -1);
+        let max = limits::MAX_STOCK;
+        assert_eq!(decide_movement(negative, "s", "quantity_delta", max - 1, &take(1)).unwrap(), max);
+        for (current, delta) in [(max, 1), (-max, -1), (i64::MAX, 1), (0, i64::MIN)] {
+            let err = decide_movement(negative, "s", "quantity_delta", current, &take(delta)).unwrap_err();
+            assert_eq!(err.field(), Some("quantity_delta"), "{current} {delta}");
+        }
     }
 
     #[test]

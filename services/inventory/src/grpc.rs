@@ -6,7 +6,9 @@ use std::sync::Arc;
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result, identifier};
 use redstore_platform::idempotency::fingerprint;
+use redstore_platform::limits;
 use redstore_platform::page::Page;
+use redstore_platform::text::{optional_text, quote};
 use redstore_proto::inventory::inventory_service_server::{InventoryService, InventoryServiceServer};
 use redstore_proto::inventory::*;
 use tonic::{Request, Response, Status};
@@ -49,8 +51,13 @@ fn adjustment_reason(value: i32) -> Result<&'static str> {
     }
 }
 
-fn idem<M: prost::Message + Clone>(key: &str, req: &M, clear: impl FnOnce(&mut M)) -> Idem {
-    Idem { key: key.trim().to_owned(), fingerprint: fingerprint(req, clear) }
+/// An optional idempotency key (an identifier when sent) with the request's fingerprint.
+fn idem<M: prost::Message + Clone>(key: &str, req: &M, clear: impl FnOnce(&mut M)) -> Result<Idem> {
+    let key = match key.trim() {
+        "" => String::new(),
+        key => identifier("idempotency_key", key)?.to_owned(),
+    };
+    Ok(Idem { key, fingerprint: fingerprint(req, clear) })
 }
 
 /// One sale of ApplySale, or of an ApplySales call for `call_store`, checked in ApplySale's order:
@@ -69,7 +76,7 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
         Some(store_id) => {
             return Err(Error::invalid(
                 "store_id",
-                format!("is {:?}; it must be empty or the call's {store_id:?}", sale.store_id),
+                format!("is {}; it must be empty or the call's {store_id:?}", quote(&sale.store_id)),
             ));
         }
     };
@@ -82,6 +89,8 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
         if sale.checkout_fingerprint.is_empty() {
             return Err(Error::invalid("checkout_fingerprint", "is required with checkout_key"));
         }
+        limits::blob("checkout_fingerprint", sale.checkout_fingerprint.len())?;
+        limits::blob("sale", sale.sale.len())?;
         Some(CheckoutKey {
             key,
             fingerprint: std::mem::take(&mut sale.checkout_fingerprint),
@@ -89,7 +98,10 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
         })
     };
     let fingerprint = fingerprint(&sale, |_| {});
-    let terminal_id = sale.terminal_id.trim().to_owned();
+    let terminal_id = match sale.terminal_id.trim() {
+        "" => String::new(),
+        terminal_id => identifier("terminal_id", terminal_id)?.to_owned(),
+    };
     Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id, movements, charged, checkout }))
 }
 
@@ -119,7 +131,7 @@ impl InventoryService for InventoryGrpc {
                 name: domain::product_name("name", &req.name)?,
                 policy: OversellPolicy::from_proto("oversell_policy", req.oversell_policy)?,
             };
-            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear())?;
             Ok(CreateStoreResponse { store: Some(self.store.create_store(idem, store).await?) })
         }
         .await;
@@ -157,10 +169,13 @@ impl InventoryService for InventoryGrpc {
             let terminal_id = identifier("terminal_id", &req.terminal_id)?.to_owned();
             let terminal = Terminal {
                 store_id: identifier("store_id", &req.store_id)?.to_owned(),
-                name: if req.name.trim().is_empty() { terminal_id.clone() } else { req.name.trim().to_owned() },
+                name: match optional_text("name", &req.name, limits::MAX_TERMINAL_NAME_CHARS)? {
+                    name if name.is_empty() => terminal_id.clone(),
+                    name => name,
+                },
                 terminal_id,
             };
-            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear())?;
             Ok(RegisterTerminalResponse { terminal: Some(self.store.register_terminal(idem, terminal).await?) })
         }
         .await;
@@ -187,7 +202,7 @@ impl InventoryService for InventoryGrpc {
             let store_id = identifier("store_id", &req.store_id)?;
             let page = Page::from_proto("page", req.page.as_ref())?;
             let mut rows = self.store.list_terminals(store_id, &page.after, page.fetch_limit()).await?;
-            let next = page.finish(&mut rows, |t| t.terminal_id.clone());
+            let next = page.finish_within(&mut rows, |t| t.terminal_id.clone(), prost::Message::encoded_len);
             Ok(ListTerminalsResponse { terminals: rows, page: Some(next) })
         }
         .await;
@@ -209,7 +224,7 @@ impl InventoryService for InventoryGrpc {
                 barcodes: barcodes.iter().map(|b| b.gtin13().to_owned()).collect(),
                 active: true,
             };
-            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear())?;
             Ok(CreateProductResponse { product: Some(self.store.create_product(idem, product, barcodes).await?) })
         }
         .await;
@@ -234,7 +249,7 @@ impl InventoryService for InventoryGrpc {
                     None
                 },
             };
-            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear())?;
             Ok(UpdateProductResponse { product: Some(self.store.update_product(idem, patch).await?) })
         }
         .await;
@@ -325,12 +340,16 @@ impl InventoryService for InventoryGrpc {
             identifier("idempotency_key", &req.idempotency_key)?;
             let store_id = identifier("store_id", &req.store_id)?;
             let sku = identifier("sku", &req.sku)?.to_owned();
-            if req.quantity_delta == 0 {
-                return Err(Error::invalid("quantity_delta", "must not be zero"));
+            if req.quantity_delta == 0 || req.quantity_delta.unsigned_abs() > limits::MAX_STOCK.unsigned_abs() {
+                return Err(Error::invalid(
+                    "quantity_delta",
+                    format!("is {}; it must be non-zero and within \u{b1}{}", req.quantity_delta, limits::MAX_STOCK),
+                ));
             }
             let reason = adjustment_reason(req.reason)?;
+            optional_text("note", &req.note, limits::MAX_NOTE_CHARS)?;
             let movement = StockMovement { sku, delta: req.quantity_delta };
-            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear());
+            let idem = idem(&req.idempotency_key, &req, |r| r.idempotency_key.clear())?;
             self.store.adjust_stock(idem, store_id, movement, reason).await
         }
         .await;
@@ -388,7 +407,11 @@ impl InventoryService for InventoryGrpc {
                     .into_iter()
                     .map(|m| StockMovement { sku: m.sku, delta: -m.delta })
                     .collect();
-            let applied = self.store.apply_refund(refund_id, store_id, req.terminal_id.trim(), movements).await?;
+            let terminal_id = match req.terminal_id.trim() {
+                "" => "",
+                terminal_id => identifier("terminal_id", terminal_id)?,
+            };
+            let applied = self.store.apply_refund(refund_id, store_id, terminal_id, movements).await?;
             Ok(ApplyRefundResponse { stock: applied.stock, store_seq: applied.store_seq })
         }
         .await;
@@ -418,6 +441,12 @@ impl InventoryService for InventoryGrpc {
                     "checkout_keys",
                     format!("has {} keys; at most {MAX_APPLIED_CHECKOUTS}", req.checkout_keys.len()),
                 ));
+            }
+            for (i, key) in req.checkout_keys.iter().enumerate() {
+                identifier(&format!("checkout_keys[{i}]"), key)?;
+            }
+            if let Some(after) = &req.after {
+                identifier("after.checkout_key", &after.checkout_key)?;
             }
             let query = CheckoutsQuery {
                 from_ms: req.applied_from_ms,

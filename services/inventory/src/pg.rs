@@ -29,7 +29,7 @@ use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
 use sqlx::{PgConnection, Row as _};
 
-use crate::domain::{OversellPolicy, Product, StockMovement};
+use crate::domain::{self, OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
 use crate::store::{
     AppliedCheckout, CheckoutsQuery, Idem, InventoryStore, ProductPatch, SaleOrder, stored_checkout_answer,
@@ -64,6 +64,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         version: 7,
         sql: include_str!("../migrations/postgres/0007_checkout_keys.sql"),
     },
+    PgMigration { service: "inventory", version: 8, sql: include_str!("../migrations/postgres/0008_stock_range.sql") },
 ];
 
 /// The schema holding inventory's tables, outbox and sequences.
@@ -381,6 +382,13 @@ fn refusal(err: sqlx::Error, change: &Change<'_>, store_id: &str, movements: &[S
     let Some(db) = err.as_database_error().and_then(|d| d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()) else {
         return err.into();
     };
+    if db.code() == "23514" && db.constraint() == Some("stock_quantity_range") {
+        let field = if change.adjustment_id.is_some() { "quantity_delta" } else { "lines" };
+        return Error::invalid(
+            field,
+            format!("would take the stock of a sku beyond the range of \u{b1}{}", redstore_platform::limits::MAX_STOCK),
+        );
+    }
     if db.code() != "P0001" {
         return err.into();
     }
@@ -394,7 +402,7 @@ fn refusal(err: sqlx::Error, change: &Change<'_>, store_id: &str, movements: &[S
             let (index, available) = db.hint().and_then(|h| h.split_once(':')).unwrap_or(("0", "0"));
             let requested =
                 index.parse::<usize>().ok().and_then(|i| movements.get(i.wrapping_sub(1))).map_or(0, |m| -m.delta);
-            insufficient(store_id, sku, requested, available.parse().unwrap_or(0))
+            domain::insufficient(store_id, sku, requested, available.parse().unwrap_or(0))
         }
         _ => err.into(),
     }
@@ -406,18 +414,6 @@ fn no_store(store_id: &str) -> Error {
 
 fn no_terminal(store_id: &str, terminal_id: &str) -> Error {
     Error::not_found(format!("terminal_id {terminal_id:?} is not registered in store {store_id:?}"))
-}
-
-/// A strict store refusing to go below zero.
-fn insufficient(store_id: &str, sku: &str, requested: i64, available: i64) -> Error {
-    Error::precondition(
-        "STOCK",
-        format!("sku:{sku}"),
-        format!(
-            "insufficient stock of sku {sku:?} in store {store_id:?}: requested {requested}, \
-             available {available} (the store does not sell below zero)"
-        ),
-    )
 }
 
 /// Stock levels and the event's stock changes of applied movements.

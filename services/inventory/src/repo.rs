@@ -12,7 +12,7 @@ use redstore_proto::events::{EventEnvelope, InventoryChanged, StockChange, event
 use redstore_proto::inventory as pb;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::domain::{OversellPolicy, Product, StockMovement};
+use crate::domain::{self, OversellPolicy, Product, StockMovement};
 
 #[derive(Clone, Debug)]
 pub struct StoreRow {
@@ -252,59 +252,36 @@ pub struct Applied {
 }
 
 /// Applies stock movements atomically in the caller's transaction and appends one
-/// `inventory.changed` event. In a strict store, a movement that would take a sku below zero
-/// fails the whole call with FAILED_PRECONDITION naming the sku, requested and available
-/// quantities. Callers check that the skus exist.
+/// `inventory.changed` event. Each movement is decided in [`domain::decide_movement`]: in a strict
+/// store one that would take a sku below zero fails the whole call with FAILED_PRECONDITION naming
+/// the sku, requested and available quantities, and one that would take a level out of its range
+/// is INVALID_ARGUMENT naming `field`. Callers check that the skus exist.
 pub fn apply_movements(
     ctx: &mut WriteCtx<'_>,
     store: &StoreRow,
     reason: &str,
     reference_id: &str,
     terminal_id: &str,
+    field: &str,
     movements: &[StockMovement],
 ) -> Result<Applied> {
     let seq = eventlog::next_seq(ctx, Topic::Inventory, &store.store_id)?;
-    let strict = store.policy == OversellPolicy::Strict;
     let mut levels = Vec::with_capacity(movements.len());
     let mut changes = Vec::with_capacity(movements.len());
     let mut negative_skus = Vec::new();
     for m in movements {
-        let guard = strict && m.delta < 0;
-        let updated: Option<i64> = ctx
+        let current: Option<i64> = ctx
             .conn
-            .prepare_cached(
-                "UPDATE stock SET quantity = quantity + ?3, last_seq = ?4
-                 WHERE store_id = ?1 AND sku = ?2 AND (NOT ?5 OR quantity + ?3 >= 0)
-                 RETURNING quantity",
-            )?
-            .query_row(params![store.store_id, m.sku, m.delta, seq as i64, guard], |r| r.get(0))
+            .prepare_cached("SELECT quantity FROM stock WHERE store_id = ?1 AND sku = ?2")?
+            .query_row([&store.store_id, &m.sku], |r| r.get(0))
             .optional()?;
-        let quantity = match updated {
-            Some(q) => q,
-            None => {
-                let available: Option<i64> = ctx
-                    .conn
-                    .prepare_cached("SELECT quantity FROM stock WHERE store_id = ?1 AND sku = ?2")?
-                    .query_row([&store.store_id, &m.sku], |r| r.get(0))
-                    .optional()?;
-                if guard || available.is_some() {
-                    let available = available.unwrap_or(0);
-                    return Err(Error::precondition(
-                        "STOCK",
-                        format!("sku:{}", m.sku),
-                        format!(
-                            "insufficient stock of sku {:?} in store {:?}: requested {}, available {available} \
-                             (the store does not sell below zero)",
-                            m.sku, store.store_id, -m.delta
-                        ),
-                    ));
-                }
-                ctx.conn
-                    .prepare_cached("INSERT INTO stock (store_id, sku, quantity, last_seq) VALUES (?1, ?2, ?3, ?4)")?
-                    .execute(params![store.store_id, m.sku, m.delta, seq as i64])?;
-                m.delta
-            }
+        let quantity = domain::decide_movement(store.policy, &store.store_id, field, current.unwrap_or(0), m)?;
+        let sql = if current.is_some() {
+            "UPDATE stock SET quantity = ?3, last_seq = ?4 WHERE store_id = ?1 AND sku = ?2"
+        } else {
+            "INSERT INTO stock (store_id, sku, quantity, last_seq) VALUES (?1, ?2, ?3, ?4)"
         };
+        ctx.conn.prepare_cached(sql)?.execute(params![store.store_id, m.sku, quantity, seq as i64])?;
         if quantity < 0 {
             negative_skus.push(m.sku.clone());
         }

@@ -85,7 +85,7 @@ pub async fn seed_demo(db: &Db) -> Result<bool> {
                 .iter()
                 .map(|(sku, _, _, q1, q2)| StockMovement { sku: (*sku).into(), delta: if s == 0 { *q1 } else { *q2 } })
                 .collect();
-            repo::apply_movements(ctx, store, "received", "demo-seed", "", &movements)?;
+            repo::apply_movements(ctx, store, "received", "demo-seed", "", "quantity_delta", &movements)?;
         }
         Ok(true)
     })

@@ -268,7 +268,7 @@ pub fn apply_sale_in(
         catalog.insert(m.sku.as_str(), (core.price, core.active));
     }
     check_charged(charged, |sku| catalog.get(sku).copied())?;
-    repo::apply_movements(ctx, &store, "sale", sale_id, terminal_id, movements)
+    repo::apply_movements(ctx, &store, "sale", sale_id, terminal_id, "lines", movements)
 }
 
 /// Reads a consistent snapshot of a store's stock and the sequence it reflects.
@@ -411,7 +411,8 @@ impl InventoryStore for SqliteInventory {
                         return Err(Error::not_found(format!("sku {:?} does not exist", movement.sku)));
                     }
                     let adjustment_id = uuid::Uuid::now_v7().to_string();
-                    let applied = repo::apply_movements(ctx, &store, reason, &adjustment_id, "", &[movement])?;
+                    let applied =
+                        repo::apply_movements(ctx, &store, reason, &adjustment_id, "", "quantity_delta", &[movement])?;
                     Ok(pb::AdjustStockResponse { stock: applied.levels.into_iter().next(), adjustment_id })
                 })
             })
@@ -512,7 +513,8 @@ impl InventoryStore for SqliteInventory {
             .write(move |ctx| {
                 once(ctx, "inventory.apply_refund", &refund_id, &fingerprint, |ctx| {
                     let store = repo::get_store(ctx.conn, &store_id)?;
-                    let applied = repo::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, &movements)?;
+                    let applied =
+                        repo::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, "lines", &movements)?;
                     Ok(pb::ApplySaleResponse {
                         stock: applied.levels,
                         negative_skus: applied.negative_skus,

@@ -1,6 +1,7 @@
 //! Pure checkout arithmetic: pricing lines and settling tenders. No I/O.
 
 use redstore_platform::error::{Error, Result};
+use redstore_platform::limits;
 use redstore_platform::money::Money;
 use redstore_proto::sales as pb;
 
@@ -31,6 +32,7 @@ pub fn parse_tenders(tenders: &[pb::Tender]) -> Result<Vec<Tender>> {
     if tenders.is_empty() {
         return Err(Error::invalid("tenders", "at least one tender (cash or card) is required"));
     }
+    limits::at_most("tenders", tenders, limits::MAX_TENDERS)?;
     tenders
         .iter()
         .enumerate()
@@ -46,15 +48,51 @@ pub fn parse_tenders(tenders: &[pb::Tender]) -> Result<Vec<Tender>> {
                 }
             };
             let amount = Money::from_proto(&format!("tenders[{i}].amount"), t.amount.as_ref())?;
-            if amount.minor <= 0 {
+            if !(1..=limits::MAX_TENDER_MINOR).contains(&amount.minor) {
                 return Err(Error::invalid(
                     format!("tenders[{i}].amount.units_minor"),
-                    format!("must be positive, got {}", amount.minor),
+                    format!("is {}; a tender is 1 to {} minor units", amount.minor, limits::MAX_TENDER_MINOR),
                 ));
             }
             Ok(Tender { kind, amount })
         })
         .collect()
+}
+
+/// Whether a cart of `lines` lines can take a sku (`in_cart`: it has a line of it already): a
+/// cart holds at most what one sale may (`MAX_SALE_LINES` lines).
+pub fn cart_has_room(store_id: &str, terminal_id: &str, lines: usize, in_cart: bool) -> Result<()> {
+    if in_cart || lines < limits::MAX_SALE_LINES {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        "CART",
+        format!("terminal:{terminal_id}"),
+        format!(
+            "the cart of terminal {terminal_id:?} in store {store_id:?} holds {lines} lines, the most one sale may \
+             have; check it out or remove a line first"
+        ),
+    ))
+}
+
+/// The refusal of an add that would take a cart line past `MAX_LINE_QUANTITY`.
+pub fn cart_line_too_large(sku: &str, adding: i64) -> Error {
+    Error::invalid(
+        "quantity",
+        format!("adding {adding} would put more than {} of sku {sku:?} on one cart line", limits::MAX_LINE_QUANTITY),
+    )
+}
+
+/// A cart line's total; a line too large to price (it can only be left from before the limits)
+/// is refused rather than shown with a wrong total.
+pub fn cart_line_total(unit_price: Money, sku: &str, quantity: i64) -> Result<Money> {
+    unit_price.checked_mul(quantity).ok_or_else(|| {
+        Error::precondition(
+            "CART",
+            format!("sku:{sku}"),
+            format!("the cart line of sku {sku:?} ({quantity} units) is too large to price; set a lower quantity"),
+        )
+    })
 }
 
 /// A line priced from the catalog.

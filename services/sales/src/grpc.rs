@@ -9,7 +9,9 @@ use redstore_inventory::domain::sale_movements;
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result, identifier};
 use redstore_platform::idempotency::{Idem, fingerprint};
+use redstore_platform::limits;
 use redstore_platform::page::Page;
+use redstore_platform::text::optional_text;
 use redstore_proto::sales::sales_service_server::{SalesService, SalesServiceServer};
 use redstore_proto::sales::*;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,12 +48,11 @@ impl SalesGrpc {
     }
 }
 
-/// A quantity to add: 0 means 1, negative is refused.
+/// A quantity to add: 0 means 1; otherwise `1..=MAX_LINE_QUANTITY`.
 fn positive_or_one(quantity: i64) -> Result<i64> {
     match quantity {
         0 => Ok(1),
-        q if q < 0 => Err(Error::invalid("quantity", format!("must be positive, got {q}"))),
-        q => Ok(q),
+        q => limits::line_quantity("quantity", q),
     }
 }
 
@@ -94,7 +95,19 @@ impl SalesService for SalesGrpc {
         let this = self.clone();
         tokio::spawn(async move {
             while let Some(next) = inbound.next().await {
-                let Ok(scan) = next else { break };
+                let scan = match next {
+                    Ok(scan) => scan,
+                    Err(status) => {
+                        // The client's stream broke, or a scan was over the size limit: the answer
+                        // ends the stream with a status, never OK.
+                        let status = match status.code() {
+                            tonic::Code::OutOfRange => Status::resource_exhausted(status.message()),
+                            _ => status,
+                        };
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
                 let (scan_id, store_id, terminal_id) =
                     (scan.scan_id.clone(), scan.store_id.clone(), scan.terminal_id.clone());
                 let reply = match this.scan(scan).await {
@@ -153,8 +166,8 @@ impl SalesService for SalesGrpc {
         let result = async {
             let (s, t) = cart_ids(&req.store_id, &req.terminal_id)?;
             let sku = identifier("sku", &req.sku)?;
-            if req.quantity < 0 {
-                return Err(Error::invalid("quantity", format!("must not be negative, got {}", req.quantity)));
+            if req.quantity != 0 {
+                limits::line_quantity("quantity", req.quantity)?;
             }
             // Setting a quantity is idempotent by nature; the key is accepted but not required.
             Ok(SetCartItemQuantityResponse {
@@ -196,16 +209,20 @@ impl SalesService for SalesGrpc {
         let result = async {
             let key = identifier("idempotency_key", &req.idempotency_key)?.to_owned();
             let (s, t) = cart_ids(&req.store_id, &req.terminal_id)?;
-            let lines: Vec<(String, i64)> = req.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
-            if !lines.is_empty() {
-                // Validate the request's shape before touching storage.
-                sale_movements("lines", lines.iter().cloned())?;
-            }
+            // Validated before storage is touched; a sku on several lines is sold as one line.
+            let lines: Vec<(String, i64)> = if req.lines.is_empty() {
+                Vec::new()
+            } else {
+                sale_movements("lines", req.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?
+                    .into_iter()
+                    .map(|m| (m.sku, -m.delta))
+                    .collect()
+            };
             let order = CheckoutOrder {
                 idem: Idem { key, fingerprint: fingerprint(&req, |r| r.idempotency_key.clear()) },
                 store_id: s.to_owned(),
                 terminal_id: t.to_owned(),
-                lines: lines.into_iter().map(|(sku, q)| (sku.trim().to_owned(), q)).collect(),
+                lines,
                 tenders: domain::parse_tenders(&req.tenders)?,
             };
             Ok(CheckoutResponse { sale: Some(self.store.checkout(order).await?) })
@@ -229,7 +246,7 @@ impl SalesService for SalesGrpc {
             let store_id = identifier("store_id", &req.store_id)?;
             let page = Page::from_proto("page", req.page.as_ref())?;
             let mut rows = self.store.list_sales(store_id, &page.after, page.fetch_limit()).await?;
-            let next = page.finish(&mut rows, |s| s.sale_id.clone());
+            let next = page.finish_within(&mut rows, |s| s.sale_id.clone(), prost::Message::encoded_len);
             Ok(ListSalesResponse { sales: rows, page: Some(next) })
         }
         .await;
@@ -242,17 +259,13 @@ impl SalesService for SalesGrpc {
         let result = async {
             let key = identifier("idempotency_key", &req.idempotency_key)?.to_owned();
             let sale_id = identifier("sale_id", &req.sale_id)?.to_owned();
+            limits::at_most("lines", &req.lines, limits::MAX_SALE_LINES)?;
             let mut lines = Vec::with_capacity(req.lines.len());
             for (i, l) in req.lines.iter().enumerate() {
                 let sku = identifier(&format!("lines[{i}].sku"), &l.sku)?.to_owned();
-                if l.quantity <= 0 {
-                    return Err(Error::invalid(
-                        format!("lines[{i}].quantity"),
-                        format!("must be positive, got {}", l.quantity),
-                    ));
-                }
-                lines.push((sku, l.quantity));
+                lines.push((sku, limits::line_quantity(&format!("lines[{i}].quantity"), l.quantity)?));
             }
+            optional_text("reason", &req.reason, limits::MAX_NOTE_CHARS)?;
             let terminal_id = match req.terminal_id.trim() {
                 "" => String::new(),
                 t => identifier("terminal_id", t)?.to_owned(),

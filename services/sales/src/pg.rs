@@ -198,20 +198,34 @@ fn for_sale(product: Product) -> Result<Product> {
 
 // --- carts -------------------------------------------------------------------------------------
 
-/// Adds units of a sku to a terminal's cart and returns the line's new quantity.
+/// Adds units of a sku to a terminal's cart and returns the line's new quantity; refused when the
+/// cart has no room for another line or the line would pass `MAX_LINE_QUANTITY`.
 async fn cart_add(conn: &mut PgConnection, store_id: &str, terminal_id: &str, sku: &str, quantity: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar(
+    let (lines, in_cart): (i64, bool) = sqlx::query_as(
+        "SELECT count(*), coalesce(bool_or(sku = $3), false) FROM sales.cart_items
+         WHERE store_id = $1 AND terminal_id = $2",
+    )
+    .bind(store_id)
+    .bind(terminal_id)
+    .bind(sku)
+    .fetch_one(&mut *conn)
+    .await?;
+    domain::cart_has_room(store_id, terminal_id, usize::try_from(lines).unwrap_or(usize::MAX), in_cart)?;
+    let total: Option<i64> = sqlx::query_scalar(
         "INSERT INTO sales.cart_items (store_id, terminal_id, sku, quantity) VALUES ($1, $2, $3, $4)
          ON CONFLICT (store_id, terminal_id, sku)
          DO UPDATE SET quantity = sales.cart_items.quantity + excluded.quantity
+             WHERE sales.cart_items.quantity + excluded.quantity <= $5
          RETURNING quantity",
     )
     .bind(store_id)
     .bind(terminal_id)
     .bind(sku)
     .bind(quantity)
-    .fetch_one(&mut *conn)
-    .await?)
+    .bind(redstore_platform::limits::MAX_LINE_QUANTITY)
+    .fetch_optional(&mut *conn)
+    .await?;
+    total.ok_or_else(|| domain::cart_line_too_large(sku, quantity))
 }
 
 /// Sets a line's quantity; 0 removes it. Returns whether the sku was in the cart.
@@ -424,7 +438,7 @@ impl PgSales {
     /// A cart line priced from the catalog, with the stock on hand in the store.
     async fn cart_line(&self, store_id: &str, product: &Product, quantity: i64) -> Result<CartLine> {
         let stock = self.inventory.get_stock(store_id, &product.sku).await?;
-        let total = product.price.checked_mul(quantity).unwrap_or(product.price);
+        let total = domain::cart_line_total(product.price, &product.sku, quantity)?;
         Ok(CartLine {
             sku: product.sku.clone(),
             name: product.name.clone(),

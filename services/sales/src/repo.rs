@@ -3,20 +3,32 @@
 use prost::Message as _;
 use redstore_inventory::repo as inventory;
 use redstore_platform::error::{Error, Result};
+use redstore_platform::limits;
 use redstore_platform::money::Money;
 use redstore_proto::sales as pb;
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// Adds units of a sku to a terminal's cart and returns the line's new quantity.
+use crate::domain;
+
+/// Adds units of a sku to a terminal's cart and returns the line's new quantity; refused when the
+/// cart has no room for another line or the line would pass `MAX_LINE_QUANTITY`.
 pub fn cart_add(conn: &Connection, store_id: &str, terminal_id: &str, sku: &str, quantity: i64) -> Result<i64> {
-    let q: i64 = conn
+    let (lines, in_cart): (i64, bool) = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(max(sku = ?3), 0) FROM cart_items WHERE store_id = ?1 AND terminal_id = ?2",
+        )?
+        .query_row(params![store_id, terminal_id, sku], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    domain::cart_has_room(store_id, terminal_id, usize::try_from(lines).unwrap_or(usize::MAX), in_cart)?;
+    let q: Option<i64> = conn
         .prepare_cached(
             "INSERT INTO cart_items (store_id, terminal_id, sku, quantity) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (store_id, terminal_id, sku) DO UPDATE SET quantity = quantity + excluded.quantity
+                 WHERE quantity + excluded.quantity <= ?5
              RETURNING quantity",
         )?
-        .query_row(params![store_id, terminal_id, sku, quantity], |r| r.get(0))?;
-    Ok(q)
+        .query_row(params![store_id, terminal_id, sku, quantity, limits::MAX_LINE_QUANTITY], |r| r.get(0))
+        .optional()?;
+    q.ok_or_else(|| domain::cart_line_too_large(sku, quantity))
 }
 
 /// Sets a line's quantity; 0 removes it. Returns whether the sku was in the cart.
@@ -52,7 +64,7 @@ pub fn cart_line(conn: &Connection, store_id: &str, sku: &str, quantity: i64) ->
     let product =
         inventory::product_core(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
     let stock = inventory::get_stock(conn, store_id, sku)?;
-    let total = product.price.checked_mul(quantity).unwrap_or(product.price);
+    let total = domain::cart_line_total(product.price, sku, quantity)?;
     Ok(pb::CartLine {
         sku: sku.to_owned(),
         name: product.name,

@@ -350,7 +350,7 @@ impl SalesStore for SqliteSales {
                         .iter()
                         .map(|l| redstore_inventory::StockMovement { sku: l.sku.clone(), delta: l.quantity })
                         .collect();
-                    inventory::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, &movements)?;
+                    inventory::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, "lines", &movements)?;
                     record_refund(&mut sale, amount)?;
                     repo::update_sale(ctx.conn, &sale)?;
                     let created = unix_ms(ctx.now);

@@ -36,8 +36,8 @@ use redstore_proto::events::{InventoryChanged, event_envelope::Payload};
 use redstore_proto::inventory as pb;
 use sqlx::{PgConnection, Row as _};
 
-use super::{SCHEMA, applied, insufficient, no_store, now_ms, sale_answer};
-use crate::domain::{ChargedPrice, OversellPolicy, StockMovement, check_charged};
+use super::{SCHEMA, applied, no_store, now_ms, sale_answer};
+use crate::domain::{self, ChargedPrice, OversellPolicy, StockMovement, check_charged};
 use crate::store::{CheckoutKey, SaleOrder, checkout_key_scope};
 
 /// The idempotency scope of applied sales, as `InventoryStore::apply_sale` uses it.
@@ -369,31 +369,21 @@ fn replay_taken(
     }
 }
 
-/// The quantities after each of a sale's movements, in order, or why the sale is refused: a strict
-/// store refuses a movement that would take a sku below zero.
+/// The quantities after each of a sale's movements, in order, or why the sale is refused
+/// ([`domain::decide_movement`]). A sale's movements are merged by sku (`sale_movements`), so
+/// each starts from the stock read.
 fn decide(
     stock: &HashMap<String, i64>,
     store_id: &str,
     policy: OversellPolicy,
     movements: &[StockMovement],
 ) -> Result<Vec<i64>> {
+    let mut decided: HashMap<&str, i64> = HashMap::with_capacity(movements.len());
     let mut quantities: Vec<i64> = Vec::with_capacity(movements.len());
-    for (k, m) in movements.iter().enumerate() {
-        // An earlier movement of the same sale on the same sku counts.
-        let current = movements[..k]
-            .iter()
-            .zip(&quantities)
-            .rev()
-            .find(|(earlier, _)| earlier.sku == m.sku)
-            .map(|(_, &q)| q)
-            .or_else(|| stock.get(&m.sku).copied())
-            .unwrap_or(0);
-        let after = current
-            .checked_add(m.delta)
-            .ok_or_else(|| Error::invalid("lines", format!("the stock of sku {:?} would be out of range", m.sku)))?;
-        if policy != OversellPolicy::AllowNegative && m.delta < 0 && after < 0 {
-            return Err(insufficient(store_id, &m.sku, -m.delta, current));
-        }
+    for m in movements {
+        let current = decided.get(m.sku.as_str()).or_else(|| stock.get(&m.sku)).copied().unwrap_or(0);
+        let after = domain::decide_movement(policy, store_id, "lines", current, m)?;
+        decided.insert(&m.sku, after);
         quantities.push(after);
     }
     Ok(quantities)
