@@ -134,6 +134,31 @@ struct UpArgs {
     drain_delay: Duration,
     #[command(flatten)]
     embedded: EmbeddedDbArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
+}
+
+/// How long answers kept for retries are kept.
+#[derive(Args, Debug)]
+struct RetentionArgs {
+    /// How long idempotency keys (checkouts, refunds, adjustments, …) are kept: a retry with a key
+    /// after this is a new request. At least 7 days.
+    #[arg(long, env = "REDSTORE_KEY_RETENTION", default_value = "7d", value_parser = at_least(redstore_platform::retention::MIN_KEYS))]
+    key_retention: Duration,
+    /// How long scan ids and cart adds' keys are kept. At least 1 hour.
+    #[arg(long, env = "REDSTORE_SCAN_RETENTION", default_value = "24h", value_parser = at_least(redstore_platform::retention::MIN_SCANS))]
+    scan_retention: Duration,
+}
+
+/// A duration flag of at least `min`.
+fn at_least(min: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |value| {
+        let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+        if d < min {
+            return Err(format!("must be at least {}", humantime::format_duration(min)));
+        }
+        Ok(d)
+    }
 }
 
 /// The embedded database under contention.
@@ -341,6 +366,11 @@ fn config(args: UpArgs, services: Vec<ServiceName>, inventory_url: Option<String
             write_queue: args.embedded.write_queue as usize,
         },
         drain_delay: args.drain_delay,
+        retention: redstore_platform::retention::Retention {
+            keys: args.retention.key_retention,
+            scans: args.retention.scan_retention,
+            ..Default::default()
+        },
     }
 }
 

@@ -12,6 +12,7 @@ use axum::serve::ListenerExt as _;
 use redstore_analytics::{AnalyticsGrpc, Reports};
 use redstore_inventory::{InventoryGrpc, InventoryStore, SqliteInventory};
 use redstore_platform::datadir::DataDirLock;
+use redstore_platform::retention::{self, Retention};
 use redstore_platform::{Db, DbOptions};
 use redstore_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
@@ -67,6 +68,8 @@ pub struct ServerConfig {
     /// After a shutdown signal, how long the server keeps its port open at least, answering
     /// health NOT_SERVING (and any request), so load balancers stop sending before it closes.
     pub drain_delay: Duration,
+    /// How long idempotency keys and scan ids are kept.
+    pub retention: Retention,
 }
 
 impl ServerConfig {
@@ -85,6 +88,7 @@ impl ServerConfig {
             db_pool_size: 32,
             db: DbOptions::default(),
             drain_delay: Duration::ZERO,
+            retention: Retention::default(),
         }
     }
 
@@ -260,6 +264,21 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
     if config.serves(ServiceName::Analytics) {
         redstore_analytics::spawn_consumer(db.clone(), shutdown.clone());
     }
+    let (expiring, kept) = (db.clone(), config.retention);
+    spawn_retention(kept.every, shutdown.clone(), move || {
+        let db = expiring.clone();
+        Box::pin(async move {
+            let mut expired = 0;
+            loop {
+                let deleted =
+                    db.write(move |ctx| redstore_platform::idempotency::expire(ctx.conn, &kept, ctx.now)).await?;
+                expired += deleted as u64;
+                if deleted < retention::CHUNK as usize {
+                    return Ok(expired);
+                }
+            }
+        })
+    });
     Ok(Wiring {
         inventory: SqliteInventory::new(db.clone()),
         sales: redstore_sales::SqliteSales::new(db.clone()),
@@ -342,10 +361,52 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
     // batch; inventory elsewhere: the checkout saga over gRPC.
     let sales = match remote {
         Some(_) => redstore_sales::pg::PgSales::new(sales_pool, inventory.clone()),
-        None => redstore_sales::pg::PgSales::with_local_inventory(sales_pool, pg_inventory),
+        None => redstore_sales::pg::PgSales::with_local_inventory(sales_pool, pg_inventory.clone()),
     };
     if config.serves(ServiceName::Sales) {
         spawn_pending_healer(sales.clone(), inventory.clone(), shutdown.clone());
+    }
+    if config.serves(ServiceName::Sales) || config.serves(ServiceName::Inventory) {
+        let sales = config.serves(ServiceName::Sales).then(|| sales.clone());
+        let inventory = config.serves(ServiceName::Inventory).then(|| pg_inventory.clone());
+        let (pool, stores, kept) = (pool.clone(), local.clone(), config.retention);
+        spawn_retention(kept.every, shutdown.clone(), move || {
+            let (pool, stores, sales, inventory) = (pool.clone(), stores.clone(), sales.clone(), inventory.clone());
+            Box::pin(async move {
+                let chunk = u64::from(retention::CHUNK);
+                let mut expired = 0;
+                loop {
+                    let deleted = pg::expire_keys(&pool, &kept).await?;
+                    expired += deleted;
+                    if deleted < chunk {
+                        break;
+                    }
+                }
+                // Checkout keys live with each store's rows, under its row-level security.
+                let before_ms = kept.keys_before_ms(std::time::SystemTime::now());
+                for store_id in stores.store_ids().await? {
+                    if let Some(sales) = &sales {
+                        loop {
+                            let cleared = sales.expire_checkout_keys(&store_id, before_ms).await?;
+                            expired += cleared;
+                            if cleared < chunk {
+                                break;
+                            }
+                        }
+                    }
+                    if let Some(inventory) = &inventory {
+                        loop {
+                            let deleted = inventory.expire_checkouts(&store_id, before_ms).await?;
+                            expired += deleted;
+                            if deleted < chunk {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(expired)
+            })
+        });
     }
     Ok(Wiring {
         sales,
@@ -449,7 +510,7 @@ fn spawn_cache_consumer(
                     }
                     Err(e) if stop.is_cancelled() => return Err(e),
                     Err(e) => {
-                        tracing::warn!(error = %e, store_id = %event.store_id, "stock cache projection waits for redis");
+                        redstore_platform::warn_throttled!(error = %e, store_id = %event.store_id, "stock cache projection waits for redis");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
@@ -494,7 +555,7 @@ fn spawn_pending_healer(
             let stores = match inventory.store_ids().await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "pending-sale healer cannot list stores");
+                    redstore_platform::warn_throttled!(error = %e, "pending-sale healer cannot list stores");
                     continue;
                 }
             };
@@ -505,15 +566,41 @@ fn spawn_pending_healer(
                         "resumed pending sales"
                     ),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, store_id = %store_id, "cannot resume pending sales"),
+                    Err(e) => {
+                        redstore_platform::warn_throttled!(error = %e, store_id = %store_id, "cannot resume pending sales")
+                    }
                 }
                 match sales.record_applied(store_id, Duration::from_secs(5)).await {
                     Ok(0) => {}
                     Ok(recorded) => {
                         tracing::info!(store_id = %store_id, recorded, "recorded checkouts inventory applied and sales never recorded")
                     }
-                    Err(e) => tracing::warn!(error = %e, store_id = %store_id, "cannot reconcile applied checkouts"),
+                    Err(e) => {
+                        redstore_platform::warn_throttled!(error = %e, store_id = %store_id, "cannot reconcile applied checkouts")
+                    }
                 }
+            }
+        }
+    });
+}
+
+/// Deletes expired idempotency keys and scan ids (`platform::retention`) soon after start and then
+/// every `every`; a failed sweep is logged and tried again at the next.
+fn spawn_retention<F>(every: Duration, shutdown: CancellationToken, sweep: F)
+where
+    F: Fn() -> futures::future::BoxFuture<'static, redstore_platform::Result<u64>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match sweep().await {
+                Ok(0) => {}
+                Ok(expired) => tracing::info!(expired, "expired idempotency keys and scan ids deleted"),
+                Err(e) => redstore_platform::warn_throttled!(error = %e, "cannot delete expired idempotency keys"),
             }
         }
     });

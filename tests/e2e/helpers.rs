@@ -125,6 +125,11 @@ impl TestApp {
         InventoryStreamServiceClient::new(self.channel.clone())
     }
 
+    /// The test's PostgreSQL database, when the suite runs on PostgreSQL.
+    pub fn scratch(&self) -> Option<&ScratchDb> {
+        self.scratch.as_ref()
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("running")
     }
@@ -419,6 +424,8 @@ impl TestApp {
 pub struct Process {
     pub child: std::process::Child,
     pub addr: std::net::SocketAddr,
+    /// Its JSON log lines after the one saying where it listens.
+    logs: std::sync::mpsc::Receiver<String>,
 }
 
 impl Process {
@@ -436,11 +443,11 @@ impl Process {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // Drained to the end so the child never blocks on a pipe, and echoed for the test's
+            // output.
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line.clone()).is_err() {
-                    // Nobody listens any more: keep draining so the child never blocks on a pipe.
-                    eprintln!("{line}");
-                }
+                eprintln!("{line}");
+                let _ = tx.send(line);
             }
         });
         let addr = loop {
@@ -454,7 +461,12 @@ impl Process {
                 panic!("redstore {args:?} failed: {line}");
             }
         };
-        Self { child, addr }
+        Self { child, addr, logs: rx }
+    }
+
+    /// The log lines written since the last call.
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.logs.try_iter().filter_map(|line| serde_json::from_str(&line).ok()).collect()
     }
 
     pub fn url(&self) -> String {

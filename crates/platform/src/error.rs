@@ -197,7 +197,7 @@ impl From<Error> for Status {
             // A lost or refused database connection, or a transaction that lost a race: nothing
             // was done, and the client retries with the same idempotency key, safely.
             Error::Internal(err) if transient => {
-                tracing::warn!(error = %format!("{err:#}"), "backend unavailable; the request was refused");
+                crate::warn_throttled!(error = %format!("{err:#}"), "backend unavailable; the request was refused");
                 Status::with_error_details(
                     Code::Unavailable,
                     "a backend is unavailable right now; nothing was done, retry with the same idempotency_key",

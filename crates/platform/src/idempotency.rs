@@ -8,6 +8,7 @@ use prost::Message;
 use rusqlite::{OptionalExtension, params};
 
 use crate::db::WriteCtx;
+use crate::retention::{self, Retention, SCAN_SCOPES};
 
 /// An idempotency key with the canonical encoding of its request. An empty key means the caller
 /// sent none (allowed only where a repeat is harmless).
@@ -74,4 +75,20 @@ pub fn fingerprint<M: Message + Clone>(request: &M, clear: impl FnOnce(&mut M)) 
     let mut m = request.clone();
     clear(&mut m);
     m.encode_to_vec()
+}
+
+/// Deletes expired keys and scan ids (at most [`retention::CHUNK`]); how many it deleted.
+pub fn expire(conn: &rusqlite::Connection, retention: &Retention, now: std::time::SystemTime) -> Result<usize> {
+    let (keys, scans) = (retention.keys_before_ms(now), retention.scans_before_ms(now));
+    let [scan, cart] = SCAN_SCOPES;
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM idempotency_keys WHERE (scope, key) IN (
+                 SELECT scope, key FROM idempotency_keys
+                 WHERE created_at_ms < max(?1, ?2)
+                   AND CASE WHEN scope LIKE ?3 OR scope LIKE ?4 THEN created_at_ms < ?2 ELSE created_at_ms < ?1 END
+                 LIMIT ?5)",
+        )?
+        .execute(params![keys, scans, scan, cart, retention::CHUNK])?;
+    Ok(deleted)
 }

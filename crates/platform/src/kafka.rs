@@ -823,7 +823,7 @@ where
             }
             Err(e) => {
                 errors = errors.saturating_add(1);
-                tracing::warn!(error = %e, "kafka consumer error");
+                crate::warn_throttled!(error = %e, "kafka consumer error");
                 let pause = Duration::from_millis(100 * u64::from(errors.min(20)));
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -912,13 +912,13 @@ where
         match handler(event.clone()).await {
             Ok(()) => return Handled::Done,
             Err(e) if e.is_transient() => {
-                tracing::warn!(event_id = %event.event_id, error = %e, "event handler waits for a backend");
+                crate::warn_throttled!(event_id = %event.event_id, error = %e, "event handler waits for a backend");
             }
             Err(e) if attempt >= HANDLER_ATTEMPTS => {
                 return Handled::Poison(format!("handler failed {attempt} times, last: {e}"));
             }
             Err(e) => {
-                tracing::warn!(event_id = %event.event_id, attempt, error = %e, "event handler failed; retrying");
+                crate::warn_throttled!(event_id = %event.event_id, attempt, error = %e, "event handler failed; retrying");
                 attempt += 1;
             }
         }
@@ -1003,7 +1003,7 @@ fn commit_offsets(consumer: &StreamConsumer, done: &HashMap<(String, i32), i64>,
     if tpl.count() > 0
         && let Err(e) = consumer.commit(&tpl, mode)
     {
-        tracing::warn!(error = %e, "kafka offset commit failed");
+        crate::warn_throttled!(error = %e, "kafka offset commit failed");
     }
 }
 

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod money;
 pub mod page;
 pub mod pg;
+pub mod retention;
 pub mod telemetry;
 pub mod text;
 pub mod time;
@@ -23,5 +24,7 @@ pub use db::{Committed, Db, DbOptions, Migration, Topic, WriteCtx};
 pub use error::{Error, Result};
 
 /// The platform's own tables: event log, sequences, consumer offsets, idempotency keys.
-pub const PLATFORM_MIGRATIONS: &[Migration] =
-    &[Migration { service: "platform", version: 1, sql: include_str!("../migrations/sqlite/0001_platform.sql") }];
+pub const PLATFORM_MIGRATIONS: &[Migration] = &[
+    Migration { service: "platform", version: 1, sql: include_str!("../migrations/sqlite/0001_platform.sql") },
+    Migration { service: "platform", version: 2, sql: include_str!("../migrations/sqlite/0002_key_retention.sql") },
+];

@@ -16,6 +16,7 @@ use sqlx::{PgConnection, Row as _};
 pub use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::error::{Error, Result};
+use crate::retention::{self, Retention, SCAN_SCOPES};
 
 /// A migration of one service's schema; applied once, in version order.
 pub struct PgMigration {
@@ -27,8 +28,10 @@ pub struct PgMigration {
 /// The role services connect as: no superuser, no BYPASSRLS, so row-level security holds.
 pub const APP_ROLE: &str = "redstore_app";
 
-pub const PLATFORM_MIGRATIONS: &[PgMigration] =
-    &[PgMigration { service: "platform", version: 1, sql: include_str!("../migrations/postgres/0001_platform.sql") }];
+pub const PLATFORM_MIGRATIONS: &[PgMigration] = &[
+    PgMigration { service: "platform", version: 1, sql: include_str!("../migrations/postgres/0001_platform.sql") },
+    PgMigration { service: "platform", version: 2, sql: include_str!("../migrations/postgres/0002_key_retention.sql") },
+];
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
@@ -305,7 +308,7 @@ pub async fn notify_committed_all(pool: &PgPool, store_id: &str, events: &[(&'st
     .execute(pool)
     .await;
     if let Err(e) = sent {
-        tracing::warn!(error = %e, store_id, events = ?events, "cannot notify listeners of committed events");
+        crate::warn_throttled!(error = %e, store_id, events = ?events, "cannot notify listeners of committed events");
     }
 }
 
@@ -406,6 +409,32 @@ pub async fn complete(conn: &mut PgConnection, scope: &str, key: &str, response:
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Deletes expired keys and scan ids of every store (the table has no row-level security: a
+/// key's scope names its store), at most [`retention::CHUNK`]; how many it deleted.
+pub async fn expire_keys(pool: &PgPool, retention: &Retention) -> Result<u64> {
+    let now = std::time::SystemTime::now();
+    let (keys, scans) = (retention.keys_before_ms(now), retention.scans_before_ms(now));
+    let [scan, cart] = SCAN_SCOPES;
+    let deleted = sqlx::query(
+        "WITH cutoff AS (SELECT to_timestamp($1::float8 / 1000) AS keys, to_timestamp($2::float8 / 1000) AS scans)
+         DELETE FROM platform.idempotency_keys WHERE ctid IN (
+             SELECT k.ctid FROM platform.idempotency_keys k, cutoff c
+             WHERE k.created_at < greatest(c.keys, c.scans)
+               AND CASE WHEN k.scope LIKE $3 OR k.scope LIKE $4 THEN k.created_at < c.scans
+                        ELSE k.created_at < c.keys END
+             LIMIT $5)",
+    )
+    .bind(keys)
+    .bind(scans)
+    .bind(scan)
+    .bind(cart)
+    .bind(i64::from(retention::CHUNK))
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(deleted)
 }
 
 /// Decodes a replayed answer.

@@ -244,7 +244,7 @@ pub fn spawn_consumer(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown
             }
             for store in dirty {
                 if let Err(e) = consume_store(&pool, &store).await {
-                    tracing::warn!(error = %e, store_id = %store, "analytics consumer will retry the store");
+                    redstore_platform::warn_throttled!(error = %e, store_id = %store, "analytics consumer will retry the store");
                 }
             }
         }

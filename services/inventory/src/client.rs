@@ -76,7 +76,7 @@ where
         match call().await {
             Ok(resp) => return Ok(resp.into_inner()),
             Err(s) if attempt < ATTEMPTS && matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
-                tracing::warn!(attempt, status = %s.message(), "inventory call failed; retrying");
+                redstore_platform::warn_throttled!(attempt, status = %s.message(), "inventory call failed; retrying");
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                 attempt += 1;
             }

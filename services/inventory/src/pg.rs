@@ -87,6 +87,24 @@ impl PgInventory {
         let sales = Arc::new(batch::sale_batcher(pool.clone()));
         Arc::new(Self { pool, sales })
     }
+
+    /// Forgets the store's checkouts applied before `before_ms` (the key retention) under their
+    /// keys. At most a chunk at a time; how many it deleted.
+    pub async fn expire_checkouts(&self, store_id: &str, before_ms: i64) -> Result<u64> {
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let deleted = sqlx::query(
+            "DELETE FROM inventory.checkouts WHERE ctid IN (
+                 SELECT ctid FROM inventory.checkouts WHERE store_id = $1 AND applied_at_ms < $2 LIMIT $3)",
+        )
+        .bind(store_id)
+        .bind(before_ms)
+        .bind(i64::from(redstore_platform::retention::CHUNK))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
 }
 
 fn interrupted(sale_id: &str) -> Error {

@@ -99,7 +99,7 @@ pub async fn reconcile_stale(inventory: &dyn InventoryStore, cache: &StockCache,
 /// the next check (a skip, a restart) tries again.
 fn warn_unchecked(store_id: &str, checked: redstore_platform::Result<bool>) {
     if let Err(e) = checked {
-        tracing::warn!(error = %e, store_id, "cannot check the stock cache against the log");
+        redstore_platform::warn_throttled!(error = %e, store_id, "cannot check the stock cache against the log");
     }
 }
 
@@ -155,7 +155,7 @@ pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: Stoc
             for (store, notified) in stores {
                 if let Err(e) = catch_up(inventory.as_ref(), &cache, &store, notified).await {
                     // Redis down slows the live path and nothing else; the sweep retries.
-                    tracing::warn!(error = %e, store_id = %store, "stock cache projection deferred");
+                    redstore_platform::warn_throttled!(error = %e, store_id = %store, "stock cache projection deferred");
                 }
             }
         }

@@ -94,6 +94,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         version: 7,
         sql: include_str!("../migrations/postgres/0007_record_applied_sales.sql"),
     },
+    PgMigration {
+        service: "sales",
+        version: 8,
+        sql: include_str!("../migrations/postgres/0008_checkout_key_retention.sql"),
+    },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.
@@ -672,12 +677,33 @@ impl PgSales {
                 Ok(None) => resumed.rejected += 1,
                 Err(err) if is_refusal(&err) => resumed.rejected += 1,
                 Err(err) => {
-                    tracing::warn!(store_id, sale_id, error = %err, "cannot finish a pending sale yet");
+                    redstore_platform::warn_throttled!(store_id, sale_id, error = %err, "cannot finish a pending sale yet");
                     resumed.failed += 1;
                 }
             }
         }
         Ok(resumed)
+    }
+
+    /// Forgets the checkout keys of the store's sales completed before `before_ms` (the key
+    /// retention): a retry with one of them is a new checkout. At most a chunk at a time; how
+    /// many it cleared.
+    pub async fn expire_checkout_keys(&self, store_id: &str, before_ms: i64) -> Result<u64> {
+        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        let cleared = sqlx::query(
+            "UPDATE sales.sales SET idempotency_key = NULL, request = NULL WHERE ctid IN (
+                 SELECT ctid FROM sales.sales
+                 WHERE store_id = $1 AND idempotency_key IS NOT NULL AND status = 'completed' AND created_at_ms < $2
+                 LIMIT $3)",
+        )
+        .bind(store_id)
+        .bind(before_ms)
+        .bind(i64::from(redstore_platform::retention::CHUNK))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(cleared)
     }
 
     /// Records the store's checkouts inventory applied under their keys more than `older_than`
@@ -818,8 +844,13 @@ impl SalesStore for PgSales {
         let (store_id, terminal_id) = (order.store_id.as_str(), order.terminal_id.as_str());
         let scope = format!("sales.scan:{store_id}:{terminal_id}");
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        // The scan's own answer (its line) is what is kept for a retry; the cart is answered as
+        // it is now, so what a scan id keeps does not grow with the cart.
         if let Claim::Replay(stored) = pg::claim(&mut tx, &scope, &order.scan_id, &order.fingerprint).await? {
-            return pg::replay(&stored);
+            let mut answer: ScanResponse = pg::replay(&stored)?;
+            answer.cart = Some(self.load_cart(&mut tx, store_id, terminal_id).await?);
+            tx.commit().await?;
+            return Ok(answer);
         }
         self.require_terminal(store_id, terminal_id).await?;
         let product = match self.inventory.product_by_barcode(&order.barcode).await {
@@ -831,13 +862,13 @@ impl SalesStore for PgSales {
         };
         let product = for_sale(product)?;
         let line = self.add_to_cart(&mut tx, store_id, terminal_id, &product, order.quantity).await?;
-        let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
-        let response = ScanResponse {
+        let mut response = ScanResponse {
             scan_id: order.scan_id.clone(),
             result: Some(scan_response::Result::Line(line)),
-            cart: Some(cart),
+            cart: None,
         };
         pg::complete(&mut tx, &scope, &order.scan_id, &response).await?;
+        response.cart = Some(self.load_cart(&mut tx, store_id, terminal_id).await?);
         tx.commit().await?;
         Ok(response)
     }
@@ -860,15 +891,19 @@ impl SalesStore for PgSales {
     ) -> Result<AddCartItemResponse> {
         let scope = format!("sales.cart:{store_id}:{terminal_id}");
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        // As for a scan: the line is kept for a retry, the cart is answered as it is now.
         if let Claim::Replay(stored) = pg::claim(&mut tx, &scope, &idem.key, &idem.fingerprint).await? {
-            return pg::replay(&stored);
+            let mut answer: AddCartItemResponse = pg::replay(&stored)?;
+            answer.cart = Some(self.load_cart(&mut tx, store_id, terminal_id).await?);
+            tx.commit().await?;
+            return Ok(answer);
         }
         self.require_terminal(store_id, terminal_id).await?;
         let product = for_sale(known(sku, self.inventory.get_product(sku).await)?)?;
         let line = self.add_to_cart(&mut tx, store_id, terminal_id, &product, quantity).await?;
-        let cart = self.load_cart(&mut tx, store_id, terminal_id).await?;
-        let response = AddCartItemResponse { line: Some(line), cart: Some(cart) };
+        let mut response = AddCartItemResponse { line: Some(line), cart: None };
         pg::complete(&mut tx, &scope, &idem.key, &response).await?;
+        response.cart = Some(self.load_cart(&mut tx, store_id, terminal_id).await?);
         tx.commit().await?;
         Ok(response)
     }

@@ -204,19 +204,22 @@ impl SalesStore for SqliteSales {
         let scope = format!("sales.scan:{}:{}", order.store_id, order.terminal_id);
         self.db
             .write(move |ctx| {
-                once(ctx, &scope, &order.scan_id, &order.fingerprint, |ctx| {
-                    let (store_id, terminal_id) = (&order.store_id, &order.terminal_id);
+                let (store_id, terminal_id) = (&order.store_id, &order.terminal_id);
+                // The scan's own answer (its line) is what is kept for a retry; the cart is
+                // answered as it is now, so what a scan id keeps does not grow with the cart.
+                let mut answer = once(ctx, &scope, &order.scan_id, &order.fingerprint, |ctx| {
                     inventory::require_terminal(ctx.conn, store_id, terminal_id)?;
                     let sku = inventory::sku_by_barcode(ctx.conn, &order.barcode)?
                         .ok_or_else(|| Error::not_found(format!("code: no product has barcode {}", order.barcode)))?;
                     let line = add_to_cart(ctx.conn, store_id, terminal_id, &sku, order.quantity)?;
-                    let cart = repo::load_cart(ctx.conn, store_id, terminal_id)?;
                     Ok(ScanResponse {
                         scan_id: order.scan_id.clone(),
                         result: Some(scan_response::Result::Line(line)),
-                        cart: Some(cart),
+                        cart: None,
                     })
-                })
+                })?;
+                answer.cart = Some(repo::load_cart(ctx.conn, store_id, terminal_id)?);
+                Ok(answer)
             })
             .await
     }
@@ -243,12 +246,14 @@ impl SalesStore for SqliteSales {
         let scope = format!("sales.cart:{s}:{t}");
         self.db
             .write(move |ctx| {
-                once(ctx, &scope, &idem.key, &idem.fingerprint, |ctx| {
+                // As for a scan: the line is kept for a retry, the cart is answered as it is now.
+                let mut answer = once(ctx, &scope, &idem.key, &idem.fingerprint, |ctx| {
                     inventory::require_terminal(ctx.conn, &s, &t)?;
                     let line = add_to_cart(ctx.conn, &s, &t, &k, quantity)?;
-                    let cart = repo::load_cart(ctx.conn, &s, &t)?;
-                    Ok(AddCartItemResponse { line: Some(line), cart: Some(cart) })
-                })
+                    Ok(AddCartItemResponse { line: Some(line), cart: None })
+                })?;
+                answer.cart = Some(repo::load_cart(ctx.conn, &s, &t)?);
+                Ok(answer)
             })
             .await
     }

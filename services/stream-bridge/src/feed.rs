@@ -127,7 +127,7 @@ impl LiveFeed {
                         (None, None) => match inventory.snapshot(&store).await {
                             Ok(snap) => snap.as_of_seq.saturating_sub(1),
                             Err(e) => {
-                                tracing::warn!(error = %e, store_id = %store, "live feed sweep cannot read the store");
+                                redstore_platform::warn_throttled!(error = %e, store_id = %store, "live feed sweep cannot read the store");
                                 continue;
                             }
                         },
@@ -139,7 +139,9 @@ impl LiveFeed {
                                 router.publish(Arc::new(e));
                             }
                         }
-                        Err(e) => tracing::warn!(error = %e, store_id = %store, "live feed cannot read new events"),
+                        Err(e) => {
+                            redstore_platform::warn_throttled!(error = %e, store_id = %store, "live feed cannot read new events")
+                        }
                     }
                 }
             }
@@ -311,7 +313,7 @@ impl Watch {
                     self.queue.push_back(Item::Snapshot(snap));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "snapshot failed");
+                    redstore_platform::warn_throttled!(error = %e, "snapshot failed");
                     return Err(ended("the store's stock cannot be read now"));
                 }
             },
@@ -325,7 +327,7 @@ impl Watch {
         let page = match self.inventory.events_after(&self.store_id, self.last, CATCH_UP_PAGE).await {
             Ok(page) => page,
             Err(e) => {
-                tracing::warn!(error = %e, "catch-up read failed");
+                redstore_platform::warn_throttled!(error = %e, "catch-up read failed");
                 return Err(ended("the store's changes cannot be read now"));
             }
         };
@@ -344,7 +346,7 @@ async fn in_log(inventory: &dyn InventoryStore, store_id: &str, seq: u64) -> boo
     match inventory.logged(store_id, seq).await {
         Ok(logged) => logged,
         Err(e) => {
-            tracing::warn!(error = %e, store_id, "cannot check the resume point against the log");
+            redstore_platform::warn_throttled!(error = %e, store_id, "cannot check the resume point against the log");
             true
         }
     }

@@ -196,7 +196,7 @@ impl Bridge {
         let mut ok = true;
         for store in self.feed.watched_stores() {
             if let Err(e) = self.catch_up_store(&store).await {
-                tracing::warn!(store_id = %store, error = %format!("{e:#}"), "redis live feed cannot catch up a store");
+                redstore_platform::warn_throttled!(store_id = %store, error = %format!("{e:#}"), "redis live feed cannot catch up a store");
                 ok = false;
             }
         }
@@ -230,7 +230,7 @@ impl Bridge {
             Ok(None) => {}
             Err(e) => {
                 self.commands = None;
-                tracing::warn!(store_id = %store, error = %format!("{e:#}"), "redis live feed cannot read the projected version");
+                redstore_platform::warn_throttled!(store_id = %store, error = %format!("{e:#}"), "redis live feed cannot read the projected version");
             }
         }
         Ok(self.inventory.snapshot(store).await.context("reading the store's snapshot")?.as_of_seq)
