@@ -8,6 +8,7 @@ mod checkout_race;
 mod distributed;
 mod embedded_db;
 mod faults;
+mod fuzz;
 mod idempotency;
 mod interop;
 mod limits;
