@@ -290,10 +290,12 @@ impl SalesStore for SqliteSales {
 
     async fn checkout(&self, order: CheckoutOrder) -> Result<Sale> {
         let scope = checkout_key_scope(&order.store_id);
-        let response: CheckoutResponse = self
-            .db
+        self.db
             .write(move |ctx| {
-                once(ctx, &scope, &order.idem.key, &order.idem.fingerprint, |ctx| {
+                // The key keeps the sale's id only; the sale is in the sales table (a replay reads
+                // it there, as it is now), so a sale is not stored twice.
+                let mut made = None;
+                let kept = once(ctx, &scope, &order.idem.key, &order.idem.fingerprint, |ctx| {
                     let (store_id, terminal_id) = (order.store_id.as_str(), order.terminal_id.as_str());
                     inventory::require_terminal(ctx.conn, store_id, terminal_id)?;
                     let (field, from_cart, lines) = if order.lines.is_empty() {
@@ -331,11 +333,17 @@ impl SalesStore for SqliteSales {
                     if from_cart {
                         repo::cart_clear(ctx.conn, store_id, terminal_id)?;
                     }
-                    Ok(CheckoutResponse { sale: Some(sale) })
-                })
+                    let kept = Sale { sale_id: sale.sale_id.clone(), ..Default::default() };
+                    made = Some(sale);
+                    Ok(CheckoutResponse { sale: Some(kept) })
+                })?;
+                match (made, kept.sale) {
+                    (Some(sale), _) => Ok(sale),
+                    (None, Some(kept)) => repo::get_sale(ctx.conn, &kept.sale_id),
+                    (None, None) => Err(Error::Internal(anyhow::anyhow!("stored checkout answer has no sale"))),
+                }
             })
-            .await?;
-        response.sale.ok_or_else(|| Error::Internal(anyhow::anyhow!("stored checkout answer has no sale")))
+            .await
     }
 
     async fn refund(&self, order: RefundOrder) -> Result<RefundResponse> {
