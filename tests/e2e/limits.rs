@@ -242,3 +242,27 @@ async fn a_page_of_large_sales_stays_within_its_byte_limit() {
         .into_inner();
     assert_eq!(page.sales.len() + rest.sales.len(), sold, "nothing lost between pages");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_stream_sending_an_oversized_scan_ends_with_resource_exhausted() {
+    let app = TestApp::spawn().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = app
+        .sales()
+        .scan_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let scan = |scan_id: &str, code: String| redstore_proto::sales::ScanRequest {
+        store_id: "store-1".into(),
+        terminal_id: "till-1".into(),
+        scan_id: scan_id.into(),
+        code,
+        quantity: 1,
+    };
+    tx.send(scan("ok-1", demo_barcode(2))).await.unwrap();
+    assert!(answers.message().await.expect("an answer").is_some(), "a good scan is answered");
+    tx.send(scan("huge", "4".repeat(5 * 1024 * 1024))).await.unwrap();
+    let end = answers.message().await.expect_err("the stream ends with a status, not OK");
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+}
