@@ -268,15 +268,10 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
     spawn_retention(kept.every, shutdown.clone(), move || {
         let db = expiring.clone();
         Box::pin(async move {
-            let mut expired = 0;
-            loop {
-                let deleted =
-                    db.write(move |ctx| redstore_platform::idempotency::expire(ctx.conn, &kept, ctx.now)).await?;
-                expired += deleted as u64;
-                if deleted < retention::CHUNK as usize {
-                    return Ok(expired);
-                }
-            }
+            let expire = move |ctx: &mut redstore_platform::WriteCtx<'_>| {
+                redstore_platform::idempotency::expire(ctx.conn, &kept, ctx.now)
+            };
+            retention::in_chunks(|| db.write(expire)).await
         })
     });
     Ok(Wiring {
@@ -373,35 +368,15 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
         spawn_retention(kept.every, shutdown.clone(), move || {
             let (pool, stores, sales, inventory) = (pool.clone(), stores.clone(), sales.clone(), inventory.clone());
             Box::pin(async move {
-                let chunk = u64::from(retention::CHUNK);
-                let mut expired = 0;
-                loop {
-                    let deleted = pg::expire_keys(&pool, &kept).await?;
-                    expired += deleted;
-                    if deleted < chunk {
-                        break;
-                    }
-                }
+                let mut expired = retention::in_chunks(|| pg::expire_keys(&pool, &kept)).await?;
                 // Checkout keys live with each store's rows, under its row-level security.
                 let before_ms = kept.keys_before_ms(std::time::SystemTime::now());
                 for store_id in stores.store_ids().await? {
                     if let Some(sales) = &sales {
-                        loop {
-                            let cleared = sales.expire_checkout_keys(&store_id, before_ms).await?;
-                            expired += cleared;
-                            if cleared < chunk {
-                                break;
-                            }
-                        }
+                        expired += retention::in_chunks(|| sales.expire_checkout_keys(&store_id, before_ms)).await?;
                     }
                     if let Some(inventory) = &inventory {
-                        loop {
-                            let deleted = inventory.expire_checkouts(&store_id, before_ms).await?;
-                            expired += deleted;
-                            if deleted < chunk {
-                                break;
-                            }
-                        }
+                        expired += retention::in_chunks(|| inventory.expire_checkouts(&store_id, before_ms)).await?;
                     }
                 }
                 Ok(expired)

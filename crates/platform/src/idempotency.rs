@@ -78,7 +78,7 @@ pub fn fingerprint<M: Message + Clone>(request: &M, clear: impl FnOnce(&mut M)) 
 }
 
 /// Deletes expired keys and scan ids (at most [`retention::CHUNK`]); how many it deleted.
-pub fn expire(conn: &rusqlite::Connection, retention: &Retention, now: std::time::SystemTime) -> Result<usize> {
+pub fn expire(conn: &rusqlite::Connection, retention: &Retention, now: std::time::SystemTime) -> Result<u64> {
     let (keys, scans) = (retention.keys_before_ms(now), retention.scans_before_ms(now));
     let [scan, cart] = SCAN_SCOPES;
     let deleted = conn
@@ -90,5 +90,5 @@ pub fn expire(conn: &rusqlite::Connection, retention: &Retention, now: std::time
                  LIMIT ?5)",
         )?
         .execute(params![keys, scans, scan, cart, retention::CHUNK])?;
-    Ok(deleted)
+    Ok(deleted as u64)
 }

@@ -437,6 +437,22 @@ pub async fn expire_keys(pool: &PgPool, retention: &Retention) -> Result<u64> {
     Ok(deleted)
 }
 
+/// Runs one chunk of a store's retention sweep: `sql` in a transaction scoped to the store, with
+/// `$1` the store, `$2` the cut-off in unix milliseconds and `$3` the chunk size; how many rows it
+/// changed.
+pub async fn expire_in_store(pool: &PgPool, store_id: &str, sql: &'static str, before_ms: i64) -> Result<u64> {
+    let mut tx = store_tx(pool, store_id).await?;
+    let changed = sqlx::query(sql)
+        .bind(store_id)
+        .bind(before_ms)
+        .bind(i64::from(retention::CHUNK))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(changed)
+}
+
 /// Decodes a replayed answer.
 pub fn replay<T: prost::Message + Default>(stored: &[u8]) -> Result<T> {
     T::decode(stored).map_err(|e| Error::Internal(anyhow::anyhow!("stored idempotent answer is corrupt: {e}")))

@@ -48,3 +48,20 @@ fn before_ms(now: SystemTime, kept: Duration) -> i64 {
 /// The scopes kept for [`Retention::scans`] (their keys are scan ids and cart adds'), as SQL
 /// `LIKE` patterns; every other scope is kept for [`Retention::keys`].
 pub const SCAN_SCOPES: [&str; 2] = ["sales.scan:%", "sales.cart:%"];
+
+/// Runs `sweep` (one chunk of deletes, answering how many) until a chunk comes back short; how
+/// many it deleted in all.
+pub async fn in_chunks<F, Fut>(mut sweep: F) -> crate::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::Result<u64>>,
+{
+    let mut total = 0;
+    loop {
+        let deleted = sweep().await?;
+        total += deleted;
+        if deleted < u64::from(CHUNK) {
+            return Ok(total);
+        }
+    }
+}

@@ -91,19 +91,14 @@ impl PgInventory {
     /// Forgets the store's checkouts applied before `before_ms` (the key retention) under their
     /// keys. At most a chunk at a time; how many it deleted.
     pub async fn expire_checkouts(&self, store_id: &str, before_ms: i64) -> Result<u64> {
-        let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        let deleted = sqlx::query(
+        pg::expire_in_store(
+            &self.pool,
+            store_id,
             "DELETE FROM inventory.checkouts WHERE ctid IN (
                  SELECT ctid FROM inventory.checkouts WHERE store_id = $1 AND applied_at_ms < $2 LIMIT $3)",
+            before_ms,
         )
-        .bind(store_id)
-        .bind(before_ms)
-        .bind(i64::from(redstore_platform::retention::CHUNK))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(deleted)
+        .await
     }
 }
 

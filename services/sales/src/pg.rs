@@ -689,21 +689,16 @@ impl PgSales {
     /// retention): a retry with one of them is a new checkout. At most a chunk at a time; how
     /// many it cleared.
     pub async fn expire_checkout_keys(&self, store_id: &str, before_ms: i64) -> Result<u64> {
-        let mut tx = pg::store_tx(&self.pool, store_id).await?;
-        let cleared = sqlx::query(
+        pg::expire_in_store(
+            &self.pool,
+            store_id,
             "UPDATE sales.sales SET idempotency_key = NULL, request = NULL WHERE ctid IN (
                  SELECT ctid FROM sales.sales
                  WHERE store_id = $1 AND idempotency_key IS NOT NULL AND status = 'completed' AND created_at_ms < $2
                  LIMIT $3)",
+            before_ms,
         )
-        .bind(store_id)
-        .bind(before_ms)
-        .bind(i64::from(redstore_platform::retention::CHUNK))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(cleared)
+        .await
     }
 
     /// Records the store's checkouts inventory applied under their keys more than `older_than`
