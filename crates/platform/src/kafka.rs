@@ -6,7 +6,8 @@
 //! and MSK (and is tested against tansu, a Kafka-compatible broker).
 //!
 //! - Topics are `<prefix>.<domain>.v1` (`redstore.sales.v1`, `redstore.inventory.v1`); each has a
-//!   dead-letter topic `<topic>.dlq`. [`ensure_topics`] creates the missing ones at start-up.
+//!   dead-letter topic `<topic>.dlq`. [`ensure_topics`] creates the missing ones at start-up, and
+//!   [`watch_topics`] while running (a broker that came back empty).
 //! - Every message is keyed by its store id and carries the headers `event-type`, `event-id` and
 //!   (when known) `traceparent`; the value is an encoded `redstore.events.v1.EventEnvelope`.
 //! - Consumers subscribe by pattern (`^<prefix>\.sales\.v[0-9]+$`: new versions are discovered,
@@ -315,10 +316,21 @@ async fn topic_names(
 
 /// Creates the topics of `domains` and their dead-letter topics when missing, with the
 /// configured partitions and replication; a topic that exists (or is created by someone else
-/// meanwhile) is fine. Fails within about [`CONNECT_TIMEOUT`] when no broker answers.
-pub async fn ensure_topics(cfg: &KafkaConfig, domains: &[&str]) -> anyhow::Result<()> {
+/// meanwhile) is fine. Returns the topics it created. Fails within about [`CONNECT_TIMEOUT`]
+/// when no broker answers.
+pub async fn ensure_topics(cfg: &KafkaConfig, domains: &[&str]) -> anyhow::Result<Vec<String>> {
     validate_prefix(&cfg.topic_prefix)?;
-    let (admin, existing) = topic_names(admin(cfg)?, &cfg.brokers).await?;
+    let (_, created) = ensure_topics_with(admin(cfg)?, cfg, domains).await?;
+    Ok(created)
+}
+
+/// [`ensure_topics`] with an admin client the caller keeps.
+async fn ensure_topics_with(
+    admin: AdminClient<DefaultClientContext>,
+    cfg: &KafkaConfig,
+    domains: &[&str],
+) -> anyhow::Result<(AdminClient<DefaultClientContext>, Vec<String>)> {
+    let (admin, existing) = topic_names(admin, &cfg.brokers).await?;
     let wanted: Vec<String> = domains
         .iter()
         .map(|d| cfg.topic(d))
@@ -326,7 +338,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig, domains: &[&str]) -> anyhow::Resul
         .filter(|t| !existing.contains(t))
         .collect();
     if wanted.is_empty() {
-        return Ok(());
+        return Ok((admin, Vec::new()));
     }
     let new: Vec<NewTopic<'_>> = wanted
         .iter()
@@ -339,14 +351,53 @@ pub async fn ensure_topics(cfg: &KafkaConfig, domains: &[&str]) -> anyhow::Resul
         .create_topics(&new, &opts)
         .await
         .with_context(|| format!("cannot create kafka topics {wanted:?} at {}", cfg.brokers))?;
+    let mut created = Vec::new();
     for result in results {
         match result {
-            Ok(topic) => tracing::info!(topic = %topic, partitions = cfg.partitions, "kafka topic created"),
+            Ok(topic) => {
+                tracing::info!(topic = %topic, partitions = cfg.partitions, "kafka topic created");
+                created.push(topic);
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => anyhow::bail!("cannot create kafka topic {topic} at {}: {code}", cfg.brokers),
         }
     }
-    Ok(())
+    Ok((admin, created))
+}
+
+/// How often [`watch_topics`] looks for the topics.
+pub const TOPIC_WATCH: Duration = Duration::from_secs(2);
+
+/// Looks every `every` for the topics of `domains` and creates those missing, until `shutdown`
+/// (then returns no topics) or until it had to create one: then the broker lost them (it came back
+/// empty, or they were deleted), and it returns the topics it created. The clients that knew the
+/// old topics must then be made anew: librdkafka does not follow a topic created again under the
+/// same name (consumers keep reporting it unknown, confluentinc/librdkafka#4898), and its metadata
+/// cache has crashed the process on such topics (#4964, #5280). A broker that does not answer is
+/// waited for.
+pub async fn watch_topics(
+    cfg: &KafkaConfig,
+    domains: &[&str],
+    every: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<String>> {
+    validate_prefix(&cfg.topic_prefix)?;
+    let mut admin = admin(cfg)?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Vec::new()),
+            _ = tokio::time::sleep(every) => {}
+        }
+        // The admin client comes back from a failed check only through a new one.
+        match ensure_topics_with(admin, cfg, domains).await {
+            Ok((kept, created)) if created.is_empty() => admin = kept,
+            Ok((_, created)) => return Ok(created),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot check the kafka topics; will look again");
+                admin = self::admin(cfg)?;
+            }
+        }
+    }
 }
 
 /// Deletes topics (tests and operators); a topic that does not exist is fine.
@@ -802,6 +853,7 @@ where
     let mut uncommitted = false;
     let mut commit_at = tokio::time::Instant::now();
     let mut errors = 0u32;
+    let mut unknown = UnknownTopics::default();
     'consuming: loop {
         let received = tokio::select! {
             biased;
@@ -819,11 +871,23 @@ where
         let first = match received {
             Ok(msg) => {
                 errors = 0;
+                unknown = UnknownTopics::default();
                 msg
             }
             Err(e) => {
                 errors = errors.saturating_add(1);
                 crate::warn_throttled!(error = %e, "kafka consumer error");
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+                    && unknown.observe(tokio::time::Instant::now())
+                {
+                    // Closing leaves a group on a broker that may not know it any more: not waited
+                    // for, the caller makes a new client rather than wait on this one.
+                    drop(tokio::task::spawn_blocking(move || drop(consumer)));
+                    anyhow::bail!(
+                        "the kafka consumer's topics stayed unknown to it for {}s: its client must be made anew",
+                        STALE_SUBSCRIPTION.as_secs()
+                    );
+                }
                 let pause = Duration::from_millis(100 * u64::from(errors.min(20)));
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -883,10 +947,43 @@ where
             }
         }
     }
-    commit_offsets(&consumer, &done, CommitMode::Sync);
-    // Closing waits for the group to be left: keep that off the async workers.
-    tokio::task::spawn_blocking(move || drop(consumer)).await.context("closing the kafka consumer")?;
+    // The last commit waits for the broker and closing waits for the group to be left, each for
+    // as long as it takes (forever, with a broker that is gone): keep both off the async workers.
+    tokio::task::spawn_blocking(move || {
+        commit_offsets(&consumer, &done, CommitMode::Sync);
+        drop(consumer);
+    })
+    .await
+    .context("closing the kafka consumer")?;
     Ok(())
+}
+
+/// How long a consumer may report its subscribed topics unknown, without a break of
+/// [`UNKNOWN_TOPICS_BREAK`] and without receiving a message, before [`consume_batches`] gives up on
+/// it. Topics that exist again (created by [`watch_topics`] or another process) are found within
+/// a few metadata refreshes by a healthy client; a client that knew the topics before the broker
+/// lost them keeps reporting them unknown (confluentinc/librdkafka#4898).
+pub const STALE_SUBSCRIPTION: Duration = Duration::from_secs(15);
+/// A pause between two "topic unknown" errors after which they no longer count as one run.
+const UNKNOWN_TOPICS_BREAK: Duration = Duration::from_secs(6);
+
+/// A run of "subscribed topic unknown" errors.
+#[derive(Default)]
+struct UnknownTopics {
+    /// When the run began, and the last error of it.
+    run: Option<(tokio::time::Instant, tokio::time::Instant)>,
+}
+
+impl UnknownTopics {
+    /// Counts an error at `now`; true once the run has lasted [`STALE_SUBSCRIPTION`].
+    fn observe(&mut self, now: tokio::time::Instant) -> bool {
+        let began = match self.run {
+            Some((began, last)) if now.duration_since(last) < UNKNOWN_TOPICS_BREAK => began,
+            _ => now,
+        };
+        self.run = Some((began, now));
+        now.duration_since(began) >= STALE_SUBSCRIPTION
+    }
 }
 
 /// How handling one message ended.
@@ -1073,6 +1170,23 @@ mod tests {
         assert_eq!(header_str(Some(&owned), "traceparent"), Some(tp));
         assert_eq!(header_str(Some(&owned), "error"), None);
         assert_eq!(header_str::<OwnedHeaders>(None, "event-id"), None);
+    }
+
+    #[test]
+    fn a_consumer_is_stale_after_a_long_unbroken_run_of_unknown_topics() {
+        let t0 = tokio::time::Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut unknown = UnknownTopics::default();
+        // Every two seconds (each metadata refresh), for as long as the stale client lives.
+        for s in (0..STALE_SUBSCRIPTION.as_secs()).step_by(2) {
+            assert!(!unknown.observe(at(s)), "not yet at {s}s");
+        }
+        assert!(unknown.observe(at(STALE_SUBSCRIPTION.as_secs())));
+        // Errors with long pauses between them (a broker down now and then) are separate runs.
+        let mut unknown = UnknownTopics::default();
+        for s in (0..60).step_by(10) {
+            assert!(!unknown.observe(at(s)), "a new run at {s}s");
+        }
     }
 
     #[test]

@@ -39,6 +39,36 @@ async fn ensure_topics_creates_topics_and_dead_letter_topics() {
 }
 
 #[tokio::test]
+async fn the_topic_watch_creates_topics_the_broker_lost_and_says_so() {
+    let cfg = test_config();
+    let created = kafka::ensure_topics(&cfg, &["sales"]).await.expect("ensure topics");
+    assert_eq!(created.len(), 2, "the topic and its dead-letter topic: {created:?}");
+    assert!(kafka::ensure_topics(&cfg, &["sales"]).await.expect("again").is_empty(), "nothing created twice");
+    let shutdown = CancellationToken::new();
+    let watch = {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        tokio::spawn(async move { kafka::watch_topics(&cfg, &["sales"], Duration::from_millis(200), shutdown).await })
+    };
+    // While the topics are there, the watch goes on.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!watch.is_finished(), "the watch goes on while the topics exist");
+    // The broker loses a topic (deleted here; an in-memory broker restarted loses them all).
+    kafka::delete_topics(&cfg, &[cfg.topic("sales").as_str()]).await.expect("delete");
+    let created = tokio::time::timeout(Duration::from_secs(30), watch)
+        .await
+        .expect("the watch notices within seconds")
+        .expect("joined")
+        .expect("watched");
+    assert_eq!(created, [cfg.topic("sales")], "it created the lost topic again and returned it");
+    // Stopped, a watch returns nothing.
+    let stopped = CancellationToken::new();
+    stopped.cancel();
+    let none = kafka::watch_topics(&cfg, &["sales"], Duration::from_millis(200), stopped).await.expect("stopped");
+    assert!(none.is_empty());
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
 async fn unreachable_brokers_fail_fast_with_their_names() {
     let mut cfg = test_config();
     cfg.brokers = "127.0.0.1:1".to_owned();
