@@ -50,18 +50,23 @@ pub fn store_of_channel(channel: &str) -> Option<&str> {
 }
 
 /// Applies an event to the stock hash and publishes it, atomically, only when it is newer than
-/// the hash (`_seq`). A script runs as one unit, as MULTI/EXEC would, and can also make the
-/// writes conditional. Returns 0 when applied; for an event that was stale or a duplicate, the
-/// hash's own sequence.
+/// the hash (`_seq`) and, when asked (ARGV[4] = 1), only when it is the very next one. A script
+/// runs as one unit, as MULTI/EXEC would, and can also make the writes conditional. Returns 0
+/// when applied; for an event that was stale or a duplicate, the hash's own sequence; -1 for an
+/// event that is not the next one when only that was asked for.
 ///
-/// KEYS[1] stock hash; ARGV[1] store_seq, ARGV[2] channel, ARGV[3] payload, then sku, quantity pairs.
+/// KEYS[1] stock hash; ARGV[1] store_seq, ARGV[2] channel, ARGV[3] payload, ARGV[4] next only
+/// (1 or 0), then sku, quantity pairs.
 const PROJECT_SCRIPT: &str = r"
 local seq = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], '_seq') or '0') or 0
 if seq <= current then
   return current
 end
-for i = 4, #ARGV, 2 do
+if ARGV[4] == '1' and seq > current + 1 then
+  return -1
+end
+for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], '_seq', ARGV[1])
@@ -87,6 +92,15 @@ end
 redis.call('HSET', KEYS[1], '_seq', ARGV[1])
 return 1
 ";
+
+/// What a pipeline of projections found besides the events it applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Projection {
+    /// The stores with an event not projected for being stale, each with its hash's sequence.
+    pub stale: Vec<(String, u64)>,
+    /// The stores with an event not projected because the one before it is missing from the hash.
+    pub gaps: Vec<String>,
+}
 
 /// The Redis stock cache: projects inventory events into per-store hashes and reads them.
 #[derive(Clone)]
@@ -132,7 +146,7 @@ impl StockCache {
     /// ahead of the log is one from a history since lost (the database restored or reset), which
     /// `projector::reconcile` mends.
     pub async fn project(&self, event: &EventEnvelope) -> Result<Option<u64>> {
-        let Some(invocation) = self.invocation(event)? else {
+        let Some(invocation) = self.invocation(event, false)? else {
             return Ok(None);
         };
         let stale: u64 = self
@@ -152,18 +166,30 @@ impl StockCache {
     /// when Redis fails midway, the events projected already are skipped as stale on a retry.
     /// Returns the stores with a stale event, each with its hash's sequence, as `project` does.
     pub async fn project_all(&self, events: &[EventEnvelope]) -> Result<Vec<(String, u64)>> {
+        Ok(self.pipeline(events, false).await?.stale)
+    }
+
+    /// [`project_all`](Self::project_all), but an event is projected only when it is the next one
+    /// of its store's hash (`_seq + 1`): a hash never skips an event, whose skus would keep the
+    /// quantities of before it. The stores where an event was missing come back in
+    /// [`Projection::gaps`]; the events they lack are in the event log (`projector::catch_up`).
+    pub async fn project_next(&self, events: &[EventEnvelope]) -> Result<Projection> {
+        self.pipeline(events, true).await
+    }
+
+    async fn pipeline(&self, events: &[EventEnvelope], next_only: bool) -> Result<Projection> {
         let mut invocations = Vec::with_capacity(events.len());
         let mut stores = Vec::with_capacity(events.len());
         for event in events {
-            if let Some(invocation) = self.invocation(event)? {
+            if let Some(invocation) = self.invocation(event, next_only)? {
                 invocations.push(invocation);
                 stores.push(event.store_id.as_str());
             }
         }
         if invocations.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Projection::default());
         }
-        let answers: Vec<u64> = self
+        let answers: Vec<i64> = self
             .with_retry(|mut conn| {
                 let mut pipe = redis::pipe();
                 // SCRIPT LOAD first: EVALSHA in a pipeline does not load a script Redis lacks
@@ -175,14 +201,21 @@ impl StockCache {
                 async move { pipe.query_async(&mut conn).await }
             })
             .await?;
-        let mut stale: Vec<(String, u64)> = Vec::new();
-        for (store, version) in stores.into_iter().zip(answers).filter(|(_, v)| *v > 0) {
-            match stale.iter_mut().find(|(s, _)| s == store) {
+        let mut projection = Projection::default();
+        for (store, answer) in stores.into_iter().zip(answers) {
+            if answer < 0 {
+                if !projection.gaps.iter().any(|s| s == store) {
+                    projection.gaps.push(store.to_owned());
+                }
+                continue;
+            }
+            let Ok(version @ 1..) = u64::try_from(answer) else { continue };
+            match projection.stale.iter_mut().find(|(s, _)| s == store) {
                 Some((_, seen)) => *seen = (*seen).max(version),
-                None => stale.push((store.to_owned(), version)),
+                None => projection.stale.push((store.to_owned(), version)),
             }
         }
-        Ok(stale)
+        Ok(projection)
     }
 
     /// Publishes an event on its store's channel as it is, without touching the hash.
@@ -197,7 +230,7 @@ impl StockCache {
     }
 
     /// The script call that projects `event`; `None` for an event the cache ignores.
-    fn invocation(&self, event: &EventEnvelope) -> Result<Option<redis::ScriptInvocation<'_>>> {
+    fn invocation(&self, event: &EventEnvelope, next_only: bool) -> Result<Option<redis::ScriptInvocation<'_>>> {
         let Some(Payload::InventoryChanged(changed)) = &event.payload else {
             return Ok(None);
         };
@@ -206,6 +239,7 @@ impl StockCache {
         }
         let mut invocation = self.script.key(stock_key(&event.store_id));
         invocation.arg(event.store_seq).arg(events_channel(&event.store_id)).arg(event.encode_to_vec());
+        invocation.arg(u8::from(next_only));
         for change in &changed.changes {
             if change.sku == SEQ_FIELD {
                 tracing::warn!(store_id = %event.store_id, sku = %change.sku, "sku collides with the cache version field; not cached");

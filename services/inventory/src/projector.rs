@@ -2,7 +2,11 @@
 //! `NOTIFY redstore_inventory` (no polling delay on the live path), with a sweep of every store
 //! every few seconds as the safety net. Redis keeps its own position per store (`_seq` in the
 //! stock hash), so a restart — of this process or of Redis — resumes where the cache stands.
+//!
+//! With Kafka, the `inventory-cache` consumer group feeds it instead ([`project_received`]), and
+//! [`sweep_stalled`] catches up from the log what Kafka lost.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +119,75 @@ pub async fn reconcile_all(inventory: &dyn InventoryStore, cache: &StockCache) {
     for store in stores {
         warn_unchecked(&store, reconcile(inventory, cache, &store).await);
     }
+}
+
+/// Projects events received from Kafka (the `inventory-cache` group), in order, each only onto the
+/// hash of its store's previous event (`StockCache::project_next`). A store whose hash lacks the
+/// event before one of them (the broker lost it: it came back empty) catches up from the event
+/// log, which has every event; a stale event makes its store's hash be checked against the log
+/// ([`reconcile_stale`]), as it may be from a history since lost.
+pub async fn project_received(
+    inventory: &dyn InventoryStore,
+    cache: &StockCache,
+    events: &[redstore_proto::events::EventEnvelope],
+) -> redstore_platform::Result<()> {
+    let projection = cache.project_next(events).await?;
+    reconcile_stale(inventory, cache, &projection.stale).await;
+    for store in &projection.gaps {
+        let projected = catch_up(inventory, cache, store, None).await?;
+        tracing::info!(store_id = %store, projected, "inventory events Kafka did not deliver projected from the log");
+    }
+    Ok(())
+}
+
+/// How often [`sweep_stalled`] compares each store's hash with the event log.
+pub const STALL_SWEEP: Duration = Duration::from_secs(2);
+
+/// Every [`STALL_SWEEP`] until `shutdown`, catches up from the event log each store whose hash has
+/// not moved since the last sweep while the log was ahead of it: events the broker lost (it came
+/// back empty) that no later event of the store reveals as a gap, since the store went quiet, or
+/// a consumer that gets nothing at all. A store whose hash moves is left to Kafka.
+pub async fn sweep_stalled(inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
+    let mut behind: HashMap<String, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(STALL_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let stores = match inventory.store_ids().await {
+            Ok(stores) => stores,
+            Err(e) => {
+                tracing::warn!(error = %e, "stock cache sweep cannot list the stores");
+                continue;
+            }
+        };
+        for store in stores {
+            if let Err(e) = sweep_store(inventory.as_ref(), &cache, &store, &mut behind).await {
+                tracing::warn!(error = %e, store_id = %store, "stock cache sweep will look at the store again");
+            }
+        }
+    }
+}
+
+async fn sweep_store(
+    inventory: &dyn InventoryStore,
+    cache: &StockCache,
+    store_id: &str,
+    behind: &mut HashMap<String, u64>,
+) -> redstore_platform::Result<()> {
+    let version = cache.version(store_id).await?.unwrap_or(0);
+    if inventory.events_after(store_id, version, 1).await?.is_empty() {
+        behind.remove(store_id);
+    } else if behind.get(store_id) == Some(&version) {
+        behind.remove(store_id);
+        let projected = catch_up(inventory, cache, store_id, None).await?;
+        tracing::info!(store_id, projected, "inventory events Kafka did not deliver projected from the log");
+    } else {
+        behind.insert(store_id.to_owned(), version);
+    }
+    Ok(())
 }
 
 /// Runs the projector until `shutdown`. It first checks every store's hash against the log
