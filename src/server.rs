@@ -434,7 +434,13 @@ async fn start_kafka(
         }
     }
     if config.serves(ServiceName::Analytics) {
-        let run = redstore_analytics::kafka::run(pool.clone(), kafka.clone(), producer.clone(), shutdown.clone());
+        let run = redstore_analytics::kafka::run(
+            pool.clone(),
+            kafka.clone(),
+            inventory.clone(),
+            producer.clone(),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
             if let Err(e) = run.await {
                 tracing::error!(error = %e, "analytics consumer stopped");

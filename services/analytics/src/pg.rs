@@ -27,7 +27,7 @@ pub const PG_MIGRATIONS: &[pg::PgMigration] = &[pg::PgMigration {
     sql: include_str!("../migrations/postgres/0001_analytics.sql"),
 }];
 
-const BATCH: u32 = 500;
+pub(crate) const BATCH: u32 = 500;
 const SWEEP: Duration = Duration::from_secs(5);
 const MINUTE_MS: i64 = 60_000;
 
@@ -166,41 +166,89 @@ pub async fn apply_all(conn: &mut PgConnection, events: &[EventEnvelope]) -> Res
     Ok(())
 }
 
+/// The store's offset (every sale event up to this sequence is counted), row-locked for the
+/// caller's transaction (scoped to the store): the lock serialises whoever folds the store's
+/// events, in any process.
+pub(crate) async fn lock_offset(conn: &mut PgConnection, store_id: &str) -> Result<u64> {
+    sqlx::query(
+        "INSERT INTO platform.consumer_offsets (group_name, topic, store_id, last_seq) VALUES ($1, 'sales', $2, 0)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(CONSUMER_GROUP)
+    .bind(store_id)
+    .execute(&mut *conn)
+    .await?;
+    let offset: i64 = sqlx::query_scalar(
+        "SELECT last_seq FROM platform.consumer_offsets WHERE group_name = $1 AND topic = 'sales' AND store_id = $2
+         FOR UPDATE",
+    )
+    .bind(CONSUMER_GROUP)
+    .bind(store_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(offset.max(0) as u64)
+}
+
+/// Moves the store's offset (locked by [`lock_offset`] in the same transaction) to `seq`.
+pub(crate) async fn set_offset(conn: &mut PgConnection, store_id: &str, seq: u64) -> Result<()> {
+    sqlx::query(
+        "UPDATE platform.consumer_offsets SET last_seq = $3 WHERE group_name = $1 AND topic = 'sales' AND store_id = $2",
+    )
+    .bind(CONSUMER_GROUP)
+    .bind(store_id)
+    .bind(seq as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The store's sale events after `after` up to `until`, at most `limit`, in sequence order, with
+/// the sequence of the last row read (`None`: there was none). A row whose body is not an event
+/// envelope is left out with a warning (its Kafka copy was dead-lettered) rather than stopping
+/// every later event of the store behind it.
+pub(crate) async fn outbox_page(
+    conn: &mut PgConnection,
+    store_id: &str,
+    after: u64,
+    until: u64,
+    limit: u32,
+) -> Result<(Vec<EventEnvelope>, Option<u64>)> {
+    use prost::Message as _;
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT store_seq, body FROM sales.outbox WHERE store_id = $1 AND store_seq > $2 AND store_seq <= $3
+         ORDER BY store_seq LIMIT $4",
+    )
+    .bind(store_id)
+    .bind(after as i64)
+    .bind(until.min(i64::MAX as u64) as i64)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    let last = rows.last().map(|(seq, _)| *seq as u64);
+    let mut events = Vec::with_capacity(rows.len());
+    for (seq, body) in rows {
+        match EventEnvelope::decode(body.as_slice()) {
+            Ok(event) => events.push(event),
+            Err(e) => {
+                tracing::warn!(store_id, store_seq = seq, error = %e, "sales outbox row is not an event; not counted")
+            }
+        }
+    }
+    Ok((events, last))
+}
+
 pub async fn consume_store(pool: &PgPool, store_id: &str) -> Result<usize> {
     let mut total = 0;
     loop {
         let mut tx = pg::store_tx(pool, store_id).await?;
-        sqlx::query(
-            "INSERT INTO platform.consumer_offsets (group_name, topic, store_id, last_seq) VALUES ($1, 'sales', $2, 0)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(CONSUMER_GROUP)
-        .bind(store_id)
-        .execute(&mut *tx)
-        .await?;
-        // The row lock serialises consumers of the same store across processes.
-        let offset: i64 = sqlx::query_scalar(
-            "SELECT last_seq FROM platform.consumer_offsets WHERE group_name = $1 AND topic = 'sales' AND store_id = $2
-             FOR UPDATE",
-        )
-        .bind(CONSUMER_GROUP)
-        .bind(store_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let events = pg::events_after(&mut tx, "sales", store_id, offset as u64, BATCH).await?;
+        let offset = lock_offset(&mut tx, store_id).await?;
+        let events = pg::events_after(&mut tx, "sales", store_id, offset, BATCH).await?;
         let Some(last) = events.last().map(|e| e.store_seq) else {
             tx.commit().await?;
             return Ok(total);
         };
         apply_all(&mut tx, &events).await?;
-        sqlx::query(
-            "UPDATE platform.consumer_offsets SET last_seq = $3 WHERE group_name = $1 AND topic = 'sales' AND store_id = $2",
-        )
-        .bind(CONSUMER_GROUP)
-        .bind(store_id)
-        .bind(last as i64)
-        .execute(&mut *tx)
-        .await?;
+        set_offset(&mut tx, store_id, last).await?;
         tx.commit().await?;
         total += events.len();
         if events.len() < BATCH as usize {

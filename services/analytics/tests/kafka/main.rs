@@ -133,8 +133,10 @@ impl Env {
         let group = format!("{}-analytics-rollups", self.cfg.topic_prefix);
         let (pool, cfg, token) = (self.app.clone(), self.cfg.clone(), shutdown.clone());
         let dlq = kafka::producer(&cfg).expect("producer");
-        let task =
-            tokio::spawn(async move { redstore_analytics::kafka::run_in_group(pool, cfg, &group, dlq, token).await });
+        let inventory = redstore_inventory::pg::PgInventory::new(pool.clone());
+        let task = tokio::spawn(async move {
+            redstore_analytics::kafka::run_in_group(pool, cfg, &group, inventory, dlq, token).await
+        });
         Relay { shutdown, task }
     }
 }
@@ -498,5 +500,41 @@ async fn analytics_dead_letters_bad_events_and_goes_on() {
     }
     assert_eq!(header_str(dead[1].headers(), header::ORIGINAL_OFFSET), Some("1"));
     analytics.stop().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn events_kafka_lost_before_the_one_it_delivers_are_counted_from_the_outbox() {
+    // A broker that came back empty lost the first five sales of the store; the sixth arrives.
+    let env = env().await;
+    let events = env.append_sales("s1", 6, 1).await;
+    redstore_analytics::kafka::fold_store(&env.app, "s1", vec![events[5].clone()]).await.expect("fold");
+    assert_eq!(env.rollups().await, (6, 12, 3_000, 6), "the five lost sales are counted from the outbox");
+    // Kafka redelivering any of them (the old broker's copies, a relay's re-sends) counts nothing.
+    redstore_analytics::kafka::fold_all(&env.app, events.clone()).await.expect("redelivery");
+    redstore_analytics::kafka::fold_store(&env.app, "s1", vec![events[2].clone()]).await.expect("redelivery");
+    assert_eq!(env.rollups().await, (6, 12, 3_000, 6));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn the_last_sales_of_a_quiet_store_that_kafka_lost_are_counted_by_the_stall_sweep() {
+    // The broker lost the store's last sales and the store went quiet: no later event shows the gap.
+    let env = env().await;
+    sqlx::query(
+        "INSERT INTO inventory.stores (store_id, name, oversell_policy, created_at_ms) VALUES ('s1', 'S1', 'strict', 0)",
+    )
+    .execute(&env.admin)
+    .await
+    .expect("store");
+    let events = env.append_sales("s1", 3, 1).await;
+    redstore_analytics::kafka::fold_store(&env.app, "s1", vec![events[0].clone()]).await.expect("fold the first");
+    let inventory = redstore_inventory::pg::PgInventory::new(env.app.clone());
+    let shutdown = CancellationToken::new();
+    let sweep = tokio::spawn(redstore_analytics::kafka::sweep_stalled(env.app.clone(), inventory, shutdown.clone()));
+    eventually(Duration::from_secs(30), "3 sales in the rollups", || async { env.rollups().await.0 >= 3 }).await;
+    assert_eq!(env.rollups().await, (3, 6, 1_500, 3));
+    shutdown.cancel();
+    sweep.await.expect("sweep stops");
     env.finish().await;
 }
