@@ -6,6 +6,7 @@ pub mod bench;
 pub mod drain;
 pub mod health;
 pub mod oversized;
+pub mod kafka_worker;
 pub mod server;
 
 pub use server::{Running, ServerConfig, start};

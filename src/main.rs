@@ -52,6 +52,25 @@ enum Command {
     /// Benchmarks against a running server.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The Kafka side of `up` and `serve` (outbox relays, consumer groups), which they run as a
+    /// child process of their own and start again whenever it ends.
+    #[command(name = "kafka-worker", hide = true)]
+    KafkaWorker(KafkaWorkerArgs),
+}
+
+#[derive(Args, Debug)]
+struct KafkaWorkerArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// An outbox to relay to Kafka (`inventory`, `sales`); repeat for both.
+    #[arg(long, value_parser = ["inventory", "sales"])]
+    relay: Vec<String>,
+    /// Run analytics' consumer group.
+    #[arg(long)]
+    analytics: bool,
+    /// Run the stock cache's consumer group (needs --redis-url).
+    #[arg(long)]
+    stock_cache: bool,
 }
 
 #[derive(Args, Debug)]
@@ -257,8 +276,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    let log_format = match cli.log_format {
+        LogFormatArg::Human => LogFormat::Human,
+        LogFormatArg::Json => LogFormat::Json,
+    };
     match cli.command {
-        Command::Up(args) => up(config(args, Vec::new(), None)).await,
+        Command::Up(args) => up(config(args, Vec::new(), None, log_format)).await,
         Command::Serve(args) => {
             if args.service == ServiceName::Sales && args.inventory_url.is_none() {
                 eprintln!("redstore serve sales: --inventory-url is required (the inventory service's gRPC URL)");
@@ -268,7 +291,7 @@ async fn run(cli: Cli) -> ExitCode {
                 eprintln!("redstore serve: --database-url is required (one service a process runs on PostgreSQL)");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            up(config(args.up, vec![args.service], args.inventory_url)).await
+            up(config(args.up, vec![args.service], args.inventory_url, log_format)).await
         }
         Command::Migrate(args) => {
             let migrated = match &args.backend.database_url {
@@ -291,6 +314,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::KafkaWorker(args) => kafka_worker(args).await,
         Command::Bench(BenchCommand::Live(args)) => {
             let cfg = LiveBench {
                 sse_target: args.sse_target.unwrap_or_else(|| args.target.clone()),
@@ -343,18 +367,18 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn config(args: UpArgs, services: Vec<ServiceName>, inventory_url: Option<String>) -> ServerConfig {
+fn config(
+    args: UpArgs,
+    services: Vec<ServiceName>,
+    inventory_url: Option<String>,
+    log_format: LogFormat,
+) -> ServerConfig {
     ServerConfig {
         listen: args.listen,
         data_dir: args.data.data_dir,
+        kafka: kafka_config(&args.backend),
         database_url: args.backend.database_url,
         redis_url: args.backend.redis_url,
-        kafka: args.backend.kafka_brokers.map(|brokers| redstore_platform::kafka::KafkaConfig {
-            brokers,
-            topic_prefix: args.backend.kafka_topic_prefix,
-            partitions: args.backend.kafka_partitions,
-            replication: args.backend.kafka_replication,
-        }),
         services,
         inventory_url,
         demo: !args.no_demo,
@@ -371,7 +395,37 @@ fn config(args: UpArgs, services: Vec<ServiceName>, inventory_url: Option<String
             scans: args.retention.scan_retention,
             ..Default::default()
         },
+        log_format,
+        worker_program: None,
     }
+}
+
+fn kafka_config(backend: &BackendArgs) -> Option<redstore_platform::kafka::KafkaConfig> {
+    backend.kafka_brokers.clone().map(|brokers| redstore_platform::kafka::KafkaConfig {
+        brokers,
+        topic_prefix: backend.kafka_topic_prefix.clone(),
+        partitions: backend.kafka_partitions,
+        replication: backend.kafka_replication,
+    })
+}
+
+async fn kafka_worker(args: KafkaWorkerArgs) -> ExitCode {
+    use redstore::kafka_worker::{self, WorkerConfig};
+    let (Some(kafka), Some(database_url)) = (kafka_config(&args.backend), args.backend.database_url) else {
+        eprintln!("redstore kafka-worker: --kafka-brokers and --database-url are required");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let relays =
+        args.relay.iter().filter_map(|r| redstore_platform::kafka::DOMAINS.into_iter().find(|d| d == r)).collect();
+    let config = WorkerConfig {
+        database_url,
+        redis_url: args.backend.redis_url,
+        kafka,
+        relays,
+        analytics: args.analytics,
+        stock_cache: args.stock_cache,
+    };
+    kafka_worker::run(config).await
 }
 
 async fn up(config: ServerConfig) -> ExitCode {

@@ -13,6 +13,7 @@ use redstore_analytics::{AnalyticsGrpc, Reports};
 use redstore_inventory::{InventoryGrpc, InventoryStore, SqliteInventory};
 use redstore_platform::datadir::DataDirLock;
 use redstore_platform::retention::{self, Retention};
+use redstore_platform::telemetry::LogFormat;
 use redstore_platform::{Db, DbOptions};
 use redstore_proto::analytics::analytics_service_server::AnalyticsServiceServer;
 use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
@@ -70,6 +71,11 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// How long idempotency keys and scan ids are kept.
     pub retention: Retention,
+    /// How the Kafka worker logs.
+    pub log_format: LogFormat,
+    /// The `redstore` binary that runs the Kafka worker (`redstore kafka-worker`); `None`: this
+    /// program. A process that embeds the server (a test) names the binary.
+    pub worker_program: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -89,6 +95,8 @@ impl ServerConfig {
             db: DbOptions::default(),
             drain_delay: Duration::ZERO,
             retention: Retention::default(),
+            log_format: LogFormat::Human,
+            worker_program: None,
         }
     }
 
@@ -138,6 +146,8 @@ pub struct Running {
     health: HealthState,
     in_flight: InFlight,
     task: JoinHandle<anyhow::Result<()>>,
+    /// The Kafka worker's supervisor: it stops the worker once `shutdown` is cancelled.
+    worker: Option<JoinHandle<()>>,
     grace_period: Duration,
     drain_delay: Duration,
 }
@@ -182,6 +192,11 @@ impl Running {
                 Ok(())
             }
         };
+        if let Some(worker) = self.worker
+            && tokio::time::timeout_at(deadline, worker).await.is_err()
+        {
+            tracing::warn!("the kafka worker did not stop within the grace period");
+        }
         self.backend.close().await;
         result
     }
@@ -238,6 +253,8 @@ struct Wiring {
     sales: Arc<dyn SalesStore>,
     reports: Arc<dyn Reports>,
     feed: LiveFeed,
+    /// The supervisor of the Kafka worker, when there is one.
+    worker: Option<JoinHandle<()>>,
 }
 
 /// Every service's PostgreSQL migrations.
@@ -280,6 +297,7 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
         reports: Arc::new(redstore_analytics::SqliteReports(db.clone())),
         feed: LiveFeed::from_embedded(&db, shutdown.clone()),
         backend: Backend::Embedded(embedded),
+        worker: None,
     })
 }
 
@@ -316,30 +334,24 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
     {
         tracing::info!("seeded the demo chain: store-1 (strict), store-2 (allows negative stock), 20 products");
     }
-    // One Kafka producer for the process (relays and dead-letter copies): each producer is its
-    // own broker connections and threads, one of which polls for delivery reports.
-    let producer = match &config.kafka {
-        Some(kafka) => Some(redstore_platform::kafka::producer(kafka)?),
-        None => None,
-    };
-    if let (Some(kafka), Some(producer)) = (&config.kafka, &producer) {
-        start_kafka(kafka, producer, &pool, &local, config, shutdown).await?;
-    } else if config.serves(ServiceName::Analytics) {
-        redstore_analytics::pg::spawn_consumer(pool.clone(), local.clone(), shutdown.clone());
-    }
     let cache = match &config.redis_url {
         Some(url) => Some(connect_redis(url).await?),
         None => None,
     };
-    match (&cache, config.kafka.as_ref().zip(producer), config.serves(ServiceName::Inventory)) {
-        (Some(cache), Some((kafka, producer)), true) => {
-            spawn_cache_consumer(kafka, producer, local.clone(), cache.clone(), shutdown.clone())?
+    // With Kafka, its relays and consumers run in the Kafka worker (a child process, see
+    // `kafka_worker`); without, the consumers read the outbox directly.
+    let worker = match &config.kafka {
+        Some(kafka) => start_kafka_worker(url, kafka, config, shutdown).await?,
+        None => {
+            if config.serves(ServiceName::Analytics) {
+                redstore_analytics::pg::spawn_consumer(pool.clone(), local.clone(), shutdown.clone());
+            }
+            if let (Some(cache), true) = (&cache, config.serves(ServiceName::Inventory)) {
+                redstore_inventory::projector::spawn(pool.clone(), local.clone(), cache.clone(), shutdown.clone());
+            }
+            None
         }
-        (Some(cache), None, true) => {
-            redstore_inventory::projector::spawn(pool.clone(), local.clone(), cache.clone(), shutdown.clone())
-        }
-        _ => {}
-    }
+    };
     let feed = match (&config.redis_url, config.serves(ServiceName::StreamBridge)) {
         (_, false) => LiveFeed::default(),
         (Some(url), true) => {
@@ -389,7 +401,42 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
         inventory: local,
         feed,
         backend: Backend::Postgres(pool),
+        worker,
     })
+}
+
+/// Checks the Kafka topics (creating the missing ones; failing within seconds, naming the brokers,
+/// when none answers), then supervises the Kafka worker that runs the outbox relays of the
+/// services this process serves and their consumer groups. `None` when it has nothing to run.
+async fn start_kafka_worker(
+    url: &str,
+    kafka: &redstore_platform::kafka::KafkaConfig,
+    config: &ServerConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    use crate::kafka_worker::{self, Launch, WorkerConfig};
+    let worker = WorkerConfig {
+        database_url: url.to_owned(),
+        redis_url: config.redis_url.clone(),
+        kafka: kafka.clone(),
+        relays: [(ServiceName::Inventory, "inventory"), (ServiceName::Sales, "sales")]
+            .into_iter()
+            .filter(|(service, _)| config.serves(*service))
+            .map(|(_, schema)| schema)
+            .collect(),
+        analytics: config.serves(ServiceName::Analytics),
+        stock_cache: config.serves(ServiceName::Inventory),
+    };
+    if worker.is_empty() {
+        return Ok(None);
+    }
+    redstore_platform::kafka::ensure_topics(kafka, &redstore_platform::kafka::DOMAINS).await?;
+    let program = match &config.worker_program {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().context("cannot find this program to start its kafka worker")?,
+    };
+    let launch = Launch { program, log_format: config.log_format };
+    Ok(Some(kafka_worker::supervise(launch, worker, shutdown.clone())))
 }
 
 /// Splits the process's connection budget between the main pool and the sales pool (at least two
@@ -397,116 +444,6 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
 fn split_pool_size(total: u32) -> (u32, u32) {
     let main = (total / 2).max(2);
     (main, total.saturating_sub(main).max(2))
-}
-
-/// Kafka at start: topics (failing within seconds, naming the brokers, when none answers), the
-/// outbox relays of the services this process serves, and the analytics consumer group.
-async fn start_kafka(
-    kafka: &redstore_platform::kafka::KafkaConfig,
-    producer: &redstore_platform::kafka::rdkafka::producer::FutureProducer,
-    pool: &redstore_platform::pg::PgPool,
-    inventory: &Arc<dyn InventoryStore>,
-    config: &ServerConfig,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    use redstore_platform::kafka;
-    kafka::ensure_topics(kafka, &["inventory", "sales"]).await?;
-    let lister = inventory.clone();
-    let stores: kafka::StoreLister = Arc::new(move || {
-        let lister = lister.clone();
-        Box::pin(async move { lister.store_ids().await })
-    });
-    for (service, schema) in [(ServiceName::Inventory, "inventory"), (ServiceName::Sales, "sales")] {
-        if config.serves(service) {
-            let relay = kafka::run_relay(
-                pool.clone(),
-                producer.clone(),
-                kafka.clone(),
-                schema,
-                stores.clone(),
-                shutdown.clone(),
-            );
-            tokio::spawn(async move {
-                if let Err(e) = relay.await {
-                    tracing::error!(error = %e, schema, "outbox relay stopped");
-                }
-            });
-        }
-    }
-    if config.serves(ServiceName::Analytics) {
-        let run = redstore_analytics::kafka::run(
-            pool.clone(),
-            kafka.clone(),
-            inventory.clone(),
-            producer.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = run.await {
-                tracing::error!(error = %e, "analytics consumer stopped");
-            }
-        });
-    }
-    Ok(())
-}
-
-/// The stock-cache projector as its own consumer group (`inventory-cache`), after checking every
-/// store's hash against the event log (`projector::reconcile_all`). A Redis outage is
-/// waited out inside the handler (the partition pauses, nothing is dead-lettered), so the cache
-/// catches up when Redis returns; only undecodable messages go to the dead-letter topic.
-fn spawn_cache_consumer(
-    kafka: &redstore_platform::kafka::KafkaConfig,
-    dlq: redstore_platform::kafka::rdkafka::producer::FutureProducer,
-    inventory: Arc<dyn InventoryStore>,
-    cache: redstore_inventory::cache::StockCache,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    use redstore_platform::kafka;
-    let consumer = kafka::consumer(kafka, "inventory-cache", &["inventory"])?;
-    let stop = shutdown.clone();
-    let (checked_cache, checked_inventory) = (cache.clone(), inventory.clone());
-    // The messages received together are projected in one Redis pipeline; when that fails, one
-    // by one below, each waiting out a Redis outage. A stale event makes its store's hash be
-    // checked against the log (it may be from a history since lost).
-    let (batch_cache, batch_inventory) = (cache.clone(), inventory.clone());
-    let batch: kafka::BatchHandler = Box::new(move |events| {
-        let (cache, inventory) = (batch_cache.clone(), batch_inventory.clone());
-        Box::pin(async move {
-            let stale = cache.project_all(&events).await?;
-            redstore_inventory::projector::reconcile_stale(inventory.as_ref(), &cache, &stale).await;
-            Ok(())
-        })
-    });
-    let handler = move |event: redstore_proto::events::EventEnvelope| {
-        let (cache, inventory, stop) = (cache.clone(), inventory.clone(), stop.clone());
-        Box::pin(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match cache.project(&event).await {
-                    Ok(None) => return Ok(()),
-                    Ok(Some(version)) => {
-                        let stale = [(event.store_id.clone(), version)];
-                        redstore_inventory::projector::reconcile_stale(inventory.as_ref(), &cache, &stale).await;
-                        return Ok(());
-                    }
-                    Err(e) if stop.is_cancelled() => return Err(e),
-                    Err(e) => {
-                        redstore_platform::warn_throttled!(error = %e, store_id = %event.store_id, "stock cache projection waits for redis");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        }) as futures::future::BoxFuture<'static, redstore_platform::Result<()>>
-    };
-    tokio::spawn(async move {
-        // A hash ahead of the log (database restored or reset) would skip every new event.
-        redstore_inventory::projector::reconcile_all(checked_inventory.as_ref(), &checked_cache).await;
-        if let Err(e) = kafka::consume_batches(consumer, dlq, Some(batch), handler, shutdown).await {
-            tracing::error!(error = %e, "stock cache consumer stopped");
-        }
-    });
-    Ok(())
 }
 
 /// Opens the stock cache and checks that Redis answers, so a wrong URL fails at start, naming it.
@@ -696,6 +633,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         health,
         in_flight,
         task,
+        worker: wiring.worker,
         grace_period: config.grace_period,
         drain_delay: config.drain_delay,
     })
