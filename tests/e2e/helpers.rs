@@ -539,3 +539,70 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A tansu broker of the test's own on a free port, storing in memory: killed and started again,
+/// it comes back empty (no topics, no consumer groups), as a cluster whose topics were deleted and
+/// created again. Never the machine's shared broker. Killed when dropped.
+pub struct KafkaBroker {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl KafkaBroker {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let mut broker = Self { port, child: None };
+        broker.restart();
+        broker
+    }
+
+    /// `host:port`, as `--kafka-brokers` takes it.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port, empty, and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.kill();
+        let program = std::env::var("REDSTORE_TEST_TANSU").unwrap_or_else(|_| "tansu".to_owned());
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let mut child = std::process::Command::new(&program)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("tansu (scripts/test.sh installs it)");
+            // The old broker's connections may still hold the port for a moment: tansu then exits
+            // at once, and is started again.
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    self.child = Some(child);
+                    return;
+                }
+                if child.try_wait().expect("tansu status").is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tansu did not start on port {}", self.port);
+    }
+
+    /// Kills the broker at once; in memory, everything it held is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

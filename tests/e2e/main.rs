@@ -4,6 +4,7 @@
 mod helpers;
 
 mod analytics;
+mod broker_restart;
 mod checkout_race;
 mod distributed;
 mod embedded_db;
