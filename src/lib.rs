@@ -5,8 +5,8 @@
 pub mod bench;
 pub mod drain;
 pub mod health;
-pub mod oversized;
 pub mod kafka_worker;
+pub mod oversized;
 pub mod server;
 
 pub use server::{Running, ServerConfig, start};

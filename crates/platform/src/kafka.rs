@@ -393,7 +393,7 @@ pub async fn watch_topics(
             Ok((kept, created)) if created.is_empty() => admin = kept,
             Ok((_, created)) => return Ok(created),
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "cannot check the kafka topics; will look again");
+                crate::warn_throttled!(error = format!("{e:#}"), "cannot check the kafka topics; will look again");
                 admin = self::admin(cfg)?;
             }
         }

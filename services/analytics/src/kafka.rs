@@ -127,13 +127,13 @@ pub async fn sweep_stalled(pool: PgPool, inventory: Arc<dyn InventoryStore>, shu
         let stores = match inventory.store_ids().await {
             Ok(stores) => stores,
             Err(e) => {
-                tracing::warn!(error = %e, "analytics sweep cannot list the stores");
+                redstore_platform::warn_throttled!(error = %e, "analytics sweep cannot list the stores");
                 continue;
             }
         };
         for store in stores {
             if let Err(e) = sweep_store(&pool, &store, &mut behind).await {
-                tracing::warn!(error = %e, store_id = %store, "analytics sweep will look at the store again");
+                redstore_platform::warn_throttled!(error = %e, store_id = %store, "analytics sweep will look at the store again");
             }
         }
     }

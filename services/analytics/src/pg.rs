@@ -230,7 +230,7 @@ pub(crate) async fn outbox_page(
         match EventEnvelope::decode(body.as_slice()) {
             Ok(event) => events.push(event),
             Err(e) => {
-                tracing::warn!(store_id, store_seq = seq, error = %e, "sales outbox row is not an event; not counted")
+                redstore_platform::warn_throttled!(store_id, store_seq = seq, error = %e, "sales outbox row is not an event; not counted")
             }
         }
     }

@@ -159,13 +159,13 @@ pub async fn sweep_stalled(inventory: Arc<dyn InventoryStore>, cache: StockCache
         let stores = match inventory.store_ids().await {
             Ok(stores) => stores,
             Err(e) => {
-                tracing::warn!(error = %e, "stock cache sweep cannot list the stores");
+                redstore_platform::warn_throttled!(error = %e, "stock cache sweep cannot list the stores");
                 continue;
             }
         };
         for store in stores {
             if let Err(e) = sweep_store(inventory.as_ref(), &cache, &store, &mut behind).await {
-                tracing::warn!(error = %e, store_id = %store, "stock cache sweep will look at the store again");
+                redstore_platform::warn_throttled!(error = %e, store_id = %store, "stock cache sweep will look at the store again");
             }
         }
     }
