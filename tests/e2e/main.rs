@@ -6,6 +6,7 @@ mod helpers;
 mod analytics;
 mod broker_restart;
 mod checkout_race;
+mod connections;
 mod distributed;
 mod embedded_db;
 mod faults;

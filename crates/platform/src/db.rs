@@ -2,9 +2,10 @@
 //!
 //! Every write runs on one writer thread that commits in groups: it takes every job waiting in its
 //! queue, runs each inside its own SAVEPOINT (a failed job rolls back alone and leaves no trace),
-//! and commits them all with one fsync. Readers use a small pool of read-only connections, which
-//! WAL lets run beside the writer. Each committed batch of events is published after the commit,
-//! so nothing is ever announced that is not durable.
+//! and commits them all with one fsync. Reads run on a few reader threads, each with its own
+//! read-only connection (more reads wait in a queue), which WAL lets run beside the writer. Each
+//! committed batch of events is published after the commit, so nothing is ever announced that is
+//! not durable.
 //!
 //! Another program may hold the database's write lock (an operator's `sqlite3` shell, a backup
 //! tool). The writer then waits up to the busy timeout, answers the waiting writes UNAVAILABLE with
@@ -28,6 +29,9 @@ use crate::error::{Error, Result};
 
 /// Most jobs one commit takes; bounds the latency a long queue adds to its first job.
 const MAX_GROUP: usize = 512;
+/// Reader threads, each with its own read-only connection: reads beyond them wait in a queue
+/// rather than each taking a thread and opening a connection of its own (thousands of live
+/// streams opening at once would).
 const READERS: usize = 4;
 /// How often an unwritable database is tried again while no write is waiting.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -150,8 +154,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::SyncSender<Box<dyn Job>>>>,
     write_queue: usize,
-    busy_timeout: Duration,
-    readers: Mutex<Vec<Connection>>,
+    /// Reads waiting for a reader thread; the threads stop when the database is dropped.
+    reads: mpsc::Sender<ReadJob>,
     commits: broadcast::Sender<Arc<[Committed]>>,
     head: watch::Sender<i64>,
     writable: watch::Sender<bool>,
@@ -168,6 +172,30 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(())
+}
+
+/// A read waiting for a reader thread; it answers its caller itself.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A reader thread: runs queued reads on its connection until the database is dropped.
+fn read_loop(conn: &Connection, queued: &Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        // The lock is held while waiting: one idle reader waits for the queue, the others for it.
+        let job = queued.lock().recv();
+        let Ok(job) = job else { break };
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() {
+            tracing::error!("a database read panicked");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+}
+
+fn open_reader(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    configure(&conn, busy_timeout)?;
+    Ok(conn)
 }
 
 impl Db {
@@ -191,12 +219,14 @@ impl Db {
         migrate(&conn, migrations)?;
         let head: i64 = conn.query_row("SELECT COALESCE(MAX(position), 0) FROM event_log", [], |r| r.get(0))?;
 
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let r =
-                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-            configure(&r, busy)?;
-            readers.push(r);
+        let (reads, queued) = mpsc::channel::<ReadJob>();
+        let queued = Arc::new(Mutex::new(queued));
+        for n in 0..READERS {
+            let (conn, queued) = (open_reader(path, busy)?, queued.clone());
+            std::thread::Builder::new()
+                .name(format!("redstore-db-reader-{n}"))
+                .spawn(move || read_loop(&conn, &queued))
+                .context("cannot start a database reader thread")?;
         }
         let (commits, _) = broadcast::channel(4096);
         let (head, _) = watch::channel(head);
@@ -207,8 +237,7 @@ impl Db {
             path: path.to_owned(),
             writer: Mutex::new(Some(tx)),
             write_queue,
-            busy_timeout: busy,
-            readers: Mutex::new(readers),
+            reads,
             commits,
             head,
             writable,
@@ -263,35 +292,19 @@ impl Db {
     }
 
     /// Runs `f` on a read-only connection (a consistent snapshot for its duration when `f` opens a
-    /// transaction; each statement is consistent on its own otherwise).
+    /// transaction; each statement is consistent on its own otherwise). Reads run on a few
+    /// reader threads; more wait in their queue, holding no thread and no connection.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &inner.path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    configure(&c, inner.busy_timeout)?;
-                    c
-                }
-            };
-            let result = f(&conn);
-            let mut pool = inner.readers.lock();
-            if pool.len() < READERS {
-                pool.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("read task failed: {e}")))?
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.inner.reads.send(job).map_err(|_| Error::unavailable("the database's readers have stopped"))?;
+        rx.await.map_err(|_| Error::Internal(anyhow::anyhow!("a database read panicked")))?
     }
 
     /// Every committed batch of events, in commit order. A receiver that lags must re-read the log.
