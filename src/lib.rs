@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod connections;
 pub mod drain;
 pub mod health;
 pub mod kafka_worker;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use redstore::bench::{self, CheckoutBench, LiveBench};
+use redstore::connections::ConnectionOptions;
 use redstore::server::{self, ServerConfig, ServiceName};
 use redstore_platform::telemetry::{self, LogFormat};
 
@@ -155,6 +156,8 @@ struct UpArgs {
     embedded: EmbeddedDbArgs,
     #[command(flatten)]
     retention: RetentionArgs,
+    #[command(flatten)]
+    connections: ConnectionOptions,
 }
 
 /// How long answers kept for retries are kept.
@@ -257,6 +260,8 @@ struct CheckoutArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A server holds a file per client connection, and a benchmark one per client.
+    redstore::connections::raise_open_file_limit();
     telemetry::init(match cli.log_format {
         LogFormatArg::Human => LogFormat::Human,
         LogFormatArg::Json => LogFormat::Json,
@@ -397,6 +402,7 @@ fn config(
         },
         log_format,
         worker_program: None,
+        connections: args.connections,
     }
 }
 

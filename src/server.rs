@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::http::{HeaderName, Method};
-use axum::serve::ListenerExt as _;
 use redstore_analytics::{AnalyticsGrpc, Reports};
 use redstore_inventory::{InventoryGrpc, InventoryStore, SqliteInventory};
 use redstore_platform::datadir::DataDirLock;
@@ -29,6 +28,7 @@ use tonic_web::GrpcWebLayer;
 use tower::Layer as _;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::connections::ConnectionOptions;
 use crate::drain::InFlight;
 use crate::health::HealthState;
 
@@ -76,6 +76,8 @@ pub struct ServerConfig {
     /// The `redstore` binary that runs the Kafka worker (`redstore kafka-worker`); `None`: this
     /// program. A process that embeds the server (a test) names the binary.
     pub worker_program: Option<PathBuf>,
+    /// Timeouts, keep-alive and the cap of connections.
+    pub connections: ConnectionOptions,
 }
 
 impl ServerConfig {
@@ -97,6 +99,7 @@ impl ServerConfig {
             retention: Retention::default(),
             log_format: LogFormat::Human,
             worker_program: None,
+            connections: ConnectionOptions::default(),
         }
     }
 
@@ -612,16 +615,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .layer(cors())
         .layer(axum::middleware::from_fn_with_state(in_flight.clone(), InFlight::track));
 
+    let mut connections = config.connections;
+    let open_files = crate::connections::open_file_limit();
+    connections.max_connections = crate::connections::fitting_connections(connections.max_connections, open_files);
+    if connections.max_connections < config.connections.max_connections {
+        tracing::warn!(
+            open_files,
+            max_connections = connections.max_connections,
+            "the open-file limit is lower than --max-connections; the connection cap is lowered to fit (raise `ulimit -n`)"
+        );
+    }
     let stop_accepting = CancellationToken::new();
     let stop = stop_accepting.clone();
     let task = tokio::spawn(async move {
-        // Small gRPC frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await.context("server failed")
+        crate::connections::serve(listener, router, connections, stop).await.context("server failed")
     });
     tracing::info!(%addr, backend = match backend { Backend::Embedded(_) => "embedded", Backend::Postgres(_) => "postgres" },
         "red store is listening");

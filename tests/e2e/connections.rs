@@ -1,7 +1,142 @@
-//! Connections: many live streams opening at once cost no database connections or threads
-//! beyond the server's own.
+//! Connections: clients that send too little are closed, idle connections are closed but idle
+//! streams are not, the cap on connections refuses precisely and admits again, and many streams
+//! opening at once cost no database connections or threads beyond the server's own.
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use redstore_proto::stream::WatchInventoryRequest;
+use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
+use redstore_proto::stream::watch_inventory_response::Item;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use crate::helpers::*;
+
+/// Reads until the server closes the connection; what it sent, or None if it was still open
+/// after `wait`.
+async fn closed_within(tcp: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+                Err(e) => panic!("reading from the server: {e}"),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_by_the_server() {
+    let app = TestApp::spawn_configured(|cfg| cfg.connections.header_read_timeout = Duration::from_millis(300)).await;
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    let sent = closed_within(&mut silent, Duration::from_secs(10)).await.expect("a silent client is closed");
+    assert!(sent.is_empty(), "nothing is answered to a client that asked nothing: {sent:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_is_closed_by_the_server() {
+    let app = TestApp::spawn_configured(|cfg| cfg.connections.header_read_timeout = Duration::from_millis(300)).await;
+    let mut half = TcpStream::connect(app.addr).await.unwrap();
+    // The headers never end: no blank line.
+    half.write_all(b"GET /v1/stores/store-1/inventory/events HTTP/1.1\r\nHost: redstore\r\n").await.unwrap();
+    let sent = closed_within(&mut half, Duration::from_secs(10)).await.expect("a half-sent request is closed");
+    assert!(sent.is_empty(), "the request never began, so nothing is answered: {sent:?}");
+
+    // A keep-alive connection waiting for its next request is held to the same timeout.
+    let mut kept = TcpStream::connect(app.addr).await.unwrap();
+    kept.write_all(b"GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: redstore\r\n\r\n").await.unwrap();
+    let sent =
+        closed_within(&mut kept, Duration::from_secs(10)).await.expect("an idle keep-alive connection is closed");
+    let sent = String::from_utf8_lossy(&sent);
+    assert!(sent.starts_with("HTTP/1.1 404"), "the complete request was answered first: {sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_but_idle_live_streams_stay_open() {
+    let idle = Duration::from_millis(300);
+    let app = TestApp::spawn_configured(|cfg| {
+        cfg.connections.idle_timeout = idle;
+        cfg.connections.header_read_timeout = idle;
+        cfg.connections.http2_keep_alive_timeout = idle;
+    })
+    .await;
+    let now = app.inventory_seq("store-1").await;
+    let mut watch = InventoryStreamServiceClient::new(app.new_channel().await)
+        .watch_inventory(WatchInventoryRequest {
+            store_id: "store-1".into(),
+            resume_after: now,
+            include_snapshot: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sse = SseClient::connect(&app, "store-1", "", Some(now)).await;
+
+    // An HTTP/2 connection that never sends a request: GOAWAY, then closed.
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (_requests, connection) = hyper::client::conn::http2::handshake::<_, _, axum::body::Body>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("an HTTP/2 handshake");
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("an idle HTTP/2 connection is closed")
+        .expect("closed cleanly, with a GOAWAY");
+
+    // Both streams sat idle past every timeout, and still deliver.
+    tokio::time::sleep(idle * 4).await;
+    let mut sales = redstore_proto::sales::sales_service_client::SalesServiceClient::new(app.new_channel().await);
+    sales.checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0006", 1)], vec![cash(1000)])).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("an event").unwrap();
+    assert!(matches!(event.and_then(|m| m.item), Some(Item::Event(e)) if e.store_seq == now + 1));
+    assert_eq!(sse.next_change().await.seq(), now + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_the_cap_is_closed_at_once_and_one_is_admitted_once_another_closes() {
+    // The test's own gRPC connection is the first of three.
+    let app = TestApp::spawn_configured(|cfg| {
+        cfg.connections.max_connections = 3;
+        cfg.connections.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    app.inventory_seq("store-1").await;
+    let second = TcpStream::connect(app.addr).await.unwrap();
+    let _third = TcpStream::connect(app.addr).await.unwrap();
+
+    let mut fourth = TcpStream::connect(app.addr).await.unwrap();
+    let sent =
+        closed_within(&mut fourth, Duration::from_secs(10)).await.expect("the connection past the cap is closed");
+    assert!(sent.is_empty(), "{sent:?}");
+
+    drop(second);
+    let admitted = async {
+        loop {
+            let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+            tcp.write_all(
+                b"GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: redstore\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let sent = closed_within(&mut tcp, Duration::from_secs(10)).await.expect("an answer, then close");
+            if !sent.is_empty() {
+                return String::from_utf8_lossy(&sent).into_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), admitted).await.expect("served again below the cap");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
 
 /// Open files of this process that are the database file itself (not its journal or lock).
 fn open_database_files(db: &std::path::Path) -> usize {
