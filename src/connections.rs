@@ -50,6 +50,10 @@ pub struct ConnectionOptions {
     /// Lowered at start to what the process's open-file limit allows.
     #[arg(long, env = "REDSTORE_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Most live streams (SSE and WatchInventory) open at once in the process; beyond it SSE
+    /// answers 503 with Retry-After and WatchInventory RESOURCE_EXHAUSTED with a retry hint.
+    #[arg(long, env = "REDSTORE_MAX_LIVE_STREAMS", default_value_t = 15_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_live_streams: u32,
 }
 
 impl Default for ConnectionOptions {
@@ -61,6 +65,7 @@ impl Default for ConnectionOptions {
             http2_keep_alive_timeout: Duration::from_secs(10),
             http2_max_streams: 200,
             max_connections: 20_000,
+            max_live_streams: 15_000,
         }
     }
 }

@@ -19,7 +19,7 @@ use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
 use redstore_proto::sales::sales_service_server::SalesServiceServer;
 use redstore_proto::stream::inventory_stream_service_server::InventoryStreamServiceServer;
 use redstore_sales::{SalesGrpc, SalesStore};
-use redstore_stream_bridge::{LiveFeed, StreamGrpc};
+use redstore_stream_bridge::{LiveFeed, LiveStreams, StreamGrpc};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +76,7 @@ pub struct ServerConfig {
     /// The `redstore` binary that runs the Kafka worker (`redstore kafka-worker`); `None`: this
     /// program. A process that embeds the server (a test) names the binary.
     pub worker_program: Option<PathBuf>,
-    /// Timeouts, keep-alive and the cap of connections.
+    /// Timeouts, keep-alive and caps of connections and live streams.
     pub connections: ConnectionOptions,
 }
 
@@ -596,8 +596,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     if config.serves(ServiceName::Analytics) {
         routes = routes.add_service(web.layer(AnalyticsGrpc::new(wiring.reports.clone()).into_server()));
     }
+    let live_streams = LiveStreams::new(config.connections.max_live_streams as usize);
     if config.serves(ServiceName::StreamBridge) {
-        let stream = StreamGrpc::new(wiring.inventory.clone(), wiring.feed.clone(), shutdown.clone());
+        let stream =
+            StreamGrpc::new(wiring.inventory.clone(), wiring.feed.clone(), live_streams.clone(), shutdown.clone());
         routes = routes.add_service(web.layer(stream.into_server()));
     }
     let mut router = routes.into_axum_router();
@@ -605,6 +607,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         router = router.merge(redstore_stream_bridge::sse::router(
             wiring.inventory.clone(),
             wiring.feed.clone(),
+            live_streams,
             shutdown.clone(),
             config.sse_keep_alive,
         ));

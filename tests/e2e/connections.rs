@@ -1,6 +1,5 @@
 //! Connections: clients that send too little are closed, idle connections are closed but idle
-//! streams are not, the cap on connections refuses precisely and admits again, and many streams
-//! opening at once cost no database connections or threads beyond the server's own.
+//! streams are not, and the caps on connections and live streams refuse precisely and admit again.
 
 use std::io::ErrorKind;
 use std::time::Duration;
@@ -10,6 +9,8 @@ use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServ
 use redstore_proto::stream::watch_inventory_response::Item;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tonic::Code;
+use tonic_types::StatusExt as _;
 
 use crate::helpers::*;
 
@@ -136,6 +137,67 @@ async fn a_connection_past_the_cap_is_closed_at_once_and_one_is_admitted_once_an
     };
     let answer = tokio::time::timeout(Duration::from_secs(10), admitted).await.expect("served again below the cap");
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+/// Opens an SSE request and returns its status and Retry-After, without reading the stream.
+async fn sse_status(app: &TestApp) -> (reqwest::StatusCode, Option<String>, reqwest::Response) {
+    let client = reqwest::Client::builder().http1_only().build().unwrap();
+    let response = client.get(format!("{}/v1/stores/store-1/inventory/events", app.url)).send().await.unwrap();
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    (response.status(), retry_after, response)
+}
+
+async fn watch(
+    app: &TestApp,
+) -> Result<tonic::Streaming<redstore_proto::stream::WatchInventoryResponse>, tonic::Status> {
+    InventoryStreamServiceClient::new(app.new_channel().await)
+        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), resume_after: 0, include_snapshot: true })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_stream_cap_refuses_the_next_stream_and_admits_again_once_one_closes() {
+    let app = TestApp::spawn_configured(|cfg| cfg.connections.max_live_streams = 2).await;
+    let sse = SseClient::connect(&app, "store-1", "", None).await;
+    let grpc = watch(&app).await.expect("the second stream is admitted");
+
+    let (status, retry_after, _) = sse_status(&app).await;
+    assert_eq!(status, 503, "an SSE stream past the cap");
+    assert_eq!(retry_after.as_deref(), Some("5"), "with a hint of when to retry");
+    let refused = watch(&app).await.expect_err("a WatchInventory past the cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let hint = refused.get_error_details().retry_info().and_then(|info| info.retry_delay);
+    assert_eq!(hint, Some(Duration::from_secs(5)), "with a retry hint: {refused:?}");
+
+    // A stream that closes gives its place back (once the server sees its client leave).
+    drop(sse);
+    let sse_again = async {
+        loop {
+            let (status, _, response) = sse_status(&app).await;
+            if status == 200 {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let sse_again = tokio::time::timeout(Duration::from_secs(10), sse_again).await.expect("SSE admitted again");
+    assert_eq!(watch(&app).await.expect_err("full again").code(), Code::ResourceExhausted);
+
+    drop(grpc);
+    let grpc_again = async {
+        loop {
+            match watch(&app).await {
+                Ok(stream) => return stream,
+                Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut grpc_again = tokio::time::timeout(Duration::from_secs(10), grpc_again).await.expect("gRPC admitted again");
+    let first = grpc_again.message().await.unwrap().and_then(|m| m.item);
+    assert!(matches!(first, Some(Item::Snapshot(_))), "{first:?}");
+    drop(sse_again);
 }
 
 /// Open files of this process that are the database file itself (not its journal or lock).

@@ -11,18 +11,25 @@ use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse, watc
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::LiveStreams;
 use crate::feed::{self, Item, LiveFeed, Start};
 
 #[derive(Clone)]
 pub struct StreamGrpc {
     inventory: Arc<dyn InventoryStore>,
     feed: LiveFeed,
+    streams: LiveStreams,
     shutdown: CancellationToken,
 }
 
 impl StreamGrpc {
-    pub fn new(inventory: Arc<dyn InventoryStore>, feed: LiveFeed, shutdown: CancellationToken) -> Self {
-        Self { inventory, feed, shutdown }
+    pub fn new(
+        inventory: Arc<dyn InventoryStore>,
+        feed: LiveFeed,
+        streams: LiveStreams,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { inventory, feed, streams, shutdown }
     }
 
     pub fn into_server(self) -> InventoryStreamServiceServer<Self> {
@@ -40,11 +47,12 @@ impl InventoryStreamService for StreamGrpc {
     async fn watch_inventory(&self, req: Request<WatchInventoryRequest>) -> Result<Response<WatchStream>, Status> {
         let req = req.into_inner();
         let store_id = identifier("store_id", &req.store_id)?.to_owned();
+        let admitted = self.streams.admit()?;
         feed::require_store(self.inventory.as_ref(), &store_id).await?;
         let start = if req.include_snapshot { Start::Snapshot } else { Start::After(req.resume_after) };
         let watch = feed::watch(self.inventory.clone(), &self.feed, store_id, start, self.shutdown.clone());
         // A watch that ends says why (UNAVAILABLE: reconnect and resume); it never just stops.
-        let stream = watch.map(|item| {
+        let stream = admitted.hold(watch).map(|item| {
             let item = match item.map_err(Status::from)? {
                 Item::Snapshot(s) => watch_inventory_response::Item::Snapshot(s),
                 Item::Event(e) => watch_inventory_response::Item::Event((*e).clone()),

@@ -9,10 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod feed;
 pub mod grpc;
 pub mod redis;
 pub mod sse;
 
+pub use admission::LiveStreams;
 pub use feed::LiveFeed;
 pub use grpc::StreamGrpc;

@@ -4,7 +4,8 @@
 //! connection by sending `Last-Event-ID`, and gets exactly the events it missed. `?after=N` does
 //! the same for clients that cannot set headers; `?snapshot=true` starts with the store's stock
 //! (as an event named `snapshot` whose id is the sequence it reflects). Comments keep idle
-//! connections alive through proxies.
+//! connections alive through proxies. Past the process's cap on live streams the answer is 503
+//! with `Retry-After`; `EventSource` does not retry a non-200 answer, so a page does, after it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,12 +28,14 @@ use redstore_proto::stream::InventorySnapshot;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::LiveStreams;
 use crate::feed::{self, Item, LiveFeed, Start};
 
 #[derive(Clone)]
 struct SseState {
     inventory: Arc<dyn InventoryStore>,
     feed: LiveFeed,
+    streams: LiveStreams,
     shutdown: CancellationToken,
     keep_alive: Duration,
     memo: JsonMemo,
@@ -62,12 +66,14 @@ impl JsonMemo {
 pub fn router(
     inventory: Arc<dyn InventoryStore>,
     feed: LiveFeed,
+    streams: LiveStreams,
     shutdown: CancellationToken,
     keep_alive: Duration,
 ) -> Router {
     Router::new().route("/v1/stores/{store_id}/inventory/events", get(events)).with_state(SseState {
         inventory,
         feed,
+        streams,
         shutdown,
         keep_alive,
         memo: JsonMemo::default(),
@@ -75,6 +81,12 @@ pub fn router(
 }
 
 fn error_response(err: Error) -> Response {
+    if let Error::ResourceExhausted { retry_after: Some(after), .. } = &err {
+        // Whole seconds, rounded up: HTTP has no finer Retry-After.
+        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        return (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, seconds.to_string())], format!("{err}\n"))
+            .into_response();
+    }
     let status = match err.code() {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
@@ -110,6 +122,10 @@ async fn events(
         Some(Err(_)) => return error_response(Error::invalid("after", "is not a sequence number")),
     };
     let snapshot = matches!(params.get("snapshot").map(String::as_str), Some("true" | "1"));
+    let admitted = match state.streams.admit() {
+        Ok(admitted) => admitted,
+        Err(e) => return error_response(e),
+    };
     if let Err(e) = feed::require_store(state.inventory.as_ref(), &store_id).await {
         return error_response(e);
     }
@@ -121,7 +137,9 @@ async fn events(
     let memo = state.memo.clone();
     // An SSE stream that must end just closes: `EventSource` reconnects by itself, with
     // `Last-Event-ID`.
-    let stream = feed::watch(state.inventory.clone(), &state.feed, store_id, start, state.shutdown.clone())
+    let watch = feed::watch(state.inventory.clone(), &state.feed, store_id, start, state.shutdown.clone());
+    let stream = admitted
+        .hold(watch)
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(move |item| std::future::ready(item.ok().map(|item| Ok::<_, Infallible>(to_sse(&item, &memo)))));
     Sse::new(stream).keep_alive(KeepAlive::new().interval(state.keep_alive).text("keep-alive")).into_response()
