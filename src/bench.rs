@@ -388,25 +388,28 @@ fn occurred_at_ms(block: &[u8]) -> Option<i64> {
     std::str::from_utf8(&block[at..at + digits]).ok()?.parse().ok()
 }
 
-pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
+/// The store's newest sequence, from the snapshot that opens a watch.
+async fn store_head(stream_bridge: &str, store_id: &str) -> anyhow::Result<u64> {
     use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
     use redstore_proto::stream::{WatchInventoryRequest, watch_inventory_response::Item};
-
-    anyhow::ensure!(cfg.clients > 0 && cfg.sales > 0 && cfg.rate > 0, "--clients, --sales and --rate must be positive");
-    set_up_store(&cfg.target, &cfg.store_id, 1).await?;
-    let mut watch = InventoryStreamServiceClient::new(connect(&cfg.sse_target).await?)
+    let mut watch = InventoryStreamServiceClient::new(connect(stream_bridge).await?)
         .watch_inventory(WatchInventoryRequest {
-            store_id: cfg.store_id.clone(),
+            store_id: store_id.to_owned(),
             resume_after: 0,
             include_snapshot: true,
         })
         .await?
         .into_inner();
-    let as_of = match watch.message().await?.and_then(|m| m.item) {
-        Some(Item::Snapshot(s)) => s.as_of_seq,
+    match watch.message().await?.and_then(|m| m.item) {
+        Some(Item::Snapshot(s)) => Ok(s.as_of_seq),
         _ => anyhow::bail!("the stream bridge did not start with a snapshot"),
-    };
-    drop(watch);
+    }
+}
+
+pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
+    anyhow::ensure!(cfg.clients > 0 && cfg.sales > 0 && cfg.rate > 0, "--clients, --sales and --rate must be positive");
+    set_up_store(&cfg.target, &cfg.store_id, 1).await?;
+    let as_of = store_head(&cfg.sse_target, &cfg.store_id).await?;
 
     let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(0).build()?;
     let url = format!("{}/v1/stores/{}/inventory/events?after={as_of}", cfg.sse_target, cfg.store_id);
@@ -458,6 +461,234 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
         p99: percentile(&all, 99.0),
         max: all.last().copied().unwrap_or_default(),
     })
+}
+
+/// `redstore bench idle-streams`: many SSE clients that open a store's stream and then sit idle,
+/// as the terminals of a quiet chain do; the server's cost of holding them, read from the
+/// outside (`/proc/<pid>`) before they open, while they are open and after they close.
+#[derive(Clone, Debug)]
+pub struct IdleBench {
+    /// Where the store is set up (gRPC).
+    pub target: String,
+    /// Where the SSE clients connect (a stream bridge); defaults to `target`.
+    pub sse_target: String,
+    pub streams: usize,
+    /// The store to watch; created if missing.
+    pub store_id: String,
+    /// The server's process, whose memory, threads and open files are read.
+    pub server_pid: Option<u32>,
+    /// How long to wait, once every stream is open, before reading the server's figures.
+    pub settle: Duration,
+}
+
+/// A process's figures from `/proc/<pid>`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessFigures {
+    /// Resident memory (`VmRSS`), bytes.
+    pub rss: u64,
+    /// Peak resident memory so far (`VmHWM`), bytes.
+    pub peak_rss: u64,
+    pub threads: u64,
+    pub open_files: u64,
+}
+
+impl ProcessFigures {
+    /// Reads them; `None` when the process cannot be read (gone, or another user's).
+    pub fn read(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        };
+        let open_files = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+        Some(Self {
+            rss: field("VmRSS")? * 1024,
+            peak_rss: field("VmHWM")? * 1024,
+            threads: field("Threads")?,
+            open_files,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct IdleSummary {
+    pub wanted: usize,
+    pub open: usize,
+    /// Answered 503: past the server's cap on live streams.
+    pub refused: usize,
+    pub failed: usize,
+    pub opening: Duration,
+    pub before: Option<ProcessFigures>,
+    pub held: Option<ProcessFigures>,
+    pub after: Option<ProcessFigures>,
+}
+
+impl std::fmt::Display for IdleSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        write!(
+            f,
+            "idle SSE streams: {} open of {} ({} refused with 503, {} failed), opened in {:.1} s",
+            self.open,
+            self.wanted,
+            self.refused,
+            self.failed,
+            self.opening.as_secs_f64()
+        )?;
+        let (Some(before), Some(held)) = (self.before, self.held) else {
+            return write!(f, "\n(no --server-pid: the server's figures were not read)");
+        };
+        let per_stream = held.rss.saturating_sub(before.rss) as f64 / self.open.max(1) as f64 / 1024.0;
+        write!(
+            f,
+            "\nserver RSS {:.1} MiB -> {:.1} MiB with them open: {:.1} KiB per stream (peak RSS {:.1} MiB)\
+             \nserver threads {} -> {}, open files {} -> {}",
+            mib(before.rss),
+            mib(held.rss),
+            per_stream,
+            mib(held.peak_rss),
+            before.threads,
+            held.threads,
+            before.open_files,
+            held.open_files
+        )?;
+        if let Some(after) = self.after {
+            write!(
+                f,
+                "\nafter they closed: RSS {:.1} MiB, threads {}, open files {}",
+                mib(after.rss),
+                after.threads,
+                after.open_files
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// How one idle client's request was answered.
+enum Opened {
+    Streaming,
+    Refused,
+}
+
+/// Clients connecting at once: more would only overflow the server's listen queue.
+const OPENING_AT_ONCE: usize = 256;
+
+/// One idle SSE client: a plain HTTP/1.1 request, as `EventSource` sends it; once the stream is
+/// open it reads (and drops) the keep-alive comments until `stop`.
+async fn idle_client(
+    addr: std::net::SocketAddr,
+    request: Arc<[u8]>,
+    opening: Arc<tokio::sync::Semaphore>,
+    opened: tokio::sync::mpsc::Sender<anyhow::Result<Opened>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let open = async {
+        let _turn = opening.acquire().await?;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.write_all(&request).await?;
+        let mut head = Vec::with_capacity(256);
+        let mut buf = [0u8; 256];
+        while find(&head, b"\r\n\r\n").is_none() {
+            let n = tcp.read(&mut buf).await?;
+            anyhow::ensure!(n > 0, "the server closed the connection before answering");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let status = head.split(|b| *b == b' ').nth(1).unwrap_or_default();
+        match status {
+            b"200" => Ok((tcp, Opened::Streaming)),
+            b"503" => Ok((tcp, Opened::Refused)),
+            other => anyhow::bail!("the server answered {}", String::from_utf8_lossy(other)),
+        }
+    };
+    let (mut tcp, how) = match open.await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = opened.send(Err(e)).await;
+            return;
+        }
+    };
+    let streaming = matches!(how, Opened::Streaming);
+    let _ = opened.send(Ok(how)).await;
+    if !streaming {
+        return;
+    }
+    let mut buf = [0u8; 256];
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            read = tcp.read(&mut buf) => if !matches!(read, Ok(n) if n > 0) { return },
+        }
+    }
+}
+
+pub async fn idle_streams(cfg: IdleBench) -> anyhow::Result<IdleSummary> {
+    anyhow::ensure!(cfg.streams > 0, "--streams must be positive");
+    let open_files = crate::connections::open_file_limit();
+    anyhow::ensure!(
+        open_files > cfg.streams as u64 + 64,
+        "{} streams need as many open files, and the limit is {open_files}: raise `ulimit -n`",
+        cfg.streams
+    );
+    set_up_store(&cfg.target, &cfg.store_id, 0).await?;
+    let head = store_head(&cfg.sse_target, &cfg.store_id).await?;
+    let url = reqwest::Url::parse(&cfg.sse_target).with_context(|| format!("--sse-target {}", cfg.sse_target))?;
+    let host = url.host_str().context("the SSE target has no host")?.to_owned();
+    let port = url.port_or_known_default().context("the SSE target has no port")?;
+    let addr =
+        tokio::net::lookup_host((host.as_str(), port)).await?.next().context("the SSE target does not resolve")?;
+    let request: Arc<[u8]> = format!(
+        "GET /v1/stores/{}/inventory/events?after={head} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n",
+        cfg.store_id
+    )
+    .into_bytes()
+    .into();
+
+    let figures = || cfg.server_pid.and_then(ProcessFigures::read);
+    let before = figures();
+    anyhow::ensure!(
+        cfg.server_pid.is_none() || before.is_some(),
+        "cannot read /proc/{}/status: is --server-pid the server's?",
+        cfg.server_pid.unwrap_or_default()
+    );
+    let started = Instant::now();
+    let opening = Arc::new(tokio::sync::Semaphore::new(OPENING_AT_ONCE));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel(cfg.streams);
+    let mut clients = Vec::with_capacity(cfg.streams);
+    for _ in 0..cfg.streams {
+        let client = idle_client(addr, request.clone(), opening.clone(), opened_tx.clone(), stop.clone());
+        clients.push(tokio::spawn(client));
+    }
+    drop(opened_tx);
+    let (mut open, mut refused, mut failed) = (0, 0, 0);
+    // Each client reports once; an open one keeps its sender while it stays open.
+    for _ in 0..cfg.streams {
+        let Some(result) = opened_rx.recv().await else { break };
+        match result {
+            Ok(Opened::Streaming) => open += 1,
+            Ok(Opened::Refused) => refused += 1,
+            Err(e) => {
+                failed += 1;
+                if failed == 1 {
+                    tracing::warn!(error = %e, "an idle client failed to open its stream");
+                }
+            }
+        }
+    }
+    let opening_took = started.elapsed();
+    tokio::time::sleep(cfg.settle).await;
+    let held = figures();
+    stop.cancel();
+    for client in clients {
+        let _ = client.await;
+    }
+    tokio::time::sleep(cfg.settle).await;
+    let after = figures();
+    Ok(IdleSummary { wanted: cfg.streams, open, refused, failed, opening: opening_took, before, held, after })
 }
 
 #[cfg(test)]

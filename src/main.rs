@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use redstore::bench::{self, CheckoutBench, LiveBench};
+use redstore::bench::{self, CheckoutBench, IdleBench, LiveBench};
 use redstore::connections::ConnectionOptions;
 use redstore::server::{self, ServerConfig, ServiceName};
 use redstore_platform::telemetry::{self, LogFormat};
@@ -202,6 +202,31 @@ enum BenchCommand {
     Checkout(CheckoutArgs),
     /// Many SSE clients watching one store while a terminal sells; prints commit-to-client latency.
     Live(LiveArgs),
+    /// Many SSE clients that open a store's stream and sit idle; prints what holding them costs
+    /// the server (memory, threads, open files, read from /proc/<pid>).
+    IdleStreams(IdleArgs),
+}
+
+#[derive(Args, Debug)]
+struct IdleArgs {
+    /// Server where the store is set up (gRPC).
+    #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Stream bridge the SSE clients connect to (default: --target).
+    #[arg(long, env = "REDSTORE_BENCH_SSE_TARGET")]
+    sse_target: Option<String>,
+    /// Idle SSE streams to open (each needs an open file here and one in the server).
+    #[arg(long, env = "REDSTORE_BENCH_STREAMS", default_value_t = 10_000)]
+    streams: usize,
+    /// The server's process id, to read its memory, threads and open files.
+    #[arg(long, env = "REDSTORE_BENCH_SERVER_PID")]
+    server_pid: Option<u32>,
+    /// How long to wait once every stream is open (and once they are closed) before reading.
+    #[arg(long, env = "REDSTORE_BENCH_SETTLE", default_value = "3s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    /// The store to watch; created if missing.
+    #[arg(long, env = "REDSTORE_BENCH_STORE", default_value = "bench-idle")]
+    store: String,
 }
 
 #[derive(Args, Debug)]
@@ -259,6 +284,12 @@ struct CheckoutArgs {
 }
 
 fn main() -> ExitCode {
+    // mimalloc asks for transparent huge pages on its arenas, and the kernel then backs them 2 MiB
+    // at a time: thousands of idle connections, each a few small buffers spread over the arenas,
+    // would hold far more resident memory than they use (docs/BENCHMARKS.md, idle live streams).
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("redstore: cannot turn transparent huge pages off: {e}");
+    }
     let cli = Cli::parse();
     // A server holds a file per client connection, and a benchmark one per client.
     redstore::connections::raise_open_file_limit();
@@ -340,6 +371,27 @@ async fn run(cli: Cli) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("redstore bench live: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Bench(BenchCommand::IdleStreams(args)) => {
+            let cfg = IdleBench {
+                sse_target: args.sse_target.unwrap_or_else(|| args.target.clone()),
+                target: args.target,
+                streams: args.streams,
+                store_id: args.store,
+                server_pid: args.server_pid,
+                settle: args.settle,
+            };
+            println!("idle streams bench: {} idle SSE streams on {}", cfg.streams, cfg.sse_target);
+            match bench::idle_streams(cfg).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("redstore bench idle-streams: {e:#}");
                     ExitCode::FAILURE
                 }
             }
