@@ -621,12 +621,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let mut connections = config.connections;
     let open_files = crate::connections::open_file_limit();
     connections.max_connections = crate::connections::fitting_connections(connections.max_connections, open_files);
-    if connections.max_connections < config.connections.max_connections {
-        tracing::warn!(
+    // A cap lowered a little to fit is news; one lowered to a few hundred clients is a problem.
+    match connections.max_connections {
+        fitted if fitted == config.connections.max_connections => {}
+        fitted if fitted < 1024 => tracing::warn!(
             open_files,
-            max_connections = connections.max_connections,
-            "the open-file limit is lower than --max-connections; the connection cap is lowered to fit (raise `ulimit -n`)"
-        );
+            max_connections = fitted,
+            "the open-file limit allows few connections; the connection cap is lowered to fit (raise `ulimit -n`)"
+        ),
+        fitted => tracing::info!(
+            open_files,
+            max_connections = fitted,
+            "the connection cap is lowered to fit the open-file limit"
+        ),
     }
     let stop_accepting = CancellationToken::new();
     let stop = stop_accepting.clone();
