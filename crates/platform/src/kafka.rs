@@ -420,6 +420,65 @@ pub async fn delete_topics(cfg: &KafkaConfig, topics: &[&str]) -> anyhow::Result
 /// Lists every store id (the relay's sweep drains each of them).
 pub type StoreLister = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<String>>> + Send + Sync>;
 
+/// A consumer as its stall sweep sees it, per store.
+#[tonic::async_trait]
+pub trait Stalls: Send + Sync {
+    /// Where the consumer stands for the store (its offset, its hash's version), and whether its
+    /// source (the outbox, the event log) holds events after that.
+    async fn position(&self, store_id: &str) -> Result<(u64, bool)>;
+    /// Brings the store up to its source, without Kafka.
+    async fn fill(&self, store_id: &str) -> Result<()>;
+}
+
+/// How often [`sweep_stalled`] looks.
+pub const STALL_SWEEP: Duration = Duration::from_secs(2);
+
+/// Every [`STALL_SWEEP`] until `shutdown`, fills from its source each store whose position has
+/// not moved since the last look while the source was ahead of it: events a broker lost (it came
+/// back empty) that no later event of the store reveals as a gap, since the store went quiet, or
+/// a consumer that gets nothing at all. A store whose position moves is left to Kafka. `what`
+/// names the consumer in the log.
+pub async fn sweep_stalled(
+    stores: StoreLister,
+    stalls: Arc<dyn Stalls>,
+    what: &'static str,
+    shutdown: CancellationToken,
+) {
+    let mut behind: HashMap<String, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(STALL_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let listed = match stores().await {
+            Ok(listed) => listed,
+            Err(e) => {
+                crate::warn_throttled!(error = %e, consumer = what, "a stall sweep cannot list the stores");
+                continue;
+            }
+        };
+        for store_id in listed {
+            let looked = async {
+                let (position, ahead) = stalls.position(&store_id).await?;
+                if !ahead {
+                    behind.remove(&store_id);
+                } else if behind.get(&store_id) == Some(&position) {
+                    behind.remove(&store_id);
+                    stalls.fill(&store_id).await?;
+                } else {
+                    behind.insert(store_id.clone(), position);
+                }
+                Ok::<_, crate::Error>(())
+            };
+            if let Err(e) = looked.await {
+                crate::warn_throttled!(error = %e, store_id = %store_id, consumer = what, "a stall sweep will look at the store again");
+            }
+        }
+    }
+}
+
 /// How the relay paces itself; [`run_relay`] uses the defaults.
 #[derive(Clone, Debug)]
 pub struct RelayOptions {

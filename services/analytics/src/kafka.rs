@@ -9,9 +9,8 @@
 //! counted, so events a broker lost are noticed (a gap before the next event, or an offset that
 //! stays behind the outbox) and counted from the sales outbox instead.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redstore_inventory::InventoryStore;
@@ -107,39 +106,25 @@ async fn fill(pool: &PgPool, store_id: &str, until: u64) -> Result<()> {
     }
 }
 
-/// How often [`sweep_stalled`] compares each store's offset with its outbox.
-pub const STALL_SWEEP: Duration = Duration::from_secs(2);
+/// Analytics as its stall sweep ([`kafka::sweep_stalled`]) sees it: each store's offset against
+/// its sales outbox.
+pub struct OutboxStalls(pub PgPool);
 
-/// Every [`STALL_SWEEP`] until `shutdown`, folds from the outbox the events of each store whose
-/// offset has not moved since the last sweep while its outbox was ahead: events the broker lost
-/// (it came back empty) that no later event of the store reveals as a gap, since the store went
-/// quiet, or a consumer that gets nothing at all. Kafka stays the way events normally arrive: a
-/// store whose offset moves is left to it.
-pub async fn sweep_stalled(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown: CancellationToken) {
-    let mut behind: HashMap<String, u64> = HashMap::new();
-    let mut tick = tokio::time::interval(STALL_SWEEP);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let stores = match inventory.store_ids().await {
-            Ok(stores) => stores,
-            Err(e) => {
-                redstore_platform::warn_throttled!(error = %e, "analytics sweep cannot list the stores");
-                continue;
-            }
-        };
-        for store in stores {
-            if let Err(e) = sweep_store(&pool, &store, &mut behind).await {
-                redstore_platform::warn_throttled!(error = %e, store_id = %store, "analytics sweep will look at the store again");
-            }
-        }
+#[tonic::async_trait]
+impl kafka::Stalls for OutboxStalls {
+    async fn position(&self, store_id: &str) -> Result<(u64, bool)> {
+        let (offset, head) = offset_and_head(&self.0, store_id).await?;
+        Ok((offset, offset < head))
+    }
+
+    async fn fill(&self, store_id: &str) -> Result<()> {
+        let (_, head) = offset_and_head(&self.0, store_id).await?;
+        fill(&self.0, store_id, head).await
     }
 }
 
-async fn sweep_store(pool: &PgPool, store_id: &str, behind: &mut HashMap<String, u64>) -> Result<()> {
+/// The store's offset (0 before its first event) and the newest sequence of its sales outbox.
+async fn offset_and_head(pool: &PgPool, store_id: &str) -> Result<(u64, u64)> {
     let mut tx = pg::store_tx(pool, store_id).await?;
     let offset: Option<i64> = sqlx::query_scalar(
         "SELECT last_seq FROM platform.consumer_offsets WHERE group_name = $1 AND topic = 'sales' AND store_id = $2",
@@ -148,18 +133,19 @@ async fn sweep_store(pool: &PgPool, store_id: &str, behind: &mut HashMap<String,
     .bind(store_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let offset = offset.unwrap_or(0).max(0) as u64;
     let head = pg::last_seq(&mut tx, "sales", store_id).await?;
     tx.commit().await?;
-    if offset >= head {
-        behind.remove(store_id);
-    } else if behind.get(store_id) == Some(&offset) {
-        behind.remove(store_id);
-        fill(pool, store_id, head).await?;
-    } else {
-        behind.insert(store_id.to_owned(), offset);
-    }
-    Ok(())
+    Ok((offset.unwrap_or(0).max(0) as u64, head))
+}
+
+/// Every few seconds until `shutdown`, counts from the outbox what Kafka left behind for stores
+/// that went quiet ([`kafka::sweep_stalled`] over [`OutboxStalls`]).
+pub async fn sweep_stalled(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown: CancellationToken) {
+    let stores: kafka::StoreLister = Arc::new(move || {
+        let inventory = inventory.clone();
+        Box::pin(async move { inventory.store_ids().await })
+    });
+    kafka::sweep_stalled(stores, Arc::new(OutboxStalls(pool)), "analytics", shutdown).await;
 }
 
 /// Consumes the sales topics as group [`CONSUMER_GROUP`] until `shutdown`, with

@@ -6,7 +6,6 @@
 //! With Kafka, the `inventory-cache` consumer group feeds it instead ([`project_received`]), and
 //! [`sweep_stalled`] catches up from the log what Kafka lost.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::InventoryStore;
 use crate::cache::StockCache;
+use redstore_platform::kafka;
 
 const SWEEP: Duration = Duration::from_secs(2);
 const PAGE: u32 = 500;
@@ -140,54 +140,36 @@ pub async fn project_received(
     Ok(())
 }
 
-/// How often [`sweep_stalled`] compares each store's hash with the event log.
-pub const STALL_SWEEP: Duration = Duration::from_secs(2);
+/// The stock cache as its stall sweep ([`kafka::sweep_stalled`]) sees it: each store's hash
+/// against the event log.
+struct LogStalls {
+    inventory: Arc<dyn InventoryStore>,
+    cache: StockCache,
+}
 
-/// Every [`STALL_SWEEP`] until `shutdown`, catches up from the event log each store whose hash has
-/// not moved since the last sweep while the log was ahead of it: events the broker lost (it came
-/// back empty) that no later event of the store reveals as a gap, since the store went quiet, or
-/// a consumer that gets nothing at all. A store whose hash moves is left to Kafka.
-pub async fn sweep_stalled(inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
-    let mut behind: HashMap<String, u64> = HashMap::new();
-    let mut tick = tokio::time::interval(STALL_SWEEP);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let stores = match inventory.store_ids().await {
-            Ok(stores) => stores,
-            Err(e) => {
-                redstore_platform::warn_throttled!(error = %e, "stock cache sweep cannot list the stores");
-                continue;
-            }
-        };
-        for store in stores {
-            if let Err(e) = sweep_store(inventory.as_ref(), &cache, &store, &mut behind).await {
-                redstore_platform::warn_throttled!(error = %e, store_id = %store, "stock cache sweep will look at the store again");
-            }
-        }
+#[tonic::async_trait]
+impl kafka::Stalls for LogStalls {
+    async fn position(&self, store_id: &str) -> redstore_platform::Result<(u64, bool)> {
+        let version = self.cache.version(store_id).await?.unwrap_or(0);
+        Ok((version, !self.inventory.events_after(store_id, version, 1).await?.is_empty()))
+    }
+
+    async fn fill(&self, store_id: &str) -> redstore_platform::Result<()> {
+        let projected = catch_up(self.inventory.as_ref(), &self.cache, store_id, None).await?;
+        tracing::info!(store_id, projected, "inventory events Kafka did not deliver projected from the log");
+        Ok(())
     }
 }
 
-async fn sweep_store(
-    inventory: &dyn InventoryStore,
-    cache: &StockCache,
-    store_id: &str,
-    behind: &mut HashMap<String, u64>,
-) -> redstore_platform::Result<()> {
-    let version = cache.version(store_id).await?.unwrap_or(0);
-    if inventory.events_after(store_id, version, 1).await?.is_empty() {
-        behind.remove(store_id);
-    } else if behind.get(store_id) == Some(&version) {
-        behind.remove(store_id);
-        let projected = catch_up(inventory, cache, store_id, None).await?;
-        tracing::info!(store_id, projected, "inventory events Kafka did not deliver projected from the log");
-    } else {
-        behind.insert(store_id.to_owned(), version);
-    }
-    Ok(())
+/// Every few seconds until `shutdown`, catches up from the event log the stores Kafka left
+/// behind ([`kafka::sweep_stalled`]).
+pub async fn sweep_stalled(inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
+    let lister = inventory.clone();
+    let stores: kafka::StoreLister = Arc::new(move || {
+        let lister = lister.clone();
+        Box::pin(async move { lister.store_ids().await })
+    });
+    kafka::sweep_stalled(stores, Arc::new(LogStalls { inventory, cache }), "stock cache", shutdown).await;
 }
 
 /// Runs the projector until `shutdown`. It first checks every store's hash against the log
