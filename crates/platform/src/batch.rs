@@ -14,7 +14,7 @@
 //! batches, and each batch pays its fixed cost for half the callers. With a `linger`, after a
 //! batch of several jobs the next one waits up to that long (and no longer than it takes) for as
 //! many jobs as the last batch answered plus those queued when it ended: the groups merge into one
-//! batch per round (measured in docs/BENCHMARKS.md, 9th machine). A store whose batches hold one
+//! batch per round (measured in docs/benchmarks-history.md, 9th machine). A store whose batches hold one
 //! job never waits, and neither does a batch whose jobs are all there.
 
 use std::collections::HashMap;

@@ -60,7 +60,7 @@ pub const PACED_DRAIN: usize = 4;
 /// the relay, the broker and the consumers one transaction, produce request and fetch per 20 ms
 /// instead of one per commit, for at most 20 ms more on the way to a terminal while the store is
 /// that busy. A store with a sale now and then is drained at once. Measured in
-/// docs/BENCHMARKS.md (7th machine).
+/// docs/benchmarks-history.md (7th machine).
 pub const RELAY_PACE_LIVE: Duration = Duration::from_millis(20);
 /// [`RELAY_PACE_LIVE`] for an outbox nobody waits on live (sales events, for analytics).
 pub const RELAY_PACE_BULK: Duration = Duration::from_millis(100);

@@ -66,10 +66,9 @@ const IDLE: Duration = Duration::from_secs(30);
 
 /// How long a busy store's next batch may wait for the checkouts of the terminals the last one
 /// answered (see `redstore_platform::batch`; Tokio's timer rounds it up to the next millisecond).
-/// Without it 32 terminals split into two groups of 16 taking turns; with it, one batch of 32 per
-/// round: 4,369 / 4,390 → 5,881 / 5,612 sales/s split + Kafka, 5,675 → 7,863 in one process, and
-/// a third less of PostgreSQL's CPU per sale (docs/BENCHMARKS.md, 9th machine). A store selling
-/// one checkout at a time never waits.
+/// Without it 32 terminals split into two groups of 16 taking turns, each paying a batch's fixed
+/// costs for half the terminals; with it, one batch of 32 per round (measured in
+/// docs/benchmarks-history.md, 9th machine). A store selling one checkout at a time never waits.
 const LINGER: Duration = Duration::from_millis(2);
 
 /// A checkout waiting for its store's next batch, and where its answer goes.
