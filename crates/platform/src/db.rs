@@ -216,6 +216,11 @@ impl Db {
         // so the writer's own automatic checkpoint, which lets the log restart from its
         // beginning, finds little left to do.
         conn.pragma_update(None, "wal_autocheckpoint", 2000)?;
+        // Every job runs in a SAVEPOINT, and SQLite keeps the pages a savepoint changes in a
+        // sub-journal, which spills to a temporary file past 64 KiB: a group of jobs touching many
+        // stores' pages wrote it to disk, and the writer spent its time there. In memory, it is
+        // dropped with the group.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         migrate(&conn, migrations)?;
         let head: i64 = conn.query_row("SELECT COALESCE(MAX(position), 0) FROM event_log", [], |r| r.get(0))?;
 
