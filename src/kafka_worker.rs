@@ -279,11 +279,7 @@ async fn start(config: &WorkerConfig, stop: CancellationToken) -> anyhow::Result
             Ok(Ended::Restart)
         });
     }
-    let lister = inventory.clone();
-    let stores: kafka::StoreLister = Arc::new(move || {
-        let lister = lister.clone();
-        Box::pin(async move { lister.store_ids().await })
-    });
+    let stores = redstore_inventory::store::store_lister(inventory.clone());
     for &schema in &config.relays {
         let relay = kafka::run_relay(pool.clone(), producer.clone(), cfg.clone(), schema, stores.clone(), stop.clone());
         tasks.spawn(async move { relay.await.map(|()| Ended::Stopped) });

@@ -364,16 +364,7 @@ async fn run(cli: Cli) -> ExitCode {
                 "live bench: {} SSE clients on {}, {} sales at {}/s",
                 cfg.clients, cfg.sse_target, cfg.sales, cfg.rate
             );
-            match bench::live(cfg).await {
-                Ok(summary) => {
-                    println!("{summary}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("redstore bench live: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            bench_result("live", bench::live(cfg).await)
         }
         Command::Bench(BenchCommand::IdleStreams(args)) => {
             let cfg = IdleBench {
@@ -385,16 +376,7 @@ async fn run(cli: Cli) -> ExitCode {
                 settle: args.settle,
             };
             println!("idle streams bench: {} idle SSE streams on {}", cfg.streams, cfg.sse_target);
-            match bench::idle_streams(cfg).await {
-                Ok(summary) => {
-                    println!("{summary}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("redstore bench idle-streams: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            bench_result("idle-streams", bench::idle_streams(cfg).await)
         }
         Command::Bench(BenchCommand::Checkout(args)) => {
             let cfg = CheckoutBench {
@@ -410,16 +392,21 @@ async fn run(cli: Cli) -> ExitCode {
                 progress: true,
             };
             println!("checkout bench: {} terminals, {}-line sales, against {}", cfg.terminals, cfg.lines, cfg.target);
-            match bench::checkout(cfg).await {
-                Ok(summary) => {
-                    println!("{summary}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("redstore bench checkout: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            bench_result("checkout", bench::checkout(cfg).await)
+        }
+    }
+}
+
+/// Prints a benchmark's summary, or why it failed.
+fn bench_result(name: &str, result: anyhow::Result<impl std::fmt::Display>) -> ExitCode {
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("redstore bench {name}: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -546,9 +546,7 @@ impl Writer {
 
 /// What callers hear when the database cannot take their writes: no SQLite detail beyond the kind.
 fn unwritable_message(e: &rusqlite::Error) -> String {
-    let busy =
-        matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
-    if busy {
+    if crate::error::lock_held(e) {
         "the database is locked by another program (a backup or a shell?); nothing was written, retry shortly".into()
     } else {
         "the database cannot be written right now; nothing was written, retry shortly".into()

@@ -135,9 +135,8 @@ impl Error {
                         _ => false,
                     };
                 }
-                if let Some(rusqlite::Error::SqliteFailure(e, _)) = cause.downcast_ref::<rusqlite::Error>() {
-                    // Another program (a backup, an operator's shell) holds the database's lock.
-                    return matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked);
+                if let Some(e) = cause.downcast_ref::<rusqlite::Error>() {
+                    return lock_held(e);
                 }
                 cause.downcast_ref::<std::io::Error>().is_some()
             }),
@@ -182,7 +181,6 @@ impl From<rusqlite::Error> for Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = err.code();
-        let transient = matches!(err, Error::Internal(_)) && err.is_transient();
         match err {
             Error::InvalidArgument { field, reason } => {
                 let message = format!("{field}: {reason}");
@@ -196,7 +194,7 @@ impl From<Error> for Status {
             Error::Remote(status) => status,
             // A lost or refused database connection, or a transaction that lost a race: nothing
             // was done, and the client retries with the same idempotency key, safely.
-            Error::Internal(err) if transient => {
+            Error::Internal(err) if code == Code::Unavailable => {
                 crate::warn_throttled!(error = %format!("{err:#}"), "backend unavailable; the request was refused");
                 Status::with_error_details(
                     Code::Unavailable,
@@ -208,11 +206,9 @@ impl From<Error> for Status {
                 tracing::error!(error = ?err, "internal error");
                 Status::internal("internal error; the operator can find the cause in the server log")
             }
-            Error::Unavailable { message, retry_after } => {
+            Error::Unavailable { message, retry_after }
+            | Error::ResourceExhausted { message, retry_after: Some(retry_after) } => {
                 Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(retry_after)))
-            }
-            Error::ResourceExhausted { message, retry_after: Some(after) } => {
-                Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(after)))
             }
             Error::ResourceExhausted { message: m, retry_after: None }
             | Error::NotFound(m)
@@ -230,6 +226,21 @@ pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str> {
         return Err(Error::invalid(field, "is required"));
     }
     Ok(v)
+}
+
+/// Whether an embedded-database error says another program (a backup, an operator's shell) holds
+/// the database's lock.
+pub fn lock_held(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// An identifier where one is optional: empty (after trimming) stays empty, anything else must be
+/// an [`identifier`].
+pub fn optional_identifier<'a>(field: &str, value: &'a str) -> Result<&'a str> {
+    match value.trim() {
+        "" => Ok(""),
+        _ => identifier(field, value),
+    }
 }
 
 /// Validates an identifier (store id, terminal id, sku, idempotency key): 1–64 characters of

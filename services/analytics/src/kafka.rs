@@ -141,10 +141,7 @@ async fn offset_and_head(pool: &PgPool, store_id: &str) -> Result<(u64, u64)> {
 /// Every few seconds until `shutdown`, counts from the outbox what Kafka left behind for stores
 /// that went quiet ([`kafka::sweep_stalled`] over [`OutboxStalls`]).
 pub async fn sweep_stalled(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown: CancellationToken) {
-    let stores: kafka::StoreLister = Arc::new(move || {
-        let inventory = inventory.clone();
-        Box::pin(async move { inventory.store_ids().await })
-    });
+    let stores = redstore_inventory::store::store_lister(inventory);
     kafka::sweep_stalled(stores, Arc::new(OutboxStalls(pool)), "analytics", shutdown).await;
 }
 

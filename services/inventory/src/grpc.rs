@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use redstore_platform::barcode::Barcode;
-use redstore_platform::error::{Error, Result, identifier};
+use redstore_platform::error::{Error, Result, identifier, optional_identifier};
 use redstore_platform::idempotency::fingerprint;
 use redstore_platform::limits;
 use redstore_platform::page::Page;
@@ -53,10 +53,7 @@ fn adjustment_reason(value: i32) -> Result<&'static str> {
 
 /// An optional idempotency key (an identifier when sent) with the request's fingerprint.
 fn idem<M: prost::Message + Clone>(key: &str, req: &M, clear: impl FnOnce(&mut M)) -> Result<Idem> {
-    let key = match key.trim() {
-        "" => String::new(),
-        key => identifier("idempotency_key", key)?.to_owned(),
-    };
+    let key = optional_identifier("idempotency_key", key)?.to_owned();
     Ok(Idem { key, fingerprint: fingerprint(req, clear) })
 }
 
@@ -98,10 +95,7 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
         })
     };
     let fingerprint = fingerprint(&sale, |_| {});
-    let terminal_id = match sale.terminal_id.trim() {
-        "" => String::new(),
-        terminal_id => identifier("terminal_id", terminal_id)?.to_owned(),
-    };
+    let terminal_id = optional_identifier("terminal_id", &sale.terminal_id)?.to_owned();
     Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id, movements, charged, checkout }))
 }
 
@@ -407,10 +401,7 @@ impl InventoryService for InventoryGrpc {
                     .into_iter()
                     .map(|m| StockMovement { sku: m.sku, delta: -m.delta })
                     .collect();
-            let terminal_id = match req.terminal_id.trim() {
-                "" => "",
-                terminal_id => identifier("terminal_id", terminal_id)?,
-            };
+            let terminal_id = optional_identifier("terminal_id", &req.terminal_id)?;
             let applied = self.store.apply_refund(refund_id, store_id, terminal_id, movements).await?;
             Ok(ApplyRefundResponse { stock: applied.stock, store_seq: applied.store_seq })
         }

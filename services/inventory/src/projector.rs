@@ -134,9 +134,19 @@ pub async fn project_received(
     let projection = cache.project_next(events).await?;
     reconcile_stale(inventory, cache, &projection.stale).await;
     for store in &projection.gaps {
-        let projected = catch_up(inventory, cache, store, None).await?;
-        tracing::info!(store_id = %store, projected, "inventory events Kafka did not deliver projected from the log");
+        catch_up_lost(inventory, cache, store).await?;
     }
+    Ok(())
+}
+
+/// Projects from the event log the events of `store_id` Kafka did not deliver.
+async fn catch_up_lost(
+    inventory: &dyn InventoryStore,
+    cache: &StockCache,
+    store_id: &str,
+) -> redstore_platform::Result<()> {
+    let projected = catch_up(inventory, cache, store_id, None).await?;
+    tracing::info!(store_id, projected, "inventory events Kafka did not deliver projected from the log");
     Ok(())
 }
 
@@ -155,20 +165,14 @@ impl kafka::Stalls for LogStalls {
     }
 
     async fn fill(&self, store_id: &str) -> redstore_platform::Result<()> {
-        let projected = catch_up(self.inventory.as_ref(), &self.cache, store_id, None).await?;
-        tracing::info!(store_id, projected, "inventory events Kafka did not deliver projected from the log");
-        Ok(())
+        catch_up_lost(self.inventory.as_ref(), &self.cache, store_id).await
     }
 }
 
 /// Every few seconds until `shutdown`, catches up from the event log the stores Kafka left
 /// behind ([`kafka::sweep_stalled`]).
 pub async fn sweep_stalled(inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
-    let lister = inventory.clone();
-    let stores: kafka::StoreLister = Arc::new(move || {
-        let lister = lister.clone();
-        Box::pin(async move { lister.store_ids().await })
-    });
+    let stores = crate::store::store_lister(inventory.clone());
     kafka::sweep_stalled(stores, Arc::new(LogStalls { inventory, cache }), "stock cache", shutdown).await;
 }
 

@@ -120,6 +120,15 @@ fn has_key(conn: &rusqlite::Connection, scope: &str, key: &str) -> Result<bool> 
         .is_some())
 }
 
+/// The stores of `inventory`, listed anew on every call, as the per-store loops of the platform
+/// (outbox relays, stall sweeps) take them.
+pub fn store_lister(inventory: Arc<dyn InventoryStore>) -> redstore_platform::kafka::StoreLister {
+    Arc::new(move || {
+        let inventory = inventory.clone();
+        Box::pin(async move { inventory.store_ids().await })
+    })
+}
+
 #[tonic::async_trait]
 pub trait InventoryStore: Send + Sync + 'static {
     async fn create_store(&self, idem: Idem, store: StoreRow) -> Result<pb::Store>;

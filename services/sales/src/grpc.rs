@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt as _};
 use redstore_inventory::domain::sale_movements;
 use redstore_platform::barcode::Barcode;
-use redstore_platform::error::{Error, Result, identifier};
+use redstore_platform::error::{Error, Result, identifier, optional_identifier};
 use redstore_platform::idempotency::{Idem, fingerprint};
 use redstore_platform::limits;
 use redstore_platform::page::Page;
@@ -266,10 +266,7 @@ impl SalesService for SalesGrpc {
                 lines.push((sku, limits::line_quantity(&format!("lines[{i}].quantity"), l.quantity)?));
             }
             optional_text("reason", &req.reason, limits::MAX_NOTE_CHARS)?;
-            let terminal_id = match req.terminal_id.trim() {
-                "" => String::new(),
-                t => identifier("terminal_id", t)?.to_owned(),
-            };
+            let terminal_id = optional_identifier("terminal_id", &req.terminal_id)?.to_owned();
             let order = RefundOrder {
                 idem: Idem { key, fingerprint: fingerprint(&req, |r| r.idempotency_key.clear()) },
                 sale_id,
