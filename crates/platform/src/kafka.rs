@@ -228,10 +228,10 @@ pub enum Pace {
     /// The live path (stock cache → terminals): 5 ms. A broker answers a fetch as soon as data is
     /// there (Kafka's long poll), so the wait costs no latency, only the requests an idle consumer
     /// sends; some brokers (tansu) hold every fetch for the whole wait, and then it is latency
-    /// too. Measured with tansu on two cores: 25 ms put the p99 commit-to-terminal latency at
-    /// 2,000 SSE clients over 50 ms; 2 ms polled so often that the broker and the consumer's
-    /// thread took a sixth of the machine from checkouts (5 ms: 2,175 / 2,368 -> 2,521 / 2,745
-    /// sales/s, alternated, for a p99 of 39-42 against 38-39 ms).
+    /// too. With tansu on two cores a much longer wait put the live path over its latency target,
+    /// and a much shorter one polled so often that the broker and the consumer's thread took
+    /// checkouts' share of the machine (docs/benchmarks-history.md, "The live consumer's fetch
+    /// wait").
     Live,
     /// Work nobody waits on (analytics rollups): 100 ms, so that it costs the broker few requests.
     Bulk,

@@ -99,12 +99,10 @@ enum Answer {
 /// store without the batcher (for the rare checkout only the saga can finish).
 pub(crate) fn batcher(saga: PgSales, local: bool) -> StoreBatcher<Job> {
     // One batch of a store at a time. With inventory local, a batch holds the store's locks to its
-    // commit, and a second beside it only queued on them (1,595-1,630 against 1,914-2,181 sales/s,
-    // alternated). The saga's batches hold none, but each costs the same few statements whatever
-    // its size: since its catalog reads are gone, one batch of every waiting checkout measured
-    // better than two or three smaller ones in flight (1,334-1,458 against 1,272-1,371 and
-    // 1,080-1,212 sales/s, `bench/pg-checkout-split.sh`-like runs alternated), with a third less
-    // of PostgreSQL's CPU.
+    // commit, and a second beside it only queued on them. The saga's batches hold none, but each
+    // costs the same few statements whatever its size, so one batch of every waiting checkout
+    // beats two or three smaller ones in flight (both measured in docs/benchmarks-history.md,
+    // "Batches in flight").
     StoreBatcher::new(MAX_BATCH, 1, IDLE, LINGER, move |store_id, jobs| {
         let saga = saga.clone();
         async move { run(&saga, local, &store_id, jobs).await }.boxed()
