@@ -69,15 +69,7 @@ async fn an_idle_http2_connection_is_closed_but_idle_live_streams_stay_open() {
     })
     .await;
     let now = app.inventory_seq("store-1").await;
-    let mut watch = InventoryStreamServiceClient::new(app.new_channel().await)
-        .watch_inventory(WatchInventoryRequest {
-            store_id: "store-1".into(),
-            resume_after: now,
-            include_snapshot: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch_after(InventoryStreamServiceClient::new(app.new_channel().await), "store-1", now).await;
     let mut sse = SseClient::connect(&app, "store-1", "", Some(now)).await;
 
     // An HTTP/2 connection that never sends a request: GOAWAY, then closed.

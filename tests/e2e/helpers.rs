@@ -420,6 +420,45 @@ impl TestApp {
     }
 }
 
+/// A terminal's live watch of a store through `stream`, resuming after sequence `after` (no
+/// snapshot).
+pub async fn watch_after(
+    mut stream: InventoryStreamServiceClient<Channel>,
+    store_id: &str,
+    after: u64,
+) -> tonic::Streaming<redstore_proto::stream::WatchInventoryResponse> {
+    let request = redstore_proto::stream::WatchInventoryRequest {
+        store_id: store_id.into(),
+        resume_after: after,
+        include_snapshot: false,
+    };
+    stream.watch_inventory(request).await.expect("watch inventory").into_inner()
+}
+
+/// A free TCP port on the loopback interface, for a server of the test's own.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port()
+}
+
+/// A server process of the test's own, killed when dropped (or when killed, as an outage would).
+#[derive(Default)]
+struct OwnServer(Option<std::process::Child>);
+
+impl OwnServer {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A `redstore` process of the real binary, killed when dropped.
 pub struct Process {
     pub child: std::process::Child,
@@ -493,13 +532,12 @@ impl Drop for Process {
 /// A `redis-server` of the test's own on a free port (never the machine's), killed when dropped.
 pub struct RedisServer {
     pub port: u16,
-    child: Option<std::process::Child>,
+    child: OwnServer,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let mut server = Self { port, child: None };
+        let mut server = Self { port: free_port(), child: OwnServer::default() };
         server.restart();
         server
     }
@@ -515,7 +553,7 @@ impl RedisServer {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (scripts/test.sh installs it)");
-        self.child = Some(child);
+        self.child = OwnServer(Some(child));
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
@@ -527,16 +565,7 @@ impl RedisServer {
 
     /// Kills the server at once, as an outage would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }
 
@@ -545,13 +574,12 @@ impl Drop for RedisServer {
 /// created again. Never the machine's shared broker. Killed when dropped.
 pub struct KafkaBroker {
     pub port: u16,
-    child: Option<std::process::Child>,
+    child: OwnServer,
 }
 
 impl KafkaBroker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let mut broker = Self { port, child: None };
+        let mut broker = Self { port: free_port(), child: OwnServer::default() };
         broker.restart();
         broker
     }
@@ -579,7 +607,7 @@ impl KafkaBroker {
             // at once, and is started again.
             loop {
                 if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    self.child = Some(child);
+                    self.child = OwnServer(Some(child));
                     return;
                 }
                 if child.try_wait().expect("tansu status").is_some() {
@@ -594,15 +622,6 @@ impl KafkaBroker {
 
     /// Kills the broker at once; in memory, everything it held is gone.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for KafkaBroker {
-    fn drop(&mut self) {
-        self.kill();
+        self.child.kill();
     }
 }

@@ -4,7 +4,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use redstore_proto::stream::WatchInventoryRequest;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -23,16 +22,7 @@ async fn shutdown_tells_health_watchers_and_ends_streams_with_unavailable_withou
         .into_inner();
     assert_eq!(health.next().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
     let now = app.inventory_seq("store-1").await;
-    let mut watch = app
-        .stream()
-        .watch_inventory(WatchInventoryRequest {
-            store_id: "store-1".into(),
-            resume_after: now,
-            include_snapshot: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch_after(app.stream(), "store-1", now).await;
     let mut sse = SseClient::connect(&app, "store-1", "", Some(now)).await;
 
     let stopping = tokio::spawn(app.stop());
