@@ -112,49 +112,26 @@ async fn connect(target: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot connect to {target}; is `redstore up` running?"))
 }
 
-/// Creates the bench store, terminals and products (once) and tops up their stock.
+/// Creates the bench stores, their terminals and the products (once) and tops up their stock:
+/// the stores several at a time over one connection, each with only the terminals that sell in it.
 async fn set_up(cfg: &CheckoutBench) -> anyhow::Result<()> {
-    for s in 0..cfg.stores.max(1) {
-        set_up_store(&cfg.inventory_target, &cfg.store_of(s), cfg.terminals).await?;
-    }
-    Ok(())
+    use futures::{StreamExt as _, TryStreamExt as _};
+    let inv = InventoryServiceClient::new(connect(&cfg.inventory_target).await?);
+    create_products(&mut inv.clone()).await?;
+    let stores = cfg.stores.max(1);
+    futures::stream::iter(0..stores)
+        .map(|s| {
+            let terminals: Vec<usize> = (0..cfg.terminals).filter(|t| t % stores == s).collect();
+            let (mut inv, store_id) = (inv.clone(), cfg.store_of(s));
+            async move { set_up_store(&mut inv, &store_id, &terminals).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
 }
 
-async fn set_up_store(target: &str, store_id: &str, terminals: usize) -> anyhow::Result<()> {
-    let cfg = CheckoutBench {
-        target: target.to_owned(),
-        inventory_target: target.to_owned(),
-        terminals,
-        sales: None,
-        duration: None,
-        warmup: Duration::ZERO,
-        lines: 1,
-        store_id: store_id.to_owned(),
-        stores: 1,
-        progress: false,
-    };
-    let mut inv = InventoryServiceClient::new(connect(&cfg.target).await?);
-    ignore_exists(
-        inv.create_store(CreateStoreRequest {
-            idempotency_key: String::new(),
-            store_id: cfg.store_id.clone(),
-            name: "Benchmark store".into(),
-            oversell_policy: OversellPolicy::Strict as i32,
-        })
-        .await,
-    )?;
-    for t in 0..cfg.terminals {
-        ignore_exists(
-            inv.register_terminal(RegisterTerminalRequest {
-                idempotency_key: String::new(),
-                store_id: cfg.store_id.clone(),
-                terminal_id: format!("bench-{:03}", t + 1),
-                name: String::new(),
-            })
-            .await,
-        )?;
-    }
-    let run = uuid::Uuid::now_v7();
+/// The bench's products (once: they exist after the first run).
+async fn create_products(inv: &mut InventoryServiceClient<Channel>) -> anyhow::Result<()> {
     for i in 0..PRODUCTS {
         ignore_exists(
             inv.create_product(CreateProductRequest {
@@ -166,9 +143,42 @@ async fn set_up_store(target: &str, store_id: &str, terminals: usize) -> anyhow:
             })
             .await,
         )?;
+    }
+    Ok(())
+}
+
+/// A bench store (created strict, once) with the terminals numbered in `terminals` (0-based) and
+/// ample stock of every product.
+async fn set_up_store(
+    inv: &mut InventoryServiceClient<Channel>,
+    store_id: &str,
+    terminals: &[usize],
+) -> anyhow::Result<()> {
+    ignore_exists(
+        inv.create_store(CreateStoreRequest {
+            idempotency_key: String::new(),
+            store_id: store_id.to_owned(),
+            name: "Benchmark store".into(),
+            oversell_policy: OversellPolicy::Strict as i32,
+        })
+        .await,
+    )?;
+    for t in terminals {
+        ignore_exists(
+            inv.register_terminal(RegisterTerminalRequest {
+                idempotency_key: String::new(),
+                store_id: store_id.to_owned(),
+                terminal_id: format!("bench-{:03}", t + 1),
+                name: String::new(),
+            })
+            .await,
+        )?;
+    }
+    let run = uuid::Uuid::now_v7();
+    for i in 0..PRODUCTS {
         inv.adjust_stock(AdjustStockRequest {
             idempotency_key: format!("bench-{run}-{i}"),
-            store_id: cfg.store_id.clone(),
+            store_id: store_id.to_owned(),
             sku: sku(i),
             quantity_delta: 1_000_000_000,
             reason: AdjustmentReason::Received as i32,
@@ -408,7 +418,9 @@ async fn store_head(stream_bridge: &str, store_id: &str) -> anyhow::Result<u64> 
 
 pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
     anyhow::ensure!(cfg.clients > 0 && cfg.sales > 0 && cfg.rate > 0, "--clients, --sales and --rate must be positive");
-    set_up_store(&cfg.target, &cfg.store_id, 1).await?;
+    let mut inv = InventoryServiceClient::new(connect(&cfg.target).await?);
+    create_products(&mut inv).await?;
+    set_up_store(&mut inv, &cfg.store_id, &[0]).await?;
     let as_of = store_head(&cfg.sse_target, &cfg.store_id).await?;
 
     let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(0).build()?;
@@ -633,7 +645,9 @@ pub async fn idle_streams(cfg: IdleBench) -> anyhow::Result<IdleSummary> {
         "{} streams need as many open files, and the limit is {open_files}: raise `ulimit -n`",
         cfg.streams
     );
-    set_up_store(&cfg.target, &cfg.store_id, 0).await?;
+    let mut inv = InventoryServiceClient::new(connect(&cfg.target).await?);
+    create_products(&mut inv).await?;
+    set_up_store(&mut inv, &cfg.store_id, &[]).await?;
     let head = store_head(&cfg.sse_target, &cfg.store_id).await?;
     let url = reqwest::Url::parse(&cfg.sse_target).with_context(|| format!("--sse-target {}", cfg.sse_target))?;
     let host = url.host_str().context("the SSE target has no host")?.to_owned();

@@ -28,6 +28,17 @@ use futures::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+/// The queue of a store's jobs when batches take several stores' jobs: the stores are spread over
+/// `lanes` queues, each with its worker, so that a chain whose stores each sell now and then still
+/// fills batches, and lanes run side by side. A store always goes to the same lane, so its jobs
+/// keep their order and two batches never hold the same store's locks at once.
+pub fn lane(store_id: &str, lanes: usize) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    store_id.hash(&mut hasher);
+    format!("lane-{}", hasher.finish() % lanes.max(1) as u64)
+}
+
 /// Runs one batch of a store's jobs (every job answers its caller itself) and returns the jobs it
 /// put off: they lead the next batch.
 pub type RunBatch<J> = dyn Fn(String, Vec<J>) -> BoxFuture<'static, Vec<J>> + Send + Sync;

@@ -292,14 +292,15 @@ pub async fn append_event_at(
 /// so flushes nothing. The event is committed whatever happens here, so a failure is logged, not
 /// returned: listeners find the event on their next wake-up or sweep.
 pub async fn notify_committed(pool: &PgPool, schema: &'static str, store_id: &str, seq: u64) {
-    notify_committed_all(pool, store_id, &[(schema, seq)]).await;
+    notify_committed_many(pool, &[(schema, store_id.to_owned(), seq)]).await;
 }
 
-/// [`notify_committed`] for one store's newest events in several schemas (one commit wrote to
-/// both outboxes), in one round trip.
-pub async fn notify_committed_all(pool: &PgPool, store_id: &str, events: &[(&'static str, u64)]) {
-    let channels: Vec<String> = events.iter().map(|(schema, _)| format!("redstore_{schema}")).collect();
-    let payloads: Vec<String> = events.iter().map(|(_, seq)| format!("{store_id}:{seq}")).collect();
+/// [`notify_committed`] for the newest events of several stores and schemas (one commit wrote to
+/// several outboxes, or several stores'), in one round trip: a notifying commit takes a lock every
+/// other notifying commit of the database waits for, so one for a batch beats one per store.
+pub async fn notify_committed_many(pool: &PgPool, events: &[(&'static str, String, u64)]) {
+    let channels: Vec<String> = events.iter().map(|(schema, _, _)| format!("redstore_{schema}")).collect();
+    let payloads: Vec<String> = events.iter().map(|(_, store_id, seq)| format!("{store_id}:{seq}")).collect();
     let sent = sqlx::query(
         "SELECT pg_notify(u.channel, u.payload) FROM unnest($1::text[], $2::text[]) AS u (channel, payload)",
     )
@@ -308,23 +309,23 @@ pub async fn notify_committed_all(pool: &PgPool, store_id: &str, events: &[(&'st
     .execute(pool)
     .await;
     if let Err(e) = sent {
-        crate::warn_throttled!(error = %e, store_id, events = ?events, "cannot notify listeners of committed events");
+        crate::warn_throttled!(error = %e, events = ?payloads, "cannot notify listeners of committed events");
     }
 }
 
 /// [`notify_committed`] in a task of its own, so that the caller (answering a batch, starting the
 /// next) does not wait for a wake-up hint.
 pub fn notify_committed_soon(pool: &PgPool, schema: &'static str, store_id: &str, seq: u64) {
-    notify_committed_soon_all(pool, store_id, vec![(schema, seq)]);
+    notify_committed_soon_many(pool, vec![(schema, store_id.to_owned(), seq)]);
 }
 
-/// [`notify_committed_all`] in a task of its own.
-pub fn notify_committed_soon_all(pool: &PgPool, store_id: &str, events: Vec<(&'static str, u64)>) {
+/// [`notify_committed_many`] in a task of its own.
+pub fn notify_committed_soon_many(pool: &PgPool, events: Vec<(&'static str, String, u64)>) {
     if events.is_empty() {
         return;
     }
-    let (pool, store_id) = (pool.clone(), store_id.to_owned());
-    tokio::spawn(async move { notify_committed_all(&pool, &store_id, &events).await });
+    let pool = pool.clone();
+    tokio::spawn(async move { notify_committed_many(&pool, &events).await });
 }
 
 /// A store's events in `<schema>.outbox` after a sequence, oldest first. Call inside a

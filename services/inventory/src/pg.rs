@@ -37,7 +37,9 @@ use crate::store::{
 
 mod batch;
 
-pub use batch::{AppliedSales, DecidedSales, SaleToApply, apply_sales_in, decide_sales};
+pub use batch::{
+    AppliedSales, DecidedSales, PartsWrite, SaleToApply, StoreSales, apply_sales_in, decide_parts, decide_sales,
+};
 
 /// Inventory's PostgreSQL migrations (schema `inventory`).
 pub const PG_MIGRATIONS: &[PgMigration] = &[
@@ -65,6 +67,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         sql: include_str!("../migrations/postgres/0007_checkout_keys.sql"),
     },
     PgMigration { service: "inventory", version: 8, sql: include_str!("../migrations/postgres/0008_stock_range.sql") },
+    PgMigration { service: "inventory", version: 9, sql: include_str!("../migrations/postgres/0009_store_parts.sql") },
 ];
 
 /// The schema holding inventory's tables, outbox and sequences.
@@ -798,10 +801,10 @@ impl InventoryStore for PgInventory {
             .map(|sale| {
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 answers.push((sale.sale_id.clone(), answer));
-                batch::SaleJob { sale, reply }
+                batch::SaleJob { store_id: store_id.to_owned(), sale, reply }
             })
             .collect();
-        self.sales.submit_all(store_id, jobs);
+        self.sales.submit_all(&redstore_platform::batch::lane(store_id, batch::LANES), jobs);
         let mut outcomes = Vec::with_capacity(answers.len());
         for (sale_id, answer) in answers {
             outcomes.push(answer.await.unwrap_or_else(|_| Err(interrupted(&sale_id))));

@@ -99,6 +99,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         version: 8,
         sql: include_str!("../migrations/postgres/0008_checkout_key_retention.sql"),
     },
+    PgMigration { service: "sales", version: 9, sql: include_str!("../migrations/postgres/0009_store_parts.sql") },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.
@@ -936,8 +937,8 @@ impl SalesStore for PgSales {
         // The store id is spliced into the batch's BEGIN: refuse a bad one before it is queued.
         pg::check_store_id(&order.store_id)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let store_id = order.store_id.clone();
-        batcher.submit(&store_id, batch::Job { order, reply, repriced: 0 });
+        let queue = batch::queue_of(&order.store_id);
+        batcher.submit(&queue, batch::Job { order, reply, repriced: 0 });
         answer.await.unwrap_or_else(|_| {
             Err(Error::unavailable("the checkout was interrupted; retry it with the same idempotency_key"))
         })

@@ -106,47 +106,103 @@ struct SalesWrite {
 }
 
 impl DecidedSales {
-    /// How many arguments [`Self::write_call`] takes.
-    pub const WRITE_ARGS: usize = 16;
-
     /// Whether the batch writes anything: a batch of refusals and replays writes nothing.
     pub fn writes(&self) -> bool {
         !self.write.event_ids.is_empty()
     }
 
-    /// The call that writes the batch, its arguments numbered from `$first` (bind them with
-    /// [`Self::bind_write`]); it returns `(sku, quantity)` rows, each to pass to
+    /// The store the batch was decided for.
+    pub fn store_id(&self) -> &str {
+        &self.write.store_id
+    }
+
+    /// Writes the batch in the caller's transaction: one round trip, none when it writes nothing.
+    pub async fn write(self, conn: &mut PgConnection) -> Result<AppliedSales> {
+        PartsWrite::new(std::slice::from_ref(&self)).write(conn).await?;
+        Ok(self.applied)
+    }
+}
+
+/// The writes of several stores' decided batches as one statement (`inventory.write_sales_parts`,
+/// migration 0009: each store's part under row-level security for that store), in store id order;
+/// batches that write nothing are left out.
+pub struct PartsWrite<'d> {
+    parts: Vec<&'d SalesWrite>,
+}
+
+impl<'d> PartsWrite<'d> {
+    /// How many arguments [`Self::call`] takes.
+    pub const ARGS: usize = 20;
+
+    pub fn new(decided: &'d [DecidedSales]) -> Self {
+        let mut parts: Vec<&SalesWrite> = decided.iter().filter(|d| d.writes()).map(|d| &d.write).collect();
+        parts.sort_by(|a, b| a.store_id.cmp(&b.store_id));
+        Self { parts }
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The call that writes the batches, its arguments numbered from `$first` (bind them with
+    /// [`Self::bind`]); it returns `(part, sku, quantity)` rows, each to pass to
     /// [`Self::check_written`]. For a caller that writes its own rows in the same statement.
-    pub fn write_call(first: usize) -> String {
-        pg::call("inventory.write_sales", first, Self::WRITE_ARGS)
+    pub fn call(first: usize) -> String {
+        pg::call("inventory.write_sales_parts", first, Self::ARGS)
     }
 
-    /// Binds [`Self::write_call`]'s arguments, in order.
-    pub fn bind_write<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        let w = &self.write;
+    /// Binds [`Self::call`]'s arguments, in order.
+    pub fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
+        fn flat<'w, T: Clone + 'w>(
+            parts: &[&'w SalesWrite],
+            field: impl Fn(&'w SalesWrite) -> &'w Vec<T>,
+        ) -> (Vec<i32>, Vec<T>) {
+            let mut ends = Vec::with_capacity(parts.len());
+            let mut all = Vec::new();
+            for part in parts {
+                all.extend(field(part).iter().cloned());
+                ends.push(all.len() as i32);
+            }
+            (ends, all)
+        }
+        let p = &self.parts;
+        let (sku_ends, skus) = flat(p, |w| &w.skus);
+        let (event_ends, event_ids) = flat(p, |w| &w.event_ids);
+        let (key_ends, keys) = flat(p, |w| &w.keys);
+        let (checkout_ends, checkout_keys) = flat(p, |w| &w.checkout_keys);
         query
-            .bind(&w.store_id)
-            .bind(&w.skus)
-            .bind(&w.deltas)
-            .bind(&w.seqs)
-            .bind(w.occurred_at_ms)
-            .bind(&w.event_ids)
-            .bind(&w.event_seqs)
-            .bind(&w.bodies)
+            .bind(p.iter().map(|w| w.store_id.clone()).collect::<Vec<_>>())
+            .bind(sku_ends)
+            .bind(skus)
+            .bind(flat(p, |w| &w.deltas).1)
+            .bind(flat(p, |w| &w.seqs).1)
+            .bind(p.iter().map(|w| w.occurred_at_ms).max().unwrap_or_default())
+            .bind(event_ends)
+            .bind(event_ids)
+            .bind(flat(p, |w| &w.event_seqs).1)
+            .bind(flat(p, |w| &w.bodies).1)
             .bind(SCOPE)
-            .bind(&w.keys)
-            .bind(&w.requests)
-            .bind(&w.answers)
-            .bind(w.last_seq)
-            .bind(&w.checkout_keys)
-            .bind(&w.checkout_requests)
-            .bind(&w.checkout_answers)
+            .bind(key_ends)
+            .bind(keys)
+            .bind(flat(p, |w| &w.requests).1)
+            .bind(flat(p, |w| &w.answers).1)
+            .bind(p.iter().map(|w| w.last_seq).collect::<Vec<_>>())
+            .bind(checkout_ends)
+            .bind(checkout_keys)
+            .bind(flat(p, |w| &w.checkout_requests).1)
+            .bind(flat(p, |w| &w.checkout_answers).1)
     }
 
-    /// Checks a written sku's quantity against the decision. Every stock writer of the store holds
-    /// its sequence lock, so a difference means it did not hold: the caller must roll back.
-    pub fn check_written(&self, sku: &str, quantity: i64) -> Result<()> {
-        let w = &self.write;
+    /// Checks a written sku's quantity (of `part`, 1-based as the statement numbers them) against
+    /// the decision. Every stock writer of a store holds its sequence lock, so a difference means
+    /// it did not hold: the caller must roll back.
+    pub fn check_written(&self, part: i32, sku: &str, quantity: i64) -> Result<()> {
+        let Some(w) = usize::try_from(part).ok().and_then(|p| self.parts.get(p.wrapping_sub(1))) else {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "stock written for part {part}, which the batch does not have"
+            )));
+        };
         match w.skus.iter().position(|s| s == sku) {
             Some(i) if w.quantities[i] == quantity => Ok(()),
             _ => Err(Error::Internal(anyhow::anyhow!(
@@ -156,15 +212,17 @@ impl DecidedSales {
         }
     }
 
-    /// Writes the batch in the caller's transaction: one round trip, none when it writes nothing.
-    pub async fn write(self, conn: &mut PgConnection) -> Result<AppliedSales> {
-        if self.writes() {
-            let sql = format!("SELECT o_sku, o_quantity FROM {}", Self::write_call(1));
-            for row in self.bind_write(sqlx::query(&sql)).fetch_all(&mut *conn).await? {
-                self.check_written(row.try_get(0)?, row.try_get(1)?)?;
-            }
+    /// Writes the batches in the caller's transaction: one round trip, none when there is nothing
+    /// to write.
+    pub async fn write(&self, conn: &mut PgConnection) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
         }
-        Ok(self.applied)
+        let sql = format!("SELECT o_part, o_sku, o_quantity FROM {}", Self::call(1));
+        for row in self.bind(sqlx::query(&sql)).fetch_all(&mut *conn).await? {
+            self.check_written(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -179,51 +237,103 @@ pub async fn apply_sales_in(
     decide_sales(conn, store_id, sales).await?.write(conn).await
 }
 
-/// Decides the sales in order, in the caller's transaction scoped to `store_id`, with one round
-/// trip (`inventory.lock_sales`: the sale ids applied before; then the store's sequence lock, held
-/// to the commit, and each sku's product and stock) and no write: the caller writes the decision
-/// in the same transaction ([`DecidedSales::write`]). A sale id applied before is answered from its
-/// stored answer; a sale is refused for an unknown store or sku, a charged price the catalog no
-/// longer has, or stock a strict store does not have.
+/// [`decide_parts`] for one store, in the caller's transaction scoped to it.
 pub async fn decide_sales(conn: &mut PgConnection, store_id: &str, sales: &[SaleToApply<'_>]) -> Result<DecidedSales> {
-    let mut outcomes: Vec<Option<Result<pb::ApplySaleResponse>>> = sales.iter().map(|_| None).collect();
-    let ids: Vec<&str> = sales.iter().map(|s| s.sale_id).collect();
-    if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
-        return Err(Error::Internal(anyhow::anyhow!("a sale id appears twice in one batch")));
+    let mut decided = decide_parts(conn, &[StoreSales { store_id, sales }]).await?;
+    decided.pop().ok_or_else(|| Error::Internal(anyhow::anyhow!("a batch of one store decided none")))
+}
+
+/// One store's sales in a batch: its part.
+pub struct StoreSales<'a, 's> {
+    pub store_id: &'a str,
+    pub sales: &'a [SaleToApply<'s>],
+}
+
+/// Decides each store's sales in order, in the caller's transaction (stores distinct), with one
+/// round trip (`inventory.lock_sales_parts`, migration 0009: per store, scoped to it, the sale ids
+/// applied before, then the store's sequence lock, held to the commit, and each sku's product and
+/// stock; stores in id order, the order every batch locks them in) and no write: the caller writes
+/// the decisions in the same transaction ([`PartsWrite`], or [`DecidedSales::write`]). Returns a
+/// decision per store, in the order given. A sale id applied before is answered from its stored
+/// answer; a sale is refused for an unknown store or sku, a charged price the catalog no longer
+/// has, or stock a strict store does not have; one store's refusals leave the others' sales alone.
+pub async fn decide_parts(conn: &mut PgConnection, parts: &[StoreSales<'_, '_>]) -> Result<Vec<DecidedSales>> {
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by(|&a, &b| parts[a].store_id.cmp(parts[b].store_id));
+    if order.windows(2).any(|w| parts[w[0]].store_id == parts[w[1]].store_id) {
+        return Err(Error::Internal(anyhow::anyhow!("a store appears twice in one batch")));
     }
-    let checkout_keys: Vec<&str> = sales.iter().filter_map(|s| s.checkout.map(|c| c.key.as_str())).collect();
-    if checkout_keys.iter().collect::<HashSet<_>>().len() != checkout_keys.len() {
-        return Err(Error::Internal(anyhow::anyhow!("a checkout key appears twice in one batch")));
-    }
-    let mut write = SalesWrite { store_id: store_id.to_owned(), ..SalesWrite::default() };
-    if sales.is_empty() {
-        return Ok(DecidedSales { applied: AppliedSales { outcomes: Vec::new(), last_seq: None }, write });
+    let (mut stores, mut sku_ends, mut all_skus, mut key_ends, mut all_ids, mut checkout_ends, mut all_checkouts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &p in &order {
+        let StoreSales { store_id, sales } = parts[p];
+        let ids: Vec<&str> = sales.iter().map(|s| s.sale_id).collect();
+        if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+            return Err(Error::Internal(anyhow::anyhow!("a sale id appears twice in one batch")));
+        }
+        let checkout_keys: Vec<&str> = sales.iter().filter_map(|s| s.checkout.map(|c| c.key.as_str())).collect();
+        if checkout_keys.iter().collect::<HashSet<_>>().len() != checkout_keys.len() {
+            return Err(Error::Internal(anyhow::anyhow!("a checkout key appears twice in one batch")));
+        }
+        let mut skus: Vec<&str> = sales.iter().flat_map(|s| s.movements.iter().map(|m| m.sku.as_str())).collect();
+        skus.sort_unstable();
+        skus.dedup();
+        stores.push(store_id);
+        all_skus.extend(skus);
+        sku_ends.push(all_skus.len() as i32);
+        all_ids.extend(ids);
+        key_ends.push(all_ids.len() as i32);
+        all_checkouts.extend(checkout_keys);
+        checkout_ends.push(all_checkouts.len() as i32);
     }
 
     // A sale id is claimed by inserting it with its answer in the batch's write: a concurrent batch
     // that applies the same id first makes that insert fail on the key, and the batch runs again
     // one sale at a time, where the lookup below finds it.
-    let mut skus: Vec<&str> = sales.iter().flat_map(|s| s.movements.iter().map(|m| m.sku.as_str())).collect();
-    skus.sort_unstable();
-    skus.dedup();
-    let rows = sqlx::query(
-        "SELECT o_key, o_request, o_response, o_last_seq, o_policy, o_sku, o_known, o_active, o_currency,
-                o_price, o_quantity, o_checkout
-         FROM inventory.lock_sales($1, $2, $3, $4, $5)",
-    )
-    .bind(store_id)
-    .bind(&skus)
-    .bind(SCOPE)
-    .bind(&ids)
-    .bind(&checkout_keys)
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut rows: Vec<Vec<sqlx::postgres::PgRow>> = parts.iter().map(|_| Vec::new()).collect();
+    if parts.iter().any(|p| !p.sales.is_empty()) {
+        let found = sqlx::query(
+            "SELECT o_key, o_request, o_response, o_last_seq, o_policy, o_sku, o_known, o_active, o_currency,
+                    o_price, o_quantity, o_checkout, o_part
+             FROM inventory.lock_sales_parts($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&stores)
+        .bind(&sku_ends)
+        .bind(&all_skus)
+        .bind(SCOPE)
+        .bind(&key_ends)
+        .bind(&all_ids)
+        .bind(&checkout_ends)
+        .bind(&all_checkouts)
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in found {
+            let part: i32 = row.try_get(12)?;
+            match usize::try_from(part).ok().and_then(|p| order.get(p.wrapping_sub(1))) {
+                Some(&p) => rows[p].push(row),
+                None => return Err(Error::Internal(anyhow::anyhow!("lock_sales_parts answered for part {part}"))),
+            }
+        }
+    }
+    let occurred_at_ms = now_ms();
+    parts.iter().zip(rows).map(|(part, rows)| decide_part(part.store_id, part.sales, &rows, occurred_at_ms)).collect()
+}
+
+/// One store's sales decided from what `inventory.lock_sales` read for them.
+fn decide_part(
+    store_id: &str,
+    sales: &[SaleToApply<'_>],
+    rows: &[sqlx::postgres::PgRow],
+    occurred_at_ms: i64,
+) -> Result<DecidedSales> {
+    let mut outcomes: Vec<Option<Result<pb::ApplySaleResponse>>> = sales.iter().map(|_| None).collect();
+    let mut write = SalesWrite { store_id: store_id.to_owned(), occurred_at_ms, ..SalesWrite::default() };
     let mut taken = Taken::default();
     let mut locked = None;
     // Per known sku: its price and whether it is for sale.
-    let mut catalog: HashMap<String, (Money, bool)> = HashMap::with_capacity(skus.len());
-    let mut stock: HashMap<String, i64> = HashMap::with_capacity(skus.len());
-    for row in &rows {
+    let mut catalog: HashMap<String, (Money, bool)> = HashMap::new();
+    let mut stock: HashMap<String, i64> = HashMap::new();
+    for row in rows {
         if let Some(key) = row.try_get::<Option<String>, _>(0)? {
             let stored = (row.try_get(1)?, row.try_get(2)?);
             match row.try_get::<bool, _>(11)? {
@@ -283,7 +393,6 @@ pub async fn decide_sales(conn: &mut PgConnection, store_id: &str, sales: &[Sale
     }
 
     // The answers and events of the applied sales.
-    write.occurred_at_ms = now_ms();
     let mut stock_seq: HashMap<&str, i64> = HashMap::new();
     for d in &decided {
         let sale = &sales[d.index];
@@ -397,8 +506,9 @@ fn settled(outcomes: Vec<Option<Result<pb::ApplySaleResponse>>>) -> Vec<Result<p
         .collect()
 }
 
-/// A sale of an `InventoryStore::apply_sale(s)` call waiting for its store's next batch.
+/// A sale of an `InventoryStore::apply_sale(s)` call waiting for its lane's next batch.
 pub(super) struct SaleJob {
+    pub(super) store_id: String,
     pub(super) sale: SaleOrder,
     pub(super) reply: tokio::sync::oneshot::Sender<Result<pb::ApplySaleResponse>>,
 }
@@ -419,61 +529,85 @@ impl<'a> From<&'a SaleOrder> for SaleToApply<'a> {
 /// The most sales one transaction applies.
 const MAX_BATCH: usize = 64;
 
-/// How long a store's worker waits for work before it stops.
+/// How many batches of different stores run at once (each store has its lane,
+/// [`redstore_platform::batch::lane`]).
+pub(super) const LANES: usize = 2;
+
+/// How long a lane's worker waits for work before it stops.
 const IDLE: Duration = Duration::from_secs(30);
 
 /// `apply_sale` by group commit, for sales arriving one call at a time (over gRPC from sales
-/// processes): each store's queued sales are applied in one transaction per batch, committed,
-/// answered, then notified. A sale id twice in a batch waits for the next one (where it is a
+/// processes): the sales queued in a lane, whatever their stores, are applied in one transaction
+/// per batch (each store's part scoped to it, [`decide_parts`]), committed, answered, then
+/// notified. A sale id, or a checkout key, twice in a batch waits for the next one (where it is a
 /// replay); a batch that fails as a whole runs again one sale at a time.
 pub(super) fn sale_batcher(pool: PgPool) -> StoreBatcher<SaleJob> {
     // No linger: its callers are sales processes, each sending a batch at a time and waiting for
     // its answer, so no more would come.
-    StoreBatcher::new(MAX_BATCH, 1, IDLE, Duration::ZERO, move |store_id, jobs| {
+    StoreBatcher::new(MAX_BATCH, 1, IDLE, Duration::ZERO, move |_lane, jobs| {
         let pool = pool.clone();
-        async move { run_sales(&pool, &store_id, jobs).await }.boxed()
+        async move { run_sales(&pool, jobs).await }.boxed()
     })
 }
 
-async fn run_sales(pool: &PgPool, store_id: &str, jobs: Vec<SaleJob>) -> Vec<SaleJob> {
+async fn run_sales(pool: &PgPool, jobs: Vec<SaleJob>) -> Vec<SaleJob> {
     let (mut ids, mut checkouts) = (HashSet::new(), HashSet::new());
     let (now, later): (Vec<SaleJob>, Vec<SaleJob>) = jobs.into_iter().partition(|j| {
-        let checkout_free = j.sale.checkout.as_ref().is_none_or(|c| checkouts.insert(c.key.clone()));
+        let checkout_free =
+            j.sale.checkout.as_ref().is_none_or(|c| checkouts.insert((j.store_id.clone(), c.key.clone())));
         checkout_free && ids.insert(j.sale.sale_id.clone())
     });
     let started = std::time::Instant::now();
-    let outcome = apply_batch(pool, store_id, &now).await;
-    tracing::debug!(store_id, sales = now.len(), ms = started.elapsed().as_secs_f64() * 1e3, "sale batch");
-    let outcomes = match outcome {
-        Ok(outcomes) => outcomes,
-        Err(err) if now.len() > 1 => {
-            tracing::warn!(store_id, error = %err, sales = now.len(), "a batch of sales failed; applying them one at a time");
-            let mut outcomes = Vec::with_capacity(now.len());
-            for job in &now {
-                let one = apply_batch(pool, store_id, std::slice::from_ref(job)).await;
-                outcomes.push(
-                    one.and_then(|mut o| {
+    let outcome = apply_batch(pool, &now).await;
+    tracing::debug!(sales = now.len(), ms = started.elapsed().as_secs_f64() * 1e3, "sale batch");
+    let outcomes =
+        match outcome {
+            Ok(outcomes) => outcomes,
+            Err(err) if now.len() > 1 => {
+                tracing::warn!(error = %err, sales = now.len(), "a batch of sales failed; applying them one at a time");
+                let mut outcomes = Vec::with_capacity(now.len());
+                for job in &now {
+                    let one = apply_batch(pool, std::slice::from_ref(job)).await;
+                    outcomes.push(one.and_then(|mut o| {
                         o.pop().unwrap_or_else(|| Err(Error::Internal(anyhow::anyhow!("no outcome"))))
-                    }),
-                );
+                    }));
+                }
+                outcomes
             }
-            outcomes
-        }
-        Err(err) => vec![Err(err)],
-    };
+            Err(err) => vec![Err(err)],
+        };
     for (job, outcome) in now.into_iter().zip(outcomes) {
         let _ = job.reply.send(outcome);
     }
     later
 }
 
-async fn apply_batch(pool: &PgPool, store_id: &str, jobs: &[SaleJob]) -> Result<Vec<Result<pb::ApplySaleResponse>>> {
-    let sales: Vec<SaleToApply<'_>> = jobs.iter().map(|j| SaleToApply::from(&j.sale)).collect();
-    let mut tx = pg::store_tx(pool, store_id).await?;
-    let applied = apply_sales_in(&mut tx, store_id, &sales).await?;
-    tx.commit().await?;
-    if let Some(last) = applied.last_seq {
-        pg::notify_committed_soon(pool, SCHEMA, store_id, last);
+/// One transaction for the jobs of several stores: an outcome per job, in order.
+async fn apply_batch(pool: &PgPool, jobs: &[SaleJob]) -> Result<Vec<Result<pb::ApplySaleResponse>>> {
+    // Each store's sales, in the order they came.
+    let mut by_store: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        by_store.entry(job.store_id.as_str()).or_default().push(i);
     }
-    Ok(applied.outcomes)
+    let members: Vec<(&str, Vec<usize>)> = by_store.into_iter().collect();
+    let sales: Vec<Vec<SaleToApply<'_>>> =
+        members.iter().map(|(_, m)| m.iter().map(|&i| SaleToApply::from(&jobs[i].sale)).collect()).collect();
+    let parts: Vec<StoreSales<'_, '_>> =
+        members.iter().zip(&sales).map(|((store_id, _), sales)| StoreSales { store_id, sales }).collect();
+    let mut tx = pg::begin(pool, "BEGIN").await?;
+    let decided = decide_parts(&mut tx, &parts).await?;
+    PartsWrite::new(&decided).write(&mut tx).await?;
+    tx.commit().await?;
+    let mut newest = Vec::new();
+    let mut outcomes: Vec<Option<Result<pb::ApplySaleResponse>>> = jobs.iter().map(|_| None).collect();
+    for ((store_id, members), decided) in members.iter().zip(decided) {
+        if let Some(last) = decided.applied.last_seq {
+            newest.push((SCHEMA, (*store_id).to_owned(), last));
+        }
+        for (&i, outcome) in members.iter().zip(decided.applied.outcomes) {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    pg::notify_committed_soon_many(pool, newest);
+    Ok(settled(outcomes))
 }

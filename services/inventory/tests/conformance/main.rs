@@ -72,5 +72,6 @@ conformance! {
         migrations_are_idempotent,
         relay_cursor_migration_keeps_what_was_sent,
         a_request_dropped_mid_begin_leaves_its_connection_clean,
+        a_mixed_store_batch_scopes_each_part_and_refuses_alone,
     ],
 }

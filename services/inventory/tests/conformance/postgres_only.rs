@@ -248,3 +248,88 @@ pub async fn a_request_dropped_mid_begin_leaves_its_connection_clean(backend: &B
     }
     pool.close().await;
 }
+
+/// A batch of several stores' sales in one transaction (the chain's group commit): each store's
+/// part runs under row-level security for that store, one store's refused sale leaves the others'
+/// sales applied, a retry of the whole mixed batch is answered as the first time, and the
+/// transaction is never widened to other stores: a crafted write beside the batch is refused.
+pub async fn a_mixed_store_batch_scopes_each_part_and_refuses_alone(backend: &Backend) {
+    use redstore_inventory::StockMovement;
+    use redstore_inventory::pg::{PartsWrite, SaleToApply, StoreSales, decide_parts};
+
+    set_up_two_stores(backend).await;
+    let pool = backend.app_pool();
+    let movements = |delta: i64| vec![StockMovement { sku: "sku-1".into(), delta: -delta }];
+    let (five, two, four) = (movements(5), movements(2), movements(4));
+    let sale = |sale_id: &'static str, movements: &'static [StockMovement]| SaleToApply {
+        sale_id,
+        request: sale_id.as_bytes(),
+        terminal_id: "t1",
+        movements,
+        charged: &[],
+        checkout: None,
+    };
+    // 'static for the closure: the vectors live to the end of the test.
+    let (five, two, four): (&'static [StockMovement], &'static [StockMovement], &'static [StockMovement]) =
+        (five.leak(), two.leak(), four.leak());
+    let a_sales = [sale("sale-a-5", five), sale("sale-a-2", two)];
+    let b_sales = [sale("sale-b-4", four)];
+    // Parts given out of store order: the batch orders them itself.
+    let parts =
+        [StoreSales { store_id: "store-b", sales: &b_sales }, StoreSales { store_id: "store-a", sales: &a_sales }];
+
+    let mut tx = pool.begin().await.unwrap();
+    let decided = decide_parts(&mut tx, &parts).await.unwrap();
+    PartsWrite::new(&decided).write(&mut tx).await.unwrap();
+    // Beside the batch, another store's rows stay out of reach: no row of store A (the batch's
+    // first part) can be changed once the batch is done, and none of a store outside it written.
+    let updated = sqlx::query("UPDATE inventory.stock SET quantity = 999 WHERE store_id = 'store-a'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(updated, 0, "a mixed batch's transaction must not reach a store it is not scoped to");
+    tx.commit().await.unwrap();
+
+    let [b, a] = <[_; 2]>::try_from(decided).ok().unwrap();
+    // Store A had 3: the sale of 5 is refused (strict), the sale of 2 applies; store B's applies.
+    let a_outcomes: Vec<_> = a.applied.outcomes.iter().map(|o| o.as_ref().map(|r| r.store_seq)).collect();
+    assert_eq!(a_outcomes[0].as_ref().unwrap_err().code(), tonic::Code::FailedPrecondition);
+    assert!(a_outcomes[1].is_ok(), "{:?}", a_outcomes[1]);
+    let b_answer = b.applied.outcomes[0].as_ref().unwrap().clone();
+    let store = backend.store();
+    assert_eq!(store.get_stock("store-a", "sku-1").await.unwrap().quantity, 1);
+    assert_eq!(store.get_stock("store-b", "sku-1").await.unwrap().quantity, 3);
+    // One event each for the sales applied (after each store's receipt), none for the refusal.
+    assert_eq!(store.events_after("store-a", 0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.events_after("store-b", 0, 10).await.unwrap().len(), 2);
+
+    // The whole mixed batch again (a retry after a lost answer): the same answers, nothing applied
+    // twice; the refused sale is decided afresh (and refused again).
+    let mut tx = pool.begin().await.unwrap();
+    let again = decide_parts(&mut tx, &parts).await.unwrap();
+    PartsWrite::new(&again).write(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(again[0].applied.outcomes[0].as_ref().unwrap(), &b_answer);
+    assert_eq!(
+        again[1].applied.outcomes[1].as_ref().unwrap().store_seq,
+        *a_outcomes[1].as_ref().unwrap(),
+        "a retried sale is answered with its first answer"
+    );
+    assert!(again[1].applied.outcomes[0].is_err());
+    assert_eq!(store.get_stock("store-a", "sku-1").await.unwrap().quantity, 1);
+    assert_eq!(store.get_stock("store-b", "sku-1").await.unwrap().quantity, 3);
+    assert_eq!(store.events_after("store-b", 0, 10).await.unwrap().len(), 2);
+
+    // A crafted write inside a mixed batch's transaction, to a store outside it, is refused.
+    let mut tx = pool.begin().await.unwrap();
+    decide_parts(&mut tx, &parts).await.unwrap();
+    let err = sqlx::query(
+        "INSERT INTO inventory.stock (store_id, sku, quantity, last_seq) VALUES ('store-c', 'sku-1', 1, 1)",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert_eq!(pg::sqlstate(&err).as_deref(), Some("42501"), "{err}");
+    drop(tx);
+}

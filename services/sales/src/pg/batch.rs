@@ -41,7 +41,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use prost::Message as _;
 use redstore_inventory::domain::{ChargedPrice, Product, StockMovement};
-use redstore_inventory::pg::{DecidedSales, SaleToApply, decide_sales};
+use redstore_inventory::pg::{PartsWrite, SaleToApply, StoreSales, decide_parts};
 use redstore_inventory::store::{CheckoutKey, SaleOrder};
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
@@ -95,39 +95,48 @@ enum Answer {
     Reprice(Error),
 }
 
-/// The per-store batcher of a [`PgSales`] whose checkouts go by group commit; `saga` is the same
-/// store without the batcher (for the rare checkout only the saga can finish).
+/// How many batches of different stores run at once: each store has its lane
+/// ([`redstore_platform::batch::lane`]), and a lane's batch takes whatever its stores have
+/// waiting, so a chain whose stores each sell now and then still fills batches.
+pub(crate) const LANES: usize = 2;
+
+/// The queue a checkout waits in: its store's lane.
+pub(crate) fn queue_of(store_id: &str) -> String {
+    redstore_platform::batch::lane(store_id, LANES)
+}
+
+/// The batcher of a [`PgSales`] whose checkouts go by group commit; `saga` is the same store
+/// without the batcher (for the rare checkout only the saga can finish).
 pub(crate) fn batcher(saga: PgSales, local: bool) -> StoreBatcher<Job> {
-    // One batch of a store at a time. With inventory local, a batch holds the store's locks to its
+    // One batch of a queue at a time. With inventory local, a batch holds its stores' locks to its
     // commit, and a second beside it only queued on them. The saga's batches hold none, but each
     // costs the same few statements whatever its size, so one batch of every waiting checkout
     // beats two or three smaller ones in flight (both measured in docs/benchmarks-history.md,
     // "Batches in flight").
-    StoreBatcher::new(MAX_BATCH, 1, IDLE, LINGER, move |store_id, jobs| {
+    StoreBatcher::new(MAX_BATCH, 1, IDLE, LINGER, move |_queue, jobs| {
         let saga = saga.clone();
-        async move { run(&saga, local, &store_id, jobs).await }.boxed()
+        async move { run(&saga, local, jobs).await }.boxed()
     })
 }
 
-/// One batch: with inventory in this process and database, one transaction; else the saga's
-/// steps, each for the whole batch.
-async fn batch(saga: &PgSales, local: bool, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
-    if local { checkout_batch(saga, store_id, orders).await } else { saga_batch(saga, store_id, orders).await }
+/// One batch of any stores' checkouts: with inventory in this process and database, one
+/// transaction; else the saga's steps, each for the whole batch.
+async fn batch(saga: &PgSales, local: bool, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+    if local { checkout_batch(saga, orders).await } else { saga_batch(saga, orders).await }
 }
 
 /// Runs one batch and answers its checkouts; returns those put off to the next batch.
-async fn run(saga: &PgSales, local: bool, store_id: &str, jobs: Vec<Job>) -> Vec<Job> {
+async fn run(saga: &PgSales, local: bool, jobs: Vec<Job>) -> Vec<Job> {
     let (mut keys, mut carts) = (HashSet::new(), HashSet::new());
     let (now, later): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|job| {
         let order = &job.order;
-        let cart_free = !order.lines.is_empty() || carts.insert(order.terminal_id.clone());
-        cart_free && keys.insert(order.idem.key.clone())
+        let cart_free = !order.lines.is_empty() || carts.insert((order.store_id.clone(), order.terminal_id.clone()));
+        cart_free && keys.insert((order.store_id.clone(), order.idem.key.clone()))
     });
     let orders: Vec<&CheckoutOrder> = now.iter().map(|job| &job.order).collect();
     let started = std::time::Instant::now();
-    let outcome = batch(saga, local, store_id, &orders).await;
+    let outcome = batch(saga, local, &orders).await;
     tracing::debug!(
-        store_id,
         checkouts = orders.len(),
         put_off = later.len(),
         ms = started.elapsed().as_secs_f64() * 1e3,
@@ -136,10 +145,10 @@ async fn run(saga: &PgSales, local: bool, store_id: &str, jobs: Vec<Job>) -> Vec
     let answers = match outcome {
         Ok(answers) => answers,
         Err(err) if orders.len() > 1 => {
-            tracing::warn!(store_id, error = %err, checkouts = orders.len(), "a checkout batch failed; running its checkouts one at a time");
+            tracing::warn!(error = %err, checkouts = orders.len(), "a checkout batch failed; running its checkouts one at a time");
             let mut answers = Vec::with_capacity(orders.len());
             for order in &orders {
-                let answer = match batch(saga, local, store_id, std::slice::from_ref(order)).await {
+                let answer = match batch(saga, local, std::slice::from_ref(order)).await {
                     Ok(mut one) => one.pop().unwrap_or(Answer::Saga),
                     Err(err) => Answer::Done(Box::new(Err(err))),
                 };
@@ -210,129 +219,220 @@ impl Drafted {
     }
 }
 
-/// One batch of a store's checkouts (distinct keys, a terminal's cart at most once) as one
-/// transaction: an answer per checkout, or an error for the whole batch (nothing committed).
-async fn checkout_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
-    let mut tx = pg::store_tx(&saga.pool, store_id).await?;
+/// One batch of checkouts of any stores (distinct keys within a store, a terminal's cart at most
+/// once) as one transaction: an answer per checkout, or an error for the whole batch (nothing
+/// committed). Every statement takes each store's part under row-level security for that store
+/// (the `*_parts` functions, migration 0009), stores in id order.
+async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+    let mut tx = pg::begin(&saga.pool, "BEGIN").await?;
 
     // 1. The carts sold (row-locked until the commit); drafts priced from the copy of the catalog.
-    let carts = read_carts(&mut tx, store_id, orders, true).await?;
+    let carts = read_carts(&mut tx, orders, true).await?;
     let lines = lines_of(orders, &carts);
-    let drafts = draft_all(saga, store_id, orders, &lines).await?;
+    let drafts = draft_all(saga, orders, &lines).await?;
 
     // 2. Claim the keys: each drafted checkout's sale goes in as completed (invisible until the
     //    commit; deleted again if inventory refuses it). A key taken by a concurrent attempt
     //    waits here for that one's transaction; a key used before points at its sale.
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
-    let drafted = claim(&mut tx, store_id, orders, &lines, drafts, true, &mut answers).await?;
+    let drafted = claim(&mut tx, orders, &lines, drafts, true, &mut answers).await?;
 
-    // 3. Inventory decides, in this transaction: it locks the store's stock from here to the
+    // 3. Inventory decides, in this transaction: it locks each store's stock from here to the
     //    commit, and holds each sale to the prices it charged.
-    let applying: Vec<SaleToApply<'_>> = drafted
+    let by_store = group_by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
+    let applying: Vec<Vec<SaleToApply<'_>>> = by_store
         .iter()
-        .map(|d| SaleToApply {
-            sale_id: &d.sale.sale_id,
-            request: &d.request,
-            terminal_id: &d.sale.terminal_id,
-            movements: &d.movements,
-            charged: &d.charged,
-            checkout: None,
+        .map(|(_, members)| {
+            members
+                .iter()
+                .map(|&m| {
+                    let d = &drafted[m];
+                    SaleToApply {
+                        sale_id: &d.sale.sale_id,
+                        request: &d.request,
+                        terminal_id: &d.sale.terminal_id,
+                        movements: &d.movements,
+                        charged: &d.charged,
+                        checkout: None,
+                    }
+                })
+                .collect()
         })
         .collect();
-    let mut decided = decide_sales(&mut tx, store_id, &applying).await?;
-    let outcomes = std::mem::take(&mut decided.applied.outcomes);
+    let parts: Vec<StoreSales<'_, '_>> =
+        by_store.iter().zip(&applying).map(|((store_id, _), sales)| StoreSales { store_id, sales }).collect();
+    let mut decided = decide_parts(&mut tx, &parts).await?;
 
-    // 4. Completed: the directory entry, the carts sold, the events (numbered under the store's
+    // 4. Completed: the directory entry, the carts sold, the events (numbered under each store's
     //    sales sequence lock, taken last); negative skus into the body. Refused: the claim goes.
     let occurred_at_ms = now_ms();
-    let (mut completed, mut refused) = (Completions::default(), Vec::new());
-    let (mut amended, mut amended_bodies) = (Vec::new(), Vec::new());
-    for (d, outcome) in drafted.into_iter().zip(outcomes) {
-        let mut sale = d.sale;
-        match outcome {
-            Err(err) => {
-                answers[d.index] = Some(refusal(saga, &sale, err));
-                refused.push(sale.sale_id);
-            }
-            Ok(response) => {
-                if !response.negative_skus.is_empty() {
-                    sale.negative_stock_skus = response.negative_skus;
-                    amended.push(sale.sale_id.clone());
-                    amended_bodies.push(sale.encode_to_vec());
+    let mut drafted: Vec<Option<Drafted>> = drafted.into_iter().map(Some).collect();
+    let mut records: Vec<StoreRecord> = Vec::with_capacity(by_store.len());
+    for ((store_id, members), decided) in by_store.iter().zip(&mut decided) {
+        let mut record = StoreRecord { store_id, ..StoreRecord::default() };
+        let outcomes = std::mem::take(&mut decided.applied.outcomes);
+        for (&m, outcome) in members.iter().zip(outcomes) {
+            let Some(d) = drafted[m].take() else { continue };
+            let mut sale = d.sale;
+            match outcome {
+                Err(err) => {
+                    answers[d.index] = Some(refusal(saga, &sale, err));
+                    record.refused.push(sale.sale_id);
                 }
-                completed.add(store_id, occurred_at_ms, &sale, d.from_cart.then_some(sale.terminal_id.as_str()));
-                answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
+                Ok(response) => {
+                    if !response.negative_skus.is_empty() {
+                        sale.negative_stock_skus = response.negative_skus;
+                        record.amended.push(sale.sale_id.clone());
+                        record.amended_bodies.push(sale.encode_to_vec());
+                    }
+                    let owner = d.from_cart.then_some(sale.terminal_id.as_str());
+                    record.completed.add(store_id, occurred_at_ms, &sale, owner);
+                    answers[d.index] = Some(Answer::Done(Box::new(Ok(sale))));
+                }
             }
+        }
+        if !record.completed.sale_ids.is_empty() || !record.refused.is_empty() {
+            records.push(record);
         }
     }
 
-    // Inventory's writes and sales' completion (`sales.record_completed`, migration 0005) in one
-    // statement: a round trip fewer under the store's locks. Append runs them in order.
-    let write = decided.writes().then(|| DecidedSales::write_call(1));
-    let record = (!completed.sale_ids.is_empty() || !refused.is_empty()).then(|| {
-        let first = if write.is_some() { DecidedSales::WRITE_ARGS + 1 } else { 1 };
-        pg::call("sales.record_completed", first, 12)
+    // Inventory's writes and sales' completion (`sales.record_completed_parts`) in one statement:
+    // a round trip fewer under the stores' locks. Append runs them in order.
+    let write = PartsWrite::new(&decided);
+    let write_call = (!write.is_empty()).then(|| PartsWrite::call(1));
+    let record_call = (!records.is_empty()).then(|| {
+        let first = if write_call.is_some() { PartsWrite::ARGS + 1 } else { 1 };
+        pg::call("sales.record_completed_parts", first, StoreRecord::ARGS)
     });
-    let sql = match (&write, &record) {
+    let sql = match (&write_call, &record_call) {
         (Some(write), Some(record)) => Some(format!(
-            "SELECT NULL::UUID, NULL::BIGINT, NULL::BYTEA, w.o_sku, w.o_quantity FROM {write} w
-             UNION ALL SELECT r.o_event_id, r.o_seq, r.o_body, NULL, NULL FROM {record} r"
+            "SELECT NULL::INT, NULL::UUID, NULL::BIGINT, NULL::BYTEA, w.o_part, w.o_sku, w.o_quantity FROM {write} w
+             UNION ALL SELECT r.o_part, r.o_event_id, r.o_seq, r.o_body, NULL, NULL, NULL FROM {record} r"
         )),
-        (Some(write), None) => {
-            Some(format!("SELECT NULL::UUID, NULL::BIGINT, NULL::BYTEA, o_sku, o_quantity FROM {write}"))
-        }
+        (Some(write), None) => Some(format!(
+            "SELECT NULL::INT, NULL::UUID, NULL::BIGINT, NULL::BYTEA, o_part, o_sku, o_quantity FROM {write}"
+        )),
         (None, Some(record)) => {
-            Some(format!("SELECT o_event_id, o_seq, o_body, NULL::TEXT, NULL::BIGINT FROM {record}"))
+            Some(format!("SELECT o_part, o_event_id, o_seq, o_body, NULL::INT, NULL::TEXT, NULL::BIGINT FROM {record}"))
         }
         (None, None) => None,
     };
-    let mut sales_seq = None;
+    let mut sales_seqs: Vec<Option<u64>> = records.iter().map(|_| None).collect();
     if let Some(sql) = &sql {
         let mut query = sqlx::query(sql);
-        if write.is_some() {
-            query = decided.bind_write(query);
+        if write_call.is_some() {
+            query = write.bind(query);
         }
-        if record.is_some() {
-            query = completed.bind_events_and_carts(
-                query
-                    .bind(store_id)
-                    .bind(&refused)
-                    .bind(&amended)
-                    .bind(&amended_bodies)
-                    .bind(&completed.sale_ids)
-                    .bind(occurred_at_ms),
-            );
+        if record_call.is_some() {
+            query = StoreRecord::bind(&records, occurred_at_ms, query);
         }
         let mut events = 0;
         for row in &query.fetch_all(&mut *tx).await? {
-            if let Some(sku) = row.try_get::<Option<&str>, _>(3)? {
-                decided.check_written(sku, row.try_get(4)?)?;
+            if let Some(part) = row.try_get::<Option<i32>, _>(4)? {
+                write.check_written(part, row.try_get(5)?, row.try_get(6)?)?;
                 continue;
             }
             events += 1;
-            let seq = row.try_get::<i64, _>(1)? as u64;
-            sales_seq = sales_seq.max(Some(seq));
+            let part: i32 = row.try_get(0)?;
+            let Some(i) = usize::try_from(part).ok().and_then(|p| p.checked_sub(1)).filter(|&i| i < records.len())
+            else {
+                return Err(Error::Internal(anyhow::anyhow!("an event recorded for part {part}")));
+            };
+            let seq = row.try_get::<i64, _>(2)? as u64;
+            sales_seqs[i] = sales_seqs[i].max(Some(seq));
             if cfg!(debug_assertions) {
-                let id: uuid::Uuid = row.try_get(0)?;
-                let i = completed.event_ids.iter().position(|e| *e == id).expect("an event of this batch");
-                check_spliced(&completed.heads[i], &completed.tails[i], seq, &row.try_get::<Vec<u8>, _>(2)?);
+                let id: uuid::Uuid = row.try_get(1)?;
+                let c = &records[i].completed;
+                let e = c.event_ids.iter().position(|e| *e == id).expect("an event of this batch");
+                check_spliced(&c.heads[e], &c.tails[e], seq, &row.try_get::<Vec<u8>, _>(3)?);
             }
         }
-        if events != completed.sale_ids.len() {
-            return Err(Error::Internal(anyhow::anyhow!(
-                "{events} events written for {} sales",
-                completed.sale_ids.len()
-            )));
+        let expected: usize = records.iter().map(|r| r.completed.sale_ids.len()).sum();
+        if events != expected {
+            return Err(Error::Internal(anyhow::anyhow!("{events} events written for {expected} sales")));
         }
     }
     tx.commit().await?;
-    // Wake the outboxes' listeners (one round trip for both) without holding up the answers or
-    // the next batch.
-    let newest = [("inventory", decided.applied.last_seq), (SCHEMA, sales_seq)];
-    let newest: Vec<(&'static str, u64)> =
-        newest.into_iter().filter_map(|(schema, seq)| seq.map(|seq| (schema, seq))).collect();
-    pg::notify_committed_soon_all(&saga.pool, store_id, newest);
+    // Wake the outboxes' listeners (one round trip for every store and both schemas) without
+    // holding up the answers or the next batch.
+    let mut newest: Vec<(&'static str, String, u64)> = Vec::new();
+    for ((store_id, _), decided) in by_store.iter().zip(&decided) {
+        if let Some(seq) = decided.applied.last_seq {
+            newest.push(("inventory", (*store_id).to_owned(), seq));
+        }
+    }
+    for (record, seq) in records.iter().zip(sales_seqs) {
+        if let Some(seq) = seq {
+            newest.push((SCHEMA, record.store_id.to_owned(), seq));
+        }
+    }
+    pg::notify_committed_soon_many(&saga.pool, newest);
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
+
+/// Items grouped by their store, stores in id order (the order batches lock them in), each
+/// store's items (their indexes) in the order given.
+fn group_by_store<'a>(stores: impl Iterator<Item = &'a str>) -> Vec<(&'a str, Vec<usize>)> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, store_id) in stores.enumerate() {
+        groups.entry(store_id).or_default().push(i);
+    }
+    groups.into_iter().collect()
+}
+
+/// One store's part of a batch's completion (`sales.record_completed`, through
+/// `sales.record_completed_parts`).
+#[derive(Default)]
+struct StoreRecord<'a> {
+    store_id: &'a str,
+    /// The sales inventory refused: their claims go.
+    refused: Vec<String>,
+    /// The sales whose bodies changed (negative skus), with their bodies.
+    amended: Vec<String>,
+    amended_bodies: Vec<Vec<u8>>,
+    completed: Completions,
+}
+
+impl StoreRecord<'_> {
+    /// How many arguments `sales.record_completed_parts` takes.
+    const ARGS: usize = 16;
+
+    /// Binds `sales.record_completed_parts`'s arguments for the stores' parts (in store id order).
+    fn bind<'q>(records: &[StoreRecord<'_>], occurred_at_ms: i64, query: pg::PgQuery<'q>) -> pg::PgQuery<'q> {
+        fn flat<'r, 's: 'r, T: Clone + 'r>(
+            records: &'r [StoreRecord<'s>],
+            field: impl Fn(&'r StoreRecord<'s>) -> &'r Vec<T>,
+        ) -> (Vec<i32>, Vec<T>) {
+            let mut ends = Vec::with_capacity(records.len());
+            let mut all = Vec::new();
+            for record in records {
+                all.extend(field(record).iter().cloned());
+                ends.push(all.len() as i32);
+            }
+            (ends, all)
+        }
+        let (refused_ends, refused) = flat(records, |r| &r.refused);
+        let (amended_ends, amended) = flat(records, |r| &r.amended);
+        let (id_ends, ids) = flat(records, |r| &r.completed.sale_ids);
+        let (cart_ends, cart_owners) = flat(records, |r| &r.completed.cart_owners);
+        query
+            .bind(records.iter().map(|r| r.store_id.to_owned()).collect::<Vec<_>>())
+            .bind(refused_ends)
+            .bind(refused)
+            .bind(amended_ends)
+            .bind(amended)
+            .bind(flat(records, |r| &r.amended_bodies).1)
+            .bind(id_ends)
+            .bind(ids)
+            .bind(occurred_at_ms)
+            .bind(flat(records, |r| &r.completed.event_ids).1)
+            .bind(flat(records, |r| &r.completed.heads).1)
+            .bind(flat(records, |r| &r.completed.tails).1)
+            .bind(cart_ends)
+            .bind(cart_owners)
+            .bind(flat(records, |r| &r.completed.cart_skus).1)
+            .bind(flat(records, |r| &r.completed.cart_quantities).1)
+    }
 }
 
 /// What a checkout inventory refused comes to: its error, or, when the refusal says the copy of
@@ -349,13 +449,12 @@ fn refusal(saga: &PgSales, sale: &Sale, err: Error) -> Answer {
 /// copy of the catalog, which asks inventory about what it does not hold.
 async fn draft_all(
     saga: &PgSales,
-    store_id: &str,
     orders: &[&CheckoutOrder],
     lines: &[Lines<'_>],
 ) -> Result<Vec<Result<(Sale, Vec<StockMovement>)>>> {
     // Each checkout's terminal (errors are not `Clone`: one check per checkout, all at once).
     let terminal_checks =
-        futures::future::join_all(orders.iter().map(|o| saga.require_terminal(store_id, &o.terminal_id))).await;
+        futures::future::join_all(orders.iter().map(|o| saga.require_terminal(&o.store_id, &o.terminal_id))).await;
     let mut skus: Vec<String> = lines.iter().flat_map(|l| l.lines.iter().map(|(sku, _)| sku.clone())).collect();
     skus.sort_unstable();
     skus.dedup();
@@ -365,7 +464,7 @@ async fn draft_all(
         .iter()
         .zip(lines)
         .zip(terminal_checks)
-        .map(|((order, l), terminal)| draft(store_id, order, l, terminal, |sku| products.get(sku)))
+        .map(|((order, l), terminal)| draft(&order.store_id, order, l, terminal, |sku| products.get(sku)))
         .collect())
 }
 
@@ -421,29 +520,35 @@ fn keyed_answer(order: &CheckoutOrder, sale: KeyedSale) -> Answer {
     }
 }
 
-/// One batch of a store's checkouts by the saga, inventory being elsewhere (see the module
-/// documentation of `pg`): those with lines by [`applied_batch`], those of carts by
-/// [`pending_batch`], side by side.
-async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+/// One batch of checkouts by the saga, inventory being elsewhere (see the module documentation
+/// of `pg`): those with lines by [`applied_batch`] (every store's together), those of carts by
+/// [`pending_batch`] (a store's at a time, stores side by side).
+async fn saga_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
     // A checkout with lines is recorded once inventory applied it; one of a cart by the pending
     // saga (the pending row guards the cart). A key always takes the same way: its request has
     // lines or has none.
     type Indexed<'a> = Vec<(usize, &'a CheckoutOrder)>;
     let (with_lines, of_carts): (Indexed<'_>, Indexed<'_>) =
         orders.iter().copied().enumerate().partition(|(_, o)| !o.lines.is_empty());
-    if of_carts.is_empty() {
-        return applied_batch(saga, store_id, orders).await;
-    }
-    if with_lines.is_empty() {
-        return pending_batch(saga, store_id, orders).await;
-    }
     let lines_orders: Vec<&CheckoutOrder> = with_lines.iter().map(|(_, o)| *o).collect();
-    let cart_orders: Vec<&CheckoutOrder> = of_carts.iter().map(|(_, o)| *o).collect();
-    let (lines_answers, cart_answers) =
-        tokio::join!(applied_batch(saga, store_id, &lines_orders), pending_batch(saga, store_id, &cart_orders));
+    let cart_stores = group_by_store(of_carts.iter().map(|(_, o)| o.store_id.as_str()));
+    let cart_orders: Vec<(&str, Vec<&CheckoutOrder>)> = cart_stores
+        .iter()
+        .map(|(store_id, members)| (*store_id, members.iter().map(|&m| of_carts[m].1).collect()))
+        .collect();
+    let lines_answers =
+        async { if lines_orders.is_empty() { Ok(Vec::new()) } else { applied_batch(saga, &lines_orders).await } };
+    let cart_answers =
+        futures::future::join_all(cart_orders.iter().map(|(store_id, orders)| pending_batch(saga, store_id, orders)));
+    let (lines_answers, cart_answers) = tokio::join!(lines_answers, cart_answers);
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
-    for ((i, _), answer) in with_lines.iter().zip(lines_answers?).chain(of_carts.iter().zip(cart_answers?)) {
+    for ((i, _), answer) in with_lines.iter().zip(lines_answers?) {
         answers[*i] = Some(answer);
+    }
+    for ((_, members), store_answers) in cart_stores.iter().zip(cart_answers) {
+        for (&m, answer) in members.iter().zip(store_answers?) {
+            answers[of_carts[m].0] = Some(answer);
+        }
     }
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
 }
@@ -455,14 +560,14 @@ async fn saga_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -
 /// A retry of a checkout interrupted in between is answered by inventory with the first attempt's
 /// sale, and records that; the reconciler ([`PgSales::record_applied`]) records it when no retry
 /// comes. A checkout inventory refuses, or cannot be asked about, leaves no trace here.
-async fn applied_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
-    let carts = HashMap::new();
+async fn applied_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
+    let carts = Carts::new();
     let lines = lines_of(orders, &carts);
-    let drafts = draft_all(saga, store_id, orders, &lines).await?;
+    let drafts = draft_all(saga, orders, &lines).await?;
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
     let mut drafted = Vec::new();
-    let mut lookup: Vec<&str> = Vec::new();
-    for (index, (order, draft)) in orders.iter().zip(drafts).enumerate() {
+    let mut lookup: Vec<usize> = Vec::new();
+    for (index, draft) in drafts.into_iter().enumerate() {
         match draft {
             Ok((sale, movements)) => {
                 let request = apply_request(&sale).0.encode_to_vec();
@@ -472,56 +577,83 @@ async fn applied_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
             Err(err) => {
                 // A retry whose sale is recorded may fail to draft (a product since withdrawn…):
                 // the key decides.
-                lookup.push(order.idem.key.as_str());
+                lookup.push(index);
                 answers[index] = Some(Answer::Done(Box::new(Err(err))));
             }
         }
     }
-    let sales = drafted.iter().map(|d| d.sale_order(orders[d.index], true)).collect();
-    let applied = if drafted.is_empty() { Vec::new() } else { saga.inventory.apply_sales(store_id, sales).await };
+    // Each store's sales in one call, the stores' calls side by side (inventory batches them again,
+    // across stores).
+    let by_store = group_by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
+    let applied = futures::future::join_all(by_store.iter().map(|(store_id, members)| {
+        let sales = members.iter().map(|&m| drafted[m].sale_order(orders[drafted[m].index], true)).collect();
+        saga.inventory.apply_sales(store_id, sales)
+    }))
+    .await;
 
     let occurred_at_ms = now_ms();
-    let mut record = Recording::default();
-    for (d, outcome) in drafted.into_iter().zip(applied) {
-        let order = orders[d.index];
-        let answer = match outcome {
-            Err(err) => refusal(saga, &d.sale, err),
-            Ok(response) => match applied_sale(d.sale, response) {
-                Ok(sale) => {
-                    record.add(store_id, occurred_at_ms, order, &sale);
-                    Answer::Done(Box::new(Ok(sale)))
-                }
-                Err(err) => Answer::Done(Box::new(Err(err))),
-            },
-        };
-        answers[d.index] = Some(answer);
+    let mut drafted: Vec<Option<Drafted>> = drafted.into_iter().map(Some).collect();
+    let mut records: Vec<(&str, Recording)> = Vec::with_capacity(by_store.len());
+    for ((store_id, members), outcomes) in by_store.iter().zip(applied) {
+        let mut record = Recording::default();
+        for (&m, outcome) in members.iter().zip(outcomes) {
+            let Some(d) = drafted[m].take() else { continue };
+            let order = orders[d.index];
+            let answer = match outcome {
+                Err(err) => refusal(saga, &d.sale, err),
+                Ok(response) => match applied_sale(d.sale, response) {
+                    Ok(sale) => {
+                        record.add(store_id, occurred_at_ms, order, &sale);
+                        Answer::Done(Box::new(Ok(sale)))
+                    }
+                    Err(err) => Answer::Done(Box::new(Err(err))),
+                },
+            };
+            answers[d.index] = Some(answer);
+        }
+        records.push((store_id, record));
     }
-    let (recorded, last_seq) = record.write(&saga.pool, store_id, occurred_at_ms).await?;
-    if let Some(last) = last_seq {
-        pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
-    }
-    // A key recorded before (by the first attempt, or the reconciler): its sale answers.
-    let unrecorded: HashSet<&str> = record
-        .keys
+    let written = Recording::write_parts(&saga.pool, &records, occurred_at_ms).await?;
+    let newest = records
         .iter()
-        .zip(&record.completions.sale_ids)
-        .filter(|(_, id)| !recorded.contains(*id))
-        .map(|(key, _)| key.as_str())
+        .zip(&written)
+        .filter_map(|((store_id, _), (_, last))| last.map(|seq| (SCHEMA, (*store_id).to_owned(), seq)))
         .collect();
-    lookup.extend(unrecorded.iter().copied());
+    pg::notify_committed_soon_many(&saga.pool, newest);
+    // A key recorded before (by the first attempt, or the reconciler): its sale answers.
+    let mut unrecorded: HashSet<(&str, &str)> = HashSet::new();
+    for ((store_id, record), (recorded, _)) in records.iter().zip(&written) {
+        for (key, id) in record.keys.iter().zip(&record.completions.sale_ids) {
+            if !recorded.contains(id) {
+                unrecorded.insert((store_id, key.as_str()));
+            }
+        }
+    }
+    lookup.extend(
+        orders
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| unrecorded.contains(&(o.store_id.as_str(), o.idem.key.as_str())))
+            .map(|(i, _)| i),
+    );
     if !lookup.is_empty() {
         let mut conn = saga.pool.acquire().await?;
-        let mut keyed = keyed_sales(&mut conn, store_id, &lookup).await?;
-        for (index, order) in orders.iter().enumerate() {
-            let key = order.idem.key.as_str();
-            if let Some(sale) = keyed.remove(key) {
-                answers[index] = Some(keyed_answer(order, sale));
-            } else if unrecorded.contains(key) {
-                // Not recorded, and its key points at nothing: inventory has it, and a retry or the
-                // reconciler records it.
-                answers[index] = Some(Answer::Done(Box::new(Err(Error::unavailable(format!(
-                    "the checkout with idempotency_key {key:?} was applied but is not recorded yet; retry it with the same key"
-                ))))));
+        for (store_id, members) in group_by_store(lookup.iter().map(|&i| orders[i].store_id.as_str())) {
+            let keys: Vec<&str> = members.iter().map(|&m| orders[lookup[m]].idem.key.as_str()).collect();
+            let mut keyed = keyed_sales(&mut conn, store_id, &keys).await?;
+            for &m in &members {
+                let index = lookup[m];
+                let order = orders[index];
+                let key = order.idem.key.as_str();
+                if let Some(sale) = keyed.remove(key) {
+                    answers[index] = Some(keyed_answer(order, sale));
+                } else if unrecorded.contains(&(store_id, key)) {
+                    // Not recorded, and its key points at nothing: inventory has it, and a retry or
+                    // the reconciler records it.
+                    answers[index] = Some(Answer::Done(Box::new(Err(Error::unavailable(format!(
+                        "the checkout with idempotency_key {key:?} was applied but is not recorded yet; retry it with the same key"
+                    ))))));
+                }
             }
         }
     }
@@ -576,41 +708,69 @@ impl Recording {
         self.add_keyed(store_id, occurred_at_ms, &order.idem.key, &order.idem.fingerprint, sale);
     }
 
-    /// Records the sales (one statement, committing on its own; none when there are none): the ids
-    /// of those inserted (a key or id recorded before is skipped) and the newest event sequence
-    /// written.
+    /// Records one store's sales ([`Self::write_parts`]).
     pub(super) async fn write(
-        &self,
+        self,
         pool: &pg::PgPool,
         store_id: &str,
         occurred_at_ms: i64,
     ) -> Result<(HashSet<String>, Option<u64>)> {
-        let (mut recorded, mut last_seq) = (HashSet::new(), None);
-        if self.completions.sale_ids.is_empty() {
-            return Ok((recorded, last_seq));
+        let mut written = Self::write_parts(pool, &[(store_id, self)], occurred_at_ms).await?;
+        Ok(written.pop().unwrap_or_default())
+    }
+
+    /// Records several stores' sales in one statement committing on its own
+    /// (`sales.record_sales_parts`, migration 0009: each store's part under row-level security for
+    /// that store; none when there are no sales): per store, in the order given, the ids of those
+    /// inserted (a key or id recorded before is skipped) and the newest event sequence written.
+    pub(super) async fn write_parts(
+        pool: &pg::PgPool,
+        parts: &[(&str, Recording)],
+        occurred_at_ms: i64,
+    ) -> Result<Vec<(HashSet<String>, Option<u64>)>> {
+        let mut written: Vec<(HashSet<String>, Option<u64>)> = parts.iter().map(|_| Default::default()).collect();
+        let mut order: Vec<usize> = (0..parts.len()).filter(|&p| !parts[p].1.completions.sale_ids.is_empty()).collect();
+        if order.is_empty() {
+            return Ok(written);
         }
-        let c = &self.completions;
+        order.sort_by(|&a, &b| parts[a].0.cmp(parts[b].0));
+        let ordered: Vec<&Recording> = order.iter().map(|&p| &parts[p].1).collect();
+        let mut ends = Vec::with_capacity(order.len());
+        let mut n = 0;
+        for record in &ordered {
+            n += record.completions.sale_ids.len() as i32;
+            ends.push(n);
+        }
+        fn flat<T: Clone>(parts: &[&Recording], field: impl Fn(&Recording) -> &Vec<T>) -> Vec<T> {
+            parts.iter().flat_map(|r| field(r).iter().cloned()).collect()
+        }
         let rows = sqlx::query(
-            "SELECT o_sale_id, o_seq FROM sales.record_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "SELECT o_part, o_sale_id, o_seq FROM sales.record_sales_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
-        .bind(store_id)
-        .bind(&c.sale_ids)
-        .bind(&self.terminals)
-        .bind(&self.keys)
-        .bind(&self.requests)
-        .bind(&self.created)
-        .bind(&self.bodies)
+        .bind(order.iter().map(|&p| parts[p].0).collect::<Vec<_>>())
+        .bind(&ends)
+        .bind(flat(&ordered, |r| &r.completions.sale_ids))
+        .bind(flat(&ordered, |r| &r.terminals))
+        .bind(flat(&ordered, |r| &r.keys))
+        .bind(flat(&ordered, |r| &r.requests))
+        .bind(flat(&ordered, |r| &r.created))
+        .bind(flat(&ordered, |r| &r.bodies))
         .bind(occurred_at_ms)
-        .bind(&c.event_ids)
-        .bind(&c.heads)
-        .bind(&c.tails)
+        .bind(flat(&ordered, |r| &r.completions.event_ids))
+        .bind(flat(&ordered, |r| &r.completions.heads))
+        .bind(flat(&ordered, |r| &r.completions.tails))
         .fetch_all(pool)
         .await?;
         for row in &rows {
-            recorded.insert(row.try_get::<String, _>(0)?);
-            last_seq = last_seq.max(Some(row.try_get::<i64, _>(1)? as u64));
+            let part: i32 = row.try_get(0)?;
+            let Some(&p) = usize::try_from(part).ok().and_then(|i| order.get(i.wrapping_sub(1))) else {
+                return Err(Error::Internal(anyhow::anyhow!("record_sales_parts answered for part {part}")));
+            };
+            let (recorded, last_seq) = &mut written[p];
+            recorded.insert(row.try_get::<String, _>(1)?);
+            *last_seq = (*last_seq).max(Some(row.try_get::<i64, _>(2)? as u64));
         }
-        Ok((recorded, last_seq))
+        Ok(written)
     }
 }
 
@@ -625,14 +785,14 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
     // The carts sold (read in a transaction of their own, when there are any), then the drafts.
     let carts = if orders.iter().any(|o| o.lines.is_empty()) {
         let mut tx = pg::store_tx(&saga.pool, store_id).await?;
-        let carts = read_carts(&mut tx, store_id, orders, false).await?;
+        let carts = read_carts(&mut tx, orders, false).await?;
         tx.commit().await?;
         carts
     } else {
-        HashMap::new()
+        Carts::new()
     };
     let lines = lines_of(orders, &carts);
-    let mut drafts = draft_all(saga, store_id, orders, &lines).await?;
+    let mut drafts = draft_all(saga, orders, &lines).await?;
 
     // Transaction A: the drafted sales, pending, under their keys; what taken keys point at. A
     // cart is claimed only while no other request is checking it out (see `guard_carts`); without
@@ -647,7 +807,7 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
         .collect();
     let drafted = if cart_sales.is_empty() {
         let mut conn = saga.pool.acquire().await?;
-        claim(&mut conn, store_id, orders, &lines, drafts, false, &mut answers).await?
+        claim(&mut conn, orders, &lines, drafts, false, &mut answers).await?
     } else {
         let mut tx = pg::store_tx(&saga.pool, store_id).await?;
         let sold: Vec<CartSale<'_>> = cart_sales.iter().map(|(_, c)| *c).collect();
@@ -656,7 +816,7 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
                 drafts[*i] = Err(err);
             }
         }
-        let drafted = claim(&mut tx, store_id, orders, &lines, drafts, false, &mut answers).await?;
+        let drafted = claim(&mut tx, orders, &lines, drafts, false, &mut answers).await?;
         tx.commit().await?;
         drafted
     };
@@ -707,20 +867,28 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
 }
 
-/// The carts of the checkouts without lines, by terminal, in the order their lines were added;
-/// `lock` row-locks them until the caller's transaction ends (so that a cart is sold once).
-async fn read_carts(
-    conn: &mut PgConnection,
-    store_id: &str,
-    orders: &[&CheckoutOrder],
-    lock: bool,
-) -> Result<HashMap<String, Vec<(String, i64)>>> {
-    let terminals: Vec<&str> = orders.iter().filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
-    if terminals.is_empty() {
-        return Ok(HashMap::new());
+/// The carts of the checkouts without lines, by store and terminal, in the order their lines were
+/// added; `lock` row-locks them until the caller's transaction ends (so that a cart is sold once).
+/// Each store's are read under its own scope: the transaction ends up scoped to the last.
+async fn read_carts(conn: &mut PgConnection, orders: &[&CheckoutOrder], lock: bool) -> Result<Carts> {
+    let mut carts = Carts::new();
+    let of_carts = group_by_store(orders.iter().map(|o| o.store_id.as_str()));
+    for (store_id, members) in of_carts {
+        let terminals: Vec<&str> =
+            members.iter().map(|&i| orders[i]).filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
+        if terminals.is_empty() {
+            continue;
+        }
+        pg::scope_to_store(&mut *conn, store_id).await?;
+        for (terminal, lines) in cart_lines(conn, store_id, &terminals, lock).await? {
+            carts.insert((store_id.to_owned(), terminal), lines);
+        }
     }
-    cart_lines(conn, store_id, &terminals, lock).await
+    Ok(carts)
 }
+
+/// Carts' lines by (store, terminal).
+type Carts = HashMap<(String, String), Vec<(String, i64)>>;
 
 /// The terminals' carts, by terminal, in the order their lines were added; `lock` row-locks them,
 /// in line id order as every cart lock does, so that cart locks never deadlock.
@@ -815,14 +983,14 @@ fn cart_changed(store_id: &str, terminal_id: &str) -> Error {
 }
 
 /// What each checkout sells: its lines, or its terminal's cart.
-fn lines_of<'a>(orders: &[&'a CheckoutOrder], carts: &'a HashMap<String, Vec<(String, i64)>>) -> Vec<Lines<'a>> {
+fn lines_of<'a>(orders: &[&'a CheckoutOrder], carts: &'a Carts) -> Vec<Lines<'a>> {
     orders
         .iter()
         .map(|o| match o.lines.is_empty() {
             true => Lines {
                 field: "cart",
                 from_cart: true,
-                lines: carts.get(&o.terminal_id).map_or(&[][..], Vec::as_slice),
+                lines: carts.get(&(o.store_id.clone(), o.terminal_id.clone())).map_or(&[][..], Vec::as_slice),
             },
             false => Lines { field: "lines", from_cart: false, lines: &o.lines },
         })
@@ -847,12 +1015,13 @@ fn draft<'p>(
 }
 
 /// Claims the drafted checkouts' keys by inserting their sales, `completed` (invisible until the
-/// caller commits) or `pending` (the saga's first step), under the unique (store, idempotency key); a key taken by a concurrent attempt waits for that one's transaction.
-/// Answers the checkouts that did not draft (with their error, unless their key was used before)
-/// and those whose key was taken (from the sale it points at); returns the claimed ones.
+/// caller commits) or `pending` (the saga's first step), under the unique (store, idempotency
+/// key), every store's in one statement (`sales.claim_sales_parts`, migration 0009); a key taken by
+/// a concurrent attempt waits for that one's transaction. Answers the checkouts that did not draft
+/// (with their error, unless their key was used before) and those whose key was taken (from the
+/// sale it points at); returns the claimed ones.
 async fn claim(
     conn: &mut PgConnection,
-    store_id: &str,
     orders: &[&CheckoutOrder],
     lines: &[Lines<'_>],
     drafts: Vec<Result<(Sale, Vec<StockMovement>)>>,
@@ -860,8 +1029,8 @@ async fn claim(
     answers: &mut [Option<Answer>],
 ) -> Result<Vec<Drafted>> {
     let mut drafted = Vec::new();
-    let mut lookup: Vec<&str> = Vec::new();
-    for (index, (order, draft)) in orders.iter().zip(drafts).enumerate() {
+    let mut lookup: Vec<usize> = Vec::new();
+    for (index, draft) in drafts.into_iter().enumerate() {
         match draft {
             Ok((mut sale, movements)) => {
                 if completed {
@@ -874,46 +1043,67 @@ async fn claim(
             Err(err) => {
                 // A retry whose sale is recorded may fail to draft (its cart sold, a product since
                 // withdrawn…): the key decides.
-                lookup.push(order.idem.key.as_str());
+                lookup.push(index);
                 answers[index] = Some(Answer::Done(Box::new(Err(err))));
             }
         }
     }
-    let claimed: HashSet<String> = if drafted.is_empty() {
-        HashSet::new()
-    } else {
+    let key_of = |index: usize| (orders[index].store_id.as_str(), orders[index].idem.key.as_str());
+    let mut claimed: HashSet<(&str, &str)> = HashSet::new();
+    if !drafted.is_empty() {
+        let by_store = group_by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
+        let (mut stores, mut ends, mut sorted) = (Vec::new(), Vec::new(), Vec::new());
+        for (store_id, members) in &by_store {
+            stores.push(*store_id);
+            sorted.extend(members.iter().map(|&m| &drafted[m]));
+            ends.push(sorted.len() as i32);
+        }
         let status = if completed { "completed" } else { "pending" };
-        let bodies: Vec<Vec<u8>> = drafted.iter().map(|d| d.sale.encode_to_vec()).collect();
-        sqlx::query_scalar("SELECT sales.claim_sales($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(store_id)
-            .bind(status)
-            .bind(drafted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
-            .bind(drafted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
-            .bind(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
-            .bind(drafted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
-            .bind(drafted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
-            .bind(drafted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
-            .bind(&bodies)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    lookup.extend(drafted.iter().map(|d| orders[d.index].idem.key.as_str()).filter(|k| !claimed.contains(*k)));
-    if !lookup.is_empty() {
-        let mut keyed = keyed_sales(conn, store_id, &lookup).await?;
-        for (index, order) in orders.iter().enumerate() {
-            if claimed.contains(&order.idem.key) {
-                continue;
-            }
-            if let Some(sale) = keyed.remove(&order.idem.key) {
-                answers[index] = Some(keyed_answer(order, sale));
-            } else if answers[index].is_none() {
-                // Taken, and gone again by the time it was read (its attempt rolled back).
-                answers[index] = Some(Answer::Saga);
+        let rows =
+            sqlx::query("SELECT o_part, o_key FROM sales.claim_sales_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                .bind(&stores)
+                .bind(&ends)
+                .bind(status)
+                .bind(sorted.iter().map(|d| d.sale.sale_id.as_str()).collect::<Vec<_>>())
+                .bind(sorted.iter().map(|d| d.sale.terminal_id.as_str()).collect::<Vec<_>>())
+                .bind(sorted.iter().map(|d| orders[d.index].idem.key.as_str()).collect::<Vec<_>>())
+                .bind(sorted.iter().map(|d| orders[d.index].idem.fingerprint.as_slice()).collect::<Vec<_>>())
+                .bind(sorted.iter().map(|d| d.from_cart).collect::<Vec<_>>())
+                .bind(sorted.iter().map(|d| d.sale.created_at.as_ref().map_or(0, timestamp_ms)).collect::<Vec<_>>())
+                .bind(sorted.iter().map(|d| d.sale.encode_to_vec()).collect::<Vec<_>>())
+                .fetch_all(&mut *conn)
+                .await?;
+        for row in &rows {
+            let part: i32 = row.try_get(0)?;
+            let Some(store_id) = usize::try_from(part).ok().and_then(|p| stores.get(p.wrapping_sub(1))) else {
+                return Err(Error::Internal(anyhow::anyhow!("claim_sales_parts answered for part {part}")));
+            };
+            let key: &str = row.try_get(1)?;
+            // The claimed key as the batch holds it (a borrow of the order, not of the row).
+            if let Some(d) = drafted.iter().find(|d| key_of(d.index) == (*store_id, key)) {
+                claimed.insert(key_of(d.index));
             }
         }
-        drafted.retain(|d| claimed.contains(&orders[d.index].idem.key));
+    }
+    lookup.extend(drafted.iter().map(|d| d.index).filter(|&i| !claimed.contains(&key_of(i))));
+    if !lookup.is_empty() {
+        for (store_id, members) in group_by_store(lookup.iter().map(|&i| orders[i].store_id.as_str())) {
+            let keys: Vec<&str> = members.iter().map(|&m| orders[lookup[m]].idem.key.as_str()).collect();
+            // keyed_sales scopes itself, and refuses a transaction scoped to another store.
+            pg::scope_to_store(&mut *conn, store_id).await?;
+            let mut keyed = keyed_sales(conn, store_id, &keys).await?;
+            for &m in &members {
+                let index = lookup[m];
+                let order = orders[index];
+                if let Some(sale) = keyed.remove(&order.idem.key) {
+                    answers[index] = Some(keyed_answer(order, sale));
+                } else if answers[index].is_none() {
+                    // Taken, and gone again by the time it was read (its attempt rolled back).
+                    answers[index] = Some(Answer::Saga);
+                }
+            }
+        }
+        drafted.retain(|d| claimed.contains(&key_of(d.index)));
     }
     Ok(drafted)
 }

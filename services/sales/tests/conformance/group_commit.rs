@@ -114,3 +114,95 @@ pub async fn a_burst_of_checkouts_sells_exactly_the_stock_with_gapless_events() 
     assert_eq!(listed, all_sold);
     backend.finish().await;
 }
+
+/// Many stores with one terminal each selling at once: their checkouts share batches across
+/// stores (each store's part scoped to it). In every store the last unit goes to exactly one
+/// checkout, the other is refused without a trace and without failing any other store's sale, a
+/// checkout sent three times with one key is one sale, and each store's events stay gapless.
+pub async fn checkouts_of_many_stores_share_batches_and_refuse_alone() {
+    use redstore_inventory::OversellPolicy;
+    use redstore_inventory::StockMovement;
+    use redstore_inventory::repo::StoreRow;
+    use redstore_inventory::store::Idem;
+
+    const STORES: usize = 12;
+    let backend = Backend::postgres_local().await;
+    let (sales, inventory, pool) = (backend.sales(), backend.inventory(), backend.app_pool().clone());
+    let stores: Vec<String> = (1..=STORES).map(|i| format!("chain-{i:02}")).collect();
+    for store_id in &stores {
+        let row = StoreRow { store_id: store_id.clone(), name: store_id.clone(), policy: OversellPolicy::Strict };
+        inventory.create_store(Idem::default(), row).await.unwrap();
+        let till = redstore_proto::inventory::Terminal {
+            store_id: store_id.clone(),
+            terminal_id: "till-1".into(),
+            name: "Till".into(),
+        };
+        inventory.register_terminal(Idem::default(), till).await.unwrap();
+        // One pack of batteries each, and ample milk.
+        for (sku, units) in [("SKU-0019", 1), ("SKU-0001", 10)] {
+            let idem = Idem { key: format!("recv-{store_id}-{sku}"), fingerprint: vec![1] };
+            let movement = StockMovement { sku: sku.into(), delta: units };
+            inventory.adjust_stock(idem, store_id, movement, "received").await.unwrap();
+        }
+    }
+
+    let mut orders = Vec::new();
+    for store_id in &stores {
+        for _ in 0..2 {
+            orders.push((
+                "battery",
+                store_id.clone(),
+                checkout(&key(), store_id, "till-1", &[("SKU-0019", 1)], vec![cash(699)]),
+            ));
+        }
+        let retried = checkout(&key(), store_id, "till-1", &[("SKU-0001", 1)], vec![cash(119)]);
+        for _ in 0..3 {
+            orders.push(("milk", store_id.clone(), retried.clone()));
+        }
+    }
+    let tasks: Vec<_> = orders
+        .into_iter()
+        .map(|(kind, store_id, order)| {
+            let sales = sales.clone();
+            tokio::spawn(async move { (kind, store_id, sales.checkout(order).await) })
+        })
+        .collect();
+    let mut sold: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    let mut milk: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            ("battery", store_id, Ok(sale)) => {
+                assert_eq!(sale.store_id, store_id);
+                sold.entry(store_id).or_default().insert(sale.sale_id);
+            }
+            ("battery", store_id, Err(err)) => {
+                let message = expect_code(&err, Code::FailedPrecondition);
+                assert!(message.contains("SKU-0019"), "{message}");
+                *refused.entry(store_id).or_default() += 1;
+            }
+            ("milk", store_id, result) => {
+                milk.entry(store_id).or_default().insert(result.unwrap().sale_id);
+            }
+            (kind, store_id, result) => panic!("{kind} in {store_id}: {result:?}"),
+        }
+    }
+    for store_id in &stores {
+        assert_eq!(sold.get(store_id).map_or(0, BTreeSet::len), 1, "{store_id}: the one pack is sold once");
+        assert_eq!(refused.get(store_id).copied(), Some(1), "{store_id}: the second buyer is refused");
+        assert_eq!(milk.get(store_id).map_or(0, BTreeSet::len), 1, "{store_id}: one key, one sale");
+        assert_eq!(stock(&inventory, store_id, "SKU-0019").await, 0);
+        assert_eq!(stock(&inventory, store_id, "SKU-0001").await, 9);
+
+        let mut tx = pg::store_tx(&pool, store_id).await.unwrap();
+        let events = pg::events_after(&mut tx, "sales", store_id, 0, 100).await.unwrap();
+        assert_eq!(events.iter().map(|e| e.store_seq).collect::<Vec<_>>(), vec![1, 2], "{store_id}");
+        let events = pg::events_after(&mut tx, "inventory", store_id, 0, 100).await.unwrap();
+        // Two receipts, then the two sales.
+        assert_eq!(events.iter().map(|e| e.store_seq).collect::<Vec<_>>(), vec![1, 2, 3, 4], "{store_id}");
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sales.sales").fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(rows, 2, "{store_id}: no trace of the refused checkout");
+        drop(tx);
+    }
+    backend.finish().await;
+}

@@ -113,5 +113,6 @@ conformance! {
     ],
     group_commit: [
         a_burst_of_checkouts_sells_exactly_the_stock_with_gapless_events,
+        checkouts_of_many_stores_share_batches_and_refuse_alone,
     ],
 }
