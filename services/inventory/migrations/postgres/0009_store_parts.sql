@@ -11,6 +11,10 @@
 -- is done the transaction is scoped to its last store, no wider. Parts run in the order given:
 -- callers sort them by store id, so that batches take stores' locks in one order and queue
 -- instead of deadlocking.
+--
+-- The parts' calls plan once per connection (`plan_cache_mode = auto`: they only pass slices of
+-- their arguments on, and planning them afresh for every part of every batch was much of the
+-- batch's cost in PostgreSQL); lock_sales keeps planning its lookups on each use, as before.
 
 CREATE FUNCTION inventory.lock_sales_parts(
     p_stores TEXT[], p_sku_ends INT[], p_skus TEXT[], p_scope TEXT, p_key_ends INT[], p_keys TEXT[],
@@ -18,7 +22,7 @@ CREATE FUNCTION inventory.lock_sales_parts(
 RETURNS TABLE (o_part INT, o_key TEXT, o_request BYTEA, o_response BYTEA, o_last_seq BIGINT, o_policy TEXT,
                o_sku TEXT, o_known BOOLEAN, o_active BOOLEAN, o_currency TEXT, o_price BIGINT, o_quantity BIGINT,
                o_checkout BOOLEAN)
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS $$
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = auto AS $$
 BEGIN
     FOR i IN 1 .. coalesce(cardinality(p_stores), 0) LOOP
         PERFORM set_config('redstore.store_id', p_stores[i], true);
@@ -38,7 +42,7 @@ CREATE FUNCTION inventory.write_sales_parts(
     p_scope TEXT, p_key_ends INT[], p_keys TEXT[], p_requests BYTEA[], p_answers BYTEA[], p_last_seqs BIGINT[],
     p_checkout_ends INT[], p_checkout_keys TEXT[], p_checkout_requests BYTEA[], p_checkout_answers BYTEA[])
 RETURNS TABLE (o_part INT, o_sku TEXT, o_quantity BIGINT)
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS $$
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = auto AS $$
 DECLARE
     s INT; e INT; k INT; c INT;
 BEGIN
@@ -61,3 +65,5 @@ BEGIN
     END LOOP;
 END
 $$;
+
+ALTER FUNCTION inventory.lock_sales(TEXT, TEXT[], TEXT, TEXT[], TEXT[]) SET plan_cache_mode = force_custom_plan;

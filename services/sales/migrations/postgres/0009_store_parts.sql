@@ -9,7 +9,7 @@ CREATE FUNCTION sales.claim_sales_parts(
     p_stores TEXT[], p_ends INT[], p_status TEXT, p_ids TEXT[], p_terminals TEXT[], p_keys TEXT[],
     p_requests BYTEA[], p_from_cart BOOLEAN[], p_created_at_ms BIGINT[], p_bodies BYTEA[])
 RETURNS TABLE (o_part INT, o_key TEXT)
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS $$
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = auto AS $$
 DECLARE
     s INT;
 BEGIN
@@ -30,7 +30,7 @@ CREATE FUNCTION sales.record_completed_parts(
     p_event_ids UUID[], p_heads BYTEA[], p_tails BYTEA[],
     p_cart_ends INT[], p_cart_terminals TEXT[], p_cart_skus TEXT[], p_cart_quantities BIGINT[])
 RETURNS TABLE (o_part INT, o_event_id UUID, o_seq BIGINT, o_body BYTEA)
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS $$
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = auto AS $$
 DECLARE
     r INT; a INT; d INT; c INT;
 BEGIN
@@ -56,7 +56,7 @@ CREATE FUNCTION sales.record_sales_parts(
     p_created_at_ms BIGINT[], p_bodies BYTEA[], p_occurred_at_ms BIGINT,
     p_event_ids UUID[], p_heads BYTEA[], p_tails BYTEA[])
 RETURNS TABLE (o_part INT, o_sale_id TEXT, o_seq BIGINT)
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS $$
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = auto AS $$
 DECLARE
     s INT;
 BEGIN
