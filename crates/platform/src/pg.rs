@@ -188,6 +188,19 @@ pub fn call(function: &str, first: usize, args: usize) -> String {
     format!("{function}({})", args.join(", "))
 }
 
+/// One array argument of a `*_parts` SQL function (a batch of several stores, each store a part):
+/// every part's values of `field`, flattened in order, and where each part's run ends (1-based,
+/// inclusive, as the functions slice them).
+pub fn parts<P, T: Clone>(parts: &[P], field: impl Fn(&P) -> &[T]) -> (Vec<i32>, Vec<T>) {
+    let mut ends = Vec::with_capacity(parts.len());
+    let mut all = Vec::new();
+    for part in parts {
+        all.extend_from_slice(field(part));
+        ends.push(all.len() as i32);
+    }
+    (ends, all)
+}
+
 /// Begins a transaction with `statement` (`"BEGIN"`, or one with options) on a pooled connection,
 /// safely even when the caller is cancelled mid-way (a client that hangs up drops its request's
 /// future, a watcher that goes away drops its stream). sqlx 0.8 rolls back nothing for a BEGIN

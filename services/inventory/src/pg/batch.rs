@@ -154,44 +154,32 @@ impl<'d> PartsWrite<'d> {
 
     /// Binds [`Self::call`]'s arguments, in order.
     pub fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
-        fn flat<'w, T: Clone + 'w>(
-            parts: &[&'w SalesWrite],
-            field: impl Fn(&'w SalesWrite) -> &'w Vec<T>,
-        ) -> (Vec<i32>, Vec<T>) {
-            let mut ends = Vec::with_capacity(parts.len());
-            let mut all = Vec::new();
-            for part in parts {
-                all.extend(field(part).iter().cloned());
-                ends.push(all.len() as i32);
-            }
-            (ends, all)
-        }
         let p = &self.parts;
-        let (sku_ends, skus) = flat(p, |w| &w.skus);
-        let (event_ends, event_ids) = flat(p, |w| &w.event_ids);
-        let (key_ends, keys) = flat(p, |w| &w.keys);
-        let (checkout_ends, checkout_keys) = flat(p, |w| &w.checkout_keys);
+        let (sku_ends, skus) = pg::parts(p, |w| w.skus.as_slice());
+        let (event_ends, event_ids) = pg::parts(p, |w| w.event_ids.as_slice());
+        let (key_ends, keys) = pg::parts(p, |w| w.keys.as_slice());
+        let (checkout_ends, checkout_keys) = pg::parts(p, |w| w.checkout_keys.as_slice());
         query
             .bind(p.iter().map(|w| w.store_id.clone()).collect::<Vec<_>>())
             .bind(sku_ends)
             .bind(skus)
-            .bind(flat(p, |w| &w.deltas).1)
-            .bind(flat(p, |w| &w.seqs).1)
+            .bind(pg::parts(p, |w| w.deltas.as_slice()).1)
+            .bind(pg::parts(p, |w| w.seqs.as_slice()).1)
             .bind(p.iter().map(|w| w.occurred_at_ms).max().unwrap_or_default())
             .bind(event_ends)
             .bind(event_ids)
-            .bind(flat(p, |w| &w.event_seqs).1)
-            .bind(flat(p, |w| &w.bodies).1)
+            .bind(pg::parts(p, |w| w.event_seqs.as_slice()).1)
+            .bind(pg::parts(p, |w| w.bodies.as_slice()).1)
             .bind(SCOPE)
             .bind(key_ends)
             .bind(keys)
-            .bind(flat(p, |w| &w.requests).1)
-            .bind(flat(p, |w| &w.answers).1)
+            .bind(pg::parts(p, |w| w.requests.as_slice()).1)
+            .bind(pg::parts(p, |w| w.answers.as_slice()).1)
             .bind(p.iter().map(|w| w.last_seq).collect::<Vec<_>>())
             .bind(checkout_ends)
             .bind(checkout_keys)
-            .bind(flat(p, |w| &w.checkout_requests).1)
-            .bind(flat(p, |w| &w.checkout_answers).1)
+            .bind(pg::parts(p, |w| w.checkout_requests.as_slice()).1)
+            .bind(pg::parts(p, |w| w.checkout_answers.as_slice()).1)
     }
 
     /// Checks a written sku's quantity (of `part`, 1-based as the statement numbers them) against

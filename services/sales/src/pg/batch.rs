@@ -399,39 +399,27 @@ impl StoreRecord<'_> {
 
     /// Binds `sales.record_completed_parts`'s arguments for the stores' parts (in store id order).
     fn bind<'q>(records: &[StoreRecord<'_>], occurred_at_ms: i64, query: pg::PgQuery<'q>) -> pg::PgQuery<'q> {
-        fn flat<'r, 's: 'r, T: Clone + 'r>(
-            records: &'r [StoreRecord<'s>],
-            field: impl Fn(&'r StoreRecord<'s>) -> &'r Vec<T>,
-        ) -> (Vec<i32>, Vec<T>) {
-            let mut ends = Vec::with_capacity(records.len());
-            let mut all = Vec::new();
-            for record in records {
-                all.extend(field(record).iter().cloned());
-                ends.push(all.len() as i32);
-            }
-            (ends, all)
-        }
-        let (refused_ends, refused) = flat(records, |r| &r.refused);
-        let (amended_ends, amended) = flat(records, |r| &r.amended);
-        let (id_ends, ids) = flat(records, |r| &r.completed.sale_ids);
-        let (cart_ends, cart_owners) = flat(records, |r| &r.completed.cart_owners);
+        let (refused_ends, refused) = pg::parts(records, |r| r.refused.as_slice());
+        let (amended_ends, amended) = pg::parts(records, |r| r.amended.as_slice());
+        let (id_ends, ids) = pg::parts(records, |r| r.completed.sale_ids.as_slice());
+        let (cart_ends, cart_owners) = pg::parts(records, |r| r.completed.cart_owners.as_slice());
         query
             .bind(records.iter().map(|r| r.store_id.to_owned()).collect::<Vec<_>>())
             .bind(refused_ends)
             .bind(refused)
             .bind(amended_ends)
             .bind(amended)
-            .bind(flat(records, |r| &r.amended_bodies).1)
+            .bind(pg::parts(records, |r| r.amended_bodies.as_slice()).1)
             .bind(id_ends)
             .bind(ids)
             .bind(occurred_at_ms)
-            .bind(flat(records, |r| &r.completed.event_ids).1)
-            .bind(flat(records, |r| &r.completed.heads).1)
-            .bind(flat(records, |r| &r.completed.tails).1)
+            .bind(pg::parts(records, |r| r.completed.event_ids.as_slice()).1)
+            .bind(pg::parts(records, |r| r.completed.heads.as_slice()).1)
+            .bind(pg::parts(records, |r| r.completed.tails.as_slice()).1)
             .bind(cart_ends)
             .bind(cart_owners)
-            .bind(flat(records, |r| &r.completed.cart_skus).1)
-            .bind(flat(records, |r| &r.completed.cart_quantities).1)
+            .bind(pg::parts(records, |r| r.completed.cart_skus.as_slice()).1)
+            .bind(pg::parts(records, |r| r.completed.cart_quantities.as_slice()).1)
     }
 }
 
@@ -735,30 +723,22 @@ impl Recording {
         }
         order.sort_by(|&a, &b| parts[a].0.cmp(parts[b].0));
         let ordered: Vec<&Recording> = order.iter().map(|&p| &parts[p].1).collect();
-        let mut ends = Vec::with_capacity(order.len());
-        let mut n = 0;
-        for record in &ordered {
-            n += record.completions.sale_ids.len() as i32;
-            ends.push(n);
-        }
-        fn flat<T: Clone>(parts: &[&Recording], field: impl Fn(&Recording) -> &Vec<T>) -> Vec<T> {
-            parts.iter().flat_map(|r| field(r).iter().cloned()).collect()
-        }
+        let (ends, ids) = pg::parts(&ordered, |r| r.completions.sale_ids.as_slice());
         let rows = sqlx::query(
             "SELECT o_part, o_sale_id, o_seq FROM sales.record_sales_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(order.iter().map(|&p| parts[p].0).collect::<Vec<_>>())
         .bind(&ends)
-        .bind(flat(&ordered, |r| &r.completions.sale_ids))
-        .bind(flat(&ordered, |r| &r.terminals))
-        .bind(flat(&ordered, |r| &r.keys))
-        .bind(flat(&ordered, |r| &r.requests))
-        .bind(flat(&ordered, |r| &r.created))
-        .bind(flat(&ordered, |r| &r.bodies))
+        .bind(ids)
+        .bind(pg::parts(&ordered, |r| r.terminals.as_slice()).1)
+        .bind(pg::parts(&ordered, |r| r.keys.as_slice()).1)
+        .bind(pg::parts(&ordered, |r| r.requests.as_slice()).1)
+        .bind(pg::parts(&ordered, |r| r.created.as_slice()).1)
+        .bind(pg::parts(&ordered, |r| r.bodies.as_slice()).1)
         .bind(occurred_at_ms)
-        .bind(flat(&ordered, |r| &r.completions.event_ids))
-        .bind(flat(&ordered, |r| &r.completions.heads))
-        .bind(flat(&ordered, |r| &r.completions.tails))
+        .bind(pg::parts(&ordered, |r| r.completions.event_ids.as_slice()).1)
+        .bind(pg::parts(&ordered, |r| r.completions.heads.as_slice()).1)
+        .bind(pg::parts(&ordered, |r| r.completions.tails.as_slice()).1)
         .fetch_all(pool)
         .await?;
         for row in &rows {
