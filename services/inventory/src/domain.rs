@@ -401,6 +401,35 @@ pub fn unknown_sku(index: usize, sku: &str) -> Error {
     bad_record(format!("counts[{index}].sku"), format!("sku {sku:?} does not exist"))
 }
 
+/// Refuses a batch of counts (grouped by store) that counts in a store or a sku that does not
+/// exist, naming the earliest record of the batch that does (both backends read which exist, in a
+/// statement or two, and let this decide).
+pub fn check_counted_exist(
+    stores: &[(String, Vec<StockCount>)],
+    store_exists: impl Fn(&str) -> bool,
+    sku_exists: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mut first: Option<(usize, Error)> = None;
+    let mut note = |index: usize, err: Error| {
+        if first.as_ref().is_none_or(|(at, _)| index < *at) {
+            first = Some((index, err));
+        }
+    };
+    for (store_id, counts) in stores {
+        if !store_exists(store_id) {
+            let index = counts.iter().map(|c| c.index).min().unwrap_or(0);
+            note(index, unknown_store(index, store_id));
+        }
+        if let Some(c) = counts.iter().find(|c| !sku_exists(&c.sku)) {
+            note(c.index, unknown_sku(c.index, &c.sku));
+        }
+    }
+    match first {
+        Some((_, err)) => Err(err),
+        None => Ok(()),
+    }
+}
+
 /// The reason of the `inventory.changed` events a stock import appends.
 pub const IMPORT_REASON: &str = "import";
 

@@ -340,23 +340,38 @@ pub fn barcode_taken(i: usize, j: usize, barcode: &Barcode, owner: &str) -> Erro
     )
 }
 
+/// Refuses a batch of counts in a store or of a sku that does not exist
+/// ([`domain::check_counted_exist`]), one lookup per store and per sku.
+pub fn check_counted_exist(conn: &Connection, stores: &[(String, Vec<StockCount>)]) -> Result<()> {
+    let mut store = conn.prepare_cached("SELECT 1 FROM stores WHERE store_id = ?1")?;
+    let mut product = conn.prepare_cached("SELECT 1 FROM products WHERE sku = ?1")?;
+    let mut known_stores = std::collections::HashSet::new();
+    for (store_id, _) in stores {
+        if store.query_row([store_id], |_| Ok(())).optional()?.is_some() {
+            known_stores.insert(store_id.as_str());
+        }
+    }
+    let mut known_skus = std::collections::HashSet::new();
+    for (_, counts) in stores {
+        for c in counts {
+            if !known_skus.contains(c.sku.as_str()) && product.query_row([&c.sku], |_| Ok(())).optional()?.is_some() {
+                known_skus.insert(c.sku.as_str());
+            }
+        }
+    }
+    domain::check_counted_exist(stores, |s| known_stores.contains(s), |s| known_skus.contains(s))
+}
+
 /// Sets a store's counts in the caller's transaction ([`domain::decide_count`]) and appends one
 /// `inventory.changed` event (reason `import`, reference `reference_id`) under the store's next
-/// sequence. An unknown store or sku is refused naming the first count of it.
+/// sequence. The caller checked that the store and the skus exist ([`check_counted_exist`]).
 pub fn import_counts(
     ctx: &mut WriteCtx<'_>,
     store_id: &str,
     counts: &[StockCount],
     reference_id: &str,
 ) -> Result<Arc<EventEnvelope>> {
-    let Some(first) = counts.first() else {
-        return Err(Error::Internal(anyhow::anyhow!("a store's counts are never empty")));
-    };
-    if let Err(Error::NotFound(_)) = get_store(ctx.conn, store_id) {
-        return Err(domain::unknown_store(first.index, store_id));
-    }
     let seq = eventlog::next_seq(ctx, Topic::Inventory, store_id)?;
-    let mut exists = ctx.conn.prepare_cached("SELECT 1 FROM products WHERE sku = ?1")?;
     let mut read = ctx.conn.prepare_cached("SELECT quantity FROM stock WHERE store_id = ?1 AND sku = ?2")?;
     let mut write = ctx.conn.prepare_cached(
         "INSERT INTO stock (store_id, sku, quantity, last_seq) VALUES (?1, ?2, ?3, ?4)
@@ -365,9 +380,6 @@ pub fn import_counts(
     let mut changes = Vec::with_capacity(counts.len());
     for c in counts {
         let current: Option<i64> = read.query_row([store_id, &c.sku], |r| r.get(0)).optional()?;
-        if current.is_none() && exists.query_row([&c.sku], |_| Ok(())).optional()?.is_none() {
-            return Err(domain::unknown_sku(c.index, &c.sku));
-        }
         let (movement, quantity) = domain::decide_count(current.unwrap_or(0), c);
         write.execute(params![store_id, c.sku, quantity, seq as i64])?;
         changes.push(StockChange {
@@ -377,7 +389,7 @@ pub fn import_counts(
             negative: false,
         });
     }
-    drop((exists, read, write));
+    drop((read, write));
     let payload = Payload::InventoryChanged(InventoryChanged {
         reason: domain::IMPORT_REASON.to_owned(),
         reference_id: reference_id.to_owned(),

@@ -576,6 +576,7 @@ impl InventoryStore for SqliteInventory {
             .write(move |ctx| {
                 let replayed = has_key(ctx.conn, IMPORT_STOCK_SCOPE, &idem.key)?;
                 let answer = once(ctx, IMPORT_STOCK_SCOPE, &idem.key, &idem.fingerprint, |ctx| {
+                    repo::check_counted_exist(ctx.conn, &stores)?;
                     let mut records = 0;
                     for (store_id, counts) in &stores {
                         repo::import_counts(ctx, store_id, counts, &idem.key)?;

@@ -5,10 +5,12 @@
 //! touches that store's rows.
 
 use prost::Message as _;
-use redstore_platform::error::{Error, Result};
+use redstore_platform::error::Result;
 use redstore_platform::pg::{self, Claim, PgPool};
 use redstore_proto::events::{InventoryChanged, StockChange, event_envelope::Payload};
 use redstore_proto::inventory as pb;
+use std::collections::HashSet;
+
 use sqlx::{PgConnection, Row as _};
 
 use super::{SCHEMA, now_ms};
@@ -179,22 +181,15 @@ pub async fn import_stock(pool: &PgPool, idem: &Idem, stores: &[(String, Vec<Sto
     Ok(Imported { records, replayed: false })
 }
 
-/// Refuses a batch that counts in a store or a sku that does not exist, naming the first count of
-/// it (two statements for the whole batch).
+/// Refuses a batch that counts in a store or a sku that does not exist
+/// ([`domain::check_counted_exist`]), reading which exist in two statements.
 async fn check_exist(conn: &mut PgConnection, stores: &[(String, Vec<StockCount>)]) -> Result<()> {
     let store_ids: Vec<&str> = stores.iter().map(|(s, _)| s.as_str()).collect();
     let found: Vec<String> = sqlx::query_scalar("SELECT store_id FROM inventory.stores WHERE store_id = ANY($1)")
         .bind(&store_ids)
         .fetch_all(&mut *conn)
         .await?;
-    let found: std::collections::HashSet<&str> = found.iter().map(String::as_str).collect();
-    let mut missing: Vec<(usize, Error)> = Vec::new();
-    for (store_id, counts) in stores {
-        if !found.contains(store_id.as_str()) {
-            let first = counts.iter().map(|c| c.index).min().unwrap_or(0);
-            missing.push((first, domain::unknown_store(first, store_id)));
-        }
-    }
+    let found: HashSet<&str> = found.iter().map(String::as_str).collect();
     let mut skus: Vec<&str> = stores.iter().flat_map(|(_, counts)| counts.iter().map(|c| c.sku.as_str())).collect();
     skus.sort_unstable();
     skus.dedup();
@@ -202,14 +197,6 @@ async fn check_exist(conn: &mut PgConnection, stores: &[(String, Vec<StockCount>
         .bind(&skus)
         .fetch_all(&mut *conn)
         .await?;
-    let known: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
-    for (_, counts) in stores {
-        if let Some(c) = counts.iter().find(|c| !known.contains(c.sku.as_str())) {
-            missing.push((c.index, domain::unknown_sku(c.index, &c.sku)));
-        }
-    }
-    match missing.into_iter().min_by_key(|(index, _)| *index) {
-        Some((_, err)) => Err(err),
-        None => Ok(()),
-    }
+    let known: HashSet<&str> = known.iter().map(String::as_str).collect();
+    domain::check_counted_exist(stores, |s| found.contains(s), |s| known.contains(s))
 }
