@@ -64,25 +64,19 @@ pub struct ImportOptions {
 pub struct Summary {
     pub what: &'static str,
     pub records: u64,
-    pub batches: u64,
-    pub replayed_batches: u64,
+    /// Batches sent and, of them, those applied before (stores go one request each: none).
+    pub batches: Option<(u64, u64)>,
     pub elapsed: Duration,
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.elapsed.as_secs_f64();
-        write!(
-            f,
-            "imported {} {} in {} batches ({} replayed) in {:.2} s = {:.0} {}/s",
-            self.records,
-            self.what,
-            self.batches,
-            self.replayed_batches,
-            secs,
-            self.records as f64 / secs.max(1e-9),
-            self.what
-        )
+        write!(f, "imported {} {}", self.records, self.what)?;
+        if let Some((batches, replayed)) = self.batches {
+            write!(f, " in {batches} batches ({replayed} replayed)")?;
+        }
+        write!(f, " in {secs:.2} s = {:.0} {}/s", self.records as f64 / secs.max(1e-9), self.what)
     }
 }
 
@@ -367,8 +361,7 @@ pub async fn products(path: &Path, options: &ImportOptions) -> anyhow::Result<Su
     })
     .await;
     bar.finish_and_clear();
-    let (batches, replayed_batches) = outcome?;
-    Ok(Summary { what: "products", records: total, batches, replayed_batches, elapsed: started.elapsed() })
+    Ok(Summary { what: "products", records: total, batches: Some(outcome?), elapsed: started.elapsed() })
 }
 
 /// A record's error as a problem of its line, in the column its field comes from.
@@ -447,8 +440,7 @@ pub async fn stock(path: &Path, options: &ImportOptions) -> anyhow::Result<Summa
     })
     .await;
     bar.finish_and_clear();
-    let (batches, replayed_batches) = outcome?;
-    Ok(Summary { what: "counts", records: total, batches, replayed_batches, elapsed: started.elapsed() })
+    Ok(Summary { what: "counts", records: total, batches: Some(outcome?), elapsed: started.elapsed() })
 }
 
 /// Checks that every store and sku of a stock file exists before anything is sent (a page of
@@ -465,15 +457,13 @@ async fn preflight(
     let mut page = None;
     loop {
         let answer = client
-            .list_stores(ListStoresRequest { page: page.take() })
+            .list_stores(ListStoresRequest { page: Some(page.take().unwrap_or_else(|| stores_page(String::new()))) })
             .await
             .context("listing the chain's stores")?
             .into_inner();
         known.extend(answer.stores.into_iter().map(|s| s.store_id));
         match answer.page {
-            Some(p) if !p.next_page_token.is_empty() => {
-                page = Some(redstore_proto::common::PageRequest { page_size: 1000, page_token: p.next_page_token })
-            }
+            Some(p) if !p.next_page_token.is_empty() => page = Some(stores_page(p.next_page_token)),
             _ => break,
         }
     }
@@ -505,6 +495,11 @@ async fn preflight(
         problems.add(line, column, message);
     }
     Ok(())
+}
+
+/// A page of the chain's stores, as large as pages go.
+fn stores_page(page_token: String) -> redstore_proto::common::PageRequest {
+    redstore_proto::common::PageRequest { page_size: redstore_platform::page::MAX_PAGE_SIZE, page_token }
 }
 
 #[derive(serde::Deserialize)]
@@ -605,5 +600,5 @@ pub async fn stores(path: &Path, options: &ImportOptions) -> anyhow::Result<Summ
             status.message()
         );
     }
-    Ok(Summary { what: "stores", records: total, batches: total, replayed_batches: 0, elapsed: started.elapsed() })
+    Ok(Summary { what: "stores", records: total, batches: None, elapsed: started.elapsed() })
 }
