@@ -232,7 +232,7 @@ fn batches<R: prost::Message>(what: &str, run: &str, size: usize, rows: Vec<(u64
 
 /// Why the server refused a batch, pointed at the line and column of the record it names
 /// (`batches[b].products[i].price.units_minor`).
-fn refusal(status: &tonic::Status, sent: &[&Batch<impl Sized>], record_field: &str) -> anyhow::Error {
+fn refusal(status: &tonic::Status, lines: &[Vec<u64>], record_field: &str) -> anyhow::Error {
     let violation = status.get_details_bad_request().and_then(|b| b.field_violations.into_iter().next());
     if let Some(v) = violation {
         let parsed = (|| {
@@ -240,7 +240,7 @@ fn refusal(status: &tonic::Status, sent: &[&Batch<impl Sized>], record_field: &s
             let (b, rest) = rest.split_once("].")?;
             let rest = rest.strip_prefix(record_field)?.strip_prefix('[')?;
             let (i, field) = rest.split_once(']')?;
-            let line = sent.get(b.parse::<usize>().ok()?)?.lines.get(i.parse::<usize>().ok()?)?;
+            let line = lines.get(b.parse::<usize>().ok()?)?.get(i.parse::<usize>().ok()?)?;
             Some((*line, column_of(field.trim_start_matches('.')).to_owned()))
         })();
         if let Some((line, column)) = parsed {
@@ -264,18 +264,19 @@ async fn send_all<R, F, Fut>(
     call: F,
 ) -> anyhow::Result<(u64, u64)>
 where
-    R: Clone + Send + Sync + 'static,
     F: Fn(Vec<(String, Vec<R>)>, ProgressBar) -> Fut,
     Fut: std::future::Future<Output = Result<(u64, u64), tonic::Status>>,
 {
-    let mut lanes: Vec<Vec<&Batch<R>>> = (0..streams).map(|_| Vec::new()).collect();
-    for (k, batch) in batches.iter().enumerate() {
-        lanes[k % streams].push(batch);
+    // Each lane's messages, and the lines of each of its batches (to name a refused record's).
+    let mut lanes: Vec<(Vec<(String, Vec<R>)>, Vec<Vec<u64>>)> = (0..streams).map(|_| Default::default()).collect();
+    for (k, batch) in batches.into_iter().enumerate() {
+        let (messages, lines) = &mut lanes[k % streams];
+        messages.push((batch.key, batch.records));
+        lines.push(batch.lines);
     }
-    let calls = lanes.iter().filter(|lane| !lane.is_empty()).map(|lane| {
-        let messages: Vec<(String, Vec<R>)> = lane.iter().map(|b| (b.key.clone(), b.records.clone())).collect();
+    let calls = lanes.into_iter().filter(|(messages, _)| !messages.is_empty()).map(|(messages, lines)| {
         let answer = call(messages, bar.clone());
-        async move { answer.await.map_err(|status| refusal(&status, lane, record_field)) }
+        async move { answer.await.map_err(|status| refusal(&status, &lines, record_field)) }
     });
     let answers = futures::future::join_all(calls).await;
     let (mut sent, mut replayed) = (0, 0);
@@ -403,10 +404,8 @@ pub async fn stock(path: &Path, options: &ImportOptions) -> anyhow::Result<Summa
                 continue;
             }
         };
-        let next = stores.len() as u32;
-        let store = stores.entry(count.store_id.clone()).or_insert((next, line)).0;
-        let next = skus.len() as u32;
-        let sku = skus.entry(count.sku.clone()).or_insert((next, line)).0;
+        let store = intern(&mut stores, &count.store_id, line);
+        let sku = intern(&mut skus, &count.sku, line);
         if let Some(first) = counted.insert(u64::from(store) << 32 | u64::from(sku), line) {
             problems.add(
                 line,
@@ -441,6 +440,16 @@ pub async fn stock(path: &Path, options: &ImportOptions) -> anyhow::Result<Summa
     .await;
     bar.finish_and_clear();
     Ok(Summary { what: "counts", records: total, batches: Some(outcome?), elapsed: started.elapsed() })
+}
+
+/// A name's number (and the first line it is on), numbered in the order names first appear.
+fn intern(names: &mut HashMap<String, (u32, u64)>, name: &str, line: u64) -> u32 {
+    if let Some(&(n, _)) = names.get(name) {
+        return n;
+    }
+    let n = names.len() as u32;
+    names.insert(name.to_owned(), (n, line));
+    n
 }
 
 /// Checks that every store and sku of a stock file exists before anything is sent (a page of
