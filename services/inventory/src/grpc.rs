@@ -99,6 +99,14 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
     Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id, movements, charged, checkout }))
 }
 
+/// An import batch's key with a digest of the batch as its fingerprint: equal batches have equal
+/// digests, and the key's stored record stays small whatever the batch's size.
+fn batch_idem<M: prost::Message + Clone>(key: &str, batch: &M, clear: impl FnOnce(&mut M)) -> Result<Idem> {
+    use sha2::Digest as _;
+    let key = identifier("idempotency_key", key)?.to_owned();
+    Ok(Idem { key, fingerprint: sha2::Sha256::digest(fingerprint(batch, clear)).to_vec() })
+}
+
 /// Names a batch of an import stream in an error: a field error's path (`batches[2].products[17].sku`),
 /// any other error's message.
 fn in_batch(err: Error, index: u64) -> Error {
@@ -500,9 +508,8 @@ impl InventoryService for InventoryGrpc {
         req: Request<Streaming<ImportProductsRequest>>,
     ) -> Result<Response<ImportProductsResponse>, Status> {
         let result = import_batches(req.into_inner(), |batch: ImportProductsRequest| async move {
-            identifier("idempotency_key", &batch.idempotency_key)?;
+            let idem = batch_idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
             let products = domain::import_products("products", &batch.products)?;
-            let idem = idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
             self.store.import_products(idem, products).await
         })
         .await
@@ -520,9 +527,8 @@ impl InventoryService for InventoryGrpc {
         req: Request<Streaming<ImportStockRequest>>,
     ) -> Result<Response<ImportStockResponse>, Status> {
         let result = import_batches(req.into_inner(), |batch: ImportStockRequest| async move {
-            identifier("idempotency_key", &batch.idempotency_key)?;
+            let idem = batch_idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
             let stores = domain::import_counts("counts", &batch.counts)?;
-            let idem = idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
             self.store.import_stock(idem, stores).await
         })
         .await
