@@ -254,6 +254,9 @@ fn refusal(status: &tonic::Status, lines: &[Vec<u64>], record_field: &str) -> an
     anyhow::anyhow!("the server refused a batch: {:?}: {}", status.code(), status.message())
 }
 
+/// One stream's batches as it sends them: (idempotency key, records).
+type Messages<R> = Vec<(String, Vec<R>)>;
+
 /// Streams batches over `streams` concurrent client streams (batch k on stream k mod streams);
 /// `call` sends one stream's batches and answers (batches, replayed batches).
 async fn send_all<R, F, Fut>(
@@ -264,11 +267,11 @@ async fn send_all<R, F, Fut>(
     call: F,
 ) -> anyhow::Result<(u64, u64)>
 where
-    F: Fn(Vec<(String, Vec<R>)>, ProgressBar) -> Fut,
+    F: Fn(Messages<R>, ProgressBar) -> Fut,
     Fut: std::future::Future<Output = Result<(u64, u64), tonic::Status>>,
 {
     // Each lane's messages, and the lines of each of its batches (to name a refused record's).
-    let mut lanes: Vec<(Vec<(String, Vec<R>)>, Vec<Vec<u64>>)> = (0..streams).map(|_| Default::default()).collect();
+    let mut lanes: Vec<(Messages<R>, Vec<Vec<u64>>)> = (0..streams).map(|_| Default::default()).collect();
     for (k, batch) in batches.into_iter().enumerate() {
         let (messages, lines) = &mut lanes[k % streams];
         messages.push((batch.key, batch.records));
