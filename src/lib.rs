@@ -6,6 +6,7 @@ pub mod bench;
 pub mod connections;
 pub mod drain;
 pub mod health;
+pub mod import;
 pub mod kafka_worker;
 pub mod oversized;
 pub mod server;

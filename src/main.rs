@@ -53,6 +53,11 @@ enum Command {
     /// Benchmarks against a running server.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Onboard a chain from CSV files: stores with terminals, the catalog, stock counts. The whole
+    /// file is checked first (a bad row names its line and column, and nothing is sent); then it
+    /// goes in batches, each applied whole and once (running the command again doubles nothing).
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// The Kafka side of `up` and `serve` (outbox relays, consumer groups), which they run as a
     /// child process of their own and start again whenever it ends.
     #[command(name = "kafka-worker", hide = true)]
@@ -194,6 +199,27 @@ struct EmbeddedDbArgs {
     /// Most writes waiting for the embedded database; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "REDSTORE_WRITE_QUEUE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     write_queue: u32,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportCommand {
+    /// Products: `sku,name,price_minor,currency[,barcodes][,active]` (barcodes separated by `|`
+    /// or spaces; active true/false, default true). An existing sku is replaced.
+    Products(ImportFileArgs),
+    /// Stock counts: `store_id,sku,quantity` (the count on hand, which replaces the level; live
+    /// terminals see it as an `import` change).
+    Stock(ImportFileArgs),
+    /// Stores: `store_id,name[,oversell_policy][,terminals]` (strict or allow_negative, default
+    /// strict; terminal ids separated by `|` or spaces).
+    Stores(ImportFileArgs),
+}
+
+#[derive(Args, Debug)]
+struct ImportFileArgs {
+    /// The CSV file, with a header row.
+    file: PathBuf,
+    #[command(flatten)]
+    options: redstore::import::ImportOptions,
 }
 
 #[derive(Subcommand, Debug)]
@@ -351,6 +377,24 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::KafkaWorker(args) => kafka_worker(args).await,
+        Command::Import(command) => {
+            use redstore::import;
+            let (name, result) = match command {
+                ImportCommand::Products(a) => ("products", import::products(&a.file, &a.options).await),
+                ImportCommand::Stock(a) => ("stock", import::stock(&a.file, &a.options).await),
+                ImportCommand::Stores(a) => ("stores", import::stores(&a.file, &a.options).await),
+            };
+            match result {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("redstore import {name}: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Bench(BenchCommand::Live(args)) => {
             let cfg = LiveBench {
                 sse_target: args.sse_target.unwrap_or_else(|| args.target.clone()),

@@ -12,6 +12,7 @@ mod embedded_db;
 mod faults;
 mod fuzz;
 mod idempotency;
+mod import;
 mod interop;
 mod limits;
 mod refunds;

@@ -29,6 +29,9 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_TERMINAL_NAME_CHARS: usize = 100;
 /// Characters of a note or a reason.
 pub const MAX_NOTE_CHARS: usize = 500;
+/// Records of one import batch (`ImportProducts`, `ImportStock`): a batch of the largest products
+/// (32 barcodes, 200-character names) stays below the 4 MiB message limit.
+pub const MAX_IMPORT_RECORDS: usize = 1000;
 /// Bytes of a page token.
 pub const MAX_PAGE_TOKEN_BYTES: usize = 256;
 /// Encoded bytes of the items of one list page (at least one item is always sent): a page stays

@@ -18,10 +18,10 @@ use redstore_proto::stream::{InventorySnapshot, WatchInventoryRequest, watch_inv
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::domain::{OversellPolicy, Product, StockMovement};
+use crate::domain::{ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
 use crate::grpc::MAX_SALES_PER_CALL;
 use crate::repo::StoreRow;
-use crate::store::{AppliedCheckout, CheckoutsQuery, Idem, InventoryStore, ProductPatch, SaleOrder};
+use crate::store::{AppliedCheckout, CheckoutsQuery, Idem, Imported, InventoryStore, ProductPatch, SaleOrder};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 const ATTEMPTS: u32 = 3;
@@ -375,6 +375,40 @@ impl InventoryStore for GrpcInventory {
             Some(Err(s)) => Err(Error::Remote(s)),
             None => Err(missing("a snapshot")),
         }
+    }
+
+    /// One batch, as a stream of one message.
+    async fn import_products(&self, idem: Idem, products: Vec<ImportProduct>) -> Result<Imported> {
+        let batch = pb::ImportProductsRequest {
+            idempotency_key: idem.key,
+            products: products
+                .into_iter()
+                .map(|p| pb::ImportedProduct {
+                    sku: p.product.sku,
+                    name: p.product.name,
+                    price: Some(p.product.price.to_proto()),
+                    barcodes: p.product.barcodes,
+                    active: p.product.active,
+                })
+                .collect(),
+        };
+        let answer = once(self.client().import_products(request(futures::stream::iter([batch])))).await?;
+        Ok(Imported { records: answer.records as u32, replayed: answer.replayed_batches > 0 })
+    }
+
+    /// One batch, as a stream of one message.
+    async fn import_stock(&self, idem: Idem, stores: Vec<(String, Vec<StockCount>)>) -> Result<Imported> {
+        let mut counts: Vec<StockCount> = stores.into_iter().flat_map(|(_, counts)| counts).collect();
+        counts.sort_by_key(|c| c.index);
+        let batch = pb::ImportStockRequest {
+            idempotency_key: idem.key,
+            counts: counts
+                .into_iter()
+                .map(|c| pb::StockCount { store_id: c.store_id, sku: c.sku, quantity: c.quantity })
+                .collect(),
+        };
+        let answer = once(self.client().import_stock(request(futures::stream::iter([batch])))).await?;
+        Ok(Imported { records: answer.records as u32, replayed: answer.replayed_batches > 0 })
     }
 
     async fn events_after(&self, _store_id: &str, _after: u64, _limit: u32) -> Result<Vec<EventEnvelope>> {

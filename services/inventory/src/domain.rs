@@ -267,6 +267,172 @@ pub fn check_charged(charged: &[ChargedPrice], mut product: impl FnMut(&str) -> 
     Ok(())
 }
 
+/// A product of an import batch, parsed: the product and its barcodes.
+#[derive(Clone, Debug)]
+pub struct ImportProduct {
+    pub product: Product,
+    pub barcodes: Vec<Barcode>,
+}
+
+/// At least one and at most [`limits::MAX_IMPORT_RECORDS`] records in an import batch.
+fn import_batch_size<T>(field: &str, records: &[T]) -> Result<()> {
+    if records.is_empty() {
+        return Err(Error::invalid(field, "is required: a batch has at least one record"));
+    }
+    limits::at_most(field, records, limits::MAX_IMPORT_RECORDS)
+}
+
+/// One product of an import batch, its fields named from the record (`sku`, `price.units_minor`,
+/// `barcodes[1]`).
+pub fn import_product(record: &pb::ImportedProduct) -> Result<ImportProduct> {
+    let sku = identifier("sku", &record.sku)?.to_owned();
+    let name = product_name("name", &record.name)?;
+    let price = price("price", record.price.as_ref())?;
+    let barcodes = parse_barcodes("barcodes", &record.barcodes)?;
+    let product = Product {
+        sku,
+        name,
+        price,
+        barcodes: barcodes.iter().map(|b| b.gtin13().to_owned()).collect(),
+        active: record.active,
+    };
+    Ok(ImportProduct { product, barcodes })
+}
+
+/// Parses an import batch of products (`field` names the repeated field): 1 to
+/// [`limits::MAX_IMPORT_RECORDS`], each valid, a sku at most once and a barcode on at most one
+/// product. The first bad record is named with its index: `products[17].price.units_minor`.
+pub fn import_products(field: &str, records: &[pb::ImportedProduct]) -> Result<Vec<ImportProduct>> {
+    import_batch_size(field, records)?;
+    let mut skus: HashMap<&str, usize> = HashMap::with_capacity(records.len());
+    let mut barcodes: HashMap<String, usize> = HashMap::with_capacity(records.len());
+    let mut out = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let parsed = import_product(record).map_err(|e| e.scope(&at))?;
+        if let Some(first) = skus.insert(record.sku.trim(), i) {
+            return Err(Error::invalid(
+                format!("{at}.sku"),
+                format!("sku {:?} is also {field}[{first}]; a batch lists a sku once", parsed.product.sku),
+            ));
+        }
+        for (j, b) in parsed.barcodes.iter().enumerate() {
+            if let Some(first) = barcodes.insert(b.gtin13().to_owned(), i) {
+                return Err(Error::invalid(
+                    format!("{at}.barcodes[{j}]"),
+                    format!("barcode {b} is also on {field}[{first}]; a barcode belongs to one product"),
+                ));
+            }
+        }
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+/// A count of a sku's stock in a store, as an import sets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StockCount {
+    /// The record's index in its batch (errors found by the store name it).
+    pub index: usize,
+    pub store_id: String,
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// One count of a stock import batch, its fields named from the record.
+pub fn stock_count(index: usize, record: &pb::StockCount) -> Result<StockCount> {
+    let store_id = identifier("store_id", &record.store_id)?.to_owned();
+    let sku = identifier("sku", &record.sku)?.to_owned();
+    if !(0..=limits::MAX_STOCK).contains(&record.quantity) {
+        return Err(Error::invalid(
+            "quantity",
+            format!("is {}; a count is 0 to {}", record.quantity, limits::MAX_STOCK),
+        ));
+    }
+    Ok(StockCount { index, store_id, sku, quantity: record.quantity })
+}
+
+/// Parses an import batch of counts (`field` names the repeated field): 1 to
+/// [`limits::MAX_IMPORT_RECORDS`], each valid, a (store, sku) at most once. Returned grouped by
+/// store, stores in order (the order their sequences are locked in, so that concurrent batches
+/// cannot deadlock), counts in the batch's order.
+pub fn import_counts(field: &str, records: &[pb::StockCount]) -> Result<Vec<(String, Vec<StockCount>)>> {
+    import_batch_size(field, records)?;
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::with_capacity(records.len());
+    let mut stores: std::collections::BTreeMap<String, Vec<StockCount>> = std::collections::BTreeMap::new();
+    for (i, record) in records.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let count = stock_count(i, record).map_err(|e| e.scope(&at))?;
+        if let Some(first) = seen.insert((record.store_id.trim(), record.sku.trim()), i) {
+            return Err(Error::invalid(
+                format!("{at}.sku"),
+                format!(
+                    "sku {:?} of store {:?} is also counted at {field}[{first}]; a batch counts it once",
+                    count.sku, count.store_id
+                ),
+            ));
+        }
+        stores.entry(count.store_id.clone()).or_default().push(count);
+    }
+    Ok(stores.into_iter().collect())
+}
+
+/// What setting a sku's stock to a count does: the movement from the level before (`current`) to
+/// the count, and the level after (the count). A count is within `0..=MAX_STOCK` (checked when it
+/// was parsed), so the delta always fits.
+pub fn decide_count(current: i64, count: &StockCount) -> (StockMovement, i64) {
+    (StockMovement { sku: count.sku.clone(), delta: count.quantity - current }, count.quantity)
+}
+
+/// A record of an import batch refused by the store (an unknown store or sku, a barcode of a
+/// product outside the batch): INVALID_ARGUMENT naming the record's field, as a malformed record
+/// is, so that a client finds the record (and the line it came from) the same way.
+pub fn bad_record(field: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::invalid(field, reason)
+}
+
+/// A count of a store that does not exist.
+pub fn unknown_store(index: usize, store_id: &str) -> Error {
+    bad_record(format!("counts[{index}].store_id"), format!("store {store_id:?} does not exist"))
+}
+
+/// A count of a sku that does not exist.
+pub fn unknown_sku(index: usize, sku: &str) -> Error {
+    bad_record(format!("counts[{index}].sku"), format!("sku {sku:?} does not exist"))
+}
+
+/// Refuses a batch of counts (grouped by store) that counts in a store or a sku that does not
+/// exist, naming the earliest record of the batch that does (both backends read which exist, in a
+/// statement or two, and let this decide).
+pub fn check_counted_exist(
+    stores: &[(String, Vec<StockCount>)],
+    store_exists: impl Fn(&str) -> bool,
+    sku_exists: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let mut first: Option<(usize, Error)> = None;
+    let mut note = |index: usize, err: Error| {
+        if first.as_ref().is_none_or(|(at, _)| index < *at) {
+            first = Some((index, err));
+        }
+    };
+    for (store_id, counts) in stores {
+        if !store_exists(store_id) {
+            let index = counts.iter().map(|c| c.index).min().unwrap_or(0);
+            note(index, unknown_store(index, store_id));
+        }
+        if let Some(c) = counts.iter().find(|c| !sku_exists(&c.sku)) {
+            note(c.index, unknown_sku(c.index, &c.sku));
+        }
+    }
+    match first {
+        Some((_, err)) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// The reason of the `inventory.changed` events a stock import appends.
+pub const IMPORT_REASON: &str = "import";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +523,89 @@ mod tests {
     fn duplicate_barcodes_are_rejected() {
         let codes = vec!["4006381333931".to_owned(), "4006381333931".to_owned()];
         assert_eq!(parse_barcodes("barcodes", &codes).unwrap_err().field(), Some("barcodes[1]"));
+    }
+    fn record(sku: &str, barcodes: &[&str]) -> pb::ImportedProduct {
+        pb::ImportedProduct {
+            sku: sku.into(),
+            name: format!("Product {sku}"),
+            price: Some(eur(100)),
+            barcodes: barcodes.iter().map(|b| (*b).to_owned()).collect(),
+            active: true,
+        }
+    }
+
+    #[test]
+    fn an_import_batch_names_its_first_bad_record_and_field() {
+        let mut batch = vec![record("a", &["4006381333931"]), record("b", &[])];
+        assert_eq!(import_products("products", &batch).unwrap().len(), 2);
+        batch[1].price = Some(eur(-1));
+        assert_eq!(import_products("products", &batch).unwrap_err().field(), Some("products[1].price.units_minor"));
+        batch[1] = record("a", &[]);
+        assert_eq!(import_products("products", &batch).unwrap_err().field(), Some("products[1].sku"));
+        batch[1] = record("b", &["4006381333931"]);
+        assert_eq!(import_products("products", &batch).unwrap_err().field(), Some("products[1].barcodes[0]"));
+        assert_eq!(import_products("products", &[]).unwrap_err().field(), Some("products"));
+        let many: Vec<_> = (0..=limits::MAX_IMPORT_RECORDS).map(|i| record(&format!("s{i}"), &[])).collect();
+        assert_eq!(import_products("products", &many).unwrap_err().field(), Some("products"));
+    }
+
+    #[test]
+    fn counts_are_grouped_by_store_and_counted_once() {
+        let count =
+            |store: &str, sku: &str, quantity| pb::StockCount { store_id: store.into(), sku: sku.into(), quantity };
+        let grouped =
+            import_counts("counts", &[count("s2", "a", 1), count("s1", "a", 2), count("s2", "b", 3)]).unwrap();
+        let stores: Vec<_> =
+            grouped.iter().map(|(s, c)| (s.as_str(), c.iter().map(|c| c.index).collect::<Vec<_>>())).collect();
+        assert_eq!(stores, vec![("s1", vec![1]), ("s2", vec![0, 2])]);
+        let twice = import_counts("counts", &[count("s1", "a", 1), count("s1", "a", 2)]).unwrap_err();
+        assert_eq!(twice.field(), Some("counts[1].sku"));
+        let negative = import_counts("counts", &[count("s1", "a", -1)]).unwrap_err();
+        assert_eq!(negative.field(), Some("counts[0].quantity"));
+        let over = import_counts("counts", &[count("s1", "a", limits::MAX_STOCK + 1)]).unwrap_err();
+        assert_eq!(over.field(), Some("counts[0].quantity"));
+        assert_eq!(import_counts("counts", &[count("", "a", 1)]).unwrap_err().field(), Some("counts[0].store_id"));
+    }
+
+    proptest::proptest! {
+        /// A count leaves exactly the count, and the stock still equals the sum of its movements.
+        #[test]
+        fn a_count_sets_the_level_and_its_movement_explains_it(
+            start in -limits::MAX_STOCK..=limits::MAX_STOCK,
+            counts in proptest::collection::vec(0..=limits::MAX_STOCK, 1..8),
+        ) {
+            let mut level = start;
+            let mut moved = 0i128;
+            for quantity in counts {
+                let count = StockCount { index: 0, store_id: "s".into(), sku: "a".into(), quantity };
+                let (movement, after) = decide_count(level, &count);
+                proptest::prop_assert_eq!(after, quantity);
+                proptest::prop_assert_eq!(level + movement.delta, after);
+                moved += i128::from(movement.delta);
+                level = after;
+            }
+            proptest::prop_assert_eq!(i128::from(start) + moved, i128::from(level));
+        }
+
+        /// Whatever record of a batch is broken, the error names that record (the first broken
+        /// one), so that a client can point at the line it came from.
+        #[test]
+        fn a_broken_record_is_named_by_its_index(len in 1usize..40, broken in proptest::collection::btree_set(0usize..40, 1..4), how in 0u8..4) {
+            let mut batch: Vec<_> = (0..len).map(|i| record(&format!("sku-{i}"), &[])).collect();
+            let broken: Vec<usize> = broken.into_iter().filter(|&i| i < len).collect();
+            proptest::prop_assume!(!broken.is_empty());
+            for &i in &broken {
+                match how {
+                    0 => batch[i].sku = "bad sku".into(),
+                    1 => batch[i].name = String::new(),
+                    2 => batch[i].price = None,
+                    _ => batch[i].barcodes = vec!["123".into()],
+                }
+            }
+            let err = import_products("products", &batch).unwrap_err();
+            let field = err.field().unwrap_or_default().to_owned();
+            let prefix = format!("products[{}].", broken[0]);
+            proptest::prop_assert!(field.starts_with(&prefix), "{}", field);
+        }
     }
 }

@@ -11,7 +11,7 @@ use redstore_platform::page::Page;
 use redstore_platform::text::{optional_text, quote};
 use redstore_proto::inventory::inventory_service_server::{InventoryService, InventoryServiceServer};
 use redstore_proto::inventory::*;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::{self, OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
@@ -97,6 +97,45 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
     let fingerprint = fingerprint(&sale, |_| {});
     let terminal_id = optional_identifier("terminal_id", &sale.terminal_id)?.to_owned();
     Ok((store_id, SaleOrder { sale_id, fingerprint, terminal_id, movements, charged, checkout }))
+}
+
+/// An import batch's key with a digest of the batch as its fingerprint: equal batches have equal
+/// digests, and the key's stored record stays small whatever the batch's size.
+fn batch_idem<M: prost::Message + Clone>(key: &str, batch: &M, clear: impl FnOnce(&mut M)) -> Result<Idem> {
+    use sha2::Digest as _;
+    let key = identifier("idempotency_key", key)?.to_owned();
+    Ok(Idem { key, fingerprint: sha2::Sha256::digest(fingerprint(batch, clear)).to_vec() })
+}
+
+/// Names a batch of an import stream in an error: a field error's path (`batches[2].products[17].sku`),
+/// any other error's message.
+fn in_batch(err: Error, index: u64) -> Error {
+    let at = format!("batches[{index}]");
+    match err {
+        Error::InvalidArgument { .. } => err.scope(&at),
+        Error::AlreadyExists(message) => Error::AlreadyExists(format!("{at}: {message}")),
+        Error::NotFound(message) => Error::NotFound(format!("{at}: {message}")),
+        other => other,
+    }
+}
+
+/// Reads an import stream's batches one after another, applying each with `apply` (its index, the
+/// batch) before reading the next: (batches, records, replayed batches). The first refusal ends
+/// the stream, naming its batch; the batches before it stay applied.
+async fn import_batches<M, F, Fut>(mut stream: Streaming<M>, mut apply: F) -> Result<(u64, u64, u64)>
+where
+    M: prost::Message + Default,
+    F: FnMut(M) -> Fut,
+    Fut: std::future::Future<Output = Result<crate::store::Imported>>,
+{
+    let (mut batches, mut records, mut replayed) = (0u64, 0u64, 0u64);
+    while let Some(batch) = stream.message().await.map_err(Error::Remote)? {
+        let imported = apply(batch).await.map_err(|e| in_batch(e, batches))?;
+        batches += 1;
+        records += u64::from(imported.records);
+        replayed += u64::from(imported.replayed);
+    }
+    Ok((batches, records, replayed))
 }
 
 fn sale_outcome(outcome: Result<ApplySaleResponse>) -> ApplySaleOutcome {
@@ -460,6 +499,44 @@ impl InventoryService for InventoryGrpc {
             Ok(ListAppliedCheckoutsResponse { checkouts })
         }
         .await;
+        ok(result)
+    }
+
+    #[tracing::instrument(name = "inventory.import_products", skip_all)]
+    async fn import_products(
+        &self,
+        req: Request<Streaming<ImportProductsRequest>>,
+    ) -> Result<Response<ImportProductsResponse>, Status> {
+        let result = import_batches(req.into_inner(), |batch: ImportProductsRequest| async move {
+            let idem = batch_idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
+            let products = domain::import_products("products", &batch.products)?;
+            self.store.import_products(idem, products).await
+        })
+        .await
+        .map(|(batches, records, replayed_batches)| ImportProductsResponse {
+            batches,
+            records,
+            replayed_batches,
+        });
+        ok(result)
+    }
+
+    #[tracing::instrument(name = "inventory.import_stock", skip_all)]
+    async fn import_stock(
+        &self,
+        req: Request<Streaming<ImportStockRequest>>,
+    ) -> Result<Response<ImportStockResponse>, Status> {
+        let result = import_batches(req.into_inner(), |batch: ImportStockRequest| async move {
+            let idem = batch_idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
+            let stores = domain::import_counts("counts", &batch.counts)?;
+            self.store.import_stock(idem, stores).await
+        })
+        .await
+        .map(|(batches, records, replayed_batches)| ImportStockResponse {
+            batches,
+            records,
+            replayed_batches,
+        });
         ok(result)
     }
 }

@@ -29,13 +29,14 @@ use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
 use sqlx::{PgConnection, Row as _};
 
-use crate::domain::{self, OversellPolicy, Product, StockMovement};
+use crate::domain::{self, ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
 use crate::repo::StoreRow;
 use crate::store::{
-    AppliedCheckout, CheckoutsQuery, Idem, InventoryStore, ProductPatch, SaleOrder, stored_checkout_answer,
+    AppliedCheckout, CheckoutsQuery, Idem, Imported, InventoryStore, ProductPatch, SaleOrder, stored_checkout_answer,
 };
 
 mod batch;
+mod import;
 
 pub use batch::{
     AppliedSales, DecidedSales, PartsWrite, SaleToApply, StoreSales, apply_sales_in, decide_parts, decide_sales,
@@ -868,6 +869,14 @@ impl InventoryStore for PgInventory {
             adjustment_id: None,
         };
         self.apply_sale_or_refund(change, store_id, &movements).await
+    }
+
+    async fn import_products(&self, idem: Idem, products: Vec<ImportProduct>) -> Result<Imported> {
+        import::import_products(&self.pool, &idem, &products).await
+    }
+
+    async fn import_stock(&self, idem: Idem, stores: Vec<(String, Vec<StockCount>)>) -> Result<Imported> {
+        import::import_stock(&self.pool, &idem, &stores).await
     }
 
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {

@@ -12,7 +12,7 @@ use redstore_proto::events::{EventEnvelope, InventoryChanged, StockChange, event
 use redstore_proto::inventory as pb;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::domain::{self, OversellPolicy, Product, StockMovement};
+use crate::domain::{self, ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
 
 #[derive(Clone, Debug)]
 pub struct StoreRow {
@@ -301,4 +301,100 @@ pub fn apply_movements(
     });
     let event = eventlog::append_at(ctx, Topic::Inventory, &store.store_id, seq, payload)?;
     Ok(Applied { levels, negative_skus, event })
+}
+
+/// Creates or replaces a batch of products, each with exactly its barcodes, in the caller's
+/// transaction. Every product of the batch loses its barcodes before any gets its new ones, so
+/// barcodes may move between products of one batch; a barcode of a product outside the batch
+/// refuses the batch, naming `products[i].barcodes[j]`.
+pub fn import_products(conn: &Connection, products: &[ImportProduct], now_ms: i64) -> Result<()> {
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO products (sku, name, currency_code, price_minor, active, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, currency_code = excluded.currency_code,
+             price_minor = excluded.price_minor, active = excluded.active, updated_at_ms = excluded.updated_at_ms",
+    )?;
+    let mut clear = conn.prepare_cached("DELETE FROM product_barcodes WHERE sku = ?1")?;
+    for ImportProduct { product: p, .. } in products {
+        upsert.execute(params![p.sku, p.name, p.price.currency.as_str(), p.price.minor, p.active, now_ms])?;
+        clear.execute([&p.sku])?;
+    }
+    let mut owner = conn.prepare_cached("SELECT sku FROM product_barcodes WHERE gtin13 = ?1")?;
+    let mut insert = conn.prepare_cached("INSERT INTO product_barcodes (gtin13, sku) VALUES (?1, ?2)")?;
+    for (i, ImportProduct { product, barcodes }) in products.iter().enumerate() {
+        for (j, b) in barcodes.iter().enumerate() {
+            if let Some(owner) = owner.query_row([b.gtin13()], |r| r.get::<_, String>(0)).optional()? {
+                return Err(barcode_taken(i, j, b, &owner));
+            }
+            insert.execute([b.gtin13(), &product.sku])?;
+        }
+    }
+    Ok(())
+}
+
+/// A barcode of an imported product that belongs to a product outside the batch.
+pub fn barcode_taken(i: usize, j: usize, barcode: &Barcode, owner: &str) -> Error {
+    domain::bad_record(
+        format!("products[{i}].barcodes[{j}]"),
+        format!("barcode {barcode} belongs to sku {owner:?}, which this batch does not list"),
+    )
+}
+
+/// Refuses a batch of counts in a store or of a sku that does not exist
+/// ([`domain::check_counted_exist`]), one lookup per store and per sku.
+pub fn check_counted_exist(conn: &Connection, stores: &[(String, Vec<StockCount>)]) -> Result<()> {
+    let mut store = conn.prepare_cached("SELECT 1 FROM stores WHERE store_id = ?1")?;
+    let mut product = conn.prepare_cached("SELECT 1 FROM products WHERE sku = ?1")?;
+    let mut known_stores = std::collections::HashSet::new();
+    for (store_id, _) in stores {
+        if store.query_row([store_id], |_| Ok(())).optional()?.is_some() {
+            known_stores.insert(store_id.as_str());
+        }
+    }
+    let mut known_skus = std::collections::HashSet::new();
+    for (_, counts) in stores {
+        for c in counts {
+            if !known_skus.contains(c.sku.as_str()) && product.query_row([&c.sku], |_| Ok(())).optional()?.is_some() {
+                known_skus.insert(c.sku.as_str());
+            }
+        }
+    }
+    domain::check_counted_exist(stores, |s| known_stores.contains(s), |s| known_skus.contains(s))
+}
+
+/// Sets a store's counts in the caller's transaction ([`domain::decide_count`]) and appends one
+/// `inventory.changed` event (reason `import`, reference `reference_id`) under the store's next
+/// sequence. The caller checked that the store and the skus exist ([`check_counted_exist`]).
+pub fn import_counts(
+    ctx: &mut WriteCtx<'_>,
+    store_id: &str,
+    counts: &[StockCount],
+    reference_id: &str,
+) -> Result<Arc<EventEnvelope>> {
+    let seq = eventlog::next_seq(ctx, Topic::Inventory, store_id)?;
+    let mut read = ctx.conn.prepare_cached("SELECT quantity FROM stock WHERE store_id = ?1 AND sku = ?2")?;
+    let mut write = ctx.conn.prepare_cached(
+        "INSERT INTO stock (store_id, sku, quantity, last_seq) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (store_id, sku) DO UPDATE SET quantity = excluded.quantity, last_seq = excluded.last_seq",
+    )?;
+    let mut changes = Vec::with_capacity(counts.len());
+    for c in counts {
+        let current: Option<i64> = read.query_row([store_id, &c.sku], |r| r.get(0)).optional()?;
+        let (movement, quantity) = domain::decide_count(current.unwrap_or(0), c);
+        write.execute(params![store_id, c.sku, quantity, seq as i64])?;
+        changes.push(StockChange {
+            sku: movement.sku,
+            delta: movement.delta,
+            quantity_after: quantity,
+            negative: false,
+        });
+    }
+    drop((read, write));
+    let payload = Payload::InventoryChanged(InventoryChanged {
+        reason: domain::IMPORT_REASON.to_owned(),
+        reference_id: reference_id.to_owned(),
+        terminal_id: String::new(),
+        changes,
+    });
+    eventlog::append_at(ctx, Topic::Inventory, store_id, seq, payload)
 }

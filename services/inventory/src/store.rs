@@ -14,7 +14,7 @@ use redstore_proto::events::EventEnvelope;
 use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
 
-use crate::domain::{ChargedPrice, Product, StockMovement, check_charged};
+use crate::domain::{ChargedPrice, ImportProduct, Product, StockCount, StockMovement, check_charged};
 use crate::repo::{self, StoreRow};
 
 pub use redstore_platform::idempotency::Idem;
@@ -97,6 +97,18 @@ pub(crate) fn stored_checkout_answer(key: &str, stored: &[u8]) -> Result<pb::App
     pb::ApplySaleResponse::decode(stored)
         .map_err(|e| Error::Internal(anyhow::anyhow!("stored answer of checkout {key:?} is corrupt: {e}")))
 }
+
+/// What an import batch did: the records it applied, and whether it had been applied before under
+/// its key (then this call changed nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Imported {
+    pub records: u32,
+    pub replayed: bool,
+}
+
+/// The idempotency scopes of import batches (keys are chain-wide: a batch may span stores).
+pub const IMPORT_PRODUCTS_SCOPE: &str = "inventory.import_products";
+pub const IMPORT_STOCK_SCOPE: &str = "inventory.import_stock";
 
 /// The idempotency scope of a store's checkouts, as sales keeps their keys and as an error names a
 /// key reused: the same scope whichever service finds it reused.
@@ -229,6 +241,17 @@ pub trait InventoryStore: Send + Sync + 'static {
         terminal_id: &str,
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse>;
+
+    /// Creates or replaces a batch of products (name, price, active, exactly their barcodes), all
+    /// or none, once per key (required). A barcode of a product outside the batch is
+    /// INVALID_ARGUMENT naming `products[i].barcodes[j]`.
+    async fn import_products(&self, idem: Idem, products: Vec<ImportProduct>) -> Result<Imported>;
+
+    /// Sets a batch of stock counts, grouped by store in lock order ([`crate::domain::import_counts`]),
+    /// all or none, once per key (required): in each store one `inventory.changed` event (reason
+    /// `import`, reference the key) under the store's next sequence. An unknown store or sku is
+    /// INVALID_ARGUMENT naming `counts[i].store_id` or `counts[i].sku`.
+    async fn import_stock(&self, idem: Idem, stores: Vec<(String, Vec<StockCount>)>) -> Result<Imported>;
 
     /// The store's stock and the sequence number it reflects, read consistently.
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot>;
@@ -531,6 +554,37 @@ impl InventoryStore for SqliteInventory {
                         ..Default::default()
                     })
                 })
+            })
+            .await
+    }
+
+    async fn import_products(&self, idem: Idem, products: Vec<ImportProduct>) -> Result<Imported> {
+        self.db
+            .write(move |ctx| {
+                let replayed = has_key(ctx.conn, IMPORT_PRODUCTS_SCOPE, &idem.key)?;
+                let answer = once(ctx, IMPORT_PRODUCTS_SCOPE, &idem.key, &idem.fingerprint, |ctx| {
+                    repo::import_products(ctx.conn, &products, unix_ms(ctx.now))?;
+                    Ok(pb::ImportBatchResult { records: products.len() as u32 })
+                })?;
+                Ok(Imported { records: answer.records, replayed })
+            })
+            .await
+    }
+
+    async fn import_stock(&self, idem: Idem, stores: Vec<(String, Vec<StockCount>)>) -> Result<Imported> {
+        self.db
+            .write(move |ctx| {
+                let replayed = has_key(ctx.conn, IMPORT_STOCK_SCOPE, &idem.key)?;
+                let answer = once(ctx, IMPORT_STOCK_SCOPE, &idem.key, &idem.fingerprint, |ctx| {
+                    repo::check_counted_exist(ctx.conn, &stores)?;
+                    let mut records = 0;
+                    for (store_id, counts) in &stores {
+                        repo::import_counts(ctx, store_id, counts, &idem.key)?;
+                        records += counts.len() as u32;
+                    }
+                    Ok(pb::ImportBatchResult { records })
+                })?;
+                Ok(Imported { records: answer.records, replayed })
             })
             .await
     }

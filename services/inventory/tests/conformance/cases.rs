@@ -922,3 +922,60 @@ pub async fn concurrent_sales_in_any_sku_order_all_apply(store: Store) {
     let events = all_events(&store, "s1").await;
     assert_eq!(events.iter().map(|e| e.store_seq).collect::<Vec<_>>(), (1..=26).collect::<Vec<u64>>());
 }
+
+fn imported(sku: &str, price_minor: i64, barcodes: &[&str]) -> redstore_inventory::domain::ImportProduct {
+    let barcodes: Vec<Barcode> = barcodes.iter().map(|b| Barcode::parse("b", b).unwrap()).collect();
+    let mut product = product(sku, price_minor);
+    product.barcodes = barcodes.iter().map(|b| b.gtin13().to_owned()).collect();
+    redstore_inventory::domain::ImportProduct { product, barcodes }
+}
+
+fn counts(records: &[(&str, &str, i64)]) -> Vec<(String, Vec<redstore_inventory::domain::StockCount>)> {
+    let records: Vec<pb::StockCount> = records
+        .iter()
+        .map(|(store_id, sku, quantity)| pb::StockCount {
+            store_id: (*store_id).into(),
+            sku: (*sku).into(),
+            quantity: *quantity,
+        })
+        .collect();
+    redstore_inventory::domain::import_counts("counts", &records).unwrap()
+}
+
+pub async fn imports_apply_whole_batches_once_and_counts_set_levels_with_an_event_per_store(store: Store) {
+    new_store(&store, "s1", OversellPolicy::Strict).await;
+    new_store(&store, "s2", OversellPolicy::Strict).await;
+    let code = "4006381333931";
+    let first = store.import_products(key("p-1", b"a"), vec![imported("a", 100, &[code]), imported("b", 5, &[])]).await;
+    assert_eq!(first.unwrap(), redstore_inventory::store::Imported { records: 2, replayed: false });
+    let again = store.import_products(key("p-1", b"a"), vec![imported("a", 999, &[])]).await.unwrap();
+    assert_eq!(again, redstore_inventory::store::Imported { records: 2, replayed: true });
+    assert_eq!(store.get_product("a").await.unwrap().price.minor, 100, "a replay changes nothing");
+    assert!(matches!(store.import_products(key("p-1", b"other"), vec![]).await, Err(Error::AlreadyExists(_))));
+    // The barcode moves from a to b within one batch; a product outside the batch keeps its own.
+    store.import_products(key("p-2", b"b"), vec![imported("b", 7, &[code]), imported("a", 100, &[])]).await.unwrap();
+    assert_eq!(store.get_product("b").await.unwrap().barcodes, vec![code.to_owned()]);
+    let err = store.import_products(key("p-3", b"c"), vec![imported("c", 1, &[]), imported("d", 1, &[code])]).await;
+    assert_eq!(err.unwrap_err().field(), Some("products[1].barcodes[0]"));
+    assert!(store.get_product("c").await.is_err(), "a refused batch leaves nothing");
+
+    store.adjust_stock(key("adj", b"x"), "s1", mv("a", 4), "received").await.unwrap();
+    let loaded = store.import_stock(key("c-1", b"c"), counts(&[("s2", "a", 3), ("s1", "a", 10), ("s1", "b", 2)])).await;
+    assert_eq!(loaded.unwrap(), redstore_inventory::store::Imported { records: 3, replayed: false });
+    assert_eq!((quantity(&store, "s1", "a").await, quantity(&store, "s1", "b").await), (10, 2));
+    assert_eq!(quantity(&store, "s2", "a").await, 3);
+    let events = all_events(&store, "s1").await;
+    assert_eq!(events.iter().map(|e| e.store_seq).collect::<Vec<_>>(), [1, 2]);
+    let c = changes(&events[1]);
+    assert_eq!((c.reason.as_str(), c.reference_id.as_str()), ("import", "c-1"));
+    let moved: Vec<_> = c.changes.iter().map(|c| (c.sku.as_str(), c.delta, c.quantity_after)).collect();
+    assert_eq!(moved, [("a", 6, 10), ("b", 2, 2)]);
+    assert_eq!(all_events(&store, "s2").await.len(), 1);
+    assert!(store.import_stock(key("c-1", b"c"), counts(&[("s1", "a", 1)])).await.unwrap().replayed);
+    assert_eq!(quantity(&store, "s1", "a").await, 10);
+
+    let err = store.import_stock(key("c-2", b"d"), counts(&[("s1", "a", 1), ("s9", "a", 1), ("s1", "zz", 1)])).await;
+    assert_eq!(err.unwrap_err().field(), Some("counts[1].store_id"));
+    assert_eq!(quantity(&store, "s1", "a").await, 10, "a refused batch leaves nothing");
+    assert_eq!(all_events(&store, "s1").await.len(), 2);
+}

@@ -65,6 +65,7 @@ conformance! {
         events_are_gapless_and_snapshot_matches,
         strict_store_never_oversells,
         concurrent_sales_in_any_sku_order_all_apply,
+        imports_apply_whole_batches_once_and_counts_set_levels_with_an_event_per_store,
     ],
     postgres_only: [
         rls_hides_and_protects_other_stores_rows,

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use redstore_inventory::domain::Product;
+use redstore_inventory::domain::{ImportProduct, Product, StockCount};
 use redstore_inventory::repo::StoreRow;
-use redstore_inventory::store::{AppliedCheckout, CheckoutsQuery, Idem, ProductPatch, SaleOrder};
+use redstore_inventory::store::{AppliedCheckout, CheckoutsQuery, Idem, Imported, ProductPatch, SaleOrder};
 use redstore_inventory::{InventoryStore, StockMovement};
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result};
@@ -140,6 +140,12 @@ impl InventoryStore for Flaky {
     }
     async fn applied_checkouts(&self, store_id: &str, query: CheckoutsQuery) -> Result<Vec<AppliedCheckout>> {
         self.inner.applied_checkouts(store_id, query).await
+    }
+    async fn import_products(&self, idem: Idem, products: Vec<ImportProduct>) -> Result<Imported> {
+        self.inner.import_products(idem, products).await
+    }
+    async fn import_stock(&self, idem: Idem, stores: Vec<(String, Vec<StockCount>)>) -> Result<Imported> {
+        self.inner.import_stock(idem, stores).await
     }
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {
         self.inner.snapshot(store_id).await
