@@ -312,13 +312,20 @@ pub struct LiveBench {
     pub sales: u64,
     /// Sales per second.
     pub rate: u32,
+    /// The store sold in; with `stores` > 1, sales and clients are spread round-robin over
+    /// `<store_id>-1` … `<store_id>-<stores>` (client `c` watches store `c % stores`).
     pub store_id: String,
+    pub stores: usize,
 }
 
 #[derive(Clone, Debug)]
 pub struct LiveSummary {
     pub clients: usize,
+    pub stores: usize,
     pub sales: u64,
+    /// Events that came to a client out of its store's order (a gap, a repeat) or of another
+    /// store: a correct stream has none.
+    pub misdelivered: u64,
     /// Events every client should have received, all together.
     pub expected: u64,
     pub received: u64,
@@ -333,8 +340,8 @@ impl std::fmt::Display for LiveSummary {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         writeln!(
             f,
-            "{} SSE clients, {} sales: {} of {} events received",
-            self.clients, self.sales, self.received, self.expected
+            "{} SSE clients over {} stores, {} sales: {} of {} events received, {} out of order or of another store",
+            self.clients, self.stores, self.sales, self.received, self.expected, self.misdelivered
         )?;
         write!(
             f,
@@ -353,36 +360,64 @@ fn unix_now_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// One SSE client: reads `want` events and returns each one's commit-to-arrival latency.
+/// What one SSE client saw.
+struct Watched {
+    latencies: Vec<Duration>,
+    /// Events out of its store's order, or of another store.
+    misdelivered: u64,
+}
+
+/// One SSE client of `store_id`'s stream from `after`: reads `want` events and returns each one's
+/// commit-to-arrival latency, counting those whose id (the store sequence) is not the next one or
+/// whose store is another.
 ///
-/// It reads bytes and looks for nothing but each event's `occurred_at_ms`: 2,000 of these share
-/// the machine with the server they measure, and decoding every event into text and a JSON value
-/// was a fifth of their work.
+/// It reads bytes and looks for nothing but each event's `id:`, `store_id` and `occurred_at_ms`:
+/// 2,000 of these share the machine with the server they measure, and decoding every event into
+/// text and a JSON value was a fifth of their work.
 async fn sse_client(
     client: reqwest::Client,
+    store_id: String,
     url: String,
+    after: u64,
     want: u64,
     ready: tokio::sync::mpsc::Sender<()>,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Watched> {
     let mut response = client.get(&url).header("accept", "text/event-stream").send().await?.error_for_status()?;
     let _ = ready.send(()).await;
+    let own_store = format!("\"store_id\":\"{store_id}\"");
     let mut buffer: Vec<u8> = Vec::new();
-    let mut latencies = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
-    while (latencies.len() as u64) < want {
+    let mut watched = Watched { latencies: Vec::with_capacity(usize::try_from(want).unwrap_or(0)), misdelivered: 0 };
+    let mut last = after;
+    while (watched.latencies.len() as u64) < want {
         let Some(chunk) = response.chunk().await? else { break };
         let arrived = unix_now_us();
         buffer.extend_from_slice(&chunk);
         let mut done = 0;
         while let Some(end) = find(&buffer[done..], b"\n\n") {
-            if let Some(at_ms) = occurred_at_ms(&buffer[done..done + end]) {
+            let block = &buffer[done..done + end];
+            if let Some(at_ms) = occurred_at_ms(block) {
                 let micros = (arrived - at_ms * 1000).max(0);
-                latencies.push(Duration::from_micros(u64::try_from(micros).unwrap_or(0)));
+                watched.latencies.push(Duration::from_micros(u64::try_from(micros).unwrap_or(0)));
+                let next = event_id(block) == Some(last + 1);
+                if !next || find(block, own_store.as_bytes()).is_none() {
+                    watched.misdelivered += 1;
+                }
+                last = event_id(block).unwrap_or(last);
             }
             done += end + 2;
         }
         buffer.drain(..done);
     }
-    Ok(latencies)
+    Ok(watched)
+}
+
+/// The `id:` of an SSE event block (the store sequence).
+fn event_id(block: &[u8]) -> Option<u64> {
+    let at = if block.starts_with(b"id:") { 3 } else { find(block, b"\nid:")? + 4 };
+    let rest = &block[at..];
+    let start = rest.iter().take_while(|b| **b == b' ').count();
+    let digits = rest[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[start..start + digits]).ok()?.parse().ok()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -417,46 +452,79 @@ async fn store_head(stream_bridge: &str, store_id: &str) -> anyhow::Result<u64> 
 }
 
 pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
-    anyhow::ensure!(cfg.clients > 0 && cfg.sales > 0 && cfg.rate > 0, "--clients, --sales and --rate must be positive");
-    let mut inv = InventoryServiceClient::new(connect(&cfg.target).await?);
-    create_products(&mut inv).await?;
-    set_up_store(&mut inv, &cfg.store_id, &[0]).await?;
-    let as_of = store_head(&cfg.sse_target, &cfg.store_id).await?;
+    use futures::{StreamExt as _, TryStreamExt as _};
+    anyhow::ensure!(
+        cfg.clients > 0 && cfg.sales > 0 && cfg.rate > 0 && cfg.stores > 0,
+        "--clients, --sales, --rate and --stores must be positive"
+    );
+    let store_of = |i: usize| {
+        if cfg.stores <= 1 { cfg.store_id.clone() } else { format!("{}-{}", cfg.store_id, i % cfg.stores + 1) }
+    };
+    let inv = InventoryServiceClient::new(connect(&cfg.target).await?);
+    create_products(&mut inv.clone()).await?;
+    // Each store with its terminal, then where its stream starts: several stores at a time.
+    let heads: Vec<u64> = futures::stream::iter(0..cfg.stores)
+        .map(|s| {
+            let (mut inv, store_id, sse) = (inv.clone(), store_of(s), cfg.sse_target.clone());
+            async move {
+                set_up_store(&mut inv, &store_id, &[0]).await?;
+                store_head(&sse, &store_id).await
+            }
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
 
+    // Sale n goes to store n % stores: each store's share.
+    let sales_in = |s: usize| (cfg.sales + (cfg.stores - 1 - s) as u64) / cfg.stores as u64;
     let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(0).build()?;
-    let url = format!("{}/v1/stores/{}/inventory/events?after={as_of}", cfg.sse_target, cfg.store_id);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(cfg.clients);
     let mut clients = Vec::with_capacity(cfg.clients);
-    for _ in 0..cfg.clients {
-        clients.push(tokio::spawn(sse_client(http.clone(), url.clone(), cfg.sales, ready_tx.clone())));
+    let mut expected = 0;
+    for c in 0..cfg.clients {
+        let s = c % cfg.stores;
+        let (store_id, after) = (store_of(s), heads[s]);
+        let url = format!("{}/v1/stores/{store_id}/inventory/events?after={after}", cfg.sse_target);
+        expected += sales_in(s);
+        clients.push(tokio::spawn(sse_client(http.clone(), store_id, url, after, sales_in(s), ready_tx.clone())));
     }
     drop(ready_tx);
     for _ in 0..cfg.clients {
         ready_rx.recv().await.context("an SSE client failed to connect")?;
     }
 
-    let mut sales = SalesServiceClient::new(connect(&cfg.target).await?);
+    // At the rate, each sale in a task of its own: a slow answer does not hold the next sale back.
+    let sales = SalesServiceClient::new(connect(&cfg.target).await?);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(cfg.rate)));
+    let mut checkouts = Vec::with_capacity(usize::try_from(cfg.sales).unwrap_or(0));
     for n in 0..cfg.sales {
         tick.tick().await;
+        let i = usize::try_from(n).unwrap_or(0);
         let req = CheckoutRequest {
             idempotency_key: uuid::Uuid::now_v7().to_string(),
-            store_id: cfg.store_id.clone(),
+            store_id: store_of(i),
             terminal_id: "bench-001".into(),
-            lines: vec![CheckoutLine { sku: sku(usize::try_from(n).unwrap_or(0) % PRODUCTS), quantity: 1 }],
+            lines: vec![CheckoutLine { sku: sku(i % PRODUCTS), quantity: 1 }],
             tenders: vec![Tender {
                 r#type: TenderType::Cash as i32,
                 amount: Some(Money { currency_code: "EUR".into(), units_minor: 100_000 }),
             }],
         };
-        sales.checkout(req).await.context("checkout")?;
+        let mut sales = sales.clone();
+        checkouts.push(tokio::spawn(async move { sales.checkout(req).await }));
+    }
+    for checkout in checkouts {
+        checkout.await?.context("checkout")?;
     }
     // Every client gets the same 30 s after the last sale (not 30 s each, one after another).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut all = Vec::new();
+    let (mut all, mut misdelivered) = (Vec::new(), 0);
     for c in clients {
         match tokio::time::timeout_at(deadline, c).await {
-            Ok(Ok(Ok(latencies))) => all.extend(latencies),
+            Ok(Ok(Ok(watched))) => {
+                all.extend(watched.latencies);
+                misdelivered += watched.misdelivered;
+            }
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "an SSE client failed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "an SSE client panicked"),
             Err(_) => tracing::warn!("an SSE client did not receive every event within 30 s"),
@@ -465,8 +533,10 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
     all.sort_unstable();
     Ok(LiveSummary {
         clients: cfg.clients,
+        stores: cfg.stores,
         sales: cfg.sales,
-        expected: cfg.sales * cfg.clients as u64,
+        misdelivered,
+        expected,
         received: all.len() as u64,
         p50: percentile(&all, 50.0),
         p95: percentile(&all, 95.0),

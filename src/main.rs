@@ -275,6 +275,10 @@ struct LiveArgs {
     /// The store to sell in; created if missing.
     #[arg(long, env = "REDSTORE_BENCH_STORE", default_value = "bench-live")]
     store: String,
+    /// Spread the sales and the clients over this many stores (`<store>-1`, `<store>-2`, …;
+    /// client c watches store c mod stores).
+    #[arg(long, env = "REDSTORE_BENCH_STORES", default_value_t = 1)]
+    stores: usize,
 }
 
 #[derive(Args, Debug)]
@@ -403,6 +407,7 @@ async fn run(cli: Cli) -> ExitCode {
                 sales: args.sales,
                 rate: args.rate,
                 store_id: args.store,
+                stores: args.stores,
             };
             println!(
                 "live bench: {} SSE clients on {}, {} sales at {}/s",
