@@ -1,6 +1,7 @@
 //! Feeds the Redis stock cache from the inventory outbox when no Kafka is configured: woken by
-//! `NOTIFY redstore_inventory` (no polling delay on the live path), with a sweep of every store
-//! every few seconds as the safety net. Redis keeps its own position per store (`_seq` in the
+//! `NOTIFY redstore_inventory` (no polling delay on the live path), with a sweep every few
+//! seconds of the stores whose log moved past what the last sweep saw ([`CACHE_CHECKED`]) as the
+//! safety net. Redis keeps its own position per store (`_seq` in the
 //! stock hash), so a restart — of this process or of Redis — resumes where the cache stands.
 //!
 //! With Kafka, the `inventory-cache` consumer group feeds it instead ([`project_received`]), and
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::InventoryStore;
 use crate::cache::StockCache;
 use redstore_platform::kafka;
+use redstore_platform::pg::{self, PgPool};
 
 const SWEEP: Duration = Duration::from_secs(2);
 const PAGE: u32 = 500;
@@ -150,9 +152,22 @@ async fn catch_up_lost(
     Ok(())
 }
 
+/// The offsets group (topic `inventory`) under which sweeps of the stock cache record how far they
+/// found each store's hash caught up with the log. The hash's own position is in Redis, where a
+/// chain-wide look would read every store; this mark lets the database name the stores whose log
+/// moved past what a sweep last saw ([`pg::stores_behind`]), so a sweep looks at those alone.
+pub const CACHE_CHECKED: &str = "stock-cache-checked";
+
+/// The stores whose event log moved past the stock cache's [`CACHE_CHECKED`] mark.
+fn unchecked(pool: PgPool) -> kafka::StoreLister {
+    kafka::backlog(pool, "inventory", CACHE_CHECKED)
+}
+
 /// The stock cache as its stall sweep ([`kafka::sweep_stalled`]) sees it: each store's hash
 /// against the event log.
 struct LogStalls {
+    /// Where the [`CACHE_CHECKED`] marks are kept (none: the lister names stores by other means).
+    marks: Option<PgPool>,
     inventory: Arc<dyn InventoryStore>,
     cache: StockCache,
 }
@@ -167,18 +182,70 @@ impl kafka::Stalls for LogStalls {
     async fn fill(&self, store_id: &str) -> redstore_platform::Result<()> {
         catch_up_lost(self.inventory.as_ref(), &self.cache, store_id).await
     }
+
+    async fn caught_up(&self, stores: Vec<(String, u64)>) -> redstore_platform::Result<()> {
+        match &self.marks {
+            Some(pool) => pg::advance_offsets(pool, CACHE_CHECKED, "inventory", &stores).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Every few seconds until `shutdown`, catches up from the event log the stores Kafka left
-/// behind ([`kafka::sweep_stalled`]).
-pub async fn sweep_stalled(inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
-    let stores = crate::store::store_lister(inventory.clone());
-    kafka::sweep_stalled(stores, Arc::new(LogStalls { inventory, cache }), "stock cache", shutdown).await;
+/// behind ([`kafka::sweep_stalled`]), looking only at those whose log moved since a sweep last
+/// found them caught up ([`CACHE_CHECKED`]).
+pub async fn sweep_stalled(
+    pool: PgPool,
+    inventory: Arc<dyn InventoryStore>,
+    cache: StockCache,
+    shutdown: CancellationToken,
+) {
+    let stores = unchecked(pool.clone());
+    let stalls = LogStalls { marks: Some(pool), inventory, cache };
+    kafka::sweep_stalled(stores, Arc::new(stalls), "stock cache", shutdown).await;
+}
+
+/// [`sweep_stalled`] over the stores `stores` lists, keeping no marks (an embedded inventory, in
+/// tests).
+pub async fn sweep_stalled_over(
+    stores: kafka::StoreLister,
+    inventory: Arc<dyn InventoryStore>,
+    cache: StockCache,
+    shutdown: CancellationToken,
+) {
+    let stalls = LogStalls { marks: None, inventory, cache };
+    kafka::sweep_stalled(stores, Arc::new(stalls), "stock cache", shutdown).await;
+}
+
+/// The projector's safety sweep: catches up each store whose log moved past its
+/// [`CACHE_CHECKED`] mark (a notification was missed, or Redis was down), then moves the marks of
+/// those caught up. At rest it is one statement that names no store.
+async fn sweep_unchecked(pool: &PgPool, inventory: &dyn InventoryStore, cache: &StockCache) {
+    let behind = match pg::stores_behind(pool, "inventory", CACHE_CHECKED).await {
+        Ok(behind) => behind,
+        Err(e) => {
+            redstore_platform::warn_throttled!(error = %e, "stock cache projector cannot list the stores behind");
+            return;
+        }
+    };
+    let mut checked = Vec::with_capacity(behind.len());
+    for store in behind {
+        match catch_up(inventory, cache, &store.store_id, None).await {
+            Ok(_) => checked.push((store.store_id, store.head)),
+            // Redis down slows the live path and nothing else; the next sweep retries.
+            Err(e) => {
+                redstore_platform::warn_throttled!(error = %e, store_id = %store.store_id, "stock cache projection deferred")
+            }
+        }
+    }
+    if let Err(e) = pg::advance_offsets(pool, CACHE_CHECKED, "inventory", &checked).await {
+        redstore_platform::warn_throttled!(error = %e, "stock cache projector cannot record the stores it checked");
+    }
 }
 
 /// Runs the projector until `shutdown`. It first checks every store's hash against the log
 /// ([`reconcile_all`]).
-pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
+pub fn spawn(pool: PgPool, inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -198,10 +265,7 @@ pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: Stoc
             let mut stores: Vec<(String, Option<u64>)> = Vec::new();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = sweep.tick() => match inventory.store_ids().await {
-                    Ok(all) => stores.extend(all.into_iter().map(|s| (s, None))),
-                    Err(e) => tracing::warn!(error = %e, "stock cache projector cannot list stores"),
-                },
+                _ = sweep.tick() => sweep_unchecked(&pool, inventory.as_ref(), &cache).await,
                 n = listener.recv() => match n {
                     Ok(n) => {
                         if let Some((store, seq)) = n.payload().rsplit_once(':') {
