@@ -17,7 +17,7 @@ use crate::helpers::*;
 
 /// Creates stores `<prefix>-0` … `<prefix>-<n-1>` (allowing negative stock, one terminal `till-1`
 /// each) through the inventory API, 32 at a time.
-async fn create_stores(channel: Channel, prefix: &str, n: usize) {
+pub async fn create_stores(channel: Channel, prefix: &str, n: usize) {
     futures::stream::iter(0..n)
         .for_each_concurrent(32, |i| {
             let mut client = InventoryServiceClient::new(channel.clone());
