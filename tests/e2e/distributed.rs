@@ -18,9 +18,13 @@ fn kafka_brokers() -> String {
 }
 
 async fn sales_count(analytics: &Process) -> i64 {
+    sales_count_in(analytics, "store-1").await
+}
+
+async fn sales_count_in(analytics: &Process, store: &str) -> i64 {
     let report = AnalyticsServiceClient::new(analytics.channel().await)
         .get_sales_report(GetSalesReportRequest {
-            store_id: "store-1".into(),
+            store_id: store.into(),
             from: None,
             to: None,
             granularity: Granularity::Day as i32,
@@ -140,6 +144,83 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     drop(bridges);
     drop(analytics);
     drop(sales);
+    drop(inventory);
+    db.drop_db().await.expect("drop scratch database");
+    let cfg = redstore_platform::kafka::KafkaConfig {
+        topic_prefix: prefix,
+        ..redstore_platform::kafka::KafkaConfig::new(brokers)
+    };
+    let topics: Vec<String> = ["inventory", "sales"]
+        .iter()
+        .flat_map(|d| [cfg.topic(d), redstore_platform::kafka::dlq_topic(&cfg.topic(d))])
+        .collect();
+    let _ = redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
+}
+
+/// Many stores' work handed between processes: two sales processes relay the sales outbox (each
+/// store drained by one relay at a time, under its advisory lock) and two analytics processes
+/// share the topic's partitions; one of each is killed right after a round of sales in every
+/// store, and a new analytics process joins. Every store's sales reach analytics exactly once:
+/// the survivors take over the killed relay's stores (their cursors say where) and the killed
+/// consumer's partitions (from the committed offsets, deduplicated by event id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_and_consumers_hand_many_stores_between_processes() {
+    const STORES: usize = 24;
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let url = db.app_url.clone();
+    let brokers = kafka_brokers();
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let kafka = ["--kafka-brokers", brokers.as_str(), "--kafka-topic-prefix", prefix.as_str(), "--worker-threads", "1"];
+    let with_kafka =
+        |args: &[&str]| -> Vec<String> { args.iter().chain(kafka.iter()).map(|s| (*s).to_owned()).collect() };
+    let start = |args: Vec<String>| Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let inventory = start(with_kafka(&["serve", "inventory", "--database-url", &url]));
+    let inventory_url = inventory.url();
+    let sales_args = with_kafka(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
+    let analytics_args = with_kafka(&["serve", "analytics", "--database-url", &url]);
+    let mut sales_a = start(sales_args.clone());
+    let sales_b = start(sales_args);
+    let mut analytics_a = start(analytics_args.clone());
+    let analytics_b = start(analytics_args.clone());
+    crate::chain::create_stores(inventory.channel().await, "relay", STORES).await;
+    let stores: Vec<String> = (0..STORES).map(|i| format!("relay-{i}")).collect();
+
+    let sell_everywhere = |channel: tonic::transport::Channel| {
+        let stores = stores.clone();
+        async move {
+            futures::future::join_all(stores.iter().map(|store| {
+                let mut client = SalesServiceClient::new(channel.clone());
+                let request = checkout(&key(), store, "till-1", &[("SKU-0008", 1)], vec![cash(5000)]);
+                async move { client.checkout(request).await.expect("a sale") }
+            }))
+            .await;
+        }
+    };
+    sell_everywhere(sales_a.channel().await).await;
+    sales_a.kill();
+    analytics_a.kill();
+    sell_everywhere(sales_b.channel().await).await;
+    let analytics_c = start(analytics_args);
+
+    for store in &stores {
+        let mut counted = 0;
+        for _ in 0..1200 {
+            counted = sales_count_in(&analytics_b, store).await;
+            if counted >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(counted >= 2, "analytics counted {counted} of the 2 sales of {store}");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for store in &stores {
+        assert_eq!(sales_count_in(&analytics_c, store).await, 2, "{store}: nothing lost, nothing counted twice");
+    }
+
+    drop(analytics_c);
+    drop(analytics_b);
+    drop(sales_b);
     drop(inventory);
     db.drop_db().await.expect("drop scratch database");
     let cfg = redstore_platform::kafka::KafkaConfig {
