@@ -313,7 +313,7 @@ async fn cache_consumer(
     use redstore_inventory::projector;
     let consumer = kafka::consumer(&cfg, "inventory-cache", &["inventory"])?;
     // A hash ahead of the log (database restored or reset) would skip every new event.
-    projector::reconcile_all(inventory.as_ref(), &cache).await;
+    projector::reconcile_all(&pool, inventory.as_ref(), &cache).await;
     let sweep_stop = stop.child_token();
     let sweep =
         tokio::spawn(projector::sweep_stalled(pool.clone(), inventory.clone(), cache.clone(), sweep_stop.clone()));

@@ -109,17 +109,33 @@ fn warn_unchecked(store_id: &str, checked: redstore_platform::Result<bool>) {
     }
 }
 
-/// [`reconcile`] for every store; what cannot be checked now (Redis down) is logged and left.
-pub async fn reconcile_all(inventory: &dyn InventoryStore, cache: &StockCache) {
-    let stores = match inventory.store_ids().await {
-        Ok(stores) => stores,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the stores to check the stock cache against the log");
-            return;
+/// How many stores' versions [`reconcile_all`] reads from Redis in one pipeline.
+const VERSIONS_AT_ONCE: usize = 1_000;
+
+/// [`reconcile`] for every store whose hash is ahead of its log, found without a transaction per
+/// store: the stores (one query), their log heads (one statement, [`pg::stores_behind`] of a group
+/// that has no offsets) and their hashes' versions (Redis pipelines). A store's events are
+/// gapless from 1, so a version is in the log exactly when it is at most the head. What cannot be
+/// checked now (Redis down) is logged and left.
+pub async fn reconcile_all(pool: &PgPool, inventory: &dyn InventoryStore, cache: &StockCache) {
+    let listed = async {
+        let stores = inventory.store_ids().await?;
+        let heads: std::collections::HashMap<String, u64> =
+            pg::stores_behind(pool, "inventory", "").await?.into_iter().map(|b| (b.store_id, b.head)).collect();
+        let mut ahead = Vec::new();
+        for chunk in stores.chunks(VERSIONS_AT_ONCE) {
+            for (store, version) in chunk.iter().zip(cache.versions(chunk).await?) {
+                let head = heads.get(store).copied().unwrap_or(0);
+                if let Some(version) = version.filter(|v| *v > head) {
+                    ahead.push((store.clone(), version));
+                }
+            }
         }
+        Ok::<_, redstore_platform::Error>(ahead)
     };
-    for store in stores {
-        warn_unchecked(&store, reconcile(inventory, cache, &store).await);
+    match listed.await {
+        Ok(ahead) => reconcile_stale(inventory, cache, &ahead).await,
+        Err(e) => tracing::warn!(error = %e, "cannot check the stock cache against the log"),
     }
 }
 
@@ -258,7 +274,7 @@ pub fn spawn(pool: PgPool, inventory: Arc<dyn InventoryStore>, cache: StockCache
             tracing::error!(error = %e, "stock cache projector cannot LISTEN redstore_inventory");
             return;
         }
-        reconcile_all(inventory.as_ref(), &cache).await;
+        reconcile_all(&pool, inventory.as_ref(), &cache).await;
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
             // Each store to catch up, with the sequence a notification announced.
