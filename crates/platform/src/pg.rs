@@ -486,6 +486,24 @@ pub async fn stores_behind(pool: &PgPool, schema: &str, group: &str) -> Result<V
         .collect())
 }
 
+/// The newest sequence of each of `stores` in `schema` (`inventory` or `sales`) that has one, in
+/// one statement (`platform.store_heads`, platform migration 0003; ids and numbers only).
+pub async fn store_heads(
+    pool: &PgPool,
+    schema: &str,
+    stores: &[String],
+) -> Result<std::collections::HashMap<String, u64>> {
+    if stores.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT o_store_id, o_head FROM platform.store_heads($1, $2)")
+        .bind(schema)
+        .bind(stores)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|(store, head)| (store, head.max(0) as u64)).collect())
+}
+
 /// Moves `group`'s offsets (topic `topic`) forward to the given sequences, for many stores in one
 /// statement (never backwards). For a consumer whose real position lives elsewhere (the stock
 /// cache's in Redis), it records how far a sweep found the store caught up, so that

@@ -21,3 +21,18 @@ BEGIN
     USING p_group, p_schema;
 END
 $$;
+
+-- The heads of the given stores (the live feed's sweep of the stores it has watchers for): one
+-- statement for all of them instead of a read in each.
+CREATE FUNCTION platform.store_heads(p_schema TEXT, p_stores TEXT[])
+RETURNS TABLE (o_store_id TEXT, o_head BIGINT)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, platform AS $$
+BEGIN
+    IF p_schema NOT IN ('inventory', 'sales') THEN
+        RAISE EXCEPTION 'no store sequences in schema %', p_schema;
+    END IF;
+    RETURN QUERY EXECUTE format(
+        'SELECT q.store_id::TEXT, q.last_seq FROM %I.store_sequences q WHERE q.store_id = ANY ($1)', p_schema)
+    USING p_stores;
+END
+$$;
