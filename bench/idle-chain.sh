@@ -4,12 +4,13 @@
 #   bench/idle-chain.sh [extra `redstore up` flags…]
 # e.g. bench/idle-chain.sh --kafka-brokers 127.0.0.1:9092 --redis-url redis://127.0.0.1:6379
 # Needs a release build (cargo build --release) and PostgreSQL on 127.0.0.1:5432 with trust auth.
-# REDSTORE_SERVER_BIN runs another build as the server (an older one, to compare); the bench
-# client is always this build's. REDSTORE_IDLE_CHAIN_SIZES overrides "1000 10000".
+# REDSTORE_BIN names the build (default target/release/redstore); REDSTORE_SERVER_BIN runs another
+# build as the server (an older one, to compare; the bench client is always REDSTORE_BIN).
+# REDSTORE_IDLE_CHAIN_SIZES overrides "1000 10000".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 admin=${REDSTORE_BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432}
-bin=target/release/redstore
+bin=${REDSTORE_BIN:-target/release/redstore}
 server_bin=${REDSTORE_SERVER_BIN:-$bin}
 db=redstore_idle_chain
 psql "$admin/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
