@@ -702,12 +702,12 @@ impl PgSales {
     }
 
     /// [`PgSales::record_applied`] for the stores where inventory applied a checkout since the last
-    /// look, across the chain: the look's window, `sales.reconcile_sweep`, is taken
-    /// `FOR UPDATE SKIP LOCKED` (one replica looks at a time; the others skip this round), the
-    /// stores with checkouts applied in it are asked of the database in one statement
-    /// (`inventory.stores_applied_between`, inventory migration 0010, through an index by time),
-    /// each is reconciled from its own mark, and the window moves on only when every one of them
-    /// succeeded. Inventory's tables must be in this database (as `redstore migrate` makes them).
+    /// look that no sale here records, across the chain: the look's window,
+    /// `sales.reconcile_sweep`, is taken `FOR UPDATE SKIP LOCKED` (one replica looks at a time;
+    /// the others skip this round), the stores with such checkouts are asked of the database in
+    /// one statement (`sales.stores_unrecorded`, migration 0010: the window's checkouts through
+    /// inventory's index by time, each probed against sales' unique key), each is reconciled from
+    /// its own mark, and the window moves on only when every one of them succeeded. Inventory's tables must be in this database (as `redstore migrate` makes them).
     /// Returns how many checkouts it recorded.
     pub async fn reconcile_applied(&self, older_than: Duration) -> Result<usize> {
         let before_ms = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
@@ -725,7 +725,7 @@ impl PgSales {
             tx.rollback().await?;
             return Ok(0);
         }
-        let stores: Vec<String> = sqlx::query_scalar("SELECT inventory.stores_applied_between($1, $2)")
+        let stores: Vec<String> = sqlx::query_scalar("SELECT sales.stores_unrecorded($1, $2)")
             .bind(from_ms)
             .bind(before_ms)
             .fetch_all(&mut *tx)
