@@ -24,5 +24,5 @@ trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; psql "
 for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/50082) 2>/dev/null && break; sleep 0.2; done
 for stores in ${REDSTORE_IDLE_CHAIN_SIZES:-1000 10000}; do
   $bin bench idle-chain --target http://127.0.0.1:50082 --database-url "$url" --server-pid "$server" \
-    --stores "$stores" --settle 20s --duration 30s 2>/dev/null
+    --stores "$stores" --settle "$((stores / 100 + 20))s" --duration 30s 2>/dev/null
 done

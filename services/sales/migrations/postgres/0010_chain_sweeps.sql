@@ -37,14 +37,19 @@ $$;
 
 -- The stores with a checkout applied in [p_from_ms, p_before_ms) (inventory migration 0010's index
 -- by time) whose key no sale here has: what the reconciler must record. Reads the window's
--- checkouts and probes sales' unique (store, key) index for each; store ids only.
+-- checkouts and probes sales' unique (store, key) index for each; store ids only. PL/pgSQL, so
+-- that a database holding sales alone (its own tests) can create it: inventory's table is looked
+-- up when it runs.
 CREATE FUNCTION sales.stores_unrecorded(p_from_ms BIGINT, p_before_ms BIGINT)
 RETURNS SETOF TEXT
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, sales AS $$
-    SELECT DISTINCT c.store_id::TEXT FROM inventory.checkouts c
-    WHERE c.applied_at_ms >= p_from_ms AND c.applied_at_ms < p_before_ms
-      AND NOT EXISTS (SELECT 1 FROM sales.sales s
-                      WHERE s.store_id = c.store_id AND s.idempotency_key = c.checkout_key COLLATE "default")
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, sales AS $$
+BEGIN
+    RETURN QUERY
+        SELECT DISTINCT c.store_id::TEXT FROM inventory.checkouts c
+        WHERE c.applied_at_ms >= p_from_ms AND c.applied_at_ms < p_before_ms
+          AND NOT EXISTS (SELECT 1 FROM sales.sales s
+                          WHERE s.store_id = c.store_id AND s.idempotency_key = c.checkout_key COLLATE "default");
+END
 $$;
 
 -- How far the chain-wide reconciler has looked through inventory's applied checkouts (by
