@@ -81,9 +81,10 @@ async fn an_idle_chain_of_many_stores_commits_a_bounded_number_of_transactions()
     tokio::time::sleep(Duration::from_secs(10)).await;
     let spent = transactions(&pool).await - before;
     eprintln!("an idle chain of 300 stores: {spent} transactions in 10 s");
-    // Analytics every 5 s (1), the healer every 5 s (2), two of this test's own reads, and slack:
-    // a few dozen, independent of the 300 stores.
-    assert!(spent <= 40, "an idle chain of 300 stores committed {spent} transactions in 10 s");
+    // Analytics every 5 s (1), the healer every 5 s (2), this test's own reads, and slack for
+    // statistics reported late and autovacuum on a busy machine (up to 57 seen): well under the
+    // 600 and more that a sweep visiting every store costs here.
+    assert!(spent <= 120, "an idle chain of 300 stores committed {spent} transactions in 10 s");
     pool.close().await;
     app.stop().await;
 }
