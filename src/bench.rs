@@ -1,5 +1,6 @@
 //! `redstore bench checkout`: many terminals checking out 3-line sales as fast as they can
-//! against a running server, reporting sales/s and latency percentiles.
+//! against a running server, reporting sales/s and latency percentiles; `live`, `idle-streams`
+//! and `idle-chain` (what a chain of many stores costs at rest, `bench/idle_chain.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,16 @@ use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
+mod idle_chain;
+
+pub use idle_chain::{IdleChainBench, IdleChainSummary, idle_chain};
+
 const PRODUCTS: usize = 30;
+
+/// Cash of `minor` euro cents.
+fn tender(minor: i64) -> Tender {
+    Tender { r#type: TenderType::Cash as i32, amount: Some(Money { currency_code: "EUR".into(), units_minor: minor }) }
+}
 
 #[derive(Clone, Debug)]
 pub struct CheckoutBench {

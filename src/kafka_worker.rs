@@ -279,25 +279,20 @@ async fn start(config: &WorkerConfig, stop: CancellationToken) -> anyhow::Result
             Ok(Ended::Restart)
         });
     }
-    let stores = redstore_inventory::store::store_lister(inventory.clone());
     for &schema in &config.relays {
-        let relay = kafka::run_relay(pool.clone(), producer.clone(), cfg.clone(), schema, stores.clone(), stop.clone());
+        // The relay's sweep drains only the stores whose outbox head is past their cursor.
+        let stores = kafka::backlog(pool.clone(), schema, kafka::RELAY_GROUP);
+        let relay = kafka::run_relay(pool.clone(), producer.clone(), cfg.clone(), schema, stores, stop.clone());
         tasks.spawn(async move { relay.await.map(|()| Ended::Stopped) });
     }
     if config.analytics {
-        let run = redstore_analytics::kafka::run(
-            pool.clone(),
-            cfg.clone(),
-            inventory.clone(),
-            producer.clone(),
-            stop.clone(),
-        );
+        let run = redstore_analytics::kafka::run(pool.clone(), cfg.clone(), producer.clone(), stop.clone());
         tasks.spawn(async move { run.await.map(|()| Ended::Stopped) });
     }
     if let (true, Some(url)) = (config.stock_cache, &config.redis_url) {
         let cache = redstore_inventory::cache::StockCache::new(url)
             .map_err(|e| anyhow::anyhow!("the redis url is not usable: {e}"))?;
-        let run = cache_consumer(cfg.clone(), producer.clone(), inventory.clone(), cache, stop.clone());
+        let run = cache_consumer(pool.clone(), cfg.clone(), producer.clone(), inventory.clone(), cache, stop.clone());
         tasks.spawn(async move { run.await.map(|()| Ended::Stopped) });
     }
     Ok(tasks)
@@ -308,6 +303,7 @@ async fn start(config: &WorkerConfig, stop: CancellationToken) -> anyhow::Result
 /// stores Kafka left behind (`projector::sweep_stalled`). The messages received together go to
 /// Redis in one pipeline; when that fails, one by one.
 async fn cache_consumer(
+    pool: redstore_platform::pg::PgPool,
     cfg: KafkaConfig,
     dlq: kafka::rdkafka::producer::FutureProducer,
     inventory: Arc<dyn InventoryStore>,
@@ -317,9 +313,10 @@ async fn cache_consumer(
     use redstore_inventory::projector;
     let consumer = kafka::consumer(&cfg, "inventory-cache", &["inventory"])?;
     // A hash ahead of the log (database restored or reset) would skip every new event.
-    projector::reconcile_all(inventory.as_ref(), &cache).await;
+    projector::reconcile_all(&pool, inventory.as_ref(), &cache).await;
     let sweep_stop = stop.child_token();
-    let sweep = tokio::spawn(projector::sweep_stalled(inventory.clone(), cache.clone(), sweep_stop.clone()));
+    let sweep =
+        tokio::spawn(projector::sweep_stalled(pool.clone(), inventory.clone(), cache.clone(), sweep_stop.clone()));
     let (batch_cache, batch_inventory) = (cache.clone(), inventory.clone());
     let batch: kafka::BatchHandler = Box::new(move |events| {
         let (cache, inventory) = (batch_cache.clone(), batch_inventory.clone());

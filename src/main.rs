@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use redstore::bench::{self, CheckoutBench, IdleBench, LiveBench};
+use redstore::bench::{self, CheckoutBench, IdleBench, IdleChainBench, LiveBench};
 use redstore::connections::ConnectionOptions;
 use redstore::server::{self, ServerConfig, ServiceName};
 use redstore_platform::telemetry::{self, LogFormat};
@@ -231,6 +231,42 @@ enum BenchCommand {
     /// Many SSE clients that open a store's stream and sit idle; prints what holding them costs
     /// the server (memory, threads, open files, read from /proc/<pid>).
     IdleStreams(IdleArgs),
+    /// Creates a chain of many stores through the API, waits for quiet, then reads what it costs
+    /// at rest: the database's transactions/s and each server process's CPU and memory.
+    IdleChain(IdleChainArgs),
+}
+
+#[derive(Args, Debug)]
+struct IdleChainArgs {
+    /// Server that takes the sales (gRPC).
+    #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// The inventory service, where the stores are created (default: --target).
+    #[arg(long, env = "REDSTORE_BENCH_INVENTORY_TARGET")]
+    inventory_target: Option<String>,
+    /// Stores in the chain (`<prefix>-1` …); those that exist already are kept as they are.
+    #[arg(long, env = "REDSTORE_BENCH_STORES", default_value_t = 10_000)]
+    stores: usize,
+    #[arg(long, env = "REDSTORE_BENCH_PREFIX", default_value = "chain")]
+    prefix: String,
+    /// Set-up requests in flight.
+    #[arg(long, env = "REDSTORE_BENCH_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+    /// Make no sale in the stores created (only a terminal and a stock level).
+    #[arg(long)]
+    no_sales: bool,
+    /// The deployment's database, whose transactions are counted (the application role will do).
+    #[arg(long, env = "REDSTORE_BENCH_DATABASE_URL")]
+    database_url: String,
+    /// Server processes to read (comma-separated; their children too).
+    #[arg(long, env = "REDSTORE_BENCH_SERVER_PIDS", value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// How long to wait after setting up, for the deployment to go quiet.
+    #[arg(long, env = "REDSTORE_BENCH_SETTLE", default_value = "20s", value_parser = humantime::parse_duration)]
+    settle: Duration,
+    /// How long to count.
+    #[arg(long, env = "REDSTORE_BENCH_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -426,6 +462,22 @@ async fn run(cli: Cli) -> ExitCode {
             };
             println!("idle streams bench: {} idle SSE streams on {}", cfg.streams, cfg.sse_target);
             bench_result("idle-streams", bench::idle_streams(cfg).await)
+        }
+        Command::Bench(BenchCommand::IdleChain(args)) => {
+            let cfg = IdleChainBench {
+                inventory_target: args.inventory_target.unwrap_or_else(|| args.target.clone()),
+                target: args.target,
+                stores: args.stores,
+                prefix: args.prefix,
+                concurrency: args.concurrency,
+                sell: !args.no_sales,
+                database_url: args.database_url,
+                pids: args.server_pid,
+                settle: args.settle,
+                measure: args.duration,
+            };
+            println!("idle chain bench: {} stores against {}", cfg.stores, cfg.target);
+            bench_result("idle-chain", bench::idle_chain(cfg).await)
         }
         Command::Bench(BenchCommand::Checkout(args)) => {
             let cfg = CheckoutBench {

@@ -18,9 +18,13 @@ fn kafka_brokers() -> String {
 }
 
 async fn sales_count(analytics: &Process) -> i64 {
+    sales_count_in(analytics, "store-1").await
+}
+
+async fn sales_count_in(analytics: &Process, store: &str) -> i64 {
     let report = AnalyticsServiceClient::new(analytics.channel().await)
         .get_sales_report(GetSalesReportRequest {
-            store_id: "store-1".into(),
+            store_id: store.into(),
             from: None,
             to: None,
             granularity: Granularity::Day as i32,
@@ -153,6 +157,83 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     let _ = redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
 }
 
+/// Many stores' work handed between processes: two sales processes relay the sales outbox (each
+/// store drained by one relay at a time, under its advisory lock) and two analytics processes
+/// share the topic's partitions; one of each is killed right after a round of sales in every
+/// store, and a new analytics process joins. Every store's sales reach analytics exactly once:
+/// the survivors take over the killed relay's stores (their cursors say where) and the killed
+/// consumer's partitions (from the committed offsets, deduplicated by event id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_and_consumers_hand_many_stores_between_processes() {
+    const STORES: usize = 24;
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let url = db.app_url.clone();
+    let brokers = kafka_brokers();
+    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
+    let kafka = ["--kafka-brokers", brokers.as_str(), "--kafka-topic-prefix", prefix.as_str(), "--worker-threads", "1"];
+    let with_kafka =
+        |args: &[&str]| -> Vec<String> { args.iter().chain(kafka.iter()).map(|s| (*s).to_owned()).collect() };
+    let start = |args: Vec<String>| Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let inventory = start(with_kafka(&["serve", "inventory", "--database-url", &url]));
+    let inventory_url = inventory.url();
+    let sales_args = with_kafka(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
+    let analytics_args = with_kafka(&["serve", "analytics", "--database-url", &url]);
+    let mut sales_a = start(sales_args.clone());
+    let sales_b = start(sales_args);
+    let mut analytics_a = start(analytics_args.clone());
+    let analytics_b = start(analytics_args.clone());
+    crate::chain::create_stores(inventory.channel().await, "relay", STORES).await;
+    let stores: Vec<String> = (0..STORES).map(|i| format!("relay-{i}")).collect();
+
+    let sell_everywhere = |channel: tonic::transport::Channel| {
+        let stores = stores.clone();
+        async move {
+            futures::future::join_all(stores.iter().map(|store| {
+                let mut client = SalesServiceClient::new(channel.clone());
+                let request = checkout(&key(), store, "till-1", &[("SKU-0008", 1)], vec![cash(5000)]);
+                async move { client.checkout(request).await.expect("a sale") }
+            }))
+            .await;
+        }
+    };
+    sell_everywhere(sales_a.channel().await).await;
+    sales_a.kill();
+    analytics_a.kill();
+    sell_everywhere(sales_b.channel().await).await;
+    let analytics_c = start(analytics_args);
+
+    for store in &stores {
+        let mut counted = 0;
+        for _ in 0..1200 {
+            counted = sales_count_in(&analytics_b, store).await;
+            if counted >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(counted >= 2, "analytics counted {counted} of the 2 sales of {store}");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for store in &stores {
+        assert_eq!(sales_count_in(&analytics_c, store).await, 2, "{store}: nothing lost, nothing counted twice");
+    }
+
+    drop(analytics_c);
+    drop(analytics_b);
+    drop(sales_b);
+    drop(inventory);
+    db.drop_db().await.expect("drop scratch database");
+    let cfg = redstore_platform::kafka::KafkaConfig {
+        topic_prefix: prefix,
+        ..redstore_platform::kafka::KafkaConfig::new(brokers)
+    };
+    let topics: Vec<String> = ["inventory", "sales"]
+        .iter()
+        .flat_map(|d| [cfg.topic(d), redstore_platform::kafka::dlq_topic(&cfg.topic(d))])
+        .collect();
+    let _ = redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
+}
+
 /// Reads `n` events from a watch, failing the test if they do not come within 20 s.
 async fn next_seqs(watch: &mut tonic::Streaming<redstore_proto::stream::WatchInventoryResponse>, n: usize) -> Vec<u64> {
     let mut seqs = Vec::new();
@@ -211,7 +292,8 @@ async fn redis_down_slows_the_live_path_and_nothing_else() {
 /// the checkout is applied straight at inventory, as that process had sent it) loses nothing: the
 /// running sales process's healer finds it among inventory's applied checkouts and records it,
 /// with the first attempt's sale id, and a retry of the checkout is answered with that sale
-/// without taking the stock again.
+/// without taking the stock again. The store is one of 200 and has no other activity: the
+/// reconciler finds it by what inventory applied since its last look, not by visiting stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process() {
     use prost::Message as _;
@@ -225,22 +307,25 @@ async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process(
     let inventory_url = inventory.url();
     let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
     let mut client = SalesServiceClient::new(sales.channel().await);
+    crate::chain::create_stores(inventory.channel().await, "many", 200).await;
+    let quiet = "many-151";
 
     // The sale an attempt of this checkout drafted: priced as sales prices (a real checkout of the
-    // same lines gives the template), under an id of its own.
-    let request = checkout(&key(), "store-1", "till-1", &[("SKU-0008", 2)], vec![cash(5000)]);
+    // same lines in another store gives the template), under an id of its own.
+    let request = checkout(&key(), quiet, "till-1", &[("SKU-0008", 2)], vec![cash(5000)]);
     let template = client.checkout(checkout(&key(), "store-1", "till-2", &[("SKU-0008", 2)], vec![cash(5000)])).await;
     let mut drafted = template.expect("a checkout").into_inner().sale.expect("a sale");
     drafted.sale_id = uuid::Uuid::now_v7().to_string();
+    drafted.store_id = quiet.into();
     drafted.terminal_id = "till-1".into();
     drafted.status = SaleStatus::Unspecified as i32;
-    let before = stock_via(&inventory, "SKU-0008").await;
+    let before = stock_via(&inventory, quiet, "SKU-0008").await;
 
     let fingerprint = redstore_platform::idempotency::fingerprint(&request, |r| r.idempotency_key.clear());
     InventoryServiceClient::new(inventory.channel().await)
         .apply_sale(ApplySaleRequest {
             sale_id: drafted.sale_id.clone(),
-            store_id: "store-1".into(),
+            store_id: quiet.into(),
             terminal_id: "till-1".into(),
             lines: drafted
                 .lines
@@ -253,7 +338,7 @@ async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process(
         })
         .await
         .expect("inventory applies the checkout");
-    assert_eq!(stock_via(&inventory, "SKU-0008").await, before - 2);
+    assert_eq!(stock_via(&inventory, quiet, "SKU-0008").await, before - 2);
 
     // The healer looks every 5 s at what is older than 5 s.
     let get = GetSaleRequest { sale_id: drafted.sale_id.clone() };
@@ -271,18 +356,18 @@ async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process(
 
     let retried = client.checkout(request).await.expect("the retry").into_inner().sale.expect("a sale");
     assert_eq!(retried, recorded);
-    assert_eq!(stock_via(&inventory, "SKU-0008").await, before - 2, "the retry took no more stock");
+    assert_eq!(stock_via(&inventory, quiet, "SKU-0008").await, before - 2, "the retry took no more stock");
 
     drop(sales);
     drop(inventory);
     db.drop_db().await.expect("drop scratch database");
 }
 
-async fn stock_via(inventory: &Process, sku: &str) -> i64 {
+async fn stock_via(inventory: &Process, store: &str, sku: &str) -> i64 {
     use redstore_proto::inventory::GetStockRequest;
     use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
     InventoryServiceClient::new(inventory.channel().await)
-        .get_stock(GetStockRequest { store_id: "store-1".into(), sku: sku.into() })
+        .get_stock(GetStockRequest { store_id: store.into(), sku: sku.into() })
         .await
         .expect("stock")
         .into_inner()

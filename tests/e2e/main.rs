@@ -5,6 +5,7 @@ mod helpers;
 
 mod analytics;
 mod broker_restart;
+mod chain;
 mod checkout_race;
 mod connections;
 mod distributed;

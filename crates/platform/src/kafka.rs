@@ -50,7 +50,7 @@ pub const DOMAINS: [&str; 2] = ["inventory", "sales"];
 pub const DEFAULT_PREFIX: &str = "redstore";
 /// How long start-up waits for the brokers before it gives up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the relay drains every store, whatever the notifications said.
+/// How often the relay drains the stores with a backlog, whatever the notifications said.
 pub const RELAY_SWEEP: Duration = Duration::from_secs(2);
 /// How many outbox rows the relay publishes per transaction.
 pub const RELAY_BATCH: u32 = 500;
@@ -417,8 +417,21 @@ pub async fn delete_topics(cfg: &KafkaConfig, topics: &[&str]) -> anyhow::Result
 // ---------------------------------------------------------------------------------------------
 // The outbox relay
 
-/// Lists every store id (the relay's sweep drains each of them).
+/// Lists the stores a sweep looks at: those that may have unfinished work ([`backlog`]), never
+/// every store of the chain.
 pub type StoreLister = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<String>>> + Send + Sync>;
+
+/// The stores whose `schema` outbox head is past `group`'s offset, listed anew on every call in
+/// one statement ([`pg::stores_behind`]): what the relay's sweep drains (group [`RELAY_GROUP`]) and
+/// a stall sweep looks at. A chain at rest lists none.
+pub fn backlog(pool: PgPool, schema: &'static str, group: &'static str) -> StoreLister {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(
+            async move { Ok(pg::stores_behind(&pool, schema, group).await?.into_iter().map(|b| b.store_id).collect()) },
+        )
+    })
+}
 
 /// A consumer as its stall sweep sees it, per store.
 #[tonic::async_trait]
@@ -428,6 +441,12 @@ pub trait Stalls: Send + Sync {
     async fn position(&self, store_id: &str) -> Result<(u64, bool)>;
     /// Brings the store up to its source, without Kafka.
     async fn fill(&self, store_id: &str) -> Result<()>;
+    /// Told of the listed stores a look found caught up, with their positions: a consumer whose
+    /// position the lister cannot see (the stock cache's, in Redis) records them, so that the
+    /// lister stops naming them.
+    async fn caught_up(&self, _stores: Vec<(String, u64)>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// How often [`sweep_stalled`] looks.
@@ -436,8 +455,9 @@ pub const STALL_SWEEP: Duration = Duration::from_secs(2);
 /// Every [`STALL_SWEEP`] until `shutdown`, fills from its source each store whose position has
 /// not moved since the last look while the source was ahead of it: events a broker lost (it came
 /// back empty) that no later event of the store reveals as a gap, since the store went quiet, or
-/// a consumer that gets nothing at all. A store whose position moves is left to Kafka. `what`
-/// names the consumer in the log.
+/// a consumer that gets nothing at all. A store whose position moves is left to Kafka. It looks
+/// only at the stores `stores` lists (those with a backlog, [`backlog`]), and remembers only
+/// those behind: at rest it costs one statement a look. `what` names the consumer in the log.
 pub async fn sweep_stalled(
     stores: StoreLister,
     stalls: Arc<dyn Stalls>,
@@ -459,14 +479,19 @@ pub async fn sweep_stalled(
                 continue;
             }
         };
-        for store_id in listed {
+        // A store no longer listed has no backlog: nothing to remember of it.
+        let listed_set: std::collections::HashSet<&str> = listed.iter().map(String::as_str).collect();
+        behind.retain(|store, _| listed_set.contains(store.as_str()));
+        let mut caught_up = Vec::new();
+        for store_id in &listed {
             let looked = async {
-                let (position, ahead) = stalls.position(&store_id).await?;
+                let (position, ahead) = stalls.position(store_id).await?;
                 if !ahead {
-                    behind.remove(&store_id);
-                } else if behind.get(&store_id) == Some(&position) {
-                    behind.remove(&store_id);
-                    stalls.fill(&store_id).await?;
+                    behind.remove(store_id);
+                    caught_up.push((store_id.clone(), position));
+                } else if behind.get(store_id) == Some(&position) {
+                    behind.remove(store_id);
+                    stalls.fill(store_id).await?;
                 } else {
                     behind.insert(store_id.clone(), position);
                 }
@@ -476,13 +501,16 @@ pub async fn sweep_stalled(
                 crate::warn_throttled!(error = %e, store_id = %store_id, consumer = what, "a stall sweep will look at the store again");
             }
         }
+        if let Err(e) = stalls.caught_up(caught_up).await {
+            crate::warn_throttled!(error = %e, consumer = what, "a stall sweep cannot record the stores it found caught up");
+        }
     }
 }
 
 /// How the relay paces itself; [`run_relay`] uses the defaults.
 #[derive(Clone, Debug)]
 pub struct RelayOptions {
-    /// How often every store is drained, whatever the notifications said.
+    /// How often the listed stores are drained, whatever the notifications said.
     pub sweep: Duration,
     /// Outbox rows published per transaction.
     pub batch: u32,
@@ -547,8 +575,10 @@ pub async fn run_relay(
 }
 
 /// The outbox relay. It is woken per store by `LISTEN redstore_<schema>` (a notification's payload
-/// `store:seq` names the store), so the live path has no polling delay, and drains every store
-/// each `opts.sweep` as a safety net for missed notifications.
+/// `store:seq` names the store), so the live path has no polling delay, and each `opts.sweep`
+/// drains the stores `stores` lists, as a safety net for missed notifications: in a deployment,
+/// [`backlog`] over [`RELAY_GROUP`], the stores whose outbox head is past their cursor (one
+/// statement; none at rest).
 ///
 /// Draining a store happens in one store-scoped transaction per batch: it takes the advisory lock
 /// `relay:<schema>:<store>` (another relay holding it means the store is being drained: it is
@@ -597,6 +627,10 @@ pub async fn run_relay_with(
             _ = wakeups.notify.notified() => {}
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
         }
+        // A busy store's pace is forgotten once it is over, drained since or not: a store that
+        // went quiet keeps nothing here.
+        let now = Instant::now();
+        paced.retain(|_, due| *due > now);
         let mut work: BTreeSet<String> = std::mem::take(&mut *wakeups.stores.lock());
         if wakeups.all.swap(false, Ordering::AcqRel) {
             sweep_due = true;

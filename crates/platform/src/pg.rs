@@ -31,6 +31,7 @@ pub const APP_ROLE: &str = "redstore_app";
 pub const PLATFORM_MIGRATIONS: &[PgMigration] = &[
     PgMigration { service: "platform", version: 1, sql: include_str!("../migrations/postgres/0001_platform.sql") },
     PgMigration { service: "platform", version: 2, sql: include_str!("../migrations/postgres/0002_key_retention.sql") },
+    PgMigration { service: "platform", version: 3, sql: include_str!("../migrations/postgres/0003_stores_behind.sql") },
 ];
 
 impl From<sqlx::Error> for Error {
@@ -465,6 +466,83 @@ pub async fn expire_in_store(pool: &PgPool, store_id: &str, sql: &'static str, b
         .rows_affected();
     tx.commit().await?;
     Ok(changed)
+}
+
+/// A store whose sequence head is past a consumer's position (see [`stores_behind`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Behind {
+    pub store_id: String,
+    /// The store's newest sequence in the schema.
+    pub head: u64,
+    /// The consumer's offset for the store (0 when it has none).
+    pub position: u64,
+}
+
+/// The stores whose `schema` (`inventory` or `sales`) sequence head is past `group`'s offset in
+/// `platform.consumer_offsets` (topic = the schema), in one statement across the chain: the
+/// stores a consumer has work in, and no others (`platform.stores_behind`, platform migration
+/// 0003; it reads one head row per store, under its owner's rights, and returns ids and numbers
+/// only). What every chain-wide safety sweep starts from, instead of a transaction per store.
+pub async fn stores_behind(pool: &PgPool, schema: &str, group: &str) -> Result<Vec<Behind>> {
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT o_store_id, o_head, o_position FROM platform.stores_behind($1, $2)")
+            .bind(schema)
+            .bind(group)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(store_id, head, position)| Behind {
+            store_id,
+            head: head.max(0) as u64,
+            position: position.max(0) as u64,
+        })
+        .collect())
+}
+
+/// The newest sequence of each of `stores` in `schema` (`inventory` or `sales`) that has one, in
+/// one statement (`platform.store_heads`, platform migration 0003; ids and numbers only).
+pub async fn store_heads(
+    pool: &PgPool,
+    schema: &str,
+    stores: &[String],
+) -> Result<std::collections::HashMap<String, u64>> {
+    if stores.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT o_store_id, o_head FROM platform.store_heads($1, $2)")
+        .bind(schema)
+        .bind(stores)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|(store, head)| (store, head.max(0) as u64)).collect())
+}
+
+/// Moves `group`'s offsets (topic `topic`) forward to the given sequences, for many stores in one
+/// statement (never backwards). For a consumer whose real position lives elsewhere (the stock
+/// cache's in Redis), it records how far a sweep found the store caught up, so that
+/// [`stores_behind`] stops naming it. Commits without waiting for the WAL flush: a mark lost in a
+/// crash only makes a sweep look at the store again.
+pub async fn advance_offsets(pool: &PgPool, group: &str, topic: &str, positions: &[(String, u64)]) -> Result<()> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let stores: Vec<&str> = positions.iter().map(|(s, _)| s.as_str()).collect();
+    let seqs: Vec<i64> = positions.iter().map(|(_, seq)| (*seq).min(i64::MAX as u64) as i64).collect();
+    let mut tx = begin(pool, "BEGIN; SELECT set_config('synchronous_commit', 'off', true)").await?;
+    sqlx::query(
+        "INSERT INTO platform.consumer_offsets AS c (group_name, topic, store_id, last_seq)
+         SELECT $1, $2, s, q FROM unnest($3::TEXT[], $4::BIGINT[]) AS u (s, q)
+         ON CONFLICT (group_name, topic, store_id) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq)",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(&stores)
+    .bind(&seqs)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Decodes a replayed answer.

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use redstore_inventory::InventoryStore;
 use redstore_platform::error::Result;
 use redstore_platform::kafka::rdkafka::producer::FutureProducer;
 use redstore_platform::kafka::{self, KafkaConfig};
@@ -139,25 +138,25 @@ async fn offset_and_head(pool: &PgPool, store_id: &str) -> Result<(u64, u64)> {
 }
 
 /// Every few seconds until `shutdown`, counts from the outbox what Kafka left behind for stores
-/// that went quiet ([`kafka::sweep_stalled`] over [`OutboxStalls`]).
-pub async fn sweep_stalled(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown: CancellationToken) {
-    let stores = redstore_inventory::store::store_lister(inventory);
+/// that went quiet ([`kafka::sweep_stalled`] over [`OutboxStalls`]), looking only at the stores
+/// whose sales outbox is ahead of analytics' offset ([`kafka::backlog`]).
+pub async fn sweep_stalled(pool: PgPool, shutdown: CancellationToken) {
+    let stores = kafka::backlog(pool.clone(), "sales", CONSUMER_GROUP);
     kafka::sweep_stalled(stores, Arc::new(OutboxStalls(pool)), "analytics", shutdown).await;
 }
 
 /// Consumes the sales topics as group [`CONSUMER_GROUP`] until `shutdown`, with
-/// [`sweep_stalled`] beside it over the stores `inventory` lists. Creates the topics (and their
+/// [`sweep_stalled`] beside it over the stores with a backlog. Creates the topics (and their
 /// dead-letter topics) when missing, and fails within a few seconds when no broker answers. An
 /// event that cannot be decoded or folded after a few attempts goes to `<topic>.dlq`, through
 /// `dlq` (the process's producer: each one is a set of broker connections and threads).
 pub async fn run(
     pool: PgPool,
     cfg: KafkaConfig,
-    inventory: Arc<dyn InventoryStore>,
     dlq: FutureProducer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    run_in_group(pool, cfg, CONSUMER_GROUP, inventory, dlq, shutdown).await
+    run_in_group(pool, cfg, CONSUMER_GROUP, dlq, shutdown).await
 }
 
 /// [`run`] in another consumer group (tests that share a broker keep their groups apart).
@@ -165,7 +164,6 @@ pub async fn run_in_group(
     pool: PgPool,
     cfg: KafkaConfig,
     group: &str,
-    inventory: Arc<dyn InventoryStore>,
     dlq: FutureProducer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -174,7 +172,7 @@ pub async fn run_in_group(
     let consumer = kafka::consumer_paced(&cfg, group, DOMAINS, kafka::Pace::Bulk)?;
     tracing::info!(group, pattern = %cfg.pattern("sales"), "analytics kafka consumer started");
     let sweep_stop = shutdown.child_token();
-    let sweep = tokio::spawn(sweep_stalled(pool.clone(), inventory, sweep_stop.clone()));
+    let sweep = tokio::spawn(sweep_stalled(pool.clone(), sweep_stop.clone()));
     let batch_pool = pool.clone();
     let handler = move |event: EventEnvelope| -> BoxFuture<'static, Result<()>> {
         let pool = pool.clone();

@@ -257,9 +257,10 @@ pub async fn consume_store(pool: &PgPool, store_id: &str) -> Result<usize> {
     }
 }
 
-/// Runs the consumer until `shutdown`: woken per store by `NOTIFY redstore_sales`, and sweeping
-/// every store every few seconds so a missed notification only delays, never loses, an event.
-pub fn spawn_consumer(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown: CancellationToken) -> JoinHandle<()> {
+/// Runs the consumer until `shutdown`: woken per store by `NOTIFY redstore_sales`, and every few
+/// seconds sweeping the stores whose sales outbox is ahead of their offset (one statement,
+/// [`pg::stores_behind`]), so a missed notification only delays, never loses, an event.
+pub fn spawn_consumer(pool: PgPool, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -277,8 +278,8 @@ pub fn spawn_consumer(pool: PgPool, inventory: Arc<dyn InventoryStore>, shutdown
             let mut dirty = BTreeSet::new();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = sweep.tick() => match inventory.store_ids().await {
-                    Ok(stores) => dirty.extend(stores),
+                _ = sweep.tick() => match pg::stores_behind(&pool, "sales", CONSUMER_GROUP).await {
+                    Ok(behind) => dirty.extend(behind.into_iter().map(|b| b.store_id)),
                     Err(e) => tracing::warn!(error = %e, "analytics sweep cannot list stores"),
                 },
                 n = listener.recv() => match n {

@@ -292,6 +292,19 @@ impl StockCache {
         .await
     }
 
+    /// [`StockCache::version`] of many stores in one pipeline.
+    pub async fn versions(&self, stores: &[String]) -> Result<Vec<Option<u64>>> {
+        let mut pipe = redis::pipe();
+        for store in stores {
+            pipe.cmd("HGET").arg(stock_key(store)).arg(SEQ_FIELD);
+        }
+        self.with_retry(|mut conn| {
+            let pipe = &pipe;
+            async move { pipe.query_async(&mut conn).await }
+        })
+        .await
+    }
+
     /// Runs `op`, once more when the first attempt found the connection broken (the manager has
     /// started a new one by then, e.g. after a Redis restart), all within a short deadline.
     async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T>

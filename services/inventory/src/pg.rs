@@ -69,6 +69,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
     },
     PgMigration { service: "inventory", version: 8, sql: include_str!("../migrations/postgres/0008_stock_range.sql") },
     PgMigration { service: "inventory", version: 9, sql: include_str!("../migrations/postgres/0009_store_parts.sql") },
+    PgMigration {
+        service: "inventory",
+        version: 10,
+        sql: include_str!("../migrations/postgres/0010_chain_sweeps.sql"),
+    },
 ];
 
 /// The schema holding inventory's tables, outbox and sequences.
@@ -90,6 +95,16 @@ impl PgInventory {
     pub fn new(pool: PgPool) -> Arc<Self> {
         let sales = Arc::new(batch::sale_batcher(pool.clone()));
         Arc::new(Self { pool, sales })
+    }
+
+    /// The stores with checkouts applied before `before_ms` (what [`PgInventory::expire_checkouts`]
+    /// deletes), in one statement reading only those rows (`inventory.stores_applied_between`,
+    /// migration 0010).
+    pub async fn stores_with_checkouts_before(&self, before_ms: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT inventory.stores_applied_between(0, $1)")
+            .bind(before_ms)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Forgets the store's checkouts applied before `before_ms` (the key retention) under their

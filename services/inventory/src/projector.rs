@@ -1,6 +1,7 @@
 //! Feeds the Redis stock cache from the inventory outbox when no Kafka is configured: woken by
-//! `NOTIFY redstore_inventory` (no polling delay on the live path), with a sweep of every store
-//! every few seconds as the safety net. Redis keeps its own position per store (`_seq` in the
+//! `NOTIFY redstore_inventory` (no polling delay on the live path), with a sweep every few
+//! seconds of the stores whose log moved past what the last sweep saw ([`CACHE_CHECKED`]) as the
+//! safety net. Redis keeps its own position per store (`_seq` in the
 //! stock hash), so a restart — of this process or of Redis — resumes where the cache stands.
 //!
 //! With Kafka, the `inventory-cache` consumer group feeds it instead ([`project_received`]), and
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::InventoryStore;
 use crate::cache::StockCache;
 use redstore_platform::kafka;
+use redstore_platform::pg::{self, PgPool};
 
 const SWEEP: Duration = Duration::from_secs(2);
 const PAGE: u32 = 500;
@@ -107,17 +109,33 @@ fn warn_unchecked(store_id: &str, checked: redstore_platform::Result<bool>) {
     }
 }
 
-/// [`reconcile`] for every store; what cannot be checked now (Redis down) is logged and left.
-pub async fn reconcile_all(inventory: &dyn InventoryStore, cache: &StockCache) {
-    let stores = match inventory.store_ids().await {
-        Ok(stores) => stores,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the stores to check the stock cache against the log");
-            return;
+/// How many stores' versions [`reconcile_all`] reads from Redis in one pipeline.
+const VERSIONS_AT_ONCE: usize = 1_000;
+
+/// [`reconcile`] for every store whose hash is ahead of its log, found without a transaction per
+/// store: the stores (one query), their log heads (one statement, [`pg::stores_behind`] of a group
+/// that has no offsets) and their hashes' versions (Redis pipelines). A store's events are
+/// gapless from 1, so a version is in the log exactly when it is at most the head. What cannot be
+/// checked now (Redis down) is logged and left.
+pub async fn reconcile_all(pool: &PgPool, inventory: &dyn InventoryStore, cache: &StockCache) {
+    let listed = async {
+        let stores = inventory.store_ids().await?;
+        let heads: std::collections::HashMap<String, u64> =
+            pg::stores_behind(pool, "inventory", "").await?.into_iter().map(|b| (b.store_id, b.head)).collect();
+        let mut ahead = Vec::new();
+        for chunk in stores.chunks(VERSIONS_AT_ONCE) {
+            for (store, version) in chunk.iter().zip(cache.versions(chunk).await?) {
+                let head = heads.get(store).copied().unwrap_or(0);
+                if let Some(version) = version.filter(|v| *v > head) {
+                    ahead.push((store.clone(), version));
+                }
+            }
         }
+        Ok::<_, redstore_platform::Error>(ahead)
     };
-    for store in stores {
-        warn_unchecked(&store, reconcile(inventory, cache, &store).await);
+    match listed.await {
+        Ok(ahead) => reconcile_stale(inventory, cache, &ahead).await,
+        Err(e) => tracing::warn!(error = %e, "cannot check the stock cache against the log"),
     }
 }
 
@@ -150,9 +168,22 @@ async fn catch_up_lost(
     Ok(())
 }
 
+/// The offsets group (topic `inventory`) under which sweeps of the stock cache record how far they
+/// found each store's hash caught up with the log. The hash's own position is in Redis, where a
+/// chain-wide look would read every store; this mark lets the database name the stores whose log
+/// moved past what a sweep last saw ([`pg::stores_behind`]), so a sweep looks at those alone.
+pub const CACHE_CHECKED: &str = "stock-cache-checked";
+
+/// The stores whose event log moved past the stock cache's [`CACHE_CHECKED`] mark.
+fn unchecked(pool: PgPool) -> kafka::StoreLister {
+    kafka::backlog(pool, "inventory", CACHE_CHECKED)
+}
+
 /// The stock cache as its stall sweep ([`kafka::sweep_stalled`]) sees it: each store's hash
 /// against the event log.
 struct LogStalls {
+    /// Where the [`CACHE_CHECKED`] marks are kept (none: the lister names stores by other means).
+    marks: Option<PgPool>,
     inventory: Arc<dyn InventoryStore>,
     cache: StockCache,
 }
@@ -167,18 +198,70 @@ impl kafka::Stalls for LogStalls {
     async fn fill(&self, store_id: &str) -> redstore_platform::Result<()> {
         catch_up_lost(self.inventory.as_ref(), &self.cache, store_id).await
     }
+
+    async fn caught_up(&self, stores: Vec<(String, u64)>) -> redstore_platform::Result<()> {
+        match &self.marks {
+            Some(pool) => pg::advance_offsets(pool, CACHE_CHECKED, "inventory", &stores).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// Every few seconds until `shutdown`, catches up from the event log the stores Kafka left
-/// behind ([`kafka::sweep_stalled`]).
-pub async fn sweep_stalled(inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
-    let stores = crate::store::store_lister(inventory.clone());
-    kafka::sweep_stalled(stores, Arc::new(LogStalls { inventory, cache }), "stock cache", shutdown).await;
+/// behind ([`kafka::sweep_stalled`]), looking only at those whose log moved since a sweep last
+/// found them caught up ([`CACHE_CHECKED`]).
+pub async fn sweep_stalled(
+    pool: PgPool,
+    inventory: Arc<dyn InventoryStore>,
+    cache: StockCache,
+    shutdown: CancellationToken,
+) {
+    let stores = unchecked(pool.clone());
+    let stalls = LogStalls { marks: Some(pool), inventory, cache };
+    kafka::sweep_stalled(stores, Arc::new(stalls), "stock cache", shutdown).await;
+}
+
+/// [`sweep_stalled`] over the stores `stores` lists, keeping no marks (an embedded inventory, in
+/// tests).
+pub async fn sweep_stalled_over(
+    stores: kafka::StoreLister,
+    inventory: Arc<dyn InventoryStore>,
+    cache: StockCache,
+    shutdown: CancellationToken,
+) {
+    let stalls = LogStalls { marks: None, inventory, cache };
+    kafka::sweep_stalled(stores, Arc::new(stalls), "stock cache", shutdown).await;
+}
+
+/// The projector's safety sweep: catches up each store whose log moved past its
+/// [`CACHE_CHECKED`] mark (a notification was missed, or Redis was down), then moves the marks of
+/// those caught up. At rest it is one statement that names no store.
+async fn sweep_unchecked(pool: &PgPool, inventory: &dyn InventoryStore, cache: &StockCache) {
+    let behind = match pg::stores_behind(pool, "inventory", CACHE_CHECKED).await {
+        Ok(behind) => behind,
+        Err(e) => {
+            redstore_platform::warn_throttled!(error = %e, "stock cache projector cannot list the stores behind");
+            return;
+        }
+    };
+    let mut checked = Vec::with_capacity(behind.len());
+    for store in behind {
+        match catch_up(inventory, cache, &store.store_id, None).await {
+            Ok(_) => checked.push((store.store_id, store.head)),
+            // Redis down slows the live path and nothing else; the next sweep retries.
+            Err(e) => {
+                redstore_platform::warn_throttled!(error = %e, store_id = %store.store_id, "stock cache projection deferred")
+            }
+        }
+    }
+    if let Err(e) = pg::advance_offsets(pool, CACHE_CHECKED, "inventory", &checked).await {
+        redstore_platform::warn_throttled!(error = %e, "stock cache projector cannot record the stores it checked");
+    }
 }
 
 /// Runs the projector until `shutdown`. It first checks every store's hash against the log
 /// ([`reconcile_all`]).
-pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
+pub fn spawn(pool: PgPool, inventory: Arc<dyn InventoryStore>, cache: StockCache, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -191,17 +274,14 @@ pub fn spawn(pool: sqlx::PgPool, inventory: Arc<dyn InventoryStore>, cache: Stoc
             tracing::error!(error = %e, "stock cache projector cannot LISTEN redstore_inventory");
             return;
         }
-        reconcile_all(inventory.as_ref(), &cache).await;
+        reconcile_all(&pool, inventory.as_ref(), &cache).await;
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
             // Each store to catch up, with the sequence a notification announced.
             let mut stores: Vec<(String, Option<u64>)> = Vec::new();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = sweep.tick() => match inventory.store_ids().await {
-                    Ok(all) => stores.extend(all.into_iter().map(|s| (s, None))),
-                    Err(e) => tracing::warn!(error = %e, "stock cache projector cannot list stores"),
-                },
+                _ = sweep.tick() => sweep_unchecked(&pool, inventory.as_ref(), &cache).await,
                 n = listener.recv() => match n {
                     Ok(n) => {
                         if let Some((store, seq)) = n.payload().rsplit_once(':') {

@@ -132,8 +132,9 @@ fn has_key(conn: &rusqlite::Connection, scope: &str, key: &str) -> Result<bool> 
         .is_some())
 }
 
-/// The stores of `inventory`, listed anew on every call, as the per-store loops of the platform
-/// (outbox relays, stall sweeps) take them.
+/// Every store of `inventory`, listed anew on every call, for a sweep over a small chain (tests,
+/// an embedded inventory). A deployment's sweeps list only the stores with a backlog
+/// (`redstore_platform::kafka::backlog`).
 pub fn store_lister(inventory: Arc<dyn InventoryStore>) -> redstore_platform::kafka::StoreLister {
     Arc::new(move || {
         let inventory = inventory.clone();

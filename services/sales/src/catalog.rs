@@ -8,7 +8,7 @@
 //! ([`REPRICE`]) and sales forgets those products and prices the sale again. What the copy may get
 //! wrong for a few seconds is only a product's name on a receipt.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -23,12 +23,19 @@ pub use redstore_inventory::domain::REPRICE;
 /// How long a product read from inventory is used before it is read again.
 const PRODUCT_TTL: Duration = Duration::from_secs(5);
 
+/// How long a terminal seen registered is remembered without a checkout: a chain's quiet stores
+/// leave nothing here, and a terminal back at work costs one question to inventory.
+const TERMINAL_IDLE: Duration = Duration::from_secs(600);
+
 #[derive(Default)]
 pub struct Catalog {
     products: Mutex<HashMap<String, (Product, Instant)>>,
-    /// (store, terminal) pairs seen registered. Nothing unregisters a terminal (the API has no such
-    /// call), so once seen it stays registered.
-    terminals: Mutex<HashSet<(String, String)>>,
+    /// (store, terminal) pairs seen registered, with when they were last used. Nothing unregisters
+    /// a terminal (the API has no such call), so once seen it stays registered; pairs idle for
+    /// [`TERMINAL_IDLE`] are forgotten ([`Catalog::forget_idle`]).
+    terminals: Mutex<HashMap<(String, String), Instant>>,
+    /// When [`Catalog::forget_idle`] last ran.
+    pruned: Mutex<Option<Instant>>,
 }
 
 impl Catalog {
@@ -76,12 +83,30 @@ impl Catalog {
         terminal_id: &str,
     ) -> Result<()> {
         let pair = (store_id.to_owned(), terminal_id.to_owned());
-        if self.terminals.lock().contains(&pair) {
+        let now = Instant::now();
+        self.forget_idle(now);
+        if let Some(used) = self.terminals.lock().get_mut(&pair) {
+            *used = now;
             return Ok(());
         }
         inventory.require_terminal(store_id, terminal_id).await?;
-        self.terminals.lock().insert(pair);
+        self.terminals.lock().insert(pair, now);
         Ok(())
+    }
+
+    /// At most once per [`TERMINAL_IDLE`], drops the terminals unused for that long and the
+    /// products past their [`PRODUCT_TTL`], so that what the copy holds follows the stores at work,
+    /// not the chain's size.
+    fn forget_idle(&self, now: Instant) {
+        {
+            let mut pruned = self.pruned.lock();
+            match *pruned {
+                Some(at) if now.duration_since(at) < TERMINAL_IDLE => return,
+                _ => *pruned = Some(now),
+            }
+        }
+        self.terminals.lock().retain(|_, used| now.duration_since(*used) < TERMINAL_IDLE);
+        self.products.lock().retain(|_, (_, read)| now.duration_since(*read) < PRODUCT_TTL);
     }
 }
 
@@ -102,4 +127,23 @@ pub fn charged(sale: &Sale) -> Vec<ChargedPrice> {
 /// Whether inventory refused a sale because the catalog changed since it was priced.
 pub fn is_reprice(err: &Error) -> bool {
     err.violation_type().as_deref() == Some(REPRICE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminals_idle_for_long_are_forgotten_and_the_others_kept() {
+        let catalog = Catalog::default();
+        let start = Instant::now();
+        catalog.terminals.lock().insert(("store-1".into(), "till-1".into()), start);
+        catalog.forget_idle(start);
+        assert_eq!(catalog.terminals.lock().len(), 1, "a terminal just used stays");
+        let later = start + TERMINAL_IDLE + Duration::from_secs(1);
+        catalog.terminals.lock().insert(("store-2".into(), "till-1".into()), later);
+        catalog.forget_idle(later);
+        let kept: Vec<(String, String)> = catalog.terminals.lock().keys().cloned().collect();
+        assert_eq!(kept, vec![("store-2".to_owned(), "till-1".to_owned())]);
+    }
 }

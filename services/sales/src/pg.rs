@@ -100,6 +100,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         sql: include_str!("../migrations/postgres/0008_checkout_key_retention.sql"),
     },
     PgMigration { service: "sales", version: 9, sql: include_str!("../migrations/postgres/0009_store_parts.sql") },
+    PgMigration { service: "sales", version: 10, sql: include_str!("../migrations/postgres/0010_chain_sweeps.sql") },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.
@@ -684,6 +685,70 @@ impl PgSales {
             }
         }
         Ok(resumed)
+    }
+
+    /// The stores with a sale pending for longer than `older_than`, in one statement across the
+    /// chain (`sales.stores_pending`, migration 0010, over the index of pending sales): the stores
+    /// [`PgSales::resume_pending`] has work in. None at rest.
+    pub async fn stores_pending(&self, older_than: Duration) -> Result<Vec<String>> {
+        let cutoff = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        Ok(sqlx::query_scalar("SELECT sales.stores_pending($1)").bind(cutoff).fetch_all(&self.pool).await?)
+    }
+
+    /// The stores with a completed sale still keeping a checkout key from before `before_ms`
+    /// (`sales.stores_keyed_before`, migration 0010): the stores
+    /// [`PgSales::expire_checkout_keys`] has work in.
+    pub async fn stores_keyed_before(&self, before_ms: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT sales.stores_keyed_before($1)").bind(before_ms).fetch_all(&self.pool).await?)
+    }
+
+    /// [`PgSales::record_applied`] for the stores where inventory applied a checkout since the last
+    /// look that no sale here records, across the chain: the look's window,
+    /// `sales.reconcile_sweep`, is taken `FOR UPDATE SKIP LOCKED` (one replica looks at a time;
+    /// the others skip this round), the stores with such checkouts are asked of the database in
+    /// one statement (`sales.stores_unrecorded`, migration 0010: the window's checkouts through
+    /// inventory's index by time, each probed against sales' unique key), each is reconciled from
+    /// its own mark, and the window moves on only when every one of them succeeded. Inventory's tables must be in this database (as `redstore migrate` makes them).
+    /// Returns how many checkouts it recorded.
+    pub async fn reconcile_applied(&self, older_than: Duration) -> Result<usize> {
+        let before_ms = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = pg::begin(&self.pool, "BEGIN").await?;
+        let from_ms: Option<i64> =
+            sqlx::query_scalar("SELECT applied_before_ms FROM sales.reconcile_sweep FOR UPDATE SKIP LOCKED")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(from_ms) = from_ms else {
+            // Another replica is looking.
+            tx.rollback().await?;
+            return Ok(0);
+        };
+        if before_ms <= from_ms {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let stores: Vec<String> = sqlx::query_scalar("SELECT sales.stores_unrecorded($1, $2)")
+            .bind(from_ms)
+            .bind(before_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+        let (mut recorded, mut complete) = (0, true);
+        for store_id in &stores {
+            match self.record_applied(store_id, older_than).await {
+                Ok(n) => recorded += n,
+                Err(e) => {
+                    complete = false;
+                    redstore_platform::warn_throttled!(error = %e, store_id = %store_id, "cannot reconcile applied checkouts")
+                }
+            }
+        }
+        if complete {
+            sqlx::query("UPDATE sales.reconcile_sweep SET applied_before_ms = $1")
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// Forgets the checkout keys of the store's sales completed before `before_ms` (the key

@@ -92,7 +92,8 @@ impl LiveFeed {
             };
             // The newest sequence handed to each store's watchers. Notifications are sent after
             // commit, so one can be lost to a crash or a reconnect: every few seconds the watched
-            // stores are swept from where they stand, so a lost notification only delays.
+            // stores whose log moved past it are swept from where they stand, so a lost
+            // notification only delays.
             let mut last: HashMap<String, u64> = HashMap::new();
             let mut sweep = tokio::time::interval(SWEEP);
             loop {
@@ -101,8 +102,24 @@ impl LiveFeed {
                     _ = sweep.tick() => {
                         let watched = router.watched_stores();
                         // A store no longer watched starts afresh when it is watched again.
-                        last.retain(|store, _| watched.contains(store));
-                        watched.into_iter().map(|s| (s, None)).collect()
+                        let watching: std::collections::HashSet<&str> = watched.iter().map(String::as_str).collect();
+                        last.retain(|store, _| watching.contains(store.as_str()));
+                        // The heads of every watched store in one statement: only the stores whose
+                        // log moved past what their watchers were handed are read.
+                        match redstore_platform::pg::store_heads(&pool, "inventory", &watched).await {
+                            Ok(heads) => watched
+                                .into_iter()
+                                .filter_map(|store| {
+                                    let head = heads.get(&store).copied().unwrap_or(0);
+                                    let behind = head > 0 && last.get(&store).is_none_or(|l| head > *l);
+                                    behind.then_some((store, Some(head)))
+                                })
+                                .collect(),
+                            Err(e) => {
+                                redstore_platform::warn_throttled!(error = %e, "live feed sweep cannot read the store heads; reading each store");
+                                watched.into_iter().map(|s| (s, None)).collect()
+                            }
+                        }
                     }
                     n = listener.recv() => match n {
                         Ok(n) => match n.payload().rsplit_once(':').map(|(s, q)| (s.to_owned(), q.parse::<u64>())) {

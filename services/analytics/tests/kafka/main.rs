@@ -133,10 +133,8 @@ impl Env {
         let group = format!("{}-analytics-rollups", self.cfg.topic_prefix);
         let (pool, cfg, token) = (self.app.clone(), self.cfg.clone(), shutdown.clone());
         let dlq = kafka::producer(&cfg).expect("producer");
-        let inventory = redstore_inventory::pg::PgInventory::new(pool.clone());
-        let task = tokio::spawn(async move {
-            redstore_analytics::kafka::run_in_group(pool, cfg, &group, inventory, dlq, token).await
-        });
+        let task =
+            tokio::spawn(async move { redstore_analytics::kafka::run_in_group(pool, cfg, &group, dlq, token).await });
         Relay { shutdown, task }
     }
 }
@@ -529,9 +527,8 @@ async fn the_last_sales_of_a_quiet_store_that_kafka_lost_are_counted_by_the_stal
     .expect("store");
     let events = env.append_sales("s1", 3, 1).await;
     redstore_analytics::kafka::fold_store(&env.app, "s1", vec![events[0].clone()]).await.expect("fold the first");
-    let inventory = redstore_inventory::pg::PgInventory::new(env.app.clone());
     let shutdown = CancellationToken::new();
-    let sweep = tokio::spawn(redstore_analytics::kafka::sweep_stalled(env.app.clone(), inventory, shutdown.clone()));
+    let sweep = tokio::spawn(redstore_analytics::kafka::sweep_stalled(env.app.clone(), shutdown.clone()));
     eventually(Duration::from_secs(30), "3 sales in the rollups", || async { env.rollups().await.0 >= 3 }).await;
     assert_eq!(env.rollups().await, (3, 6, 1_500, 3));
     shutdown.cancel();

@@ -160,7 +160,7 @@ pub async fn migrations_are_idempotent(backend: &Backend) {
     .fetch_all(&admin)
     .await
     .unwrap();
-    assert_eq!(applied, (1..=PG_MIGRATIONS.len() as i32).collect::<Vec<_>>());
+    assert_eq!(applied, PG_MIGRATIONS.iter().map(|m| m.version as i32).collect::<Vec<_>>());
     admin.close().await;
 
     // The application role still works after the re-grants.

@@ -254,7 +254,8 @@ async fn a_store_whose_last_events_kafka_lost_is_caught_up_by_the_stall_sweep() 
     projector::catch_up(chain.inventory.as_ref(), &cache, "store-2", None).await.expect("catch up");
     let lost = chain.change("store-2", "SKU-0003", -2).await;
     let (shutdown, _guard) = shutdown_guard();
-    tokio::spawn(projector::sweep_stalled(chain.inventory.clone(), cache.clone(), shutdown.clone()));
+    let stores = redstore_inventory::store::store_lister(chain.inventory.clone());
+    tokio::spawn(projector::sweep_stalled_over(stores, chain.inventory.clone(), cache.clone(), shutdown.clone()));
     let caught_up = async {
         while cache.version("store-2").await.expect("read") != Some(lost.store_seq) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

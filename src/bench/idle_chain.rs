@@ -1,0 +1,254 @@
+//! `redstore bench idle-chain`: what a chain of many stores costs at rest. It creates the stores
+//! through the API (each with a terminal, a stock level and, optionally, a sale, so that every
+//! per-store table has its rows), waits for the deployment to go quiet, then counts the
+//! database's transactions (`pg_stat_database`) and each server process's CPU time and memory
+//! (`/proc/<pid>`, with its children: the Kafka worker) over a measured window.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
+use redstore_proto::inventory::{AdjustStockRequest, AdjustmentReason, CreateStoreRequest, OversellPolicy};
+use redstore_proto::sales::sales_service_client::SalesServiceClient;
+use tokio::time::Instant;
+
+use super::{ProcessFigures, connect, create_products, ignore_exists, set_up_store, sku, tender};
+
+#[derive(Clone, Debug)]
+pub struct IdleChainBench {
+    /// Where the stores are created (inventory).
+    pub inventory_target: String,
+    /// Where the sales are made.
+    pub target: String,
+    /// The chain's size: stores `<prefix>-1` … `<prefix>-<stores>` (those that exist are kept).
+    pub stores: usize,
+    pub prefix: String,
+    /// Requests in flight while setting up.
+    pub concurrency: usize,
+    /// One sale in each store created.
+    pub sell: bool,
+    /// The database whose transactions are counted (any role may read its statistics).
+    pub database_url: String,
+    /// The server processes to read (their children too).
+    pub pids: Vec<u32>,
+    /// How long to wait after setting up, for the deployment to go quiet.
+    pub settle: Duration,
+    /// How long to count.
+    pub measure: Duration,
+}
+
+/// One process over the window.
+#[derive(Clone, Debug)]
+pub struct ProcessIdle {
+    pub pid: u32,
+    pub command: String,
+    /// CPU time used over the window, as a share of one core.
+    pub cpu_share: f64,
+    pub rss: u64,
+    /// RSS before the stores were created (`None`: the process appeared since).
+    pub rss_before: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IdleChainSummary {
+    pub stores: usize,
+    pub created: usize,
+    pub setting_up: Duration,
+    pub measured: Duration,
+    pub transactions: i64,
+    pub processes: Vec<ProcessIdle>,
+}
+
+impl std::fmt::Display for IdleChainSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.measured.as_secs_f64();
+        writeln!(
+            f,
+            "idle chain of {} stores ({} set up in {:.1} s): {:.2} PostgreSQL transactions/s over {:.0} s ({} in all)",
+            self.stores,
+            self.created,
+            self.setting_up.as_secs_f64(),
+            self.transactions as f64 / secs,
+            secs,
+            self.transactions
+        )?;
+        for p in &self.processes {
+            let mib = p.rss as f64 / (1024.0 * 1024.0);
+            write!(f, "  pid {} ({}): {:.2} % of a core, RSS {:.1} MiB", p.pid, p.command, p.cpu_share * 100.0, mib)?;
+            if let Some(before) = p.rss_before.filter(|_| self.created > 0) {
+                let per_store = p.rss.saturating_sub(before) as f64 / self.created as f64;
+                write!(f, " ({:+.0} B per store set up)", per_store)?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// User + system CPU ticks of a process (`/proc/<pid>/stat` fields 14 and 15).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: the fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The process and its children (one level: `redstore up` and its Kafka worker).
+fn with_children(pids: &[u32]) -> Vec<u32> {
+    let mut all = pids.to_vec();
+    for &pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            all.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+fn command(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> =
+        raw.split(|b| *b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+    words.iter().skip(1).take(2).cloned().collect::<Vec<_>>().join(" ")
+}
+
+/// Linux's clock ticks per second for /proc (USER_HZ), which is 100 on every architecture it
+/// exposes to user space through /proc.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+async fn transactions(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::BIGINT FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Sets up one store: created, a terminal, a stock level of the first bench product, and a sale.
+async fn set_up_chain_store(
+    inventory: &mut InventoryServiceClient<tonic::transport::Channel>,
+    sales: &mut SalesServiceClient<tonic::transport::Channel>,
+    store_id: String,
+    sell: bool,
+) -> anyhow::Result<bool> {
+    let created = inventory
+        .create_store(CreateStoreRequest {
+            idempotency_key: String::new(),
+            store_id: store_id.clone(),
+            name: "Chain store".into(),
+            oversell_policy: OversellPolicy::AllowNegative as i32,
+        })
+        .await;
+    if matches!(&created, Err(s) if s.code() == tonic::Code::AlreadyExists) {
+        return Ok(false);
+    }
+    created.context("create a store")?;
+    ignore_exists(
+        inventory
+            .register_terminal(redstore_proto::inventory::RegisterTerminalRequest {
+                idempotency_key: String::new(),
+                store_id: store_id.clone(),
+                terminal_id: "bench-001".into(),
+                name: String::new(),
+            })
+            .await,
+    )?;
+    inventory
+        .adjust_stock(AdjustStockRequest {
+            idempotency_key: format!("chain-{store_id}"),
+            store_id: store_id.clone(),
+            sku: sku(0),
+            quantity_delta: 1_000,
+            reason: AdjustmentReason::Received as i32,
+            note: String::new(),
+        })
+        .await
+        .context("stock a store")?;
+    if sell {
+        sales
+            .checkout(redstore_proto::sales::CheckoutRequest {
+                idempotency_key: format!("chain-sale-{store_id}"),
+                store_id,
+                terminal_id: "bench-001".into(),
+                lines: vec![redstore_proto::sales::CheckoutLine { sku: sku(0), quantity: 1 }],
+                tenders: vec![tender(10_000)],
+            })
+            .await
+            .context("a sale")?;
+    }
+    Ok(true)
+}
+
+pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary> {
+    anyhow::ensure!(cfg.stores > 0, "--stores must be positive");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&cfg.database_url)
+        .await
+        .with_context(|| "cannot connect to --database-url to read its statistics".to_owned())?;
+    let pids = with_children(&cfg.pids);
+    let rss_before: Vec<(u32, u64)> =
+        pids.iter().filter_map(|&pid| Some((pid, ProcessFigures::read(pid)?.rss))).collect();
+
+    // The products the stores stock and sell (one bench store sets them up).
+    let mut inv = InventoryServiceClient::new(connect(&cfg.inventory_target).await?);
+    create_products(&mut inv).await?;
+    set_up_store(&mut inv, &format!("{}-0", cfg.prefix), &[]).await?;
+    let started = Instant::now();
+    let (inventory, sales) = (connect(&cfg.inventory_target).await?, connect(&cfg.target).await?);
+    let created = futures::stream::iter(1..=cfg.stores)
+        .map(|i| {
+            let (mut inventory, mut sales) =
+                (InventoryServiceClient::new(inventory.clone()), SalesServiceClient::new(sales.clone()));
+            let store_id = format!("{}-{i}", cfg.prefix);
+            async move { set_up_chain_store(&mut inventory, &mut sales, store_id, cfg.sell).await }
+        })
+        .buffer_unordered(cfg.concurrency.max(1))
+        .fold(Ok(0usize), |count, created| async move {
+            match (count, created) {
+                (Ok(n), Ok(made)) => Ok(n + usize::from(made)),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        })
+        .await?;
+    let setting_up = started.elapsed();
+
+    tokio::time::sleep(cfg.settle).await;
+    let pids = with_children(&cfg.pids);
+    let ticks_before: Vec<Option<u64>> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
+    let before = transactions(&pool).await?;
+    let window = Instant::now();
+    tokio::time::sleep(cfg.measure).await;
+    let after = transactions(&pool).await?;
+    let measured = window.elapsed();
+    let processes = pids
+        .iter()
+        .zip(ticks_before)
+        .filter_map(|(&pid, before)| {
+            let used = cpu_ticks(pid)?.saturating_sub(before?);
+            Some(ProcessIdle {
+                pid,
+                command: command(pid),
+                cpu_share: used as f64 / TICKS_PER_SECOND / measured.as_secs_f64(),
+                rss: ProcessFigures::read(pid)?.rss,
+                rss_before: rss_before.iter().find(|(p, _)| *p == pid).map(|(_, rss)| *rss),
+            })
+        })
+        .collect();
+    pool.close().await;
+    // The two reads of the statistics are this benchmark's own transactions.
+    Ok(IdleChainSummary {
+        stores: cfg.stores,
+        created,
+        setting_up,
+        measured,
+        transactions: after - before - 1,
+        processes,
+    })
+}
