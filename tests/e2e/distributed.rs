@@ -146,15 +146,7 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     drop(sales);
     drop(inventory);
     db.drop_db().await.expect("drop scratch database");
-    let cfg = redstore_platform::kafka::KafkaConfig {
-        topic_prefix: prefix,
-        ..redstore_platform::kafka::KafkaConfig::new(brokers)
-    };
-    let topics: Vec<String> = ["inventory", "sales"]
-        .iter()
-        .flat_map(|d| [cfg.topic(d), redstore_platform::kafka::dlq_topic(&cfg.topic(d))])
-        .collect();
-    let _ = redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    delete_topics(brokers, prefix).await;
 }
 
 /// Many stores' work handed between processes: two sales processes relay the sales outbox (each
@@ -223,15 +215,7 @@ async fn relays_and_consumers_hand_many_stores_between_processes() {
     drop(sales_b);
     drop(inventory);
     db.drop_db().await.expect("drop scratch database");
-    let cfg = redstore_platform::kafka::KafkaConfig {
-        topic_prefix: prefix,
-        ..redstore_platform::kafka::KafkaConfig::new(brokers)
-    };
-    let topics: Vec<String> = ["inventory", "sales"]
-        .iter()
-        .flat_map(|d| [cfg.topic(d), redstore_platform::kafka::dlq_topic(&cfg.topic(d))])
-        .collect();
-    let _ = redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    delete_topics(brokers, prefix).await;
 }
 
 /// Reads `n` events from a watch, failing the test if they do not come within 20 s.
@@ -374,4 +358,17 @@ async fn stock_via(inventory: &Process, store: &str, sku: &str) -> i64 {
         .stock
         .expect("a level")
         .quantity
+}
+
+/// Deletes a test's topics (and their dead-letter twins) from the broker.
+async fn delete_topics(brokers: String, prefix: String) {
+    let cfg = redstore_platform::kafka::KafkaConfig {
+        topic_prefix: prefix,
+        ..redstore_platform::kafka::KafkaConfig::new(brokers)
+    };
+    let topics: Vec<String> = ["inventory", "sales"]
+        .iter()
+        .flat_map(|d| [cfg.topic(d), redstore_platform::kafka::dlq_topic(&cfg.topic(d))])
+        .collect();
+    let _ = redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
 }
