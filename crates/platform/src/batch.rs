@@ -39,6 +39,16 @@ pub fn lane(store_id: &str, lanes: usize) -> String {
     format!("lane-{}", hasher.finish() % lanes.max(1) as u64)
 }
 
+/// A batch's items grouped by their store: stores in id order (the order a batch of several
+/// stores locks them in), each store's items (their indexes) in the order given.
+pub fn by_store<'a>(stores: impl Iterator<Item = &'a str>) -> Vec<(&'a str, Vec<usize>)> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    for (i, store_id) in stores.enumerate() {
+        groups.entry(store_id).or_default().push(i);
+    }
+    groups.into_iter().collect()
+}
+
 /// Runs one batch of a store's jobs (every job answers its caller itself) and returns the jobs it
 /// put off: they lead the next batch.
 pub type RunBatch<J> = dyn Fn(String, Vec<J>) -> BoxFuture<'static, Vec<J>> + Send + Sync;

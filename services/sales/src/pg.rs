@@ -999,7 +999,8 @@ impl SalesStore for PgSales {
         let Some(batcher) = &self.batcher else {
             return self.checkout_saga(order).await;
         };
-        // The store id is spliced into the batch's BEGIN: refuse a bad one before it is queued.
+        // A store id that cannot scope a transaction (the saga's cart transactions splice it into
+        // their BEGIN) is refused alone, before it is queued with other checkouts.
         pg::check_store_id(&order.store_id)?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let queue = batch::queue_of(&order.store_id);

@@ -1,15 +1,16 @@
-//! Many sales of one store, applied in the caller's transaction: inventory's half of the checkout
-//! group commit, for a process where sales and inventory share one PostgreSQL database (see
-//! `redstore_sales::pg`). The caller scopes the transaction to the store ([`pg::store_tx`]), adds
-//! its own writes, commits, and then notifies up to [`AppliedSales::last_seq`] with
-//! [`pg::notify_committed`].
+//! Many sales of one store or several, applied in the caller's transaction: inventory's half of
+//! the checkout group commit, for a process where sales and inventory share one PostgreSQL
+//! database (see `redstore_sales::pg`), and its `ApplySales` batches. [`decide_parts`] scopes
+//! each store's part to that store itself (migration 0009); the caller writes the decisions
+//! ([`PartsWrite`]) beside its own writes, commits, and then notifies up to each store's
+//! [`AppliedSales::last_seq`] ([`pg::notify_committed_soon_many`]).
 //!
 //! The rules and answers are those of [`InventoryStore::apply_sale`] one sale at a time:
 //! idempotent by sale id, a strict store never below zero, one `inventory.changed` event and one
 //! store sequence per sale, and a refused sale changes nothing while the others still apply. What
-//! differs is the cost: the batch looks its keys up in one statement, takes the store's sequence
+//! differs is the cost: the batch looks its keys up in one statement, takes each store's sequence
 //! lock once, reads the stock of every sku once, and writes stock, events, keys with their answers
-//! and the sequence in one statement, instead of one function call (and one commit) per sale. A
+//! and the sequences in one statement, instead of one function call (and one commit) per sale. A
 //! refused sale's key is never written, so it can be used again.
 //!
 //! Deciding here is safe because every stock writer of a store (this, and
@@ -26,7 +27,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 
 use prost::Message as _;
-use redstore_platform::batch::StoreBatcher;
+use redstore_platform::batch::{StoreBatcher, by_store};
 use redstore_platform::error::{Error, Result};
 use redstore_platform::eventlog::envelope;
 use redstore_platform::idempotency::{key_reused, key_unanswered};
@@ -74,9 +75,9 @@ struct Decided {
     quantities: Vec<i64>,
 }
 
-/// A batch decided under the store's locks ([`decide_sales`]) but not yet written: its outcomes
-/// hold once [`DecidedSales::write`] (or the caller's own statement, through
-/// [`DecidedSales::write_call`]) has written it in the same transaction.
+/// A store's batch decided under its locks ([`decide_parts`]) but not yet written: its outcomes
+/// hold once [`DecidedSales::write`] (or the caller's own statement, through [`PartsWrite`]) has
+/// written it in the same transaction.
 pub struct DecidedSales {
     pub applied: AppliedSales,
     write: SalesWrite,
@@ -109,11 +110,6 @@ impl DecidedSales {
     /// Whether the batch writes anything: a batch of refusals and replays writes nothing.
     pub fn writes(&self) -> bool {
         !self.write.event_ids.is_empty()
-    }
-
-    /// The store the batch was decided for.
-    pub fn store_id(&self) -> &str {
-        &self.write.store_id
     }
 
     /// Writes the batch in the caller's transaction: one round trip, none when it writes nothing.
@@ -573,11 +569,7 @@ async fn run_sales(pool: &PgPool, jobs: Vec<SaleJob>) -> Vec<SaleJob> {
 /// One transaction for the jobs of several stores: an outcome per job, in order.
 async fn apply_batch(pool: &PgPool, jobs: &[SaleJob]) -> Result<Vec<Result<pb::ApplySaleResponse>>> {
     // Each store's sales, in the order they came.
-    let mut by_store: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, job) in jobs.iter().enumerate() {
-        by_store.entry(job.store_id.as_str()).or_default().push(i);
-    }
-    let members: Vec<(&str, Vec<usize>)> = by_store.into_iter().collect();
+    let members = by_store(jobs.iter().map(|j| j.store_id.as_str()));
     let sales: Vec<Vec<SaleToApply<'_>>> =
         members.iter().map(|(_, m)| m.iter().map(|&i| SaleToApply::from(&jobs[i].sale)).collect()).collect();
     let parts: Vec<StoreSales<'_, '_>> =

@@ -1,9 +1,11 @@
 //! Checkout by group commit, for a process where sales and inventory share one PostgreSQL
 //! database ([`PgSales::with_local_inventory`]).
 //!
-//! The checkouts waiting for a store are taken in batches ([`StoreBatcher`]: one worker per store,
-//! batches one after another) and each batch is ONE transaction scoped to the store, instead of
-//! the saga's three per checkout:
+//! The checkouts waiting are taken in batches ([`StoreBatcher`]: one worker per lane, each store
+//! hashed to one of [`LANES`] lanes, batches one after another) and each batch, whatever its
+//! stores, is ONE transaction instead of the saga's three per checkout. Every statement of it takes
+//! each store's part under row-level security for that store (the `*_parts` SQL functions,
+//! inventory and sales migrations 0009), stores in id order:
 //!
 //! 1. the carts of the checkouts that sell one (row-locked, so a cart is sold once), the store, its
 //!    terminals and the products — then every checkout is drafted (priced, settled) here;
@@ -12,10 +14,11 @@
 //!    transaction, and a key used before is answered as the saga answers it (its completed sale,
 //!    or ALREADY_EXISTS for another request); a checkout whose draft failed gets its error unless
 //!    its key says it was done before;
-//! 3. inventory applies the claimed sales in the same transaction
-//!    ([`redstore_inventory::pg::apply_sales_in`]: idempotent by sale id, all-or-nothing per sale),
-//!    taking the store's stock lock;
-//! 4. one call (`sales.record_completed`, migration 0005) deletes the sales inventory refused,
+//! 3. inventory decides the claimed sales in the same transaction
+//!    ([`redstore_inventory::pg::decide_parts`]: idempotent by sale id, all-or-nothing per sale),
+//!    taking each store's stock lock;
+//! 4. one statement writes inventory's decisions ([`PartsWrite`]) and (`sales.record_completed`,
+//!    migration 0005, per store) deletes the sales inventory refused,
 //!    records the others' negative skus, directory entries and sold carts, and numbers their
 //!    `sale.completed` events under the store's sales sequence lock, taken last.
 //!
@@ -25,11 +28,11 @@
 //! is rolled back and its checkouts run again one at a time, so one bad checkout cannot fail the
 //! others.
 //!
-//! The store's locks are taken as late as possible — stock at step 3, the sales sequence at step
+//! The stores' locks are taken as late as possible — stock at step 3, the sales sequence at step
 //! 4 — so that they are held for three round trips and the commit: that, not the work, is what
 //! bounds one store's throughput. Lock order, everywhere: carts, keys (in key order), inventory's
-//! stock lock, the sales sequence; so batches of one store in several processes queue, never
-//! deadlock.
+//! stock locks, the sales sequences, each kind in store id order; so batches sharing stores in
+//! several processes queue, never deadlock.
 //!
 //! Within a batch an idempotency key, and a terminal's cart, is taken once: a second checkout with
 //! the same key, or selling the same terminal's cart, waits for the next batch, where it finds the
@@ -43,7 +46,7 @@ use prost::Message as _;
 use redstore_inventory::domain::{ChargedPrice, Product, StockMovement};
 use redstore_inventory::pg::{PartsWrite, SaleToApply, StoreSales, decide_parts};
 use redstore_inventory::store::{CheckoutKey, SaleOrder};
-use redstore_platform::batch::StoreBatcher;
+use redstore_platform::batch::{self as platform_batch, StoreBatcher};
 use redstore_platform::error::{Error, Result};
 use redstore_platform::pg;
 use redstore_platform::time::timestamp_ms;
@@ -239,7 +242,7 @@ async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec
 
     // 3. Inventory decides, in this transaction: it locks each store's stock from here to the
     //    commit, and holds each sale to the prices it charged.
-    let by_store = group_by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
+    let by_store = platform_batch::by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
     let applying: Vec<Vec<SaleToApply<'_>>> = by_store
         .iter()
         .map(|(_, members)| {
@@ -368,16 +371,6 @@ async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec
     }
     pg::notify_committed_soon_many(&saga.pool, newest);
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
-}
-
-/// Items grouped by their store, stores in id order (the order batches lock them in), each
-/// store's items (their indexes) in the order given.
-fn group_by_store<'a>(stores: impl Iterator<Item = &'a str>) -> Vec<(&'a str, Vec<usize>)> {
-    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
-    for (i, store_id) in stores.enumerate() {
-        groups.entry(store_id).or_default().push(i);
-    }
-    groups.into_iter().collect()
 }
 
 /// One store's part of a batch's completion (`sales.record_completed`, through
@@ -519,7 +512,7 @@ async fn saga_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<Ans
     let (with_lines, of_carts): (Indexed<'_>, Indexed<'_>) =
         orders.iter().copied().enumerate().partition(|(_, o)| !o.lines.is_empty());
     let lines_orders: Vec<&CheckoutOrder> = with_lines.iter().map(|(_, o)| *o).collect();
-    let cart_stores = group_by_store(of_carts.iter().map(|(_, o)| o.store_id.as_str()));
+    let cart_stores = platform_batch::by_store(of_carts.iter().map(|(_, o)| o.store_id.as_str()));
     let cart_orders: Vec<(&str, Vec<&CheckoutOrder>)> = cart_stores
         .iter()
         .map(|(store_id, members)| (*store_id, members.iter().map(|&m| of_carts[m].1).collect()))
@@ -572,7 +565,7 @@ async fn applied_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<
     }
     // Each store's sales in one call, the stores' calls side by side (inventory batches them again,
     // across stores).
-    let by_store = group_by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
+    let by_store = platform_batch::by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
     let applied = futures::future::join_all(by_store.iter().map(|(store_id, members)| {
         let sales = members.iter().map(|&m| drafted[m].sale_order(orders[drafted[m].index], true)).collect();
         saga.inventory.apply_sales(store_id, sales)
@@ -626,7 +619,7 @@ async fn applied_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<
     );
     if !lookup.is_empty() {
         let mut conn = saga.pool.acquire().await?;
-        for (store_id, members) in group_by_store(lookup.iter().map(|&i| orders[i].store_id.as_str())) {
+        for (store_id, members) in platform_batch::by_store(lookup.iter().map(|&i| orders[i].store_id.as_str())) {
             let keys: Vec<&str> = members.iter().map(|&m| orders[lookup[m]].idem.key.as_str()).collect();
             let mut keyed = keyed_sales(&mut conn, store_id, &keys).await?;
             for &m in &members {
@@ -852,7 +845,7 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
 /// Each store's are read under its own scope: the transaction ends up scoped to the last.
 async fn read_carts(conn: &mut PgConnection, orders: &[&CheckoutOrder], lock: bool) -> Result<Carts> {
     let mut carts = Carts::new();
-    let of_carts = group_by_store(orders.iter().map(|o| o.store_id.as_str()));
+    let of_carts = platform_batch::by_store(orders.iter().map(|o| o.store_id.as_str()));
     for (store_id, members) in of_carts {
         let terminals: Vec<&str> =
             members.iter().map(|&i| orders[i]).filter(|o| o.lines.is_empty()).map(|o| o.terminal_id.as_str()).collect();
@@ -1031,7 +1024,7 @@ async fn claim(
     let key_of = |index: usize| (orders[index].store_id.as_str(), orders[index].idem.key.as_str());
     let mut claimed: HashSet<(&str, &str)> = HashSet::new();
     if !drafted.is_empty() {
-        let by_store = group_by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
+        let by_store = platform_batch::by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
         let (mut stores, mut ends, mut sorted) = (Vec::new(), Vec::new(), Vec::new());
         for (store_id, members) in &by_store {
             stores.push(*store_id);
@@ -1067,7 +1060,7 @@ async fn claim(
     }
     lookup.extend(drafted.iter().map(|d| d.index).filter(|&i| !claimed.contains(&key_of(i))));
     if !lookup.is_empty() {
-        for (store_id, members) in group_by_store(lookup.iter().map(|&i| orders[i].store_id.as_str())) {
+        for (store_id, members) in platform_batch::by_store(lookup.iter().map(|&i| orders[i].store_id.as_str())) {
             let keys: Vec<&str> = members.iter().map(|&m| orders[lookup[m]].idem.key.as_str()).collect();
             // keyed_sales scopes itself, and refuses a transaction scoped to another store.
             pg::scope_to_store(&mut *conn, store_id).await?;
