@@ -56,17 +56,12 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     // The full distributed shape: PostgreSQL, the Kafka-protocol broker (own topics per test) and
     // Redis (own server per test); each process with one worker thread, as when several share
     // a small machine.
-    let brokers = kafka_brokers();
-    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let kafka = ["--kafka-brokers", brokers.as_str(), "--kafka-topic-prefix", prefix.as_str(), "--worker-threads", "1"];
-    let with_kafka =
-        |args: &[&str]| -> Vec<String> { args.iter().chain(kafka.iter()).map(|s| (*s).to_owned()).collect() };
-    let start = |args: Vec<String>| Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let inventory = start(with_kafka(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]));
+    let topics = TestTopics::new();
+    let inventory = start(topics.args(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]));
     let inventory_url = inventory.url();
-    let sales_args = with_kafka(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
+    let sales_args = topics.args(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
     let mut sales = start(sales_args.clone());
-    let analytics_args = with_kafka(&["serve", "analytics", "--database-url", &url]);
+    let analytics_args = topics.args(&["serve", "analytics", "--database-url", &url]);
     let mut analytics = start(analytics_args.clone());
     let bridges = [
         Process::start(&["serve", "stream-bridge", "--database-url", &url, "--redis-url", &redis_url]),
@@ -146,7 +141,7 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     drop(sales);
     drop(inventory);
     db.drop_db().await.expect("drop scratch database");
-    delete_topics(brokers, prefix).await;
+    topics.delete().await;
 }
 
 /// Many stores' work handed between processes: two sales processes relay the sales outbox (each
@@ -160,16 +155,11 @@ async fn relays_and_consumers_hand_many_stores_between_processes() {
     const STORES: usize = 24;
     let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
     let url = db.app_url.clone();
-    let brokers = kafka_brokers();
-    let prefix = format!("t{}", uuid::Uuid::now_v7().simple());
-    let kafka = ["--kafka-brokers", brokers.as_str(), "--kafka-topic-prefix", prefix.as_str(), "--worker-threads", "1"];
-    let with_kafka =
-        |args: &[&str]| -> Vec<String> { args.iter().chain(kafka.iter()).map(|s| (*s).to_owned()).collect() };
-    let start = |args: Vec<String>| Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let inventory = start(with_kafka(&["serve", "inventory", "--database-url", &url]));
+    let topics = TestTopics::new();
+    let inventory = start(topics.args(&["serve", "inventory", "--database-url", &url]));
     let inventory_url = inventory.url();
-    let sales_args = with_kafka(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
-    let analytics_args = with_kafka(&["serve", "analytics", "--database-url", &url]);
+    let sales_args = topics.args(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
+    let analytics_args = topics.args(&["serve", "analytics", "--database-url", &url]);
     let mut sales_a = start(sales_args.clone());
     let sales_b = start(sales_args);
     let mut analytics_a = start(analytics_args.clone());
@@ -215,7 +205,7 @@ async fn relays_and_consumers_hand_many_stores_between_processes() {
     drop(sales_b);
     drop(inventory);
     db.drop_db().await.expect("drop scratch database");
-    delete_topics(brokers, prefix).await;
+    topics.delete().await;
 }
 
 /// Reads `n` events from a watch, failing the test if they do not come within 20 s.
@@ -360,15 +350,41 @@ async fn stock_via(inventory: &Process, store: &str, sku: &str) -> i64 {
         .quantity
 }
 
-/// Deletes a test's topics (and their dead-letter twins) from the broker.
-async fn delete_topics(brokers: String, prefix: String) {
-    let cfg = redstore_platform::kafka::KafkaConfig {
-        topic_prefix: prefix,
-        ..redstore_platform::kafka::KafkaConfig::new(brokers)
-    };
-    let topics: Vec<String> = ["inventory", "sales"]
-        .iter()
-        .flat_map(|d| [cfg.topic(d), redstore_platform::kafka::dlq_topic(&cfg.topic(d))])
-        .collect();
-    let _ = redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
+/// A test's own topics on the shared broker (a prefix of its own), and the flags that point a
+/// process at them.
+struct TestTopics {
+    brokers: String,
+    prefix: String,
+}
+
+impl TestTopics {
+    fn new() -> Self {
+        Self { brokers: kafka_brokers(), prefix: format!("t{}", uuid::Uuid::now_v7().simple()) }
+    }
+
+    /// `redstore` arguments with the Kafka flags appended (and one worker thread, as when several
+    /// processes share a small machine).
+    fn args(&self, args: &[&str]) -> Vec<String> {
+        let kafka = ["--kafka-brokers", &self.brokers, "--kafka-topic-prefix", &self.prefix, "--worker-threads", "1"];
+        args.iter().chain(kafka.iter()).map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Deletes the topics (and their dead-letter twins) from the broker.
+    async fn delete(self) {
+        let cfg = redstore_platform::kafka::KafkaConfig {
+            topic_prefix: self.prefix,
+            ..redstore_platform::kafka::KafkaConfig::new(self.brokers)
+        };
+        let topics: Vec<String> = ["inventory", "sales"]
+            .iter()
+            .flat_map(|d| [cfg.topic(d), redstore_platform::kafka::dlq_topic(&cfg.topic(d))])
+            .collect();
+        let _ =
+            redstore_platform::kafka::delete_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    }
+}
+
+/// A process started with these arguments.
+fn start(args: Vec<String>) -> Process {
+    Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
