@@ -4,7 +4,9 @@
 //!
 //! Every store-owned table has a policy on `current_setting('redstore.store_id')`; a transaction
 //! from [`store_tx`] sets it with `set_config(.., true)` (the `SET LOCAL` form that takes a bind
-//! parameter), so a query can only see and change the rows of the store it was opened for.
+//! parameter), so a query can only see and change the rows of the store it was opened for. The
+//! setting may name several stores, comma-separated (`platform.scoped_stores()`, migration 0004):
+//! only a chain's group-commit batches do, for their own stores, inside their SQL functions.
 
 use std::time::Duration;
 
@@ -32,6 +34,7 @@ pub const PLATFORM_MIGRATIONS: &[PgMigration] = &[
     PgMigration { service: "platform", version: 1, sql: include_str!("../migrations/postgres/0001_platform.sql") },
     PgMigration { service: "platform", version: 2, sql: include_str!("../migrations/postgres/0002_key_retention.sql") },
     PgMigration { service: "platform", version: 3, sql: include_str!("../migrations/postgres/0003_stores_behind.sql") },
+    PgMigration { service: "platform", version: 4, sql: include_str!("../migrations/postgres/0004_store_sets.sql") },
 ];
 
 impl From<sqlx::Error> for Error {
@@ -231,8 +234,11 @@ pub fn check_store_id(store_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Scopes the current transaction to a store (`SET LOCAL redstore.store_id`).
+/// Scopes the current transaction to a store (`SET LOCAL redstore.store_id`). The id is checked as
+/// [`store_tx`] checks it: a comma would scope the transaction to two stores (platform migration
+/// 0004).
 pub async fn scope_to_store(conn: &mut PgConnection, store_id: &str) -> Result<()> {
+    check_store_id(store_id)?;
     sqlx::query("SELECT set_config('redstore.store_id', $1, true)").bind(store_id).execute(conn).await?;
     Ok(())
 }

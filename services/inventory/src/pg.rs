@@ -74,6 +74,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         version: 10,
         sql: include_str!("../migrations/postgres/0010_chain_sweeps.sql"),
     },
+    PgMigration {
+        service: "inventory",
+        version: 11,
+        sql: include_str!("../migrations/postgres/0011_set_based_parts.sql"),
+    },
 ];
 
 /// The schema holding inventory's tables, outbox and sequences.

@@ -101,6 +101,7 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
     },
     PgMigration { service: "sales", version: 9, sql: include_str!("../migrations/postgres/0009_store_parts.sql") },
     PgMigration { service: "sales", version: 10, sql: include_str!("../migrations/postgres/0010_chain_sweeps.sql") },
+    PgMigration { service: "sales", version: 11, sql: include_str!("../migrations/postgres/0011_set_based_parts.sql") },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.

@@ -1,7 +1,8 @@
 //! Many sales of one store or several, applied in the caller's transaction: inventory's half of
 //! the checkout group commit, for a process where sales and inventory share one PostgreSQL
-//! database (see `redstore_sales::pg`), and its `ApplySales` batches. [`decide_parts`] scopes
-//! each store's part to that store itself (migration 0009); the caller writes the decisions
+//! database (see `redstore_sales::pg`), and its `ApplySales` batches. [`decide_parts`] reads every
+//! store's part in one statement scoped to the batch's stores (migration 0011: row-level security
+//! refuses any row of another store); the caller writes the decisions
 //! ([`PartsWrite`]) beside its own writes, commits, and then notifies up to each store's
 //! [`AppliedSales::last_seq`] ([`pg::notify_committed_soon_many`]).
 //!
@@ -120,7 +121,8 @@ impl DecidedSales {
 }
 
 /// The writes of several stores' decided batches as one statement (`inventory.write_sales_parts`,
-/// migration 0009: each store's part under row-level security for that store), in store id order;
+/// migration 0011: one statement per table for every part, scoped to the parts' stores), in store
+/// id order;
 /// batches that write nothing are left out.
 pub struct PartsWrite<'d> {
     parts: Vec<&'d SalesWrite>,
@@ -234,9 +236,9 @@ pub struct StoreSales<'a, 's> {
 }
 
 /// Decides each store's sales in order, in the caller's transaction (stores distinct), with one
-/// round trip (`inventory.lock_sales_parts`, migration 0009: per store, scoped to it, the sale ids
-/// applied before, then the store's sequence lock, held to the commit, and each sku's product and
-/// stock; stores in id order, the order every batch locks them in) and no write: the caller writes
+/// round trip (`inventory.lock_sales_parts`, migration 0011, scoped to the parts' stores: the sale
+/// ids applied before, then every store's sequence lock, held to the commit, and each sku's product
+/// and stock; stores locked in id order, the order every batch locks them in) and no write: the caller writes
 /// the decisions in the same transaction ([`PartsWrite`], or [`DecidedSales::write`]). Returns a
 /// decision per store, in the order given. A sale id applied before is answered from its stored
 /// answer; a sale is refused for an unknown store or sku, a charged price the catalog no longer

@@ -249,10 +249,11 @@ pub async fn a_request_dropped_mid_begin_leaves_its_connection_clean(backend: &B
     pool.close().await;
 }
 
-/// A batch of several stores' sales in one transaction (the chain's group commit): each store's
-/// part runs under row-level security for that store, one store's refused sale leaves the others'
-/// sales applied, a retry of the whole mixed batch is answered as the first time, and the
-/// transaction is never widened to other stores: a crafted write beside the batch is refused.
+/// A batch of several stores' sales in one transaction (the chain's group commit): its statements
+/// run under row-level security for the batch's stores, one store's refused sale leaves the
+/// others' sales applied, a retry of the whole mixed batch is answered as the first time, and the
+/// transaction is never widened to other stores: a crafted write beside the batch is refused, and
+/// once the batch is done the transaction has its scope from before.
 pub async fn a_mixed_store_batch_scopes_each_part_and_refuses_alone(backend: &Backend) {
     use redstore_inventory::StockMovement;
     use redstore_inventory::pg::{PartsWrite, SaleToApply, StoreSales, decide_parts};
@@ -281,8 +282,8 @@ pub async fn a_mixed_store_batch_scopes_each_part_and_refuses_alone(backend: &Ba
     let mut tx = pool.begin().await.unwrap();
     let decided = decide_parts(&mut tx, &parts).await.unwrap();
     PartsWrite::new(&decided).write(&mut tx).await.unwrap();
-    // Beside the batch, another store's rows stay out of reach: no row of store A (the batch's
-    // first part) can be changed once the batch is done, and none of a store outside it written.
+    // Beside the batch, another store's rows stay out of reach: no row of store A (one of the
+    // batch's stores) can be changed once the batch is done, and none of a store outside it written.
     let updated = sqlx::query("UPDATE inventory.stock SET quantity = 999 WHERE store_id = 'store-a'")
         .execute(&mut *tx)
         .await
@@ -332,4 +333,25 @@ pub async fn a_mixed_store_batch_scopes_each_part_and_refuses_alone(backend: &Ba
     .unwrap_err();
     assert_eq!(pg::sqlstate(&err).as_deref(), Some("42501"), "{err}");
     drop(tx);
+
+    // A transaction scoped to store B that runs a mixed batch is scoped to B alone afterwards.
+    let mut tx = pool.begin().await.unwrap();
+    pg::scope_to_store(&mut tx, "store-b").await.unwrap();
+    decide_parts(&mut tx, &parts).await.unwrap();
+    let updated = sqlx::query("UPDATE inventory.stock SET quantity = 999 WHERE store_id = 'store-a'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(updated, 0, "a batch must give its transaction back the scope it had");
+    let scope: String =
+        sqlx::query_scalar("SELECT current_setting('redstore.store_id')").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(scope, "store-b");
+    drop(tx);
+
+    // A store id that could name two stores never scopes a transaction.
+    let mut tx = pool.begin().await.unwrap();
+    let err =
+        sqlx::query("SELECT platform.scope_to_stores(ARRAY['store-a,store-c'])").execute(&mut *tx).await.unwrap_err();
+    assert_eq!(pg::sqlstate(&err).as_deref(), Some("42501"), "{err}");
 }

@@ -3,9 +3,10 @@
 //!
 //! The checkouts waiting are taken in batches ([`StoreBatcher`]: one worker per lane, each store
 //! hashed to one of [`LANES`] lanes, batches one after another) and each batch, whatever its
-//! stores, is ONE transaction instead of the saga's three per checkout. Every statement of it takes
-//! each store's part under row-level security for that store (the `*_parts` SQL functions,
-//! inventory and sales migrations 0009), stores in id order:
+//! stores, is ONE transaction instead of the saga's three per checkout, with one statement per
+//! step for all its stores (the `*_parts` SQL functions, inventory and sales migrations 0011: they
+//! scope the transaction to the batch's stores, so row-level security refuses any row of another
+//! store, and take stores' locks in id order):
 //!
 //! 1. the carts of the checkouts that sell one (row-locked, so a cart is sold once), the store, its
 //!    terminals and the products — then every checkout is drafted (priced, settled) here;
@@ -17,8 +18,8 @@
 //! 3. inventory decides the claimed sales in the same transaction
 //!    ([`redstore_inventory::pg::decide_parts`]: idempotent by sale id, all-or-nothing per sale),
 //!    taking each store's stock lock;
-//! 4. one statement writes inventory's decisions ([`PartsWrite`]) and (`sales.record_completed`,
-//!    migration 0005, per store) deletes the sales inventory refused,
+//! 4. one statement writes inventory's decisions ([`PartsWrite`]) and
+//!    (`sales.record_completed_parts`) deletes the sales inventory refused,
 //!    records the others' negative skus, directory entries and sold carts, and numbers their
 //!    `sale.completed` events under the store's sales sequence lock, taken last.
 //!
@@ -224,8 +225,8 @@ impl Drafted {
 
 /// One batch of checkouts of any stores (distinct keys within a store, a terminal's cart at most
 /// once) as one transaction: an answer per checkout, or an error for the whole batch (nothing
-/// committed). Every statement takes each store's part under row-level security for that store
-/// (the `*_parts` functions, migration 0009), stores in id order.
+/// committed). Every statement is one for all the batch's stores, scoped to them (the `*_parts`
+/// functions, migration 0011), stores in id order.
 async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
     let mut tx = pg::begin(&saga.pool, "BEGIN").await?;
 
@@ -701,8 +702,8 @@ impl Recording {
     }
 
     /// Records several stores' sales in one statement committing on its own
-    /// (`sales.record_sales_parts`, migration 0009: each store's part under row-level security for
-    /// that store; none when there are no sales): per store, in the order given, the ids of those
+    /// (`sales.record_sales_parts`, migration 0011: scoped to the parts' stores; none when there
+    /// are no sales): per store, in the order given, the ids of those
     /// inserted (a key or id recorded before is skipped) and the newest event sequence written.
     pub(super) async fn write_parts(
         pool: &pg::PgPool,
@@ -989,7 +990,7 @@ fn draft<'p>(
 
 /// Claims the drafted checkouts' keys by inserting their sales, `completed` (invisible until the
 /// caller commits) or `pending` (the saga's first step), under the unique (store, idempotency
-/// key), every store's in one statement (`sales.claim_sales_parts`, migration 0009); a key taken by
+/// key), every store's in one statement (`sales.claim_sales_parts`, migration 0011); a key taken by
 /// a concurrent attempt waits for that one's transaction. Answers the checkouts that did not draft
 /// (with their error, unless their key was used before) and those whose key was taken (from the
 /// sale it points at); returns the claimed ones.
