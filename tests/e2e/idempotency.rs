@@ -167,6 +167,47 @@ fn refused(outcome: &ApplySaleOutcome, code: Code, needle: &str) {
     }
 }
 
+/// A chain's batch: one call whose sales name their own stores (the call's store_id empty), as
+/// the checkout saga sends them. Each store's sales apply in order under its own policy, one
+/// store's refusal leaves the other's sale applied, and a retry of the whole call answers the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_sales_of_many_stores_answers_each_in_its_store() {
+    let app = TestApp::spawn().await;
+    let (strict, negative) = (app.stock("store-1", "SKU-0006").await, app.stock("store-2", "SKU-0006").await);
+    let sale = |id: &str, store: &str, quantity: i64| ApplySaleRequest {
+        sale_id: id.into(),
+        store_id: store.into(),
+        terminal_id: "till-1".into(),
+        lines: vec![SaleLine { sku: "SKU-0006".into(), quantity, unit_price: None }],
+        ..Default::default()
+    };
+    let req = ApplySalesRequest {
+        store_id: String::new(),
+        sales: vec![
+            sale("chain-sale-1", "store-2", negative + 1),
+            sale("chain-sale-2", "store-1", strict + 1),
+            sale("chain-sale-3", "store-1", 1),
+            sale("chain-sale-4", "store-2", 1),
+        ],
+    };
+    let first = app.inventory().apply_sales(req.clone()).await.expect("apply a chain's sales").into_inner();
+    assert_eq!(first.outcomes.len(), 4, "one outcome per sale, in the call's order");
+    // store-2 sells below zero; store-1 never does, and its refusal touches nothing else.
+    assert_eq!(applied(&first.outcomes[0]).stock[0].quantity, -1);
+    assert_eq!(applied(&first.outcomes[0]).negative_skus, ["SKU-0006"]);
+    refused(&first.outcomes[1], Code::FailedPrecondition, "insufficient stock");
+    assert_eq!(applied(&first.outcomes[2]).stock[0].quantity, strict - 1);
+    assert_eq!(applied(&first.outcomes[3]).stock[0].quantity, -2, "a store's sales apply in the call's order");
+    assert_eq!((app.stock("store-1", "SKU-0006").await, app.stock("store-2", "SKU-0006").await), (strict - 1, -2));
+
+    let again = app.inventory().apply_sales(req).await.expect("apply a chain's sales again").into_inner();
+    for i in [0, 2, 3] {
+        assert_eq!(applied(&again.outcomes[i]), applied(&first.outcomes[i]), "sale {i} replayed");
+    }
+    refused(&again.outcomes[1], Code::FailedPrecondition, "insufficient stock");
+    assert_eq!((app.stock("store-1", "SKU-0006").await, app.stock("store-2", "SKU-0006").await), (strict - 1, -2));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_sales_answers_each_sale_as_apply_sale_would() {
     let app = TestApp::spawn().await;

@@ -796,6 +796,10 @@ async fn apply_sales_names_the_bad_sale_and_applies_nothing_of_its_call() {
     for (good, bad, field) in cases {
         expect_status(inventory.clone().apply_sales(call(vec![good, bad])).await, Code::InvalidArgument, &[field]);
     }
+    // Without the call's store_id (a chain's batch), every sale names its own.
+    let unnamed =
+        ApplySalesRequest { store_id: String::new(), sales: vec![sale("ok-6", "store-1", 1), sale("ok-7", "", 1)] };
+    expect_status(inventory.clone().apply_sales(unnamed).await, Code::InvalidArgument, &["sales[1].store_id"]);
     let bad_store = ApplySalesRequest { store_id: "no store!".into(), sales: vec![sale("ok-4", "", 1)] };
     expect_status(inventory.clone().apply_sales(bad_store).await, Code::InvalidArgument, &["store_id"]);
     let unknown_store = ApplySalesRequest { store_id: "store-9".into(), sales: vec![sale("ok-5", "", 1)] };

@@ -149,6 +149,26 @@ fn sale_outcome(outcome: pb::ApplySaleOutcome) -> Result<pb::ApplySaleResponse> 
     }
 }
 
+impl GrpcInventory {
+    /// One ApplySales call, answered with one outcome per sale: the call's status for each when
+    /// the call fails. Idempotent by every sale id: a retry after a lost answer applies nothing
+    /// twice.
+    async fn apply_sales_call(&self, req: pb::ApplySalesRequest) -> Vec<Result<pb::ApplySaleResponse>> {
+        let count = req.sales.len();
+        match retried!(self, apply_sales, req) {
+            Ok(answer) if answer.outcomes.len() == count => answer.outcomes.into_iter().map(sale_outcome).collect(),
+            Ok(answer) => {
+                let message = format!("inventory answered {} outcomes for {count} sales", answer.outcomes.len());
+                (0..count).map(|_| Err(Error::Internal(anyhow::anyhow!(message.clone())))).collect()
+            }
+            Err(err) => {
+                let status = Status::from(err);
+                (0..count).map(|_| Err(Error::Remote(status.clone()))).collect()
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl InventoryStore for GrpcInventory {
     async fn create_store(&self, idem: Idem, store: StoreRow) -> Result<pb::Store> {
@@ -294,26 +314,24 @@ impl InventoryStore for GrpcInventory {
     async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {
         let mut outcomes = Vec::with_capacity(sales.len());
         for chunk in sales.chunks(MAX_SALES_PER_CALL) {
-            let count = chunk.len();
             let req = pb::ApplySalesRequest {
                 store_id: store_id.to_owned(),
                 sales: chunk.iter().map(|sale| sale_request(store_id, sale)).collect(),
             };
-            // Idempotent by every sale id: a retry after a lost answer applies nothing twice.
-            match retried!(self, apply_sales, req) {
-                Ok(answer) if answer.outcomes.len() == count => {
-                    outcomes.extend(answer.outcomes.into_iter().map(sale_outcome));
-                }
-                Ok(answer) => {
-                    let message = format!("inventory answered {} outcomes for {count} sales", answer.outcomes.len());
-                    outcomes.extend((0..count).map(|_| Err(Error::Internal(anyhow::anyhow!(message.clone())))));
-                }
-                Err(err) => {
-                    // The call's status, once per sale.
-                    let status = Status::from(err);
-                    outcomes.extend((0..count).map(|_| Err(Error::Remote(status.clone()))));
-                }
-            }
+            outcomes.extend(self.apply_sales_call(req).await);
+        }
+        outcomes
+    }
+
+    async fn apply_chain_sales(&self, sales: Vec<(String, SaleOrder)>) -> Vec<Result<pb::ApplySaleResponse>> {
+        // One call per chunk, whatever its stores (each sale names its own).
+        let mut outcomes = Vec::with_capacity(sales.len());
+        for chunk in sales.chunks(MAX_SALES_PER_CALL) {
+            let req = pb::ApplySalesRequest {
+                store_id: String::new(),
+                sales: chunk.iter().map(|(store_id, sale)| sale_request(store_id, sale)).collect(),
+            };
+            outcomes.extend(self.apply_sales_call(req).await);
         }
         outcomes
     }

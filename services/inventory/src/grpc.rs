@@ -404,7 +404,11 @@ impl InventoryService for InventoryGrpc {
     async fn apply_sales(&self, req: Request<ApplySalesRequest>) -> Result<Response<ApplySalesResponse>, Status> {
         let req = req.into_inner();
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?;
+            // Empty: a chain's batch, each sale naming its own store.
+            let call_store = match req.store_id.is_empty() {
+                true => None,
+                false => Some(identifier("store_id", &req.store_id)?),
+            };
             if req.sales.is_empty() {
                 return Err(Error::invalid("sales", "is required: at least one sale"));
             }
@@ -416,10 +420,12 @@ impl InventoryService for InventoryGrpc {
             }
             let mut orders = Vec::with_capacity(req.sales.len());
             for (i, sale) in req.sales.into_iter().enumerate() {
-                let (_, order) = sale_order(sale, Some(store_id)).map_err(|e| e.scope(&format!("sales[{i}]")))?;
-                orders.push(order);
+                orders.push(sale_order(sale, call_store).map_err(|e| e.scope(&format!("sales[{i}]")))?);
             }
-            let outcomes = self.store.apply_sales(store_id, orders).await;
+            let outcomes = match call_store {
+                Some(store_id) => self.store.apply_sales(store_id, orders.into_iter().map(|(_, o)| o).collect()).await,
+                None => self.store.apply_chain_sales(orders).await,
+            };
             Ok(ApplySalesResponse { outcomes: outcomes.into_iter().map(sale_outcome).collect() })
         }
         .await;

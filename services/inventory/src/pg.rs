@@ -811,21 +811,27 @@ impl InventoryStore for PgInventory {
     }
 
     async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {
-        // By group commit (see `batch`): the sales queued for the store share one transaction;
-        // queued together, a call's sales mostly share one batch.
-        if pg::check_store_id(store_id).is_err() {
-            return sales.iter().filter_map(|_| pg::check_store_id(store_id).err()).map(Err).collect();
-        }
+        self.apply_chain_sales(sales.into_iter().map(|sale| (store_id.to_owned(), sale)).collect()).await
+    }
+
+    async fn apply_chain_sales(&self, sales: Vec<(String, SaleOrder)>) -> Vec<Result<pb::ApplySaleResponse>> {
+        // By group commit (see `batch`): the sales queued in a lane share one transaction, whatever
+        // their stores; queued together, a call's sales of a lane mostly share one batch.
         let mut answers = Vec::with_capacity(sales.len());
-        let jobs: Vec<batch::SaleJob> = sales
-            .into_iter()
-            .map(|sale| {
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                answers.push((sale.sale_id.clone(), answer));
-                batch::SaleJob { store_id: store_id.to_owned(), sale, reply }
-            })
-            .collect();
-        self.sales.submit_all(&redstore_platform::batch::lane(store_id, batch::LANES), jobs);
+        let mut lanes: std::collections::BTreeMap<String, Vec<batch::SaleJob>> = std::collections::BTreeMap::new();
+        for (store_id, sale) in sales {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            answers.push((sale.sale_id.clone(), answer));
+            if let Err(err) = pg::check_store_id(&store_id) {
+                let _ = reply.send(Err(err));
+                continue;
+            }
+            let lane = redstore_platform::batch::lane(&store_id, batch::LANES);
+            lanes.entry(lane).or_default().push(batch::SaleJob { store_id, sale, reply });
+        }
+        for (lane, jobs) in lanes {
+            self.sales.submit_all(&lane, jobs);
+        }
         let mut outcomes = Vec::with_capacity(answers.len());
         for (sale_id, answer) in answers {
             outcomes.push(answer.await.unwrap_or_else(|_| Err(interrupted(&sale_id))));

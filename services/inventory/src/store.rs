@@ -231,6 +231,35 @@ pub trait InventoryStore: Send + Sync + 'static {
         outcomes
     }
 
+    /// Applies sales of several stores (a chain's batch: each sale with its store), in order within
+    /// each store, each exactly as [`apply_sale`] would alone, with one outcome per sale in the
+    /// order given. The default runs [`apply_sales`] for each store, the stores side by side.
+    ///
+    /// [`apply_sale`]: InventoryStore::apply_sale
+    /// [`apply_sales`]: InventoryStore::apply_sales
+    async fn apply_chain_sales(&self, sales: Vec<(String, SaleOrder)>) -> Vec<Result<pb::ApplySaleResponse>> {
+        let (stores, sales): (Vec<String>, Vec<SaleOrder>) = sales.into_iter().unzip();
+        let groups = redstore_platform::batch::by_store(stores.iter().map(String::as_str));
+        let mut sales: Vec<Option<SaleOrder>> = sales.into_iter().map(Some).collect();
+        let calls = groups.iter().map(|(store_id, members)| {
+            let orders: Vec<SaleOrder> = members.iter().filter_map(|&m| sales[m].take()).collect();
+            self.apply_sales(store_id, orders)
+        });
+        let answered = futures::future::join_all(calls).await;
+        let mut outcomes: Vec<Option<Result<pb::ApplySaleResponse>>> = sales.iter().map(|_| None).collect();
+        for ((_, members), answers) in groups.iter().zip(answered) {
+            for (&m, answer) in members.iter().zip(answers) {
+                outcomes[m] = Some(answer);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| Err(Error::Internal(anyhow::anyhow!("a sale of a chain's batch went unanswered"))))
+            })
+            .collect()
+    }
+
     /// The store's checkouts applied under a [`CheckoutKey`] that `query` asks for.
     async fn applied_checkouts(&self, store_id: &str, query: CheckoutsQuery) -> Result<Vec<AppliedCheckout>>;
 

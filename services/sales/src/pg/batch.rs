@@ -564,14 +564,16 @@ async fn applied_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<
             }
         }
     }
-    // Each store's sales in one call, the stores' calls side by side (inventory batches them again,
-    // across stores).
+    // Every store's sales in one call (inventory batches them again, by its lanes).
     let by_store = platform_batch::by_store(drafted.iter().map(|d| orders[d.index].store_id.as_str()));
-    let applied = futures::future::join_all(by_store.iter().map(|(store_id, members)| {
-        let sales = members.iter().map(|&m| drafted[m].sale_order(orders[drafted[m].index], true)).collect();
-        saga.inventory.apply_sales(store_id, sales)
-    }))
-    .await;
+    let chain: Vec<(String, SaleOrder)> = by_store
+        .iter()
+        .flat_map(|(store_id, members)| members.iter().map(move |&m| (store_id, m)))
+        .map(|(store_id, m)| ((*store_id).to_owned(), drafted[m].sale_order(orders[drafted[m].index], true)))
+        .collect();
+    let mut answered = saga.inventory.apply_chain_sales(chain).await.into_iter();
+    let applied: Vec<Vec<Result<redstore_proto::inventory::ApplySaleResponse>>> =
+        by_store.iter().map(|(_, members)| answered.by_ref().take(members.len()).collect()).collect();
 
     let occurred_at_ms = now_ms();
     let mut drafted: Vec<Option<Drafted>> = drafted.into_iter().map(Some).collect();
