@@ -316,6 +316,9 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
 pub struct LiveBench {
     /// Where sales go (gRPC).
     pub target: String,
+    /// Where the stores and products are set up: the inventory service (the target when it
+    /// serves inventory too).
+    pub inventory_target: String,
     /// Where the SSE clients connect (a stream bridge); defaults to `target`.
     pub sse_target: String,
     pub clients: usize,
@@ -470,7 +473,7 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
     let store_of = |i: usize| {
         if cfg.stores <= 1 { cfg.store_id.clone() } else { format!("{}-{}", cfg.store_id, i % cfg.stores + 1) }
     };
-    let inv = InventoryServiceClient::new(connect(&cfg.target).await?);
+    let inv = InventoryServiceClient::new(connect(&cfg.inventory_target).await?);
     create_products(&mut inv.clone()).await?;
     // Each store with its terminal, then where its stream starts: several stores at a time.
     let heads: Vec<u64> = futures::stream::iter(0..cfg.stores)

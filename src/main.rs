@@ -296,6 +296,9 @@ struct LiveArgs {
     /// Server that takes the sales (gRPC).
     #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
     target: String,
+    /// The inventory service, where the stores are set up (default: --target).
+    #[arg(long, env = "REDSTORE_BENCH_INVENTORY_TARGET")]
+    inventory_target: Option<String>,
     /// Stream bridge the SSE clients connect to (default: --target).
     #[arg(long, env = "REDSTORE_BENCH_SSE_TARGET")]
     sse_target: Option<String>,
@@ -438,6 +441,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Bench(BenchCommand::Live(args)) => {
             let cfg = LiveBench {
                 sse_target: args.sse_target.unwrap_or_else(|| args.target.clone()),
+                inventory_target: args.inventory_target.unwrap_or_else(|| args.target.clone()),
                 target: args.target,
                 clients: args.clients,
                 sales: args.sales,
