@@ -1,6 +1,7 @@
 //! `redstore bench checkout`: many terminals checking out 3-line sales as fast as they can
-//! against a running server, reporting sales/s and latency percentiles; `live`, `idle-streams`
-//! and `idle-chain` (what a chain of many stores costs at rest, `bench/idle_chain.rs`).
+//! against a running server, reporting sales/s and latency percentiles; `live`, `idle-streams`,
+//! `idle-chain` (what a chain of many stores costs at rest, `bench/idle_chain.rs`) and `chain`
+//! (all of issue #14's chain figures in one run and one summary, `bench/chain.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +21,10 @@ use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
+mod chain;
 mod idle_chain;
 
+pub use chain::{ChainBench, ChainSummary, Spread, chain};
 pub use idle_chain::{IdleChainBench, IdleChainSummary, idle_chain};
 
 const PRODUCTS: usize = 30;
