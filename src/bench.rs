@@ -1,6 +1,7 @@
 //! `redstore bench checkout`: many terminals checking out 3-line sales as fast as they can
-//! against a running server, reporting sales/s and latency percentiles; `live`, `idle-streams`
-//! and `idle-chain` (what a chain of many stores costs at rest, `bench/idle_chain.rs`).
+//! against a running server, reporting sales/s and latency percentiles; `live`, `idle-streams`,
+//! `idle-chain` (what a chain of many stores costs at rest, `bench/idle_chain.rs`) and `chain`
+//! (all of issue #14's chain figures in one run and one summary, `bench/chain.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +21,10 @@ use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
+mod chain;
 mod idle_chain;
 
+pub use chain::{ChainBench, ChainSummary, Spread, chain};
 pub use idle_chain::{IdleChainBench, IdleChainSummary, idle_chain};
 
 const PRODUCTS: usize = 30;
@@ -316,6 +319,9 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
 pub struct LiveBench {
     /// Where sales go (gRPC).
     pub target: String,
+    /// Where the stores and products are set up: the inventory service (the target when it
+    /// serves inventory too).
+    pub inventory_target: String,
     /// Where the SSE clients connect (a stream bridge); defaults to `target`.
     pub sse_target: String,
     pub clients: usize,
@@ -470,7 +476,7 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
     let store_of = |i: usize| {
         if cfg.stores <= 1 { cfg.store_id.clone() } else { format!("{}-{}", cfg.store_id, i % cfg.stores + 1) }
     };
-    let inv = InventoryServiceClient::new(connect(&cfg.target).await?);
+    let inv = InventoryServiceClient::new(connect(&cfg.inventory_target).await?);
     create_products(&mut inv.clone()).await?;
     // Each store with its terminal, then where its stream starts: several stores at a time.
     let heads: Vec<u64> = futures::stream::iter(0..cfg.stores)

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use redstore::bench::{self, CheckoutBench, IdleBench, IdleChainBench, LiveBench};
+use redstore::bench::{self, ChainBench, CheckoutBench, IdleBench, IdleChainBench, LiveBench};
 use redstore::connections::ConnectionOptions;
 use redstore::server::{self, ServerConfig, ServiceName};
 use redstore_platform::telemetry::{self, LogFormat};
@@ -234,6 +234,10 @@ enum BenchCommand {
     /// Creates a chain of many stores through the API, waits for quiet, then reads what it costs
     /// at rest: the database's transactions/s and each server process's CPU and memory.
     IdleChain(IdleChainArgs),
+    /// Issue #14's chain figures in one run against a running deployment: the chain at rest at
+    /// each size, the pgbench anchor, checkout at each spread of stores × terminals, live updates
+    /// across stores; prints one summary with each figure's ratio to the anchor and its target.
+    Chain(ChainBench),
 }
 
 #[derive(Args, Debug)]
@@ -296,6 +300,9 @@ struct LiveArgs {
     /// Server that takes the sales (gRPC).
     #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
     target: String,
+    /// The inventory service, where the stores are set up (default: --target).
+    #[arg(long, env = "REDSTORE_BENCH_INVENTORY_TARGET")]
+    inventory_target: Option<String>,
     /// Stream bridge the SSE clients connect to (default: --target).
     #[arg(long, env = "REDSTORE_BENCH_SSE_TARGET")]
     sse_target: Option<String>,
@@ -438,6 +445,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Bench(BenchCommand::Live(args)) => {
             let cfg = LiveBench {
                 sse_target: args.sse_target.unwrap_or_else(|| args.target.clone()),
+                inventory_target: args.inventory_target.unwrap_or_else(|| args.target.clone()),
                 target: args.target,
                 clients: args.clients,
                 sales: args.sales,
@@ -478,6 +486,15 @@ async fn run(cli: Cli) -> ExitCode {
             };
             println!("idle chain bench: {} stores against {}", cfg.stores, cfg.target);
             bench_result("idle-chain", bench::idle_chain(cfg).await)
+        }
+        Command::Bench(BenchCommand::Chain(cfg)) => {
+            let json = cfg.json;
+            match bench::chain(cfg).await {
+                Ok(summary) if json => {
+                    bench_result("chain", serde_json::to_string_pretty(&summary.to_json()).map_err(Into::into))
+                }
+                result => bench_result("chain", result),
+            }
         }
         Command::Bench(BenchCommand::Checkout(args)) => {
             let cfg = CheckoutBench {

@@ -54,6 +54,9 @@ pub struct ProcessIdle {
 pub struct IdleChainSummary {
     pub stores: usize,
     pub created: usize,
+    /// Every store in the database once set up (`None`: it could not be read), which is more
+    /// than `stores` when the deployment had others.
+    pub stores_in_database: Option<i64>,
     pub setting_up: Duration,
     pub measured: Duration,
     pub transactions: i64,
@@ -63,9 +66,10 @@ pub struct IdleChainSummary {
 impl std::fmt::Display for IdleChainSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.measured.as_secs_f64();
+        let in_database = self.stores_in_database.map(|n| format!(", {n} in the database")).unwrap_or_default();
         writeln!(
             f,
-            "idle chain of {} stores ({} set up in {:.1} s): {:.2} PostgreSQL transactions/s over {:.0} s ({} in all)",
+            "idle chain of {} stores ({} set up in {:.1} s{in_database}): {:.2} PostgreSQL transactions/s over {:.0} s ({} in all)",
             self.stores,
             self.created,
             self.setting_up.as_secs_f64(),
@@ -218,6 +222,9 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
         })
         .await?;
     let setting_up = started.elapsed();
+    // Read before settling, so that its transaction is not counted in the window.
+    let stores_in_database =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inventory.stores").fetch_one(&pool).await.ok();
 
     tokio::time::sleep(cfg.settle).await;
     let pids = with_children(&cfg.pids);
@@ -246,6 +253,7 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
     Ok(IdleChainSummary {
         stores: cfg.stores,
         created,
+        stores_in_database,
         setting_up,
         measured,
         transactions: after - before - 1,

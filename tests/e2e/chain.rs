@@ -292,3 +292,62 @@ async fn a_stock_hash_ahead_of_the_log_is_rebuilt_at_start_among_many_stores() {
     drop(inventory);
     db.drop_db().await.expect("drop scratch database");
 }
+
+/// `redstore bench chain`'s arguments as the command line gives them.
+#[derive(clap::Parser)]
+struct ChainCommand {
+    #[command(flatten)]
+    bench: redstore::bench::ChainBench,
+}
+
+/// `redstore bench chain` in tiny doses: its summary has a line for the anchor (here: no pgbench,
+/// said so rather than failing), each spread, live updates and each size of the chain at rest
+/// (counted on PostgreSQL only), and what it measured is the benchmarks' own figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_benchmark_summarises_every_phase_and_says_what_it_could_not_measure() {
+    use clap::Parser as _;
+    let app = TestApp::spawn_empty().await;
+    let database_url = app.scratch().map(|s| s.app_url.clone());
+    let pid = std::process::id().to_string();
+    let mut args = vec!["chain", "--target", &app.url, "--pgbench", "redstore-no-such-pgbench"];
+    args.extend(["--duration", "300ms", "--warmup", "0s", "--spreads", "1x2,2x1"]);
+    args.extend(["--live-clients", "4", "--live-stores", "2", "--live-sales", "4", "--live-rate", "50"]);
+    args.extend(["--idle-stores", "3", "--idle-settle", "0s", "--idle-duration", "1s", "--server-pid", &pid]);
+    if let Some(url) = &database_url {
+        args.extend(["--database-url", url]);
+    }
+    let summary = redstore::bench::chain(ChainCommand::parse_from(args).bench).await.expect("the chain benchmark");
+    let json = summary.to_json();
+    let rows = json["rows"].as_array().expect("rows");
+    let figures: Vec<&str> = rows.iter().map(|r| r["figure"].as_str().unwrap_or_default()).collect();
+    assert_eq!(
+        figures[..4],
+        [
+            "anchor: `pgbench -b simple-update -c 32 -j 2 -T 1`",
+            "checkout, 1 store × 2 terminals",
+            "checkout, 2 stores × 1 terminal",
+            "live updates, 4 SSE clients over 2 stores, 4 sales",
+        ]
+    );
+    assert_eq!(
+        rows[0]["result"],
+        "not measured: redstore-no-such-pgbench is not installed (PostgreSQL's client programs have it)"
+    );
+    for spread in &rows[1..3] {
+        assert_eq!(spread["verdict"], "not known: × anchor (no anchor)", "{spread}");
+    }
+    let live = &json["summary"]["live"]["measured"];
+    assert_eq!(live["received"], live["expected"], "{live}");
+    assert_eq!(live["misdelivered"], 0);
+    let at_rest = &json["summary"]["idle"][0]["at_rest"];
+    match database_url {
+        Some(_) => {
+            assert!(figures[4].starts_with("chain at rest, 3 stores ("), "{}", figures[4]);
+            // Measured first: the 3 stores and the one that set up their products, no other yet.
+            assert_eq!(at_rest["measured"]["stores_in_database"], 4);
+            assert_eq!(at_rest["measured"]["processes"][0]["pid"], std::process::id());
+        }
+        None => assert_eq!(at_rest["not_measured"], "no --database-url to count its transactions"),
+    }
+    app.stop().await;
+}

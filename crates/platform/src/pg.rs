@@ -567,7 +567,8 @@ pub mod scratch {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
     }
 
-    fn with_database(url: &str, db: &str) -> String {
+    /// `url` with its database replaced by `db`.
+    pub fn with_database(url: &str, db: &str) -> String {
         match url.rsplit_once('/') {
             Some((base, _)) => format!("{base}/{db}"),
             None => format!("{url}/{db}"),
