@@ -3,10 +3,11 @@
 //! Each command reads and checks the whole file first, with the rules the server applies
 //! (`redstore_inventory::domain`), and says which line and column is wrong (`line 17, column
 //! price_minor: …`): a file with a bad row sends nothing. Then it streams the records in batches
-//! (`ImportProducts`, `ImportStock`) over a few concurrent streams, with a progress bar. Each batch
-//! is applied whole or not at all, under an idempotency key made from its content, its place in
-//! the file and `--run`: running the same command again (after a dropped connection, or after
-//! fixing a row the server refused) replays what was applied and doubles nothing.
+//! (`ImportProducts` over a few concurrent streams; `ImportStock` in one stream, sorted by store,
+//! which PostgreSQL applies all or nothing), with a progress bar. Each batch is applied whole or
+//! not at all, under an idempotency key made from its content, its place in the file and `--run`:
+//! running the same command again (after a dropped connection, or after fixing a row the server
+//! refused) replays what was applied and doubles nothing.
 //!
 //! Files (a header row first; columns in any order; fields trimmed):
 //! - products: `sku,name,price_minor,currency[,barcodes][,active]` — barcodes separated by `|` or
@@ -49,7 +50,8 @@ pub struct ImportOptions {
     #[arg(long, env = "REDSTORE_IMPORT_BATCH", default_value_t = 1000,
           value_parser = clap::value_parser!(u16).range(1..=limits::MAX_IMPORT_RECORDS as i64))]
     pub batch: u16,
-    /// Concurrent streams (stores: concurrent requests are 16 times this).
+    /// Concurrent streams of products (stores: concurrent requests are 16 times this; stock goes in
+    /// one stream, applied whole).
     #[arg(long, env = "REDSTORE_IMPORT_STREAMS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub streams: u16,
@@ -231,8 +233,14 @@ fn batches<R: prost::Message>(what: &str, run: &str, size: usize, rows: Vec<(u64
 }
 
 /// Why the server refused a batch, pointed at the line and column of the record it names
-/// (`batches[b].products[i].price.units_minor`).
-fn refusal(status: &tonic::Status, lines: &[Vec<u64>], record_field: &str) -> anyhow::Error {
+/// (`batches[b].products[i].price.units_minor`); `line_of(b, i)` is the line of batch b's record
+/// i, `left` what the refusal left applied.
+fn refusal(
+    status: &tonic::Status,
+    line_of: &dyn Fn(usize, usize) -> Option<u64>,
+    record_field: &str,
+    left: &str,
+) -> anyhow::Error {
     let violation = status.get_details_bad_request().and_then(|b| b.field_violations.into_iter().next());
     if let Some(v) = violation {
         let parsed = (|| {
@@ -240,19 +248,21 @@ fn refusal(status: &tonic::Status, lines: &[Vec<u64>], record_field: &str) -> an
             let (b, rest) = rest.split_once("].")?;
             let rest = rest.strip_prefix(record_field)?.strip_prefix('[')?;
             let (i, field) = rest.split_once(']')?;
-            let line = lines.get(b.parse::<usize>().ok()?)?.get(i.parse::<usize>().ok()?)?;
-            Some((*line, column_of(field.trim_start_matches('.')).to_owned()))
+            let line = line_of(b.parse::<usize>().ok()?, i.parse::<usize>().ok()?)?;
+            Some((line, column_of(field.trim_start_matches('.')).to_owned()))
         })();
         if let Some((line, column)) = parsed {
             return anyhow::anyhow!(
-                "the server refused the batch of line {line} (the batches before it are applied; fix the line \
-                 and run the same command again): line {line}, column {column}: {}",
+                "the server refused the batch of line {line} ({left}): line {line}, column {column}: {}",
                 v.description
             );
         }
     }
-    anyhow::anyhow!("the server refused a batch: {:?}: {}", status.code(), status.message())
+    anyhow::anyhow!("the server refused a batch ({left}): {:?}: {}", status.code(), status.message())
 }
+
+/// What a refused products file left behind.
+const PRODUCTS_REFUSED: &str = "the batches before it are applied; fix the line and run the same command again";
 
 /// One stream's batches as it sends them: (idempotency key, records).
 type Messages<R> = Vec<(String, Vec<R>)>;
@@ -279,7 +289,12 @@ where
     }
     let calls = lanes.into_iter().filter(|(messages, _)| !messages.is_empty()).map(|(messages, lines)| {
         let answer = call(messages, bar.clone());
-        async move { answer.await.map_err(|status| refusal(&status, &lines, record_field)) }
+        async move {
+            answer.await.map_err(|status| {
+                let line_of = |b: usize, i: usize| lines.get(b)?.get(i).copied();
+                refusal(&status, &line_of, record_field, PRODUCTS_REFUSED)
+            })
+        }
     });
     let answers = futures::future::join_all(calls).await;
     let (mut sent, mut replayed) = (0, 0);
@@ -376,48 +391,81 @@ fn problem(problems: &mut Problems, line: u64, err: Error) {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct StockRow {
-    store_id: String,
-    sku: String,
-    quantity: String,
+/// One count of a stock file, compact (a chain's whole stock is held while it is checked):
+/// its line, its store's and sku's numbers ([`intern`]) and the quantity.
+#[derive(Clone, Copy)]
+struct Counted {
+    line: u64,
+    store: u32,
+    sku: u32,
+    quantity: i64,
 }
 
-/// `redstore import stock FILE.csv`.
+/// `redstore import stock FILE.csv`: the whole file read and checked, sorted by store, then sent in
+/// ONE stream, which PostgreSQL applies all or nothing (the embedded store batch by batch).
 pub async fn stock(path: &Path, options: &ImportOptions) -> anyhow::Result<Summary> {
     let mut reader = open_csv(path, &["store_id", "sku", "quantity"])?;
+    let headers = reader.headers()?.clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap_or_default();
+    let (store_at, sku_at, quantity_at) = (column("store_id"), column("sku"), column("quantity"));
     let mut problems = Problems::default();
-    let raw: Vec<(u64, StockRow)> = rows(&mut reader, &mut problems);
-    let mut records = Vec::with_capacity(raw.len());
-    // Each (store, sku) once in the file: interned to a pair of numbers, so a chain's whole stock
-    // fits in memory.
     let mut stores: HashMap<String, (u32, u64)> = HashMap::new();
     let mut skus: HashMap<String, (u32, u64)> = HashMap::new();
-    let mut counted: HashMap<u64, u64> = HashMap::with_capacity(raw.len());
-    for (line, row) in raw {
-        let Ok(quantity) = row.quantity.parse::<i64>() else {
-            problems.add(line, "quantity", format!("{:?} is not a whole number", row.quantity));
+    let (mut store_names, mut sku_names): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    // Each (store, sku) once in the file: a bit per sku number in each store.
+    let mut counted: Vec<Vec<u64>> = Vec::new();
+    let mut records: Vec<Counted> = Vec::new();
+    let mut record = csv::StringRecord::new();
+    let mut last_store: Option<u32> = None;
+    loop {
+        let at = reader.position().line();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                problems.add(e.position().map_or(at, csv::Position::line), "*", e);
+                continue;
+            }
+        }
+        let line = record.position().map_or(at, csv::Position::line);
+        let field = |i: usize| record.get(i).unwrap_or_default();
+        let Ok(quantity) = field(quantity_at).parse::<i64>() else {
+            problems.add(line, "quantity", format!("{:?} is not a whole number", field(quantity_at)));
             continue;
         };
-        let record = StockCount { store_id: row.store_id, sku: row.sku, quantity };
-        let count = match domain::stock_count(0, &record) {
-            Ok(count) => count,
+        let (store_id, sku) = match domain::check_stock_count(field(store_at), field(sku_at), quantity) {
+            Ok(checked) => checked,
             Err(e) => {
                 problem(&mut problems, line, e);
                 continue;
             }
         };
-        let store = intern(&mut stores, &count.store_id, line);
-        let sku = intern(&mut skus, &count.sku, line);
-        if let Some(first) = counted.insert(u64::from(store) << 32 | u64::from(sku), line) {
-            problems.add(
-                line,
-                "sku",
-                format!("sku {:?} of store {:?} is also on line {first}", count.sku, count.store_id),
-            );
+        // Files are mostly grouped by store: the last store's number needs no lookup.
+        let store = match last_store {
+            Some(n) if store_names[n as usize] == store_id => n,
+            _ => intern(&mut stores, &mut store_names, store_id, line),
+        };
+        last_store = Some(store);
+        let sku_n = intern(&mut skus, &mut sku_names, sku, line);
+        if counted.len() <= store as usize {
+            counted.resize_with(store as usize + 1, Vec::new);
+        }
+        let bits = &mut counted[store as usize];
+        let (word, bit) = (sku_n as usize / 64, 1u64 << (sku_n % 64));
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        if bits[word] & bit != 0 {
+            let first = if problems.listed.len() < MAX_LISTED {
+                records.iter().find(|r| r.store == store && r.sku == sku_n).map_or(0, |r| r.line)
+            } else {
+                0
+            };
+            problems.add(line, "sku", format!("sku {sku:?} of store {store_id:?} is also on line {first}"));
             continue;
         }
-        records.push((line, StockCount { store_id: count.store_id, sku: count.sku, quantity }));
+        bits[word] |= bit;
+        records.push(Counted { line, store, sku: sku_n, quantity });
     }
     drop(counted);
     problems.into_result(path)?;
@@ -425,33 +473,75 @@ pub async fn stock(path: &Path, options: &ImportOptions) -> anyhow::Result<Summa
     let mut problems = Problems::default();
     preflight(&channel, &stores, &skus, &mut problems).await?;
     problems.into_result(path)?;
+    drop((stores, skus));
+    sort_by_store(&mut records, &store_names);
     let total = records.len() as u64;
-    let batches = batches("stock", &options.run, usize::from(options.batch), records);
+    let size = usize::from(options.batch);
+    let count = records.len().div_ceil(size);
+    let file = std::sync::Arc::new((records, store_names, sku_names));
     let bar = progress(total, "counts");
     let started = Instant::now();
-    let outcome = send_all(batches, usize::from(options.streams), &bar, "counts", |messages, bar| {
-        let mut client = InventoryServiceClient::new(channel.clone());
-        async move {
-            let stream = futures::stream::iter(messages).map(move |(key, counts)| {
-                bar.inc(counts.len() as u64);
-                ImportStockRequest { idempotency_key: key, counts }
-            });
-            let answer = client.import_stock(stream).await?.into_inner();
-            Ok((answer.batches, answer.replayed_batches))
+    let (sent, run, bar_inc) = (file.clone(), options.run.clone(), bar.clone());
+    let stream = futures::stream::iter(0..count).map(move |b| {
+        let (records, store_names, sku_names) = &*sent;
+        let counts: Vec<StockCount> = records[b * size..((b + 1) * size).min(records.len())]
+            .iter()
+            .map(|r| StockCount {
+                store_id: store_names[r.store as usize].clone(),
+                sku: sku_names[r.sku as usize].clone(),
+                quantity: r.quantity,
+            })
+            .collect();
+        let mut content = Vec::new();
+        for c in &counts {
+            c.encode_length_delimited(&mut content).unwrap_or_default();
         }
-    })
-    .await;
+        bar_inc.inc(counts.len() as u64);
+        ImportStockRequest { idempotency_key: batch_key("stock", &run, b, &content), counts }
+    });
+    let answer = InventoryServiceClient::new(channel).import_stock(stream).await;
     bar.finish_and_clear();
-    Ok(Summary { what: "counts", records: total, batches: Some(outcome?), elapsed: started.elapsed() })
+    let answer = answer
+        .map_err(|status| {
+            let line_of = |b: usize, i: usize| file.0.get(b * size + i).map(|r| r.line);
+            refusal(&status, &line_of, "counts", STOCK_REFUSED)
+        })?
+        .into_inner();
+    Ok(Summary {
+        what: "counts",
+        records: total,
+        batches: Some((answer.batches, answer.replayed_batches)),
+        elapsed: started.elapsed(),
+    })
 }
 
-/// A name's number (and the first line it is on), numbered in the order names first appear.
-fn intern(names: &mut HashMap<String, (u32, u64)>, name: &str, line: u64) -> u32 {
-    if let Some(&(n, _)) = names.get(name) {
+/// What a refused stock file left behind.
+const STOCK_REFUSED: &str = "on PostgreSQL nothing of the file is applied; on the embedded store the batches before it \
+                             are; fix the line and run the same command again";
+
+/// Orders a stock file's counts by store (byte order, the order sales lock stores in, so that a
+/// load and sales never wait for each other in a circle), keeping the file's order within a store.
+fn sort_by_store(records: &mut [Counted], store_names: &[String]) {
+    let mut by_name: Vec<u32> = (0..store_names.len() as u32).collect();
+    by_name.sort_by(|a, b| store_names[*a as usize].cmp(&store_names[*b as usize]));
+    let mut rank = vec![0u32; store_names.len()];
+    for (r, n) in by_name.into_iter().enumerate() {
+        rank[n as usize] = r as u32;
+    }
+    if records.windows(2).any(|w| rank[w[0].store as usize] > rank[w[1].store as usize]) {
+        records.sort_by_key(|r| rank[r.store as usize]);
+    }
+}
+
+/// A name's number (and the first line it is on), numbered in the order names first appear;
+/// `names` lists them by number.
+fn intern(map: &mut HashMap<String, (u32, u64)>, names: &mut Vec<String>, name: &str, line: u64) -> u32 {
+    if let Some(&(n, _)) = map.get(name) {
         return n;
     }
     let n = names.len() as u32;
-    names.insert(name.to_owned(), (n, line));
+    map.insert(name.to_owned(), (n, line));
+    names.push(name.to_owned());
     n
 }
 

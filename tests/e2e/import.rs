@@ -219,28 +219,134 @@ async fn a_bad_record_names_its_batch_record_and_field_and_its_batch_is_not_appl
 }
 
 #[tokio::test]
-async fn a_stock_load_reaches_live_watchers_as_an_import_change() {
+async fn a_stock_load_reaches_live_watchers_as_a_snapshot_of_the_loaded_stock() {
     let app = TestApp::spawn_empty().await;
     app.create_store("live-1", OversellPolicy::Strict, &[]).await;
     app.create_store("live-2", OversellPolicy::Strict, &[]).await;
-    let products = ImportProductsRequest { idempotency_key: key(), products: vec![product("L-1", 100, &[])] };
+    let products = ImportProductsRequest {
+        idempotency_key: key(),
+        products: vec![product("L-1", 100, &[]), product("L-2", 1, &[])],
+    };
     app.inventory().import_products(futures::stream::iter([products])).await.unwrap();
     app.receive("live-1", "L-1", 4).await;
     let after = app.inventory_seq("live-1").await;
     let mut watch = watch_after(app.stream(), "live-1", after).await;
     let counts = ImportStockRequest {
         idempotency_key: key(),
-        counts: vec![count("live-2", "L-1", 3), count("live-1", "L-1", 10)],
+        counts: vec![count("live-2", "L-1", 3), count("live-1", "L-1", 10), count("live-1", "L-2", 2)],
     };
     app.inventory().import_stock(futures::stream::iter([counts])).await.unwrap();
+    // The load's event names no levels: the watcher is handed the store's stock as of it instead.
+    let item = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("in time");
+    let Some(Item::Snapshot(snapshot)) = item.expect("stream").expect("an item").item else {
+        panic!("expected a snapshot")
+    };
+    assert_eq!((snapshot.store_id.as_str(), snapshot.as_of_seq), ("live-1", after + 1));
+    let mut levels: Vec<(String, i64)> = snapshot.items.iter().map(|i| (i.sku.clone(), i.quantity)).collect();
+    levels.sort();
+    assert_eq!(levels, [("L-1".to_owned(), 10), ("L-2".to_owned(), 2)]);
+    // Then changes after it, as before.
+    app.receive("live-1", "L-1", 1).await;
     let item = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("in time");
     let Some(Item::Event(event)) = item.expect("stream").expect("an item").item else { panic!("expected an event") };
-    assert_eq!(event.store_seq, after + 1);
+    assert_eq!(event.store_seq, after + 2);
     let Some(Payload::InventoryChanged(changed)) = event.payload else { panic!("expected inventory.changed") };
-    assert_eq!(changed.reason, "import");
-    assert_eq!(changed.changes.len(), 1, "only this store's counts: {changed:?}");
-    let change = &changed.changes[0];
-    assert_eq!((change.sku.as_str(), change.delta, change.quantity_after), ("L-1", 6, 10));
+    assert_eq!(changed.changes[0].quantity_after, 11);
     assert_eq!(app.stock("live-2", "L-1").await, 3);
     app.stop().await;
+}
+
+async fn levels(app: &TestApp) -> (i64, i64) {
+    (app.stock("mid-1", "M-1").await, app.stock("mid-2", "M-1").await)
+}
+
+/// On PostgreSQL a stock stream is one transaction: a refusal in its last batch (an unknown sku,
+/// or a key reused for another batch) leaves none of its batches applied, takes no sequence and
+/// claims no key, so the same batches are applied afresh when sent again.
+#[tokio::test]
+async fn a_refusal_mid_stream_leaves_nothing_of_the_stock_stream_applied() {
+    if !crate::helpers::on_postgres() {
+        return; // The embedded store applies a stream batch by batch.
+    }
+    let app = TestApp::spawn_empty().await;
+    app.create_store("mid-1", OversellPolicy::Strict, &[]).await;
+    app.create_store("mid-2", OversellPolicy::Strict, &[]).await;
+    let products = ImportProductsRequest { idempotency_key: key(), products: vec![product("M-1", 100, &[])] };
+    app.inventory().import_products(futures::stream::iter([products])).await.unwrap();
+    let good = [
+        ImportStockRequest { idempotency_key: key(), counts: vec![count("mid-1", "M-1", 5)] },
+        ImportStockRequest { idempotency_key: key(), counts: vec![count("mid-2", "M-1", 6)] },
+    ];
+    let unknown = ImportStockRequest { idempotency_key: key(), counts: vec![count("mid-2", "NOPE", 1)] };
+    let stream = good.iter().cloned().chain([unknown]).collect::<Vec<_>>();
+    let err = app.inventory().import_stock(futures::stream::iter(stream)).await.unwrap_err();
+    assert_eq!(field_of(&err), "batches[2].counts[0].sku");
+    assert_eq!(levels(&app).await, (0, 0), "no batch of the refused stream is applied");
+    assert_eq!((app.inventory_seq("mid-1").await, app.inventory_seq("mid-2").await), (0, 0), "nor any event");
+
+    // A key of the stream reused for another batch refuses the stream too.
+    let mut reused = good[0].clone();
+    reused.counts[0].quantity = 9;
+    let stream = good.iter().cloned().chain([reused]).collect::<Vec<_>>();
+    let err = app.inventory().import_stock(futures::stream::iter(stream)).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().starts_with("batches[2]"), "{err:?}");
+    assert_eq!(levels(&app).await, (0, 0));
+
+    // The keys were not kept: the same batches apply afresh, then replay.
+    let first = app.inventory().import_stock(futures::stream::iter(good.clone())).await.unwrap().into_inner();
+    assert_eq!((first.batches, first.records, first.replayed_batches), (2, 2, 0));
+    assert_eq!(levels(&app).await, (5, 6));
+    let again = app.inventory().import_stock(futures::stream::iter(good.clone())).await.unwrap().into_inner();
+    assert_eq!((again.batches, again.records, again.replayed_batches), (2, 2, 2));
+    assert_eq!((app.inventory_seq("mid-1").await, app.inventory_seq("mid-2").await), (1, 1), "one event per store");
+    app.stop().await;
+}
+
+/// The Redis stock cache follows a load: the store's hash becomes the loaded levels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_cache_follows_a_load() {
+    use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
+    let db = redstore_platform::pg::scratch::ScratchDb::create(&redstore::server::pg_migrations())
+        .await
+        .expect("scratch database");
+    let redis = crate::helpers::RedisServer::start();
+    let args = ["serve", "inventory", "--database-url", db.app_url.as_str(), "--redis-url", &redis.url()];
+    let mut inventory = crate::helpers::Process::start(&args);
+    let mut client = InventoryServiceClient::new(inventory.channel().await);
+    client
+        .create_store(redstore_proto::inventory::CreateStoreRequest {
+            idempotency_key: String::new(),
+            store_id: "cached-1".into(),
+            name: "Cached".into(),
+            oversell_policy: OversellPolicy::Strict as i32,
+        })
+        .await
+        .expect("create store");
+    let products = ImportProductsRequest {
+        idempotency_key: key(),
+        products: vec![product("K-1", 100, &[]), product("K-2", 100, &[])],
+    };
+    client.import_products(futures::stream::iter([products])).await.expect("products");
+    let batches = [
+        ImportStockRequest { idempotency_key: key(), counts: vec![count("cached-1", "K-1", 7)] },
+        ImportStockRequest { idempotency_key: key(), counts: vec![count("cached-1", "K-2", 8)] },
+    ];
+    client.import_stock(futures::stream::iter(batches)).await.expect("stock");
+    let cache = redstore_inventory::cache::StockCache::new(&redis.url()).expect("cache");
+    let mut cached = (None, None, None);
+    for _ in 0..100 {
+        cached = (
+            cache.version("cached-1").await.expect("redis"),
+            cache.stock("cached-1", "K-1").await.expect("redis"),
+            cache.stock("cached-1", "K-2").await.expect("redis"),
+        );
+        if cached.0.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cached, (Some(1), Some(7), Some(8)), "the hash is the loaded stock, as of the load's event");
+    inventory.kill();
+    db.drop_db().await.expect("drop scratch database");
 }

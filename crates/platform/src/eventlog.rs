@@ -42,6 +42,7 @@ pub fn envelope(
         Payload::InventoryChanged(_) => "inventory.changed",
         Payload::SaleCompleted(_) => "sale.completed",
         Payload::SaleRefunded(_) => "sale.refunded",
+        Payload::StockLoaded(_) => "inventory.stock_loaded",
     };
     EventEnvelope {
         event_id: event_id.to_string(),
@@ -52,6 +53,12 @@ pub fn envelope(
         trace_parent: String::new(),
         payload: Some(payload),
     }
+}
+
+/// Whether an event tells consumers to re-read the store's levels (a bulk stock load names none)
+/// rather than apply changes.
+pub fn is_stock_loaded(event: &EventEnvelope) -> bool {
+    matches!(event.payload, Some(Payload::StockLoaded(_)))
 }
 
 /// Appends an event to the log in the caller's transaction and returns it with its sequence.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use prost::Message as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redstore_platform::error::{Error, Result};
+use redstore_platform::eventlog::is_stock_loaded;
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::events::event_envelope::Payload;
 use redstore_proto::stream::InventorySnapshot;
@@ -93,12 +94,36 @@ redis.call('HSET', KEYS[1], '_seq', ARGV[1])
 return 1
 ";
 
+/// Replaces a store's hash with a snapshot taken for an `inventory.stock_loaded` event (a bulk load
+/// names no levels) and publishes the event, unless the hash already reflects the snapshot's
+/// sequence or a later one. Returns 0 when it loaded the snapshot, else the hash's sequence.
+///
+/// KEYS[1] stock hash; ARGV[1] the snapshot's sequence, ARGV[2] channel, ARGV[3] payload, then
+/// sku, quantity pairs.
+const LOAD_SCRIPT: &str = r"
+local head = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], '_seq') or '0') or 0
+if head <= current then
+  return current
+end
+redis.call('DEL', KEYS[1])
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], '_seq', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 0
+";
+
 /// What a pipeline of projections found besides the events it applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Projection {
     /// The stores with an event not projected for being stale, each with its hash's sequence.
     pub stale: Vec<(String, u64)>,
-    /// The stores with an event not projected because the one before it is missing from the hash.
+    /// The stores with an event not projected because the one before it is missing from the hash,
+    /// or because it is an `inventory.stock_loaded` event, which only a snapshot projects
+    /// ([`StockCache::load`], from the log by `projector::catch_up`); the store's later events in
+    /// the pipeline are left for the same catch-up.
     pub gaps: Vec<String>,
 }
 
@@ -108,6 +133,7 @@ pub struct StockCache {
     conn: ConnectionManager,
     script: redis::Script,
     rebuild: redis::Script,
+    load: redis::Script,
 }
 
 impl std::fmt::Debug for StockCache {
@@ -133,7 +159,12 @@ impl StockCache {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(Self { conn, script: redis::Script::new(PROJECT_SCRIPT), rebuild: redis::Script::new(REBUILD_SCRIPT) })
+        Ok(Self {
+            conn,
+            script: redis::Script::new(PROJECT_SCRIPT),
+            rebuild: redis::Script::new(REBUILD_SCRIPT),
+            load: redis::Script::new(LOAD_SCRIPT),
+        })
     }
 
     /// Projects one event: for `inventory.changed`, writes every changed sku's quantity and the
@@ -180,14 +211,23 @@ impl StockCache {
     async fn pipeline(&self, events: &[EventEnvelope], next_only: bool) -> Result<Projection> {
         let mut invocations = Vec::with_capacity(events.len());
         let mut stores = Vec::with_capacity(events.len());
+        let mut loaded: Vec<&str> = Vec::new();
         for event in events {
+            if is_stock_loaded(event) && !loaded.contains(&event.store_id.as_str()) {
+                loaded.push(&event.store_id);
+            }
+            if loaded.contains(&event.store_id.as_str()) {
+                continue;
+            }
             if let Some(invocation) = self.invocation(event, next_only)? {
                 invocations.push(invocation);
                 stores.push(event.store_id.as_str());
             }
         }
+        let mut projection =
+            Projection { gaps: loaded.iter().map(|s| (*s).to_owned()).collect(), ..Default::default() };
         if invocations.is_empty() {
-            return Ok(Projection::default());
+            return Ok(projection);
         }
         let answers: Vec<i64> = self
             .with_retry(|mut conn| {
@@ -201,7 +241,6 @@ impl StockCache {
                 async move { pipe.query_async(&mut conn).await }
             })
             .await?;
-        let mut projection = Projection::default();
         for (store, answer) in stores.into_iter().zip(answers) {
             if answer < 0 {
                 if !projection.gaps.iter().any(|s| s == store) {
@@ -216,6 +255,25 @@ impl StockCache {
             }
         }
         Ok(projection)
+    }
+
+    /// Projects an `inventory.stock_loaded` event with a snapshot of its store read after it
+    /// (`snapshot.as_of_seq` at least the event's sequence): the hash becomes the snapshot and the
+    /// event is published, unless the hash is at the snapshot's sequence or later already.
+    /// Returns whether it loaded the snapshot.
+    pub async fn load(&self, event: &EventEnvelope, snapshot: &InventorySnapshot) -> Result<bool> {
+        let mut invocation = self.load.key(stock_key(&snapshot.store_id));
+        invocation.arg(snapshot.as_of_seq).arg(events_channel(&event.store_id)).arg(event.encode_to_vec());
+        for item in snapshot.items.iter().filter(|i| i.sku != SEQ_FIELD) {
+            invocation.arg(&item.sku).arg(item.quantity);
+        }
+        let current: i64 = self
+            .with_retry(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        Ok(current == 0)
     }
 
     /// Publishes an event on its store's channel as it is, without touching the hash.

@@ -341,15 +341,19 @@ pub struct StockCount {
 
 /// One count of a stock import batch, its fields named from the record.
 pub fn stock_count(index: usize, record: &pb::StockCount) -> Result<StockCount> {
-    let store_id = identifier("store_id", &record.store_id)?.to_owned();
-    let sku = identifier("sku", &record.sku)?.to_owned();
-    if !(0..=limits::MAX_STOCK).contains(&record.quantity) {
-        return Err(Error::invalid(
-            "quantity",
-            format!("is {}; a count is 0 to {}", record.quantity, limits::MAX_STOCK),
-        ));
+    let (store_id, sku) = check_stock_count(&record.store_id, &record.sku, record.quantity)?;
+    Ok(StockCount { index, store_id: store_id.to_owned(), sku: sku.to_owned(), quantity: record.quantity })
+}
+
+/// [`stock_count`]'s checks of a count's fields, copying nothing: the store id and sku as they
+/// are kept (trimmed).
+pub fn check_stock_count<'a>(store_id: &'a str, sku: &'a str, quantity: i64) -> Result<(&'a str, &'a str)> {
+    let store_id = identifier("store_id", store_id)?;
+    let sku = identifier("sku", sku)?;
+    if !(0..=limits::MAX_STOCK).contains(&quantity) {
+        return Err(Error::invalid("quantity", format!("is {quantity}; a count is 0 to {}", limits::MAX_STOCK)));
     }
-    Ok(StockCount { index, store_id, sku, quantity: record.quantity })
+    Ok((store_id, sku))
 }
 
 /// Parses an import batch of counts (`field` names the repeated field): 1 to
@@ -381,7 +385,14 @@ pub fn import_counts(field: &str, records: &[pb::StockCount]) -> Result<Vec<(Str
 /// the count, and the level after (the count). A count is within `0..=MAX_STOCK` (checked when it
 /// was parsed), so the delta always fits.
 pub fn decide_count(current: i64, count: &StockCount) -> (StockMovement, i64) {
-    (StockMovement { sku: count.sku.clone(), delta: count.quantity - current }, count.quantity)
+    let level = counted_level(count);
+    (StockMovement { sku: count.sku.clone(), delta: level - current }, level)
+}
+
+/// The level a count sets: the count itself (a count replaces the level, it is not a delta; it
+/// was checked within `0..=MAX_STOCK` when it was parsed).
+pub fn counted_level(count: &StockCount) -> i64 {
+    count.quantity
 }
 
 /// A record of an import batch refused by the store (an unknown store or sku, a barcode of a

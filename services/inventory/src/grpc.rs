@@ -15,7 +15,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::{self, OversellPolicy, Product, StockMovement};
 use crate::repo::StoreRow;
-use crate::store::{CheckoutKey, CheckoutsQuery, Idem, InventoryStore, MAX_APPLIED_CHECKOUTS, ProductPatch, SaleOrder};
+use crate::store::{
+    CheckoutKey, CheckoutsQuery, Idem, InventoryStore, MAX_APPLIED_CHECKOUTS, ProductPatch, SaleOrder, StockBatch,
+    in_batch,
+};
 
 /// The most skus one GetProducts call may ask for.
 const MAX_SKUS_PER_CALL: usize = 1000;
@@ -105,18 +108,6 @@ fn batch_idem<M: prost::Message + Clone>(key: &str, batch: &M, clear: impl FnOnc
     use sha2::Digest as _;
     let key = identifier("idempotency_key", key)?.to_owned();
     Ok(Idem { key, fingerprint: sha2::Sha256::digest(fingerprint(batch, clear)).to_vec() })
-}
-
-/// Names a batch of an import stream in an error: a field error's path (`batches[2].products[17].sku`),
-/// any other error's message.
-fn in_batch(err: Error, index: u64) -> Error {
-    let at = format!("batches[{index}]");
-    match err {
-        Error::InvalidArgument { .. } => err.scope(&at),
-        Error::AlreadyExists(message) => Error::AlreadyExists(format!("{at}: {message}")),
-        Error::NotFound(message) => Error::NotFound(format!("{at}: {message}")),
-        other => other,
-    }
 }
 
 /// Reads an import stream's batches one after another, applying each with `apply` (its index, the
@@ -532,16 +523,26 @@ impl InventoryService for InventoryGrpc {
         &self,
         req: Request<Streaming<ImportStockRequest>>,
     ) -> Result<Response<ImportStockResponse>, Status> {
-        let result = import_batches(req.into_inner(), |batch: ImportStockRequest| async move {
-            let idem = batch_idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
-            let stores = domain::import_counts("counts", &batch.counts)?;
-            self.store.import_stock(idem, stores).await
-        })
-        .await
-        .map(|(batches, records, replayed_batches)| ImportStockResponse {
-            batches,
-            records,
-            replayed_batches,
+        // Each batch parsed as it arrives; the store applies the stream (on PostgreSQL, all of
+        // it or none).
+        let batches = futures::stream::unfold((req.into_inner(), 0u64), |(mut stream, index)| async move {
+            let batch = match stream.message().await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return None,
+                Err(status) => return Some((Err(Error::Remote(status)), (stream, index + 1))),
+            };
+            let parsed = (|| -> Result<StockBatch> {
+                let idem = batch_idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
+                let stores = domain::import_counts("counts", &batch.counts)?;
+                Ok(StockBatch { idem, stores })
+            })()
+            .map_err(|e| in_batch(e, index));
+            Some((parsed, (stream, index + 1)))
+        });
+        let result = self.store.import_stock_stream(Box::pin(batches)).await.map(|totals| ImportStockResponse {
+            batches: totals.batches,
+            records: totals.records,
+            replayed_batches: totals.replayed,
         });
         ok(result)
     }

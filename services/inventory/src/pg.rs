@@ -32,7 +32,8 @@ use sqlx::{PgConnection, Row as _};
 use crate::domain::{self, ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
 use crate::repo::StoreRow;
 use crate::store::{
-    AppliedCheckout, CheckoutsQuery, Idem, Imported, InventoryStore, ProductPatch, SaleOrder, stored_checkout_answer,
+    AppliedCheckout, CheckoutsQuery, Idem, ImportTotals, Imported, InventoryStore, ProductPatch, SaleOrder,
+    StockBatches, stored_checkout_answer,
 };
 
 mod batch;
@@ -903,6 +904,10 @@ impl InventoryStore for PgInventory {
 
     async fn import_stock(&self, idem: Idem, stores: Vec<(String, Vec<StockCount>)>) -> Result<Imported> {
         import::import_stock(&self.pool, &idem, &stores).await
+    }
+
+    async fn import_stock_stream(&self, batches: StockBatches<'_>) -> Result<ImportTotals> {
+        import::import_stock_stream(&self.pool, batches).await
     }
 
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {

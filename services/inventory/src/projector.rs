@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::InventoryStore;
 use crate::cache::StockCache;
+use redstore_platform::eventlog::is_stock_loaded;
 use redstore_platform::kafka;
 use redstore_platform::pg::{self, PgPool};
 
@@ -35,9 +36,18 @@ pub async fn catch_up(
     if notified.is_some_and(|seq| seq <= after) && reconcile(inventory, cache, store_id).await? {
         after = cache.version(store_id).await?.unwrap_or(0);
     }
-    loop {
+    'pages: loop {
         let events = inventory.events_after(store_id, after, PAGE).await?;
         for event in &events {
+            if is_stock_loaded(event) {
+                // The levels are in the stock table, not in the event: a snapshot read now is
+                // at this event or later; the log is read again after it.
+                let snapshot = inventory.snapshot(store_id).await?;
+                cache.load(event, &snapshot).await?;
+                after = snapshot.as_of_seq.max(event.store_seq);
+                projected += 1;
+                continue 'pages;
+            }
             cache.project(event).await?;
             after = event.store_seq;
             projected += 1;

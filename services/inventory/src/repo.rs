@@ -8,7 +8,7 @@ use redstore_platform::error::{Error, Result};
 use redstore_platform::eventlog;
 use redstore_platform::money::{Currency, Money};
 use redstore_platform::{Topic, WriteCtx};
-use redstore_proto::events::{EventEnvelope, InventoryChanged, StockChange, event_envelope::Payload};
+use redstore_proto::events::{EventEnvelope, InventoryChanged, StockChange, StockLoaded, event_envelope::Payload};
 use redstore_proto::inventory as pb;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -362,9 +362,10 @@ pub fn check_counted_exist(conn: &Connection, stores: &[(String, Vec<StockCount>
     domain::check_counted_exist(stores, |s| known_stores.contains(s), |s| known_skus.contains(s))
 }
 
-/// Sets a store's counts in the caller's transaction ([`domain::decide_count`]) and appends one
-/// `inventory.changed` event (reason `import`, reference `reference_id`) under the store's next
-/// sequence. The caller checked that the store and the skus exist ([`check_counted_exist`]).
+/// Sets a store's counts in the caller's transaction ([`domain::counted_level`]) and appends one
+/// `inventory.stock_loaded` event (reason `import`, reference `reference_id`) under the store's
+/// next sequence: consumers re-read the store's levels. The caller checked that the store and the
+/// skus exist ([`check_counted_exist`]).
 pub fn import_counts(
     ctx: &mut WriteCtx<'_>,
     store_id: &str,
@@ -372,29 +373,17 @@ pub fn import_counts(
     reference_id: &str,
 ) -> Result<Arc<EventEnvelope>> {
     let seq = eventlog::next_seq(ctx, Topic::Inventory, store_id)?;
-    let mut read = ctx.conn.prepare_cached("SELECT quantity FROM stock WHERE store_id = ?1 AND sku = ?2")?;
     let mut write = ctx.conn.prepare_cached(
         "INSERT INTO stock (store_id, sku, quantity, last_seq) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (store_id, sku) DO UPDATE SET quantity = excluded.quantity, last_seq = excluded.last_seq",
     )?;
-    let mut changes = Vec::with_capacity(counts.len());
     for c in counts {
-        let current: Option<i64> = read.query_row([store_id, &c.sku], |r| r.get(0)).optional()?;
-        let (movement, quantity) = domain::decide_count(current.unwrap_or(0), c);
-        write.execute(params![store_id, c.sku, quantity, seq as i64])?;
-        changes.push(StockChange {
-            sku: movement.sku,
-            delta: movement.delta,
-            quantity_after: quantity,
-            negative: false,
-        });
+        write.execute(params![store_id, c.sku, domain::counted_level(c), seq as i64])?;
     }
-    drop((read, write));
-    let payload = Payload::InventoryChanged(InventoryChanged {
+    drop(write);
+    let payload = Payload::StockLoaded(StockLoaded {
         reason: domain::IMPORT_REASON.to_owned(),
         reference_id: reference_id.to_owned(),
-        terminal_id: String::new(),
-        changes,
     });
     eventlog::append_at(ctx, Topic::Inventory, store_id, seq, payload)
 }

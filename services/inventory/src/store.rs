@@ -106,6 +106,46 @@ pub struct Imported {
     pub replayed: bool,
 }
 
+/// A batch of a stock import stream, parsed: its key and its counts grouped by store
+/// ([`crate::domain::import_counts`]).
+#[derive(Clone, Debug)]
+pub struct StockBatch {
+    pub idem: Idem,
+    pub stores: Vec<(String, Vec<StockCount>)>,
+}
+
+/// A stock import stream's batches in order, each parsed or the error that refuses it (named in
+/// its batch already).
+pub type StockBatches<'a> = futures::stream::BoxStream<'a, Result<StockBatch>>;
+
+/// What an import stream did: its batches, their records, and the batches applied before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportTotals {
+    pub batches: u64,
+    pub records: u64,
+    pub replayed: u64,
+}
+
+impl ImportTotals {
+    pub fn add(&mut self, imported: Imported) {
+        self.batches += 1;
+        self.records += u64::from(imported.records);
+        self.replayed += u64::from(imported.replayed);
+    }
+}
+
+/// Names a batch of an import stream in an error: a field error's path (`batches[2].counts[17].sku`),
+/// any other error's message.
+pub fn in_batch(err: Error, index: u64) -> Error {
+    let at = format!("batches[{index}]");
+    match err {
+        Error::InvalidArgument { .. } => err.scope(&at),
+        Error::AlreadyExists(message) => Error::AlreadyExists(format!("{at}: {message}")),
+        Error::NotFound(message) => Error::NotFound(format!("{at}: {message}")),
+        other => other,
+    }
+}
+
 /// The idempotency scopes of import batches (keys are chain-wide: a batch may span stores).
 pub const IMPORT_PRODUCTS_SCOPE: &str = "inventory.import_products";
 pub const IMPORT_STOCK_SCOPE: &str = "inventory.import_stock";
@@ -282,6 +322,21 @@ pub trait InventoryStore: Send + Sync + 'static {
     /// `import`, reference the key) under the store's next sequence. An unknown store or sku is
     /// INVALID_ARGUMENT naming `counts[i].store_id` or `counts[i].sku`.
     async fn import_stock(&self, idem: Idem, stores: Vec<(String, Vec<StockCount>)>) -> Result<Imported>;
+
+    /// A stream of stock batches, in order, each as [`import_stock`](Self::import_stock) applies
+    /// it; the first refusal ends the stream (naming its batch). This default applies each batch
+    /// as its own unit, so the batches before a refusal stay applied; a backend that can hold one
+    /// transaction for the stream overrides it to apply all of it or none.
+    async fn import_stock_stream(&self, mut batches: StockBatches<'_>) -> Result<ImportTotals> {
+        use futures::StreamExt as _;
+        let mut totals = ImportTotals::default();
+        while let Some(batch) = batches.next().await {
+            let StockBatch { idem, stores } = batch?;
+            let imported = self.import_stock(idem, stores).await.map_err(|e| in_batch(e, totals.batches))?;
+            totals.add(imported);
+        }
+        Ok(totals)
+    }
 
     /// The store's stock and the sequence number it reflects, read consistently.
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot>;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use redstore_inventory::InventoryStore;
 use redstore_platform::error::{Error, Result};
+use redstore_platform::eventlog::is_stock_loaded;
 use redstore_platform::{Db, Topic};
 
 use futures::Stream;
@@ -279,6 +280,10 @@ impl Watch {
     async fn next(&mut self) -> Result<Item> {
         loop {
             if let Some(item) = self.queue.pop_front() {
+                if matches!(&item, Item::Event(e) if is_stock_loaded(e)) {
+                    self.reload().await?;
+                    continue;
+                }
                 return Ok(item);
             }
             if self.shutdown.is_cancelled() {
@@ -298,6 +303,7 @@ impl Watch {
             };
             match next {
                 Ok(event) if event.store_seq <= self.last => {}
+                Ok(event) if event.store_seq == self.last + 1 && is_stock_loaded(&event) => self.reload().await?,
                 Ok(event) if event.store_seq == self.last + 1 => {
                     self.last = event.store_seq;
                     return Ok(Item::Event(event));
@@ -337,6 +343,14 @@ impl Watch {
         }
         self.behind = true;
         Ok(())
+    }
+
+    /// A bulk stock load (an `inventory.stock_loaded` event) names no levels: the watcher gets a
+    /// snapshot of the store read after it instead, then the events after the snapshot, as a new
+    /// watcher does.
+    async fn reload(&mut self) -> Result<()> {
+        self.queue.clear();
+        self.begin(Start::Snapshot).await
     }
 
     /// Reads a page of the log after `last` into the queue; whether there may be more.

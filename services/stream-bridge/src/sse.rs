@@ -3,7 +3,8 @@
 //! Each event's `id` is its store sequence, so a browser's `EventSource` resumes after a dropped
 //! connection by sending `Last-Event-ID`, and gets exactly the events it missed. `?after=N` does
 //! the same for clients that cannot set headers; `?snapshot=true` starts with the store's stock
-//! (as an event named `snapshot` whose id is the sequence it reflects). Comments keep idle
+//! (as an event named `snapshot` whose id is the sequence it reflects); a `snapshot` also comes
+//! mid-stream in place of a bulk stock load, which names no levels. Comments keep idle
 //! connections alive through proxies. Past the process's cap on live streams the answer is 503
 //! with `Retry-After`; `EventSource` does not retry a non-200 answer, so a page does, after it.
 

@@ -966,10 +966,12 @@ pub async fn imports_apply_whole_batches_once_and_counts_set_levels_with_an_even
     assert_eq!(quantity(&store, "s2", "a").await, 3);
     let events = all_events(&store, "s1").await;
     assert_eq!(events.iter().map(|e| e.store_seq).collect::<Vec<_>>(), [1, 2]);
-    let c = changes(&events[1]);
-    assert_eq!((c.reason.as_str(), c.reference_id.as_str()), ("import", "c-1"));
-    let moved: Vec<_> = c.changes.iter().map(|c| (c.sku.as_str(), c.delta, c.quantity_after)).collect();
-    assert_eq!(moved, [("a", 6, 10), ("b", 2, 2)]);
+    // One event per store, naming no levels: consumers re-read the store's stock.
+    let Some(Payload::StockLoaded(loaded)) = &events[1].payload else {
+        panic!("expected inventory.stock_loaded, got {:?}", events[1]);
+    };
+    assert_eq!((events[1].r#type.as_str(), loaded.reason.as_str()), ("inventory.stock_loaded", "import"));
+    assert_eq!(loaded.reference_id, "c-1");
     assert_eq!(all_events(&store, "s2").await.len(), 1);
     assert!(store.import_stock(key("c-1", b"c"), counts(&[("s1", "a", 1)])).await.unwrap().replayed);
     assert_eq!(quantity(&store, "s1", "a").await, 10);
