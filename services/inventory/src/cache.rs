@@ -264,16 +264,7 @@ impl StockCache {
     pub async fn load(&self, event: &EventEnvelope, snapshot: &InventorySnapshot) -> Result<bool> {
         let mut invocation = self.load.key(stock_key(&snapshot.store_id));
         invocation.arg(snapshot.as_of_seq).arg(events_channel(&event.store_id)).arg(event.encode_to_vec());
-        for item in snapshot.items.iter().filter(|i| i.sku != SEQ_FIELD) {
-            invocation.arg(&item.sku).arg(item.quantity);
-        }
-        let current: i64 = self
-            .with_retry(|mut conn| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
-        Ok(current == 0)
+        Ok(self.with_levels(invocation, snapshot).await? == 0)
     }
 
     /// Publishes an event on its store's channel as it is, without touching the hash.
@@ -315,16 +306,24 @@ impl StockCache {
     pub async fn rebuild_if_ahead(&self, snapshot: &InventorySnapshot) -> Result<bool> {
         let mut invocation = self.rebuild.key(stock_key(&snapshot.store_id));
         invocation.arg(snapshot.as_of_seq);
+        Ok(self.with_levels(invocation, snapshot).await? == 1)
+    }
+
+    /// Runs a script that replaces a store's hash, its arguments ending with the snapshot's levels
+    /// (sku, quantity pairs), for its integer answer.
+    async fn with_levels(
+        &self,
+        mut invocation: redis::ScriptInvocation<'_>,
+        snapshot: &InventorySnapshot,
+    ) -> Result<i64> {
         for item in snapshot.items.iter().filter(|i| i.sku != SEQ_FIELD) {
             invocation.arg(&item.sku).arg(item.quantity);
         }
-        let rebuilt: i64 = self
-            .with_retry(|mut conn| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut conn).await }
-            })
-            .await?;
-        Ok(rebuilt == 1)
+        self.with_retry(|mut conn| {
+            let invocation = &invocation;
+            async move { invocation.invoke_async(&mut conn).await }
+        })
+        .await
     }
 
     /// The cached quantity of a sku in a store, if the cache has it.
