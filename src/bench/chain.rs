@@ -688,7 +688,7 @@ async fn checkpoint(admin: &sqlx::PgPool) {
     }
 }
 
-/// `tps = 5417.123456 (without initial connection time)`.
+/// `tps = 1234.567890 (without initial connection time)`.
 fn pgbench_tps(printed: &str) -> Option<f64> {
     printed.lines().find_map(|l| l.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
 }
@@ -773,13 +773,14 @@ mod tests {
 
     #[test]
     fn a_spread_is_compared_with_the_anchor_and_held_to_p99_only_at_32_terminals() {
+        // Made-up figures, chosen around the targets.
         let s = summary(
-            anchor(5000.0),
+            anchor(4000.0),
             vec![
-                SpreadRun { spread: spread(1, 32), checkout: sold(5000.0, 12.0, 0) },
-                SpreadRun { spread: spread(32, 1), checkout: sold(2500.0, 26.0, 0) },
-                SpreadRun { spread: spread(256, 1), checkout: sold(3100.0, 114.0, 0) },
-                SpreadRun { spread: spread(1000, 1), checkout: sold(2900.0, 479.0, 0) },
+                SpreadRun { spread: spread(1, 32), checkout: sold(4000.0, 10.0, 0) },
+                SpreadRun { spread: spread(32, 1), checkout: sold(2000.0, 26.0, 0) },
+                SpreadRun { spread: spread(256, 1), checkout: sold(2480.0, 100.0, 0) },
+                SpreadRun { spread: spread(1000, 1), checkout: sold(2320.0, 400.0, 0) },
             ],
         );
         let rows = s.rows();
@@ -795,10 +796,10 @@ mod tests {
 
     #[test]
     fn failed_sales_fail_the_target() {
-        let s = summary(anchor(5000.0), vec![SpreadRun { spread: spread(1, 32), checkout: sold(5000.0, 12.0, 3) }]);
+        let s = summary(anchor(4000.0), vec![SpreadRun { spread: spread(1, 32), checkout: sold(4000.0, 10.0, 3) }]);
         let row = &s.rows()[1];
         assert_eq!(row.verdict, Verdict::NotMet(vec!["failed sales"]));
-        assert_eq!(row.result, "5,000 sales/s, p99 12.0 ms, 3 failed");
+        assert_eq!(row.result, "4,000 sales/s, p99 10.0 ms, 3 failed");
     }
 
     #[test]
@@ -807,8 +808,8 @@ mod tests {
         let s = summary(
             missing,
             vec![
-                SpreadRun { spread: spread(1, 32), checkout: sold(5000.0, 12.0, 0) },
-                SpreadRun { spread: spread(32, 1), checkout: sold(2500.0, 30.0, 0) },
+                SpreadRun { spread: spread(1, 32), checkout: sold(4000.0, 10.0, 0) },
+                SpreadRun { spread: spread(32, 1), checkout: sold(2000.0, 30.0, 0) },
             ],
         );
         let rows = s.rows();
@@ -820,12 +821,12 @@ mod tests {
 
     #[test]
     fn live_needs_its_p99_and_every_event_delivered_once_in_order() {
-        let mut s = summary(anchor(5000.0), vec![]);
+        let mut s = summary(anchor(4000.0), vec![]);
         for (figures, verdict) in [
-            (live(24.3, 4000, 0), Verdict::Met),
+            (live(20.0, 4000, 0), Verdict::Met),
             (live(51.0, 4000, 0), Verdict::NotMet(vec!["p99"])),
-            (live(24.3, 3999, 0), Verdict::NotMet(vec!["missed events"])),
-            (live(24.3, 4000, 2), Verdict::NotMet(vec!["misdelivered events"])),
+            (live(20.0, 3999, 0), Verdict::NotMet(vec!["missed events"])),
+            (live(20.0, 4000, 2), Verdict::NotMet(vec!["misdelivered events"])),
         ] {
             s.live = figures;
             assert_eq!(s.rows()[1].verdict, verdict);
@@ -834,12 +835,12 @@ mod tests {
 
     #[test]
     fn a_chain_at_rest_is_held_to_its_transactions_and_each_process_cpu() {
-        let mut s = summary(anchor(5000.0), vec![]);
-        s.idle = vec![idle(0.6, &[0.01]), idle(13.2, &[0.01, 1.9]), idle(2.0, &[])];
+        let mut s = summary(anchor(4000.0), vec![]);
+        s.idle = vec![idle(1.0, &[0.02]), idle(12.0, &[0.02, 1.5]), idle(2.0, &[])];
         let rows = s.rows();
         assert_eq!(rows[2].verdict, Verdict::Met);
         assert_eq!(rows[2].figure, "chain at rest, 10,000 stores (10,001 in the database)");
-        assert_eq!(rows[2].result, "0.6 tx/s; `up --database-url` 0.01 %, 40.0 MiB");
+        assert_eq!(rows[2].result, "1.0 tx/s; `up --database-url` 0.02 %, 40.0 MiB");
         assert_eq!(rows[3].verdict, Verdict::NotMet(vec!["tx/s", "CPU"]));
         assert_eq!(rows[4].verdict, Verdict::NotKnown(vec!["CPU (no --server-pid)"]));
     }
@@ -847,7 +848,7 @@ mod tests {
     #[test]
     fn the_table_has_a_line_per_figure_and_says_what_was_not_measured() {
         let s = summary(
-            anchor(5417.4),
+            anchor(4321.4),
             vec![SpreadRun {
                 spread: spread(32, 1),
                 checkout: Outcome::NotMeasured("failed: connection refused".into()),
@@ -858,7 +859,7 @@ mod tests {
         assert_eq!(lines[2], "| figure | result | × anchor | target | verdict |");
         assert_eq!(
             lines[4],
-            "| anchor: `pgbench -b simple-update -c 32 -j 2 -T 15` | 5,417 tps, p99 12.0 ms | — |  |  |"
+            "| anchor: `pgbench -b simple-update -c 32 -j 2 -T 15` | 4,321 tps, p99 12.0 ms | — |  |  |"
         );
         assert_eq!(
             lines[5],
@@ -870,15 +871,15 @@ mod tests {
         );
         assert_eq!(lines.len(), 7);
         let json = s.to_json();
-        assert_eq!(json["summary"]["anchor"]["measured"]["transactions_per_second"], 5417.4);
+        assert_eq!(json["summary"]["anchor"]["measured"]["transactions_per_second"], 4321.4);
         assert_eq!(json["rows"][1]["verdict"], "not measured");
     }
 
     #[test]
     fn pgbench_output_gives_tps_and_its_log_the_latencies() {
         let printed = "transaction type: <builtin: simple update>\nlatency average = 5.9 ms\n\
-                       initial connection time = 20.1 ms\ntps = 5417.123456 (without initial connection time)\n";
-        assert_eq!(pgbench_tps(printed), Some(5417.123456));
+                       initial connection time = 20.1 ms\ntps = 1234.567890 (without initial connection time)\n";
+        assert_eq!(pgbench_tps(printed), Some(1234.56789));
         assert_eq!(pgbench_tps("no figures"), None);
         let log = "0 1 5120 0 1796038812 824000\n3 1 12034 0 1796038812 825000\n\n";
         let latencies: Vec<_> = logged_latencies(log).collect();
@@ -889,7 +890,7 @@ mod tests {
     fn thousands_are_grouped() {
         assert_eq!(thousands(0.4), "0");
         assert_eq!(thousands(999.0), "999");
-        assert_eq!(thousands(5417.6), "5,418");
+        assert_eq!(thousands(4321.6), "4,322");
         assert_eq!(thousands(1_234_567.0), "1,234,567");
         assert_eq!(thousands(-1234.0), "-1,234");
     }
