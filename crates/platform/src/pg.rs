@@ -279,25 +279,52 @@ pub async fn append_event_at(
     seq: u64,
     payload: Payload,
 ) -> Result<EventEnvelope> {
+    insert_event(conn, schema, store_id, seq, payload, true).await
+}
+
+/// [`append_event_at`] without the notification in the transaction, for a writer that notifies
+/// its stores after its commit ([`notify_committed_soon_many`]) rather than serialise its commit
+/// behind every notifying one.
+pub async fn append_event_unnotified(
+    conn: &mut PgConnection,
+    schema: &'static str,
+    store_id: &str,
+    seq: u64,
+    payload: Payload,
+) -> Result<EventEnvelope> {
+    insert_event(conn, schema, store_id, seq, payload, false).await
+}
+
+async fn insert_event(
+    conn: &mut PgConnection,
+    schema: &'static str,
+    store_id: &str,
+    seq: u64,
+    payload: Payload,
+    notify: bool,
+) -> Result<EventEnvelope> {
     let event_id = uuid::Uuid::now_v7();
     let now_ms = crate::time::unix_ms(std::time::SystemTime::now());
     let envelope = crate::eventlog::envelope(event_id, store_id, seq, now_ms, payload);
-    sqlx::query(&format!(
-        "WITH appended AS (
-             INSERT INTO {schema}.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING store_seq)
-         SELECT pg_notify($7, $8) FROM appended"
-    ))
-    .bind(event_id)
-    .bind(store_id)
-    .bind(seq as i64)
-    .bind(&envelope.r#type)
-    .bind(now_ms)
-    .bind(envelope.encode_to_vec())
-    .bind(format!("redstore_{schema}"))
-    .bind(format!("{store_id}:{seq}"))
-    .execute(&mut *conn)
-    .await?;
+    let insert = format!(
+        "INSERT INTO {schema}.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
+         VALUES ($1, $2, $3, $4, $5, $6)"
+    );
+    let sql = match notify {
+        true => format!("WITH appended AS ({insert} RETURNING store_seq) SELECT pg_notify($7, $8) FROM appended"),
+        false => insert,
+    };
+    let mut query = sqlx::query(&sql)
+        .bind(event_id)
+        .bind(store_id)
+        .bind(seq as i64)
+        .bind(&envelope.r#type)
+        .bind(now_ms)
+        .bind(envelope.encode_to_vec());
+    if notify {
+        query = query.bind(format!("redstore_{schema}")).bind(format!("{store_id}:{seq}"));
+    }
+    query.execute(&mut *conn).await?;
     Ok(envelope)
 }
 

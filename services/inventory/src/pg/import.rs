@@ -184,8 +184,7 @@ struct LoadState {
     claimed: Vec<(String, u32)>,
     known_stores: HashSet<String>,
     known_skus: HashSet<String>,
-    /// The stores counted in, in the order their sequences were taken, each with its sequence.
-    locked: Vec<(String, u64)>,
+    /// The stores counted in, each with the sequence of its `inventory.stock_loaded` event.
     locked_at: HashMap<String, u64>,
     /// The store the transaction is scoped to now.
     scoped: Option<String>,
@@ -394,22 +393,8 @@ impl StockLoad {
         let seq = pg::next_seq(&mut self.tx, SCHEMA, store_id).await?;
         let reference_id = self.state.claimed.last().map(|(key, _)| key.clone()).unwrap_or_default();
         let payload = Payload::StockLoaded(StockLoaded { reason: domain::IMPORT_REASON.to_owned(), reference_id });
-        let occurred_at_ms = now_ms();
-        let event_id = uuid::Uuid::now_v7();
-        let envelope = redstore_platform::eventlog::envelope(event_id, store_id, seq, occurred_at_ms, payload);
-        sqlx::query(
-            "INSERT INTO inventory.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(event_id)
-        .bind(store_id)
-        .bind(seq as i64)
-        .bind(&envelope.r#type)
-        .bind(occurred_at_ms)
-        .bind(envelope.encode_to_vec())
-        .execute(&mut *self.tx)
-        .await?;
-        self.state.locked.push((store_id.to_owned(), seq));
+        // Listeners are woken after the commit (`finish`), once per store.
+        pg::append_event_unnotified(&mut self.tx, SCHEMA, store_id, seq, payload).await?;
         self.state.locked_at.insert(store_id.to_owned(), seq);
         Ok(seq)
     }
@@ -452,7 +437,7 @@ impl StockLoad {
             .await?;
         }
         self.tx.commit().await?;
-        let notify = self.state.locked.into_iter().map(|(store_id, seq)| (SCHEMA, store_id, seq)).collect();
+        let notify = self.state.locked_at.into_iter().map(|(store_id, seq)| (SCHEMA, store_id, seq)).collect();
         pg::notify_committed_soon_many(pool, notify);
         Ok(self.state.totals)
     }
