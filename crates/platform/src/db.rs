@@ -329,13 +329,17 @@ impl Db {
 }
 
 fn migrate(conn: &Connection, sets: &[&[Migration]]) -> anyhow::Result<()> {
+    apply_migrations(conn, std::iter::once(crate::PLATFORM_MIGRATIONS).chain(sets.iter().copied()))
+}
+
+/// Applies, in order, each migration of `sets` not applied yet.
+fn apply_migrations<'a>(conn: &Connection, sets: impl Iterator<Item = &'a [Migration]>) -> anyhow::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             service TEXT NOT NULL, version INTEGER NOT NULL, applied_at_ms INTEGER NOT NULL,
             PRIMARY KEY (service, version))",
     )?;
-    let all = std::iter::once(crate::PLATFORM_MIGRATIONS).chain(sets.iter().copied());
-    for set in all {
+    for set in sets {
         for m in set {
             let applied: bool = conn.query_row(
                 "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE service = ?1 AND version = ?2)",
@@ -550,5 +554,45 @@ fn unwritable_message(e: &rusqlite::Error) -> String {
         "the database is locked by another program (a backup or a shell?); nothing was written, retry shortly".into()
     } else {
         "the database cannot be written right now; nothing was written, retry shortly".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shop's database from before the platform's third migration: its keys still answer and
+    /// its events are still read, by position and by store.
+    #[tokio::test]
+    async fn an_older_database_keeps_its_keys_and_events_through_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("redstore.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            apply_migrations(&conn, std::iter::once(&crate::PLATFORM_MIGRATIONS[..2])).unwrap();
+            conn.execute_batch(
+                "INSERT INTO idempotency_keys VALUES ('sales.checkout:s1', 'k1', x'01', x'02', 5);
+                 INSERT INTO event_log (topic, store_id, store_seq, event_id, event_type, occurred_at_ms, body)
+                     VALUES ('inventory', 's1', 1, 'e1', 'inventory.changed', 5, x''),
+                            ('sales', 's1', 1, 'e2', 'sale.completed', 5, x''),
+                            ('inventory', 's1', 2, 'e3', 'inventory.changed', 5, x'');",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path, &[]).unwrap();
+        let (key, positions, resumed) = db
+            .read(|c| {
+                let key: Vec<u8> = c.query_row(
+                    "SELECT response FROM idempotency_keys WHERE scope = 'sales.checkout:s1' AND key = 'k1'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let positions = crate::eventlog::topic_events_after(c, Topic::Sales, 0, 10)?.len();
+                let resumed = crate::eventlog::inventory_events_after(c, "s1", 1, 10)?.len();
+                Ok((key, positions, resumed))
+            })
+            .await
+            .unwrap();
+        assert_eq!((key, positions, resumed), (vec![2], 1, 1));
     }
 }

@@ -105,19 +105,16 @@ fn decode(body: Vec<u8>) -> Result<EventEnvelope> {
         .map_err(|e| crate::Error::Internal(anyhow::anyhow!("corrupt event in the log: {e}")))
 }
 
-/// A store's events of `topic` with a sequence above `after`, oldest first, at most `limit`.
-pub fn store_events_after(
-    conn: &Connection,
-    topic: Topic,
-    store_id: &str,
-    after: u64,
-    limit: u32,
-) -> Result<Vec<EventEnvelope>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT body FROM event_log WHERE topic = ?1 AND store_id = ?2 AND store_seq > ?3
-         ORDER BY store_seq LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(params![topic.as_str(), store_id, after as i64, limit], |r| r.get::<_, Vec<u8>>(0))?;
+// The topic is written out, not bound: only then can SQLite use the index that holds this topic's
+// rows alone.
+const INVENTORY_EVENTS_AFTER: &str = "SELECT body FROM event_log WHERE topic = 'inventory' AND store_id = ?1
+    AND store_seq > ?2 ORDER BY store_seq LIMIT ?3";
+
+/// A store's stock events (the inventory topic, the one read by store: a terminal's stream
+/// resuming) with a sequence above `after`, oldest first, at most `limit`.
+pub fn inventory_events_after(conn: &Connection, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
+    let mut stmt = conn.prepare_cached(INVENTORY_EVENTS_AFTER)?;
+    let rows = stmt.query_map(params![store_id, after as i64, limit], |r| r.get::<_, Vec<u8>>(0))?;
     rows.map(|b| decode(b?)).collect()
 }
 
@@ -165,4 +162,40 @@ pub fn commit_offset(conn: &Connection, group: &str, position: i64) -> Result<()
     )?
     .execute(params![group, position])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use redstore_proto::events::{InventoryChanged, SaleCompleted};
+
+    use super::*;
+    use crate::Db;
+
+    #[tokio::test]
+    async fn a_store_resumes_its_own_stock_events_in_order_through_the_inventory_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("redstore.db"), &[]).unwrap();
+        db.write(|ctx| {
+            for store in ["store-a", "store-b", "store-a", "store-a"] {
+                append(ctx, Topic::Sales, store, Payload::SaleCompleted(SaleCompleted::default()))?;
+                append(ctx, Topic::Inventory, store, Payload::InventoryChanged(InventoryChanged::default()))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let events = db.read(|c| inventory_events_after(c, "store-a", 1, 10)).await.unwrap();
+        let seen: Vec<_> = events.iter().map(|e| (e.store_id.as_str(), e.store_seq, e.r#type.as_str())).collect();
+        assert_eq!(seen, [("store-a", 2, "inventory.changed"), ("store-a", 3, "inventory.changed")]);
+        // A resume reads the store's rows of the index, not the whole log.
+        let plan: Vec<String> = db
+            .read(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {INVENTORY_EVENTS_AFTER}"))?;
+                let rows = stmt.query_map(params!["store-a", 1, 10], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+            .unwrap();
+        assert!(plan.iter().any(|p| p.contains("event_log_inventory_store_seq")), "{plan:?}");
+    }
 }

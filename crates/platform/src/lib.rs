@@ -27,4 +27,9 @@ pub use error::{Error, Result};
 pub const PLATFORM_MIGRATIONS: &[Migration] = &[
     Migration { service: "platform", version: 1, sql: include_str!("../migrations/sqlite/0001_platform.sql") },
     Migration { service: "platform", version: 2, sql: include_str!("../migrations/sqlite/0002_key_retention.sql") },
+    Migration {
+        service: "platform",
+        version: 3,
+        sql: include_str!("../migrations/sqlite/0003_time_ordered_writes.sql"),
+    },
 ];

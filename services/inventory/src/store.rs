@@ -681,7 +681,7 @@ impl InventoryStore for SqliteInventory {
 
     async fn events_after(&self, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
         let id = store_id.to_owned();
-        self.db.read(move |c| eventlog::store_events_after(c, Topic::Inventory, &id, after, limit)).await
+        self.db.read(move |c| eventlog::inventory_events_after(c, &id, after, limit)).await
     }
 }
 
