@@ -10,6 +10,13 @@ use crate::{CONSUMER_GROUP, rollup};
 
 const BATCH: u32 = 1000;
 
+/// After folding a batch that emptied the log, how long the consumer lets new events gather
+/// before it reads again. Each fold rewrites every store's rollup rows it touches; under load,
+/// folding as each group commit lands rewrote a store's rows for each of its sales, and took
+/// turns at the one writer from the sales themselves. A quiet log is still read as soon as an
+/// event lands, so a report lags a busy shop by this much at most.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub fn spawn_consumer(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut head = db.watch_head();
@@ -35,6 +42,7 @@ pub fn spawn_consumer(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
                     continue;
                 }
             };
+            let drained = batch.len() < BATCH as usize;
             let Some(last) = batch.last().map(|(pos, _)| *pos) else {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -51,6 +59,13 @@ pub fn spawn_consumer(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
                 })
                 .await;
             match stored {
+                Ok(()) if drained => {
+                    offset = last;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(LINGER) => {}
+                    }
+                }
                 Ok(()) => offset = last,
                 Err(e) => {
                     tracing::error!(error = %e, "analytics consumer cannot store a batch; retrying");
