@@ -52,9 +52,8 @@ pub fn spawn_consumer(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
             };
             let stored = db
                 .write(move |ctx| {
-                    for (_, event) in &batch {
-                        rollup::apply(ctx.conn, event)?;
-                    }
+                    let events: Vec<_> = batch.into_iter().map(|(_, event)| event).collect();
+                    rollup::apply_all(ctx.conn, &events)?;
                     eventlog::commit_offset(ctx.conn, CONSUMER_GROUP, last)
                 })
                 .await;

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod consumer;
+pub mod fold;
 pub mod grpc;
 pub mod kafka;
 pub mod pg;

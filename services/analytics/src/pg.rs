@@ -2,23 +2,24 @@
 //! into rollups (offset per store, stored in the same transaction as the effect), woken by
 //! LISTEN/NOTIFY with a slow sweep as a safety net; and reports over the rollups.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use redstore_inventory::InventoryStore;
 use redstore_platform::error::Result;
 use redstore_platform::pg::{self, PgPool};
-use redstore_platform::time::{timestamp, timestamp_ms};
+use redstore_platform::time::timestamp;
 use redstore_proto::analytics::{ProductFigures, SalesBucket, SalesFigures};
 use redstore_proto::common::Money;
-use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
+use redstore_proto::events::EventEnvelope;
 use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{PgConnection, Row as _};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::CONSUMER_GROUP;
+use crate::fold::{Fold, MinuteFigures};
 use crate::grpc::{Report, Reports};
 
 pub const PG_MIGRATIONS: &[pg::PgMigration] = &[pg::PgMigration {
@@ -29,29 +30,6 @@ pub const PG_MIGRATIONS: &[pg::PgMigration] = &[pg::PgMigration {
 
 pub(crate) const BATCH: u32 = 500;
 const SWEEP: Duration = Duration::from_secs(5);
-const MINUTE_MS: i64 = 60_000;
-
-fn parts(m: Option<&Money>) -> (String, i64) {
-    m.map_or((String::new(), 0), |m| (m.currency_code.clone(), m.units_minor))
-}
-
-/// A product rollup row's key: store, minute, sku, currency.
-type ProductKey<'a> = (&'a str, i64, &'a str, String);
-
-/// What a batch of events adds to a product rollup row.
-#[derive(Default)]
-struct ProductDelta<'a> {
-    name: &'a str,
-    sold: i64,
-    refunded: i64,
-    net: i64,
-}
-
-/// Counts one event into the rollups, once per event id, in the caller's transaction (scoped to
-/// the event's store).
-pub async fn apply(conn: &mut PgConnection, event: &EventEnvelope) -> Result<()> {
-    apply_all(conn, std::slice::from_ref(event)).await
-}
 
 /// Counts events into the rollups, each once per event id, in the caller's transaction (scoped to
 /// the events' store): three statements however many events, the figures added up here first.
@@ -74,51 +52,18 @@ pub async fn apply_all(conn: &mut PgConnection, events: &[EventEnvelope]) -> Res
     .await?
     .into_iter()
     .collect();
-    // (store, minute, currency) → [sales, units sold, gross, refunds, units refunded, refunded].
-    let mut minutes: BTreeMap<(&str, i64, String), [i64; 6]> = BTreeMap::new();
-    let mut products: BTreeMap<ProductKey<'_>, ProductDelta<'_>> = BTreeMap::new();
+    let mut fold = Fold::default();
     let mut counted = HashSet::with_capacity(fresh.len());
     for (event, id) in events.iter().zip(&ids) {
-        if !fresh.contains(id) || !counted.insert(*id) {
-            continue;
-        }
-        let at = event.occurred_at.as_ref().map_or(0, timestamp_ms);
-        let minute = at - at.rem_euclid(MINUTE_MS);
-        let (lines, sign, currency, amount) = match &event.payload {
-            Some(Payload::SaleCompleted(s)) => {
-                let (c, a) = parts(s.total.as_ref());
-                (&s.lines, 1, c, a)
-            }
-            Some(Payload::SaleRefunded(r)) => {
-                let (c, a) = parts(r.amount.as_ref());
-                (&r.lines, -1, c, a)
-            }
-            _ => continue,
-        };
-        let units: i64 = lines.iter().map(|l| l.quantity).sum();
-        let figures = minutes.entry((event.store_id.as_str(), minute, currency)).or_default();
-        let add = if sign > 0 { [1, units, amount, 0, 0, 0] } else { [0, 0, 0, 1, units, amount] };
-        for (f, a) in figures.iter_mut().zip(add) {
-            *f += a;
-        }
-        for line in lines {
-            let (currency, total) = parts(line.line_total.as_ref());
-            let key = (event.store_id.as_str(), minute, line.sku.as_str(), currency);
-            let p = products.entry(key).or_default();
-            // The latest name wins, as it would one event at a time.
-            p.name = line.name.as_str();
-            if sign > 0 {
-                p.sold += line.quantity;
-            } else {
-                p.refunded += line.quantity;
-            }
-            p.net += sign * total;
+        if fresh.contains(id) && counted.insert(*id) {
+            fold.add(event);
         }
     }
-    if minutes.is_empty() {
+    if fold.is_empty() {
         return Ok(());
     }
-    let column = |i: usize| minutes.values().map(|f| f[i]).collect::<Vec<i64>>();
+    let Fold { minutes, products } = fold;
+    let column = |f: fn(&MinuteFigures) -> i64| minutes.values().map(f).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO analytics.minute AS m (store_id, minute_ms, currency_code, sales_count, units_sold, gross_minor,
                                            refund_count, units_refunded, refunds_minor)
@@ -133,12 +78,12 @@ pub async fn apply_all(conn: &mut PgConnection, events: &[EventEnvelope]) -> Res
     .bind(minutes.keys().map(|k| k.0).collect::<Vec<_>>())
     .bind(minutes.keys().map(|k| k.1).collect::<Vec<_>>())
     .bind(minutes.keys().map(|k| k.2.as_str()).collect::<Vec<_>>())
-    .bind(column(0))
-    .bind(column(1))
-    .bind(column(2))
-    .bind(column(3))
-    .bind(column(4))
-    .bind(column(5))
+    .bind(column(|f| f.sales))
+    .bind(column(|f| f.units_sold))
+    .bind(column(|f| f.gross_minor))
+    .bind(column(|f| f.refunds))
+    .bind(column(|f| f.units_refunded))
+    .bind(column(|f| f.refunds_minor))
     .execute(&mut *conn)
     .await?;
     if products.is_empty() {
@@ -160,7 +105,7 @@ pub async fn apply_all(conn: &mut PgConnection, events: &[EventEnvelope]) -> Res
     .bind(products.values().map(|p| p.name).collect::<Vec<_>>())
     .bind(products.values().map(|p| p.sold).collect::<Vec<_>>())
     .bind(products.values().map(|p| p.refunded).collect::<Vec<_>>())
-    .bind(products.values().map(|p| p.net).collect::<Vec<_>>())
+    .bind(products.values().map(|p| p.net_minor).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
