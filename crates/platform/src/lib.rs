@@ -12,6 +12,7 @@ pub mod eventlog;
 pub mod idempotency;
 pub mod kafka;
 pub mod limits;
+pub mod log_consumer;
 pub mod money;
 pub mod page;
 pub mod pg;
