@@ -284,6 +284,9 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
     if config.serves(ServiceName::Analytics) {
         redstore_analytics::spawn_consumer(db.clone(), shutdown.clone());
     }
+    if config.serves(ServiceName::Sales) {
+        redstore_sales::listing::spawn_filing(db.clone(), shutdown.clone());
+    }
     let (expiring, kept) = (db.clone(), config.retention);
     spawn_retention(kept.every, shutdown.clone(), move || {
         let db = expiring.clone();

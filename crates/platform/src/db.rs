@@ -332,8 +332,9 @@ fn migrate(conn: &Connection, sets: &[&[Migration]]) -> anyhow::Result<()> {
     apply_migrations(conn, std::iter::once(crate::PLATFORM_MIGRATIONS).chain(sets.iter().copied()))
 }
 
-/// Applies, in order, each migration of `sets` not applied yet.
-fn apply_migrations<'a>(conn: &Connection, sets: impl Iterator<Item = &'a [Migration]>) -> anyhow::Result<()> {
+/// Applies, in order, each migration of `sets` not applied yet. [`Db::open`] applies the
+/// platform's and the services' own; a test of an upgrade applies the older ones alone first.
+pub fn apply_migrations<'a>(conn: &Connection, sets: impl Iterator<Item = &'a [Migration]>) -> anyhow::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             service TEXT NOT NULL, version INTEGER NOT NULL, applied_at_ms INTEGER NOT NULL,

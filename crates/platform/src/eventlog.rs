@@ -145,6 +145,16 @@ pub fn topic_events_after(
     .collect()
 }
 
+/// A store's events of `topic` at log positions above `after`: what a consumer whose offset is
+/// `after` has not reached yet. It reads the topic's whole tail, so it is for short tails.
+pub fn store_tail(conn: &Connection, topic: Topic, store_id: &str, after: i64) -> Result<Vec<EventEnvelope>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT body FROM event_log WHERE topic = ?1 AND position > ?2 AND store_id = ?3 ORDER BY position",
+    )?;
+    let rows = stmt.query_map(params![topic.as_str(), after, store_id], |r| r.get::<_, Vec<u8>>(0))?;
+    rows.map(|b| decode(b?)).collect()
+}
+
 /// The stored offset (last processed log position) of a consumer group.
 pub fn consumer_offset(conn: &Connection, group: &str) -> Result<i64> {
     let pos: Option<i64> = conn

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod listing;
 pub mod pg;
 pub mod repo;
 pub mod store;
@@ -16,5 +17,7 @@ use redstore_platform::Migration;
 pub use grpc::SalesGrpc;
 pub use store::{SalesStore, SqliteSales};
 
-pub const SQLITE_MIGRATIONS: &[Migration] =
-    &[Migration { service: "sales", version: 1, sql: include_str!("../migrations/sqlite/0001_sales.sql") }];
+pub const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration { service: "sales", version: 1, sql: include_str!("../migrations/sqlite/0001_sales.sql") },
+    Migration { service: "sales", version: 2, sql: include_str!("../migrations/sqlite/0002_store_sales.sql") },
+];

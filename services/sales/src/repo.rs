@@ -114,14 +114,6 @@ pub fn get_sale(conn: &Connection, sale_id: &str) -> Result<pb::Sale> {
     decode_sale(&body)
 }
 
-/// A store's sales, oldest first (sale ids are UUIDv7, so they sort by time).
-pub fn list_sales(conn: &Connection, store_id: &str, after: &str, limit: u32) -> Result<Vec<pb::Sale>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT body FROM sales WHERE store_id = ?1 AND sale_id > ?2 ORDER BY sale_id LIMIT ?3")?;
-    let rows = stmt.query_map(params![store_id, after, limit], |r| r.get::<_, Vec<u8>>(0))?;
-    rows.map(|b| decode_sale(&b?)).collect()
-}
-
 pub fn insert_refund(conn: &Connection, refund: &pb::Refund, created_at_ms: i64) -> Result<()> {
     conn.prepare_cached("INSERT INTO refunds (refund_id, sale_id, created_at_ms, body) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![refund.refund_id, refund.sale_id, created_at_ms, refund.encode_to_vec()])?;

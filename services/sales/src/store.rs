@@ -392,7 +392,7 @@ impl SalesStore for SqliteSales {
         self.db
             .read(move |c| {
                 inventory::get_store(c, &s)?;
-                repo::list_sales(c, &s, &a, limit)
+                crate::listing::list_sales(c, &s, &a, limit)
             })
             .await
     }
