@@ -18,6 +18,8 @@ use crate::repo;
 
 pub const LISTING_GROUP: &str = "sales-listing";
 
+/// Small batches: a filing job holds the checkouts queued behind it at the one writer (the sizes
+/// tried are in docs/benchmarks-history.md).
 const LISTING: LogConsumer =
     LogConsumer { group: LISTING_GROUP, topic: Topic::Sales, batch: 250, linger: Duration::from_millis(100) };
 
