@@ -287,6 +287,9 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
     if config.serves(ServiceName::Sales) {
         redstore_sales::listing::spawn_filing(db.clone(), shutdown.clone());
     }
+    if config.serves(ServiceName::Inventory) {
+        redstore_platform::eventlog::spawn_stock_filing(db.clone(), shutdown.clone());
+    }
     let (expiring, kept) = (db.clone(), config.retention);
     spawn_retention(kept.every, shutdown.clone(), move || {
         let db = expiring.clone();

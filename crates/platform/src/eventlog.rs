@@ -12,8 +12,12 @@ use prost::Message as _;
 use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::db::{Committed, Topic, WriteCtx};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Committed, Db, Topic, WriteCtx};
 use crate::error::Result;
+use crate::log_consumer::{self, LogConsumer};
 use crate::time::{timestamp, unix_ms};
 
 /// Takes the next sequence number of a store's `topic`, in the caller's transaction.
@@ -105,17 +109,63 @@ fn decode(body: Vec<u8>) -> Result<EventEnvelope> {
         .map_err(|e| crate::Error::Internal(anyhow::anyhow!("corrupt event in the log: {e}")))
 }
 
-// The topic is written out, not bound: only then can SQLite use the index that holds this topic's
-// rows alone.
-const INVENTORY_EVENTS_AFTER: &str = "SELECT body FROM event_log WHERE topic = 'inventory' AND store_id = ?1
-    AND store_seq > ?2 ORDER BY store_seq LIMIT ?3";
+/// The consumer group that files stock events by store.
+pub const STOCK_FILING_GROUP: &str = "inventory-by-store";
+
+const STOCK_FILING: LogConsumer = LogConsumer {
+    group: STOCK_FILING_GROUP,
+    topic: Topic::Inventory,
+    batch: 250,
+    linger: std::time::Duration::from_millis(100),
+};
+
+/// Files stock events by store and sequence until `shutdown`, so a store's stream resumes without
+/// the checkouts keeping an index of them.
+pub fn spawn_stock_filing(db: Db, shutdown: CancellationToken) -> JoinHandle<()> {
+    log_consumer::spawn(db, STOCK_FILING, shutdown, |conn, events| {
+        let mut file = conn.prepare_cached(
+            "INSERT INTO stock_events_by_store (store_id, store_seq, position) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for (position, event) in events {
+            file.execute(params![event.store_id, event.store_seq as i64, position])?;
+        }
+        Ok(())
+    })
+}
 
 /// A store's stock events (the inventory topic, the one read by store: a terminal's stream
-/// resuming) with a sequence above `after`, oldest first, at most `limit`.
+/// resuming) with a sequence above `after`, oldest first, at most `limit`: those filed, then the
+/// log's tail after the filing's offset, in one snapshot.
 pub fn inventory_events_after(conn: &Connection, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
-    let mut stmt = conn.prepare_cached(INVENTORY_EVENTS_AFTER)?;
-    let rows = stmt.query_map(params![store_id, after as i64, limit], |r| r.get::<_, Vec<u8>>(0))?;
-    rows.map(|b| decode(b?)).collect()
+    conn.execute_batch("SAVEPOINT inventory_events_after")?;
+    let read = filed_and_tail(conn, store_id, after, limit);
+    conn.execute_batch("RELEASE inventory_events_after")?;
+    read
+}
+
+fn filed_and_tail(conn: &Connection, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
+    let filed_up_to = consumer_offset(conn, STOCK_FILING_GROUP)?;
+    let mut bodies = conn
+        .prepare_cached(
+            "SELECT e.body FROM stock_events_by_store f JOIN event_log e ON e.position = f.position
+             WHERE f.store_id = ?1 AND f.store_seq > ?2 ORDER BY f.store_seq LIMIT ?3",
+        )?
+        .query_map(params![store_id, after as i64, limit], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let left = limit.saturating_sub(bodies.len() as u32);
+    if left > 0 {
+        // A store's sequence grows with the log's position: the tail follows what is filed.
+        let tail = conn
+            .prepare_cached(
+                "SELECT body FROM event_log WHERE topic = 'inventory' AND position > ?1 AND store_id = ?2
+                 AND store_seq > ?3 ORDER BY position LIMIT ?4",
+            )?
+            .query_map(params![filed_up_to, store_id, after as i64, left], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        bodies.extend(tail);
+    }
+    bodies.into_iter().map(decode).collect()
 }
 
 /// The newest sequence number of a store's `topic` (0 when it has none).
@@ -181,12 +231,9 @@ mod tests {
     use super::*;
     use crate::Db;
 
-    #[tokio::test]
-    async fn a_store_resumes_its_own_stock_events_in_order_through_the_inventory_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("redstore.db"), &[]).unwrap();
-        db.write(|ctx| {
-            for store in ["store-a", "store-b", "store-a", "store-a"] {
+    async fn append_stock_events(db: &Db, stores: &'static [&'static str]) {
+        db.write(move |ctx| {
+            for store in stores {
                 append(ctx, Topic::Sales, store, Payload::SaleCompleted(SaleCompleted::default()))?;
                 append(ctx, Topic::Inventory, store, Payload::InventoryChanged(InventoryChanged::default()))?;
             }
@@ -194,18 +241,46 @@ mod tests {
         })
         .await
         .unwrap();
-        let events = db.read(|c| inventory_events_after(c, "store-a", 1, 10)).await.unwrap();
-        let seen: Vec<_> = events.iter().map(|e| (e.store_id.as_str(), e.store_seq, e.r#type.as_str())).collect();
-        assert_eq!(seen, [("store-a", 2, "inventory.changed"), ("store-a", 3, "inventory.changed")]);
-        // A resume reads the store's rows of the index, not the whole log.
-        let plan: Vec<String> = db
-            .read(|c| {
-                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {INVENTORY_EVENTS_AFTER}"))?;
-                let rows = stmt.query_map(params!["store-a", 1, 10], |r| r.get::<_, String>(3))?;
-                Ok(rows.collect::<rusqlite::Result<_>>()?)
-            })
-            .await
-            .unwrap();
-        assert!(plan.iter().any(|p| p.contains("event_log_inventory_store_seq")), "{plan:?}");
+    }
+
+    async fn resumed(db: &Db, store: &'static str, after: u64, page: u32) -> Vec<(String, u64)> {
+        let mut seen = Vec::new();
+        let mut after = after;
+        loop {
+            let events = db.read(move |c| inventory_events_after(c, store, after, page)).await.unwrap();
+            let Some(last) = events.last() else { return seen };
+            after = last.store_seq;
+            assert!(events.iter().all(|e| e.r#type == "inventory.changed"));
+            seen.extend(events.into_iter().map(|e| (e.store_id, e.store_seq)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_resumes_its_own_stock_events_in_order_from_the_filed_ones_and_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("redstore.db"), &[]).unwrap();
+        append_stock_events(&db, &["store-a", "store-b", "store-a", "store-a"]).await;
+        let a = |seqs: &[u64]| seqs.iter().map(|&s| ("store-a".to_owned(), s)).collect::<Vec<_>>();
+        // Read from the commit on, before anything is filed.
+        assert_eq!(resumed(&db, "store-a", 1, 10).await, a(&[2, 3]));
+
+        let shutdown = CancellationToken::new();
+        let filing = spawn_stock_filing(db.clone(), shutdown.clone());
+        let head = *db.watch_head().borrow();
+        for _ in 0..200 {
+            if db.read(|c| consumer_offset(c, STOCK_FILING_GROUP)).await.unwrap() == head {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(db.read(|c| consumer_offset(c, STOCK_FILING_GROUP)).await.unwrap(), head);
+        shutdown.cancel();
+        filing.await.unwrap();
+
+        // Pages cross from the filed events to the log's tail.
+        append_stock_events(&db, &["store-a", "store-a"]).await;
+        assert_eq!(resumed(&db, "store-a", 0, 2).await, a(&[1, 2, 3, 4, 5]));
+        assert_eq!(resumed(&db, "store-a", 2, 10).await, a(&[3, 4, 5]));
+        assert_eq!(resumed(&db, "store-b", 0, 10).await, [("store-b".to_owned(), 1)]);
     }
 }

@@ -33,4 +33,9 @@ pub const PLATFORM_MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: include_str!("../migrations/sqlite/0003_time_ordered_writes.sql"),
     },
+    Migration {
+        service: "platform",
+        version: 4,
+        sql: include_str!("../migrations/sqlite/0004_filed_stock_events.sql"),
+    },
 ];

@@ -29,11 +29,11 @@ pub struct LogConsumer {
     pub linger: Duration,
 }
 
-/// Runs `apply` on each batch of `consumer.topic`'s events, in the write job that stores the
-/// offset after them, until `shutdown`.
+/// Runs `apply` on each batch of `consumer.topic`'s events (with their log positions), in the
+/// write job that stores the offset after them, until `shutdown`.
 pub fn spawn<F>(db: Db, consumer: LogConsumer, shutdown: CancellationToken, apply: F) -> JoinHandle<()>
 where
-    F: Fn(&Connection, &[EventEnvelope]) -> Result<()> + Send + Sync + 'static,
+    F: Fn(&Connection, &[(i64, EventEnvelope)]) -> Result<()> + Send + Sync + 'static,
 {
     let apply = Arc::new(apply);
     let LogConsumer { group, topic, batch: most, linger } = consumer;
@@ -72,8 +72,7 @@ where
             let apply = apply.clone();
             let stored = db
                 .write(move |ctx| {
-                    let events: Vec<_> = batch.into_iter().map(|(_, event)| event).collect();
-                    apply(ctx.conn, &events)?;
+                    apply(ctx.conn, &batch)?;
                     eventlog::commit_offset(ctx.conn, group, last)
                 })
                 .await;

@@ -8,11 +8,11 @@ use crate::fold::Fold;
 
 /// Adds each event of `events` to the rollups unless its id was counted before: one row write
 /// per rollup row the batch touches, however many events it holds.
-pub fn apply_all(conn: &Connection, events: &[EventEnvelope]) -> Result<()> {
+pub fn apply_all(conn: &Connection, events: &[(i64, EventEnvelope)]) -> Result<()> {
     let mut fold = Fold::default();
     let mut processed =
         conn.prepare_cached("INSERT INTO analytics_processed (event_id) VALUES (?1) ON CONFLICT DO NOTHING")?;
-    for event in events {
+    for (_, event) in events {
         if processed.execute([&event.event_id])? == 1 {
             fold.add(event);
         }

@@ -35,10 +35,10 @@ fn completed_sale(event: &EventEnvelope) -> Option<&str> {
     }
 }
 
-fn file_sales(conn: &Connection, events: &[EventEnvelope]) -> Result<()> {
+fn file_sales(conn: &Connection, events: &[(i64, EventEnvelope)]) -> Result<()> {
     let mut file =
         conn.prepare_cached("INSERT INTO store_sales (store_id, sale_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
-    for event in events {
+    for (_, event) in events {
         if let Some(sale_id) = completed_sale(event) {
             file.execute(params![event.store_id, sale_id])?;
         }
