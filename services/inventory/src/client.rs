@@ -153,6 +153,22 @@ impl GrpcInventory {
     /// One ApplySales call, answered with one outcome per sale: the call's status for each when
     /// the call fails. Idempotent by every sale id: a retry after a lost answer applies nothing
     /// twice.
+    /// `sales` in calls of at most [`MAX_SALES_PER_CALL`] naming `store_id`; an outcome per sale.
+    async fn apply_sales_chunked(
+        &self,
+        store_id: &str,
+        sales: Vec<pb::ApplySaleRequest>,
+    ) -> Vec<Result<pb::ApplySaleResponse>> {
+        let mut outcomes = Vec::with_capacity(sales.len());
+        let mut sales = sales.into_iter().peekable();
+        while sales.peek().is_some() {
+            let chunk = sales.by_ref().take(MAX_SALES_PER_CALL).collect();
+            let req = pb::ApplySalesRequest { store_id: store_id.to_owned(), sales: chunk };
+            outcomes.extend(self.apply_sales_call(req).await);
+        }
+        outcomes
+    }
+
     async fn apply_sales_call(&self, req: pb::ApplySalesRequest) -> Vec<Result<pb::ApplySaleResponse>> {
         let count = req.sales.len();
         match retried!(self, apply_sales, req) {
@@ -312,28 +328,12 @@ impl InventoryStore for GrpcInventory {
     }
 
     async fn apply_sales(&self, store_id: &str, sales: Vec<SaleOrder>) -> Vec<Result<pb::ApplySaleResponse>> {
-        let mut outcomes = Vec::with_capacity(sales.len());
-        for chunk in sales.chunks(MAX_SALES_PER_CALL) {
-            let req = pb::ApplySalesRequest {
-                store_id: store_id.to_owned(),
-                sales: chunk.iter().map(|sale| sale_request(store_id, sale)).collect(),
-            };
-            outcomes.extend(self.apply_sales_call(req).await);
-        }
-        outcomes
+        self.apply_sales_chunked(store_id, sales.iter().map(|sale| sale_request(store_id, sale)).collect()).await
     }
 
     async fn apply_chain_sales(&self, sales: Vec<(String, SaleOrder)>) -> Vec<Result<pb::ApplySaleResponse>> {
-        // One call per chunk, whatever its stores (each sale names its own).
-        let mut outcomes = Vec::with_capacity(sales.len());
-        for chunk in sales.chunks(MAX_SALES_PER_CALL) {
-            let req = pb::ApplySalesRequest {
-                store_id: String::new(),
-                sales: chunk.iter().map(|(store_id, sale)| sale_request(store_id, sale)).collect(),
-            };
-            outcomes.extend(self.apply_sales_call(req).await);
-        }
-        outcomes
+        // Calls naming no store, whatever its sales' stores (each sale names its own).
+        self.apply_sales_chunked("", sales.iter().map(|(store_id, sale)| sale_request(store_id, sale)).collect()).await
     }
 
     async fn apply_refund(

@@ -554,3 +554,43 @@ pub async fn concurrent_checkouts_of_one_cart_sell_it_once(sales: Sales, invento
         assert!(sales.get_cart("store-1", "till-1").await.unwrap().lines.is_empty(), "round {round}");
     }
 }
+
+/// A chain's batch of sales larger than inventory takes in one call (the gRPC client splits it):
+/// every sale is applied once, in its own store, and answered in its place.
+pub async fn a_chain_batch_larger_than_one_call_applies_every_sale_once(
+    _sales: Arc<dyn SalesStore>,
+    inventory: Arc<dyn InventoryStore>,
+) {
+    let level = |store: &'static str| {
+        let inventory = inventory.clone();
+        async move { inventory.get_stock(store, "SKU-0001").await.unwrap().quantity }
+    };
+    let (before_1, before_2) = (level("store-1").await, level("store-2").await);
+    // store-2 allows negative stock: its sales all go through whatever the seed's stock.
+    let sales: Vec<(String, redstore_inventory::store::SaleOrder)> = (0..300)
+        .map(|i| {
+            let store = if i % 10 == 0 { "store-1" } else { "store-2" };
+            let order = redstore_inventory::store::SaleOrder {
+                sale_id: format!("chain-batch-{i}"),
+                fingerprint: vec![1],
+                terminal_id: "till-1".to_owned(),
+                movements: vec![StockMovement { sku: "SKU-0001".to_owned(), delta: -1 }],
+                charged: Vec::new(),
+                checkout: None,
+            };
+            (store.to_owned(), order)
+        })
+        .collect();
+    let outcomes = inventory.apply_chain_sales(sales.clone()).await;
+    assert_eq!(outcomes.len(), 300);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let applied = outcome.as_ref().unwrap_or_else(|e| panic!("sale {i}: {e}"));
+        let store = &sales[i].0;
+        assert!(applied.stock.iter().all(|s| &s.store_id == store), "sale {i} answered for another store");
+    }
+    assert_eq!((level("store-1").await, level("store-2").await), (before_1 - 30, before_2 - 270));
+    // Repeated whole, nothing is applied twice.
+    let again = inventory.apply_chain_sales(sales).await;
+    assert!(again.iter().all(|o| o.is_ok()));
+    assert_eq!((level("store-1").await, level("store-2").await), (before_1 - 30, before_2 - 270));
+}

@@ -102,6 +102,7 @@ conformance! {
         refunds_restock_once_and_cap_at_what_was_sold,
         list_sales_pages_in_sale_id_order,
         concurrent_checkouts_of_one_cart_sell_it_once,
+        a_chain_batch_larger_than_one_call_applies_every_sale_once,
     ],
     postgres_only: [
         rls_confines_a_transaction_to_its_store,
