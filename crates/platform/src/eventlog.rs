@@ -138,34 +138,32 @@ pub fn spawn_stock_filing(db: Db, shutdown: CancellationToken) -> JoinHandle<()>
 /// resuming) with a sequence above `after`, oldest first, at most `limit`: those filed, then the
 /// log's tail after the filing's offset, in one snapshot.
 pub fn inventory_events_after(conn: &Connection, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
-    conn.execute_batch("SAVEPOINT inventory_events_after")?;
-    let read = filed_and_tail(conn, store_id, after, limit);
-    conn.execute_batch("RELEASE inventory_events_after")?;
-    read
+    in_snapshot(conn, |conn| {
+        let filed_up_to = consumer_offset(conn, STOCK_FILING_GROUP)?;
+        let mut events = conn
+            .prepare_cached(
+                "SELECT e.body FROM stock_events_by_store f JOIN event_log e ON e.position = f.position
+                 WHERE f.store_id = ?1 AND f.store_seq > ?2 ORDER BY f.store_seq LIMIT ?3",
+            )?
+            .query_map(params![store_id, after as i64, limit], |r| r.get::<_, Vec<u8>>(0))?
+            .map(|b| decode(b?))
+            .collect::<Result<Vec<_>>>()?;
+        let left = limit.saturating_sub(events.len() as u32);
+        if left > 0 {
+            // A store's sequence grows with the log's position: the tail follows what is filed.
+            events.extend(store_tail(conn, Topic::Inventory, store_id, filed_up_to, after, left)?);
+        }
+        Ok(events)
+    })
 }
 
-fn filed_and_tail(conn: &Connection, store_id: &str, after: u64, limit: u32) -> Result<Vec<EventEnvelope>> {
-    let filed_up_to = consumer_offset(conn, STOCK_FILING_GROUP)?;
-    let mut bodies = conn
-        .prepare_cached(
-            "SELECT e.body FROM stock_events_by_store f JOIN event_log e ON e.position = f.position
-             WHERE f.store_id = ?1 AND f.store_seq > ?2 ORDER BY f.store_seq LIMIT ?3",
-        )?
-        .query_map(params![store_id, after as i64, limit], |r| r.get::<_, Vec<u8>>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let left = limit.saturating_sub(bodies.len() as u32);
-    if left > 0 {
-        // A store's sequence grows with the log's position: the tail follows what is filed.
-        let tail = conn
-            .prepare_cached(
-                "SELECT body FROM event_log WHERE topic = 'inventory' AND position > ?1 AND store_id = ?2
-                 AND store_seq > ?3 ORDER BY position LIMIT ?4",
-            )?
-            .query_map(params![filed_up_to, store_id, after as i64, left], |r| r.get::<_, Vec<u8>>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        bodies.extend(tail);
-    }
-    bodies.into_iter().map(decode).collect()
+/// Runs `read` on one snapshot of the database (a savepoint, so inside a transaction or not):
+/// a consumer's offset, what it filed and the log's tail after it agree.
+pub fn in_snapshot<T>(conn: &Connection, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT snapshot")?;
+    let read = read(conn);
+    conn.execute_batch("RELEASE snapshot")?;
+    read
 }
 
 /// The newest sequence number of a store's `topic` (0 when it has none).
@@ -195,13 +193,24 @@ pub fn topic_events_after(
     .collect()
 }
 
-/// A store's events of `topic` at log positions above `after`: what a consumer whose offset is
-/// `after` has not reached yet. It reads the topic's whole tail, so it is for short tails.
-pub fn store_tail(conn: &Connection, topic: Topic, store_id: &str, after: i64) -> Result<Vec<EventEnvelope>> {
+/// A store's events of `topic` at log positions above `after_position` (what a consumer whose
+/// offset that is has not reached yet) with a sequence above `after_seq`, oldest first, at most
+/// `limit`. It reads the topic's whole tail, so it is for short tails.
+pub fn store_tail(
+    conn: &Connection,
+    topic: Topic,
+    store_id: &str,
+    after_position: i64,
+    after_seq: u64,
+    limit: u32,
+) -> Result<Vec<EventEnvelope>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT body FROM event_log WHERE topic = ?1 AND position > ?2 AND store_id = ?3 ORDER BY position",
+        "SELECT body FROM event_log WHERE topic = ?1 AND position > ?2 AND store_id = ?3 AND store_seq > ?4
+         ORDER BY position LIMIT ?5",
     )?;
-    let rows = stmt.query_map(params![topic.as_str(), after, store_id], |r| r.get::<_, Vec<u8>>(0))?;
+    let rows = stmt.query_map(params![topic.as_str(), after_position, store_id, after_seq as i64, limit], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })?;
     rows.map(|b| decode(b?)).collect()
 }
 

@@ -48,24 +48,24 @@ fn file_sales(conn: &Connection, events: &[(i64, EventEnvelope)]) -> Result<()> 
 
 /// A store's sales with an id above `after`, oldest first, at most `limit`.
 pub fn list_sales(conn: &Connection, store_id: &str, after: &str, limit: u32) -> Result<Vec<Sale>> {
-    // One snapshot: the offset, what is filed up to it and the tail after it.
-    let snapshot = conn.unchecked_transaction()?;
-    let filed_up_to = eventlog::consumer_offset(&snapshot, LISTING_GROUP)?;
-    let mut ids = snapshot
-        .prepare_cached(
-            "SELECT sale_id FROM store_sales WHERE store_id = ?1 AND sale_id > ?2 ORDER BY sale_id LIMIT ?3",
-        )?
-        .query_map(params![store_id, after, limit], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    for event in eventlog::store_tail(&snapshot, Topic::Sales, store_id, filed_up_to)? {
-        if let Some(sale_id) = completed_sale(&event).filter(|id| *id > after) {
-            ids.push(sale_id.to_owned());
+    eventlog::in_snapshot(conn, |conn| {
+        let filed_up_to = eventlog::consumer_offset(conn, LISTING_GROUP)?;
+        let mut ids = conn
+            .prepare_cached(
+                "SELECT sale_id FROM store_sales WHERE store_id = ?1 AND sale_id > ?2 ORDER BY sale_id LIMIT ?3",
+            )?
+            .query_map(params![store_id, after, limit], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for event in eventlog::store_tail(conn, Topic::Sales, store_id, filed_up_to, 0, u32::MAX)? {
+            if let Some(sale_id) = completed_sale(&event).filter(|id| *id > after) {
+                ids.push(sale_id.to_owned());
+            }
         }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    ids.truncate(limit as usize);
-    ids.iter().map(|id| repo::get_sale(&snapshot, id)).collect()
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(limit as usize);
+        ids.iter().map(|id| repo::get_sale(conn, id)).collect()
+    })
 }
 
 #[cfg(test)]
