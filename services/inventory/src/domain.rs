@@ -381,14 +381,6 @@ pub fn import_counts(field: &str, records: &[pb::StockCount]) -> Result<Vec<(Str
     Ok(stores.into_iter().collect())
 }
 
-/// What setting a sku's stock to a count does: the movement from the level before (`current`) to
-/// the count, and the level after (the count). A count is within `0..=MAX_STOCK` (checked when it
-/// was parsed), so the delta always fits.
-pub fn decide_count(current: i64, count: &StockCount) -> (StockMovement, i64) {
-    let level = counted_level(count);
-    (StockMovement { sku: count.sku.clone(), delta: level - current }, level)
-}
-
 /// The level a count sets: the count itself (a count replaces the level, it is not a delta; it
 /// was checked within `0..=MAX_STOCK` when it was parsed).
 pub fn counted_level(count: &StockCount) -> i64 {
@@ -579,25 +571,6 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// A count leaves exactly the count, and the stock still equals the sum of its movements.
-        #[test]
-        fn a_count_sets_the_level_and_its_movement_explains_it(
-            start in -limits::MAX_STOCK..=limits::MAX_STOCK,
-            counts in proptest::collection::vec(0..=limits::MAX_STOCK, 1..8),
-        ) {
-            let mut level = start;
-            let mut moved = 0i128;
-            for quantity in counts {
-                let count = StockCount { index: 0, store_id: "s".into(), sku: "a".into(), quantity };
-                let (movement, after) = decide_count(level, &count);
-                proptest::prop_assert_eq!(after, quantity);
-                proptest::prop_assert_eq!(level + movement.delta, after);
-                moved += i128::from(movement.delta);
-                level = after;
-            }
-            proptest::prop_assert_eq!(i128::from(start) + moved, i128::from(level));
-        }
-
         /// Whatever record of a batch is broken, the error names that record (the first broken
         /// one), so that a client can point at the line it came from.
         #[test]
