@@ -701,6 +701,8 @@ fn logged_latencies(log: &str) -> impl Iterator<Item = Duration> + '_ {
 
 #[cfg(test)]
 mod tests {
+    //! The figures below are invented inputs for the summary's ratios, verdicts and formatting,
+    //! not measurements (those are in docs/BENCHMARKS.md).
     use super::*;
 
     fn spread(stores: usize, terminals_each: usize) -> Spread {
