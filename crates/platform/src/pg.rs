@@ -55,6 +55,15 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     sqlstate(err).as_deref() == Some("23505")
 }
 
+/// Whether a statement failed on a unique key that a concurrent transaction took first (an
+/// idempotency key, say): run again, it sees what that transaction committed.
+pub fn lost_unique_race(err: &Error) -> bool {
+    match err {
+        Error::Internal(e) => e.chain().filter_map(|c| c.downcast_ref::<sqlx::Error>()).any(is_unique_violation),
+        _ => false,
+    }
+}
+
 /// Connects a pool, failing within `timeout` with an error that names PostgreSQL and the
 /// address (never the password) when the server cannot be reached.
 pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> anyhow::Result<PgPool> {

@@ -5,31 +5,28 @@
 //! (terminals, stock, store_sequences, outbox) have row-level security, so every store-scoped
 //! operation runs in a transaction scoped to its store ([`pg::store_tx`]).
 //!
-//! Stock changes (sales, refunds, adjustments) are one call of `inventory.apply_movements`
-//! (migration 0002), which scopes its own transaction to the store, so that each is one round
-//! trip and commits as the call returns.
+//! Stock changes (sales, refunds, adjustments) are batches (`batch`): a store's sequence row is
+//! locked, its stock read, the changes decided in Rust (`crate::domain`) and written with one
+//! statement. A refund or an adjustment is a batch of one in a transaction of its own
+//! (`PgInventory::apply_change`).
 //!
-//! Taking stock: a store's writers first take the store's next sequence number, which row-locks
-//! the store's sequence row, and only then update stock rows. That serialises one store's stock
-//! writers, so concurrent sales touching the same skus in different orders cannot deadlock, and
-//! sequences commit without gaps. Each stock row is changed with one conditional `UPDATE`
-//! (strict stores: `quantity + delta >= 0`), never read-modified-written.
+//! Taking stock: a store's writers first lock the store's sequence row, and only then read and
+//! write stock rows. That serialises one store's stock writers, so concurrent sales touching the
+//! same skus in different orders cannot deadlock, and sequences commit without gaps.
 
 use std::sync::Arc;
 
-use prost::Message as _;
 use redstore_platform::barcode::Barcode;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
-use redstore_platform::idempotency::{key_reused, key_unanswered};
 use redstore_platform::money::{Currency, Money};
 use redstore_platform::pg::{self, Claim, PgMigration, PgPool};
-use redstore_proto::events::{EventEnvelope, InventoryChanged, StockChange, event_envelope::Payload};
+use redstore_proto::events::{EventEnvelope, StockChange};
 use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
 use sqlx::{PgConnection, Row as _};
 
-use crate::domain::{self, ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
+use crate::domain::{ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
 use crate::repo::StoreRow;
 use crate::store::{
     AppliedCheckout, CheckoutsQuery, Idem, ImportTotals, Imported, InventoryStore, ProductPatch, SaleOrder,
@@ -39,6 +36,7 @@ use crate::store::{
 mod batch;
 mod import;
 
+use batch::{Answer, DecidedChanges, Kind};
 pub use batch::{
     AppliedSales, DecidedSales, PartsWrite, SaleToApply, StoreSales, apply_sales_in, decide_parts, decide_sales,
 };
@@ -79,6 +77,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
         service: "inventory",
         version: 11,
         sql: include_str!("../migrations/postgres/0011_set_based_parts.sql"),
+    },
+    PgMigration {
+        service: "inventory",
+        version: 12,
+        sql: include_str!("../migrations/postgres/0012_one_write_model.sql"),
     },
 ];
 
@@ -262,190 +265,6 @@ async fn list_stock_in(
     rows.iter().map(|r| Ok(stock_level(store_id, r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
 }
 
-/// What a change is: its idempotency key, the event's reason and reference, and its answer's shape.
-struct Change<'a> {
-    scope: &'a str,
-    key: &'a str,
-    fingerprint: &'a [u8],
-    reason: &'a str,
-    reference_id: &'a str,
-    terminal_id: &'a str,
-    /// `Some(id)`: the answer is an `AdjustStockResponse` with this adjustment id (one movement);
-    /// `None`: an `ApplySaleResponse`.
-    adjustment_id: Option<&'a str>,
-}
-
-/// The answer stored with a change's key.
-enum Answer {
-    Sale(pb::ApplySaleResponse),
-    Adjust(pb::AdjustStockResponse),
-}
-
-impl Answer {
-    fn encode_to_vec(&self) -> Vec<u8> {
-        match self {
-            Self::Sale(r) => r.encode_to_vec(),
-            Self::Adjust(r) => r.encode_to_vec(),
-        }
-    }
-}
-
-/// What `inventory.apply_movements` did (see migration 0002).
-enum Outcome {
-    /// Done before with the same request: this is the stored answer.
-    Replay(Vec<u8>),
-    /// Applied, its event appended to the outbox and its answer stored: the store's sequence
-    /// and the answer.
-    Applied { seq: u64, answer: Answer },
-}
-
-/// Claims the change's key, applies the movements, appends the `inventory.changed` event to the
-/// outbox and stores the answer — one transaction, one round trip: `inventory.apply_movements`
-/// scopes its own (implicit) transaction to the store, and it commits as the call returns, so the
-/// store's sequence lock is held for no round trip to this process. The checks, errors and their
-/// order are those of the statement-by-statement path: claim, store, skus, sequence, conditional
-/// updates; a refusal is raised, which rolls the whole transaction back (claim and sequence
-/// included). The event and the answer are encoded here except for what depends on the sequence
-/// and the quantities, which the function adds; debug builds check that it encodes them exactly
-/// as prost does. After it, notify with [`pg::notify_committed`].
-async fn claim_and_apply(
-    pool: &PgPool,
-    change: &Change<'_>,
-    store_id: &str,
-    movements: &[StockMovement],
-) -> Result<Outcome> {
-    let (scope, key) = (change.scope, change.key);
-    let skus: Vec<&str> = movements.iter().map(|m| m.sku.as_str()).collect();
-    let deltas: Vec<i64> = movements.iter().map(|m| m.delta).collect();
-    let event_id = uuid::Uuid::now_v7();
-    let occurred_at_ms = now_ms();
-    let envelope_head = EventEnvelope {
-        event_id: event_id.to_string(),
-        r#type: "inventory.changed".to_owned(),
-        store_id: store_id.to_owned(),
-        ..Default::default()
-    };
-    let envelope_mid =
-        EventEnvelope { occurred_at: Some(redstore_platform::time::timestamp(occurred_at_ms)), ..Default::default() };
-    let changed_head = InventoryChanged {
-        reason: change.reason.to_owned(),
-        reference_id: change.reference_id.to_owned(),
-        terminal_id: change.terminal_id.to_owned(),
-        changes: Vec::new(),
-    };
-    let change_heads: Vec<Vec<u8>> = movements
-        .iter()
-        .map(|m| StockChange { sku: m.sku.clone(), delta: m.delta, ..Default::default() }.encode_to_vec())
-        .collect();
-    let level_heads: Vec<Vec<u8>> = movements
-        .iter()
-        .map(|m| {
-            pb::StockLevel { store_id: store_id.to_owned(), sku: m.sku.clone(), ..Default::default() }.encode_to_vec()
-        })
-        .collect();
-    let negatives: Vec<Vec<u8>> = movements
-        .iter()
-        .map(|m| pb::ApplySaleResponse { negative_skus: vec![m.sku.clone()], ..Default::default() }.encode_to_vec())
-        .collect();
-    let adjust_tail = change
-        .adjustment_id
-        .map(|id| pb::AdjustStockResponse { stock: None, adjustment_id: id.to_owned() }.encode_to_vec());
-    let rows = sqlx::query(
-        "SELECT outcome, o_seq, o_sku, o_quantity, o_response, o_body
-         FROM inventory.apply_movements($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(scope)
-    .bind(key)
-    .bind(change.fingerprint)
-    .bind(store_id)
-    .bind(&skus)
-    .bind(&deltas)
-    .bind(event_id)
-    .bind("inventory.changed")
-    .bind(occurred_at_ms)
-    .bind(envelope_head.encode_to_vec())
-    .bind(envelope_mid.encode_to_vec())
-    .bind(changed_head.encode_to_vec())
-    .bind(&change_heads)
-    .bind(&level_heads)
-    .bind(&negatives)
-    .bind(adjust_tail)
-    .fetch_all(pool)
-    .await
-    .map_err(|e| refusal(e, change, store_id, movements))?;
-    let mut quantities = Vec::with_capacity(movements.len());
-    for row in &rows {
-        let outcome: &str = row.try_get(0)?;
-        match outcome {
-            "ok" => quantities.push(row.try_get::<i64, _>(3)?),
-            "done" => {
-                if quantities.len() != movements.len() {
-                    break;
-                }
-                let seq = row.try_get::<i64, _>(1)? as u64;
-                let (levels, changes) = applied(store_id, movements, seq, &quantities);
-                let answer = match change.adjustment_id {
-                    Some(id) => Answer::Adjust(pb::AdjustStockResponse {
-                        stock: levels.into_iter().next(),
-                        adjustment_id: id.to_owned(),
-                    }),
-                    None => Answer::Sale(sale_answer(levels, seq)),
-                };
-                if cfg!(debug_assertions) {
-                    let stored: Vec<u8> = row.try_get(4)?;
-                    assert_eq!(stored, answer.encode_to_vec(), "inventory.apply_movements encoded the answer");
-                    let body: Vec<u8> = row.try_get(5)?;
-                    let event = EventEnvelope {
-                        store_seq: seq,
-                        occurred_at: envelope_mid.occurred_at,
-                        payload: Some(Payload::InventoryChanged(InventoryChanged { changes, ..changed_head })),
-                        ..envelope_head
-                    };
-                    assert_eq!(body, event.encode_to_vec(), "inventory.apply_movements encoded the event");
-                }
-                return Ok(Outcome::Applied { seq, answer });
-            }
-            "replay" => return Ok(Outcome::Replay(row.try_get(4)?)),
-            other => return Err(Error::Internal(anyhow::anyhow!("inventory.apply_movements answered {other:?}"))),
-        }
-    }
-    Err(Error::Internal(anyhow::anyhow!("inventory.apply_movements answered {} rows unexpectedly", rows.len())))
-}
-
-/// The error a refusal raised by `inventory.apply_movements` stands for (SQLSTATE P0001, MESSAGE
-/// `redstore.<what>`), with exactly the variants and messages of the statement-by-statement path;
-/// any other error as it is.
-fn refusal(err: sqlx::Error, change: &Change<'_>, store_id: &str, movements: &[StockMovement]) -> Error {
-    let (scope, key) = (change.scope, change.key);
-    let Some(db) = err.as_database_error().and_then(|d| d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()) else {
-        return err.into();
-    };
-    if db.code() == "23514" && db.constraint() == Some("stock_quantity_range") {
-        let field = if change.adjustment_id.is_some() { "quantity_delta" } else { "lines" };
-        return Error::invalid(
-            field,
-            format!("would take the stock of a sku beyond the range of \u{b1}{}", redstore_platform::limits::MAX_STOCK),
-        );
-    }
-    if db.code() != "P0001" {
-        return err.into();
-    }
-    let sku = db.detail().unwrap_or_default();
-    match db.message() {
-        "redstore.conflict" => key_reused(scope, key),
-        "redstore.unanswered" => key_unanswered(scope, key),
-        "redstore.no_store" => no_store(store_id),
-        "redstore.no_product" => Error::not_found(format!("sku {sku:?} does not exist")),
-        "redstore.insufficient" => {
-            let (index, available) = db.hint().and_then(|h| h.split_once(':')).unwrap_or(("0", "0"));
-            let requested =
-                index.parse::<usize>().ok().and_then(|i| movements.get(i.wrapping_sub(1))).map_or(0, |m| -m.delta);
-            domain::insufficient(store_id, sku, requested, available.parse().unwrap_or(0))
-        }
-        _ => err.into(),
-    }
-}
-
 fn no_store(store_id: &str) -> Error {
     Error::not_found(format!("store_id {store_id:?} does not exist"))
 }
@@ -485,31 +304,34 @@ fn sale_answer(levels: Vec<pb::StockLevel>, seq: u64) -> pb::ApplySaleResponse {
 }
 
 impl PgInventory {
-    /// Applies a change's movements in one store transaction, once per key: a repeat answers with
-    /// the first outcome and changes nothing. One round trip, then the notification.
-    async fn apply_once(&self, change: Change<'_>, store_id: &str, movements: &[StockMovement]) -> Result<Answer> {
-        match claim_and_apply(&self.pool, &change, store_id, movements).await? {
-            Outcome::Replay(stored) => Ok(match change.adjustment_id {
-                Some(_) => Answer::Adjust(pg::replay(&stored)?),
-                None => Answer::Sale(pg::replay(&stored)?),
-            }),
-            Outcome::Applied { seq, answer } => {
-                pg::notify_committed(&self.pool, SCHEMA, store_id, seq).await;
-                Ok(answer)
+    /// Applies one refund or adjustment in a transaction of its own: decided as a batch of one
+    /// ([`batch::decide_changes`]), written with one statement, committed, then notified. Of two
+    /// attempts at one key at once, the later one's write fails on the key the first one took;
+    /// run again, it finds the first one's answer and replays it.
+    async fn apply_change(&self, kind: Kind<'_>, store_id: &str, change: SaleToApply<'_>) -> Result<Answer> {
+        let parts = [StoreSales { store_id, sales: std::slice::from_ref(&change) }];
+        let mut raced = false;
+        loop {
+            let mut tx = pg::begin(&self.pool, "BEGIN").await?;
+            let decided = batch::decide_changes(&mut tx, kind, &parts).await?;
+            match DecidedChanges::write_all(&decided, &mut tx).await {
+                Err(err) if !raced && pg::lost_unique_race(&err) => {
+                    raced = true;
+                    continue;
+                }
+                written => written?,
             }
+            tx.commit().await?;
+            let Some(mut decided) = decided.into_iter().next() else { break };
+            if let Some(seq) = decided.last_seq {
+                pg::notify_committed(&self.pool, SCHEMA, store_id, seq).await;
+            }
+            if let Some(outcome) = decided.outcomes.pop() {
+                return outcome;
+            }
+            break;
         }
-    }
-
-    async fn apply_sale_or_refund(
-        &self,
-        change: Change<'_>,
-        store_id: &str,
-        movements: &[StockMovement],
-    ) -> Result<pb::ApplySaleResponse> {
-        match self.apply_once(change, store_id, movements).await? {
-            Answer::Sale(response) => Ok(response),
-            Answer::Adjust(_) => Err(Error::Internal(anyhow::anyhow!("a sale was answered as an adjustment"))),
-        }
+        Err(Error::Internal(anyhow::anyhow!("a change of store {store_id:?} was left undecided")))
     }
 }
 
@@ -790,19 +612,17 @@ impl InventoryStore for PgInventory {
         let scope = format!("inventory.adjust_stock:{store_id}");
         let adjustment_id = uuid::Uuid::now_v7().to_string();
         // The key is required here: an empty one is claimed like any other, as SQLite does.
-        let change = Change {
-            scope: &scope,
-            key: &idem.key,
-            fingerprint: &idem.fingerprint,
-            reason,
-            reference_id: &adjustment_id,
+        let kind = Kind::Adjustment { scope: &scope, reason, adjustment_id: &adjustment_id };
+        let movements = [movement];
+        let change = SaleToApply {
+            sale_id: &idem.key,
+            request: &idem.fingerprint,
             terminal_id: "",
-            adjustment_id: Some(&adjustment_id),
+            movements: &movements,
+            charged: &[],
+            checkout: None,
         };
-        match self.apply_once(change, store_id, &[movement]).await? {
-            Answer::Adjust(response) => Ok(response),
-            Answer::Sale(_) => Err(Error::Internal(anyhow::anyhow!("an adjustment was answered as a sale"))),
-        }
+        self.apply_change(kind, store_id, change).await?.into_adjustment()
     }
 
     async fn apply_sale(&self, store_id: &str, sale: SaleOrder) -> Result<pb::ApplySaleResponse> {
@@ -886,16 +706,15 @@ impl InventoryStore for PgInventory {
         movements: Vec<StockMovement>,
     ) -> Result<pb::ApplySaleResponse> {
         let fingerprint = format!("{store_id}/{terminal_id}/{movements:?}").into_bytes();
-        let change = Change {
-            scope: "inventory.apply_refund",
-            key: refund_id,
-            fingerprint: &fingerprint,
-            reason: "refund",
-            reference_id: refund_id,
+        let change = SaleToApply {
+            sale_id: refund_id,
+            request: &fingerprint,
             terminal_id,
-            adjustment_id: None,
+            movements: &movements,
+            charged: &[],
+            checkout: None,
         };
-        self.apply_sale_or_refund(change, store_id, &movements).await
+        self.apply_change(Kind::Refund, store_id, change).await?.into_sale()
     }
 
     async fn import_products(&self, idem: Idem, products: Vec<ImportProduct>) -> Result<Imported> {

@@ -188,6 +188,16 @@ pub fn find_product(conn: &Connection, sku: &str) -> Result<Option<Product>> {
     Ok(Some(Product { sku: sku.to_owned(), name: core.name, price: core.price, barcodes, active: core.active }))
 }
 
+/// Refuses movements of a sku that does not exist, naming the first.
+pub fn require_skus(conn: &Connection, movements: &[StockMovement]) -> Result<()> {
+    for m in movements {
+        if product_core(conn, &m.sku)?.is_none() {
+            return Err(Error::not_found(format!("sku {:?} does not exist", m.sku)));
+        }
+    }
+    Ok(())
+}
+
 pub fn get_product(conn: &Connection, sku: &str) -> Result<Product> {
     find_product(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))
 }

@@ -524,9 +524,7 @@ impl InventoryStore for SqliteInventory {
             .write(move |ctx| {
                 once(ctx, &format!("inventory.adjust_stock:{store_id}"), &idem.key, &idem.fingerprint, |ctx| {
                     let store = repo::get_store(ctx.conn, &store_id)?;
-                    if repo::product_core(ctx.conn, &movement.sku)?.is_none() {
-                        return Err(Error::not_found(format!("sku {:?} does not exist", movement.sku)));
-                    }
+                    repo::require_skus(ctx.conn, std::slice::from_ref(&movement))?;
                     let adjustment_id = uuid::Uuid::now_v7().to_string();
                     let applied =
                         repo::apply_movements(ctx, &store, reason, &adjustment_id, "", "quantity_delta", &[movement])?;
@@ -630,6 +628,7 @@ impl InventoryStore for SqliteInventory {
             .write(move |ctx| {
                 once(ctx, "inventory.apply_refund", &refund_id, &fingerprint, |ctx| {
                     let store = repo::get_store(ctx.conn, &store_id)?;
+                    repo::require_skus(ctx.conn, &movements)?;
                     let applied =
                         repo::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, "lines", &movements)?;
                     Ok(pb::ApplySaleResponse {

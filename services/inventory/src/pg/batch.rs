@@ -1,6 +1,7 @@
-//! Many sales of one store or several, applied in the caller's transaction: inventory's half of
-//! the checkout group commit, for a process where sales and inventory share one PostgreSQL
-//! database (see `redstore_sales::pg`), and its `ApplySales` batches. [`decide_parts`] reads every
+//! Every stock change on PostgreSQL, as a batch: many sales of one store or several, applied in the
+//! caller's transaction (inventory's half of the checkout group commit, for a process where sales
+//! and inventory share one PostgreSQL database, see `redstore_sales::pg`, and its `ApplySales`
+//! batches), and a refund or an adjustment as a batch of one ([`Kind`]). [`decide_parts`] reads every
 //! store's part in one statement scoped to the batch's stores (migration 0011: row-level security
 //! refuses any row of another store); the caller writes the decisions
 //! ([`PartsWrite`]) beside its own writes, commits, and then notifies up to each store's
@@ -14,9 +15,9 @@
 //! and the sequences in one statement, instead of one function call (and one commit) per sale. A
 //! refused sale's key is never written, so it can be used again.
 //!
-//! Deciding here is safe because every stock writer of a store (this, and
-//! `inventory.apply_movements`) holds the store's sequence row lock while it reads and changes that
-//! store's stock, and the stock is read here only once the lock is held. The writes are still
+//! Deciding here is safe because every stock writer of a store (this, and the stock loads of
+//! `import`) holds the store's sequence row lock while it reads and changes that store's stock,
+//! and the stock is read here only once the lock is held. The writes are still
 //! deltas, and each row's result is checked against the decision: a mismatch is an error, and the
 //! caller's transaction rolls back.
 //!
@@ -45,9 +46,97 @@ use crate::store::{CheckoutKey, SaleOrder, checkout_key_scope};
 /// The idempotency scope of applied sales, as `InventoryStore::apply_sale` uses it.
 const SCOPE: &str = "inventory.apply_sale";
 
-/// One sale of a batch.
+/// The idempotency scope of refunds' returns of stock, keyed by refund id.
+const REFUND_SCOPE: &str = "inventory.apply_refund";
+
+/// What the changes of a batch are (a batch holds one kind): how their keys are scoped, the
+/// reason their events give, and what they answer.
+#[derive(Clone, Copy)]
+pub(super) enum Kind<'a> {
+    /// Sales, keyed by sale id (or by checkout key), answered with an `ApplySaleResponse`.
+    Sale,
+    /// A refund's return of stock, keyed by refund id, answered as a sale is.
+    Refund,
+    /// A manager's adjustment, keyed by its request's key in `scope`, its event naming
+    /// `adjustment_id`, answered with an `AdjustStockResponse`.
+    Adjustment { scope: &'a str, reason: &'a str, adjustment_id: &'a str },
+}
+
+impl Kind<'_> {
+    fn scope(&self) -> &str {
+        match self {
+            Self::Sale => SCOPE,
+            Self::Refund => REFUND_SCOPE,
+            Self::Adjustment { scope, .. } => scope,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Self::Sale => "sale",
+            Self::Refund => "refund",
+            Self::Adjustment { reason, .. } => reason,
+        }
+    }
+
+    /// The request field a refusal names.
+    fn field(&self) -> &'static str {
+        match self {
+            Self::Sale | Self::Refund => "lines",
+            Self::Adjustment { .. } => "quantity_delta",
+        }
+    }
+
+    /// The reference its event gives for a change keyed `key`.
+    fn reference<'k>(&'k self, key: &'k str) -> &'k str {
+        match self {
+            Self::Adjustment { adjustment_id, .. } => adjustment_id,
+            Self::Sale | Self::Refund => key,
+        }
+    }
+
+    /// The answer stored under a key, for a repeat of the change.
+    fn replay(&self, stored: &[u8]) -> Result<Answer> {
+        match self {
+            Self::Adjustment { .. } => pg::replay(stored).map(Answer::Adjust),
+            Self::Sale | Self::Refund => pg::replay(stored).map(Answer::Sale),
+        }
+    }
+}
+
+/// A change's answer, as its [`Kind`] gives it.
+pub(super) enum Answer {
+    Sale(pb::ApplySaleResponse),
+    Adjust(pb::AdjustStockResponse),
+}
+
+impl Answer {
+    fn encode_to_vec(&self) -> Vec<u8> {
+        match self {
+            Self::Sale(r) => r.encode_to_vec(),
+            Self::Adjust(r) => r.encode_to_vec(),
+        }
+    }
+
+    pub(super) fn into_sale(self) -> Result<pb::ApplySaleResponse> {
+        match self {
+            Self::Sale(r) => Ok(r),
+            Self::Adjust(_) => Err(Error::Internal(anyhow::anyhow!("a sale was answered as an adjustment"))),
+        }
+    }
+
+    pub(super) fn into_adjustment(self) -> Result<pb::AdjustStockResponse> {
+        match self {
+            Self::Adjust(r) => Ok(r),
+            Self::Sale(_) => Err(Error::Internal(anyhow::anyhow!("an adjustment was answered as a sale"))),
+        }
+    }
+}
+
+/// One sale of a batch (or the refund, or the adjustment, of a batch of another [`Kind`]).
 pub struct SaleToApply<'a> {
-    /// The sale's id, its idempotency key in inventory; distinct within a batch.
+    /// The sale's id, its idempotency key in inventory; distinct within a batch. A refund's id; an
+    /// adjustment's idempotency key.
     pub sale_id: &'a str,
     /// The request's fingerprint (the encoded `ApplySaleRequest`): the same sale id with another
     /// request is ALREADY_EXISTS.
@@ -81,12 +170,35 @@ struct Decided {
 /// written it in the same transaction.
 pub struct DecidedSales {
     pub applied: AppliedSales,
-    write: SalesWrite,
+    write: StoreWrite,
 }
 
-/// The arguments of `inventory.write_sales` (migration 0005) for a decided batch.
+/// A store's batch of any [`Kind`] decided under its locks ([`decide_changes`]), not yet written.
+pub(super) struct DecidedChanges {
+    /// Per change, in order: its answer, or why it was refused.
+    pub(super) outcomes: Vec<Result<Answer>>,
+    /// The store's newest sequence when a change applied: notify listeners up to it after the commit.
+    pub(super) last_seq: Option<u64>,
+    write: StoreWrite,
+}
+
+impl DecidedChanges {
+    fn into_sales(self) -> DecidedSales {
+        let outcomes = self.outcomes.into_iter().map(|o| o.and_then(Answer::into_sale)).collect();
+        DecidedSales { applied: AppliedSales { outcomes, last_seq: self.last_seq }, write: self.write }
+    }
+
+    /// Writes the batches in the caller's transaction ([`PartsWrite::write`]).
+    pub(super) async fn write_all(decided: &[Self], conn: &mut PgConnection) -> Result<()> {
+        PartsWrite::of(decided.iter().map(|d| &d.write)).write(conn).await
+    }
+}
+
+/// The arguments of `inventory.write_sales_parts` (migration 0011) for a store's decided batch.
 #[derive(Default)]
-struct SalesWrite {
+struct StoreWrite {
+    /// The idempotency scope of [`Self::keys`] (the batch's [`Kind`]).
+    scope: String,
     store_id: String,
     /// Per sku: the net delta, the sequence of the last sale that touched it, the quantity decided.
     skus: Vec<String>,
@@ -115,7 +227,7 @@ impl DecidedSales {
 
     /// Writes the batch in the caller's transaction: one round trip, none when it writes nothing.
     pub async fn write(self, conn: &mut PgConnection) -> Result<AppliedSales> {
-        PartsWrite::new(std::slice::from_ref(&self)).write(conn).await?;
+        PartsWrite::of([&self.write]).write(conn).await?;
         Ok(self.applied)
     }
 }
@@ -125,7 +237,7 @@ impl DecidedSales {
 /// id order;
 /// batches that write nothing are left out.
 pub struct PartsWrite<'d> {
-    parts: Vec<&'d SalesWrite>,
+    parts: Vec<&'d StoreWrite>,
 }
 
 impl<'d> PartsWrite<'d> {
@@ -133,8 +245,14 @@ impl<'d> PartsWrite<'d> {
     pub const ARGS: usize = 20;
 
     pub fn new(decided: &'d [DecidedSales]) -> Self {
-        let mut parts: Vec<&SalesWrite> = decided.iter().filter(|d| d.writes()).map(|d| &d.write).collect();
+        Self::of(decided.iter().map(|d| &d.write))
+    }
+
+    /// The batches that write something, of one [`Kind`] (their keys share a scope).
+    fn of(writes: impl IntoIterator<Item = &'d StoreWrite>) -> Self {
+        let mut parts: Vec<&StoreWrite> = writes.into_iter().filter(|w| !w.event_ids.is_empty()).collect();
         parts.sort_by(|a, b| a.store_id.cmp(&b.store_id));
+        debug_assert!(parts.windows(2).all(|w| w[0].scope == w[1].scope), "a batch of one kind");
         Self { parts }
     }
 
@@ -168,7 +286,7 @@ impl<'d> PartsWrite<'d> {
             .bind(event_ids)
             .bind(pg::parts(p, |w| w.event_seqs.as_slice()).1)
             .bind(pg::parts(p, |w| w.bodies.as_slice()).1)
-            .bind(SCOPE)
+            .bind(p.first().map_or(SCOPE, |w| w.scope.as_str()).to_owned())
             .bind(key_ends)
             .bind(keys)
             .bind(pg::parts(p, |w| w.requests.as_slice()).1)
@@ -244,6 +362,15 @@ pub struct StoreSales<'a, 's> {
 /// answer; a sale is refused for an unknown store or sku, a charged price the catalog no longer
 /// has, or stock a strict store does not have; one store's refusals leave the others' sales alone.
 pub async fn decide_parts(conn: &mut PgConnection, parts: &[StoreSales<'_, '_>]) -> Result<Vec<DecidedSales>> {
+    Ok(decide_changes(conn, Kind::Sale, parts).await?.into_iter().map(DecidedChanges::into_sales).collect())
+}
+
+/// [`decide_parts`] for changes of any [`Kind`].
+pub(super) async fn decide_changes(
+    conn: &mut PgConnection,
+    kind: Kind<'_>,
+    parts: &[StoreSales<'_, '_>],
+) -> Result<Vec<DecidedChanges>> {
     let mut order: Vec<usize> = (0..parts.len()).collect();
     order.sort_by(|&a, &b| parts[a].store_id.cmp(parts[b].store_id));
     if order.windows(2).any(|w| parts[w[0]].store_id == parts[w[1]].store_id) {
@@ -286,7 +413,7 @@ pub async fn decide_parts(conn: &mut PgConnection, parts: &[StoreSales<'_, '_>])
         .bind(&stores)
         .bind(&sku_ends)
         .bind(&all_skus)
-        .bind(SCOPE)
+        .bind(kind.scope())
         .bind(&key_ends)
         .bind(&all_ids)
         .bind(&checkout_ends)
@@ -302,18 +429,28 @@ pub async fn decide_parts(conn: &mut PgConnection, parts: &[StoreSales<'_, '_>])
         }
     }
     let occurred_at_ms = now_ms();
-    parts.iter().zip(rows).map(|(part, rows)| decide_part(part.store_id, part.sales, &rows, occurred_at_ms)).collect()
+    parts
+        .iter()
+        .zip(rows)
+        .map(|(part, rows)| decide_part(kind, part.store_id, part.sales, &rows, occurred_at_ms))
+        .collect()
 }
 
-/// One store's sales decided from what `inventory.lock_sales` read for them.
+/// One store's changes decided from what `inventory.lock_sales_parts` read for them.
 fn decide_part(
+    kind: Kind<'_>,
     store_id: &str,
     sales: &[SaleToApply<'_>],
     rows: &[sqlx::postgres::PgRow],
     occurred_at_ms: i64,
-) -> Result<DecidedSales> {
-    let mut outcomes: Vec<Option<Result<pb::ApplySaleResponse>>> = sales.iter().map(|_| None).collect();
-    let mut write = SalesWrite { store_id: store_id.to_owned(), occurred_at_ms, ..SalesWrite::default() };
+) -> Result<DecidedChanges> {
+    let mut outcomes: Vec<Option<Result<Answer>>> = sales.iter().map(|_| None).collect();
+    let mut write = StoreWrite {
+        scope: kind.scope().to_owned(),
+        store_id: store_id.to_owned(),
+        occurred_at_ms,
+        ..StoreWrite::default()
+    };
     let mut taken = Taken::default();
     let mut locked = None;
     // Per known sku: its price and whether it is for sale.
@@ -344,7 +481,7 @@ fn decide_part(
         }
     }
     if !taken.sale_ids.is_empty() || !taken.checkouts.is_empty() {
-        replay_taken(store_id, sales, &taken, &mut outcomes);
+        replay_taken(kind, store_id, sales, &taken, &mut outcomes);
     }
     let (last_seq, policy) = locked.unwrap_or((0, OversellPolicy::Strict));
 
@@ -365,7 +502,7 @@ fn decide_part(
             continue;
         }
         let decision = check_charged(sale.charged, |sku| catalog.get(sku).copied())
-            .and_then(|()| decide(&stock, store_id, policy, sale.movements));
+            .and_then(|()| decide(&stock, store_id, policy, kind.field(), sale.movements));
         match decision {
             Ok(quantities) => {
                 for (m, &q) in sale.movements.iter().zip(&quantities) {
@@ -378,7 +515,7 @@ fn decide_part(
         }
     }
 
-    // The answers and events of the applied sales.
+    // The answers and events of the applied changes.
     let mut stock_seq: HashMap<&str, i64> = HashMap::new();
     for d in &decided {
         let sale = &sales[d.index];
@@ -386,8 +523,8 @@ fn decide_part(
         let response = sale_answer(levels, d.seq);
         let event_id = uuid::Uuid::now_v7();
         let change = InventoryChanged {
-            reason: "sale".to_owned(),
-            reference_id: sale.sale_id.to_owned(),
+            reason: kind.reason().to_owned(),
+            reference_id: kind.reference(sale.sale_id).to_owned(),
             terminal_id: sale.terminal_id.to_owned(),
             changes,
         };
@@ -395,27 +532,31 @@ fn decide_part(
         write.event_ids.push(event_id);
         write.event_seqs.push(d.seq as i64);
         write.bodies.push(event.encode_to_vec());
-        let response = match sale.checkout {
-            None => {
-                write.keys.push(sale.sale_id.to_owned());
-                write.requests.push(sale.request.to_vec());
-                write.answers.push(response.encode_to_vec());
-                response
-            }
-            Some(checkout) => {
+        let answer = match (kind, sale.checkout) {
+            (_, Some(checkout)) => {
                 // The answer names the sale; the stored one keeps it too, for a retry to record.
                 let mut stored = pb::ApplySaleResponse { sale_id: sale.sale_id.to_owned(), ..response };
                 stored.sale = checkout.sale.clone();
                 write.checkout_keys.push(checkout.key.clone());
                 write.checkout_requests.push(checkout.fingerprint.clone());
                 write.checkout_answers.push(stored.encode_to_vec());
-                pb::ApplySaleResponse { sale: Vec::new(), ..stored }
+                Answer::Sale(pb::ApplySaleResponse { sale: Vec::new(), ..stored })
             }
+            (Kind::Adjustment { adjustment_id, .. }, None) => Answer::Adjust(pb::AdjustStockResponse {
+                stock: response.stock.into_iter().next(),
+                adjustment_id: adjustment_id.to_owned(),
+            }),
+            (Kind::Sale | Kind::Refund, None) => Answer::Sale(response),
         };
+        if sale.checkout.is_none() {
+            write.keys.push(sale.sale_id.to_owned());
+            write.requests.push(sale.request.to_vec());
+            write.answers.push(answer.encode_to_vec());
+        }
         for m in sale.movements {
             stock_seq.insert(&m.sku, d.seq as i64);
         }
-        outcomes[d.index] = Some(Ok(response));
+        outcomes[d.index] = Some(Ok(answer));
     }
     // Per sku: the net delta, the sequence of the last sale that touched it, the quantity decided.
     for (sku, &sku_seq) in &stock_seq {
@@ -427,7 +568,7 @@ fn decide_part(
     }
     write.last_seq = seq as i64;
     let last_seq = (seq > last_seq).then_some(seq);
-    Ok(DecidedSales { applied: AppliedSales { outcomes: settled(outcomes), last_seq }, write })
+    Ok(DecidedChanges { outcomes: settled(outcomes), last_seq, write })
 }
 
 /// The keys of a batch applied before, with their stored requests and answers.
@@ -440,55 +581,62 @@ struct Taken {
 /// The answers of sales whose id, or checkout key, was applied before: the stored answer for the
 /// same request, ALREADY_EXISTS for another. A sale id answers first.
 fn replay_taken(
+    kind: Kind<'_>,
     store_id: &str,
     sales: &[SaleToApply<'_>],
     taken: &Taken,
-    outcomes: &mut [Option<Result<pb::ApplySaleResponse>>],
+    outcomes: &mut [Option<Result<Answer>>],
 ) {
     for (i, sale) in sales.iter().enumerate() {
-        let (scope, key, request, stored) = match (taken.sale_ids.get(sale.sale_id), sale.checkout) {
-            (Some(stored), _) => (SCOPE.to_owned(), sale.sale_id, sale.request, stored),
+        // Who answered before: the change's key in its kind's scope, or a sale's checkout key.
+        let (answered_by, scope, key, request, stored) = match (taken.sale_ids.get(sale.sale_id), sale.checkout) {
+            (Some(stored), _) => (kind, kind.scope().to_owned(), sale.sale_id, sale.request, stored),
             (None, Some(checkout)) => match taken.checkouts.get(&checkout.key) {
-                Some(stored) => {
-                    (checkout_key_scope(store_id), checkout.key.as_str(), checkout.fingerprint.as_slice(), stored)
-                }
+                Some(stored) => (
+                    Kind::Sale,
+                    checkout_key_scope(store_id),
+                    checkout.key.as_str(),
+                    checkout.fingerprint.as_slice(),
+                    stored,
+                ),
                 None => continue,
             },
             (None, None) => continue,
         };
         outcomes[i] = match stored {
             (stored_request, _) if stored_request.as_slice() != request => Some(Err(key_reused(&scope, key))),
-            (_, Some(response)) => Some(pg::replay(response)),
+            (_, Some(response)) => Some(answered_by.replay(response)),
             (_, None) => Some(Err(key_unanswered(&scope, key))),
         };
     }
 }
 
-/// The quantities after each of a sale's movements, in order, or why the sale is refused
-/// ([`domain::decide_movement`]). A sale's movements are merged by sku (`sale_movements`), so
-/// each starts from the stock read.
+/// The quantities after each of a change's movements, in order, or why the change is refused
+/// ([`domain::decide_movement`], naming `field`). A sku's later movement starts from its earlier
+/// one's quantity.
 fn decide(
     stock: &HashMap<String, i64>,
     store_id: &str,
     policy: OversellPolicy,
+    field: &str,
     movements: &[StockMovement],
 ) -> Result<Vec<i64>> {
     let mut decided: HashMap<&str, i64> = HashMap::with_capacity(movements.len());
     let mut quantities: Vec<i64> = Vec::with_capacity(movements.len());
     for m in movements {
         let current = decided.get(m.sku.as_str()).or_else(|| stock.get(&m.sku)).copied().unwrap_or(0);
-        let after = domain::decide_movement(policy, store_id, "lines", current, m)?;
+        let after = domain::decide_movement(policy, store_id, field, current, m)?;
         decided.insert(&m.sku, after);
         quantities.push(after);
     }
     Ok(quantities)
 }
 
-/// Every sale's outcome, once each has one.
-fn settled(outcomes: Vec<Option<Result<pb::ApplySaleResponse>>>) -> Vec<Result<pb::ApplySaleResponse>> {
+/// Every change's outcome, once each has one.
+fn settled<T>(outcomes: Vec<Option<Result<T>>>) -> Vec<Result<T>> {
     outcomes
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err(Error::Internal(anyhow::anyhow!("a sale of the batch was left undecided")))))
+        .map(|o| o.unwrap_or_else(|| Err(Error::Internal(anyhow::anyhow!("a change of the batch was left undecided")))))
         .collect()
 }
 

@@ -500,6 +500,84 @@ pub async fn adjust_stock_is_idempotent_by_key(store: Store) {
     );
 }
 
+/// Repeats of one adjustment arriving at once (a terminal's retries on shop Wi-Fi) apply it once
+/// and all answer as the first did.
+pub async fn concurrent_repeats_of_one_adjustment_apply_it_once(store: Store) {
+    new_store(&store, "s1", OversellPolicy::Strict).await;
+    new_product(&store, "sku-1").await;
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.adjust_stock(key("adj-1", b"plus-5"), "s1", mv("sku-1", 5), "received").await },
+            )
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tries {
+        answers.push(t.await.unwrap().expect("every repeat is answered"));
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 5);
+    assert_eq!(all_events(&store, "s1").await.len(), 1);
+}
+
+/// A refund puts its units back once, however often it is sent, with an event naming it; the
+/// same refund id with other lines is refused; an unknown store or sku changes nothing.
+pub async fn apply_refund_returns_stock_once_by_refund_id(store: Store) {
+    new_store(&store, "s1", OversellPolicy::Strict).await;
+    new_store(&store, "s2", OversellPolicy::AllowNegative).await;
+    new_product(&store, "sku-1").await;
+    new_product(&store, "sku-2").await;
+    receive(&store, "s1", "sku-1", 2).await;
+    store.apply_sale("s1", order("sale-1", b"fp".to_vec(), "t1", vec![mv("sku-1", -2)])).await.unwrap();
+
+    let lines = vec![mv("sku-1", 1), mv("sku-2", 1)];
+    let first = store.apply_refund("refund-1", "s1", "t2", lines.clone()).await.unwrap();
+    assert_eq!(first.store_seq, 3);
+    assert!(first.negative_skus.is_empty());
+    assert_eq!(
+        first.stock,
+        [
+            pb::StockLevel { store_id: "s1".into(), sku: "sku-1".into(), quantity: 1, last_seq: 3 },
+            pb::StockLevel { store_id: "s1".into(), sku: "sku-2".into(), quantity: 1, last_seq: 3 },
+        ]
+    );
+    assert_eq!(store.apply_refund("refund-1", "s1", "t2", lines.clone()).await.unwrap(), first);
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 1);
+    let err = store.apply_refund("refund-1", "s1", "t2", vec![mv("sku-1", 2)]).await.unwrap_err();
+    assert_already_exists(
+        err,
+        r#"idempotency_key "refund-1" was already used for a different inventory.apply_refund request; use a new key for a new request"#,
+    );
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 1);
+
+    let events = all_events(&store, "s1").await;
+    assert_eq!(events.len(), 3);
+    let c = changes(&events[2]);
+    assert_eq!((c.reason.as_str(), c.reference_id.as_str(), c.terminal_id.as_str()), ("refund", "refund-1", "t2"));
+    assert_eq!(
+        c.changes.iter().map(|s| (s.sku.as_str(), s.delta, s.quantity_after, s.negative)).collect::<Vec<_>>(),
+        [("sku-1", 1, 1, false), ("sku-2", 1, 1, false)]
+    );
+
+    // A store that sold what it did not have stays below zero, and says so, until refunds cover it.
+    store.apply_sale("s2", order("sale-2", b"fp".to_vec(), "t1", vec![mv("sku-1", -3)])).await.unwrap();
+    let partly = store.apply_refund("refund-2", "s2", "t1", vec![mv("sku-1", 1)]).await.unwrap();
+    assert_eq!((partly.stock[0].quantity, partly.negative_skus.as_slice()), (-2, ["sku-1".to_owned()].as_slice()));
+
+    assert_not_found(
+        store.apply_refund("refund-3", "nope", "t1", vec![mv("sku-1", 1)]).await.unwrap_err(),
+        r#"store_id "nope" does not exist"#,
+    );
+    assert_not_found(
+        store.apply_refund("refund-3", "s1", "t1", vec![mv("sku-1", 1), mv("nope", 1)]).await.unwrap_err(),
+        r#"sku "nope" does not exist"#,
+    );
+    assert_eq!(quantity(&store, "s1", "sku-1").await, 1);
+    assert_eq!(all_events(&store, "s1").await.len(), 3);
+}
+
 pub async fn apply_sale_is_idempotent_by_sale_id(store: Store) {
     new_store(&store, "s1", OversellPolicy::Strict).await;
     new_product(&store, "sku-1").await;

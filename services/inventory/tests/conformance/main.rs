@@ -56,6 +56,8 @@ conformance! {
         barcode_lookup_finds_ean13_by_upc_a,
         stock_reads_default_to_zero_and_name_missing_things,
         adjust_stock_is_idempotent_by_key,
+        concurrent_repeats_of_one_adjustment_apply_it_once,
+        apply_refund_returns_stock_once_by_refund_id,
         apply_sale_is_idempotent_by_sale_id,
         apply_sale_under_a_checkout_key_applies_it_once_and_keeps_the_sale,
         apply_sale_is_held_to_the_prices_it_charged,
