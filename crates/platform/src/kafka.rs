@@ -823,9 +823,14 @@ async fn drain_store(
             let event_id: uuid::Uuid = row.try_get(0)?;
             let seq: i64 = row.try_get(1)?;
             let event_type: String = row.try_get(2)?;
-            let body: Vec<u8> = row.try_get(3)?;
-            let trace_parent = match EventEnvelope::decode(body.as_slice()) {
-                Ok(envelope) => envelope.trace_parent,
+            let mut body: Vec<u8> = row.try_get(3)?;
+            let trace_parent = match pg::outbox_event(seq, &body) {
+                Ok(envelope) => {
+                    // Sent with its sequence, which the row may keep in its column only.
+                    let trace_parent = envelope.trace_parent.clone();
+                    body = envelope.encode_to_vec();
+                    trace_parent
+                }
                 Err(e) => {
                     // Published all the same: consumers dead-letter it rather than the relay stalling.
                     tracing::warn!(schema, store_id = store, store_seq = seq, error = %e, "outbox body is not an event envelope");

@@ -393,8 +393,8 @@ pub async fn events_after(
     after: u64,
     limit: u32,
 ) -> Result<Vec<EventEnvelope>> {
-    let rows = sqlx::query(&format!(
-        "SELECT body FROM {schema}.outbox WHERE store_id = $1 AND store_seq > $2 ORDER BY store_seq LIMIT $3"
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!(
+        "SELECT store_seq, body FROM {schema}.outbox WHERE store_id = $1 AND store_seq > $2 ORDER BY store_seq LIMIT $3"
     ))
     .bind(store_id)
     .bind(after as i64)
@@ -402,12 +402,20 @@ pub async fn events_after(
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
-        .map(|r| {
-            let body: Vec<u8> = r.try_get(0)?;
-            EventEnvelope::decode(body.as_slice())
+        .map(|(seq, body)| {
+            outbox_event(*seq, body)
                 .map_err(|e| Error::Internal(anyhow::anyhow!("corrupt event in {schema}.outbox: {e}")))
         })
         .collect()
+}
+
+/// The event an outbox row holds: its body, with the store sequence of the row's `store_seq`
+/// column. A body may leave its sequence out (sales numbers its events in the statement that
+/// writes them, and no SQL encodes protocol buffers); one that has it has the same.
+pub fn outbox_event(store_seq: i64, body: &[u8]) -> std::result::Result<EventEnvelope, prost::DecodeError> {
+    let mut event = EventEnvelope::decode(body)?;
+    event.store_seq = store_seq as u64;
+    Ok(event)
 }
 
 /// The store's newest sequence in `<schema>` (0 when it has none).

@@ -158,7 +158,6 @@ pub(crate) async fn outbox_page(
     until: u64,
     limit: u32,
 ) -> Result<(Vec<EventEnvelope>, Option<u64>)> {
-    use prost::Message as _;
     let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
         "SELECT store_seq, body FROM sales.outbox WHERE store_id = $1 AND store_seq > $2 AND store_seq <= $3
          ORDER BY store_seq LIMIT $4",
@@ -172,7 +171,7 @@ pub(crate) async fn outbox_page(
     let last = rows.last().map(|(seq, _)| *seq as u64);
     let mut events = Vec::with_capacity(rows.len());
     for (seq, body) in rows {
-        match EventEnvelope::decode(body.as_slice()) {
+        match pg::outbox_event(seq, &body) {
             Ok(event) => events.push(event),
             Err(e) => {
                 redstore_platform::warn_throttled!(store_id, store_seq = seq, error = %e, "sales outbox row is not an event; not counted")

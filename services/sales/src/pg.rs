@@ -32,7 +32,7 @@
 //!    a key reused for a checkout with lines is refused there, not applied). If inventory refuses
 //!    (FAILED_PRECONDITION, NOT_FOUND, INVALID_ARGUMENT) the pending row is deleted: the failed
 //!    checkout leaves no trace and its key can be used again. Otherwise B ends (it wrote nothing)
-//!    and one call of `sales.complete_sale` (migration 0002, its own transaction) makes the sale
+//!    and one call of `sales.complete_sale` (migration 0012, its own transaction) makes the sale
 //!    `completed` if it is still pending, writes its `sale.completed` event to the outbox and
 //!    clears the cart it came from, all at once; an attempt racing it gets inventory's stored
 //!    answer and changes nothing. Any other failure (inventory unreachable, a crash) leaves the
@@ -102,6 +102,11 @@ pub const PG_MIGRATIONS: &[PgMigration] = &[
     PgMigration { service: "sales", version: 9, sql: include_str!("../migrations/postgres/0009_store_parts.sql") },
     PgMigration { service: "sales", version: 10, sql: include_str!("../migrations/postgres/0010_chain_sweeps.sql") },
     PgMigration { service: "sales", version: 11, sql: include_str!("../migrations/postgres/0011_set_based_parts.sql") },
+    PgMigration {
+        service: "sales",
+        version: 12,
+        sql: include_str!("../migrations/postgres/0012_events_encoded_in_rust.sql"),
+    },
 ];
 
 /// The schema holding sales' tables, outbox and sequences.
@@ -390,32 +395,20 @@ fn draft_sale(
     Ok((sale, movements))
 }
 
-/// A sale's `sale.completed` event in two encoded parts, for SQL to splice its store sequence
-/// (EventEnvelope field 4, a varint after the tag byte 0x20) in between as prost would: fields 1–3
-/// (event id, type, store id) and the fields after 4 (occurred_at, payload). With its event id.
-fn sale_completed_parts(store_id: &str, occurred_at_ms: i64, sale: &Sale) -> (uuid::Uuid, Vec<u8>, Vec<u8>) {
+/// A sale's `sale.completed` event, encoded, with its event id. Without its store sequence: the
+/// statement that writes it numbers it in the outbox row's `store_seq`, and whoever reads the row
+/// sets the envelope's sequence from there (`redstore_platform::pg::outbox_event`).
+fn sale_completed_event(store_id: &str, occurred_at_ms: i64, sale: &Sale) -> (uuid::Uuid, Vec<u8>) {
     let event_id = uuid::Uuid::now_v7();
-    let head = EventEnvelope {
+    let event = EventEnvelope {
         event_id: event_id.to_string(),
         r#type: "sale.completed".to_owned(),
         store_id: store_id.to_owned(),
-        ..Default::default()
-    };
-    let tail = EventEnvelope {
         occurred_at: Some(timestamp(occurred_at_ms)),
         payload: Some(sale_completed(sale)),
         ..Default::default()
     };
-    (event_id, head.encode_to_vec(), tail.encode_to_vec())
-}
-
-/// Debug builds: asserts that SQL spliced a sequence between the parts of
-/// [`sale_completed_parts`] exactly as prost encodes the whole event.
-fn check_spliced(head: &[u8], tail: &[u8], seq: u64, body: &[u8]) {
-    let head = EventEnvelope::decode(head).expect("the head of an event");
-    let tail = EventEnvelope::decode(tail).expect("the tail of an event");
-    let event = EventEnvelope { store_seq: seq, occurred_at: tail.occurred_at, payload: tail.payload, ..head };
-    assert_eq!(body, event.encode_to_vec(), "a sale.completed event was spliced differently than prost encodes it");
+    (event_id, event.encode_to_vec())
 }
 
 /// What inventory is asked to apply for a sale: the request (its fingerprint there), and the sale's
@@ -628,10 +621,10 @@ impl PgSales {
         // for a retry or `resume_pending`, as a crash before it does.
         tx.rollback().await?;
         let occurred_at_ms = now_ms();
-        let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, &sale);
+        let (event_id, event) = sale_completed_event(store_id, occurred_at_ms, &sale);
         let (skus, quantities) = sold_lines(&sale);
-        let row =
-            sqlx::query("SELECT o_seq, o_body FROM sales.complete_sale($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT o_seq FROM sales.complete_sale($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
                 .bind(store_id)
                 .bind(sale_id)
                 .bind(sale.encode_to_vec())
@@ -639,18 +632,13 @@ impl PgSales {
                 .bind(&sale.terminal_id)
                 .bind(event_id)
                 .bind(occurred_at_ms)
-                .bind(&head)
-                .bind(&tail)
+                .bind(&event)
                 .bind(&skus)
                 .bind(&quantities)
                 .fetch_optional(&self.pool)
                 .await?;
-        // No row: a concurrent attempt completed it, with the same inventory answer.
-        if let Some(row) = row {
-            let seq: i64 = row.try_get(0)?;
-            if cfg!(debug_assertions) {
-                check_spliced(&head, &tail, seq as u64, &row.try_get::<Vec<u8>, _>(1)?);
-            }
+        // None: a concurrent attempt completed it, with the same inventory answer.
+        if let Some(seq) = seq {
             pg::notify_committed(&self.pool, SCHEMA, store_id, seq as u64).await;
         }
         Ok(Some(sale))

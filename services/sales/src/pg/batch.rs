@@ -56,8 +56,8 @@ use sqlx::{PgConnection, Row as _};
 use tokio::sync::oneshot;
 
 use super::{
-    KeyedSale, PgSales, SCHEMA, apply_request, check_spliced, draft_sale, keyed_sales, now_ms, price_lines,
-    resume_keyed, sale_completed_parts, sold_lines,
+    KeyedSale, PgSales, SCHEMA, apply_request, draft_sale, keyed_sales, now_ms, price_lines, resume_keyed,
+    sale_completed_event, sold_lines,
 };
 use crate::catalog;
 use crate::store::{CheckoutOrder, cart_refusal, empty_cart};
@@ -226,7 +226,7 @@ impl Drafted {
 /// One batch of checkouts of any stores (distinct keys within a store, a terminal's cart at most
 /// once) as one transaction: an answer per checkout, or an error for the whole batch (nothing
 /// committed). Every statement is one for all the batch's stores, scoped to them (the `*_parts`
-/// functions, migration 0011), stores in id order.
+/// functions, migrations 0011 and 0012), stores in id order.
 async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
     let mut tx = pg::begin(&saga.pool, "BEGIN").await?;
 
@@ -310,14 +310,14 @@ async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec
     });
     let sql = match (&write_call, &record_call) {
         (Some(write), Some(record)) => Some(format!(
-            "SELECT NULL::INT, NULL::UUID, NULL::BIGINT, NULL::BYTEA, w.o_part, w.o_sku, w.o_quantity FROM {write} w
-             UNION ALL SELECT r.o_part, r.o_event_id, r.o_seq, r.o_body, NULL, NULL, NULL FROM {record} r"
+            "SELECT NULL::INT, NULL::UUID, NULL::BIGINT, w.o_part, w.o_sku, w.o_quantity FROM {write} w
+             UNION ALL SELECT r.o_part, r.o_event_id, r.o_seq, NULL, NULL, NULL FROM {record} r"
         )),
-        (Some(write), None) => Some(format!(
-            "SELECT NULL::INT, NULL::UUID, NULL::BIGINT, NULL::BYTEA, o_part, o_sku, o_quantity FROM {write}"
-        )),
+        (Some(write), None) => {
+            Some(format!("SELECT NULL::INT, NULL::UUID, NULL::BIGINT, o_part, o_sku, o_quantity FROM {write}"))
+        }
         (None, Some(record)) => {
-            Some(format!("SELECT o_part, o_event_id, o_seq, o_body, NULL::INT, NULL::TEXT, NULL::BIGINT FROM {record}"))
+            Some(format!("SELECT o_part, o_event_id, o_seq, NULL::INT, NULL::TEXT, NULL::BIGINT FROM {record}"))
         }
         (None, None) => None,
     };
@@ -332,8 +332,8 @@ async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec
         }
         let mut events = 0;
         for row in &query.fetch_all(&mut *tx).await? {
-            if let Some(part) = row.try_get::<Option<i32>, _>(4)? {
-                write.check_written(part, row.try_get(5)?, row.try_get(6)?)?;
+            if let Some(part) = row.try_get::<Option<i32>, _>(3)? {
+                write.check_written(part, row.try_get(4)?, row.try_get(5)?)?;
                 continue;
             }
             events += 1;
@@ -344,12 +344,6 @@ async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec
             };
             let seq = row.try_get::<i64, _>(2)? as u64;
             sales_seqs[i] = sales_seqs[i].max(Some(seq));
-            if cfg!(debug_assertions) {
-                let id: uuid::Uuid = row.try_get(1)?;
-                let c = &records[i].completed;
-                let e = c.event_ids.iter().position(|e| *e == id).expect("an event of this batch");
-                check_spliced(&c.heads[e], &c.tails[e], seq, &row.try_get::<Vec<u8>, _>(3)?);
-            }
         }
         let expected: usize = records.iter().map(|r| r.completed.sale_ids.len()).sum();
         if events != expected {
@@ -389,7 +383,7 @@ struct StoreRecord<'a> {
 
 impl StoreRecord<'_> {
     /// How many arguments `sales.record_completed_parts` takes.
-    const ARGS: usize = 16;
+    const ARGS: usize = 15;
 
     /// Binds `sales.record_completed_parts`'s arguments for the stores' parts (in store id order).
     fn bind<'q>(records: &[StoreRecord<'_>], occurred_at_ms: i64, query: pg::PgQuery<'q>) -> pg::PgQuery<'q> {
@@ -408,8 +402,7 @@ impl StoreRecord<'_> {
             .bind(ids)
             .bind(occurred_at_ms)
             .bind(pg::parts(records, |r| r.completed.event_ids.as_slice()).1)
-            .bind(pg::parts(records, |r| r.completed.heads.as_slice()).1)
-            .bind(pg::parts(records, |r| r.completed.tails.as_slice()).1)
+            .bind(pg::parts(records, |r| r.completed.events.as_slice()).1)
             .bind(cart_ends)
             .bind(cart_owners)
             .bind(pg::parts(records, |r| r.completed.cart_skus.as_slice()).1)
@@ -451,13 +444,12 @@ async fn draft_all(
 }
 
 /// A batch's completed sales as its completing statement takes them: each one's `sale.completed`
-/// event in two parts (the statement splices its sequence in between) and the cart lines it sold.
+/// event (the statement numbers it) and the cart lines it sold.
 #[derive(Default)]
 struct Completions {
     sale_ids: Vec<String>,
     event_ids: Vec<uuid::Uuid>,
-    heads: Vec<Vec<u8>>,
-    tails: Vec<Vec<u8>>,
+    events: Vec<Vec<u8>>,
     /// Per cart line sold: whose line it is (how the statement finds the cart), its sku and quantity.
     cart_owners: Vec<String>,
     cart_skus: Vec<String>,
@@ -465,13 +457,12 @@ struct Completions {
 }
 
 impl Completions {
-    /// Binds the completing call's last six arguments: event ids, heads and tails, then the sold
-    /// cart lines (owners, skus, quantities).
+    /// Binds the completing call's last five arguments: event ids and events, then the sold cart
+    /// lines (owners, skus, quantities).
     fn bind_events_and_carts<'q>(&'q self, query: pg::PgQuery<'q>) -> pg::PgQuery<'q> {
         query
             .bind(&self.event_ids)
-            .bind(&self.heads)
-            .bind(&self.tails)
+            .bind(&self.events)
             .bind(&self.cart_owners)
             .bind(&self.cart_skus)
             .bind(&self.cart_quantities)
@@ -479,11 +470,10 @@ impl Completions {
 
     /// Adds a completed sale; `cart_owner` names it to the statement when it sold its cart.
     fn add(&mut self, store_id: &str, occurred_at_ms: i64, sale: &Sale, cart_owner: Option<&str>) {
-        let (event_id, head, tail) = sale_completed_parts(store_id, occurred_at_ms, sale);
+        let (event_id, event) = sale_completed_event(store_id, occurred_at_ms, sale);
         self.sale_ids.push(sale.sale_id.clone());
         self.event_ids.push(event_id);
-        self.heads.push(head);
-        self.tails.push(tail);
+        self.events.push(event);
         if let Some(owner) = cart_owner {
             let (skus, quantities) = sold_lines(sale);
             self.cart_owners.extend(skus.iter().map(|_| owner.to_owned()));
@@ -704,7 +694,7 @@ impl Recording {
     }
 
     /// Records several stores' sales in one statement committing on its own
-    /// (`sales.record_sales_parts`, migration 0011: scoped to the parts' stores; none when there
+    /// (`sales.record_sales_parts`, migration 0012: scoped to the parts' stores; none when there
     /// are no sales): per store, in the order given, the ids of those
     /// inserted (a key or id recorded before is skipped) and the newest event sequence written.
     pub(super) async fn write_parts(
@@ -721,7 +711,7 @@ impl Recording {
         let ordered: Vec<&Recording> = order.iter().map(|&p| &parts[p].1).collect();
         let (ends, ids) = pg::parts(&ordered, |r| r.completions.sale_ids.as_slice());
         let rows = sqlx::query(
-            "SELECT o_part, o_sale_id, o_seq FROM sales.record_sales_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "SELECT o_part, o_sale_id, o_seq FROM sales.record_sales_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(order.iter().map(|&p| parts[p].0).collect::<Vec<_>>())
         .bind(&ends)
@@ -733,8 +723,7 @@ impl Recording {
         .bind(pg::parts(&ordered, |r| r.bodies.as_slice()).1)
         .bind(occurred_at_ms)
         .bind(pg::parts(&ordered, |r| r.completions.event_ids.as_slice()).1)
-        .bind(pg::parts(&ordered, |r| r.completions.heads.as_slice()).1)
-        .bind(pg::parts(&ordered, |r| r.completions.tails.as_slice()).1)
+        .bind(pg::parts(&ordered, |r| r.completions.events.as_slice()).1)
         .fetch_all(pool)
         .await?;
         for row in &rows {
@@ -756,7 +745,7 @@ impl Recording {
 /// inventory is asked to apply them all at once (it batches them again per store), and one
 /// transaction completes those it took, numbering their events, and deletes those it refused. A
 /// sale inventory could not be asked about stays pending. Both transactions are one statement each
-/// (`sales.claim_sales`, `sales.complete_sales`, migration 0005) unless carts must be guarded.
+/// (`sales.claim_sales_parts`, migration 0011, and `sales.complete_sales`, migration 0012) unless carts must be guarded.
 async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]) -> Result<Vec<Answer>> {
     // The carts sold (read in a transaction of their own, when there are any), then the drafts.
     let carts = if orders.iter().any(|o| o.lines.is_empty()) {
@@ -827,8 +816,8 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
     }
     let mut sales_seq = None;
     if !completed.sale_ids.is_empty() || !refused.is_empty() {
-        // One statement, committing on its own (`sales.complete_sales`, migration 0005).
-        let query = sqlx::query("SELECT sales.complete_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        // One statement, committing on its own (`sales.complete_sales`, migration 0012).
+        let query = sqlx::query("SELECT sales.complete_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(store_id)
             .bind(&refused)
             .bind(&completed.sale_ids)
