@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redstore_inventory::repo as inventory;
+use redstore_inventory::local as inventory;
 use redstore_platform::Db;
 use redstore_platform::error::{Error, Result, identifier};
 use redstore_platform::time::{timestamp, timestamp_ms, unix_ms};
@@ -90,7 +90,7 @@ pub fn report(
     size: i64,
     top: u32,
 ) -> Result<Report> {
-    inventory::get_store(conn, store_id)?;
+    inventory::require_store(conn, store_id)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT (minute_ms / ?4) * ?4 AS bucket, {SUMS} FROM analytics_minute
          WHERE store_id = ?1 AND minute_ms >= ?2 AND minute_ms < ?3

@@ -18,9 +18,9 @@ use redstore_proto::stream::{InventorySnapshot, WatchInventoryRequest, watch_inv
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::domain::StoreRow;
 use crate::domain::{ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
 use crate::grpc::MAX_SALES_PER_CALL;
-use crate::repo::StoreRow;
 use crate::store::{AppliedCheckout, CheckoutsQuery, Idem, Imported, InventoryStore, ProductPatch, SaleOrder};
 
 const DEADLINE: Duration = Duration::from_secs(5);

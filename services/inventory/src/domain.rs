@@ -64,6 +64,24 @@ impl Product {
     }
 }
 
+/// A store: its id, name and oversell policy.
+#[derive(Clone, Debug)]
+pub struct StoreRow {
+    pub store_id: String,
+    pub name: String,
+    pub policy: OversellPolicy,
+}
+
+impl StoreRow {
+    pub fn to_proto(&self) -> pb::Store {
+        pb::Store {
+            store_id: self.store_id.clone(),
+            name: self.name.clone(),
+            oversell_policy: self.policy.to_proto() as i32,
+        }
+    }
+}
+
 /// Parses a list of barcodes (at most [`limits::MAX_BARCODES`]), naming `field[i]` on error, and
 /// rejects duplicates within it.
 pub fn parse_barcodes(field: &str, codes: &[String]) -> Result<Vec<Barcode>> {

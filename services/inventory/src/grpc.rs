@@ -13,8 +13,8 @@ use redstore_proto::inventory::inventory_service_server::{InventoryService, Inve
 use redstore_proto::inventory::*;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::domain::StoreRow;
 use crate::domain::{self, OversellPolicy, Product, StockMovement};
-use crate::repo::StoreRow;
 use crate::store::{
     CheckoutKey, CheckoutsQuery, Idem, InventoryStore, MAX_APPLIED_CHECKOUTS, ProductPatch, SaleOrder, StockBatch,
     in_batch,

@@ -7,9 +7,10 @@ pub mod cache;
 pub mod client;
 pub mod domain;
 pub mod grpc;
+pub mod local;
 pub mod pg;
 pub mod projector;
-pub mod repo;
+mod repo;
 pub mod seed;
 pub mod store;
 

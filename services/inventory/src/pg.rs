@@ -26,8 +26,8 @@ use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
 use sqlx::{PgConnection, Row as _};
 
+use crate::domain::StoreRow;
 use crate::domain::{ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
-use crate::repo::StoreRow;
 use crate::store::{
     AppliedCheckout, CheckoutsQuery, Idem, ImportTotals, Imported, InventoryStore, ProductPatch, SaleOrder,
     StockBatches, stored_checkout_answer,

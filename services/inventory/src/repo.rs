@@ -1,5 +1,6 @@
 //! SQL for inventory, over the embedded database. Functions take a connection so they run the
-//! same inside a write job (in the caller's transaction) or on a reader.
+//! same inside a write job (in the caller's transaction) or on a reader. Inventory's own: another
+//! service joins inventory's writes through [`crate::local`].
 
 use std::sync::Arc;
 
@@ -12,24 +13,7 @@ use redstore_proto::events::{EventEnvelope, InventoryChanged, StockChange, Stock
 use redstore_proto::inventory as pb;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::domain::{self, ImportProduct, OversellPolicy, Product, StockCount, StockMovement};
-
-#[derive(Clone, Debug)]
-pub struct StoreRow {
-    pub store_id: String,
-    pub name: String,
-    pub policy: OversellPolicy,
-}
-
-impl StoreRow {
-    pub fn to_proto(&self) -> pb::Store {
-        pb::Store {
-            store_id: self.store_id.clone(),
-            name: self.name.clone(),
-            oversell_policy: self.policy.to_proto() as i32,
-        }
-    }
-}
+use crate::domain::{self, ImportProduct, OversellPolicy, Product, StockCount, StockMovement, StoreRow};
 
 fn is_constraint(err: &rusqlite::Error) -> bool {
     matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::ConstraintViolation)

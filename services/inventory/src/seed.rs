@@ -7,8 +7,9 @@ use redstore_platform::money::{Currency, Money};
 use redstore_platform::time::unix_ms;
 use redstore_proto::inventory as pb;
 
+use crate::domain::StoreRow;
 use crate::domain::{OversellPolicy, Product, StockMovement};
-use crate::repo::{self, StoreRow};
+use crate::repo;
 
 /// (sku, name, price in cents, stock in store-1, stock in store-2)
 const PRODUCTS: &[(&str, &str, i64, i64, i64)] = &[

@@ -14,8 +14,9 @@ use redstore_proto::events::EventEnvelope;
 use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
 
-use crate::domain::{ChargedPrice, ImportProduct, Product, StockCount, StockMovement, check_charged};
-use crate::repo::{self, StoreRow};
+use crate::domain::StoreRow;
+use crate::domain::{ChargedPrice, ImportProduct, Product, StockCount, StockMovement};
+use crate::repo;
 
 pub use redstore_platform::idempotency::Idem;
 
@@ -365,29 +366,6 @@ impl SqliteInventory {
     }
 }
 
-/// Applies a sale's lines in the caller's SQLite transaction: validates the store and every sku
-/// (and the prices charged, if any), then takes the stock under the store's policy. Used by
-/// `apply_sale` and, in one process, by checkout, which adds its sale to the same transaction.
-pub fn apply_sale_in(
-    ctx: &mut redstore_platform::WriteCtx<'_>,
-    store_id: &str,
-    terminal_id: &str,
-    sale_id: &str,
-    movements: &[StockMovement],
-    charged: &[ChargedPrice],
-) -> Result<repo::Applied> {
-    let store = repo::get_store(ctx.conn, store_id)?;
-    let mut catalog = std::collections::HashMap::with_capacity(movements.len());
-    for m in movements {
-        let Some(core) = repo::product_core(ctx.conn, &m.sku)? else {
-            return Err(Error::not_found(format!("sku {:?} does not exist", m.sku)));
-        };
-        catalog.insert(m.sku.as_str(), (core.price, core.active));
-    }
-    check_charged(charged, |sku| catalog.get(sku).copied())?;
-    repo::apply_movements(ctx, &store, "sale", sale_id, terminal_id, "lines", movements)
-}
-
 /// Reads a consistent snapshot of a store's stock and the sequence it reflects.
 fn snapshot_in(conn: &rusqlite::Connection, store_id: &str) -> Result<InventorySnapshot> {
     conn.execute_batch("BEGIN")?;
@@ -540,7 +518,7 @@ impl InventoryStore for SqliteInventory {
             .write(move |ctx| {
                 let SaleOrder { sale_id, fingerprint, terminal_id, movements, charged, checkout } = &sale;
                 let apply = |ctx: &mut WriteCtx<'_>| {
-                    let applied = apply_sale_in(ctx, &store_id, terminal_id, sale_id, movements, charged)?;
+                    let applied = crate::local::apply_sale(ctx, &store_id, terminal_id, sale_id, movements, charged)?;
                     Ok(pb::ApplySaleResponse {
                         stock: applied.levels,
                         negative_skus: applied.negative_skus,
@@ -627,10 +605,7 @@ impl InventoryStore for SqliteInventory {
         self.db
             .write(move |ctx| {
                 once(ctx, "inventory.apply_refund", &refund_id, &fingerprint, |ctx| {
-                    let store = repo::get_store(ctx.conn, &store_id)?;
-                    repo::require_skus(ctx.conn, &movements)?;
-                    let applied =
-                        repo::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, "lines", &movements)?;
+                    let applied = crate::local::return_refunded(ctx, &store_id, &refund_id, &terminal_id, &movements)?;
                     Ok(pb::ApplySaleResponse {
                         stock: applied.levels,
                         negative_skus: applied.negative_skus,

@@ -1,7 +1,7 @@
 //! SQL for carts, sales and refunds over the embedded database.
 
 use prost::Message as _;
-use redstore_inventory::repo as inventory;
+use redstore_inventory::local as inventory;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::limits;
 use redstore_platform::money::Money;
@@ -62,8 +62,8 @@ pub fn cart_items(conn: &Connection, store_id: &str, terminal_id: &str) -> Resul
 /// A cart line priced from the catalog, with the stock on hand in the store.
 pub fn cart_line(conn: &Connection, store_id: &str, sku: &str, quantity: i64) -> Result<pb::CartLine> {
     let product =
-        inventory::product_core(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
-    let stock = inventory::get_stock(conn, store_id, sku)?;
+        inventory::product(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
+    let on_hand = inventory::on_hand(conn, store_id, sku)?;
     let total = domain::cart_line_total(product.price, sku, quantity)?;
     Ok(pb::CartLine {
         sku: sku.to_owned(),
@@ -71,7 +71,7 @@ pub fn cart_line(conn: &Connection, store_id: &str, sku: &str, quantity: i64) ->
         unit_price: Some(product.price.to_proto()),
         quantity,
         line_total: Some(total.to_proto()),
-        stock_available: stock.quantity,
+        stock_available: on_hand,
     })
 }
 

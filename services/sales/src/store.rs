@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use redstore_inventory::domain::sale_movements;
-use redstore_inventory::repo as inventory;
-use redstore_inventory::store::{apply_sale_in, checkout_key_scope};
+use redstore_inventory::local as inventory;
+use redstore_inventory::store::checkout_key_scope;
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::idempotency::{Idem, once};
@@ -95,7 +95,7 @@ fn add_to_cart(
     quantity: i64,
 ) -> Result<CartLine> {
     let product =
-        inventory::product_core(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
+        inventory::product(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
     if !product.active {
         return Err(Error::precondition(
             "PRODUCT",
@@ -114,7 +114,7 @@ fn price_lines(conn: &rusqlite::Connection, field: &str, lines: &[(String, i64)]
         .enumerate()
         .map(|(i, (sku, quantity))| {
             let f = format!("{field}[{i}]");
-            let product = inventory::product_core(conn, sku)?
+            let product = inventory::product(conn, sku)?
                 .ok_or_else(|| Error::not_found(format!("{f}.sku: sku {sku:?} does not exist")))?;
             if !product.active {
                 return Err(Error::precondition(
@@ -313,7 +313,7 @@ impl SalesStore for SqliteSales {
                     let movements = sale_movements(field, lines.iter().cloned())?;
                     let sale_id = uuid::Uuid::now_v7().to_string();
                     // Priced in this transaction: nothing to hold the prices to.
-                    let applied = apply_sale_in(ctx, store_id, terminal_id, &sale_id, &movements, &[])?;
+                    let applied = inventory::apply_sale(ctx, store_id, terminal_id, &sale_id, &movements, &[])?;
                     let created = unix_ms(ctx.now);
                     let sale = Sale {
                         sale_id,
@@ -358,12 +358,11 @@ impl SalesStore for SqliteSales {
                     let refund_id = uuid::Uuid::now_v7().to_string();
                     let terminal_id =
                         if order.terminal_id.is_empty() { sale.terminal_id.clone() } else { order.terminal_id.clone() };
-                    let store = inventory::get_store(ctx.conn, &sale.store_id)?;
                     let movements: Vec<_> = lines
                         .iter()
                         .map(|l| redstore_inventory::StockMovement { sku: l.sku.clone(), delta: l.quantity })
                         .collect();
-                    inventory::apply_movements(ctx, &store, "refund", &refund_id, &terminal_id, "lines", &movements)?;
+                    inventory::return_refunded(ctx, &sale.store_id, &refund_id, &terminal_id, &movements)?;
                     record_refund(&mut sale, amount)?;
                     repo::update_sale(ctx.conn, &sale)?;
                     let created = unix_ms(ctx.now);
@@ -391,7 +390,7 @@ impl SalesStore for SqliteSales {
         let (s, a) = (store_id.to_owned(), after.to_owned());
         self.db
             .read(move |c| {
-                inventory::get_store(c, &s)?;
+                inventory::require_store(c, &s)?;
                 crate::listing::list_sales(c, &s, &a, limit)
             })
             .await

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use redstore_inventory::domain::StoreRow;
 use redstore_inventory::domain::{ChargedPrice, Product};
-use redstore_inventory::repo::StoreRow;
 use redstore_inventory::store::{AppliedCheckout, CheckoutKey, CheckoutsQuery, Idem, ProductPatch, SaleOrder};
 use redstore_inventory::{InventoryStore, OversellPolicy, StockMovement};
 use redstore_platform::Error;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use redstore_inventory::OversellPolicy;
+use redstore_inventory::domain::StoreRow;
 use redstore_inventory::pg::PG_MIGRATIONS;
-use redstore_inventory::repo::StoreRow;
 use redstore_inventory::store::Idem;
 use redstore_platform::pg::{self, APP_ROLE};
 use sqlx::Row as _;

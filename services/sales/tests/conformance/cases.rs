@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use redstore_inventory::domain::Product;
-use redstore_inventory::repo::StoreRow;
+use redstore_inventory::domain::StoreRow;
 use redstore_inventory::seed::demo_barcode;
 use redstore_inventory::store::{Idem, ProductPatch};
 use redstore_inventory::{InventoryStore, OversellPolicy, StockMovement};

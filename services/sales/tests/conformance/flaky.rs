@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use redstore_inventory::domain::StoreRow;
 use redstore_inventory::domain::{ImportProduct, Product, StockCount};
-use redstore_inventory::repo::StoreRow;
 use redstore_inventory::store::{AppliedCheckout, CheckoutsQuery, Idem, Imported, ProductPatch, SaleOrder};
 use redstore_inventory::{InventoryStore, StockMovement};
 use redstore_platform::barcode::Barcode;

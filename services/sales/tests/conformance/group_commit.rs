@@ -122,7 +122,7 @@ pub async fn a_burst_of_checkouts_sells_exactly_the_stock_with_gapless_events() 
 pub async fn checkouts_of_many_stores_share_batches_and_refuse_alone() {
     use redstore_inventory::OversellPolicy;
     use redstore_inventory::StockMovement;
-    use redstore_inventory::repo::StoreRow;
+    use redstore_inventory::domain::StoreRow;
     use redstore_inventory::store::Idem;
 
     const STORES: usize = 12;
