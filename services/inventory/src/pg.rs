@@ -38,7 +38,8 @@ mod import;
 
 use batch::{Answer, DecidedChanges, Kind};
 pub use batch::{
-    AppliedSales, DecidedSales, PartsWrite, SaleToApply, StoreSales, apply_sales_in, decide_parts, decide_sales,
+    AppliedSales, DecidedSales, JoinedCall, PartsWrite, SaleToApply, StoreSales, apply_sales_in, decide_parts,
+    decide_sales,
 };
 
 /// Inventory's PostgreSQL migrations (schema `inventory`).

@@ -242,7 +242,7 @@ pub struct PartsWrite<'d> {
 
 impl<'d> PartsWrite<'d> {
     /// How many arguments [`Self::call`] takes.
-    pub const ARGS: usize = 20;
+    const ARGS: usize = 20;
 
     pub fn new(decided: &'d [DecidedSales]) -> Self {
         Self::of(decided.iter().map(|d| &d.write))
@@ -261,15 +261,14 @@ impl<'d> PartsWrite<'d> {
         self.parts.is_empty()
     }
 
-    /// The call that writes the batches, its arguments numbered from `$first` (bind them with
-    /// [`Self::bind`]); it returns `(part, sku, quantity)` rows, each to pass to
-    /// [`Self::check_written`]. For a caller that writes its own rows in the same statement.
-    pub fn call(first: usize) -> String {
+    /// The call that writes the batches, its arguments numbered from `$first` (bound by
+    /// [`Self::bind`]); it returns `(part, sku, quantity)` rows, each for [`Self::check_written`].
+    fn call(first: usize) -> String {
         pg::call("inventory.write_sales_parts", first, Self::ARGS)
     }
 
     /// Binds [`Self::call`]'s arguments, in order.
-    pub fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
+    fn bind<'q>(&self, query: PgQuery<'q>) -> PgQuery<'q> {
         let p = &self.parts;
         let (sku_ends, skus) = pg::parts(p, |w| w.skus.as_slice());
         let (event_ends, event_ids) = pg::parts(p, |w| w.event_ids.as_slice());
@@ -301,7 +300,7 @@ impl<'d> PartsWrite<'d> {
     /// Checks a written sku's quantity (of `part`, 1-based as the statement numbers them) against
     /// the decision. Every stock writer of a store holds its sequence lock, so a difference means
     /// it did not hold: the caller must roll back.
-    pub fn check_written(&self, part: i32, sku: &str, quantity: i64) -> Result<()> {
+    fn check_written(&self, part: i32, sku: &str, quantity: i64) -> Result<()> {
         let Some(w) = usize::try_from(part).ok().and_then(|p| self.parts.get(p.wrapping_sub(1))) else {
             return Err(Error::Internal(anyhow::anyhow!(
                 "stock written for part {part}, which the batch does not have"
@@ -319,15 +318,63 @@ impl<'d> PartsWrite<'d> {
     /// Writes the batches in the caller's transaction: one round trip, none when there is nothing
     /// to write.
     pub async fn write(&self, conn: &mut PgConnection) -> Result<()> {
-        if self.is_empty() {
-            return Ok(());
-        }
-        let sql = format!("SELECT o_part, o_sku, o_quantity FROM {}", Self::call(1));
-        for row in self.bind(sqlx::query(&sql)).fetch_all(&mut *conn).await? {
-            self.check_written(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)?;
-        }
-        Ok(())
+        self.write_joined(conn, None).await.map(drop)
     }
+
+    /// Writes the batches and runs the caller's own `joined` call in the same statement (one
+    /// round trip fewer under the stores' locks; the batches' writes run first), in the caller's
+    /// transaction; none when there is nothing to run. Checks every stock row written against the
+    /// decision, and returns `joined`'s rows: its columns first, then inventory's, which are NULL
+    /// in them.
+    pub async fn write_joined(
+        &self,
+        conn: &mut PgConnection,
+        joined: Option<&dyn JoinedCall>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>> {
+        const OURS: [&str; 3] = ["INT", "TEXT", "BIGINT"];
+        let theirs = joined.map_or(&[][..], |j| j.columns());
+        // Each side's select list is both sides' columns, the other side's as typed NULLs.
+        let nulls = |types: &[&str]| types.iter().map(|t| format!("NULL::{t}, ")).collect::<String>();
+        let ours = (!self.is_empty())
+            .then(|| format!("SELECT {}w.o_part, w.o_sku, w.o_quantity FROM {} w", nulls(theirs), Self::call(1)));
+        let first = if ours.is_some() { Self::ARGS + 1 } else { 1 };
+        let joined_select =
+            joined.map(|j| format!("SELECT j.*, {} FROM {} j", nulls(&OURS).trim_end_matches(", "), j.call(first)));
+        let sql = match (ours, joined_select) {
+            (Some(ours), Some(theirs)) => format!("{ours} UNION ALL {theirs}"),
+            (Some(ours), None) => ours,
+            (None, Some(theirs)) => theirs,
+            (None, None) => return Ok(Vec::new()),
+        };
+        let mut query = sqlx::query(&sql);
+        if !self.is_empty() {
+            query = self.bind(query);
+        }
+        if let Some(j) = joined {
+            query = j.bind(query);
+        }
+        let mut rows = query.fetch_all(&mut *conn).await?;
+        let at = theirs.len();
+        let mut kept = Vec::with_capacity(rows.len());
+        for row in rows.drain(..) {
+            match row.try_get::<Option<i32>, _>(at)? {
+                Some(part) => self.check_written(part, row.try_get(at + 1)?, row.try_get(at + 2)?)?,
+                None => kept.push(row),
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// A set-returning call of the caller's to run in the same statement as a batch's writes
+/// ([`PartsWrite::write_joined`]).
+pub trait JoinedCall: Sync {
+    /// The call with its arguments numbered from `$first` (`schema.function($first, …)`).
+    fn call(&self, first: usize) -> String;
+    /// The SQL types of the columns it returns, in order.
+    fn columns(&self) -> &'static [&'static str];
+    /// Binds its arguments, in order.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q>;
 }
 
 /// Applies the sales in order, in the caller's transaction scoped to `store_id` (see the module

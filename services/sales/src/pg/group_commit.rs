@@ -34,7 +34,7 @@
 //! several processes queue, never deadlock.
 
 use prost::Message as _;
-use redstore_inventory::pg::{PartsWrite, SaleToApply, StoreSales, decide_parts};
+use redstore_inventory::pg::{JoinedCall, PartsWrite, SaleToApply, StoreSales, decide_parts};
 use redstore_platform::batch as platform_batch;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::pg;
@@ -134,54 +134,22 @@ async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec
     }
 
     // Inventory's writes and sales' completion (`sales.record_completed_parts`) in one statement:
-    // a round trip fewer under the stores' locks. Append runs them in order.
-    let write = PartsWrite::new(&decided);
-    let write_call = (!write.is_empty()).then(|| PartsWrite::call(1));
-    let record_call = (!records.is_empty()).then(|| {
-        let first = if write_call.is_some() { PartsWrite::ARGS + 1 } else { 1 };
-        pg::call("sales.record_completed_parts", first, StoreRecord::ARGS)
-    });
-    let sql = match (&write_call, &record_call) {
-        (Some(write), Some(record)) => Some(format!(
-            "SELECT NULL::INT, NULL::UUID, NULL::BIGINT, w.o_part, w.o_sku, w.o_quantity FROM {write} w
-             UNION ALL SELECT r.o_part, r.o_event_id, r.o_seq, NULL, NULL, NULL FROM {record} r"
-        )),
-        (Some(write), None) => {
-            Some(format!("SELECT NULL::INT, NULL::UUID, NULL::BIGINT, o_part, o_sku, o_quantity FROM {write}"))
-        }
-        (None, Some(record)) => {
-            Some(format!("SELECT o_part, o_event_id, o_seq, NULL::INT, NULL::TEXT, NULL::BIGINT FROM {record}"))
-        }
-        (None, None) => None,
-    };
+    // a round trip fewer under the stores' locks.
+    let record = Completing { records: &records, occurred_at_ms };
+    let joined: Option<&dyn JoinedCall> = if records.is_empty() { None } else { Some(&record) };
     let mut sales_seqs: Vec<Option<u64>> = records.iter().map(|_| None).collect();
-    if let Some(sql) = &sql {
-        let mut query = sqlx::query(sql);
-        if write_call.is_some() {
-            query = write.bind(query);
-        }
-        if record_call.is_some() {
-            query = StoreRecord::bind(&records, occurred_at_ms, query);
-        }
-        let mut events = 0;
-        for row in &query.fetch_all(&mut *tx).await? {
-            if let Some(part) = row.try_get::<Option<i32>, _>(3)? {
-                write.check_written(part, row.try_get(4)?, row.try_get(5)?)?;
-                continue;
-            }
-            events += 1;
-            let part: i32 = row.try_get(0)?;
-            let Some(i) = usize::try_from(part).ok().and_then(|p| p.checked_sub(1)).filter(|&i| i < records.len())
-            else {
-                return Err(Error::Internal(anyhow::anyhow!("an event recorded for part {part}")));
-            };
-            let seq = row.try_get::<i64, _>(2)? as u64;
-            sales_seqs[i] = sales_seqs[i].max(Some(seq));
-        }
-        let expected: usize = records.iter().map(|r| r.completed.sale_ids.len()).sum();
-        if events != expected {
-            return Err(Error::Internal(anyhow::anyhow!("{events} events written for {expected} sales")));
-        }
+    let rows = PartsWrite::new(&decided).write_joined(&mut tx, joined).await?;
+    for row in &rows {
+        let part: i32 = row.try_get(0)?;
+        let Some(i) = usize::try_from(part).ok().and_then(|p| p.checked_sub(1)).filter(|&i| i < records.len()) else {
+            return Err(Error::Internal(anyhow::anyhow!("an event recorded for part {part}")));
+        };
+        let seq = row.try_get::<i64, _>(2)? as u64;
+        sales_seqs[i] = sales_seqs[i].max(Some(seq));
+    }
+    let expected: usize = records.iter().map(|r| r.completed.sale_ids.len()).sum();
+    if rows.len() != expected {
+        return Err(Error::Internal(anyhow::anyhow!("{} events written for {expected} sales", rows.len())));
     }
     tx.commit().await?;
     // Wake the outboxes' listeners (one round trip for every store and both schemas) without
@@ -240,5 +208,27 @@ impl StoreRecord<'_> {
             .bind(cart_owners)
             .bind(pg::parts(records, |r| r.completed.cart_skus.as_slice()).1)
             .bind(pg::parts(records, |r| r.completed.cart_quantities.as_slice()).1)
+    }
+}
+
+/// The batch's completion (`sales.record_completed_parts`, every store's part), run in the same
+/// statement as inventory's writes.
+struct Completing<'r, 'a> {
+    records: &'r [StoreRecord<'a>],
+    occurred_at_ms: i64,
+}
+
+impl JoinedCall for Completing<'_, '_> {
+    fn call(&self, first: usize) -> String {
+        pg::call("sales.record_completed_parts", first, StoreRecord::ARGS)
+    }
+
+    fn columns(&self) -> &'static [&'static str] {
+        // o_part, o_event_id, o_seq
+        &["INT", "UUID", "BIGINT"]
+    }
+
+    fn bind<'q>(&'q self, query: pg::PgQuery<'q>) -> pg::PgQuery<'q> {
+        StoreRecord::bind(self.records, self.occurred_at_ms, query)
     }
 }
