@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 pub const EXIT_RESTART: u8 = 75;
 /// The subcommand that runs the worker.
 pub const SUBCOMMAND: &str = "kafka-worker";
-/// PostgreSQL connections of the worker: a LISTEN and a drain per relay, the analytics fold and
-/// its sweep, the stock cache's reads of the event log.
-pub const WORKER_DB_POOL: u32 = 8;
+/// PostgreSQL connections of the worker: a LISTEN and a drain per relay, the analytics fold, its
+/// sweep and its LISTEN for commit hints, the stock cache's reads of the event log and its LISTEN.
+pub const WORKER_DB_POOL: u32 = 10;
 /// How long a stopping worker gives its tasks to finish (consumers commit their offsets and leave
 /// their groups) before it exits anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -329,7 +329,8 @@ async fn cache_consumer(
         Box::pin(async move { projector::project_received(inventory.as_ref(), &cache, &[event]).await })
             as futures::future::BoxFuture<'static, redstore_platform::Result<()>>
     };
-    let consumed = kafka::consume_batches(consumer, dlq, Some(batch), handler, stop).await;
+    let quiet = kafka::Quiet::on(kafka::commit_hints(pool.clone(), "inventory", stop.clone()));
+    let consumed = kafka::consume_batches(consumer, dlq, Some(batch), handler, Some(quiet), stop).await;
     sweep_stop.cancel();
     let _ = sweep.await;
     consumed

@@ -923,7 +923,77 @@ pub async fn consume<H>(
 where
     H: Fn(EventEnvelope) -> BoxFuture<'static, Result<()>> + Send + Sync,
 {
-    consume_batches(consumer, dlq_producer, None, handler, shutdown).await
+    consume_batches(consumer, dlq_producer, None, handler, None, shutdown).await
+}
+
+/// Lets a consumer stop fetching while its topics are quiet. A broker that holds every fetch for
+/// the whole wait (tansu does) costs an idle consumer a fetch every few milliseconds
+/// ([`Pace::Live`]); paused, it costs none. After `after` without a message (`at_most` after it
+/// starts) the consumer pauses its partitions; it resumes at the next hint that events are
+/// coming, or after `at_most` in any case (a hint lost, a partition assigned since).
+pub struct Quiet {
+    /// Woken as changes commit, before the relay publishes them ([`commit_hints`]).
+    pub hints: Arc<tokio::sync::Notify>,
+    pub after: Duration,
+    pub at_most: Duration,
+}
+
+impl Quiet {
+    /// The live and bulk consumers' quiet: pause after a second without a message, fetch again
+    /// at the next commit's hint or within ten seconds.
+    pub fn on(hints: Arc<tokio::sync::Notify>) -> Self {
+        Self { hints, after: Duration::from_secs(1), at_most: Duration::from_secs(10) }
+    }
+}
+
+/// A hint per commit to `<schema>`'s outbox: `LISTEN redstore_<schema>` (the notification every
+/// writer sends after it commits; reconnecting, and hinting once, when the connection is lost),
+/// until `shutdown`. For [`Quiet`]: the commit comes before the relay publishes the event, so a
+/// paused consumer is fetching again by the time the event is on the broker. Takes one of the
+/// pool's connections for as long as it runs.
+pub fn commit_hints(pool: PgPool, schema: &'static str, shutdown: CancellationToken) -> Arc<tokio::sync::Notify> {
+    let hints = Arc::new(tokio::sync::Notify::new());
+    let wakeups = Arc::new(Wakeups::default());
+    tokio::spawn(listen(pool, schema, wakeups.clone(), shutdown.clone()));
+    let forward = hints.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = wakeups.notify.notified() => {
+                    // Which stores does not matter here: any commit may be on this consumer's partitions.
+                    wakeups.stores.lock().clear();
+                    wakeups.all.store(false, Ordering::Release);
+                    forward.notify_one();
+                }
+            }
+        }
+    });
+    hints
+}
+
+/// Pauses or resumes every partition assigned to the consumer now.
+fn set_paused(consumer: &StreamConsumer, paused: bool) {
+    let assigned = match consumer.assignment() {
+        Ok(assigned) if assigned.count() > 0 => assigned,
+        Ok(_) => return,
+        Err(e) => {
+            crate::warn_throttled!(error = %e, "kafka consumer cannot read its assignment");
+            return;
+        }
+    };
+    let done = if paused { consumer.pause(&assigned) } else { consumer.resume(&assigned) };
+    if let Err(e) = done {
+        crate::warn_throttled!(error = %e, paused, "kafka consumer cannot pause or resume its partitions");
+        return;
+    }
+    tracing::debug!(paused, partitions = assigned.count(), "kafka consumer quiet");
+    if !paused && let Some(p) = assigned.elements().first() {
+        // librdkafka fetches a resumed partition when its broker thread next wakes, which with
+        // nothing else to do is up to a second later; any request to the broker wakes it now. The
+        // answer does not matter (a broker that is down makes this wait its short timeout).
+        let _ = consumer.fetch_watermarks(p.topic(), p.partition(), Duration::from_millis(100));
+    }
 }
 
 /// Handles the events of many messages at once (one transaction for all, say).
@@ -935,12 +1005,14 @@ pub const CONSUME_BATCH: usize = 500;
 /// [`consume`], but the messages already waiting (up to [`CONSUME_BATCH`]) are handed to `batch`
 /// together. When `batch` fails, the messages are handled one by one by `handler`, with its
 /// retries and dead-lettering, so a poison event still ends in the DLQ alone; undecodable
-/// messages are dead-lettered either way.
+/// messages are dead-lettered either way. With `quiet`, the consumer stops fetching while its
+/// topics are quiet ([`Quiet`]).
 pub async fn consume_batches<H>(
     consumer: StreamConsumer,
     dlq_producer: FutureProducer,
     batch: Option<BatchHandler>,
     handler: H,
+    quiet: Option<Quiet>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
 where
@@ -952,6 +1024,11 @@ where
     let mut commit_at = tokio::time::Instant::now();
     let mut errors = 0u32;
     let mut unknown = UnknownTopics::default();
+    // With `quiet`: when to pause (no message since), and, paused, when to resume in any case.
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    // The first pause no sooner than `at_most`: joining the group and the backlog come first.
+    let mut pause_at = quiet.as_ref().map_or_else(far, |q| tokio::time::Instant::now() + q.at_most);
+    let mut paused_until: Option<tokio::time::Instant> = None;
     'consuming: loop {
         let received = tokio::select! {
             biased;
@@ -964,8 +1041,29 @@ where
                 uncommitted = false;
                 continue;
             }
+            _ = async { quiet.as_ref().expect("guarded").hints.notified().await }, if quiet.is_some() => {
+                if paused_until.take().is_some() {
+                    set_paused(&consumer, false);
+                }
+                pause_at = tokio::time::Instant::now() + quiet.as_ref().map_or(Duration::ZERO, |q| q.after);
+                continue;
+            }
+            _ = tokio::time::sleep_until(paused_until.unwrap_or_else(far)), if paused_until.is_some() => {
+                paused_until = None;
+                set_paused(&consumer, false);
+                pause_at = tokio::time::Instant::now() + quiet.as_ref().map_or(Duration::ZERO, |q| q.after);
+                continue;
+            }
+            _ = tokio::time::sleep_until(pause_at), if quiet.is_some() && paused_until.is_none() => {
+                set_paused(&consumer, true);
+                paused_until = quiet.as_ref().map(|q| tokio::time::Instant::now() + q.at_most);
+                continue;
+            }
             received = consumer.recv() => received.map(|m| m.detach()),
         };
+        if let Some(q) = &quiet {
+            pause_at = tokio::time::Instant::now() + q.after;
+        }
         let first = match received {
             Ok(msg) => {
                 errors = 0;

@@ -173,7 +173,7 @@ pub async fn run_in_group(
     tracing::info!(group, pattern = %cfg.pattern("sales"), "analytics kafka consumer started");
     let sweep_stop = shutdown.child_token();
     let sweep = tokio::spawn(sweep_stalled(pool.clone(), sweep_stop.clone()));
-    let batch_pool = pool.clone();
+    let (batch_pool, hint_pool) = (pool.clone(), pool.clone());
     let handler = move |event: EventEnvelope| -> BoxFuture<'static, Result<()>> {
         let pool = pool.clone();
         Box::pin(async move { fold(&pool, &event).await })
@@ -182,7 +182,8 @@ pub async fn run_in_group(
         let pool = batch_pool.clone();
         Box::pin(async move { fold_all(&pool, events).await })
     });
-    let consumed = kafka::consume_batches(consumer, dlq, Some(batch), handler, shutdown).await;
+    let quiet = kafka::Quiet::on(kafka::commit_hints(hint_pool, "sales", shutdown.clone()));
+    let consumed = kafka::consume_batches(consumer, dlq, Some(batch), handler, Some(quiet), shutdown).await;
     sweep_stop.cancel();
     let _ = sweep.await;
     consumed?;

@@ -337,6 +337,7 @@ async fn messages_received_together_are_handled_as_a_batch_and_a_poison_one_stil
         kafka::producer(&cfg).expect("producer"),
         Some(batch),
         handler,
+        None,
         shutdown.clone(),
     ));
     wait_until(Duration::from_secs(60), || seen.lock().len() >= good.len()).await.expect("every good event is handled");
@@ -357,6 +358,51 @@ async fn messages_received_together_are_handled_as_a_batch_and_a_poison_one_stil
         "messages waiting together were batched: {:?}",
         batch_sizes.lock()
     );
+    shutdown.cancel();
+    task.await.expect("joined").expect("consume");
+    cleanup(&cfg).await;
+}
+
+/// A consumer whose topics are quiet stops fetching (a broker that holds every fetch for its whole
+/// wait then costs it nothing), and fetches again at the next commit's hint: an event produced
+/// while it is paused waits for the hint, then arrives.
+#[tokio::test]
+async fn a_quiet_consumer_stops_fetching_and_a_commit_hint_wakes_it() {
+    let cfg = test_config();
+    kafka::ensure_topics(&cfg, &["sales"]).await.expect("ensure topics");
+    let seen: Seen = Arc::default();
+    let handler = {
+        let seen = seen.clone();
+        move |event: EventEnvelope| -> BoxFuture<'static, redstore_platform::Result<()>> {
+            seen.lock().push(event);
+            Box::pin(async { Ok(()) })
+        }
+    };
+    let hints = Arc::new(tokio::sync::Notify::new());
+    let quiet =
+        kafka::Quiet { hints: hints.clone(), after: Duration::from_millis(1500), at_most: Duration::from_secs(300) };
+    let consumer = kafka::consumer(&cfg, &format!("{}-quiet", cfg.topic_prefix), &["sales"]).expect("consumer");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(kafka::consume_batches(
+        consumer,
+        kafka::producer(&cfg).expect("producer"),
+        None,
+        handler,
+        Some(quiet),
+        shutdown.clone(),
+    ));
+    // Busy: an event arrives as it would without the quiet.
+    produce(&cfg, "s1", &envelope("s1", 1).encode_to_vec()).await;
+    wait_until(Duration::from_secs(60), || seen.lock().len() == 1).await.expect("the first event is handled");
+    // Quiet: paused, the consumer does not fetch what comes next...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    produce(&cfg, "s1", &envelope("s1", 2).encode_to_vec()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(seen.lock().len(), 1, "a paused consumer fetched without a hint");
+    // ...until a commit hints that events are coming.
+    hints.notify_one();
+    wait_until(Duration::from_secs(10), || seen.lock().len() == 2).await.expect("the hint wakes the consumer");
+    assert_eq!(seen.lock().iter().map(|e| e.store_seq).collect::<Vec<_>>(), [1, 2]);
     shutdown.cancel();
     task.await.expect("joined").expect("consume");
     cleanup(&cfg).await;
