@@ -305,7 +305,7 @@ async fn start(config: &WorkerConfig, stop: CancellationToken) -> anyhow::Result
 async fn cache_consumer(
     pool: redstore_platform::pg::PgPool,
     cfg: KafkaConfig,
-    dlq: kafka::rdkafka::producer::FutureProducer,
+    dlq: kafka::Producer,
     inventory: Arc<dyn InventoryStore>,
     cache: redstore_inventory::cache::StockCache,
     stop: CancellationToken,

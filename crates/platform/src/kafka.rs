@@ -30,7 +30,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use redstore_proto::events::EventEnvelope;
 use sqlx::Row as _;
@@ -43,6 +43,9 @@ use crate::pg::{self, PgPool};
 
 /// The Kafka client library, for callers that configure or inspect clients beyond these helpers.
 pub use rdkafka;
+
+mod producer;
+pub use producer::{Delivered, Deliveries, Delivery, Producer};
 
 /// The domains that have a topic.
 pub const DOMAINS: [&str; 2] = ["inventory", "sales"];
@@ -216,8 +219,9 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
 
 /// A producer with [`producer_config`]. It connects lazily: call [`ensure_topics`] first to
 /// fail fast when no broker answers.
-pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<FutureProducer> {
-    producer_config(cfg).create().with_context(|| format!("cannot create a kafka producer for {}", cfg.brokers))
+pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<Producer> {
+    Producer::from_config(&producer_config(cfg))
+        .with_context(|| format!("cannot create a kafka producer for {}", cfg.brokers))
 }
 
 /// How long a consumer's fetch may wait at the broker when no message is there yet: the delay a
@@ -565,7 +569,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// until `shutdown`, with [`RelayOptions::default`]. See [`run_relay_with`].
 pub async fn run_relay(
     pool: PgPool,
-    producer: FutureProducer,
+    producer: Producer,
     cfg: KafkaConfig,
     schema: &'static str,
     stores: StoreLister,
@@ -597,7 +601,7 @@ pub async fn run_relay(
 /// Returns `Err` only for an invalid `schema` or topic prefix.
 pub async fn run_relay_with(
     pool: PgPool,
-    mut producer: FutureProducer,
+    mut producer: Producer,
     cfg: KafkaConfig,
     schema: &'static str,
     stores: StoreLister,
@@ -775,7 +779,7 @@ enum Drain {
 /// Publishes one store's unsent outbox rows, batch by batch, until none is left.
 async fn drain_store(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     schema: &'static str,
     store: &str,
@@ -842,7 +846,7 @@ async fn drain_store(
             let record = FutureRecord::to(topic).key(store).payload(body.as_slice()).headers(headers);
             match producer.send_result(record) {
                 Ok(delivery) => deliveries.push((seq, delivery)),
-                Err((e, _)) => {
+                Err(e) => {
                     failure = Some(format!("cannot queue event {event_id} for {topic}: {e}"));
                     break;
                 }
@@ -853,11 +857,7 @@ async fn drain_store(
         let mut delivered: Option<i64> = None;
         let mut count = 0;
         for (seq, delivery) in deliveries {
-            let outcome = match delivery.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((e, _))) => Err(e.to_string()),
-                Err(_) => Err("the producer was dropped".to_owned()),
-            };
+            let outcome = delivery.await.map(drop).map_err(|e| e.to_string());
             match outcome {
                 Ok(()) if failure.is_none() => {
                     delivered = Some(seq);
@@ -916,7 +916,7 @@ pub fn decode_event(payload: Option<&[u8]>) -> anyhow::Result<EventEnvelope> {
 /// leaves its group.
 pub async fn consume<H>(
     consumer: StreamConsumer,
-    dlq_producer: FutureProducer,
+    dlq_producer: Producer,
     handler: H,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
@@ -1009,7 +1009,7 @@ pub const CONSUME_BATCH: usize = 500;
 /// topics are quiet ([`Quiet`]).
 pub async fn consume_batches<H>(
     consumer: StreamConsumer,
-    dlq_producer: FutureProducer,
+    dlq_producer: Producer,
     batch: Option<BatchHandler>,
     handler: H,
     quiet: Option<Quiet>,
@@ -1224,7 +1224,7 @@ where
 }
 
 /// Copies a message to `<topic>.dlq`; true once stored, false if `shutdown` came first.
-async fn dead_letter(dlq: &FutureProducer, msg: &OwnedMessage, reason: &str, shutdown: &CancellationToken) -> bool {
+async fn dead_letter(dlq: &Producer, msg: &OwnedMessage, reason: &str, shutdown: &CancellationToken) -> bool {
     let topic = dlq_topic(msg.topic());
     let partition = msg.partition().to_string();
     let offset = msg.offset().to_string();
@@ -1263,7 +1263,7 @@ async fn dead_letter(dlq: &FutureProducer, msg: &OwnedMessage, reason: &str, shu
                 );
                 return true;
             }
-            Err((e, _)) => {
+            Err(e) => {
                 tracing::error!(dlq = %topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot write to the dead-letter topic");
                 tokio::select! {
                     _ = shutdown.cancelled() => return false,

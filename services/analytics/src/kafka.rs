@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use redstore_platform::error::Result;
-use redstore_platform::kafka::rdkafka::producer::FutureProducer;
 use redstore_platform::kafka::{self, KafkaConfig};
 use redstore_platform::pg::{self, PgPool};
 use redstore_proto::events::EventEnvelope;
@@ -153,7 +152,7 @@ pub async fn sweep_stalled(pool: PgPool, shutdown: CancellationToken) {
 pub async fn run(
     pool: PgPool,
     cfg: KafkaConfig,
-    dlq: FutureProducer,
+    dlq: kafka::Producer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     run_in_group(pool, cfg, CONSUMER_GROUP, dlq, shutdown).await
@@ -164,7 +163,7 @@ pub async fn run_in_group(
     pool: PgPool,
     cfg: KafkaConfig,
     group: &str,
-    dlq: FutureProducer,
+    dlq: kafka::Producer,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     kafka::ensure_topics(&cfg, DOMAINS).await?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt as _;
 use prost::Message as _;
 use redstore_platform::kafka::rdkafka::message::{Message as _, OwnedMessage};
-use redstore_platform::kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+use redstore_platform::kafka::rdkafka::producer::FutureRecord;
 use redstore_platform::kafka::{self, KafkaConfig, RelayOptions, StoreLister, header, header_str};
 use redstore_platform::pg::scratch::ScratchDb;
 use redstore_platform::pg::{self, PgPool};
@@ -114,7 +114,7 @@ impl Env {
         out
     }
 
-    fn relay(&self, producer: FutureProducer, stores: &[&str], opts: RelayOptions) -> Relay {
+    fn relay(&self, producer: kafka::Producer, stores: &[&str], opts: RelayOptions) -> Relay {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(kafka::run_relay_with(
             self.app.clone(),
@@ -402,7 +402,7 @@ async fn a_failed_produce_leaves_the_rows_unsent_and_a_later_relay_sends_them() 
     env.append_sales("s2", 10, 5).await;
     let mut dead = kafka::producer_config(&env.cfg);
     dead.set("bootstrap.servers", "127.0.0.1:1").set("message.timeout.ms", "1000");
-    let dead: FutureProducer = dead.create().expect("producer");
+    let dead = kafka::Producer::from_config(&dead).expect("producer");
     let relay = env.relay(dead, &["s1", "s2"], RelayOptions::default());
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(env.unsent().await, 20, "nothing is marked sent while the broker is unreachable");
@@ -471,7 +471,6 @@ async fn analytics_dead_letters_bad_events_and_goes_on() {
             producer
                 .send(FutureRecord::to(&topic).key("s1").payload(&value), Duration::from_secs(10))
                 .await
-                .map_err(|(e, _)| e)
                 .expect("delivered")
         }
     };
