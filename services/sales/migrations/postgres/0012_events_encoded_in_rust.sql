@@ -209,6 +209,7 @@ RETURNS TABLE (o_part INT, o_sale_id TEXT, o_seq BIGINT)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER SET plan_cache_mode = auto AS $$
 DECLARE
     v_before    TEXT := platform.scope_to_stores(p_stores);
+    v_sale_parts INT[] := platform.part_numbers(p_ends);
     v_parts     INT[];
     v_ids       TEXT[];
     v_event_ids UUID[];
@@ -218,7 +219,7 @@ BEGIN
         INSERT INTO sales.sales
             (sale_id, store_id, terminal_id, idempotency_key, request, from_cart, status, created_at_ms, body)
         SELECT u.id, p_stores[u.part], u.terminal, u.key, u.request, false, 'completed', u.created, u.body
-        FROM unnest(platform.part_numbers(p_ends), p_ids, p_terminals, p_keys, p_requests, p_created_at_ms, p_bodies)
+        FROM unnest(v_sale_parts, p_ids, p_terminals, p_keys, p_requests, p_created_at_ms, p_bodies)
             AS u (part, id, terminal, key, request, created, body)
         ORDER BY p_stores[u.part], u.key
         ON CONFLICT DO NOTHING
@@ -226,7 +227,7 @@ BEGIN
     SELECT array_agg(u.part ORDER BY u.n), array_agg(u.id ORDER BY u.n), array_agg(p_event_ids[u.n] ORDER BY u.n),
            array_agg(p_events[u.n] ORDER BY u.n)
     INTO v_parts, v_ids, v_event_ids, v_events
-    FROM inserted i JOIN unnest(platform.part_numbers(p_ends), p_ids) WITH ORDINALITY AS u (part, id, n)
+    FROM inserted i JOIN unnest(v_sale_parts, p_ids) WITH ORDINALITY AS u (part, id, n)
         ON u.id = i.sale_id;
     IF v_ids IS NOT NULL THEN
         RETURN QUERY
