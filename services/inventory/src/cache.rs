@@ -75,44 +75,30 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 0
 ";
 
-/// Replaces a store's hash with a snapshot, only when the hash claims a newer sequence than the
-/// snapshot's: the event log it was projected from is gone (the database was restored or reset).
-/// Returns 1 when it replaced the hash.
+/// Replaces a store's hash with a snapshot when the hash is behind the snapshot's sequence (a
+/// snapshot taken for an `inventory.stock_loaded` event, which names no levels) or ahead of it
+/// (the event log the hash was projected from is gone: the database was restored or reset), and
+/// then publishes a message if it is given one. Returns 1 when it replaced the hash, else 0.
 ///
-/// KEYS[1] stock hash; ARGV[1] the snapshot's sequence, then sku, quantity pairs.
-const REBUILD_SCRIPT: &str = r"
+/// KEYS[1] stock hash; ARGV[1] the snapshot's sequence, ARGV[2] `behind` or `ahead` (when to
+/// replace), ARGV[3] channel and ARGV[4] payload (an empty channel: publish nothing), then sku,
+/// quantity pairs.
+const REPLACE_SCRIPT: &str = r"
 local head = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], '_seq') or '0') or 0
-if current <= head then
+local replace = (ARGV[2] == 'behind' and current < head) or (ARGV[2] == 'ahead' and current > head)
+if not replace then
   return 0
 end
 redis.call('DEL', KEYS[1])
-for i = 2, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], '_seq', ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
 return 1
-";
-
-/// Replaces a store's hash with a snapshot taken for an `inventory.stock_loaded` event (a bulk load
-/// names no levels) and publishes the event, unless the hash already reflects the snapshot's
-/// sequence or a later one. Returns 0 when it loaded the snapshot, else the hash's sequence.
-///
-/// KEYS[1] stock hash; ARGV[1] the snapshot's sequence, ARGV[2] channel, ARGV[3] payload, then
-/// sku, quantity pairs.
-const LOAD_SCRIPT: &str = r"
-local head = tonumber(ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[1], '_seq') or '0') or 0
-if head <= current then
-  return current
-end
-redis.call('DEL', KEYS[1])
-for i = 4, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('HSET', KEYS[1], '_seq', ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 0
 ";
 
 /// What a pipeline of projections found besides the events it applied.
@@ -132,8 +118,7 @@ pub struct Projection {
 pub struct StockCache {
     conn: ConnectionManager,
     script: redis::Script,
-    rebuild: redis::Script,
-    load: redis::Script,
+    replace: redis::Script,
 }
 
 impl std::fmt::Debug for StockCache {
@@ -159,12 +144,7 @@ impl StockCache {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(Self {
-            conn,
-            script: redis::Script::new(PROJECT_SCRIPT),
-            rebuild: redis::Script::new(REBUILD_SCRIPT),
-            load: redis::Script::new(LOAD_SCRIPT),
-        })
+        Ok(Self { conn, script: redis::Script::new(PROJECT_SCRIPT), replace: redis::Script::new(REPLACE_SCRIPT) })
     }
 
     /// Projects one event: for `inventory.changed`, writes every changed sku's quantity and the
@@ -262,9 +242,13 @@ impl StockCache {
     /// event is published, unless the hash is at the snapshot's sequence or later already.
     /// Returns whether it loaded the snapshot.
     pub async fn load(&self, event: &EventEnvelope, snapshot: &InventorySnapshot) -> Result<bool> {
-        let mut invocation = self.load.key(stock_key(&snapshot.store_id));
-        invocation.arg(snapshot.as_of_seq).arg(events_channel(&event.store_id)).arg(event.encode_to_vec());
-        Ok(self.with_levels(invocation, snapshot).await? == 0)
+        let mut invocation = self.replace.key(stock_key(&snapshot.store_id));
+        invocation
+            .arg(snapshot.as_of_seq)
+            .arg("behind")
+            .arg(events_channel(&event.store_id))
+            .arg(event.encode_to_vec());
+        Ok(self.with_levels(invocation, snapshot).await? == 1)
     }
 
     /// Publishes an event on its store's channel as it is, without touching the hash.
@@ -304,8 +288,8 @@ impl StockCache {
     /// projected again instead of being skipped as stale until their numbers pass the old ones.
     /// Returns whether it rebuilt the hash.
     pub async fn rebuild_if_ahead(&self, snapshot: &InventorySnapshot) -> Result<bool> {
-        let mut invocation = self.rebuild.key(stock_key(&snapshot.store_id));
-        invocation.arg(snapshot.as_of_seq);
+        let mut invocation = self.replace.key(stock_key(&snapshot.store_id));
+        invocation.arg(snapshot.as_of_seq).arg("ahead").arg("").arg("");
         Ok(self.with_levels(invocation, snapshot).await? == 1)
     }
 
