@@ -589,6 +589,47 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Whatever run of movements a sku sees, each decided against the level the ones before
+        /// left: a strict store's level never goes below zero, no level leaves its range, a
+        /// movement is refused only for one of those two reasons (and changes nothing), and the
+        /// level always equals the sum of the movements accepted.
+        #[test]
+        fn stock_is_the_sum_of_the_movements_accepted_and_a_strict_store_never_goes_below_zero(
+            strict in proptest::bool::ANY,
+            deltas in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => -40i64..40,
+                    1 => proptest::strategy::Just(limits::MAX_STOCK),
+                    1 => proptest::strategy::Just(-limits::MAX_STOCK),
+                ],
+                0..120,
+            ),
+        ) {
+            let policy = if strict { OversellPolicy::Strict } else { OversellPolicy::AllowNegative };
+            let (mut level, mut accepted) = (0i64, 0i64);
+            for delta in deltas {
+                let movement = StockMovement { sku: "a".into(), delta };
+                let wanted = level + delta;
+                match decide_movement(policy, "s", "lines", level, &movement) {
+                    Ok(after) => {
+                        proptest::prop_assert_eq!(after, wanted);
+                        level = after;
+                        accepted += delta;
+                    }
+                    Err(Error::FailedPrecondition { kind: "STOCK", .. }) => {
+                        proptest::prop_assert!(strict && delta < 0 && wanted < 0, "refused {} at {}", delta, level);
+                    }
+                    Err(e) => {
+                        proptest::prop_assert_eq!(e.field(), Some("lines"));
+                        proptest::prop_assert!(wanted.abs() > limits::MAX_STOCK, "refused {} at {}: {:?}", delta, level, e);
+                    }
+                }
+                proptest::prop_assert!(!strict || level >= 0);
+                proptest::prop_assert!(level.abs() <= limits::MAX_STOCK);
+            }
+            proptest::prop_assert_eq!(level, accepted);
+        }
+
         /// Whatever record of a batch is broken, the error names that record (the first broken
         /// one), so that a client can point at the line it came from.
         #[test]

@@ -396,3 +396,76 @@ impl SalesStore for SqliteSales {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redstore_platform::money::Currency;
+
+    fn sale(sold: &[i64]) -> Sale {
+        let unit = Money::new(Currency::parse("currency_code", "EUR").expect("EUR"), 250);
+        Sale {
+            sale_id: "sale-1".to_owned(),
+            lines: sold
+                .iter()
+                .enumerate()
+                .map(|(i, &quantity)| SaleLine {
+                    sku: format!("sku-{i}"),
+                    name: format!("Product {i}"),
+                    quantity,
+                    unit_price: Some(unit.to_proto()),
+                    line_total: Some(Money::new(unit.currency, 250 * quantity).to_proto()),
+                    quantity_refunded: 0,
+                })
+                .collect(),
+            ..Sale::default()
+        }
+    }
+
+    proptest::proptest! {
+        /// Any run of refunds of a sale, each line asked for by sku (an empty request: all that is
+        /// left): no line is ever refunded beyond what it sold, a refund is refused exactly when it
+        /// asks for more than is left (and then changes nothing), and what was refunded of each
+        /// line is the sum of the refunds accepted.
+        #[test]
+        fn refunds_never_exceed_what_was_sold(
+            sold in proptest::collection::vec(1i64..6, 1..4),
+            asks in proptest::collection::vec(proptest::collection::vec((0usize..4, 1i64..4), 0..3), 0..12),
+        ) {
+            let mut current = sale(&sold);
+            let mut refunded = vec![0i64; sold.len()];
+            for ask in asks {
+                let wanted: Vec<(String, i64)> = ask.iter().map(|&(i, q)| (format!("sku-{i}"), q)).collect();
+                // What the request would leave refunded, line by line, if it can be granted.
+                let mut after = refunded.clone();
+                let mut grantable = true;
+                if ask.is_empty() {
+                    grantable = refunded.iter().zip(&sold).any(|(r, s)| r < s);
+                    after.clone_from(&sold);
+                }
+                for &(i, q) in &ask {
+                    match after.get_mut(i) {
+                        Some(r) if *r + q <= sold[i] => *r += q,
+                        _ => grantable = false,
+                    }
+                }
+                let mut attempt = current.clone();
+                match refund_lines(&mut attempt, &wanted) {
+                    Ok(lines) => {
+                        proptest::prop_assert!(grantable, "granted {:?} with {:?} refunded of {:?}", ask, refunded, sold);
+                        let units: i64 = lines.iter().map(|l| l.quantity).sum();
+                        let asked: i64 = after.iter().sum::<i64>() - refunded.iter().sum::<i64>();
+                        proptest::prop_assert_eq!(units, asked);
+                        current = attempt;
+                        refunded = after;
+                    }
+                    Err(_) => proptest::prop_assert!(!grantable, "refused {:?} with {:?} refunded of {:?}", ask, refunded, sold),
+                }
+                for (line, (&r, &s)) in current.lines.iter().zip(refunded.iter().zip(&sold)) {
+                    proptest::prop_assert_eq!(line.quantity_refunded, r);
+                    proptest::prop_assert!(line.quantity_refunded <= s);
+                }
+            }
+        }
+    }
+}

@@ -788,3 +788,55 @@ async fn apply_batch(pool: &PgPool, jobs: &[SaleJob]) -> Result<Vec<Result<pb::A
     pg::notify_committed_soon_many(pool, newest);
     Ok(settled(outcomes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Sales decided one after another against the stock the accepted ones left (as a batch
+        /// decides them): a sale applies whole or not at all, a strict store's stock never goes
+        /// below zero, and each sku's stock is what it started at plus the movements of the sales
+        /// accepted.
+        #[test]
+        fn a_batch_applies_each_sale_whole_or_not_and_stock_is_its_accepted_movements(
+            strict in proptest::bool::ANY,
+            start in proptest::collection::vec(0i64..6, 3),
+            sales in proptest::collection::vec(
+                proptest::collection::vec((0usize..3, -4i64..3), 1..4),
+                0..40,
+            ),
+        ) {
+            let policy = if strict { OversellPolicy::Strict } else { OversellPolicy::AllowNegative };
+            let skus = ["a", "b", "c"];
+            let mut stock: HashMap<String, i64> =
+                skus.iter().zip(&start).map(|(sku, &q)| ((*sku).to_owned(), q)).collect();
+            let mut expected: Vec<i64> = start.clone();
+            for sale in sales {
+                let movements: Vec<StockMovement> =
+                    sale.iter().map(|&(i, delta)| StockMovement { sku: skus[i].to_owned(), delta }).collect();
+                // What the sale would leave, sku by sku, its own movements taken in turn.
+                let mut after = expected.clone();
+                let mut short = false;
+                for &(i, delta) in &sale {
+                    after[i] += delta;
+                    short |= strict && delta < 0 && after[i] < 0;
+                }
+                match decide(&stock, "s", policy, "lines", &movements) {
+                    Ok(quantities) => {
+                        proptest::prop_assert!(!short, "accepted a sale the stock could not cover");
+                        for (m, q) in movements.iter().zip(quantities) {
+                            stock.insert(m.sku.clone(), q);
+                        }
+                        expected = after;
+                    }
+                    Err(_) => proptest::prop_assert!(short, "refused a sale the stock covers"),
+                }
+                for (i, sku) in skus.iter().enumerate() {
+                    proptest::prop_assert_eq!(stock[*sku], expected[i]);
+                    proptest::prop_assert!(!strict || stock[*sku] >= 0);
+                }
+            }
+        }
+    }
+}
