@@ -156,7 +156,7 @@ fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
-/// A sale's (skus, quantities), as `sales.take_from_carts` takes them from its cart.
+/// A sale's (skus, quantities): the cart lines a checkout of a cart takes from its cart.
 fn sold_lines(sale: &Sale) -> (Vec<&str>, Vec<i64>) {
     sale.lines.iter().map(|l| (l.sku.as_str(), l.quantity)).unzip()
 }

@@ -3,6 +3,7 @@
 -- catch-up, analytics' stall sweep) sets the envelope's sequence from that column. So no SQL
 -- encodes protocol buffers or knows a field number: the functions below replace those that took
 -- an event in two halves and spliced the sequence between them (sales.pb_varint, migration 0002).
+-- The saga completing one sale calls complete_sales with that one, so complete_sale goes.
 -- Events written before this migration carry their sequence in the body too; it is the same
 -- number.
 
@@ -18,42 +19,8 @@ DROP FUNCTION sales.record_sales_parts(
 DROP FUNCTION sales.record_completions_parts(
     TEXT[], INT[], TEXT[], BIGINT, UUID[], BYTEA[], BYTEA[], INT[], TEXT[], TEXT[], BIGINT[]);
 DROP FUNCTION sales.pb_varint(BIGINT);
-
--- Completes one pending sale (p_sale: its final body) in a transaction of its own, scoped to the
--- store: its directory entry, the lines it sold taken from the terminal's cart when it sold one,
--- and its `sale.completed` event (p_event_id, p_event), numbered under the store's sales sequence
--- lock, taken last. No row when the sale is no longer pending (a concurrent attempt completed it);
--- otherwise the event's sequence.
-CREATE FUNCTION sales.complete_sale(
-    p_store TEXT, p_sale_id TEXT, p_sale BYTEA, p_from_cart BOOLEAN, p_terminal TEXT,
-    p_event_id UUID, p_occurred_at_ms BIGINT, p_event BYTEA, p_skus TEXT[], p_quantities BIGINT[])
-RETURNS TABLE (o_seq BIGINT)
-LANGUAGE plpgsql VOLATILE SECURITY INVOKER AS $$
-DECLARE
-    v_seq BIGINT;
-BEGIN
-    -- Never re-scope a transaction that is scoped to another store already.
-    IF coalesce(current_setting('redstore.store_id', true), '') NOT IN ('', p_store) THEN
-        RAISE EXCEPTION 'sales.complete_sale for store % in a transaction scoped to another store', p_store;
-    END IF;
-    PERFORM set_config('redstore.store_id', p_store, true);
-    UPDATE sales.sales s SET status = 'completed', body = p_sale WHERE s.sale_id = p_sale_id AND s.status = 'pending';
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    INSERT INTO sales.sale_stores (sale_id, store_id) VALUES (p_sale_id, p_store) ON CONFLICT DO NOTHING;
-    IF p_from_cart THEN
-        PERFORM sales.take_from_carts(p_store, array_fill(p_terminal, ARRAY[cardinality(p_skus)]), p_skus, p_quantities);
-    END IF;
-    -- Last: the store's sequence row lock, held only until the commit that follows the call.
-    INSERT INTO sales.store_sequences AS q (store_id, last_seq) VALUES (p_store, 1)
-        ON CONFLICT (store_id) DO UPDATE SET last_seq = q.last_seq + 1
-        RETURNING q.last_seq INTO v_seq;
-    INSERT INTO sales.outbox (event_id, store_id, store_seq, event_type, occurred_at_ms, body)
-        VALUES (p_event_id, p_store, v_seq, 'sale.completed', p_occurred_at_ms, p_event);
-    RETURN QUERY SELECT v_seq;
-END
-$$;
+-- Only complete_sale and record_completions called it.
+DROP FUNCTION sales.take_from_carts(TEXT, TEXT[], TEXT[], BIGINT[]);
 
 -- What every completed sale of a batch gets, in the caller's transaction scoped to the batch's
 -- stores (p_parts: each sale's part of p_stores): its directory entry, the cart lines it sold

@@ -21,7 +21,7 @@
 //!    a key reused for a checkout with lines is refused there, not applied). If inventory refuses
 //!    (FAILED_PRECONDITION, NOT_FOUND, INVALID_ARGUMENT) the pending row is deleted: the failed
 //!    checkout leaves no trace and its key can be used again. Otherwise B ends (it wrote nothing)
-//!    and one call of `sales.complete_sale` (migration 0012, its own transaction) makes the sale
+//!    and one call of `sales.complete_sales` (migration 0012, its own transaction) makes the sale
 //!    `completed` if it is still pending, writes its `sale.completed` event to the outbox and
 //!    clears the cart it came from, all at once; an attempt racing it gets inventory's stored
 //!    answer and changes nothing. Any other failure (inventory unreachable, a crash) leaves the
@@ -47,7 +47,7 @@ use super::batch::{Answer, CheckoutPath, Completions, Drafted, claim, draft_all,
 use super::carts::{CartSale, Carts, cart_items, guard_carts, read_carts};
 use super::{
     KeyedSale, PgSales, Resumed, SCHEMA, apply_request, decode_sale, draft_sale, is_refusal, keyed_sale, keyed_sales,
-    now_ms, price_lines, resume_keyed, sale_completed_event, sold_lines,
+    now_ms, price_lines, resume_keyed,
 };
 use crate::catalog;
 use crate::store::{CheckoutOrder, empty_cart};
@@ -210,32 +210,19 @@ impl PgSales {
         sale.negative_stock_skus = applied.negative_skus;
         // Inventory has the stock. This transaction wrote nothing (it only row-locked the sale),
         // so end it without a commit to flush, and complete the sale in one round trip and one
-        // transaction of its own (`sales.complete_sale`), which takes the store's sequence lock
+        // transaction of its own (`complete_pending`), which takes the store's sequence lock
         // last and commits as it returns. A concurrent attempt may lock the row in between: it
         // gets inventory's stored answer again (idempotent by sale id) and only one of the two
         // completes the sale, which is still pending. A crash in between leaves the sale pending
         // for a retry or `resume_pending`, as a crash before it does.
         tx.rollback().await?;
         let occurred_at_ms = now_ms();
-        let (event_id, event) = sale_completed_event(store_id, occurred_at_ms, &sale);
-        let (skus, quantities) = sold_lines(&sale);
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT o_seq FROM sales.complete_sale($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-                .bind(store_id)
-                .bind(sale_id)
-                .bind(sale.encode_to_vec())
-                .bind(from_cart)
-                .bind(&sale.terminal_id)
-                .bind(event_id)
-                .bind(occurred_at_ms)
-                .bind(&event)
-                .bind(&skus)
-                .bind(&quantities)
-                .fetch_optional(&self.pool)
-                .await?;
+        let mut completed = Completions::default();
+        completed.add(store_id, occurred_at_ms, &sale, from_cart.then_some(sale.sale_id.as_str()));
+        let body = [sale.encode_to_vec()];
         // None: a concurrent attempt completed it, with the same inventory answer.
-        if let Some(seq) = seq {
-            pg::notify_committed(&self.pool, SCHEMA, store_id, seq as u64).await;
+        if let Some(seq) = complete_pending(&self.pool, store_id, &[], &completed, &body, occurred_at_ms).await? {
+            pg::notify_committed(&self.pool, SCHEMA, store_id, seq).await;
         }
         Ok(Some(sale))
     }
@@ -632,20 +619,34 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
             }
         }
     }
-    let mut sales_seq = None;
     if !completed.sale_ids.is_empty() || !refused.is_empty() {
-        // One statement, committing on its own (`sales.complete_sales`, migration 0012).
-        let query = sqlx::query("SELECT sales.complete_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
-            .bind(store_id)
-            .bind(&refused)
-            .bind(&completed.sale_ids)
-            .bind(&completed_bodies)
-            .bind(occurred_at_ms);
-        let row = completed.bind_events_and_carts(query).fetch_one(&saga.pool).await?;
-        sales_seq = row.try_get::<Option<i64>, _>(0)?.map(|s| s as u64);
-    }
-    if let Some(last) = sales_seq {
-        pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
+        let newest = complete_pending(&saga.pool, store_id, &refused, &completed, &completed_bodies, occurred_at_ms);
+        if let Some(last) = newest.await? {
+            pg::notify_committed_soon(&saga.pool, SCHEMA, store_id, last);
+        }
     }
     Ok(answers.into_iter().map(|a| a.unwrap_or(Answer::Saga)).collect())
+}
+
+/// The saga's last step for a store's pending sales, in one statement committing on its own
+/// (`sales.complete_sales`, migration 0012): the sales inventory applied (`completed`, with their
+/// final `bodies`) become `completed` if they are still pending, with their events and the cart
+/// lines they sold; those it refused are deleted if still pending. The newest event sequence
+/// written, if any.
+async fn complete_pending(
+    pool: &pg::PgPool,
+    store_id: &str,
+    refused: &[String],
+    completed: &Completions,
+    bodies: &[Vec<u8>],
+    occurred_at_ms: i64,
+) -> Result<Option<u64>> {
+    let query = sqlx::query("SELECT sales.complete_sales($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .bind(store_id)
+        .bind(refused)
+        .bind(&completed.sale_ids)
+        .bind(bodies)
+        .bind(occurred_at_ms);
+    let row = completed.bind_events_and_carts(query).fetch_one(pool).await?;
+    Ok(row.try_get::<Option<i64>, _>(0)?.map(|s| s as u64))
 }
