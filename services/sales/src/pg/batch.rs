@@ -313,6 +313,25 @@ pub(super) fn draft<'p>(
     draft_sale(order, lines.field, lines.lines, &priced)
 }
 
+/// What a claimed sale is recorded as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClaimedAs {
+    /// Completed, in the group commit's transaction (invisible until it commits).
+    Completed,
+    /// Pending, the saga's first step, until inventory has answered.
+    Pending,
+}
+
+impl ClaimedAs {
+    /// The value of `sales.sales.status`.
+    fn status(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Pending => "pending",
+        }
+    }
+}
+
 /// Claims the drafted checkouts' keys by inserting their sales, `completed` (invisible until the
 /// caller commits) or `pending` (the saga's first step), under the unique (store, idempotency
 /// key), every store's in one statement (`sales.claim_sales_parts`, migration 0011); a key taken by
@@ -324,7 +343,7 @@ pub(super) async fn claim(
     orders: &[&CheckoutOrder],
     lines: &[Lines<'_>],
     drafts: Vec<Result<(Sale, Vec<StockMovement>)>>,
-    completed: bool,
+    recorded_as: ClaimedAs,
     answers: &mut [Option<Answer>],
 ) -> Result<Vec<Drafted>> {
     let mut drafted = Vec::new();
@@ -332,7 +351,7 @@ pub(super) async fn claim(
     for (index, draft) in drafts.into_iter().enumerate() {
         match draft {
             Ok((mut sale, movements)) => {
-                if completed {
+                if recorded_as == ClaimedAs::Completed {
                     sale.status = SaleStatus::Completed as i32;
                 }
                 let request = apply_request(&sale).0.encode_to_vec();
@@ -357,7 +376,7 @@ pub(super) async fn claim(
             sorted.extend(members.iter().map(|&m| &drafted[m]));
             ends.push(sorted.len() as i32);
         }
-        let status = if completed { "completed" } else { "pending" };
+        let status = recorded_as.status();
         let rows =
             sqlx::query("SELECT o_part, o_key FROM sales.claim_sales_parts($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
                 .bind(&stores)

@@ -40,7 +40,7 @@ use redstore_platform::error::{Error, Result};
 use redstore_platform::pg;
 use sqlx::Row as _;
 
-use super::batch::{Answer, CheckoutPath, Completions, Drafted, claim, draft_all, lines_of, refusal};
+use super::batch::{Answer, CheckoutPath, ClaimedAs, Completions, Drafted, claim, draft_all, lines_of, refusal};
 use super::carts::read_carts;
 use super::{PgSales, SCHEMA, now_ms};
 use crate::store::CheckoutOrder;
@@ -72,7 +72,7 @@ async fn checkout_batch(saga: &PgSales, orders: &[&CheckoutOrder]) -> Result<Vec
     //    commit; deleted again if inventory refuses it). A key taken by a concurrent attempt
     //    waits here for that one's transaction; a key used before points at its sale.
     let mut answers: Vec<Option<Answer>> = orders.iter().map(|_| None).collect();
-    let drafted = claim(&mut tx, orders, &lines, drafts, true, &mut answers).await?;
+    let drafted = claim(&mut tx, orders, &lines, drafts, ClaimedAs::Completed, &mut answers).await?;
 
     // 3. Inventory decides, in this transaction: it locks each store's stock from here to the
     //    commit, and holds each sale to the prices it charged.

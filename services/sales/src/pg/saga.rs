@@ -43,7 +43,9 @@ use redstore_platform::time::timestamp_ms;
 use redstore_proto::sales::{Sale, SaleStatus};
 use sqlx::Row as _;
 
-use super::batch::{Answer, CheckoutPath, Completions, Drafted, claim, draft_all, keyed_answer, lines_of, refusal};
+use super::batch::{
+    Answer, CheckoutPath, ClaimedAs, Completions, Drafted, claim, draft_all, keyed_answer, lines_of, refusal,
+};
 use super::carts::{CartSale, Carts, cart_items, guard_carts, read_carts};
 use super::{
     KeyedSale, PgSales, Resumed, SCHEMA, apply_request, decode_sale, draft_sale, is_refusal, keyed_sale, keyed_sales,
@@ -577,7 +579,7 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
         .collect();
     let drafted = if cart_sales.is_empty() {
         let mut conn = saga.pool.acquire().await?;
-        claim(&mut conn, orders, &lines, drafts, false, &mut answers).await?
+        claim(&mut conn, orders, &lines, drafts, ClaimedAs::Pending, &mut answers).await?
     } else {
         let mut tx = pg::store_tx(&saga.pool, store_id).await?;
         let sold: Vec<CartSale<'_>> = cart_sales.iter().map(|(_, c)| *c).collect();
@@ -586,7 +588,7 @@ async fn pending_batch(saga: &PgSales, store_id: &str, orders: &[&CheckoutOrder]
                 drafts[*i] = Err(err);
             }
         }
-        let drafted = claim(&mut tx, orders, &lines, drafts, false, &mut answers).await?;
+        let drafted = claim(&mut tx, orders, &lines, drafts, ClaimedAs::Pending, &mut answers).await?;
         tx.commit().await?;
         drafted
     };
