@@ -312,27 +312,24 @@ impl PgInventory {
     async fn apply_change(&self, kind: Kind<'_>, store_id: &str, change: SaleToApply<'_>) -> Result<Answer> {
         let parts = [StoreSales { store_id, sales: std::slice::from_ref(&change) }];
         let mut raced = false;
-        loop {
+        let decided = loop {
             let mut tx = pg::begin(&self.pool, "BEGIN").await?;
             let decided = batch::decide_changes(&mut tx, kind, &parts).await?;
             match DecidedChanges::write_all(&decided, &mut tx).await {
-                Err(err) if !raced && pg::lost_unique_race(&err) => {
-                    raced = true;
-                    continue;
+                Err(err) if !raced && pg::lost_unique_race(&err) => raced = true,
+                written => {
+                    written?;
+                    tx.commit().await?;
+                    break decided;
                 }
-                written => written?,
             }
-            tx.commit().await?;
-            let Some(mut decided) = decided.into_iter().next() else { break };
-            if let Some(seq) = decided.last_seq {
-                pg::notify_committed(&self.pool, SCHEMA, store_id, seq).await;
-            }
-            if let Some(outcome) = decided.outcomes.pop() {
-                return outcome;
-            }
-            break;
+        };
+        let undecided = || Error::Internal(anyhow::anyhow!("a change of store {store_id:?} was left undecided"));
+        let mut decided = decided.into_iter().next().ok_or_else(undecided)?;
+        if let Some(seq) = decided.last_seq {
+            pg::notify_committed(&self.pool, SCHEMA, store_id, seq).await;
         }
-        Err(Error::Internal(anyhow::anyhow!("a change of store {store_id:?} was left undecided")))
+        decided.outcomes.pop().unwrap_or_else(|| Err(undecided()))
     }
 }
 

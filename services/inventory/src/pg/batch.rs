@@ -182,6 +182,13 @@ pub(super) struct DecidedChanges {
     write: StoreWrite,
 }
 
+impl StoreWrite {
+    /// Whether the batch writes anything: a batch of refusals and replays writes nothing.
+    fn writes(&self) -> bool {
+        !self.event_ids.is_empty()
+    }
+}
+
 impl DecidedChanges {
     fn into_sales(self) -> DecidedSales {
         let outcomes = self.outcomes.into_iter().map(|o| o.and_then(Answer::into_sale)).collect();
@@ -220,11 +227,6 @@ struct StoreWrite {
 }
 
 impl DecidedSales {
-    /// Whether the batch writes anything: a batch of refusals and replays writes nothing.
-    pub fn writes(&self) -> bool {
-        !self.write.event_ids.is_empty()
-    }
-
     /// Writes the batch in the caller's transaction: one round trip, none when it writes nothing.
     pub async fn write(self, conn: &mut PgConnection) -> Result<AppliedSales> {
         PartsWrite::of([&self.write]).write(conn).await?;
@@ -250,7 +252,7 @@ impl<'d> PartsWrite<'d> {
 
     /// The batches that write something, of one [`Kind`] (their keys share a scope).
     fn of(writes: impl IntoIterator<Item = &'d StoreWrite>) -> Self {
-        let mut parts: Vec<&StoreWrite> = writes.into_iter().filter(|w| !w.event_ids.is_empty()).collect();
+        let mut parts: Vec<&StoreWrite> = writes.into_iter().filter(|w| w.writes()).collect();
         parts.sort_by(|a, b| a.store_id.cmp(&b.store_id));
         debug_assert!(parts.windows(2).all(|w| w[0].scope == w[1].scope), "a batch of one kind");
         Self { parts }
@@ -353,10 +355,10 @@ impl<'d> PartsWrite<'d> {
         if let Some(j) = joined {
             query = j.bind(query);
         }
-        let mut rows = query.fetch_all(&mut *conn).await?;
+        let rows = query.fetch_all(&mut *conn).await?;
         let at = theirs.len();
         let mut kept = Vec::with_capacity(rows.len());
-        for row in rows.drain(..) {
+        for row in rows {
             match row.try_get::<Option<i32>, _>(at)? {
                 Some(part) => self.check_written(part, row.try_get(at + 1)?, row.try_get(at + 2)?)?,
                 None => kept.push(row),
