@@ -186,8 +186,46 @@ pub fn refund_lines(sale: &mut Sale, wanted: &[(String, i64)]) -> Result<Vec<Pri
     Ok(out)
 }
 
+/// A refund decided against its sale ([`RefundPlan::of`]): the lines it returns, their amount, the
+/// terminal it is recorded at and the stock it puts back. Shared by every backend, which puts the
+/// stock back and then records the refund ([`RefundPlan::record`]).
+pub struct RefundPlan {
+    pub lines: Vec<PricedLine>,
+    pub amount: Money,
+    pub terminal_id: String,
+    pub movements: Vec<redstore_inventory::StockMovement>,
+}
+
+impl RefundPlan {
+    /// Decides `order` against `sale` ([`refund_lines`], which marks the lines refunded in it).
+    pub fn of(sale: &mut Sale, order: &RefundOrder) -> Result<Self> {
+        let lines = refund_lines(sale, &order.lines)?;
+        let currency = Money::from_proto("total", sale.total.as_ref())?.currency;
+        let amount = Money::sum(currency, lines.iter().map(|l| l.line_total))
+            .ok_or_else(|| Error::invalid("lines", "the refund amount is too large"))?;
+        let terminal_id =
+            if order.terminal_id.is_empty() { sale.terminal_id.clone() } else { order.terminal_id.clone() };
+        let movements =
+            lines.iter().map(|l| redstore_inventory::StockMovement { sku: l.sku.clone(), delta: l.quantity }).collect();
+        Ok(Self { lines, amount, terminal_id, movements })
+    }
+
+    /// Records the refund on its sale ([`record_refund`]) and returns it, as `refund_id`, made at
+    /// `created_ms`.
+    pub fn record(&self, sale: &mut Sale, refund_id: String, created_ms: i64) -> Result<Refund> {
+        record_refund(sale, self.amount)?;
+        Ok(Refund {
+            refund_id,
+            sale_id: sale.sale_id.clone(),
+            lines: self.lines.iter().map(PricedLine::to_proto).collect(),
+            amount: Some(self.amount.to_proto()),
+            created_at: Some(timestamp(created_ms)),
+        })
+    }
+}
+
 /// Marks a sale refunded by `amount` and sets its status from its lines.
-pub fn record_refund(sale: &mut Sale, amount: Money) -> Result<()> {
+fn record_refund(sale: &mut Sale, amount: Money) -> Result<()> {
     let refunded = Money::from_proto("refunded", sale.refunded.as_ref())
         .unwrap_or(Money::zero(amount.currency))
         .checked_add(amount)
@@ -351,30 +389,14 @@ impl SalesStore for SqliteSales {
             .write(move |ctx| {
                 once(ctx, "sales.refund", &order.idem.key, &order.idem.fingerprint, |ctx| {
                     let mut sale = repo::get_sale(ctx.conn, &order.sale_id)?;
-                    let lines = refund_lines(&mut sale, &order.lines)?;
-                    let currency = Money::from_proto("total", sale.total.as_ref())?.currency;
-                    let amount = Money::sum(currency, lines.iter().map(|l| l.line_total))
-                        .ok_or_else(|| Error::invalid("lines", "the refund amount is too large"))?;
+                    let plan = RefundPlan::of(&mut sale, &order)?;
                     let refund_id = uuid::Uuid::now_v7().to_string();
-                    let terminal_id =
-                        if order.terminal_id.is_empty() { sale.terminal_id.clone() } else { order.terminal_id.clone() };
-                    let movements: Vec<_> = lines
-                        .iter()
-                        .map(|l| redstore_inventory::StockMovement { sku: l.sku.clone(), delta: l.quantity })
-                        .collect();
-                    inventory::return_refunded(ctx, &sale.store_id, &refund_id, &terminal_id, &movements)?;
-                    record_refund(&mut sale, amount)?;
-                    repo::update_sale(ctx.conn, &sale)?;
+                    inventory::return_refunded(ctx, &sale.store_id, &refund_id, &plan.terminal_id, &plan.movements)?;
                     let created = unix_ms(ctx.now);
-                    let refund = Refund {
-                        refund_id,
-                        sale_id: order.sale_id.clone(),
-                        lines: lines.iter().map(PricedLine::to_proto).collect(),
-                        amount: Some(amount.to_proto()),
-                        created_at: Some(timestamp(created)),
-                    };
+                    let refund = plan.record(&mut sale, refund_id, created)?;
+                    repo::update_sale(ctx.conn, &sale)?;
                     repo::insert_refund(ctx.conn, &refund, created)?;
-                    eventlog::append(ctx, Topic::Sales, &sale.store_id, sale_refunded(&refund, &terminal_id))?;
+                    eventlog::append(ctx, Topic::Sales, &sale.store_id, sale_refunded(&refund, &plan.terminal_id))?;
                     Ok(RefundResponse { refund: Some(refund), sale: Some(sale) })
                 })
             })

@@ -3,17 +3,13 @@
 //! refund), then the refund, its event and the key's answer in one transaction.
 
 use prost::Message as _;
-use redstore_inventory::domain::StockMovement;
-use redstore_platform::error::{Error, Result};
-use redstore_platform::money::Money;
+use redstore_platform::error::Result;
 use redstore_platform::pg::{self, Claim};
-use redstore_platform::time::timestamp;
-use redstore_proto::sales::{Refund, RefundResponse};
+use redstore_proto::sales::RefundResponse;
 
 use super::{PgSales, SCHEMA, decode_sale, now_ms, sale_not_found};
-use crate::domain::PricedLine;
 use crate::events::sale_refunded;
-use crate::store::{RefundOrder, record_refund, refund_lines};
+use crate::store::{RefundOrder, RefundPlan};
 
 /// The idempotency scope of refunds (keys are chain-wide, as in the embedded shape).
 const REFUND_SCOPE: &str = "sales.refund";
@@ -36,32 +32,18 @@ impl PgSales {
                 .await?
                 .ok_or_else(|| sale_not_found(&order.sale_id))?;
         let mut sale = decode_sale(&body)?;
-        let lines = refund_lines(&mut sale, &order.lines)?;
-        let currency = Money::from_proto("total", sale.total.as_ref())?.currency;
-        let amount = Money::sum(currency, lines.iter().map(|l| l.line_total))
-            .ok_or_else(|| Error::invalid("lines", "the refund amount is too large"))?;
+        let plan = RefundPlan::of(&mut sale, &order)?;
         // Derived from the key, so that a retry after a crash between inventory's commit and
         // ours re-applies the same refund, which inventory does once.
         let refund_id = format!("refund-{key}");
-        let terminal_id =
-            if order.terminal_id.is_empty() { sale.terminal_id.clone() } else { order.terminal_id.clone() };
-        let movements: Vec<StockMovement> =
-            lines.iter().map(|l| StockMovement { sku: l.sku.clone(), delta: l.quantity }).collect();
-        self.inventory.apply_refund(&refund_id, &store_id, &terminal_id, movements).await?;
-        record_refund(&mut sale, amount)?;
+        self.inventory.apply_refund(&refund_id, &store_id, &plan.terminal_id, plan.movements.clone()).await?;
+        let created = now_ms();
+        let refund = plan.record(&mut sale, refund_id, created)?;
         sqlx::query("UPDATE sales.sales SET body = $2 WHERE sale_id = $1")
             .bind(&sale.sale_id)
             .bind(sale.encode_to_vec())
             .execute(&mut *tx)
             .await?;
-        let created = now_ms();
-        let refund = Refund {
-            refund_id,
-            sale_id: order.sale_id.clone(),
-            lines: lines.iter().map(PricedLine::to_proto).collect(),
-            amount: Some(amount.to_proto()),
-            created_at: Some(timestamp(created)),
-        };
         sqlx::query(
             "INSERT INTO sales.refunds (refund_id, sale_id, store_id, created_at_ms, body) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -72,7 +54,7 @@ impl PgSales {
         .bind(refund.encode_to_vec())
         .execute(&mut *tx)
         .await?;
-        pg::append_event(&mut tx, SCHEMA, &store_id, sale_refunded(&refund, &terminal_id)).await?;
+        pg::append_event(&mut tx, SCHEMA, &store_id, sale_refunded(&refund, &plan.terminal_id)).await?;
         let response = RefundResponse { refund: Some(refund), sale: Some(sale) };
         pg::complete(&mut tx, REFUND_SCOPE, key, &response).await?;
         tx.commit().await?;
