@@ -828,12 +828,15 @@ async fn drain_store(
             let seq: i64 = row.try_get(1)?;
             let event_type: String = row.try_get(2)?;
             let mut body: Vec<u8> = row.try_get(3)?;
-            let trace_parent = match pg::outbox_event(seq, &body) {
-                Ok(envelope) => {
-                    // Sent with its sequence, which the row may keep in its column only.
-                    let trace_parent = envelope.trace_parent.clone();
-                    body = envelope.encode_to_vec();
-                    trace_parent
+            let trace_parent = match EventEnvelope::decode(body.as_slice()) {
+                Ok(mut envelope) => {
+                    // Sent with its sequence, which the row may keep in its column only
+                    // (`pg::outbox_event`); a body that has it goes as it is.
+                    if envelope.store_seq != seq as u64 {
+                        envelope.store_seq = seq as u64;
+                        body = envelope.encode_to_vec();
+                    }
+                    envelope.trace_parent
                 }
                 Err(e) => {
                     // Published all the same: consumers dead-letter it rather than the relay stalling.
@@ -972,6 +975,44 @@ pub fn commit_hints(pool: PgPool, schema: &'static str, shutdown: CancellationTo
     hints
 }
 
+/// A consumer's [`Quiet`] as it goes: whether its partitions are paused, and when its timer acts.
+struct Quieting {
+    quiet: Quiet,
+    paused: bool,
+    /// Fetching: when to pause (no message since). Paused: when to resume in any case.
+    due: tokio::time::Instant,
+}
+
+impl Quieting {
+    /// Fetching; the first pause no sooner than `at_most`, as joining the group and the backlog
+    /// come first.
+    fn new(quiet: Quiet) -> Self {
+        let due = tokio::time::Instant::now() + quiet.at_most;
+        Self { quiet, paused: false, due }
+    }
+
+    /// A message or a hint: events are coming. Fetch (again), and pause only after `after`
+    /// without another.
+    fn heard(&mut self, consumer: &StreamConsumer) {
+        if self.paused {
+            set_paused(consumer, false);
+            self.paused = false;
+        }
+        self.due = tokio::time::Instant::now() + self.quiet.after;
+    }
+
+    /// The timer: pause when fetching, resume when paused.
+    fn timer(&mut self, consumer: &StreamConsumer) {
+        if self.paused {
+            self.heard(consumer);
+        } else {
+            set_paused(consumer, true);
+            self.paused = true;
+            self.due = tokio::time::Instant::now() + self.quiet.at_most;
+        }
+    }
+}
+
 /// Pauses or resumes every partition assigned to the consumer now.
 fn set_paused(consumer: &StreamConsumer, paused: bool) {
     let assigned = match consumer.assignment() {
@@ -1024,11 +1065,8 @@ where
     let mut commit_at = tokio::time::Instant::now();
     let mut errors = 0u32;
     let mut unknown = UnknownTopics::default();
-    // With `quiet`: when to pause (no message since), and, paused, when to resume in any case.
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-    // The first pause no sooner than `at_most`: joining the group and the backlog come first.
-    let mut pause_at = quiet.as_ref().map_or_else(far, |q| tokio::time::Instant::now() + q.at_most);
-    let mut paused_until: Option<tokio::time::Instant> = None;
+    let hints = quiet.as_ref().map(|q| q.hints.clone());
+    let mut quieting = quiet.map(Quieting::new);
     'consuming: loop {
         let received = tokio::select! {
             biased;
@@ -1041,28 +1079,28 @@ where
                 uncommitted = false;
                 continue;
             }
-            _ = async { quiet.as_ref().expect("guarded").hints.notified().await }, if quiet.is_some() => {
-                if paused_until.take().is_some() {
-                    set_paused(&consumer, false);
+            _ = async {
+                match &hints {
+                    Some(hints) => hints.notified().await,
+                    None => std::future::pending().await,
                 }
-                pause_at = tokio::time::Instant::now() + quiet.as_ref().map_or(Duration::ZERO, |q| q.after);
+            } => {
+                if let Some(q) = &mut quieting {
+                    q.heard(&consumer);
+                }
                 continue;
             }
-            _ = tokio::time::sleep_until(paused_until.unwrap_or_else(far)), if paused_until.is_some() => {
-                paused_until = None;
-                set_paused(&consumer, false);
-                pause_at = tokio::time::Instant::now() + quiet.as_ref().map_or(Duration::ZERO, |q| q.after);
-                continue;
-            }
-            _ = tokio::time::sleep_until(pause_at), if quiet.is_some() && paused_until.is_none() => {
-                set_paused(&consumer, true);
-                paused_until = quiet.as_ref().map(|q| tokio::time::Instant::now() + q.at_most);
+            _ = tokio::time::sleep_until(quieting.as_ref().map_or_else(tokio::time::Instant::now, |q| q.due)),
+                if quieting.is_some() => {
+                if let Some(q) = &mut quieting {
+                    q.timer(&consumer);
+                }
                 continue;
             }
             received = consumer.recv() => received.map(|m| m.detach()),
         };
-        if let Some(q) = &quiet {
-            pause_at = tokio::time::Instant::now() + q.after;
+        if let Some(q) = &mut quieting {
+            q.heard(&consumer);
         }
         let first = match received {
             Ok(msg) => {
