@@ -320,16 +320,23 @@ async fn a_busy_store_waits_out_the_relay_pace_and_a_quiet_one_does_not() {
     env.finish().await;
 }
 
+/// More stores than one drain takes ([`kafka::DRAIN_STORES`]): a chain's relay.
+fn chain_stores() -> Vec<String> {
+    (1..=kafka::DRAIN_STORES + 36).map(|i| format!("s{i}")).collect()
+}
+
 #[tokio::test]
-async fn a_relay_stopped_midway_and_started_again_loses_nothing() {
+async fn a_relay_stopped_midway_and_started_again_loses_nothing_in_any_store() {
     let env = env().await;
-    let stores = ["s1", "s2", "s3"];
-    for store in stores {
-        env.append_sales(store, 300, 50).await;
+    let stores = chain_stores();
+    let stores: Vec<&str> = stores.iter().map(String::as_str).collect();
+    let per_store = 30;
+    for store in &stores {
+        env.append_sales(store, per_store, 10).await;
     }
-    let total = 900;
+    let total = stores.len() * per_store;
     let producer = kafka::producer(&env.cfg).expect("producer");
-    let small = RelayOptions { batch: 25, ..Default::default() };
+    let small = RelayOptions { batch: 7, ..Default::default() };
     let relay = env.relay(producer.clone(), &stores, small.clone());
     eventually(Duration::from_secs(30), "some rows sent", || async { env.sent().await > 0 }).await;
     relay.stop().await;
@@ -356,41 +363,45 @@ async fn a_relay_stopped_midway_and_started_again_loses_nothing() {
         }
     }
     for store in stores {
-        assert_eq!(seen[store], (1..=300).collect::<Vec<u64>>(), "{store}");
+        assert_eq!(seen[store], (1..=per_store as u64).collect::<Vec<u64>>(), "{store}");
     }
     env.finish().await;
 }
 
 #[tokio::test]
-async fn two_relays_on_one_outbox_keep_each_store_in_order() {
+async fn two_relays_on_one_outbox_keep_each_of_many_stores_in_order_and_send_each_event_once() {
     let env = env().await;
-    let stores = ["s1", "s2", "s3"];
+    let stores = chain_stores();
+    let stores: Vec<&str> = stores.iter().map(String::as_str).collect();
     let producer = kafka::producer(&env.cfg).expect("producer");
-    let small = RelayOptions { batch: 10, ..Default::default() };
+    let small = RelayOptions { batch: 3, ..Default::default() };
     let a = env.relay(producer.clone(), &stores, small.clone());
     let b = env.relay(kafka::producer(&env.cfg).expect("producer"), &stores, small);
     // Written while both relays run, so both are woken for every store.
-    for _ in 0..20 {
-        for store in stores {
-            env.append_sales(store, 10, 10).await;
+    let rounds = 6;
+    for _ in 0..rounds {
+        for store in &stores {
+            env.append_sales(store, 2, 2).await;
         }
     }
+    let total = stores.len() * rounds * 2;
     eventually(Duration::from_secs(60), "every outbox row sent", || async { env.unsent().await == 0 }).await;
     a.stop().await;
     b.stop().await;
     let want = env.outbox_ids().await;
-    assert_eq!(want.len(), 600);
+    assert_eq!(want.len(), total);
     let msgs =
-        read_topic_until(&env.cfg, &env.topic(), Duration::from_secs(60), |got| distinct_ids(got).len() >= 600).await;
+        read_topic_until(&env.cfg, &env.topic(), Duration::from_secs(60), |got| distinct_ids(got).len() >= total).await;
     assert_eq!(distinct_ids(&msgs), want);
-    assert_eq!(msgs.len(), 600, "the advisory lock lets one relay at a time drain a store");
+    eprintln!("{} messages for {total}", msgs.len());
+    assert_eq!(msgs.len(), total, "the advisory locks let one relay at a time drain a store");
     let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for msg in &msgs {
         let event = EventEnvelope::decode(msg.payload().expect("value")).expect("envelope");
         seen.entry(event.store_id).or_default().push(event.store_seq);
     }
     for store in stores {
-        assert_eq!(seen[store], (1..=200).collect::<Vec<u64>>(), "{store}");
+        assert_eq!(seen[store], (1..=(rounds * 2) as u64).collect::<Vec<u64>>(), "{store}");
     }
     env.finish().await;
 }

@@ -1,0 +1,458 @@
+//! The transactional-outbox relay: PostgreSQL's `<schema>.outbox` → Kafka, in each store's order.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::producer::FutureRecord;
+use redstore_proto::events::EventEnvelope;
+use sqlx::Row as _;
+use sqlx::postgres::PgListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    DOMAINS, KafkaConfig, MAX_BACKOFF, MIN_BACKOFF, PACED_DRAIN, Producer, RELAY_BATCH, RELAY_GROUP, RELAY_PACE_BULK,
+    RELAY_PACE_LIVE, RELAY_SWEEP, StoreLister, event_headers, owned_headers, validate_prefix,
+};
+use crate::pg::{self, PgPool};
+
+/// How the relay paces itself; [`run_relay`] uses the defaults.
+#[derive(Clone, Debug)]
+pub struct RelayOptions {
+    /// How often the listed stores are drained, whatever the notifications said.
+    pub sweep: Duration,
+    /// Outbox rows published per transaction.
+    pub batch: u32,
+    /// After a busy drain of a store (at least [`PACED_DRAIN`] events), how long from its start
+    /// the store's next drain waits; zero: it does not.
+    pub pace: Duration,
+}
+
+impl RelayOptions {
+    /// The defaults, paced for who waits on the schema's events: inventory's feed the live path
+    /// (stock cache → terminals), so a busy store's drains are [`RELAY_PACE_LIVE`] apart; sales'
+    /// feed analytics rollups, [`RELAY_PACE_BULK`].
+    pub fn for_schema(schema: &str) -> Self {
+        let pace = if schema == "inventory" { RELAY_PACE_LIVE } else { RELAY_PACE_BULK };
+        Self { pace, ..Self::default() }
+    }
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self { sweep: RELAY_SWEEP, batch: RELAY_BATCH, pace: Duration::ZERO }
+    }
+}
+
+/// Wake-ups from the LISTEN task: the stores named by notifications (a set, so a burst of
+/// notifications for one store while the relay is busy costs one drain) and "everyone" after a
+/// (re)connect, when notifications may have been missed.
+#[derive(Default)]
+pub(super) struct Wakeups {
+    pub(super) stores: parking_lot::Mutex<BTreeSet<String>>,
+    pub(super) all: AtomicBool,
+    pub(super) notify: tokio::sync::Notify,
+}
+
+impl Wakeups {
+    fn store(&self, store: &str) {
+        self.stores.lock().insert(store.to_owned());
+        self.notify.notify_one();
+    }
+
+    fn all(&self) {
+        self.all.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
+/// Publishes `<schema>.outbox` (schema `"inventory"` or `"sales"`) to the topic `cfg.topic(schema)`
+/// until `shutdown`, with [`RelayOptions::default`]. See [`run_relay_with`].
+pub async fn run_relay(
+    pool: PgPool,
+    producer: Producer,
+    cfg: KafkaConfig,
+    schema: &'static str,
+    stores: StoreLister,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_relay_with(pool, producer, cfg, schema, stores, RelayOptions::for_schema(schema), shutdown).await
+}
+
+/// How many stores one drain transaction takes: a chain's stores that sold since the last drain
+/// cost one transaction and one produce round together, not one each.
+pub const DRAIN_STORES: usize = 64;
+
+/// The outbox relay. It is woken per store by `LISTEN redstore_<schema>` (a notification's payload
+/// `store:seq` names the store), so the live path has no polling delay, and each `opts.sweep`
+/// drains the stores `stores` lists, as a safety net for missed notifications: in a deployment,
+/// [`super::backlog`] over [`RELAY_GROUP`], the stores whose outbox head is past their cursor (one
+/// statement; none at rest).
+///
+/// The stores woken together are drained together, up to [`DRAIN_STORES`] in one transaction scoped
+/// to them ([`drain_stores`]): it takes each store's advisory lock `relay:<schema>:<store>` (another
+/// relay holding one means that store is being drained: it is retried shortly), reads each store's
+/// rows after its cursor ([`RELAY_GROUP`]) in sequence order, produces them in that order keyed by
+/// the store id, awaits every delivery, moves each store's cursor past its delivered prefix, and
+/// commits. A store's rows become visible in sequence order (its sequence row lock is held until
+/// commit), so nothing can appear behind the cursor. A failed delivery leaves its store's rows from
+/// it on unsent (and the relay backs off); a relay killed at any point loses nothing and at worst
+/// publishes some events again, which consumers drop by event id.
+///
+/// A drain that published at least [`PACED_DRAIN`] events of a store makes the store's next drain
+/// wait until `opts.pace` after it began (notifications and sweeps meanwhile are held, not lost):
+/// under a burst, fewer and larger transactions and produce requests; a quiet store is never held.
+///
+/// The pool must allow one connection more than the relay's drains use: the listener keeps one.
+/// Returns `Err` only for an invalid `schema` or topic prefix.
+pub async fn run_relay_with(
+    pool: PgPool,
+    mut producer: Producer,
+    cfg: KafkaConfig,
+    schema: &'static str,
+    stores: StoreLister,
+    opts: RelayOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(DOMAINS.contains(&schema), "the outbox relay serves {DOMAINS:?}, not {schema:?}");
+    validate_prefix(&cfg.topic_prefix)?;
+    let topic = cfg.topic(schema);
+    let wakeups = Arc::new(Wakeups::default());
+    let listener = tokio::spawn(listen(pool.clone(), schema, wakeups.clone(), shutdown.clone()));
+    let batch = opts.batch.max(1);
+    let mut sweep = tokio::time::interval(opts.sweep.max(Duration::from_millis(10)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep_due = false;
+    let mut deferred: BTreeSet<String> = BTreeSet::new();
+    let mut retry_at: Option<Instant> = None;
+    let mut backing_off_until: Option<Instant> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut paced: HashMap<String, Instant> = HashMap::new();
+    tracing::info!(schema, topic = %topic, "outbox relay started");
+    'run: loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break 'run,
+            _ = sweep.tick() => sweep_due = true,
+            _ = wakeups.notify.notified() => {}
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
+        }
+        // A busy store's pace is forgotten once it is over, drained since or not: a store that
+        // went quiet keeps nothing here.
+        let now = Instant::now();
+        paced.retain(|_, due| *due > now);
+        let mut work: BTreeSet<String> = std::mem::take(&mut *wakeups.stores.lock());
+        if wakeups.all.swap(false, Ordering::AcqRel) {
+            sweep_due = true;
+        }
+        if sweep_due {
+            sweep_due = false;
+            match stores().await {
+                Ok(all) => work.extend(all),
+                Err(e) => tracing::warn!(schema, error = %e, "outbox relay cannot list the stores; will sweep again"),
+            }
+        }
+        if backing_off_until.is_some_and(|until| until > Instant::now()) {
+            // After a failure, notifications and sweeps wait for the backoff to end.
+            deferred.append(&mut work);
+            continue;
+        }
+        backing_off_until = None;
+        if retry_at.is_some_and(|at| at <= Instant::now()) {
+            retry_at = None;
+            work.append(&mut deferred);
+        }
+        // A store whose last drain was a busy one waits out the pace, counted from its start.
+        let mut ready: Vec<String> = Vec::with_capacity(work.len());
+        for store in work {
+            match paced.get(&store) {
+                Some(&due) if due > Instant::now() => {
+                    retry_by(&mut retry_at, due);
+                    deferred.insert(store);
+                }
+                _ => ready.push(store),
+            }
+        }
+        let mut chunks = ready.chunks(DRAIN_STORES);
+        while let Some(chunk) = chunks.next() {
+            let started = Instant::now();
+            let drained = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break 'run,
+                drained = drain_stores(&pool, &producer, &topic, schema, chunk, batch) => drained,
+            };
+            match drained {
+                Ok(drained) => {
+                    for (store, n) in drained.sent {
+                        backoff = MIN_BACKOFF;
+                        tracing::debug!(schema, store_id = %store, events = n, "outbox events published");
+                        if n >= PACED_DRAIN && !opts.pace.is_zero() {
+                            paced.insert(store, started + opts.pace);
+                        }
+                    }
+                    if !drained.busy.is_empty() {
+                        deferred.extend(drained.busy);
+                        retry_by(&mut retry_at, Instant::now() + BUSY_RETRY);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        schema,
+                        stores = chunk.len(),
+                        error = format!("{e:#}"),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "outbox relay could not publish; the events stay unsent and will be retried"
+                    );
+                    // The broker (or the database) is likely down for every store: back off for all.
+                    deferred.extend(chunk.iter().cloned());
+                    deferred.extend(chunks.by_ref().flatten().cloned());
+                    retry_at = Some(Instant::now() + backoff);
+                    backing_off_until = retry_at;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if let Some((code, reason)) = producer.client().fatal_error() {
+                        tracing::error!(schema, code = ?code, reason = %reason, "kafka producer failed fatally; making a new one");
+                        match super::producer(&cfg) {
+                            Ok(p) => producer = p,
+                            Err(e) => {
+                                tracing::error!(schema, error = format!("{e:#}"), "cannot make a new kafka producer")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    listener.abort();
+    tracing::info!(schema, "outbox relay stopped");
+    Ok(())
+}
+
+/// Makes the relay's next retry of deferred stores come no later than `at`.
+fn retry_by(retry_at: &mut Option<Instant>, at: Instant) {
+    *retry_at = Some(retry_at.map_or(at, |sooner| sooner.min(at)));
+}
+
+/// Keeps `LISTEN redstore_<schema>` open until `shutdown`, reconnecting with backoff; asks for a
+/// full sweep after every (re)connect since notifications sent meanwhile are lost.
+pub(super) async fn listen(pool: PgPool, schema: &'static str, wakeups: Arc<Wakeups>, shutdown: CancellationToken) {
+    let channel = format!("redstore_{schema}");
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            connected = connected => match connected {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "outbox relay cannot LISTEN; sweeping meanwhile");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        backoff = MIN_BACKOFF;
+        wakeups.all();
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = listener.try_recv() => next,
+            };
+            match next {
+                Ok(Some(n)) => match n.payload().rsplit_once(':') {
+                    Some((store, _)) => wakeups.store(store),
+                    None => wakeups.all(),
+                },
+                // The connection was lost and re-established: notifications may have been missed.
+                Ok(None) => wakeups.all(),
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "outbox relay lost its LISTEN connection");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// What a drain of a set of stores did.
+#[derive(Default)]
+struct Drained {
+    /// The events published, per store that had any.
+    sent: HashMap<String, usize>,
+    /// The stores another relay is draining.
+    busy: Vec<String>,
+}
+
+/// Publishes the unsent outbox rows of `stores`, a batch per store per transaction, until none is
+/// left.
+async fn drain_stores(
+    pool: &PgPool,
+    producer: &Producer,
+    topic: &str,
+    schema: &'static str,
+    stores: &[String],
+    batch: u32,
+) -> anyhow::Result<Drained> {
+    let mut drained = Drained::default();
+    let mut left = stores.to_vec();
+    while !left.is_empty() {
+        left = drain_once(pool, producer, topic, schema, &left, batch, &mut drained).await?;
+    }
+    Ok(drained)
+}
+
+/// One drain transaction over `stores`; returns the stores that had a whole batch (more may wait).
+async fn drain_once(
+    pool: &PgPool,
+    producer: &Producer,
+    topic: &str,
+    schema: &'static str,
+    stores: &[String],
+    batch: u32,
+    drained: &mut Drained,
+) -> anyhow::Result<Vec<String>> {
+    for store in stores {
+        pg::check_store_id(store)?;
+    }
+    // Scoped to the stores (platform migration 0004), and this transaction's commit does not wait
+    // for the WAL flush: a cursor lost in a crash only means events published again, which
+    // consumers drop by id.
+    let mut tx = pg::begin(
+        pool,
+        format!(
+            "BEGIN; SELECT set_config('redstore.store_id', '{}', true), set_config('synchronous_commit', 'off', true)",
+            stores.join(",")
+        ),
+    )
+    .await?;
+    // Each store's relay lock and cursor. (The cursors are read here, not in a subquery of the scan
+    // below: under row-level security a subquery's condition cannot bound the index scan, so it
+    // would read every event of the store.)
+    let locks: Vec<(String, bool, i64)> = sqlx::query_as(
+        "SELECT u.store_id, pg_try_advisory_xact_lock(hashtextextended('relay:' || $1 || ':' || u.store_id, 0)),
+                COALESCE(c.last_seq, 0)
+         FROM unnest($2::text[]) AS u (store_id)
+         LEFT JOIN platform.consumer_offsets c ON c.group_name = $3 AND c.topic = $1 AND c.store_id = u.store_id",
+    )
+    .bind(schema)
+    .bind(stores)
+    .bind(RELAY_GROUP)
+    .fetch_all(&mut *tx)
+    .await?;
+    let (mut locked, mut cursors) = (Vec::with_capacity(locks.len()), Vec::with_capacity(locks.len()));
+    for (store, taken, cursor) in locks {
+        if taken {
+            locked.push(store);
+            cursors.push(cursor);
+        } else {
+            drained.busy.push(store);
+        }
+    }
+    if locked.is_empty() {
+        tx.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT u.store_id, o.event_id, o.store_seq, o.event_type, o.body
+         FROM unnest($1::text[], $2::bigint[]) AS u (store_id, cursor)
+         CROSS JOIN LATERAL (
+             SELECT event_id, store_seq, event_type, body FROM {schema}.outbox
+             WHERE store_id = u.store_id AND store_seq > u.cursor ORDER BY store_seq LIMIT $3) o
+         ORDER BY u.store_id, o.store_seq"
+    ))
+    .bind(&locked)
+    .bind(&cursors)
+    .bind(i64::from(batch))
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let mut failure: Option<String> = None;
+    let mut deliveries = Vec::with_capacity(rows.len());
+    let mut read: HashMap<String, usize> = HashMap::new();
+    for row in &rows {
+        let store: String = row.try_get(0)?;
+        let event_id: uuid::Uuid = row.try_get(1)?;
+        let seq: i64 = row.try_get(2)?;
+        let event_type: String = row.try_get(3)?;
+        let mut body: Vec<u8> = row.try_get(4)?;
+        *read.entry(store.clone()).or_default() += 1;
+        let trace_parent = match EventEnvelope::decode(body.as_slice()) {
+            Ok(mut envelope) => {
+                // Sent with its sequence, which the row may keep in its column only
+                // (`pg::outbox_event`); a body that has it goes as it is.
+                if envelope.store_seq != seq as u64 {
+                    envelope.store_seq = seq as u64;
+                    body = envelope.encode_to_vec();
+                }
+                envelope.trace_parent
+            }
+            Err(e) => {
+                // Published all the same: consumers dead-letter it rather than the relay stalling.
+                tracing::warn!(schema, store_id = %store, store_seq = seq, error = %e, "outbox body is not an event envelope");
+                String::new()
+            }
+        };
+        let event_id = event_id.to_string();
+        let headers = owned_headers(&event_headers(&event_type, &event_id, &trace_parent));
+        let record = FutureRecord::to(topic).key(store.as_str()).payload(body.as_slice()).headers(headers);
+        match producer.send_result(record) {
+            Ok(delivery) => deliveries.push((store, seq, delivery)),
+            Err(e) => {
+                failure = Some(format!("cannot queue event {event_id} for {topic}: {e}"));
+                break;
+            }
+        }
+    }
+    // Every queued message is awaited (each resolves within message.timeout.ms), then each store's
+    // cursor moves past its delivered prefix: the rows queued of a store are a prefix of its rows,
+    // and a store's first failed delivery ends it.
+    let mut delivered: HashMap<String, i64> = HashMap::new();
+    let mut failed: HashSet<String> = HashSet::new();
+    for (store, seq, delivery) in deliveries {
+        match delivery.await {
+            Ok(_) if !failed.contains(&store) => {
+                *drained.sent.entry(store.clone()).or_default() += 1;
+                delivered.insert(store, seq);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failure.get_or_insert_with(|| format!("delivery of {topic} store {store} seq {seq} failed: {e}"));
+                failed.insert(store);
+            }
+        }
+    }
+    if !delivered.is_empty() {
+        let (done, last): (Vec<String>, Vec<i64>) = delivered.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO platform.consumer_offsets AS c (group_name, topic, store_id, last_seq)
+             SELECT $1, $2, u.store_id, u.last_seq FROM unnest($3::text[], $4::bigint[]) AS u (store_id, last_seq)
+             ON CONFLICT (group_name, topic, store_id) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq)",
+        )
+        .bind(RELAY_GROUP)
+        .bind(schema)
+        .bind(&done)
+        .bind(&last)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    if let Some(failure) = failure {
+        anyhow::bail!(failure);
+    }
+    Ok(read.into_iter().filter(|(_, n)| *n >= batch as usize).map(|(store, _)| store).collect())
+}
