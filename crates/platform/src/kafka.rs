@@ -44,7 +44,7 @@ pub use rdkafka;
 mod producer;
 mod relay;
 pub use producer::{Delivered, Deliveries, Delivery, Producer};
-pub use relay::{DRAIN_STORES, RelayOptions, run_relay, run_relay_with};
+pub use relay::{RelayOptions, run_relay, run_relay_with};
 use relay::{Wakeups, listen};
 
 /// The domains that have a topic.

@@ -1,6 +1,6 @@
 //! The transactional-outbox relay: PostgreSQL's `<schema>.outbox` → Kafka, in each store's order.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -84,29 +84,24 @@ pub async fn run_relay(
     run_relay_with(pool, producer, cfg, schema, stores, RelayOptions::for_schema(schema), shutdown).await
 }
 
-/// How many stores one drain transaction takes: a chain's stores that sold since the last drain
-/// cost one transaction and one produce round together, not one each.
-pub const DRAIN_STORES: usize = 64;
-
 /// The outbox relay. It is woken per store by `LISTEN redstore_<schema>` (a notification's payload
 /// `store:seq` names the store), so the live path has no polling delay, and each `opts.sweep`
 /// drains the stores `stores` lists, as a safety net for missed notifications: in a deployment,
 /// [`super::backlog`] over [`RELAY_GROUP`], the stores whose outbox head is past their cursor (one
 /// statement; none at rest).
 ///
-/// The stores woken together are drained together, up to [`DRAIN_STORES`] in one transaction scoped
-/// to them ([`drain_stores`]): it takes each store's advisory lock `relay:<schema>:<store>` (another
-/// relay holding one means that store is being drained: it is retried shortly), reads each store's
-/// rows after its cursor ([`RELAY_GROUP`]) in sequence order, produces them in that order keyed by
-/// the store id, awaits every delivery, moves each store's cursor past its delivered prefix, and
-/// commits. A store's rows become visible in sequence order (its sequence row lock is held until
-/// commit), so nothing can appear behind the cursor. A failed delivery leaves its store's rows from
-/// it on unsent (and the relay backs off); a relay killed at any point loses nothing and at worst
-/// publishes some events again, which consumers drop by event id.
+/// Draining a store happens in one store-scoped transaction per batch: it takes the advisory lock
+/// `relay:<schema>:<store>` (another relay holding it means the store is being drained: it is
+/// retried shortly), reads the rows after the store's cursor ([`RELAY_GROUP`]) in sequence order,
+/// produces them in that order keyed by the store id, awaits every delivery, moves the cursor past
+/// the delivered prefix, and commits. A store's rows become visible in sequence order (its
+/// sequence row lock is held until commit), so nothing can appear behind the cursor. A failed
+/// delivery leaves its rows unsent (and the relay backs off); a relay killed at any point loses
+/// nothing and at worst publishes some events again, which consumers drop by event id.
 ///
-/// A drain that published at least [`PACED_DRAIN`] events of a store makes the store's next drain
-/// wait until `opts.pace` after it began (notifications and sweeps meanwhile are held, not lost):
-/// under a burst, fewer and larger transactions and produce requests; a quiet store is never held.
+/// A drain that published at least [`PACED_DRAIN`] events makes the store's next drain wait until
+/// `opts.pace` after it began (notifications and sweeps meanwhile are held, not lost): under a
+/// burst, fewer and larger transactions and produce requests; a quiet store is never held.
 ///
 /// The pool must allow one connection more than the relay's drains use: the listener keeps one.
 /// Returns `Err` only for an invalid `schema` or topic prefix.
@@ -167,50 +162,44 @@ pub async fn run_relay_with(
             retry_at = None;
             work.append(&mut deferred);
         }
-        // A store whose last drain was a busy one waits out the pace, counted from its start.
-        let mut ready: Vec<String> = Vec::with_capacity(work.len());
-        for store in work {
-            match paced.get(&store) {
-                Some(&due) if due > Instant::now() => {
+        let mut work = work.into_iter();
+        while let Some(store) = work.next() {
+            // A store whose last drain was a busy one waits out the pace, counted from its start.
+            if let Some(&due) = paced.get(&store) {
+                if due > Instant::now() {
                     retry_by(&mut retry_at, due);
                     deferred.insert(store);
+                    continue;
                 }
-                _ => ready.push(store),
+                paced.remove(&store);
             }
-        }
-        let mut chunks = ready.chunks(DRAIN_STORES);
-        while let Some(chunk) = chunks.next() {
             let started = Instant::now();
             let drained = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break 'run,
-                drained = drain_stores(&pool, &producer, &topic, schema, chunk, batch) => drained,
+                drained = drain_store(&pool, &producer, &topic, schema, &store, batch) => drained,
             };
             match drained {
-                Ok(drained) => {
-                    for (store, n) in drained.sent {
-                        backoff = MIN_BACKOFF;
-                        tracing::debug!(schema, store_id = %store, events = n, "outbox events published");
-                        if n >= PACED_DRAIN && !opts.pace.is_zero() {
-                            paced.insert(store, started + opts.pace);
-                        }
+                Ok(Drain::Sent(0)) => {}
+                Ok(Drain::Sent(n)) => {
+                    backoff = MIN_BACKOFF;
+                    if n >= PACED_DRAIN && !opts.pace.is_zero() {
+                        paced.insert(store.clone(), started + opts.pace);
                     }
-                    if !drained.busy.is_empty() {
-                        deferred.extend(drained.busy);
-                        retry_by(&mut retry_at, Instant::now() + BUSY_RETRY);
-                    }
+                    tracing::debug!(schema, store_id = %store, events = n, "outbox events published");
+                }
+                Ok(Drain::Busy) => {
+                    deferred.insert(store);
+                    retry_by(&mut retry_at, Instant::now() + BUSY_RETRY);
                 }
                 Err(e) => {
                     tracing::warn!(
-                        schema,
-                        stores = chunk.len(),
-                        error = format!("{e:#}"),
-                        retry_in_ms = backoff.as_millis() as u64,
+                        schema, store_id = %store, error = format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64,
                         "outbox relay could not publish; the events stay unsent and will be retried"
                     );
                     // The broker (or the database) is likely down for every store: back off for all.
-                    deferred.extend(chunk.iter().cloned());
-                    deferred.extend(chunks.by_ref().flatten().cloned());
+                    deferred.insert(store);
+                    deferred.extend(work.by_ref());
                     retry_at = Some(Instant::now() + backoff);
                     backing_off_until = retry_at;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -286,173 +275,128 @@ pub(super) async fn listen(pool: PgPool, schema: &'static str, wakeups: Arc<Wake
     }
 }
 
-/// What a drain of a set of stores did.
-#[derive(Default)]
-struct Drained {
-    /// The events published, per store that had any.
-    sent: HashMap<String, usize>,
-    /// The stores another relay is draining.
-    busy: Vec<String>,
+enum Drain {
+    /// Published this many events (0: nothing was unsent).
+    Sent(usize),
+    /// Another relay holds the store's lock.
+    Busy,
 }
 
-/// Publishes the unsent outbox rows of `stores`, a batch per store per transaction, until none is
-/// left.
-async fn drain_stores(
+/// Publishes one store's unsent outbox rows, batch by batch, until none is left.
+async fn drain_store(
     pool: &PgPool,
     producer: &Producer,
     topic: &str,
     schema: &'static str,
-    stores: &[String],
+    store: &str,
     batch: u32,
-) -> anyhow::Result<Drained> {
-    let mut drained = Drained::default();
-    let mut left = stores.to_vec();
-    while !left.is_empty() {
-        left = drain_once(pool, producer, topic, schema, &left, batch, &mut drained).await?;
-    }
-    Ok(drained)
-}
-
-/// One drain transaction over `stores`; returns the stores that had a whole batch (more may wait).
-async fn drain_once(
-    pool: &PgPool,
-    producer: &Producer,
-    topic: &str,
-    schema: &'static str,
-    stores: &[String],
-    batch: u32,
-    drained: &mut Drained,
-) -> anyhow::Result<Vec<String>> {
-    for store in stores {
-        pg::check_store_id(store)?;
-    }
-    // Scoped to the stores (platform migration 0004), and this transaction's commit does not wait
-    // for the WAL flush: a cursor lost in a crash only means events published again, which
-    // consumers drop by id.
-    let mut tx = pg::begin(
-        pool,
-        format!(
-            "BEGIN; SELECT set_config('redstore.store_id', '{}', true), set_config('synchronous_commit', 'off', true)",
-            stores.join(",")
-        ),
-    )
-    .await?;
-    // Each store's relay lock and cursor. (The cursors are read here, not in a subquery of the scan
-    // below: under row-level security a subquery's condition cannot bound the index scan, so it
-    // would read every event of the store.)
-    let locks: Vec<(String, bool, i64)> = sqlx::query_as(
-        "SELECT u.store_id, pg_try_advisory_xact_lock(hashtextextended('relay:' || $1 || ':' || u.store_id, 0)),
-                COALESCE(c.last_seq, 0)
-         FROM unnest($2::text[]) AS u (store_id)
-         LEFT JOIN platform.consumer_offsets c ON c.group_name = $3 AND c.topic = $1 AND c.store_id = u.store_id",
-    )
-    .bind(schema)
-    .bind(stores)
-    .bind(RELAY_GROUP)
-    .fetch_all(&mut *tx)
-    .await?;
-    let (mut locked, mut cursors) = (Vec::with_capacity(locks.len()), Vec::with_capacity(locks.len()));
-    for (store, taken, cursor) in locks {
-        if taken {
-            locked.push(store);
-            cursors.push(cursor);
-        } else {
-            drained.busy.push(store);
-        }
-    }
-    if locked.is_empty() {
-        tx.rollback().await?;
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(&format!(
-        "SELECT u.store_id, o.event_id, o.store_seq, o.event_type, o.body
-         FROM unnest($1::text[], $2::bigint[]) AS u (store_id, cursor)
-         CROSS JOIN LATERAL (
-             SELECT event_id, store_seq, event_type, body FROM {schema}.outbox
-             WHERE store_id = u.store_id AND store_seq > u.cursor ORDER BY store_seq LIMIT $3) o
-         ORDER BY u.store_id, o.store_seq"
-    ))
-    .bind(&locked)
-    .bind(&cursors)
-    .bind(i64::from(batch))
-    .fetch_all(&mut *tx)
-    .await?;
-    if rows.is_empty() {
-        tx.commit().await?;
-        return Ok(Vec::new());
-    }
-    let mut failure: Option<String> = None;
-    let mut deliveries = Vec::with_capacity(rows.len());
-    let mut read: HashMap<String, usize> = HashMap::new();
-    for row in &rows {
-        let store: String = row.try_get(0)?;
-        let event_id: uuid::Uuid = row.try_get(1)?;
-        let seq: i64 = row.try_get(2)?;
-        let event_type: String = row.try_get(3)?;
-        let mut body: Vec<u8> = row.try_get(4)?;
-        *read.entry(store.clone()).or_default() += 1;
-        let trace_parent = match EventEnvelope::decode(body.as_slice()) {
-            Ok(mut envelope) => {
-                // Sent with its sequence, which the row may keep in its column only
-                // (`pg::outbox_event`); a body that has it goes as it is.
-                if envelope.store_seq != seq as u64 {
-                    envelope.store_seq = seq as u64;
-                    body = envelope.encode_to_vec();
-                }
-                envelope.trace_parent
-            }
-            Err(e) => {
-                // Published all the same: consumers dead-letter it rather than the relay stalling.
-                tracing::warn!(schema, store_id = %store, store_seq = seq, error = %e, "outbox body is not an event envelope");
-                String::new()
-            }
-        };
-        let event_id = event_id.to_string();
-        let headers = owned_headers(&event_headers(&event_type, &event_id, &trace_parent));
-        let record = FutureRecord::to(topic).key(store.as_str()).payload(body.as_slice()).headers(headers);
-        match producer.send_result(record) {
-            Ok(delivery) => deliveries.push((store, seq, delivery)),
-            Err(e) => {
-                failure = Some(format!("cannot queue event {event_id} for {topic}: {e}"));
-                break;
-            }
-        }
-    }
-    // Every queued message is awaited (each resolves within message.timeout.ms), then each store's
-    // cursor moves past its delivered prefix: the rows queued of a store are a prefix of its rows,
-    // and a store's first failed delivery ends it.
-    let mut delivered: HashMap<String, i64> = HashMap::new();
-    let mut failed: HashSet<String> = HashSet::new();
-    for (store, seq, delivery) in deliveries {
-        match delivery.await {
-            Ok(_) if !failed.contains(&store) => {
-                *drained.sent.entry(store.clone()).or_default() += 1;
-                delivered.insert(store, seq);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failure.get_or_insert_with(|| format!("delivery of {topic} store {store} seq {seq} failed: {e}"));
-                failed.insert(store);
-            }
-        }
-    }
-    if !delivered.is_empty() {
-        let (done, last): (Vec<String>, Vec<i64>) = delivered.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO platform.consumer_offsets AS c (group_name, topic, store_id, last_seq)
-             SELECT $1, $2, u.store_id, u.last_seq FROM unnest($3::text[], $4::bigint[]) AS u (store_id, last_seq)
-             ON CONFLICT (group_name, topic, store_id) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq)",
-        )
-        .bind(RELAY_GROUP)
+) -> anyhow::Result<Drain> {
+    let mut total = 0;
+    loop {
+        let mut tx = pg::store_tx(pool, store).await?;
+        // The store's relay lock and cursor; and this transaction's commit does not wait for the WAL
+        // flush: a cursor lost in a crash only means events published again, which consumers drop
+        // by id. (The cursor is read here, not in a subquery of the scan below: under row-level
+        // security a subquery's condition cannot bound the index scan, so it would read every
+        // event of the store.)
+        let (locked, cursor, _): (bool, i64, String) = sqlx::query_as(&format!(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)),
+                    COALESCE((SELECT last_seq FROM platform.consumer_offsets
+                              WHERE group_name = '{RELAY_GROUP}' AND topic = $2 AND store_id = $3), 0),
+                    set_config('synchronous_commit', 'off', true)"
+        ))
+        .bind(format!("relay:{schema}:{store}"))
         .bind(schema)
-        .bind(&done)
-        .bind(&last)
-        .execute(&mut *tx)
+        .bind(store)
+        .fetch_one(&mut *tx)
         .await?;
+        if !locked {
+            tx.rollback().await?;
+            return Ok(Drain::Busy);
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT event_id, store_seq, event_type, body FROM {schema}.outbox
+             WHERE store_id = $1 AND store_seq > $2 ORDER BY store_seq LIMIT $3"
+        ))
+        .bind(store)
+        .bind(cursor)
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Drain::Sent(total));
+        }
+        let mut failure: Option<String> = None;
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event_id: uuid::Uuid = row.try_get(0)?;
+            let seq: i64 = row.try_get(1)?;
+            let event_type: String = row.try_get(2)?;
+            let mut body: Vec<u8> = row.try_get(3)?;
+            let trace_parent = match EventEnvelope::decode(body.as_slice()) {
+                Ok(mut envelope) => {
+                    // Sent with its sequence, which the row may keep in its column only
+                    // (`pg::outbox_event`); a body that has it goes as it is.
+                    if envelope.store_seq != seq as u64 {
+                        envelope.store_seq = seq as u64;
+                        body = envelope.encode_to_vec();
+                    }
+                    envelope.trace_parent
+                }
+                Err(e) => {
+                    // Published all the same: consumers dead-letter it rather than the relay stalling.
+                    tracing::warn!(schema, store_id = store, store_seq = seq, error = %e, "outbox body is not an event envelope");
+                    String::new()
+                }
+            };
+            let event_id = event_id.to_string();
+            let headers = owned_headers(&event_headers(&event_type, &event_id, &trace_parent));
+            let record = FutureRecord::to(topic).key(store).payload(body.as_slice()).headers(headers);
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push((seq, delivery)),
+                Err(e) => {
+                    failure = Some(format!("cannot queue event {event_id} for {topic}: {e}"));
+                    break;
+                }
+            }
+        }
+        // Every queued message is awaited (each resolves within message.timeout.ms), then the
+        // cursor moves past the delivered prefix.
+        let mut delivered: Option<i64> = None;
+        let mut count = 0;
+        for (seq, delivery) in deliveries {
+            let outcome = delivery.await.map(drop).map_err(|e| e.to_string());
+            match outcome {
+                Ok(()) if failure.is_none() => {
+                    delivered = Some(seq);
+                    count += 1;
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    failure.get_or_insert_with(|| format!("delivery of {topic} store {store} seq {seq} failed: {e}"));
+                }
+            }
+        }
+        if let Some(last) = delivered {
+            sqlx::query(&format!(
+                "INSERT INTO platform.consumer_offsets AS c (group_name, topic, store_id, last_seq)
+                 VALUES ('{RELAY_GROUP}', $2, $1, $3)
+                 ON CONFLICT (group_name, topic, store_id) DO UPDATE SET last_seq = greatest(c.last_seq, excluded.last_seq)"
+            ))
+            .bind(store)
+            .bind(schema)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        total += count;
+        if let Some(failure) = failure {
+            anyhow::bail!(failure);
+        }
+        if rows.len() < batch as usize {
+            return Ok(Drain::Sent(total));
+        }
     }
-    tx.commit().await?;
-    if let Some(failure) = failure {
-        anyhow::bail!(failure);
-    }
-    Ok(read.into_iter().filter(|(_, n)| *n >= batch as usize).map(|(store, _)| store).collect())
 }
