@@ -43,6 +43,9 @@ psql "$admin/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE
 forget_redis
 $bin migrate --database-url "$admin/$db" 2>/dev/null
 
+# Inventory's internal RPCs need the deployment's service token; one made up for this run.
+export REDSTORE_SERVICE_TOKEN=${REDSTORE_SERVICE_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
+
 # `start PORT COMMAND…`: a server process on the database, its pid kept.
 start() {
   local port=$1

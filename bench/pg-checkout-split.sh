@@ -11,6 +11,8 @@ secs=${1:-20}
 shift || true
 db="postgres://redstore_app@127.0.0.1:5432/redstore_bench"
 . bench/anchor.sh
+# Inventory's internal RPCs need the deployment's service token; one made up for this run.
+export REDSTORE_SERVICE_TOKEN=${REDSTORE_SERVICE_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
 
 echo "== redstore bench checkout against redstore serve inventory + redstore serve sales (32 terminals, 3-line sales)"
 $bin serve inventory --database-url "$db" --listen 127.0.0.1:50091 --db-pool-size 16 --no-demo --worker-threads 1 "$@" 2>/dev/null &

@@ -2,9 +2,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod bench;
 pub mod connections;
 pub mod drain;
+pub mod edge;
 pub mod health;
 pub mod import;
 pub mod kafka_worker;

@@ -163,6 +163,8 @@ struct UpArgs {
     retention: RetentionArgs,
     #[command(flatten)]
     connections: ConnectionOptions,
+    #[command(flatten)]
+    edge: redstore::edge::EdgeOptions,
 }
 
 /// How long answers kept for retries are kept.
@@ -560,6 +562,7 @@ fn config(
         log_format,
         worker_program: None,
         connections: args.connections,
+        edge: args.edge,
     }
 }
 

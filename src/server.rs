@@ -1,5 +1,6 @@
 //! Composes every service onto one port: native gRPC (HTTP/2), gRPC-web (HTTP/1.1 and HTTP/2,
-//! with CORS for browser origins), SSE, health and reflection.
+//! with CORS for the configured browser origins), SSE, health and reflection, behind the edge's
+//! rules (`edge`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::http::{HeaderName, Method};
 use redstore_analytics::{AnalyticsGrpc, Reports};
 use redstore_inventory::{InventoryGrpc, InventoryStore, SqliteInventory};
 use redstore_platform::datadir::DataDirLock;
@@ -26,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_web::GrpcWebLayer;
 use tower::Layer as _;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::connections::ConnectionOptions;
 use crate::drain::InFlight;
+use crate::edge::{Edge, EdgeOptions};
 use crate::health::HealthState;
 
 /// One of the services a process can serve.
@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub worker_program: Option<PathBuf>,
     /// Timeouts, keep-alive and caps of connections and live streams.
     pub connections: ConnectionOptions,
+    /// Browser origins and hosts, and the service token.
+    pub edge: EdgeOptions,
 }
 
 impl ServerConfig {
@@ -100,6 +102,7 @@ impl ServerConfig {
             log_format: LogFormat::Human,
             worker_program: None,
             connections: ConnectionOptions::default(),
+            edge: EdgeOptions::default(),
         }
     }
 
@@ -224,16 +227,6 @@ fn health_for(services: &[ServiceName]) -> HealthState {
     HealthState::new(&entries)
 }
 
-fn cors() -> CorsLayer {
-    let expose = ["grpc-status", "grpc-message", "grpc-status-details-bin"].map(HeaderName::from_static);
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers(tower_http::cors::Any)
-        .expose_headers(expose)
-        .max_age(Duration::from_secs(86_400))
-}
-
 /// What the services run on.
 enum Backend {
     Embedded(Embedded),
@@ -310,7 +303,12 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
     })
 }
 
-async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Wiring> {
+async fn postgres(
+    url: &str,
+    config: &ServerConfig,
+    edge: &Edge,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Wiring> {
     use redstore_platform::pg;
     // `--db-pool-size` bounds the connections of the process: it is split between the two pools
     // (sales gets its own, see below). Fewer connections also serve a checkout faster than many:
@@ -330,7 +328,11 @@ async fn postgres(url: &str, config: &ServerConfig, shutdown: &CancellationToken
     let pg_inventory = redstore_inventory::pg::PgInventory::new(pool.clone());
     let local: Arc<dyn InventoryStore> = pg_inventory.clone();
     let remote = match (&config.inventory_url, config.serves(ServiceName::Inventory)) {
-        (Some(url), false) => Some(redstore_inventory::client::GrpcInventory::connect(url).await?),
+        (Some(url), false) => {
+            let token =
+                edge.service_token().cloned().context("checked at start: a remote inventory needs the token")?;
+            Some(redstore_inventory::client::GrpcInventory::connect(url, token).await?)
+        }
         _ => None,
     };
     let inventory: Arc<dyn InventoryStore> = match &remote {
@@ -549,6 +551,20 @@ fn follow_writable(mut writable: tokio::sync::watch::Receiver<bool>, health: Hea
 /// Starts the configured services on `config.listen` and returns once the port is bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
+    let edge = Arc::new(Edge::new(&config.edge)?);
+    let remote_inventory = config.inventory_url.is_some() && !config.serves(ServiceName::Inventory);
+    anyhow::ensure!(
+        !remote_inventory || edge.service_token().is_some(),
+        "sales applies its sales to a separate inventory through internal RPCs: give it the service token \
+         inventory has (REDSTORE_SERVICE_TOKEN, --service-token-file or --service-token)"
+    );
+    let separate_inventory = config.serves(ServiceName::Inventory) && !config.serves(ServiceName::Sales);
+    if separate_inventory && edge.service_token().is_none() {
+        tracing::warn!(
+            "no service token (--service-token): inventory's internal RPCs refuse every caller, so no separate \
+             sales process can apply sales here"
+        );
+    }
     let wiring = match config.database_url.as_deref() {
         None if config.redis_url.is_some() || config.kafka.is_some() => {
             anyhow::bail!(
@@ -557,7 +573,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         }
         None => embedded(&config, &shutdown).await?,
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            postgres(url, &config, &shutdown).await?
+            postgres(url, &config, &edge, &shutdown).await?
         }
         Some(_) => anyhow::bail!(
             "--database-url must be a postgres:// URL; leave it out to use the embedded database in --data-dir"
@@ -621,7 +637,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let in_flight = InFlight::default();
     let router = router
         .layer(axum::middleware::from_fn(crate::oversized::as_resource_exhausted))
-        .layer(cors())
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), crate::edge::guard))
+        .layer(edge.cors())
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), crate::edge::browser_rules))
         .layer(axum::middleware::from_fn_with_state(in_flight.clone(), InFlight::track));
 
     let mut connections = config.connections;

@@ -46,13 +46,13 @@ async fn a_half_sent_request_is_closed_by_the_server() {
     let app = TestApp::spawn_configured(|cfg| cfg.connections.header_read_timeout = Duration::from_millis(300)).await;
     let mut half = TcpStream::connect(app.addr).await.unwrap();
     // The headers never end: no blank line.
-    half.write_all(b"GET /v1/stores/store-1/inventory/events HTTP/1.1\r\nHost: redstore\r\n").await.unwrap();
+    half.write_all(b"GET /v1/stores/store-1/inventory/events HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
     let sent = closed_within(&mut half, Duration::from_secs(10)).await.expect("a half-sent request is closed");
     assert!(sent.is_empty(), "the request never began, so nothing is answered: {sent:?}");
 
     // A keep-alive connection waiting for its next request is held to the same timeout.
     let mut kept = TcpStream::connect(app.addr).await.unwrap();
-    kept.write_all(b"GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: redstore\r\n\r\n").await.unwrap();
+    kept.write_all(b"GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
     let sent =
         closed_within(&mut kept, Duration::from_secs(10)).await.expect("an idle keep-alive connection is closed");
     let sent = String::from_utf8_lossy(&sent);
@@ -116,7 +116,7 @@ async fn a_connection_past_the_cap_is_closed_at_once_and_one_is_admitted_once_an
         loop {
             let mut tcp = TcpStream::connect(app.addr).await.unwrap();
             tcp.write_all(
-                b"GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: redstore\r\nConnection: close\r\n\r\n",
+                b"GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
             )
             .await
             .unwrap();

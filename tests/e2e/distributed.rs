@@ -271,7 +271,6 @@ async fn redis_down_slows_the_live_path_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process() {
     use prost::Message as _;
-    use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
     use redstore_proto::inventory::{ApplySaleRequest, SaleLine};
     use redstore_proto::sales::{GetSaleRequest, SaleStatus};
 
@@ -296,7 +295,7 @@ async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process(
     let before = stock_via(&inventory, quiet, "SKU-0008").await;
 
     let fingerprint = redstore_platform::idempotency::fingerprint(&request, |r| r.idempotency_key.clear());
-    InventoryServiceClient::new(inventory.channel().await)
+    crate::helpers::internal_client(inventory.channel().await)
         .apply_sale(ApplySaleRequest {
             sale_id: drafted.sale_id.clone(),
             store_id: quiet.into(),

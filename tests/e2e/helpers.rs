@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use redstore::{Running, ServerConfig};
 use redstore_platform::pg::scratch::ScratchDb;
+use redstore_platform::service_token::{ServiceToken, WithServiceToken};
 use redstore_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use redstore_proto::analytics::{GetSalesReportRequest, GetSalesReportResponse, Granularity};
 use redstore_proto::common::Money;
@@ -19,6 +20,7 @@ use redstore_proto::sales::sales_service_client::SalesServiceClient;
 use redstore_proto::sales::{CheckoutLine, CheckoutRequest, Tender, TenderType};
 use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
 use tempfile::TempDir;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub struct TestApp {
@@ -37,6 +39,18 @@ pub fn on_postgres() -> bool {
     std::env::var("REDSTORE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
+/// The service token of the tests' servers and processes.
+pub const SERVICE_TOKEN: &str = "e2e-service-token-0123456789abcdef0123456789";
+
+pub fn service_token() -> ServiceToken {
+    ServiceToken::parse(SERVICE_TOKEN).expect("the tests' service token")
+}
+
+/// An inventory client that calls as another Red Store service: internal RPCs accept it.
+pub fn internal_client(channel: Channel) -> InventoryServiceClient<InterceptedService<Channel, WithServiceToken>> {
+    InventoryServiceClient::with_interceptor(channel, service_token().interceptor())
+}
+
 pub fn config(dir: &TempDir, demo: bool, scratch: Option<&ScratchDb>) -> ServerConfig {
     let mut cfg = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path());
     cfg.demo = demo;
@@ -44,6 +58,7 @@ pub fn config(dir: &TempDir, demo: bool, scratch: Option<&ScratchDb>) -> ServerC
     cfg.sse_keep_alive = Duration::from_millis(300);
     cfg.database_url = scratch.map(|s| s.app_url.clone());
     cfg.db_pool_size = 8;
+    cfg.edge.service_token = Some(redstore::edge::Secret(SERVICE_TOKEN.to_owned()));
     cfg
 }
 
@@ -111,6 +126,11 @@ impl TestApp {
 
     pub fn inventory(&self) -> InventoryServiceClient<Channel> {
         InventoryServiceClient::new(self.channel.clone())
+    }
+
+    /// Inventory as a sales process calls it, with the service token: for its internal RPCs.
+    pub fn internal(&self) -> InventoryServiceClient<InterceptedService<Channel, WithServiceToken>> {
+        internal_client(self.channel.clone())
     }
 
     pub fn sales(&self) -> SalesServiceClient<Channel> {
@@ -476,6 +496,7 @@ impl Process {
             .arg("json")
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--grace-period", "2s", "--db-pool-size", "6"])
+            .env("REDSTORE_SERVICE_TOKEN", SERVICE_TOKEN)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn redstore");

@@ -87,9 +87,9 @@ async fn apply_sale_is_idempotent_by_sale_id() {
         ],
         ..Default::default()
     };
-    let first = app.inventory().apply_sale(req.clone()).await.unwrap().into_inner();
+    let first = app.internal().apply_sale(req.clone()).await.unwrap().into_inner();
     assert_eq!(first.stock[0].quantity, 18 - 3, "repeated skus are merged");
-    let again = app.inventory().apply_sale(req).await.unwrap().into_inner();
+    let again = app.internal().apply_sale(req).await.unwrap().into_inner();
     assert_eq!(first, again);
     assert_eq!(app.stock("store-1", "SKU-0005").await, 15);
 }
@@ -110,18 +110,18 @@ async fn apply_sale_under_a_checkout_key_is_applied_once_and_listed() {
         checkout_fingerprint: format!("fp-{quantity}").into_bytes(),
         sale: format!("sale {sale_id}").into_bytes(),
     };
-    let first = app.inventory().apply_sale(attempt("s-1", 2)).await.unwrap().into_inner();
+    let first = app.internal().apply_sale(attempt("s-1", 2)).await.unwrap().into_inner();
     assert_eq!(first.sale_id, "s-1");
-    let retry = app.inventory().apply_sale(attempt("s-2", 2)).await.unwrap().into_inner();
+    let retry = app.internal().apply_sale(attempt("s-2", 2)).await.unwrap().into_inner();
     assert_eq!((retry.sale_id.as_str(), retry.sale.as_slice()), ("s-1", &b"sale s-1"[..]));
     assert_eq!(app.stock("store-1", "SKU-0005").await, 16);
-    let err = app.inventory().apply_sale(attempt("s-3", 1)).await.unwrap_err();
+    let err = app.internal().apply_sale(attempt("s-3", 1)).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains("checkout-1"), "{err:?}");
     assert_eq!(app.stock("store-1", "SKU-0005").await, 16);
     let mut no_fingerprint = attempt("s-4", 1);
     no_fingerprint.checkout_fingerprint.clear();
-    let err = app.inventory().apply_sale(no_fingerprint).await.unwrap_err();
+    let err = app.internal().apply_sale(no_fingerprint).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("checkout_fingerprint"), "{err:?}");
 
@@ -132,20 +132,20 @@ async fn apply_sale_under_a_checkout_key_is_applied_once_and_listed() {
         keys_only,
         ..Default::default()
     };
-    let full = app.inventory().list_applied_checkouts(list(false)).await.unwrap().into_inner().checkouts;
+    let full = app.internal().list_applied_checkouts(list(false)).await.unwrap().into_inner().checkouts;
     assert_eq!(full.len(), 1);
     assert_eq!((full[0].checkout_key.as_str(), full[0].checkout_fingerprint.as_slice()), ("checkout-1", &b"fp-2"[..]));
     let answer = full[0].answer.as_ref().expect("the stored answer");
     assert_eq!((answer.sale_id.as_str(), answer.sale.as_slice()), ("s-1", &b"sale s-1"[..]));
-    let keys = app.inventory().list_applied_checkouts(list(true)).await.unwrap().into_inner().checkouts;
+    let keys = app.internal().list_applied_checkouts(list(true)).await.unwrap().into_inner().checkouts;
     assert_eq!(keys.len(), 1);
     assert_eq!((keys[0].checkout_key.as_str(), keys[0].answer.is_none()), ("checkout-1", true));
     let backwards = ListAppliedCheckoutsRequest { applied_before_ms: started_ms, ..list(false) };
-    let err = app.inventory().list_applied_checkouts(backwards).await.unwrap_err();
+    let err = app.internal().list_applied_checkouts(backwards).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("applied_before_ms"), "{err:?}");
     let too_many = ListAppliedCheckoutsRequest { limit: 1001, ..list(false) };
-    let err = app.inventory().list_applied_checkouts(too_many).await.unwrap_err();
+    let err = app.internal().list_applied_checkouts(too_many).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("limit"), "{err:?}");
 }
@@ -190,7 +190,7 @@ async fn apply_sales_of_many_stores_answers_each_in_its_store() {
             sale("chain-sale-4", "store-2", 1),
         ],
     };
-    let first = app.inventory().apply_sales(req.clone()).await.expect("apply a chain's sales").into_inner();
+    let first = app.internal().apply_sales(req.clone()).await.expect("apply a chain's sales").into_inner();
     assert_eq!(first.outcomes.len(), 4, "one outcome per sale, in the call's order");
     // store-2 sells below zero; store-1 never does, and its refusal touches nothing else.
     assert_eq!(applied(&first.outcomes[0]).stock[0].quantity, -1);
@@ -200,7 +200,7 @@ async fn apply_sales_of_many_stores_answers_each_in_its_store() {
     assert_eq!(applied(&first.outcomes[3]).stock[0].quantity, -2, "a store's sales apply in the call's order");
     assert_eq!((app.stock("store-1", "SKU-0006").await, app.stock("store-2", "SKU-0006").await), (strict - 1, -2));
 
-    let again = app.inventory().apply_sales(req).await.expect("apply a chain's sales again").into_inner();
+    let again = app.internal().apply_sales(req).await.expect("apply a chain's sales again").into_inner();
     for i in [0, 2, 3] {
         assert_eq!(applied(&again.outcomes[i]), applied(&first.outcomes[i]), "sale {i} replayed");
     }
@@ -229,7 +229,7 @@ async fn apply_sales_answers_each_sale_as_apply_sale_would() {
             sale("batch-sale-4", "SKU-0006", 1),
         ],
     };
-    let first = app.inventory().apply_sales(req.clone()).await.expect("apply sales").into_inner();
+    let first = app.internal().apply_sales(req.clone()).await.expect("apply sales").into_inner();
     assert_eq!(first.outcomes.len(), 4, "one outcome per sale");
     assert_eq!(applied(&first.outcomes[0]).stock[0].quantity, before - 2);
     refused(&first.outcomes[1], Code::FailedPrecondition, "insufficient stock");
@@ -238,7 +238,7 @@ async fn apply_sales_answers_each_sale_as_apply_sale_would() {
     assert_eq!(app.stock("store-1", "SKU-0006").await, before - 3);
 
     // Sent again (a retry after a lost answer): the same answers, nothing taken twice.
-    let again = app.inventory().apply_sales(req).await.expect("apply sales again").into_inner();
+    let again = app.internal().apply_sales(req).await.expect("apply sales again").into_inner();
     assert_eq!(applied(&again.outcomes[0]), applied(&first.outcomes[0]));
     refused(&again.outcomes[1], Code::FailedPrecondition, "insufficient stock");
     refused(&again.outcomes[2], Code::NotFound, "NO-SUCH-SKU");
@@ -247,11 +247,11 @@ async fn apply_sales_answers_each_sale_as_apply_sale_would() {
 
     // Either RPC replays the other's sale.
     let alone = ApplySaleRequest { store_id: "store-1".into(), ..sale("batch-sale-1", "SKU-0006", 2) };
-    let replayed = app.inventory().apply_sale(alone).await.expect("apply sale alone").into_inner();
+    let replayed = app.internal().apply_sale(alone).await.expect("apply sale alone").into_inner();
     assert_eq!(&replayed, applied(&first.outcomes[0]));
     // A sale id used for other lines is refused in its own outcome.
     let reused = ApplySalesRequest { store_id: "store-1".into(), sales: vec![sale("batch-sale-4", "SKU-0006", 5)] };
-    let reused = app.inventory().apply_sales(reused).await.expect("apply sales").into_inner();
+    let reused = app.internal().apply_sales(reused).await.expect("apply sales").into_inner();
     refused(&reused.outcomes[0], Code::AlreadyExists, "batch-sale-4");
     assert_eq!(app.stock("store-1", "SKU-0006").await, before - 3);
     // One sale twice in one call is applied once; both get its answer.
@@ -259,7 +259,7 @@ async fn apply_sales_answers_each_sale_as_apply_sale_would() {
         store_id: "store-1".into(),
         sales: vec![sale("batch-sale-5", "SKU-0006", 1), sale("batch-sale-5", "SKU-0006", 1)],
     };
-    let twice = app.inventory().apply_sales(twice).await.expect("apply sales").into_inner();
+    let twice = app.internal().apply_sales(twice).await.expect("apply sales").into_inner();
     assert_eq!(applied(&twice.outcomes[0]), applied(&twice.outcomes[1]));
     assert_eq!(app.stock("store-1", "SKU-0006").await, before - 4);
 }

@@ -168,7 +168,12 @@ async fn health_reports_each_service_and_not_found_for_unknown_ones() {
 
 const ORIGIN: &str = "http://ipad.local";
 
-fn http1() -> reqwest::Client {
+/// A server whose CORS allows the iPad pages' origin (`--cors-origin`).
+async fn ipad_app() -> TestApp {
+    TestApp::spawn_configured(|cfg| cfg.edge.cors_origins = vec![ORIGIN.to_owned()]).await
+}
+
+pub(crate) fn http1() -> reqwest::Client {
     reqwest::Client::builder().http1_only().build().expect("http client")
 }
 
@@ -208,17 +213,17 @@ fn trailers(payload: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-struct WebReply {
-    status: reqwest::StatusCode,
-    version: reqwest::Version,
-    headers: reqwest::header::HeaderMap,
-    messages: Vec<Vec<u8>>,
-    trailers: Vec<(String, String)>,
+pub(crate) struct WebReply {
+    pub status: reqwest::StatusCode,
+    pub version: reqwest::Version,
+    pub headers: reqwest::header::HeaderMap,
+    pub messages: Vec<Vec<u8>>,
+    pub trailers: Vec<(String, String)>,
 }
 
 impl WebReply {
     /// A grpc-* value from the trailer frame or, for a trailers-only reply, from the headers.
-    fn grpc(&self, name: &str) -> Option<String> {
+    pub fn grpc(&self, name: &str) -> Option<String> {
         self.trailers
             .iter()
             .find(|(k, _)| k == name)
@@ -228,16 +233,25 @@ impl WebReply {
 }
 
 async fn grpc_web(app: &TestApp, path: &str, request: &impl Message) -> WebReply {
-    let resp = http1()
+    grpc_web_with(app, path, request, &[("origin", ORIGIN)]).await
+}
+
+/// A gRPC-web call over HTTP/1.1 with the given extra headers (`origin`, `host`, …).
+pub(crate) async fn grpc_web_with(
+    app: &TestApp,
+    path: &str,
+    request: &impl Message,
+    headers: &[(&str, &str)],
+) -> WebReply {
+    let mut call = http1()
         .post(format!("{}/{path}", app.url))
         .header("content-type", "application/grpc-web+proto")
         .header("accept", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
-        .header("origin", ORIGIN)
-        .body(frame(request))
-        .send()
-        .await
-        .expect("gRPC-web request");
+        .header("x-grpc-web", "1");
+    for (name, value) in headers {
+        call = call.header(*name, *value);
+    }
+    let resp = call.body(frame(request)).send().await.expect("gRPC-web request");
     let (status, version, headers) = (resp.status(), resp.version(), resp.headers().clone());
     let body = resp.bytes().await.expect("gRPC-web body");
     let mut messages = Vec::new();
@@ -258,7 +272,7 @@ fn content_type(headers: &reqwest::header::HeaderMap) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_web_over_http1_reads_stock() {
-    let app = TestApp::spawn().await;
+    let app = ipad_app().await;
     let request = GetStockRequest { store_id: "store-1".into(), sku: "SKU-0001".into() };
     let reply = grpc_web(&app, "redstore.inventory.v1.InventoryService/GetStock", &request).await;
 
@@ -283,7 +297,7 @@ async fn grpc_web_over_http1_reads_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_web_errors_carry_the_grpc_status() {
-    let app = TestApp::spawn().await;
+    let app = ipad_app().await;
     let request = GetStockRequest { store_id: "store-1".into(), sku: "SKU-9999".into() };
     let reply = grpc_web(&app, "redstore.inventory.v1.InventoryService/GetStock", &request).await;
 
@@ -304,7 +318,7 @@ async fn grpc_web_errors_carry_the_grpc_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_web_checkout_is_seen_by_native_grpc_clients() {
-    let app = TestApp::spawn().await;
+    let app = ipad_app().await;
     let request = checkout(&key(), "store-1", "till-2", &[("SKU-0001", 3), ("SKU-0020", 1)], vec![card(507)]);
     let reply = grpc_web(&app, "redstore.sales.v1.SalesService/Checkout", &request).await;
 
@@ -330,12 +344,12 @@ async fn grpc_web_checkout_is_seen_by_native_grpc_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_allows_the_ipad_origin() {
-    let app = TestApp::spawn().await;
+    let app = ipad_app().await;
     let resp = http1()
         .request(reqwest::Method::OPTIONS, format!("{}/redstore.inventory.v1.InventoryService/GetStock", app.url))
         .header("origin", ORIGIN)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type,x-grpc-web")
+        .header("access-control-request-headers", "content-type,x-grpc-web,authorization")
         .send()
         .await
         .expect("preflight");
@@ -345,11 +359,11 @@ async fn cors_preflight_allows_the_ipad_origin() {
     assert_eq!(header("access-control-allow-origin").as_deref(), Some(ORIGIN));
     let methods = header("access-control-allow-methods").unwrap_or_default();
     assert!(methods.contains("post"), "allowed methods: {methods:?}");
+    // Named one by one: a `*` would not cover `authorization`, which the terminal signs in with.
     let allowed = header("access-control-allow-headers").unwrap_or_default();
-    assert!(
-        allowed == "*" || (allowed.contains("content-type") && allowed.contains("x-grpc-web")),
-        "allowed headers: {allowed:?}"
-    );
+    for name in ["content-type", "x-grpc-web", "authorization"] {
+        assert!(allowed.split(',').any(|h| h.trim() == name), "{name} not in the allowed headers {allowed:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,7 +371,7 @@ async fn grpc_web_server_stream_delivers_the_snapshot_then_live_changes() {
     use redstore_proto::stream::watch_inventory_response::Item;
     use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse};
 
-    let app = TestApp::spawn().await;
+    let app = ipad_app().await;
     let request = WatchInventoryRequest { store_id: "store-1".into(), resume_after: 0, include_snapshot: true };
     let mut resp = http1()
         .post(format!("{}/redstore.stream.v1.InventoryStreamService/WatchInventory", app.url))

@@ -60,7 +60,7 @@ async fn a_sale_of_too_many_lines_or_units_is_refused_naming_the_field() {
             .collect(),
         ..Default::default()
     };
-    expect_status(app.inventory().apply_sale(sale).await, Code::InvalidArgument, &["lines", "150000"]);
+    expect_status(app.internal().apply_sale(sale).await, Code::InvalidArgument, &["lines", "150000"]);
     assert_nothing_written(&app, "store-2", &before).await;
 }
 

@@ -9,6 +9,7 @@ mod chain;
 mod checkout_race;
 mod connections;
 mod distributed;
+mod edge;
 mod embedded_db;
 mod faults;
 mod fuzz;

@@ -783,7 +783,7 @@ async fn apply_sales_names_the_bad_sale_and_applies_nothing_of_its_call() {
         ..Default::default()
     };
     let call = |sales: Vec<ApplySaleRequest>| ApplySalesRequest { store_id: "store-1".into(), sales };
-    let inventory = app.inventory();
+    let inventory = app.internal();
     expect_status(inventory.clone().apply_sales(call(vec![])).await, Code::InvalidArgument, &["sales", "at least one"]);
     let too_many = (0..257).map(|i| sale(&format!("s-{i}"), "", 1)).collect();
     expect_status(inventory.clone().apply_sales(call(too_many)).await, Code::InvalidArgument, &["sales", "256"]);
@@ -825,7 +825,7 @@ async fn apply_sale_holds_a_sale_to_the_unit_prices_it_charged() {
         lines,
         ..Default::default()
     };
-    let inventory = app.inventory();
+    let inventory = app.internal();
     // On every line or on none, one price per sku, a real amount.
     let some_only = sale("p-1", vec![line("SKU-0001", 1, eur(119)), line("SKU-0002", 1, None)]);
     expect_status(inventory.clone().apply_sale(some_only).await, Code::InvalidArgument, &["lines[1].unit_price"]);

@@ -17,6 +17,7 @@ pub mod money;
 pub mod page;
 pub mod pg;
 pub mod retention;
+pub mod service_token;
 pub mod telemetry;
 pub mod text;
 pub mod time;

@@ -1,6 +1,7 @@
 //! `InventoryStore` over gRPC: how a sales process that does not serve inventory reaches it.
 //! Every call has a deadline; only idempotent calls (reads, and applying a sale or refund by its
-//! id) are retried, on UNAVAILABLE or a missed deadline, with a short backoff.
+//! id) are retried, on UNAVAILABLE or a missed deadline, with a short backoff. Every call carries
+//! the service token, which inventory's internal RPCs (applying sales and refunds) require.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +11,13 @@ use futures::StreamExt as _;
 use redstore_platform::barcode::Barcode;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::money::Money;
+use redstore_platform::service_token::{ServiceToken, WithServiceToken};
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
 use redstore_proto::inventory::{self as pb};
 use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
 use redstore_proto::stream::{InventorySnapshot, WatchInventoryRequest, watch_inventory_response::Item};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
@@ -28,21 +31,25 @@ const ATTEMPTS: u32 = 3;
 
 pub struct GrpcInventory {
     channel: Channel,
+    token: ServiceToken,
 }
+
+/// A channel whose calls carry the service token.
+type Authed = InterceptedService<Channel, WithServiceToken>;
 
 impl GrpcInventory {
     /// Connects lazily: the first call dials, so services may start in any order.
-    pub async fn connect(url: &str) -> anyhow::Result<Arc<Self>> {
+    pub async fn connect(url: &str, token: ServiceToken) -> anyhow::Result<Arc<Self>> {
         let channel = Endpoint::from_shared(url.to_owned())
             .with_context(|| format!("--inventory-url {url:?} is not a URL"))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect_lazy();
-        Ok(Arc::new(Self { channel }))
+        Ok(Arc::new(Self { channel, token }))
     }
 
-    fn client(&self) -> InventoryServiceClient<Channel> {
-        InventoryServiceClient::new(self.channel.clone())
+    fn client(&self) -> InventoryServiceClient<Authed> {
+        InventoryServiceClient::with_interceptor(self.channel.clone(), self.token.interceptor())
     }
 }
 
@@ -380,7 +387,7 @@ impl InventoryStore for GrpcInventory {
 
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {
         let req = WatchInventoryRequest { store_id: store_id.to_owned(), resume_after: 0, include_snapshot: true };
-        let mut stream = InventoryStreamServiceClient::new(self.channel.clone())
+        let mut stream = InventoryStreamServiceClient::with_interceptor(self.channel.clone(), self.token.interceptor())
             .watch_inventory(request(req))
             .await
             .map_err(Error::Remote)?

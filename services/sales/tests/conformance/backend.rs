@@ -94,7 +94,7 @@ impl Backend {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let inventory: Arc<dyn InventoryStore> =
-            redstore_inventory::client::GrpcInventory::connect(&format!("http://{addr}"))
+            redstore_inventory::client::GrpcInventory::connect(&format!("http://{addr}"), test_token())
                 .await
                 .expect("an inventory client");
         let (scratch, pool) = scratch_db(&[PG_MIGRATIONS]).await;
@@ -174,4 +174,9 @@ impl Drop for Backend {
             .join();
         }
     }
+}
+
+/// A service token for a client of a test's inventory server (which does not check it).
+fn test_token() -> redstore_platform::service_token::ServiceToken {
+    redstore_platform::service_token::ServiceToken::parse("conformance-test-service-token-0123456789").expect("a token")
 }
