@@ -21,6 +21,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::Service as _;
 
@@ -114,6 +115,7 @@ pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     options: ConnectionOptions,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let max = options.max_connections.max(1);
@@ -145,9 +147,9 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let (router, builders, stop) = (router.clone(), builders.clone(), stop.clone());
+        let (router, builders, stop, tls) = (router.clone(), builders.clone(), stop.clone(), tls.clone());
         tokio::spawn(async move {
-            serve_connection(tcp, router, &builders, &options, &stop).await;
+            serve_connection(tcp, router, &builders, &options, tls, &stop).await;
             drop(permit);
         });
     }
@@ -216,23 +218,60 @@ async fn serve_connection(
     router: axum::Router,
     builders: &Builders,
     options: &ConnectionOptions,
+    tls: Option<TlsAcceptor>,
     stop: &CancellationToken,
 ) {
     // hyper times out HTTP/1.1 headers, but not a client that sends nothing: it would wait
     // forever to learn which protocol the client speaks. (A peek, not `readable`, which can be
-    // ready with nothing to read.)
-    let mut first = [0u8; H2_PREFACE.len()];
-    let peeked = tokio::select! {
+    // ready with nothing to read.) Over TLS the handshake is held to the same timeout.
+    let Some(tls) = tls else {
+        let mut first = [0u8; H2_PREFACE.len()];
+        let peeked = tokio::select! {
+            _ = stop.cancelled() => return,
+            peeked = tokio::time::timeout(options.header_read_timeout, tcp.peek(&mut first)) => peeked,
+        };
+        if let Ok(Ok(n)) = peeked
+            && n > 0
+        {
+            drive(tcp, builders.for_first_bytes(&first[..n]), router, options, stop).await;
+        }
+        return;
+    };
+    let handshake = tokio::select! {
         _ = stop.cancelled() => return,
-        peeked = tokio::time::timeout(options.header_read_timeout, tcp.peek(&mut first)) => peeked,
+        handshake = tokio::time::timeout(options.header_read_timeout, tls.accept(tcp)) => handshake,
     };
-    let builder = match peeked {
-        Ok(Ok(n)) if n > 0 => builders.for_first_bytes(&first[..n]),
-        _ => return,
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
     };
+    // The protocol is the one ALPN settled on; a client that named none is detected.
+    let builder = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => &builders.h2,
+        Some(b"http/1.1") => &builders.h1,
+        _ => &builders.detect,
+    };
+    drive(stream, builder, router, options, stop).await;
+}
+
+/// Serves one connection, whose protocol is settled, until it closes: closed when idle, asked to
+/// finish at `stop`.
+async fn drive<I>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    router: axum::Router,
+    options: &ConnectionOptions,
+    stop: &CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::default());
     let service = Tracked { router, activity: activity.clone() };
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(tcp), service));
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut idle = pin!(activity.idle_for(options.idle_timeout));
     let mut closing = false;
     // After an idle connection's GOAWAY, when it is closed whether the client acknowledged it

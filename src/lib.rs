@@ -12,5 +12,6 @@ pub mod import;
 pub mod kafka_worker;
 pub mod oversized;
 pub mod server;
+pub mod tls;
 
 pub use server::{Running, ServerConfig, start};

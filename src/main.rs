@@ -165,6 +165,8 @@ struct UpArgs {
     connections: ConnectionOptions,
     #[command(flatten)]
     edge: redstore::edge::EdgeOptions,
+    #[command(flatten)]
+    tls: redstore::tls::TlsOptions,
 }
 
 /// How long answers kept for retries are kept.
@@ -563,6 +565,7 @@ fn config(
         worker_program: None,
         connections: args.connections,
         edge: args.edge,
+        tls: args.tls,
     }
 }
 
@@ -598,6 +601,7 @@ async fn up(config: ServerConfig) -> ExitCode {
     // Listen for signals before the port opens, so an early SIGTERM still stops the server
     // gracefully instead of killing it.
     let signal = shutdown_signal();
+    let transport = if config.tls.tls_cert.is_some() { "-cacert <the CA's PEM>" } else { "-plaintext" };
     let mut running = match server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -606,7 +610,7 @@ async fn up(config: ServerConfig) -> ExitCode {
         }
     };
     tracing::info!(
-        "try it: grpcurl -plaintext -d '{{\"store_id\":\"store-1\"}}' {} redstore.inventory.v1.InventoryService/ListStock",
+        "try it: grpcurl {transport} -d '{{\"store_id\":\"store-1\"}}' {} redstore.inventory.v1.InventoryService/ListStock",
         running.addr
     );
     let stopped = tokio::select! {

@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub connections: ConnectionOptions,
     /// Browser origins and hosts, and the service token.
     pub edge: EdgeOptions,
+    /// TLS on the port, and the trust in a remote inventory's certificate.
+    pub tls: crate::tls::TlsOptions,
 }
 
 impl ServerConfig {
@@ -103,6 +105,7 @@ impl ServerConfig {
             worker_program: None,
             connections: ConnectionOptions::default(),
             edge: EdgeOptions::default(),
+            tls: crate::tls::TlsOptions::default(),
         }
     }
 
@@ -331,7 +334,11 @@ async fn postgres(
         (Some(url), false) => {
             let token =
                 edge.service_token().cloned().context("checked at start: a remote inventory needs the token")?;
-            Some(redstore_inventory::client::GrpcInventory::connect(url, token).await?)
+            let tls = match url.starts_with("https://") {
+                true => Some(crate::tls::client_config(config.tls.inventory_ca.as_deref())?),
+                false => None,
+            };
+            Some(redstore_inventory::client::GrpcInventory::connect(url, token, tls).await?)
         }
         _ => None,
     };
@@ -552,6 +559,7 @@ fn follow_writable(mut writable: tokio::sync::watch::Receiver<bool>, health: Hea
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let edge = Arc::new(Edge::new(&config.edge)?);
+    let tls = crate::tls::acceptor(&config.tls)?;
     let remote_inventory = config.inventory_url.is_some() && !config.serves(ServiceName::Inventory);
     anyhow::ensure!(
         !remote_inventory || edge.service_token().is_some(),
@@ -661,10 +669,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     }
     let stop_accepting = CancellationToken::new();
     let stop = stop_accepting.clone();
+    let secure = tls.is_some();
     let task = tokio::spawn(async move {
-        crate::connections::serve(listener, router, connections, stop).await.context("server failed")
+        crate::connections::serve(listener, router, connections, tls, stop).await.context("server failed")
     });
-    tracing::info!(%addr, backend = match backend { Backend::Embedded(_) => "embedded", Backend::Postgres(_) => "postgres" },
+    tracing::info!(%addr, tls = secure, backend = match backend { Backend::Embedded(_) => "embedded", Backend::Postgres(_) => "postgres" },
         "red store is listening");
     Ok(Running {
         addr,

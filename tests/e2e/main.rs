@@ -23,4 +23,5 @@ mod sale_flow;
 mod scanning;
 mod shutdown;
 mod sse_resume;
+mod tls;
 mod validation;

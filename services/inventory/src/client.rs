@@ -18,7 +18,7 @@ use redstore_proto::inventory::{self as pb};
 use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
 use redstore_proto::stream::{InventorySnapshot, WatchInventoryRequest, watch_inventory_response::Item};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::domain::StoreRow;
@@ -38,13 +38,17 @@ pub struct GrpcInventory {
 type Authed = InterceptedService<Channel, WithServiceToken>;
 
 impl GrpcInventory {
-    /// Connects lazily: the first call dials, so services may start in any order.
-    pub async fn connect(url: &str, token: ServiceToken) -> anyhow::Result<Arc<Self>> {
-        let channel = Endpoint::from_shared(url.to_owned())
+    /// Connects lazily: the first call dials, so services may start in any order. `tls` says how
+    /// to check an `https://` inventory's certificate.
+    pub async fn connect(url: &str, token: ServiceToken, tls: Option<ClientTlsConfig>) -> anyhow::Result<Arc<Self>> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
             .with_context(|| format!("--inventory-url {url:?} is not a URL"))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS to --inventory-url {url}"))?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(Arc::new(Self { channel, token }))
     }
 

@@ -94,7 +94,7 @@ impl Backend {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let inventory: Arc<dyn InventoryStore> =
-            redstore_inventory::client::GrpcInventory::connect(&format!("http://{addr}"), test_token())
+            redstore_inventory::client::GrpcInventory::connect(&format!("http://{addr}"), test_token(), None)
                 .await
                 .expect("an inventory client");
         let (scratch, pool) = scratch_db(&[PG_MIGRATIONS]).await;
