@@ -28,8 +28,12 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::access::{self, Access};
 
 /// How the server meets browsers and other services (flags of `redstore up` and `serve`).
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct EdgeOptions {
+    /// Offer gRPC reflection, which lets grpcurl list every RPC and message without the protos
+    /// (`--reflection=false` to say nothing of them).
+    #[arg(long, env = "REDSTORE_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reflection: bool,
     /// A browser origin (scheme://host[:port]) whose pages may call this server: CORS allows it
     /// and no other. Pages the server itself serves need none. Repeat, or separate with commas.
     #[arg(long = "cors-origin", env = "REDSTORE_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
@@ -50,6 +54,18 @@ pub struct EdgeOptions {
     /// A file holding the service token (a Kubernetes secret mounted as a file).
     #[arg(long, env = "REDSTORE_SERVICE_TOKEN_FILE")]
     pub service_token_file: Option<PathBuf>,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            reflection: true,
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            service_token: None,
+            service_token_file: None,
+        }
+    }
 }
 
 /// A secret as configured, checked at start ([`Edge::new`]) so that no error repeats it (clap's

@@ -604,19 +604,21 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     if let Backend::Embedded(embedded) = &backend {
         follow_writable(embedded.db.watch_writable(), health.clone(), shutdown.clone());
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(redstore_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(redstore_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
     let web = GrpcWebLayer::new();
-    let mut routes = tonic::service::Routes::new(web.layer(health.clone().into_server()))
-        .add_service(web.layer(reflection_v1))
-        .add_service(web.layer(reflection_v1alpha));
+    let mut routes = tonic::service::Routes::new(web.layer(health.clone().into_server()));
+    // Reflection tells grpcurl every RPC and message; a deployment that would rather not say turns
+    // it off (`--reflection=false`).
+    if config.edge.reflection {
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(redstore_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(redstore_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        routes = routes.add_service(web.layer(reflection_v1)).add_service(web.layer(reflection_v1alpha));
+    }
     if config.serves(ServiceName::Inventory) {
         routes = routes.add_service(web.layer(InventoryGrpc::new(wiring.inventory.clone()).into_server()));
     }

@@ -63,6 +63,15 @@ fn success(output: &Output) -> String {
     stdout(output)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_can_be_turned_off_and_the_rpcs_still_answer() {
+    let app = TestApp::spawn_configured(|cfg| cfg.edge.reflection = false).await;
+    let listed = grpcurl(&app, &[], &["list"]).await;
+    assert!(!listed.status.success(), "nothing is listed: {}", stdout(&listed));
+    assert!(stderr(&listed).contains("does not support the reflection API"), "{}", stderr(&listed));
+    assert_eq!(app.stock("store-1", "SKU-0001").await, 40, "the services answer as before");
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("grpcurl printed no JSON ({e}): {text}"))
 }
