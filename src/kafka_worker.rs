@@ -193,6 +193,7 @@ async fn pause(shutdown: &CancellationToken, wait: Duration) -> bool {
 /// Runs the worker until its standard input closes (exit 0), until its clients must be made anew
 /// ([`EXIT_RESTART`]), or until a task fails (exit 1). Never returns.
 pub async fn run(config: WorkerConfig) -> ExitCode {
+    crate::tls::install_provider();
     // A panic anywhere ends the worker, to be started again, rather than leave it half running.
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -559,6 +559,7 @@ fn follow_writable(mut writable: tokio::sync::watch::Receiver<bool>, health: Hea
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let edge = Arc::new(Edge::new(&config.edge)?);
+    crate::tls::install_provider();
     let tls = crate::tls::acceptor(&config.tls)?;
     let remote_inventory = config.inventory_url.is_some() && !config.serves(ServiceName::Inventory);
     anyhow::ensure!(

@@ -29,6 +29,13 @@ pub struct TlsOptions {
     pub inventory_ca: Option<PathBuf>,
 }
 
+/// Makes aws-lc-rs the process's TLS provider, for the clients that take the process-wide one
+/// (sqlx to PostgreSQL, redis): left to choose, rustls refuses when a build holds two providers.
+pub fn install_provider() {
+    // Already installed (by an earlier start in this process) is fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// The TLS acceptor of `--tls-cert` and `--tls-key`, or `None` when they are not given. Errors
 /// name the flag and the file.
 pub fn acceptor(options: &TlsOptions) -> anyhow::Result<Option<TlsAcceptor>> {

@@ -490,8 +490,14 @@ pub struct Process {
 impl Process {
     /// Starts `redstore <args> --listen 127.0.0.1:0` and waits until it logs where it listens.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Process::start`] with these environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
+            .envs(env.iter().copied())
             .arg("--log-format")
             .arg("json")
             .args(args)
@@ -554,11 +560,21 @@ impl Drop for Process {
 pub struct RedisServer {
     pub port: u16,
     child: OwnServer,
+    /// The certificate and key it serves TLS with, on `port` (and nothing in plain text).
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
-        let mut server = Self { port: free_port(), child: OwnServer::default() };
+        let mut server = Self { port: free_port(), child: OwnServer::default(), tls: None };
+        server.restart();
+        server
+    }
+
+    /// A server that speaks only TLS, with this PEM certificate and key.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let tls = Some((cert.to_owned(), key.to_owned()));
+        let mut server = Self { port: free_port(), child: OwnServer::default(), tls };
         server.restart();
         server
     }
@@ -569,11 +585,19 @@ impl RedisServer {
 
     /// Starts (again) on the same port and waits until it answers.
     pub fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test.sh installs it)");
+        let mut command = std::process::Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child =
+            command.stdout(std::process::Stdio::null()).spawn().expect("redis-server (scripts/test.sh installs it)");
         self.child = OwnServer(Some(child));
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {

@@ -240,3 +240,93 @@ fn tls_typos_stop_the_server_at_start_naming_the_flag() {
     assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("--tls-key does not fit"), "{stderr}");
 }
+
+/// The server on `database_url`, its data directory and a channel to it.
+async fn start_on(database_url: String) -> anyhow::Result<(redstore::Running, Channel, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = config(&dir, true, None);
+    cfg.database_url = Some(database_url);
+    let running = redstore::start(cfg).await?;
+    let channel = Channel::from_shared(format!("http://{}", running.addr))?.connect().await?;
+    Ok((running, channel, dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_tls_when_its_url_asks_and_checked_against_its_authority() {
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let admin = sqlx::PgPool::connect(&db.admin_url).await.expect("admin connection");
+    let ssl: bool = sqlx::query_scalar("SELECT current_setting('ssl') = 'on'").fetch_one(&admin).await.unwrap();
+    assert!(ssl, "PostgreSQL on 127.0.0.1:5432 must have ssl = on (Debian's default, with its snakeoil certificate)");
+
+    let (running, channel, _dir) = start_on(format!("{}?sslmode=require", db.app_url)).await.expect("starts over TLS");
+    let sale = checkout(&key(), "store-1", "till-1", &[("SKU-0001", 2)], vec![cash(500)]);
+    SalesServiceClient::new(channel.clone()).checkout(sale).await.expect("a checkout");
+    let stock = InventoryServiceClient::new(channel).get_stock(get_stock()).await.expect("GetStock");
+    assert_eq!(stock.into_inner().stock.expect("stock").quantity, 38);
+    // Every connection the server holds to its database is encrypted.
+    let (connections, encrypted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+         WHERE a.datname = $1 AND a.usename = 'redstore_app'",
+    )
+    .bind(&db.name)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(connections > 0 && encrypted == connections, "{encrypted} of {connections} connections encrypted");
+    running.shutdown().await.expect("stops");
+
+    // A server told to check the database's certificate against an authority that did not sign
+    // it refuses to start, naming the database.
+    let stranger = Pki::new();
+    let url = format!("{}?sslmode=verify-ca&sslrootcert={}", db.app_url, stranger.ca.display());
+    let refused = start_on(url).await.err().expect("an unverifiable database is refused");
+    let message = format!("{refused:#}");
+    assert!(message.contains("cannot reach PostgreSQL at redstore_app@"), "{message}");
+    assert!(message.contains("invalid peer certificate"), "refused for its certificate: {message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_is_reached_over_tls_trusting_what_the_process_is_told_to() {
+    let pki = Pki::new();
+    let redis = RedisServer::start_tls(&pki.cert, &pki.key);
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let redis_url = format!("rediss://localhost:{}", redis.port);
+    let args = ["up", "--database-url", db.app_url.as_str(), "--redis-url", redis_url.as_str()];
+
+    // Trusting another authority: refused at start, naming Redis.
+    let stranger = Pki::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--no-demo"])
+        .env("SSL_CERT_FILE", &stranger.ca)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach Redis at") && stderr.contains(&format!("localhost:{}", redis.port)),
+        "{stderr}"
+    );
+
+    // Trusting this one (SSL_CERT_FILE, as for OpenSSL's tools): a sale reaches a live watcher
+    // through Redis.
+    let ca = pki.ca.to_str().unwrap();
+    let server = Process::start_with_env(&args, &[("SSL_CERT_FILE", ca)]);
+    let mut watch = reqwest::Client::new()
+        .get(format!("http://{}/v1/stores/store-1/inventory/events", server.addr))
+        .send()
+        .await
+        .expect("a live stream");
+    assert_eq!(watch.status(), 200);
+    let sale = checkout(&key(), "store-1", "till-1", &[("SKU-0007", 1)], vec![cash(5000)]);
+    SalesServiceClient::new(server.channel().await).checkout(sale).await.expect("a checkout");
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut text = String::new();
+        while !text.contains("SKU-0007") {
+            let chunk = watch.chunk().await.expect("read").expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "the sale's stock change arrives through Redis over TLS");
+}
