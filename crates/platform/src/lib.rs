@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_token;
 pub mod barcode;
 pub mod batch;
 pub mod datadir;
