@@ -181,16 +181,20 @@ async fn a_sales_process_calls_its_inventory_over_tls_checking_its_certificate()
     let inventory =
         Process::start(&["serve", "inventory", "--database-url", &url, "--tls-cert", cert, "--tls-key", pem_key]);
     let inventory_url = format!("https://localhost:{}", inventory.addr.port());
-    let sales = Process::start(&[
-        "serve",
-        "sales",
-        "--database-url",
-        &url,
-        "--inventory-url",
-        &inventory_url,
-        "--inventory-ca",
-        ca,
-    ]);
+    // A sales process calling that inventory, trusting the authority in `ca`.
+    let sales_trusting = |ca: &str| {
+        Process::start(&[
+            "serve",
+            "sales",
+            "--database-url",
+            &url,
+            "--inventory-url",
+            &inventory_url,
+            "--inventory-ca",
+            ca,
+        ])
+    };
+    let sales = sales_trusting(ca);
     let sale = checkout(&key(), "store-1", "till-1", &[("SKU-0001", 2)], vec![cash(500)]);
     SalesServiceClient::new(sales.channel().await).checkout(sale).await.expect("a checkout through TLS");
     let stock = InventoryServiceClient::new(pki.channel(inventory.addr).await).get_stock(get_stock()).await;
@@ -198,16 +202,7 @@ async fn a_sales_process_calls_its_inventory_over_tls_checking_its_certificate()
 
     // A sales process that trusts another authority does not sell through this inventory.
     let stranger = Pki::new();
-    let doubting = Process::start(&[
-        "serve",
-        "sales",
-        "--database-url",
-        &url,
-        "--inventory-url",
-        &inventory_url,
-        "--inventory-ca",
-        stranger.ca.to_str().unwrap(),
-    ]);
+    let doubting = sales_trusting(stranger.ca.to_str().unwrap());
     let sale = checkout(&key(), "store-1", "till-1", &[("SKU-0001", 1)], vec![cash(500)]);
     let err = SalesServiceClient::new(doubting.channel().await).checkout(sale).await.expect_err("untrusted inventory");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
