@@ -294,49 +294,57 @@ async fn drain_store(
     let mut total = 0;
     loop {
         let mut tx = pg::store_tx(pool, store).await?;
-        // The store's relay lock; and this transaction's commit does not wait for the WAL flush: a
-        // cursor lost in a crash only means events published again, which consumers drop by id.
-        let (locked, _): (bool, String) = sqlx::query_as(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)), set_config('synchronous_commit', 'off', true)",
-        )
+        // The store's relay lock and cursor; and this transaction's commit does not wait for the WAL
+        // flush: a cursor lost in a crash only means events published again, which consumers drop
+        // by id. (The cursor is read here, not in a subquery of the scan's condition below: under
+        // row-level security such a condition cannot bound the index scan, so it would read every
+        // event of the store.)
+        let (locked, cursor, _): (bool, i64, String) = sqlx::query_as(&format!(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)),
+                    COALESCE((SELECT last_seq FROM platform.consumer_offsets
+                              WHERE group_name = '{RELAY_GROUP}' AND topic = $2 AND store_id = $3), 0),
+                    set_config('synchronous_commit', 'off', true)"
+        ))
         .bind(format!("relay:{schema}:{store}"))
+        .bind(schema)
+        .bind(store)
         .fetch_one(&mut *tx)
         .await?;
         if !locked {
             tx.rollback().await?;
             return Ok(Drain::Busy);
         }
-        // The cursor, in a statement of its own once the lock is held: a statement sees the
-        // database as of its start, so read with the lock it could miss the cursor the lock's
-        // last holder committed just before releasing it, and send that drain's events again.
-        // (Read here, not in a subquery of the scan below: under row-level security a subquery's
-        // condition cannot bound the index scan, so it would read every event of the store.)
-        let cursor: i64 = sqlx::query_scalar(&format!(
-            "SELECT COALESCE((SELECT last_seq FROM platform.consumer_offsets
-                              WHERE group_name = '{RELAY_GROUP}' AND topic = $1 AND store_id = $2), 0)"
-        ))
-        .bind(schema)
-        .bind(store)
-        .fetch_one(&mut *tx)
-        .await?;
+        // That statement saw the database as of its start, before it took the lock: the lock's
+        // last holder may have committed a later cursor in between. The scan, a statement of its
+        // own, reads the cursor again (in its output, where it bounds nothing) and the rows at or
+        // below it, which that holder sent, are skipped.
         let rows = sqlx::query(&format!(
-            "SELECT event_id, store_seq, event_type, body FROM {schema}.outbox
+            "SELECT event_id, store_seq, event_type, body,
+                    (SELECT last_seq FROM platform.consumer_offsets
+                     WHERE group_name = '{RELAY_GROUP}' AND topic = $4 AND store_id = $1)
+             FROM {schema}.outbox
              WHERE store_id = $1 AND store_seq > $2 ORDER BY store_seq LIMIT $3"
         ))
         .bind(store)
         .bind(cursor)
         .bind(i64::from(batch))
+        .bind(schema)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(Drain::Sent(total));
         }
+        let committed: Option<i64> = rows[0].try_get(4)?;
+        let cursor = cursor.max(committed.unwrap_or(0));
         let mut failure: Option<String> = None;
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
-            let event_id: uuid::Uuid = row.try_get(0)?;
             let seq: i64 = row.try_get(1)?;
+            if seq <= cursor {
+                continue;
+            }
+            let event_id: uuid::Uuid = row.try_get(0)?;
             let event_type: String = row.try_get(2)?;
             let mut body: Vec<u8> = row.try_get(3)?;
             let trace_parent = match EventEnvelope::decode(body.as_slice()) {
