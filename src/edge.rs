@@ -125,20 +125,19 @@ pub struct Edge {
 impl Edge {
     /// The rules of `options`; the service token file is read here.
     pub fn new(options: &EdgeOptions) -> anyhow::Result<Self> {
-        let token = match (&options.service_token, &options.service_token_file) {
-            (Some(Secret(secret)), _) => Some(
-                ServiceToken::parse(secret)
-                    .map_err(|e| anyhow::anyhow!("--service-token (REDSTORE_SERVICE_TOKEN): {e}"))?,
-            ),
+        // The secret and where it came from, for an error that names the setting, not the secret.
+        let configured = match (&options.service_token, &options.service_token_file) {
+            (Some(Secret(secret)), _) => Some((secret.clone(), "--service-token (REDSTORE_SERVICE_TOKEN)".to_owned())),
             (None, Some(path)) => {
                 let secret = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read --service-token-file {}", path.display()))?;
-                let token = ServiceToken::parse(&secret)
-                    .map_err(|e| anyhow::anyhow!("--service-token-file {}: {e}", path.display()))?;
-                Some(token)
+                Some((secret, format!("--service-token-file {}", path.display())))
             }
             (None, None) => None,
         };
+        let token = configured
+            .map(|(secret, source)| ServiceToken::parse(&secret).map_err(|e| anyhow::anyhow!("{source}: {e}")))
+            .transpose()?;
         let mut hosts: HashSet<String> = options.allowed_hosts.iter().cloned().collect();
         hosts.insert("localhost".to_owned());
         if let Ok(name) = rustix::system::uname().nodename().to_str() {

@@ -40,7 +40,7 @@ pub fn install_provider() {
 /// name the flag and the file.
 pub fn acceptor(options: &TlsOptions) -> anyhow::Result<Option<TlsAcceptor>> {
     let (Some(cert), Some(key)) = (&options.tls_cert, &options.tls_key) else { return Ok(None) };
-    let chain = certificates(cert, "--tls-cert")?;
+    let (_, chain) = certificates(cert, "--tls-cert")?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("--tls-key {}: no PEM private key ({e})", key.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -54,13 +54,14 @@ pub fn acceptor(options: &TlsOptions) -> anyhow::Result<Option<TlsAcceptor>> {
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
 
-/// The certificates of a PEM file: at least one.
-fn certificates(path: &Path, flag: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect())
+/// A PEM file read once: its text and its certificates, at least one.
+fn certificates(path: &Path, flag: &str) -> anyhow::Result<(Vec<u8>, Vec<CertificateDer<'static>>)> {
+    let pem = std::fs::read(path).with_context(|| format!("{flag} {}: cannot read it", path.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("{flag} {}: cannot read its PEM certificates ({e})", path.display()))?;
     anyhow::ensure!(!chain.is_empty(), "{flag} {}: the file holds no PEM certificate", path.display());
-    Ok(chain)
+    Ok((pem, chain))
 }
 
 /// How a client checks the server it calls over `https://`: the authority of `ca` (a PEM file),
@@ -69,8 +70,7 @@ pub fn client_config(ca: Option<&Path>) -> anyhow::Result<tonic::transport::Clie
     let config = tonic::transport::ClientTlsConfig::new();
     Ok(match ca {
         Some(path) => {
-            certificates(path, "--inventory-ca")?;
-            let pem = std::fs::read(path).with_context(|| format!("--inventory-ca {}", path.display()))?;
+            let (pem, _) = certificates(path, "--inventory-ca")?;
             config.ca_certificate(tonic::transport::Certificate::from_pem(pem))
         }
         None => config.with_native_roots(),
