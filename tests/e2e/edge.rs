@@ -8,7 +8,7 @@ use redstore_proto::inventory::{
 use tonic::Code;
 
 use crate::helpers::*;
-use crate::interop::{grpc_web_with, http1};
+use crate::interop::{grpc_web_with, http1, preflight};
 
 const EVIL: &str = "https://evil.example";
 const ADJUST: &str = "redstore.inventory.v1.InventoryService/AdjustStock";
@@ -53,14 +53,7 @@ async fn sse_status(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::StatusC
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_of_another_origin_can_neither_preflight_nor_change_stock() {
     let app = TestApp::spawn().await;
-    let preflight = http1()
-        .request(reqwest::Method::OPTIONS, format!("{}/{ADJUST}", app.url))
-        .header("origin", EVIL)
-        .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type,x-grpc-web")
-        .send()
-        .await
-        .expect("preflight answered");
+    let preflight = preflight(&app, ADJUST, EVIL).await;
     assert_eq!(preflight.status(), reqwest::StatusCode::FORBIDDEN);
     assert!(preflight.headers().get("access-control-allow-origin").is_none(), "{:?}", preflight.headers());
 
@@ -186,16 +179,7 @@ fn redstore() -> std::process::Command {
 #[test]
 fn edge_typos_and_a_missing_token_stop_the_server_at_start_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
-    let up = |extra: &[&str], env: &[(&str, &str)]| {
-        let out = redstore()
-            .args(["up", "--listen", "127.0.0.1:0", "--no-demo", "--data-dir"])
-            .arg(dir.path())
-            .args(extra)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let up = |extra: &[&str], env: &[(&str, &str)]| up_exits(dir.path(), extra, env);
     let (code, stderr) = up(&["--cors-origin", "pos.example.com"], &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--cors-origin") && stderr.contains("scheme://host"), "{stderr}");

@@ -46,6 +46,21 @@ pub fn service_token() -> ServiceToken {
     ServiceToken::parse(SERVICE_TOKEN).expect("the tests' service token")
 }
 
+/// Runs `redstore up` on `data_dir` with `extra` flags and `env`, as an operator starting it with a
+/// mistake would (without the tests' service token): its exit code and what it printed.
+pub fn up_exits(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
+        .env_remove("REDSTORE_SERVICE_TOKEN")
+        .env_remove("REDSTORE_SERVICE_TOKEN_FILE")
+        .args(["up", "--listen", "127.0.0.1:0", "--no-demo", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run redstore up");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// An inventory client that calls as another Red Store service: internal RPCs accept it.
 pub fn internal_client(channel: Channel) -> InventoryServiceClient<InterceptedService<Channel, WithServiceToken>> {
     InventoryServiceClient::with_interceptor(channel, service_token().interceptor())

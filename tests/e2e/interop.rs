@@ -182,6 +182,18 @@ async fn ipad_app() -> TestApp {
     TestApp::spawn_configured(|cfg| cfg.edge.cors_origins = vec![ORIGIN.to_owned()]).await
 }
 
+/// The CORS preflight a browser page of `origin` sends before a gRPC-web call to `path`.
+pub(crate) async fn preflight(app: &TestApp, path: &str, origin: &str) -> reqwest::Response {
+    http1()
+        .request(reqwest::Method::OPTIONS, format!("{}/{path}", app.url))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type,x-grpc-web,authorization")
+        .send()
+        .await
+        .expect("preflight answered")
+}
+
 pub(crate) fn http1() -> reqwest::Client {
     reqwest::Client::builder().http1_only().build().expect("http client")
 }
@@ -354,14 +366,7 @@ async fn grpc_web_checkout_is_seen_by_native_grpc_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_allows_the_ipad_origin() {
     let app = ipad_app().await;
-    let resp = http1()
-        .request(reqwest::Method::OPTIONS, format!("{}/redstore.inventory.v1.InventoryService/GetStock", app.url))
-        .header("origin", ORIGIN)
-        .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "content-type,x-grpc-web,authorization")
-        .send()
-        .await
-        .expect("preflight");
+    let resp = preflight(&app, "redstore.inventory.v1.InventoryService/GetStock", ORIGIN).await;
 
     assert!(resp.status().is_success(), "preflight status {}", resp.status());
     let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().expect("ascii").to_ascii_lowercase());

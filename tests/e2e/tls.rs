@@ -214,15 +214,7 @@ async fn a_sales_process_calls_its_inventory_over_tls_checking_its_certificate()
 fn tls_typos_stop_the_server_at_start_naming_the_flag() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let up = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
-            .args(["up", "--listen", "127.0.0.1:0", "--no-demo", "--data-dir"])
-            .arg(dir.path())
-            .args(extra)
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let up = |extra: &[&str]| up_exits(dir.path(), extra, &[]);
     let cert = pki.cert.to_str().unwrap();
     let (code, stderr) = up(&["--tls-cert", cert]);
     assert_eq!(code, Some(2), "{stderr}");
