@@ -17,6 +17,7 @@ pub enum Access {
 
 const INVENTORY: &str = "/redstore.inventory.v1.InventoryService/";
 const SALES: &str = "/redstore.sales.v1.SalesService/";
+const AUTH: &str = "/redstore.auth.v1.AuthService/";
 
 /// Every RPC of every Red Store service (`/package.Service/` prefix, method), with its access.
 /// A test checks that it names every method of the protos, so a new RPC cannot go unclassified.
@@ -55,6 +56,10 @@ pub const RPCS: &[(&str, &str, Access)] = &[
     (SALES, "Refund", Access::Anyone),
     ("/redstore.analytics.v1.AnalyticsService/", "GetSalesReport", Access::Anyone),
     ("/redstore.stream.v1.InventoryStreamService/", "WatchInventory", Access::Anyone),
+    (AUTH, "RequestCode", Access::Anyone),
+    (AUTH, "VerifyCode", Access::Anyone),
+    (AUTH, "Refresh", Access::Anyone),
+    (AUTH, "SignOut", Access::Anyone),
 ];
 
 /// The access a request path needs, with the RPC's method name when the table names it. Paths

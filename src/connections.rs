@@ -23,6 +23,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpConnectInfo;
 use tower::Service as _;
 
 /// How the server treats connections: timeouts, keep-alive and caps.
@@ -224,6 +225,7 @@ async fn serve_connection(
     // hyper times out HTTP/1.1 headers, but not a client that sends nothing: it would wait
     // forever to learn which protocol the client speaks. (A peek, not `readable`, which can be
     // ready with nothing to read.) Over TLS the handshake is held to the same timeout.
+    let peer = TcpConnectInfo { local_addr: tcp.local_addr().ok(), remote_addr: tcp.peer_addr().ok() };
     let Some(tls) = tls else {
         let mut first = [0u8; H2_PREFACE.len()];
         let peeked = tokio::select! {
@@ -233,7 +235,7 @@ async fn serve_connection(
         if let Ok(Ok(n)) = peeked
             && n > 0
         {
-            drive(tcp, builders.for_first_bytes(&first[..n]), router, options, stop).await;
+            drive(tcp, peer, builders.for_first_bytes(&first[..n]), router, options, stop).await;
         }
         return;
     };
@@ -255,13 +257,14 @@ async fn serve_connection(
         Some(b"http/1.1") => &builders.h1,
         _ => &builders.detect,
     };
-    drive(stream, builder, router, options, stop).await;
+    drive(stream, peer, builder, router, options, stop).await;
 }
 
 /// Serves one connection, whose protocol is settled, until it closes: closed when idle, asked to
 /// finish at `stop`.
 async fn drive<I>(
     io: I,
+    peer: TcpConnectInfo,
     builder: &auto::Builder<TokioExecutor>,
     router: axum::Router,
     options: &ConnectionOptions,
@@ -270,7 +273,7 @@ async fn drive<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
-    let service = Tracked { router, activity: activity.clone() };
+    let service = Tracked { router, activity: activity.clone(), peer };
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let mut idle = pin!(activity.idle_for(options.idle_timeout));
     let mut closing = false;
@@ -350,11 +353,13 @@ impl Drop for Busy {
     }
 }
 
-/// The router as a hyper service that counts each request as in flight until its response ends.
+/// The router as a hyper service that counts each request as in flight until its response ends,
+/// and tells each request who sent it (tonic's `Request::remote_addr`).
 #[derive(Clone)]
 struct Tracked {
     router: axum::Router,
     activity: Arc<Activity>,
+    peer: TcpConnectInfo,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Tracked {
@@ -362,7 +367,8 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Counted>, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer.clone());
         let busy = self.activity.begin();
         let answer = self.router.clone().call(req);
         Box::pin(async move {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod auth;
 pub mod bench;
 pub mod connections;
 pub mod drain;

@@ -167,6 +167,8 @@ struct UpArgs {
     edge: redstore::edge::EdgeOptions,
     #[command(flatten)]
     tls: redstore::tls::TlsOptions,
+    #[command(flatten)]
+    auth: redstore::auth::AuthOptions,
 }
 
 /// How long answers kept for retries are kept.
@@ -566,6 +568,8 @@ fn config(
         connections: args.connections,
         edge: args.edge,
         tls: args.tls,
+        auth: args.auth,
+        code_sender: Default::default(),
     }
 }
 

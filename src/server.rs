@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use redstore_analytics::{AnalyticsGrpc, Reports};
+use redstore_auth::seed::seed_demo_staff;
+use redstore_auth::{AuthGrpc, AuthStore};
 use redstore_inventory::{InventoryGrpc, InventoryStore, SqliteInventory};
 use redstore_platform::datadir::DataDirLock;
 use redstore_platform::retention::{self, Retention};
 use redstore_platform::telemetry::LogFormat;
 use redstore_platform::{Db, DbOptions};
 use redstore_proto::analytics::analytics_service_server::AnalyticsServiceServer;
+use redstore_proto::auth::auth_service_server::AuthServiceServer;
 use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
 use redstore_proto::sales::sales_service_server::SalesServiceServer;
 use redstore_proto::stream::inventory_stream_service_server::InventoryStreamServiceServer;
@@ -39,6 +42,8 @@ pub enum ServiceName {
     Sales,
     Analytics,
     StreamBridge,
+    /// Staff sign-in (`redstore.auth.v1.AuthService`).
+    Auth,
 }
 
 /// Everything `redstore up` and `redstore serve` need to know.
@@ -82,6 +87,10 @@ pub struct ServerConfig {
     pub edge: EdgeOptions,
     /// TLS on the port, and the trust in a remote inventory's certificate.
     pub tls: crate::tls::TlsOptions,
+    /// Sign-in's keys and lifetimes.
+    pub auth: crate::auth::AuthOptions,
+    /// Where one-time codes go.
+    pub code_sender: crate::auth::Sender,
 }
 
 impl ServerConfig {
@@ -106,6 +115,8 @@ impl ServerConfig {
             connections: ConnectionOptions::default(),
             edge: EdgeOptions::default(),
             tls: crate::tls::TlsOptions::default(),
+            auth: crate::auth::AuthOptions::default(),
+            code_sender: crate::auth::Sender::default(),
         }
     }
 
@@ -120,7 +131,7 @@ pub fn migrations() -> [&'static [redstore_platform::Migration]; 4] {
         redstore_inventory::SQLITE_MIGRATIONS,
         redstore_sales::SQLITE_MIGRATIONS,
         redstore_analytics::SQLITE_MIGRATIONS,
-        &[],
+        redstore_auth::SQLITE_MIGRATIONS,
     ]
 }
 
@@ -225,6 +236,7 @@ fn health_for(services: &[ServiceName]) -> HealthState {
             ServiceName::Sales => (<SalesServiceServer<SalesGrpc> as NamedService>::NAME, true),
             ServiceName::Analytics => (<AnalyticsServiceServer<AnalyticsGrpc> as NamedService>::NAME, false),
             ServiceName::StreamBridge => (<InventoryStreamServiceServer<StreamGrpc> as NamedService>::NAME, false),
+            ServiceName::Auth => (<AuthServiceServer<AuthGrpc> as NamedService>::NAME, true),
         })
         .collect();
     HealthState::new(&entries)
@@ -251,14 +263,20 @@ struct Wiring {
     inventory: Arc<dyn InventoryStore>,
     sales: Arc<dyn SalesStore>,
     reports: Arc<dyn Reports>,
+    auth: Arc<dyn AuthStore>,
     feed: LiveFeed,
     /// The supervisor of the Kafka worker, when there is one.
     worker: Option<JoinHandle<()>>,
 }
 
 /// Every service's PostgreSQL migrations.
-pub fn pg_migrations() -> [&'static [redstore_platform::pg::PgMigration]; 3] {
-    [redstore_inventory::pg::PG_MIGRATIONS, redstore_sales::pg::PG_MIGRATIONS, redstore_analytics::pg::PG_MIGRATIONS]
+pub fn pg_migrations() -> [&'static [redstore_platform::pg::PgMigration]; 4] {
+    [
+        redstore_inventory::pg::PG_MIGRATIONS,
+        redstore_sales::pg::PG_MIGRATIONS,
+        redstore_analytics::pg::PG_MIGRATIONS,
+        redstore_auth::pg::PG_MIGRATIONS,
+    ]
 }
 
 /// Connects to PostgreSQL and applies every service's migrations (as a role that may create
@@ -276,6 +294,10 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
     let db = embedded.db.clone();
     if config.demo && redstore_inventory::seed::seed_demo(&db).await? {
         tracing::info!("seeded the demo chain: store-1 (strict), store-2 (allows negative stock), 20 products");
+    }
+    let auth: Arc<dyn AuthStore> = Arc::new(redstore_auth::sqlite::SqliteAuth(db.clone()));
+    if config.demo {
+        seed_demo_staff(auth.as_ref()).await?;
     }
     if config.serves(ServiceName::Analytics) {
         redstore_analytics::spawn_consumer(db.clone(), shutdown.clone());
@@ -300,6 +322,7 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
         inventory: SqliteInventory::new(db.clone()),
         sales: redstore_sales::SqliteSales::new(db.clone()),
         reports: Arc::new(redstore_analytics::SqliteReports(db.clone())),
+        auth,
         feed: LiveFeed::from_embedded(&db, shutdown.clone()),
         backend: Backend::Embedded(embedded),
         worker: None,
@@ -319,13 +342,14 @@ async fn postgres(
     let (main_size, sales_size) = split_pool_size(config.db_pool_size);
     let pool = pg::connect(url, main_size, Duration::from_secs(5)).await?;
     let migrated: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM platform.schema_migrations WHERE service IN ('inventory', 'sales', 'analytics')",
+        "SELECT count(DISTINCT service) FROM platform.schema_migrations
+         WHERE service IN ('inventory', 'sales', 'analytics', 'auth')",
     )
     .fetch_one(&pool)
     .await
     .unwrap_or(0);
     anyhow::ensure!(
-        migrated >= 3,
+        migrated >= 4,
         "the PostgreSQL database is not migrated: run `redstore migrate --database-url <url of an admin role>` first"
     );
     let pg_inventory = redstore_inventory::pg::PgInventory::new(pool.clone());
@@ -351,6 +375,10 @@ async fn postgres(
         && redstore_inventory::seed::seed_demo_via(local.as_ref()).await?
     {
         tracing::info!("seeded the demo chain: store-1 (strict), store-2 (allows negative stock), 20 products");
+    }
+    let auth: Arc<dyn AuthStore> = Arc::new(redstore_auth::pg::PgAuth(pool.clone()));
+    if config.demo && config.serves(ServiceName::Auth) {
+        seed_demo_staff(auth.as_ref()).await?;
     }
     let cache = match &config.redis_url {
         Some(url) => Some(connect_redis(url).await?),
@@ -419,6 +447,7 @@ async fn postgres(
     Ok(Wiring {
         sales,
         reports: Arc::new(redstore_analytics::pg::PgReports { pool: pool.clone(), inventory: local.clone() }),
+        auth,
         inventory: local,
         feed,
         backend: Backend::Postgres(pool),
@@ -596,11 +625,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         embedded.lock.record(&format!("redstore serving on {addr}"));
     }
 
-    let services: Vec<ServiceName> =
-        [ServiceName::Inventory, ServiceName::Sales, ServiceName::Analytics, ServiceName::StreamBridge]
-            .into_iter()
-            .filter(|s| config.serves(*s))
-            .collect();
+    let services: Vec<ServiceName> = [
+        ServiceName::Inventory,
+        ServiceName::Sales,
+        ServiceName::Analytics,
+        ServiceName::StreamBridge,
+        ServiceName::Auth,
+    ]
+    .into_iter()
+    .filter(|s| config.serves(*s))
+    .collect();
     let health = health_for(&services);
     if let Backend::Embedded(embedded) = &backend {
         follow_writable(embedded.db.watch_writable(), health.clone(), shutdown.clone());
@@ -628,6 +662,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     }
     if config.serves(ServiceName::Analytics) {
         routes = routes.add_service(web.layer(AnalyticsGrpc::new(wiring.reports.clone()).into_server()));
+    }
+    if config.serves(ServiceName::Auth) {
+        let keys = Arc::new(config.auth.token_keys(&config.data_dir)?);
+        let auth = AuthGrpc::new(
+            wiring.auth.clone(),
+            wiring.inventory.clone(),
+            keys,
+            config.code_sender.0.clone(),
+            config.auth.policy(),
+        );
+        routes = routes.add_service(web.layer(auth.into_server()));
     }
     let live_streams = LiveStreams::new(config.connections.max_live_streams as usize);
     if config.serves(ServiceName::StreamBridge) {

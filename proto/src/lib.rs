@@ -34,10 +34,99 @@ pub mod redstore {
             tonic::include_proto!("redstore.stream.v1");
         }
     }
+    pub mod auth {
+        pub mod v1 {
+            tonic::include_proto!("redstore.auth.v1");
+        }
+    }
 }
 
 pub use redstore::{analytics::v1 as analytics, common::v1 as common, events::v1 as events};
-pub use redstore::{inventory::v1 as inventory, sales::v1 as sales, stream::v1 as stream};
+pub use redstore::{auth::v1 as auth, inventory::v1 as inventory, sales::v1 as sales, stream::v1 as stream};
 
 /// Encoded `FileDescriptorSet` of every Red Store contract, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("redstore_descriptor");
+
+/// `Debug` of the messages that carry a secret: every field but the secret, which shows as
+/// `<redacted>` (set) or `""` (empty), so a logged request or an assertion's output never leaks one.
+mod redacted {
+    use std::fmt;
+
+    use super::auth::{RefreshRequest, Session, SignOutRequest, VerifyCodeRequest};
+
+    fn secret(value: &str) -> &'static str {
+        if value.is_empty() { "\"\"" } else { "<redacted>" }
+    }
+
+    struct Shown(&'static str);
+
+    impl fmt::Debug for Shown {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl fmt::Debug for VerifyCodeRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("VerifyCodeRequest")
+                .field("idempotency_key", &self.idempotency_key)
+                .field("challenge_id", &self.challenge_id)
+                .field("code", &Shown(secret(&self.code)))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for Session {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Session")
+                .field("session_id", &self.session_id)
+                .field("staff", &self.staff)
+                .field("terminal_id", &self.terminal_id)
+                .field("access_token", &Shown(secret(&self.access_token)))
+                .field("access_expires_at", &self.access_expires_at)
+                .field("refresh_token", &Shown(secret(&self.refresh_token)))
+                .field("refresh_expires_at", &self.refresh_expires_at)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for RefreshRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("RefreshRequest")
+                .field("idempotency_key", &self.idempotency_key)
+                .field("refresh_token", &Shown(secret(&self.refresh_token)))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for SignOutRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("SignOutRequest").field("refresh_token", &Shown(secret(&self.refresh_token))).finish()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn secrets_are_left_out_of_debug_output() {
+            let session = Session {
+                session_id: "s-1".into(),
+                access_token: "eyJhbGciOi.secret-access".into(),
+                refresh_token: "secret-refresh".into(),
+                ..Default::default()
+            };
+            let shown = format!(
+                "{session:?} {:?} {:?} {:?}",
+                VerifyCodeRequest { code: "123456".into(), ..Default::default() },
+                RefreshRequest { refresh_token: "secret-refresh".into(), ..Default::default() },
+                SignOutRequest { refresh_token: "secret-refresh".into() }
+            );
+            for secret in ["secret-access", "secret-refresh", "123456"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("s-1") && shown.contains("<redacted>"), "{shown}");
+        }
+    }
+}

@@ -3,13 +3,18 @@
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redstore::{Running, ServerConfig};
+use redstore_auth::CodeSender;
+use redstore_auth::domain::StaffRecord;
 use redstore_platform::pg::scratch::ScratchDb;
 use redstore_platform::service_token::{ServiceToken, WithServiceToken};
 use redstore_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use redstore_proto::analytics::{GetSalesReportRequest, GetSalesReportResponse, Granularity};
+use redstore_proto::auth::auth_service_client::AuthServiceClient;
+use redstore_proto::auth::{RequestCodeRequest, Session, VerifyCodeRequest};
 use redstore_proto::common::Money;
 use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
 use redstore_proto::inventory::{
@@ -31,6 +36,36 @@ pub struct TestApp {
     channel: Channel,
     /// The PostgreSQL database of this test, when the suite runs on the distributed backend.
     scratch: Option<ScratchDb>,
+    /// The one-time codes the server sent.
+    pub inbox: Arc<Inbox>,
+}
+
+/// Where a test server's one-time codes go: kept for the test to read, as a staff member reads
+/// their messages.
+#[derive(Default)]
+pub struct Inbox {
+    sent: parking_lot::Mutex<Vec<(String, String)>>,
+}
+
+impl Inbox {
+    /// The codes sent to `staff_id`, oldest first.
+    pub fn codes(&self, staff_id: &str) -> Vec<String> {
+        let sent = self.sent.lock();
+        sent.iter().filter(|(to, _)| to == staff_id).map(|(_, code)| code.clone()).collect()
+    }
+
+    /// The latest code sent to `staff_id`.
+    pub fn last(&self, staff_id: &str) -> String {
+        self.codes(staff_id).pop().unwrap_or_else(|| panic!("no code was sent to {staff_id}"))
+    }
+}
+
+#[tonic::async_trait]
+impl CodeSender for Inbox {
+    async fn send(&self, staff: &StaffRecord, code: &str, _expires_at: std::time::SystemTime) -> anyhow::Result<()> {
+        self.sent.lock().push((staff.staff_id.clone(), code.to_owned()));
+        Ok(())
+    }
 }
 
 /// Which backend the contract suite runs on: `REDSTORE_TEST_BACKEND=postgres` runs every test
@@ -116,12 +151,14 @@ impl TestApp {
         Self::start_with(dir, scratch, cfg).await
     }
 
-    async fn start_with(dir: TempDir, scratch: Option<ScratchDb>, cfg: ServerConfig) -> Self {
+    async fn start_with(dir: TempDir, scratch: Option<ScratchDb>, mut cfg: ServerConfig) -> Self {
+        let inbox = Arc::new(Inbox::default());
+        cfg.code_sender = redstore::auth::Sender(inbox.clone());
         let running = redstore::start(cfg).await.expect("server starts");
         let addr = running.addr;
         let url = format!("http://{addr}");
         let channel = Channel::from_shared(url.clone()).expect("url").connect().await.expect("connect");
-        Self { url, addr, dir, running: Some(running), channel, scratch }
+        Self { url, addr, dir, running: Some(running), channel, scratch, inbox }
     }
 
     /// Stops the server gracefully and starts it again on the same data.
@@ -158,6 +195,30 @@ impl TestApp {
 
     pub fn stream(&self) -> InventoryStreamServiceClient<Channel> {
         InventoryStreamServiceClient::new(self.channel.clone())
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    /// Asks for a code for `staff_id` (on `terminal_id`, or none when empty): the challenge.
+    pub async fn request_code(&self, staff_id: &str, terminal_id: &str) -> String {
+        let request =
+            RequestCodeRequest { idempotency_key: key(), staff_id: staff_id.into(), terminal_id: terminal_id.into() };
+        self.auth().request_code(request).await.expect("request a code").into_inner().challenge_id
+    }
+
+    /// Signs `staff_id` in on `terminal_id` (none when empty) with the code the server sent.
+    pub async fn sign_in(&self, staff_id: &str, terminal_id: &str) -> Session {
+        let challenge_id = self.request_code(staff_id, terminal_id).await;
+        let request = VerifyCodeRequest { idempotency_key: key(), challenge_id, code: self.inbox.last(staff_id) };
+        let answer = self.auth().verify_code(request).await.expect("verify the code");
+        answer.into_inner().session.expect("a session")
+    }
+
+    /// The keys this server signs tokens with (its data directory's).
+    pub fn token_keys(&self) -> redstore_platform::access_token::TokenKeys {
+        redstore_platform::access_token::TokenKeys::in_dir(self.dir.path(), []).expect("the data directory's key")
     }
 
     /// The test's PostgreSQL database, when the suite runs on PostgreSQL.

@@ -22,6 +22,7 @@ mod retention;
 mod sale_flow;
 mod scanning;
 mod shutdown;
+mod sign_in;
 mod sse_resume;
 mod tls;
 mod validation;

@@ -42,8 +42,12 @@ pub struct Claims {
     /// Issued and expiring, in seconds since the Unix epoch.
     pub iat: u64,
     pub exp: u64,
-    /// The token's own id: what a sign-out revokes.
+    /// The token's own id.
     pub jti: String,
+    /// The sign-in session the token belongs to: what signing out (or revoking the staff member
+    /// or the terminal) ends.
+    #[serde(default)]
+    pub sid: String,
 }
 
 impl Claims {
@@ -282,6 +286,7 @@ mod tests {
             iat: now(),
             exp: now() + 900,
             jti: "t-1".into(),
+            sid: "s-1".into(),
         }
     }
 
@@ -388,7 +393,7 @@ mod tests {
         ) {
             let keys = keys();
             let store = if role == Role::Admin { store } else { Some(store.unwrap_or_else(|| "s".into())) };
-            let claims = Claims { sub, role, store, device, iat: now(), exp: now() + ttl, jti: "j".into() };
+            let claims = Claims { sub, role, store, device, iat: now(), exp: now() + ttl, jti: "j".into(), sid: "s".into() };
             prop_assert_eq!(keys.verify(&keys.issue(&claims)), Ok(claims));
         }
     }

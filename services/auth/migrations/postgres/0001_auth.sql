@@ -1,0 +1,54 @@
+-- Staff sign-in. These tables have no row-level security by store: a sign-in is looked up by its
+-- staff member, challenge or refresh token before any store is known, and admins have none.
+
+-- Staff who sign in, and where their one-time codes go.
+CREATE TABLE auth.staff (
+    staff_id      TEXT PRIMARY KEY,
+    display_name  TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('cashier', 'supervisor', 'manager', 'admin')),
+    -- NULL only for an admin, who acts in every store.
+    store_id      TEXT CHECK ((store_id IS NULL) = (role = 'admin')),
+    contact       TEXT NOT NULL,
+    active        BOOLEAN NOT NULL DEFAULT true,
+    created_at_ms BIGINT NOT NULL
+);
+
+-- One-time codes asked for: the code's Argon2 hash, its attempts and what redeemed it. The rows
+-- are also the ledger the request rate limits count.
+CREATE TABLE auth.challenges (
+    challenge_id    TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL,
+    staff_id        TEXT NOT NULL,
+    terminal_id     TEXT NOT NULL,
+    address         TEXT NOT NULL,
+    -- Empty for a staff id that does not exist: such a challenge never verifies.
+    code_hash       TEXT NOT NULL,
+    created_at_ms   BIGINT NOT NULL,
+    expires_at_ms   BIGINT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    used_at_ms      BIGINT,
+    used_key        TEXT,
+    session_id      TEXT
+);
+CREATE UNIQUE INDEX challenges_by_key ON auth.challenges (idempotency_key) WHERE idempotency_key <> '';
+CREATE INDEX challenges_by_staff ON auth.challenges (staff_id, created_at_ms);
+CREATE INDEX challenges_by_terminal ON auth.challenges (terminal_id, created_at_ms) WHERE terminal_id <> '';
+CREATE INDEX challenges_by_address ON auth.challenges (address, created_at_ms) WHERE address <> '';
+
+-- Signed-in sessions. Refresh tokens are kept as their SHA-256 (they are long random secrets).
+CREATE TABLE auth.sessions (
+    session_id         TEXT PRIMARY KEY,
+    staff_id           TEXT NOT NULL,
+    terminal_id        TEXT NOT NULL,
+    created_at_ms      BIGINT NOT NULL,
+    expires_at_ms      BIGINT NOT NULL,
+    refresh_hash       TEXT NOT NULL UNIQUE,
+    -- The refresh token the last rotation spent, and the idempotency key it was spent with: a
+    -- retry of that rotation is answered again, anything else presenting it ends the session.
+    spent_refresh_hash TEXT,
+    spent_key          TEXT,
+    revoked_at_ms      BIGINT,
+    revoked_reason     TEXT
+);
+CREATE INDEX sessions_by_spent ON auth.sessions (spent_refresh_hash) WHERE spent_refresh_hash IS NOT NULL;
+CREATE INDEX sessions_by_staff ON auth.sessions (staff_id);

@@ -1,0 +1,221 @@
+//! AuthService: parses requests (naming the field at fault), hashes and checks secrets off the
+//! async runtime (Argon2 takes a while by design), and issues the tokens of a session.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redstore_inventory::InventoryStore;
+use redstore_platform::access_token::{Claims, Role, TokenKeys};
+use redstore_platform::error::{Error, Result, identifier, optional_identifier, required};
+use redstore_platform::time::{from_unix_ms, timestamp, unix_ms};
+use redstore_proto::auth::auth_service_server::{AuthService, AuthServiceServer};
+use redstore_proto::auth::*;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, Policy, StaffRecord};
+use crate::secret;
+use crate::sender::CodeSender;
+use crate::store::{AuthStore, NewChallenge, NewSession, Refreshed, SessionRecord};
+
+#[derive(Clone)]
+pub struct AuthGrpc {
+    store: Arc<dyn AuthStore>,
+    /// Where terminals are registered.
+    inventory: Arc<dyn InventoryStore>,
+    keys: Arc<TokenKeys>,
+    sender: Arc<dyn CodeSender>,
+    policy: Policy,
+}
+
+impl AuthGrpc {
+    pub fn new(
+        store: Arc<dyn AuthStore>,
+        inventory: Arc<dyn InventoryStore>,
+        keys: Arc<TokenKeys>,
+        sender: Arc<dyn CodeSender>,
+        policy: Policy,
+    ) -> Self {
+        Self { store, inventory, keys, sender, policy }
+    }
+
+    pub fn into_server(self) -> AuthServiceServer<Self> {
+        AuthServiceServer::new(self)
+    }
+
+    async fn send_code(&self, req: &RequestCodeRequest, address: String) -> Result<RequestCodeResponse> {
+        let key = optional_identifier("idempotency_key", &req.idempotency_key)?.to_owned();
+        let staff_id = identifier("staff_id", &req.staff_id)?.to_owned();
+        let terminal_id = optional_identifier("terminal_id", &req.terminal_id)?.to_owned();
+        let staff = self.store.staff(&staff_id).await?.filter(|staff| staff.active);
+        let code = secret::new_code();
+        // Hashed whether or not the staff member exists: the answer takes as long either way.
+        let hashed = hash_off_runtime(code.clone()).await?;
+        let expires_at_ms = unix_ms(SystemTime::now() + self.policy.code_ttl);
+        let new = NewChallenge {
+            challenge_id: uuid::Uuid::now_v7().to_string(),
+            idempotency_key: key,
+            staff_id,
+            terminal_id,
+            address,
+            code_hash: if staff.is_some() { hashed } else { String::new() },
+            expires_at_ms,
+        };
+        let opened = self.store.open_challenge(new, self.policy.limits).await?;
+        match &staff {
+            Some(staff) if opened.fresh => {
+                if let Err(e) = self.sender.send(staff, &code, from_unix_ms(opened.expires_at_ms)).await {
+                    tracing::error!(staff_id = %staff.staff_id, error = %format!("{e:#}"), "a sign-in code could not be sent");
+                    return Err(Error::unavailable("the code could not be sent; ask for a new one in a moment"));
+                }
+            }
+            Some(_) => {}
+            None => {
+                tracing::info!(staff_id = %req.staff_id.trim(), "a sign-in code was asked for a staff id that cannot sign in")
+            }
+        }
+        Ok(RequestCodeResponse { challenge_id: opened.challenge_id, expires_at: Some(timestamp(opened.expires_at_ms)) })
+    }
+
+    async fn sign_in(&self, req: &VerifyCodeRequest) -> Result<Session> {
+        let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let challenge_id = identifier("challenge_id", &req.challenge_id)?;
+        let code = domain::parse_code(&req.code)?.to_owned();
+        let claimed = self.store.claim_attempt(challenge_id, key).await?;
+        let hash = claimed.code_hash.clone();
+        let right = tokio::task::spawn_blocking(move || secret::matches(&hash, &code))
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("checking a code: {e}")))?;
+        if !right {
+            return Err(domain::wrong_code(claimed.attempts));
+        }
+        let staff = self.store.staff(&claimed.staff_id).await?;
+        let staff = domain::may_sign_in(staff.as_ref())?;
+        if !claimed.terminal_id.is_empty() {
+            self.require_terminal(staff, &claimed.terminal_id).await?;
+        }
+        let refresh_token = secret::new_refresh_token();
+        let new = NewSession {
+            session_id: uuid::Uuid::now_v7().to_string(),
+            staff_id: staff.staff_id.clone(),
+            terminal_id: claimed.terminal_id.clone(),
+            refresh_hash: secret::digest(&refresh_token),
+            expires_at_ms: unix_ms(SystemTime::now() + self.policy.session_ttl),
+        };
+        let session = self.store.redeem(challenge_id, key, new).await?;
+        tracing::info!(staff_id = %session.staff.staff_id, session_id = %session.session_id, "signed in");
+        Ok(self.session(&session, refresh_token))
+    }
+
+    /// A terminal the staff member may sign in on: registered in their store.
+    async fn require_terminal(&self, staff: &StaffRecord, terminal_id: &str) -> Result<()> {
+        let Some(store_id) = &staff.store_id else {
+            return Err(Error::PermissionDenied(
+                "terminal_id: an admin signs in without a terminal (an admin works across stores)".into(),
+            ));
+        };
+        match self.inventory.require_terminal(store_id, terminal_id).await {
+            Err(Error::NotFound(_)) => Err(Error::PermissionDenied(format!(
+                "terminal_id: {terminal_id:?} is not a registered terminal of store {store_id:?}, where this staff member works"
+            ))),
+            other => other,
+        }
+    }
+
+    async fn rotated(&self, req: &RefreshRequest) -> Result<Session> {
+        let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let presented = secret::digest(required("refresh_token", &req.refresh_token)?);
+        let refresh_token = secret::new_refresh_token();
+        match self.store.rotate(&presented, key, &secret::digest(&refresh_token)).await? {
+            Refreshed::Rotated(session) => Ok(self.session(&session, refresh_token)),
+            Refreshed::Ended => {
+                tracing::warn!("a spent refresh token was presented again; its session is ended");
+                Err(domain::reused_refresh_token())
+            }
+        }
+    }
+
+    /// The tokens of `session`: a fresh access token, and `refresh_token` (just stored).
+    fn session(&self, session: &SessionRecord, refresh_token: String) -> Session {
+        let now = SystemTime::now();
+        let access_expires = (now + self.policy.access_ttl).min(from_unix_ms(session.expires_at_ms));
+        let staff = &session.staff;
+        let claims = Claims {
+            sub: staff.staff_id.clone(),
+            role: staff.role,
+            store: staff.store_id.clone(),
+            device: Some(session.terminal_id.clone()).filter(|t| !t.is_empty()),
+            iat: secs(now),
+            exp: secs(access_expires),
+            jti: uuid::Uuid::now_v7().to_string(),
+            sid: session.session_id.clone(),
+        };
+        Session {
+            session_id: session.session_id.clone(),
+            staff: Some(Staff {
+                staff_id: staff.staff_id.clone(),
+                display_name: staff.display_name.clone(),
+                role: role(staff.role) as i32,
+                store_id: staff.store_id.clone().unwrap_or_default(),
+            }),
+            terminal_id: session.terminal_id.clone(),
+            access_token: self.keys.issue(&claims),
+            access_expires_at: Some(timestamp(unix_ms(access_expires))),
+            refresh_token,
+            refresh_expires_at: Some(timestamp(session.expires_at_ms)),
+        }
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+fn role(role: Role) -> redstore_proto::auth::Role {
+    match role {
+        Role::Cashier => redstore_proto::auth::Role::Cashier,
+        Role::Supervisor => redstore_proto::auth::Role::Supervisor,
+        Role::Manager => redstore_proto::auth::Role::Manager,
+        Role::Admin => redstore_proto::auth::Role::Admin,
+    }
+}
+
+async fn hash_off_runtime(secret: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || secret::hash(&secret))
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("hashing a code: {e}")))
+}
+
+/// The caller's network address, as the connection gives it.
+fn address<T>(req: &Request<T>) -> String {
+    req.remote_addr().map(|addr| addr.ip().to_string()).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthGrpc {
+    #[tracing::instrument(name = "auth.request_code", skip_all)]
+    async fn request_code(&self, req: Request<RequestCodeRequest>) -> Result<Response<RequestCodeResponse>, Status> {
+        let address = address(&req);
+        Ok(Response::new(self.send_code(req.get_ref(), address).await?))
+    }
+
+    #[tracing::instrument(name = "auth.verify_code", skip_all)]
+    async fn verify_code(&self, req: Request<VerifyCodeRequest>) -> Result<Response<VerifyCodeResponse>, Status> {
+        let session = self.sign_in(req.get_ref()).await?;
+        Ok(Response::new(VerifyCodeResponse { session: Some(session) }))
+    }
+
+    #[tracing::instrument(name = "auth.refresh", skip_all)]
+    async fn refresh(&self, req: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
+        let session = self.rotated(req.get_ref()).await?;
+        Ok(Response::new(RefreshResponse { session: Some(session) }))
+    }
+
+    #[tracing::instrument(name = "auth.sign_out", skip_all)]
+    async fn sign_out(&self, req: Request<SignOutRequest>) -> Result<Response<SignOutResponse>, Status> {
+        let token = required("refresh_token", &req.get_ref().refresh_token)?;
+        if self.store.end_session(&secret::digest(token), "signed out").await? {
+            tracing::info!("signed out");
+        }
+        Ok(Response::new(SignOutResponse {}))
+    }
+}

@@ -1,0 +1,302 @@
+//! Sign-in's tables in PostgreSQL (schema `auth`). Each method is one transaction; a challenge or
+//! session it decides about is locked (`FOR UPDATE`) for its length, and the codes a staff member
+//! asks for are counted under a lock of that staff member, so concurrent requests cannot both
+//! pass a limit.
+
+use redstore_platform::error::{Error, Result};
+use redstore_platform::pg::{PgMigration, PgPool, lost_unique_race};
+use redstore_platform::time::unix_ms;
+use sqlx::{PgConnection, Row as _};
+
+use crate::domain::{
+    self, ChallengeState, Counted, Limits, Presented, Rotation, SessionState, StaffRecord, no_challenge, no_session,
+};
+use crate::store::{AuthStore, Claimed, NewChallenge, NewSession, Opened, Refreshed, SessionRecord};
+
+pub const PG_MIGRATIONS: &[PgMigration] =
+    &[PgMigration { service: "auth", version: 1, sql: include_str!("../migrations/postgres/0001_auth.sql") }];
+
+#[derive(Clone)]
+pub struct PgAuth(pub PgPool);
+
+fn now_ms() -> i64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
+async fn staff(conn: &mut PgConnection, staff_id: &str) -> Result<Option<StaffRecord>> {
+    let row = sqlx::query(
+        "SELECT staff_id, display_name, role, store_id, contact, active FROM auth.staff WHERE staff_id = $1",
+    )
+    .bind(staff_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(StaffRecord {
+            staff_id: r.get(0),
+            display_name: r.get(1),
+            role: domain::parse_role(r.get(2))?,
+            store_id: r.get(3),
+            contact: r.get(4),
+            active: r.get(5),
+        })
+    })
+    .transpose()
+}
+
+async fn recent(conn: &mut PgConnection, counted: Counted, value: &str, limits: &Limits) -> Result<Vec<i64>> {
+    let column = match counted {
+        Counted::Staff => "staff_id",
+        Counted::Terminal => "terminal_id",
+        Counted::Address => "address",
+    };
+    let sql =
+        format!("SELECT created_at_ms FROM auth.challenges WHERE {column} = $1 ORDER BY created_at_ms DESC LIMIT $2");
+    Ok(sqlx::query_scalar(&sql).bind(value).bind(i64::from(limits.max(counted))).fetch_all(conn).await?)
+}
+
+async fn session(conn: &mut PgConnection, session_id: &str) -> Result<SessionRecord> {
+    let row = sqlx::query("SELECT staff_id, terminal_id, expires_at_ms FROM auth.sessions WHERE session_id = $1")
+        .bind(session_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let staff_id: String = row.get(0);
+    let staff = domain::may_sign_in(staff(conn, &staff_id).await?.as_ref())?.clone();
+    Ok(SessionRecord { session_id: session_id.to_owned(), staff, terminal_id: row.get(1), expires_at_ms: row.get(2) })
+}
+
+async fn revoke(conn: &mut PgConnection, session_id: &str, reason: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE auth.sessions SET revoked_at_ms = $2, revoked_reason = $3 WHERE session_id = $1 AND revoked_at_ms IS NULL",
+    )
+    .bind(session_id)
+    .bind(now_ms())
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl PgAuth {
+    async fn try_open(&self, new: &NewChallenge, limits: &Limits) -> Result<Opened> {
+        let mut tx = self.0.begin().await?;
+        if !new.idempotency_key.is_empty() {
+            let stored = sqlx::query(
+                "SELECT challenge_id, expires_at_ms, staff_id, terminal_id FROM auth.challenges WHERE idempotency_key = $1",
+            )
+            .bind(&new.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = stored {
+                let (staff_id, terminal_id): (String, String) = (row.get(2), row.get(3));
+                domain::same_request(
+                    (&staff_id, &terminal_id),
+                    (&new.staff_id, &new.terminal_id),
+                    &new.idempotency_key,
+                )?;
+                return Ok(Opened { challenge_id: row.get(0), expires_at_ms: row.get(1), fresh: false });
+            }
+        }
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('auth.staff:' || $1, 0))")
+            .bind(&new.staff_id)
+            .execute(&mut *tx)
+            .await?;
+        let now = now_ms();
+        for (counted, value) in
+            [(Counted::Staff, &new.staff_id), (Counted::Terminal, &new.terminal_id), (Counted::Address, &new.address)]
+        {
+            if value.is_empty() {
+                continue;
+            }
+            if let Some(wait) = limits.wait(counted, &recent(&mut tx, counted, value, limits).await?, now) {
+                return Err(limits.refusal(counted, wait));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO auth.challenges (challenge_id, idempotency_key, staff_id, terminal_id, address, code_hash,
+                 created_at_ms, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&new.challenge_id)
+        .bind(&new.idempotency_key)
+        .bind(&new.staff_id)
+        .bind(&new.terminal_id)
+        .bind(&new.address)
+        .bind(&new.code_hash)
+        .bind(now)
+        .bind(new.expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Opened { challenge_id: new.challenge_id.clone(), expires_at_ms: new.expires_at_ms, fresh: true })
+    }
+}
+
+#[tonic::async_trait]
+impl AuthStore for PgAuth {
+    async fn staff(&self, staff_id: &str) -> Result<Option<StaffRecord>> {
+        let mut conn = self.0.acquire().await?;
+        staff(&mut conn, staff_id).await
+    }
+
+    async fn add_staff(&self, s: StaffRecord) -> Result<bool> {
+        let added = sqlx::query(
+            "INSERT INTO auth.staff (staff_id, display_name, role, store_id, contact, active, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (staff_id) DO NOTHING",
+        )
+        .bind(&s.staff_id)
+        .bind(&s.display_name)
+        .bind(domain::role_name(s.role))
+        .bind(&s.store_id)
+        .bind(&s.contact)
+        .bind(s.active)
+        .bind(now_ms())
+        .execute(&self.0)
+        .await?;
+        Ok(added.rows_affected() == 1)
+    }
+
+    async fn open_challenge(&self, new: NewChallenge, limits: Limits) -> Result<Opened> {
+        match self.try_open(&new, &limits).await {
+            // The same key sent twice at once: the one that lost finds what the other stored.
+            Err(e) if lost_unique_race(&e) => self.try_open(&new, &limits).await,
+            other => other,
+        }
+    }
+
+    async fn claim_attempt(&self, challenge_id: &str, key: &str) -> Result<Claimed> {
+        let mut tx = self.0.begin().await?;
+        let row = sqlx::query(
+            "SELECT staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key
+             FROM auth.challenges WHERE challenge_id = $1 FOR UPDATE",
+        )
+        .bind(challenge_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(no_challenge)?;
+        let attempts = row.get::<i32, _>(4).max(0) as u32;
+        let state = ChallengeState { expires_at_ms: row.get(3), attempts, used_key: row.get(5) };
+        domain::may_attempt(&state, key, now_ms())?;
+        sqlx::query("UPDATE auth.challenges SET attempts = attempts + 1 WHERE challenge_id = $1")
+            .bind(challenge_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Claimed { staff_id: row.get(0), terminal_id: row.get(1), code_hash: row.get(2), attempts: attempts + 1 })
+    }
+
+    async fn redeem(&self, challenge_id: &str, key: &str, new: NewSession) -> Result<SessionRecord> {
+        let mut tx = self.0.begin().await?;
+        let row = sqlx::query("SELECT used_key, session_id FROM auth.challenges WHERE challenge_id = $1 FOR UPDATE")
+            .bind(challenge_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(no_challenge)?;
+        let (used_key, session_id): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        let record = match (used_key, session_id) {
+            (Some(used), Some(session_id)) if !key.is_empty() && used == key => {
+                let revoked: Option<i64> = sqlx::query_scalar(
+                    "UPDATE auth.sessions SET refresh_hash = $2 WHERE session_id = $1 RETURNING revoked_at_ms",
+                )
+                .bind(&session_id)
+                .bind(&new.refresh_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+                if revoked.is_some() {
+                    return Err(Error::Unauthenticated("the session this code opened has ended; sign in again".into()));
+                }
+                session(&mut tx, &session_id).await?
+            }
+            (Some(_), _) => {
+                return Err(Error::Unauthenticated("code: this code was already used; ask for a new one".into()));
+            }
+            (None, _) => {
+                let now = now_ms();
+                sqlx::query(
+                    "UPDATE auth.challenges SET used_at_ms = $2, used_key = $3, session_id = $4 WHERE challenge_id = $1",
+                )
+                .bind(challenge_id)
+                .bind(now)
+                .bind(key)
+                .bind(&new.session_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO auth.sessions (session_id, staff_id, terminal_id, created_at_ms, expires_at_ms, refresh_hash)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&new.session_id)
+                .bind(&new.staff_id)
+                .bind(&new.terminal_id)
+                .bind(now)
+                .bind(new.expires_at_ms)
+                .bind(&new.refresh_hash)
+                .execute(&mut *tx)
+                .await?;
+                session(&mut tx, &new.session_id).await?
+            }
+        };
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn rotate(&self, presented: &str, key: &str, new_hash: &str) -> Result<Refreshed> {
+        let mut tx = self.0.begin().await?;
+        let row = sqlx::query(
+            "SELECT session_id, expires_at_ms, revoked_at_ms, spent_key, refresh_hash = $1
+             FROM auth.sessions WHERE refresh_hash = $1 OR spent_refresh_hash = $1 FOR UPDATE",
+        )
+        .bind(presented)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(no_session)?;
+        let session_id: String = row.get(0);
+        let state = SessionState {
+            expires_at_ms: row.get(1),
+            revoked: row.get::<Option<i64>, _>(2).is_some(),
+            spent_key: row.get(3),
+        };
+        let presented_as = if row.get::<bool, _>(4) { Presented::Current } else { Presented::Spent };
+        match domain::rotation(&state, presented_as, key, now_ms())? {
+            Rotation::Rotate { spend: true } => {
+                sqlx::query(
+                    "UPDATE auth.sessions SET spent_refresh_hash = refresh_hash, spent_key = $2, refresh_hash = $3
+                     WHERE session_id = $1",
+                )
+                .bind(&session_id)
+                .bind(key)
+                .bind(new_hash)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Rotation::Rotate { spend: false } => {
+                sqlx::query("UPDATE auth.sessions SET refresh_hash = $2 WHERE session_id = $1")
+                    .bind(&session_id)
+                    .bind(new_hash)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Rotation::EndSession => {
+                revoke(&mut tx, &session_id, "a spent refresh token was presented again").await?;
+                tx.commit().await?;
+                return Ok(Refreshed::Ended);
+            }
+        }
+        let record = session(&mut tx, &session_id).await?;
+        tx.commit().await?;
+        Ok(Refreshed::Rotated(record))
+    }
+
+    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<bool> {
+        let mut tx = self.0.begin().await?;
+        let session_id: Option<String> = sqlx::query_scalar(
+            "SELECT session_id FROM auth.sessions WHERE refresh_hash = $1 OR spent_refresh_hash = $1 FOR UPDATE",
+        )
+        .bind(refresh_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(session_id) = session_id else { return Ok(false) };
+        revoke(&mut tx, &session_id, reason).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,273 @@
+//! Sign-in's tables in the embedded database. Each method is one write job (the writer runs one
+//! at a time, so a row read is a row locked until the job ends).
+
+use redstore_platform::Db;
+use redstore_platform::error::{Error, Result};
+use redstore_platform::time::unix_ms;
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use crate::domain::{
+    self, ChallengeState, Counted, Limits, Presented, Rotation, SessionState, StaffRecord, no_challenge, no_session,
+};
+use crate::store::{AuthStore, Claimed, NewChallenge, NewSession, Opened, Refreshed, SessionRecord};
+
+pub struct SqliteAuth(pub Db);
+
+fn staff(conn: &Connection, staff_id: &str) -> Result<Option<StaffRecord>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT staff_id, display_name, role, store_id, contact, active FROM auth_staff WHERE staff_id = ?1",
+        )?
+        .query_row([staff_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
+    row.map(|(staff_id, display_name, role, store_id, contact, active)| {
+        Ok(StaffRecord { staff_id, display_name, role: domain::parse_role(&role)?, store_id, contact, active })
+    })
+    .transpose()
+}
+
+/// When `column` = `value` last asked for codes, newest first, as many as its limit counts.
+fn recent(conn: &Connection, counted: Counted, value: &str, limits: &Limits) -> Result<Vec<i64>> {
+    let column = match counted {
+        Counted::Staff => "staff_id",
+        Counted::Terminal => "terminal_id",
+        Counted::Address => "address",
+    };
+    let sql =
+        format!("SELECT created_at_ms FROM auth_challenges WHERE {column} = ?1 ORDER BY created_at_ms DESC LIMIT ?2");
+    let times = conn
+        .prepare_cached(&sql)?
+        .query_map(params![value, limits.max(counted)], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok(times)
+}
+
+fn session(conn: &Connection, session_id: &str) -> Result<SessionRecord> {
+    let (staff_id, terminal_id, expires_at_ms): (String, String, i64) = conn
+        .prepare_cached("SELECT staff_id, terminal_id, expires_at_ms FROM auth_sessions WHERE session_id = ?1")?
+        .query_row([session_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let staff = domain::may_sign_in(staff(conn, &staff_id)?.as_ref())?.clone();
+    Ok(SessionRecord { session_id: session_id.to_owned(), staff, terminal_id, expires_at_ms })
+}
+
+#[tonic::async_trait]
+impl AuthStore for SqliteAuth {
+    async fn staff(&self, staff_id: &str) -> Result<Option<StaffRecord>> {
+        let id = staff_id.to_owned();
+        self.0.read(move |conn| staff(conn, &id)).await
+    }
+
+    async fn add_staff(&self, s: StaffRecord) -> Result<bool> {
+        self.0
+            .write(move |ctx| {
+                let added = ctx
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO auth_staff (staff_id, display_name, role, store_id, contact, active, created_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (staff_id) DO NOTHING",
+                    )?
+                    .execute(params![
+                        s.staff_id,
+                        s.display_name,
+                        domain::role_name(s.role),
+                        s.store_id,
+                        s.contact,
+                        s.active,
+                        unix_ms(ctx.now)
+                    ])?;
+                Ok(added == 1)
+            })
+            .await
+    }
+
+    async fn open_challenge(&self, new: NewChallenge, limits: Limits) -> Result<Opened> {
+        self.0
+            .write(move |ctx| {
+                let conn = ctx.conn;
+                let now = unix_ms(ctx.now);
+                if !new.idempotency_key.is_empty() {
+                    let stored: Option<(String, i64, String, String)> = conn
+                        .prepare_cached(
+                            "SELECT challenge_id, expires_at_ms, staff_id, terminal_id FROM auth_challenges
+                             WHERE idempotency_key = ?1",
+                        )?
+                        .query_row([&new.idempotency_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                        .optional()?;
+                    if let Some((challenge_id, expires_at_ms, staff_id, terminal_id)) = stored {
+                        domain::same_request(
+                            (&staff_id, &terminal_id),
+                            (&new.staff_id, &new.terminal_id),
+                            &new.idempotency_key,
+                        )?;
+                        return Ok(Opened { challenge_id, expires_at_ms, fresh: false });
+                    }
+                }
+                for (counted, value) in [
+                    (Counted::Staff, &new.staff_id),
+                    (Counted::Terminal, &new.terminal_id),
+                    (Counted::Address, &new.address),
+                ] {
+                    if value.is_empty() {
+                        continue;
+                    }
+                    if let Some(wait) = limits.wait(counted, &recent(conn, counted, value, &limits)?, now) {
+                        return Err(limits.refusal(counted, wait));
+                    }
+                }
+                conn.prepare_cached(
+                    "INSERT INTO auth_challenges (challenge_id, idempotency_key, staff_id, terminal_id, address,
+                         code_hash, created_at_ms, expires_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    new.challenge_id,
+                    new.idempotency_key,
+                    new.staff_id,
+                    new.terminal_id,
+                    new.address,
+                    new.code_hash,
+                    now,
+                    new.expires_at_ms
+                ])?;
+                Ok(Opened { challenge_id: new.challenge_id, expires_at_ms: new.expires_at_ms, fresh: true })
+            })
+            .await
+    }
+
+    async fn claim_attempt(&self, challenge_id: &str, key: &str) -> Result<Claimed> {
+        let (id, key) = (challenge_id.to_owned(), key.to_owned());
+        self.0
+            .write(move |ctx| {
+                let row: Option<(String, String, String, i64, u32, Option<String>)> = ctx
+                    .conn
+                    .prepare_cached(
+                        "SELECT staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key
+                         FROM auth_challenges WHERE challenge_id = ?1",
+                    )?
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                    .optional()?;
+                let (staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key) =
+                    row.ok_or_else(no_challenge)?;
+                domain::may_attempt(&ChallengeState { expires_at_ms, attempts, used_key }, &key, unix_ms(ctx.now))?;
+                ctx.conn
+                    .prepare_cached("UPDATE auth_challenges SET attempts = attempts + 1 WHERE challenge_id = ?1")?
+                    .execute([&id])?;
+                Ok(Claimed { staff_id, terminal_id, code_hash, attempts: attempts + 1 })
+            })
+            .await
+    }
+
+    async fn redeem(&self, challenge_id: &str, key: &str, new: NewSession) -> Result<SessionRecord> {
+        let (id, key) = (challenge_id.to_owned(), key.to_owned());
+        self.0
+            .write(move |ctx| {
+                let conn = ctx.conn;
+                let (used_key, session_id): (Option<String>, Option<String>) = conn
+                    .prepare_cached("SELECT used_key, session_id FROM auth_challenges WHERE challenge_id = ?1")?
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                    .ok_or_else(no_challenge)?;
+                match (used_key, session_id) {
+                    (Some(used), Some(session_id)) if !key.is_empty() && used == key => {
+                        let revoked: Option<i64> = conn
+                            .prepare_cached(
+                                "UPDATE auth_sessions SET refresh_hash = ?2 WHERE session_id = ?1 RETURNING revoked_at_ms",
+                            )?
+                            .query_row(params![session_id, new.refresh_hash], |r| r.get(0))?;
+                        if revoked.is_some() {
+                            return Err(Error::Unauthenticated("the session this code opened has ended; sign in again".into()));
+                        }
+                        session(conn, &session_id)
+                    }
+                    (Some(_), _) => {
+                        Err(Error::Unauthenticated("code: this code was already used; ask for a new one".into()))
+                    }
+                    (None, _) => {
+                        let now = unix_ms(ctx.now);
+                        conn.prepare_cached(
+                            "UPDATE auth_challenges SET used_at_ms = ?2, used_key = ?3, session_id = ?4 WHERE challenge_id = ?1",
+                        )?
+                        .execute(params![id, now, key, new.session_id])?;
+                        conn.prepare_cached(
+                            "INSERT INTO auth_sessions (session_id, staff_id, terminal_id, created_at_ms, expires_at_ms, refresh_hash)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        )?
+                        .execute(params![
+                            new.session_id,
+                            new.staff_id,
+                            new.terminal_id,
+                            now,
+                            new.expires_at_ms,
+                            new.refresh_hash
+                        ])?;
+                        session(conn, &new.session_id)
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn rotate(&self, presented: &str, key: &str, new_hash: &str) -> Result<Refreshed> {
+        let (presented, key, new_hash) = (presented.to_owned(), key.to_owned(), new_hash.to_owned());
+        self.0
+            .write(move |ctx| {
+                let conn = ctx.conn;
+                let found: Option<(String, i64, Option<i64>, Option<String>, bool)> = conn
+                    .prepare_cached(
+                        "SELECT session_id, expires_at_ms, revoked_at_ms, spent_key, refresh_hash = ?1
+                         FROM auth_sessions WHERE refresh_hash = ?1 OR spent_refresh_hash = ?1",
+                    )?
+                    .query_row([&presented], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .optional()?;
+                let (session_id, expires_at_ms, revoked_at, spent_key, current) = found.ok_or_else(no_session)?;
+                let state = SessionState { expires_at_ms, revoked: revoked_at.is_some(), spent_key };
+                let presented_as = if current { Presented::Current } else { Presented::Spent };
+                match domain::rotation(&state, presented_as, &key, unix_ms(ctx.now))? {
+                    Rotation::Rotate { spend: true } => {
+                        conn.prepare_cached(
+                            "UPDATE auth_sessions SET spent_refresh_hash = refresh_hash, spent_key = ?2, refresh_hash = ?3
+                             WHERE session_id = ?1",
+                        )?
+                        .execute(params![session_id, key, new_hash])?;
+                    }
+                    Rotation::Rotate { spend: false } => {
+                        conn.prepare_cached("UPDATE auth_sessions SET refresh_hash = ?2 WHERE session_id = ?1")?
+                            .execute(params![session_id, new_hash])?;
+                    }
+                    Rotation::EndSession => {
+                        revoke(conn, &session_id, "a spent refresh token was presented again", unix_ms(ctx.now))?;
+                        return Ok(Refreshed::Ended);
+                    }
+                }
+                session(conn, &session_id).map(Refreshed::Rotated)
+            })
+            .await
+    }
+
+    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<bool> {
+        let (hash, reason) = (refresh_hash.to_owned(), reason.to_owned());
+        self.0
+            .write(move |ctx| {
+                let session_id: Option<String> = ctx
+                    .conn
+                    .prepare_cached(
+                        "SELECT session_id FROM auth_sessions WHERE refresh_hash = ?1 OR spent_refresh_hash = ?1",
+                    )?
+                    .query_row([&hash], |r| r.get(0))
+                    .optional()?;
+                match session_id {
+                    Some(id) => revoke(ctx.conn, &id, &reason, unix_ms(ctx.now)).map(|()| true),
+                    None => Ok(false),
+                }
+            })
+            .await
+    }
+}
+
+fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE auth_sessions SET revoked_at_ms = ?2, revoked_reason = ?3 WHERE session_id = ?1 AND revoked_at_ms IS NULL",
+    )?
+    .execute(params![session_id, now, reason])?;
+    Ok(())
+}

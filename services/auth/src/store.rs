@@ -1,0 +1,94 @@
+//! Where sign-in keeps its staff, challenges and sessions: the embedded database (`sqlite`) or
+//! PostgreSQL (`pg`). Each method is one transaction, which takes its rows' locks and asks
+//! `domain` what to do.
+
+use redstore_platform::error::Result;
+
+use crate::domain::{Limits, StaffRecord};
+
+/// A one-time code asked for, to be recorded.
+#[derive(Clone, Debug)]
+pub struct NewChallenge {
+    pub challenge_id: String,
+    pub idempotency_key: String,
+    pub staff_id: String,
+    pub terminal_id: String,
+    pub address: String,
+    /// Empty for a staff member who does not exist or may not sign in.
+    pub code_hash: String,
+    pub expires_at_ms: i64,
+}
+
+/// The challenge a RequestCode answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub challenge_id: String,
+    pub expires_at_ms: i64,
+    /// Made by this request (its code is to be sent), not found by its idempotency key.
+    pub fresh: bool,
+}
+
+/// An attempt at a code, counted.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub staff_id: String,
+    pub terminal_id: String,
+    pub code_hash: String,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+}
+
+/// A session to open.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub session_id: String,
+    pub staff_id: String,
+    pub terminal_id: String,
+    pub refresh_hash: String,
+    pub expires_at_ms: i64,
+}
+
+/// A live session and who holds it.
+#[derive(Clone, Debug)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub staff: StaffRecord,
+    pub terminal_id: String,
+    pub expires_at_ms: i64,
+}
+
+/// What a refresh did.
+#[derive(Clone, Debug)]
+pub enum Refreshed {
+    Rotated(SessionRecord),
+    /// The presented token was a copy of a spent one: the session is ended (committed).
+    Ended,
+}
+
+#[tonic::async_trait]
+pub trait AuthStore: Send + Sync + 'static {
+    async fn staff(&self, staff_id: &str) -> Result<Option<StaffRecord>>;
+
+    /// Adds a staff member unless one with the id exists; whether it was added.
+    async fn add_staff(&self, staff: StaffRecord) -> Result<bool>;
+
+    /// Records a challenge, unless its idempotency key names one already (which is answered, or
+    /// ALREADY_EXISTS for another request) or a limit of `limits` says to wait
+    /// (RESOURCE_EXHAUSTED with the wait).
+    async fn open_challenge(&self, new: NewChallenge, limits: Limits) -> Result<Opened>;
+
+    /// Counts an attempt at a challenge's code, if `domain::may_attempt` allows one.
+    async fn claim_attempt(&self, challenge_id: &str, key: &str) -> Result<Claimed>;
+
+    /// Marks the challenge used by `key` and opens `session`; a retry by the same key instead
+    /// gives the session it opened the new refresh token.
+    async fn redeem(&self, challenge_id: &str, key: &str, session: NewSession) -> Result<SessionRecord>;
+
+    /// Replaces the refresh token whose digest is `presented` by `new_hash`, as
+    /// `domain::rotation` decides.
+    async fn rotate(&self, presented: &str, key: &str, new_hash: &str) -> Result<Refreshed>;
+
+    /// Ends the session of a refresh token (current or spent); a session already ended stays so.
+    /// Whether a session was found.
+    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<bool>;
+}

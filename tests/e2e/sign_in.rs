@@ -1,0 +1,278 @@
+//! Staff sign-in (`redstore.auth.v1.AuthService`): one-time codes, sessions, refresh tokens, the
+//! limits on guessing and on asking, in both shapes.
+
+use std::time::Duration;
+
+use redstore_platform::access_token::Role;
+use redstore_proto::auth::{RefreshRequest, RequestCodeRequest, Session, SignOutRequest, VerifyCodeRequest};
+use tonic::Code;
+use tonic_types::StatusExt as _;
+
+use crate::helpers::{Process, TestApp, key};
+
+fn verify(challenge_id: &str, code: &str) -> VerifyCodeRequest {
+    VerifyCodeRequest { idempotency_key: key(), challenge_id: challenge_id.into(), code: code.into() }
+}
+
+fn refresh(token: &str) -> RefreshRequest {
+    RefreshRequest { idempotency_key: key(), refresh_token: token.into() }
+}
+
+/// A code of six digits that is not `code`.
+fn other_than(code: &str) -> String {
+    let n: u32 = code.parse().expect("six digits");
+    format!("{:06}", (n + 1) % 1_000_000)
+}
+
+async fn refreshed(app: &TestApp, request: RefreshRequest) -> Result<Session, tonic::Status> {
+    app.auth().refresh(request).await.map(|r| r.into_inner().session.expect("a session"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cashier_signs_in_with_the_code_sent_and_holds_a_token_of_staff_role_store_and_terminal() {
+    let app = TestApp::spawn().await;
+    let session = app.sign_in("cashier-1", "till-1").await;
+
+    let staff = session.staff.clone().expect("staff");
+    assert_eq!((staff.staff_id.as_str(), staff.store_id.as_str()), ("cashier-1", "store-1"));
+    assert_eq!(staff.role, redstore_proto::auth::Role::Cashier as i32);
+    assert_eq!(session.terminal_id, "till-1");
+    let claims = app.token_keys().verify(&session.access_token).expect("the access token verifies");
+    assert_eq!(claims.sub, "cashier-1");
+    assert_eq!(claims.role, Role::Cashier);
+    assert_eq!(claims.store.as_deref(), Some("store-1"));
+    assert_eq!(claims.device.as_deref(), Some("till-1"));
+    assert_eq!(claims.sid, session.session_id);
+    let lifetime = claims.exp - claims.iat;
+    assert!((14 * 60..=15 * 60).contains(&lifetime), "access tokens last 15 minutes, not {lifetime} s");
+    assert_eq!(app.inbox.codes("cashier-1").len(), 1, "one code was sent");
+
+    let next = refreshed(&app, refresh(&session.refresh_token)).await.expect("the refresh token is traded");
+    assert_eq!(next.session_id, session.session_id, "the same session");
+    assert_ne!(next.refresh_token, session.refresh_token, "refresh tokens rotate");
+    let renewed = app.token_keys().verify(&next.access_token).expect("the new access token verifies");
+    assert_eq!((renewed.sub.as_str(), renewed.sid.as_str()), ("cashier-1", session.session_id.as_str()));
+
+    // An admin works across stores: their token names no store.
+    let admin = app.sign_in("admin", "").await;
+    let claims = app.token_keys().verify(&admin.access_token).expect("verifies");
+    assert_eq!((claims.role, claims.store), (Role::Admin, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_verifies_once_and_the_sixth_attempt_is_refused_even_with_the_right_code() {
+    let app = TestApp::spawn().await;
+    let challenge = app.request_code("supervisor-1", "till-2").await;
+    let code = app.inbox.last("supervisor-1");
+    for left in (0..5).rev() {
+        let wrong = app.auth().verify_code(verify(&challenge, &other_than(&code))).await.expect_err("a wrong code");
+        assert_eq!(wrong.code(), Code::Unauthenticated);
+        let says = if left == 0 { "no attempts are left".to_owned() } else { format!("{left} attempt") };
+        assert!(wrong.message().contains(&says), "{}", wrong.message());
+    }
+    let sixth = app.auth().verify_code(verify(&challenge, &code)).await.expect_err("the sixth attempt");
+    assert_eq!(sixth.code(), Code::Unauthenticated);
+    assert!(sixth.message().contains("5 attempts were made"), "{}", sixth.message());
+
+    let challenge = app.request_code("supervisor-1", "till-2").await;
+    let code = app.inbox.last("supervisor-1");
+    app.auth().verify_code(verify(&challenge, &code)).await.expect("the right code");
+    let again = app.auth().verify_code(verify(&challenge, &code)).await.expect_err("a used code");
+    assert_eq!(again.code(), Code::Unauthenticated);
+    assert!(again.message().contains("already used"), "{}", again.message());
+
+    let malformed = app.auth().verify_code(verify(&challenge, "12 34")).await.expect_err("not six digits");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert!(malformed.message().starts_with("code:"), "{}", malformed.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_code_sent_twice_at_once_opens_one_session() {
+    let app = TestApp::spawn().await;
+    let challenge = app.request_code("cashier-1", "till-1").await;
+    let code = app.inbox.last("cashier-1");
+    let calls = (0..4).map(|_| {
+        let (mut auth, request) = (app.auth(), verify(&challenge, &code));
+        async move { auth.verify_code(request).await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let opened = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(opened, 1, "one session, not {opened}: {answers:?}");
+    for refused in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_is_answered_alike_and_no_code_of_theirs_ever_verifies() {
+    let app = TestApp::spawn().await;
+    let challenge = app.request_code("nobody-here", "").await;
+    assert!(!challenge.is_empty(), "a stranger gets a challenge as staff do");
+    assert!(app.inbox.codes("nobody-here").is_empty(), "no code is sent");
+    for code in ["000000", "123456", "999999"] {
+        let refused = app.auth().verify_code(verify(&challenge, code)).await.expect_err("never verifies");
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        assert!(refused.message().contains("wrong code"), "answered as a wrong code: {}", refused.message());
+    }
+    let unknown = app.auth().verify_code(verify("no-such-challenge", "123456")).await.expect_err("unknown challenge");
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    let bad = app
+        .auth()
+        .request_code(RequestCodeRequest {
+            idempotency_key: key(),
+            staff_id: "bob smith".into(),
+            terminal_id: String::new(),
+        })
+        .await
+        .expect_err("an id with a space");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("staff_id:"), "{}", bad.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_code_sends_one_code_and_a_reused_key_is_refused() {
+    let app = TestApp::spawn().await;
+    let request =
+        RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: "till-3".into() };
+    let first = app.auth().request_code(request.clone()).await.expect("first").into_inner();
+    let retry = app.auth().request_code(request.clone()).await.expect("retry").into_inner();
+    assert_eq!(retry.challenge_id, first.challenge_id, "the retry answers the same challenge");
+    assert_eq!(app.inbox.codes("manager-1").len(), 1, "and sends no second code");
+
+    let other = RequestCodeRequest { staff_id: "cashier-1".into(), ..request };
+    let reused = app.auth().request_code(other).await.expect_err("the key of another request");
+    assert_eq!(reused.code(), Code::AlreadyExists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_for_too_many_codes_is_refused_with_a_retry_hint() {
+    let app = TestApp::spawn().await;
+    for _ in 0..5 {
+        app.request_code("cashier-2", "").await;
+    }
+    let sixth = app
+        .auth()
+        .request_code(RequestCodeRequest {
+            idempotency_key: key(),
+            staff_id: "cashier-2".into(),
+            terminal_id: String::new(),
+        })
+        .await
+        .expect_err("a sixth code within 15 minutes");
+    assert_eq!(sixth.code(), Code::ResourceExhausted);
+    assert!(sixth.message().contains("this staff member asked for 5 codes"), "{}", sixth.message());
+    let hint = sixth.get_error_details().retry_info().and_then(|info| info.retry_delay).expect("a retry hint");
+    let wait = hint;
+    assert!(wait > Duration::from_secs(14 * 60) && wait <= Duration::from_secs(15 * 60), "{wait:?}");
+    assert_eq!(app.inbox.codes("cashier-2").len(), 5, "no sixth code was sent");
+
+    // One address asking for many staff members' codes (a stranger walking the staff list).
+    let mut refused = None;
+    for n in 0..60 {
+        let request =
+            RequestCodeRequest { idempotency_key: key(), staff_id: format!("guess-{n}"), terminal_id: String::new() };
+        if let Err(status) = app.auth().request_code(request).await {
+            refused = Some((n, status));
+            break;
+        }
+    }
+    let (n, status) = refused.expect("one address is limited");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("this network address"), "{}", status.message());
+    assert_eq!(n, 50 - 5, "the address had asked 5 codes for cashier-2 and 45 more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_outside_the_staff_members_store_is_refused() {
+    let app = TestApp::spawn().await;
+    let challenge = app.request_code("cashier-1", "till-9").await;
+    let refused = app
+        .auth()
+        .verify_code(verify(&challenge, &app.inbox.last("cashier-1")))
+        .await
+        .expect_err("till-9 is no terminal of store-1");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().starts_with("terminal_id:"), "{}", refused.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_refresh_token_presented_again_ends_the_session_but_a_retry_does_not() {
+    let app = TestApp::spawn().await;
+    let first = app.sign_in("cashier-1", "till-1").await;
+
+    // A retry of a refresh whose answer was lost is answered again.
+    let retried = refresh(&first.refresh_token);
+    let lost = refreshed(&app, retried.clone()).await.expect("refresh");
+    let again = refreshed(&app, retried).await.expect("the same refresh, retried");
+    assert_ne!(again.refresh_token, lost.refresh_token);
+    let lost_one = refreshed(&app, refresh(&lost.refresh_token)).await.expect_err("the answer the client never got");
+    assert_eq!(lost_one.code(), Code::Unauthenticated);
+    let next = refreshed(&app, refresh(&again.refresh_token)).await.expect("the retry's token works");
+
+    // Someone else presents the spent token: the session ends for everyone.
+    let stolen = refreshed(&app, refresh(&again.refresh_token)).await.expect_err("a spent token");
+    assert_eq!(stolen.code(), Code::Unauthenticated);
+    assert!(stolen.message().contains("already used"), "{}", stolen.message());
+    let ended = refreshed(&app, refresh(&next.refresh_token)).await.expect_err("the session ended");
+    assert!(ended.message().contains("ended"), "{}", ended.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_session_and_a_retried_sign_in_answers_the_same_session() {
+    let app = TestApp::spawn().await;
+    let challenge = app.request_code("manager-2", "till-1").await;
+    let request = verify(&challenge, &app.inbox.last("manager-2"));
+    let session =
+        app.auth().verify_code(request.clone()).await.expect("sign in").into_inner().session.expect("session");
+    let retry = app.auth().verify_code(request).await.expect("retried").into_inner().session.expect("session");
+    assert_eq!(retry.session_id, session.session_id, "a retry opens no second session");
+
+    let sign_out = SignOutRequest { refresh_token: retry.refresh_token.clone() };
+    app.auth().sign_out(sign_out.clone()).await.expect("sign out");
+    app.auth().sign_out(sign_out).await.expect("signing out twice is no error");
+    let refused = refreshed(&app, refresh(&retry.refresh_token)).await.expect_err("signed out");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let empty = app.auth().sign_out(SignOutRequest::default()).await.expect_err("no token");
+    assert_eq!(empty.code(), Code::InvalidArgument);
+}
+
+/// The README's way in: `redstore up`, a code asked for with any client, read from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_sender_writes_the_code_to_the_log_and_nothing_else_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let server = Process::start(&["up", "--data-dir", data_dir]);
+    let mut auth = redstore_proto::auth::auth_service_client::AuthServiceClient::new(server.channel().await);
+    let request =
+        RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: "till-1".into() };
+    let challenge = auth.request_code(request).await.expect("a code").into_inner().challenge_id;
+    let mut code = None;
+    for _ in 0..50 {
+        code = server.logs().iter().find_map(|line| {
+            let message = line["fields"]["message"].as_str().or(line["message"].as_str())?;
+            let rest = message.strip_prefix("sign-in code ")?;
+            Some(rest[..6].to_owned())
+        });
+        if code.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = code.expect("the code is in the log");
+    let session =
+        auth.verify_code(verify(&challenge, &code)).await.expect("signed in").into_inner().session.expect("session");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.logs().iter().map(ToString::to_string).collect::<String>();
+    assert!(logs.contains("signed in"), "sign-ins are logged");
+    assert!(!logs.contains(&session.access_token), "the access token is never logged");
+    assert!(!logs.contains(&session.refresh_token), "the refresh token is never logged");
+    assert_eq!(
+        std::fs::metadata(dir.path().join("auth-signing-key.pem"))
+            .map(|m| {
+                use std::os::unix::fs::PermissionsExt as _;
+                m.permissions().mode() & 0o777
+            })
+            .expect("the signing key was made in the data directory"),
+        0o600
+    );
+}
