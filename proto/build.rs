@@ -18,6 +18,7 @@ const SECRET_BEARING: &[&str] = &[
     ".redstore.auth.v1.Session",
     ".redstore.auth.v1.RefreshRequest",
     ".redstore.auth.v1.SignOutRequest",
+    ".redstore.auth.v1.IssueStreamTicketResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

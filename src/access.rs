@@ -1,19 +1,28 @@
 //! Who may call which RPC: one table, which the edge (`edge::guard`) enforces and the tests read.
 //!
-//! Internal RPCs are how a sales process applies its sales and refunds to inventory's stock: they
-//! need the service token and are never offered to browsers (gRPC-web). The other RPCs are the
-//! terminals', managers' and operators'; until staff sign-in lands (issue #15) anyone who reaches
-//! the port may call them, within the browser rules of `edge`.
+//! Every RPC but signing in needs a signed-in staff member of at least a role (each role may do
+//! all the one before it may): cashiers sell at their terminal, supervisors also refund,
+//! managers also adjust stock, register terminals and read reports, admins also run the catalog
+//! and the stores. Which store and terminal a staff member may act at is the handlers' check
+//! (`platform::caller::Caller`), as the store is in the request. Another Red Store process
+//! calls with the service token and may call everything, and only it may call the internal RPCs
+//! (how a sales process applies its sales and refunds to inventory's stock), which are never
+//! offered to browsers.
+use redstore_platform::access_token::Role;
 
 /// What a caller needs to call an RPC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone who reaches the port (health and reflection, and, until sign-in, every RPC a
-    /// terminal, manager or operator calls).
-    Anyone,
-    /// Another Red Store process: the service token, over native gRPC only.
+    /// Anyone who reaches the port: health, reflection, signing in.
+    Open,
+    /// A staff member signed in with at least this role, or another Red Store process.
+    Staff(Role),
+    /// Another Red Store process only: the service token, over native gRPC only.
     Service,
 }
+
+use Access::{Open, Service, Staff};
+use Role::{Admin, Cashier, Manager, Supervisor};
 
 const INVENTORY: &str = "/redstore.inventory.v1.InventoryService/";
 const SALES: &str = "/redstore.sales.v1.SalesService/";
@@ -22,53 +31,62 @@ const AUTH: &str = "/redstore.auth.v1.AuthService/";
 /// Every RPC of every Red Store service (`/package.Service/` prefix, method), with its access.
 /// A test checks that it names every method of the protos, so a new RPC cannot go unclassified.
 pub const RPCS: &[(&str, &str, Access)] = &[
-    (INVENTORY, "CreateStore", Access::Anyone),
-    (INVENTORY, "GetStore", Access::Anyone),
-    (INVENTORY, "ListStores", Access::Anyone),
-    (INVENTORY, "RegisterTerminal", Access::Anyone),
-    (INVENTORY, "GetTerminal", Access::Anyone),
-    (INVENTORY, "ListTerminals", Access::Anyone),
-    (INVENTORY, "CreateProduct", Access::Anyone),
-    (INVENTORY, "UpdateProduct", Access::Anyone),
-    (INVENTORY, "GetProduct", Access::Anyone),
-    (INVENTORY, "GetProducts", Access::Anyone),
-    (INVENTORY, "ListProducts", Access::Anyone),
-    (INVENTORY, "LookupBarcode", Access::Anyone),
-    (INVENTORY, "GetStock", Access::Anyone),
-    (INVENTORY, "ListStock", Access::Anyone),
-    (INVENTORY, "AdjustStock", Access::Anyone),
-    (INVENTORY, "ApplySale", Access::Service),
-    (INVENTORY, "ApplySales", Access::Service),
-    (INVENTORY, "ApplyRefund", Access::Service),
-    (INVENTORY, "ListAppliedCheckouts", Access::Service),
-    (INVENTORY, "ImportProducts", Access::Anyone),
-    (INVENTORY, "ImportStock", Access::Anyone),
-    (SALES, "ScanStream", Access::Anyone),
-    (SALES, "Scan", Access::Anyone),
-    (SALES, "GetCart", Access::Anyone),
-    (SALES, "AddCartItem", Access::Anyone),
-    (SALES, "SetCartItemQuantity", Access::Anyone),
-    (SALES, "RemoveCartItem", Access::Anyone),
-    (SALES, "ClearCart", Access::Anyone),
-    (SALES, "Checkout", Access::Anyone),
-    (SALES, "GetSale", Access::Anyone),
-    (SALES, "ListSales", Access::Anyone),
-    (SALES, "Refund", Access::Anyone),
-    ("/redstore.analytics.v1.AnalyticsService/", "GetSalesReport", Access::Anyone),
-    ("/redstore.stream.v1.InventoryStreamService/", "WatchInventory", Access::Anyone),
-    (AUTH, "RequestCode", Access::Anyone),
-    (AUTH, "VerifyCode", Access::Anyone),
-    (AUTH, "Refresh", Access::Anyone),
-    (AUTH, "SignOut", Access::Anyone),
+    (INVENTORY, "CreateStore", Staff(Admin)),
+    (INVENTORY, "GetStore", Staff(Cashier)),
+    // Every store of the chain.
+    (INVENTORY, "ListStores", Staff(Admin)),
+    (INVENTORY, "RegisterTerminal", Staff(Manager)),
+    (INVENTORY, "GetTerminal", Staff(Cashier)),
+    (INVENTORY, "ListTerminals", Staff(Manager)),
+    (INVENTORY, "CreateProduct", Staff(Admin)),
+    (INVENTORY, "UpdateProduct", Staff(Admin)),
+    (INVENTORY, "GetProduct", Staff(Cashier)),
+    (INVENTORY, "GetProducts", Staff(Cashier)),
+    (INVENTORY, "ListProducts", Staff(Cashier)),
+    (INVENTORY, "LookupBarcode", Staff(Cashier)),
+    (INVENTORY, "GetStock", Staff(Cashier)),
+    (INVENTORY, "ListStock", Staff(Cashier)),
+    (INVENTORY, "AdjustStock", Staff(Manager)),
+    (INVENTORY, "ApplySale", Service),
+    (INVENTORY, "ApplySales", Service),
+    (INVENTORY, "ApplyRefund", Service),
+    (INVENTORY, "ListAppliedCheckouts", Service),
+    // Onboarding a chain: many stores at once.
+    (INVENTORY, "ImportProducts", Staff(Admin)),
+    (INVENTORY, "ImportStock", Staff(Admin)),
+    (SALES, "ScanStream", Staff(Cashier)),
+    (SALES, "Scan", Staff(Cashier)),
+    (SALES, "GetCart", Staff(Cashier)),
+    (SALES, "AddCartItem", Staff(Cashier)),
+    (SALES, "SetCartItemQuantity", Staff(Cashier)),
+    (SALES, "RemoveCartItem", Staff(Cashier)),
+    (SALES, "ClearCart", Staff(Cashier)),
+    (SALES, "Checkout", Staff(Cashier)),
+    (SALES, "GetSale", Staff(Cashier)),
+    (SALES, "ListSales", Staff(Cashier)),
+    (SALES, "Refund", Staff(Supervisor)),
+    ("/redstore.analytics.v1.AnalyticsService/", "GetSalesReport", Staff(Manager)),
+    ("/redstore.stream.v1.InventoryStreamService/", "WatchInventory", Staff(Cashier)),
+    (AUTH, "RequestCode", Open),
+    (AUTH, "VerifyCode", Open),
+    (AUTH, "Refresh", Open),
+    (AUTH, "SignOut", Open),
+    (AUTH, "IssueStreamTicket", Staff(Cashier)),
 ];
 
 /// The access a request path needs, with the RPC's method name when the table names it. Paths
-/// the table does not name (health, reflection, the SSE routes, unknown paths, which are answered
-/// UNIMPLEMENTED or 404) need nothing.
+/// the table does not name (health, reflection, unknown paths, which are answered UNIMPLEMENTED
+/// or 404) are open; the live stream's is [`stream_store`]'s.
 pub fn of(path: &str) -> (Access, Option<&'static str>) {
     RPCS.iter()
         .find(|(service, method, _)| path.strip_prefix(service) == Some(method))
-        .map_or((Access::Anyone, None), |(_, method, access)| (*access, Some(method)))
+        .map_or((Open, None), |(_, method, access)| (*access, Some(method)))
+}
+
+/// The store whose live stream (SSE) a path opens, if it is one: a cashier of that store may.
+pub fn stream_store(path: &str) -> Option<&str> {
+    let store = path.strip_prefix("/v1/stores/")?.strip_suffix("/inventory/events")?;
+    (!store.is_empty() && !store.contains('/')).then_some(store)
 }
 
 #[cfg(test)]
@@ -114,8 +132,22 @@ mod tests {
             let path = format!("{INVENTORY}{method}");
             assert_eq!(of(&path), (Access::Service, Some(method)), "{path}");
         }
-        assert_eq!(of(&format!("{INVENTORY}GetStock")).0, Access::Anyone);
-        assert_eq!(of(&format!("{INVENTORY}ApplySaleX")), (Access::Anyone, None), "a longer name is another path");
-        assert_eq!(of("/grpc.health.v1.Health/Check"), (Access::Anyone, None));
+        assert_eq!(of(&format!("{INVENTORY}GetStock")).0, Staff(Cashier));
+        assert_eq!(of(&format!("{INVENTORY}ApplySaleX")), (Open, None), "a longer name is another path");
+        assert_eq!(of("/grpc.health.v1.Health/Check"), (Open, None));
+        assert_eq!(of(&format!("{AUTH}RequestCode")).0, Open, "signing in needs no token");
+    }
+}
+
+#[cfg(test)]
+mod stream_paths {
+    use super::stream_store;
+
+    #[test]
+    fn the_live_stream_names_its_store() {
+        assert_eq!(stream_store("/v1/stores/store-1/inventory/events"), Some("store-1"));
+        assert_eq!(stream_store("/v1/stores//inventory/events"), None);
+        assert_eq!(stream_store("/v1/stores/a/b/inventory/events"), None);
+        assert_eq!(stream_store("/v1/stores/store-1/inventory"), None);
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use redstore_platform::access_token::Bearer;
 use redstore_proto::common::Money;
 use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
 use redstore_proto::inventory::{
@@ -19,7 +20,8 @@ use redstore_proto::sales::sales_service_client::SalesServiceClient;
 use redstore_proto::sales::{CheckoutLine, CheckoutRequest, Tender, TenderType};
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+
+use crate::client_auth::{Authed, ClientAuth, cashier_token};
 
 mod chain;
 mod idle_chain;
@@ -56,6 +58,12 @@ pub struct CheckoutBench {
     pub store_id: String,
     pub stores: usize,
     pub progress: bool,
+    pub auth: ClientAuth,
+}
+
+/// The name of the bench's terminal `t` (0-based).
+fn terminal_name(t: usize) -> String {
+    format!("bench-{:03}", t + 1)
 }
 
 impl CheckoutBench {
@@ -116,20 +124,20 @@ fn sku(i: usize) -> String {
     format!("BENCH-{:04}", i + 1)
 }
 
-async fn connect(target: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(target.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {target}; is `redstore up` running?"))
+async fn connect(target: &str, bearer: Bearer) -> anyhow::Result<Authed> {
+    crate::client_auth::connect(target, bearer).await
+}
+
+/// An admin's token for the bench's set-up and watching.
+fn admin(auth: &ClientAuth) -> anyhow::Result<Bearer> {
+    auth.admin("redstore-bench")
 }
 
 /// Creates the bench stores, their terminals and the products (once) and tops up their stock:
 /// the stores several at a time over one connection, each with only the terminals that sell in it.
 async fn set_up(cfg: &CheckoutBench) -> anyhow::Result<()> {
     use futures::{StreamExt as _, TryStreamExt as _};
-    let inv = InventoryServiceClient::new(connect(&cfg.inventory_target).await?);
+    let inv = InventoryServiceClient::new(connect(&cfg.inventory_target, admin(&cfg.auth)?).await?);
     create_products(&mut inv.clone()).await?;
     let stores = cfg.stores.max(1);
     futures::stream::iter(0..stores)
@@ -144,7 +152,7 @@ async fn set_up(cfg: &CheckoutBench) -> anyhow::Result<()> {
 }
 
 /// The bench's products (once: they exist after the first run).
-async fn create_products(inv: &mut InventoryServiceClient<Channel>) -> anyhow::Result<()> {
+async fn create_products(inv: &mut InventoryServiceClient<Authed>) -> anyhow::Result<()> {
     for i in 0..PRODUCTS {
         ignore_exists(
             inv.create_product(CreateProductRequest {
@@ -163,7 +171,7 @@ async fn create_products(inv: &mut InventoryServiceClient<Channel>) -> anyhow::R
 /// A bench store (created strict, once) with the terminals numbered in `terminals` (0-based) and
 /// ample stock of every product.
 async fn set_up_store(
-    inv: &mut InventoryServiceClient<Channel>,
+    inv: &mut InventoryServiceClient<Authed>,
     store_id: &str,
     terminals: &[usize],
 ) -> anyhow::Result<()> {
@@ -231,13 +239,19 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
     let start = Instant::now() + warmup;
     let deadline = cfg.duration.map(|d| start + d);
     let mut workers = Vec::with_capacity(cfg.terminals);
+    // Each terminal calls as a cashier signed in at it, when the bench holds the deployment's key.
+    let keys = cfg.auth.keys()?;
     for t in 0..cfg.terminals {
-        let channel = connect(&cfg.target).await?;
+        let bearer = match &keys {
+            Some(keys) => Bearer::new(&cashier_token(keys, &cfg.store_of(t), &terminal_name(t)))?,
+            None => admin(&cfg.auth)?,
+        };
+        let channel = connect(&cfg.target, bearer).await?;
         let (cfg, issued, failed, bar) = (cfg.clone(), issued.clone(), failed.clone(), bar.clone());
         workers.push(tokio::spawn(async move {
             let mut client = SalesServiceClient::new(channel);
             let mut latencies = Vec::with_capacity(4096);
-            let terminal_id = format!("bench-{:03}", t + 1);
+            let terminal_id = terminal_name(t);
             let store_id = cfg.store_of(t);
             let mut n = t;
             loop {
@@ -332,6 +346,7 @@ pub struct LiveBench {
     /// `<store_id>-1` … `<store_id>-<stores>` (client `c` watches store `c % stores`).
     pub store_id: String,
     pub stores: usize,
+    pub auth: ClientAuth,
 }
 
 #[derive(Clone, Debug)]
@@ -450,10 +465,10 @@ fn occurred_at_ms(block: &[u8]) -> Option<i64> {
 }
 
 /// The store's newest sequence, from the snapshot that opens a watch.
-async fn store_head(stream_bridge: &str, store_id: &str) -> anyhow::Result<u64> {
+async fn store_head(stream_bridge: &str, store_id: &str, auth: &ClientAuth) -> anyhow::Result<u64> {
     use redstore_proto::stream::inventory_stream_service_client::InventoryStreamServiceClient;
     use redstore_proto::stream::{WatchInventoryRequest, watch_inventory_response::Item};
-    let mut watch = InventoryStreamServiceClient::new(connect(stream_bridge).await?)
+    let mut watch = InventoryStreamServiceClient::new(connect(stream_bridge, admin(auth)?).await?)
         .watch_inventory(WatchInventoryRequest {
             store_id: store_id.to_owned(),
             resume_after: 0,
@@ -476,15 +491,15 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
     let store_of = |i: usize| {
         if cfg.stores <= 1 { cfg.store_id.clone() } else { format!("{}-{}", cfg.store_id, i % cfg.stores + 1) }
     };
-    let inv = InventoryServiceClient::new(connect(&cfg.inventory_target).await?);
+    let inv = InventoryServiceClient::new(connect(&cfg.inventory_target, admin(&cfg.auth)?).await?);
     create_products(&mut inv.clone()).await?;
     // Each store with its terminal, then where its stream starts: several stores at a time.
     let heads: Vec<u64> = futures::stream::iter(0..cfg.stores)
         .map(|s| {
-            let (mut inv, store_id, sse) = (inv.clone(), store_of(s), cfg.sse_target.clone());
+            let (mut inv, store_id, sse, auth) = (inv.clone(), store_of(s), cfg.sse_target.clone(), &cfg.auth);
             async move {
                 set_up_store(&mut inv, &store_id, &[0]).await?;
-                store_head(&sse, &store_id).await
+                store_head(&sse, &store_id, auth).await
             }
         })
         .buffered(16)
@@ -493,7 +508,10 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
 
     // Sale n goes to store n % stores: each store's share.
     let sales_in = |s: usize| (cfg.sales + (cfg.stores - 1 - s) as u64) / cfg.stores as u64;
-    let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(0).build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", cfg.auth.admin_token("redstore-bench")?);
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse()?);
+    let http = reqwest::Client::builder().http1_only().pool_max_idle_per_host(0).default_headers(headers).build()?;
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(cfg.clients);
     let mut clients = Vec::with_capacity(cfg.clients);
     let mut expected = 0;
@@ -510,7 +528,7 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
     }
 
     // At the rate, each sale in a task of its own: a slow answer does not hold the next sale back.
-    let sales = SalesServiceClient::new(connect(&cfg.target).await?);
+    let sales = SalesServiceClient::new(connect(&cfg.target, admin(&cfg.auth)?).await?);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(cfg.rate)));
     let mut checkouts = Vec::with_capacity(usize::try_from(cfg.sales).unwrap_or(0));
     for n in 0..cfg.sales {
@@ -577,6 +595,7 @@ pub struct IdleBench {
     pub server_pid: Option<u32>,
     /// How long to wait, once every stream is open, before reading the server's figures.
     pub settle: Duration,
+    pub auth: ClientAuth,
 }
 
 /// A process's figures from `/proc/<pid>`.
@@ -731,17 +750,18 @@ pub async fn idle_streams(cfg: IdleBench) -> anyhow::Result<IdleSummary> {
         "{} streams need as many open files, and the limit is {open_files}: raise `ulimit -n`",
         cfg.streams
     );
-    let mut inv = InventoryServiceClient::new(connect(&cfg.target).await?);
+    let mut inv = InventoryServiceClient::new(connect(&cfg.target, admin(&cfg.auth)?).await?);
     create_products(&mut inv).await?;
     set_up_store(&mut inv, &cfg.store_id, &[]).await?;
-    let head = store_head(&cfg.sse_target, &cfg.store_id).await?;
+    let head = store_head(&cfg.sse_target, &cfg.store_id, &cfg.auth).await?;
+    let token = cfg.auth.admin_token("redstore-bench")?;
     let url = reqwest::Url::parse(&cfg.sse_target).with_context(|| format!("--sse-target {}", cfg.sse_target))?;
     let host = url.host_str().context("the SSE target has no host")?.to_owned();
     let port = url.port_or_known_default().context("the SSE target has no port")?;
     let addr =
         tokio::net::lookup_host((host.as_str(), port)).await?.next().context("the SSE target does not resolve")?;
     let request: Arc<[u8]> = format!(
-        "GET /v1/stores/{}/inventory/events?after={head} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n",
+        "GET /v1/stores/{}/inventory/events?after={head} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n",
         cfg.store_id
     )
     .into_bytes()

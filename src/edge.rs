@@ -7,8 +7,10 @@
 //!    web page whose name was pointed at the shop's server (DNS rebinding) reaches nothing.
 //! 2. [`Edge::cors`]: CORS headers for the configured origins only, `authorization` allowed by
 //!    name.
-//! 3. [`guard`]: the access table (`access::RPCS`): an internal RPC needs the service token and
-//!    is never offered over gRPC-web.
+//! 3. [`guard`]: the access table (`access::RPCS`): an RPC for staff needs a signed-in staff
+//!    member's access token of a role that may call it (or the service token), which it checks
+//!    and hands to the handler as a `Caller`; the live stream needs a token or a stream ticket of
+//!    its store; an internal RPC needs the service token and is never offered over gRPC-web.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -22,6 +24,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
+use redstore_auth::revoked::Revoked;
+use redstore_platform::access_token::{Claims, Refused, TokenKeys};
+use redstore_platform::caller::Caller;
 use redstore_platform::service_token::{self, ServiceToken};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -120,11 +125,18 @@ pub struct Edge {
     any_host: bool,
     hosts: HashSet<String>,
     token: Option<ServiceToken>,
+    keys: Arc<TokenKeys>,
+    /// Access tokens whose signature was checked, with their claims: a terminal sends the same
+    /// token with every call until it refreshes it, and a signature check costs more than a
+    /// lookup.
+    verified: moka::sync::Cache<String, Arc<Claims>>,
+    revoked: Arc<Revoked>,
 }
 
 impl Edge {
-    /// The rules of `options`; the service token file is read here.
-    pub fn new(options: &EdgeOptions) -> anyhow::Result<Self> {
+    /// The rules of `options`; the service token file is read here. Access tokens are checked
+    /// with `keys`, and refused for the sessions `revoked` holds.
+    pub fn new(options: &EdgeOptions, keys: Arc<TokenKeys>, revoked: Arc<Revoked>) -> anyhow::Result<Self> {
         // The secret and where it came from, for an error that names the setting, not the secret.
         let configured = match (&options.service_token, &options.service_token_file) {
             (Some(Secret(secret)), _) => Some((secret.clone(), "--service-token (REDSTORE_SERVICE_TOKEN)".to_owned())),
@@ -154,7 +166,41 @@ impl Edge {
             any_host: options.allowed_hosts.iter().any(|h| h == "*"),
             hosts,
             token,
+            keys,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            revoked,
         })
+    }
+
+    /// The caller a bearer token names: this deployment's service, or a staff member whose
+    /// access token verifies, has not expired and whose session has not ended.
+    fn caller(&self, bearer: &str, scope: Option<&str>) -> Result<Caller, tonic::Status> {
+        if self.token.as_ref().is_some_and(|token| token.is(bearer)) {
+            return Ok(Caller::Service);
+        }
+        let claims = match self.verified.get(bearer) {
+            Some(claims) if claims.exp + LEEWAY_SECS >= now_secs() => claims,
+            Some(_) => return Err(tonic::Status::unauthenticated(Refused::Expired.to_string())),
+            None => {
+                let claims =
+                    Arc::new(self.keys.verify(bearer).map_err(|e| tonic::Status::unauthenticated(e.to_string()))?);
+                self.verified.insert(bearer.to_owned(), claims.clone());
+                claims
+            }
+        };
+        if claims.scope.as_deref() != scope {
+            return Err(tonic::Status::unauthenticated(match scope {
+                None => "a stream ticket opens a live stream and nothing else: call with the access token",
+                Some(_) => "this token is not a stream ticket: ask AuthService/IssueStreamTicket for one",
+            }));
+        }
+        if self.revoked.contains(&claims.sid) {
+            return Err(tonic::Status::unauthenticated("the session of this access token has ended: sign in again"));
+        }
+        Ok(Caller::Staff((*claims).clone()))
     }
 
     /// The service token this process holds, if one was configured.
@@ -221,6 +267,15 @@ fn refuse(req: &Request, status: tonic::Status) -> Response {
     }
 }
 
+/// A live stream refused: 401 without a valid token or ticket, 403 for another store's stream.
+fn refuse_stream(status: tonic::Status) -> Response {
+    let code = match status.code() {
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::FORBIDDEN,
+    };
+    (code, format!("{}\n", status.message())).into_response()
+}
+
 /// Middleware, outside CORS: a page of an origin not configured is refused, preflights included,
 /// and so is a browser-shaped request to a host this server does not answer to.
 pub async fn browser_rules(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
@@ -246,10 +301,82 @@ pub async fn browser_rules(State(edge): State<Arc<Edge>>, req: Request, next: Ne
     next.run(req).await
 }
 
-/// Middleware, inside CORS: the access table. An internal RPC over gRPC-web is refused whatever
-/// it carries; over native gRPC it needs the service token.
-pub async fn guard(State(edge): State<Arc<Edge>>, req: Request, next: Next) -> Response {
+/// Access tokens remembered as checked, at most.
+const VERIFIED_TOKENS: u64 = 100_000;
+
+/// Seconds a token may be past its expiry and still pass (as `TokenKeys::verify` allows).
+const LEEWAY_SECS: u64 = 5;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The token of `authorization: Bearer <token>`.
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// The stream ticket of a live stream's URL (`?ticket=`).
+fn ticket(req: &Request) -> Option<&str> {
+    req.uri().query()?.split('&').find_map(|pair| pair.strip_prefix("ticket=")).filter(|t| !t.is_empty())
+}
+
+/// Middleware, inside CORS: the access table. An RPC for staff needs an access token of a role
+/// that may call it (or the service token): the caller goes to the handler in the request's
+/// extensions. The live stream needs an access token or a stream ticket of its store. An
+/// internal RPC over gRPC-web is refused whatever it carries; over native gRPC it needs the
+/// service token.
+pub async fn guard(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
+    if let Some(store_id) = access::stream_store(req.uri().path()) {
+        let caller = match (bearer(&req), ticket(&req)) {
+            (Some(token), _) => edge.caller(token, None),
+            (None, Some(ticket)) => edge.caller(ticket, Some(redstore_auth::grpc::STREAM_SCOPE)),
+            (None, None) => Err(tonic::Status::unauthenticated(
+                "the live stream needs an access token (authorization: Bearer …) or a stream ticket (?ticket=, from \
+                 AuthService/IssueStreamTicket)",
+            )),
+        };
+        let checked = caller.and_then(|caller| {
+            caller.may_act_in(store_id).map_err(tonic::Status::from)?;
+            Ok(caller)
+        });
+        return match checked {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                next.run(req).await
+            }
+            Err(status) => refuse_stream(status),
+        };
+    }
     let (access, method) = access::of(req.uri().path());
+    if let Access::Staff(role) = access {
+        let method = method.unwrap_or("this RPC");
+        let Some(token) = bearer(&req) else {
+            let message = format!(
+                "{method} needs a signed-in staff member: call it with authorization: Bearer <access token> \
+                 (AuthService/VerifyCode gives one)"
+            );
+            return refuse(&req, tonic::Status::unauthenticated(message));
+        };
+        return match edge.caller(token, None) {
+            Ok(Caller::Staff(claims)) if claims.role < role => {
+                let message = format!(
+                    "{method} needs a {} or above; {} is signed in as a {}",
+                    role.as_str(),
+                    claims.sub,
+                    claims.role.as_str()
+                );
+                refuse(&req, tonic::Status::permission_denied(message))
+            }
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                next.run(req).await
+            }
+            Err(status) => refuse(&req, status),
+        };
+    }
     if access == Access::Service {
         let method = method.unwrap_or("this RPC");
         let web = req
@@ -286,7 +413,8 @@ mod tests {
             allowed_hosts: hosts.iter().map(|h| parse_host(h).unwrap()).collect(),
             ..Default::default()
         };
-        Edge::new(&options).unwrap()
+        let keys = TokenKeys::new(redstore_platform::access_token::SigningKey::generate().unwrap(), []);
+        Edge::new(&options, Arc::new(keys), Arc::default()).unwrap()
     }
 
     #[test]

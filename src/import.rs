@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::client_auth::{Authed, ClientAuth};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -37,7 +38,6 @@ use redstore_proto::inventory::{
 };
 use sha2::Digest as _;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt as _;
 
 /// How an import reaches the server and splits its work.
@@ -59,6 +59,9 @@ pub struct ImportOptions {
     /// applies again (a new count of the same shelves); under the same run it changes nothing.
     #[arg(long, env = "REDSTORE_IMPORT_RUN", default_value = "")]
     pub run: String,
+    /// Imports are an admin's: an admin's access token, or the deployment's signing key.
+    #[command(flatten)]
+    pub auth: ClientAuth,
 }
 
 /// What an import did.
@@ -180,14 +183,8 @@ fn batch_key(what: &str, run: &str, index: usize, content: &[u8]) -> String {
     format!("import-{what}-{hex}")
 }
 
-async fn connect(target: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(target.to_owned())
-        .with_context(|| format!("--target {target:?} is not a URL"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {target}"))
+async fn connect(options: &ImportOptions) -> anyhow::Result<Authed> {
+    crate::client_auth::connect(&options.target, options.auth.admin("redstore-import")?).await
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
@@ -364,7 +361,7 @@ pub async fn products(path: &Path, options: &ImportOptions) -> anyhow::Result<Su
     problems.into_result(path)?;
     let total = records.len() as u64;
     let batches = batches("products", &options.run, usize::from(options.batch), records);
-    let channel = connect(&options.target).await?;
+    let channel = connect(options).await?;
     let bar = progress(total, "products");
     let started = Instant::now();
     let outcome = send_all(batches, usize::from(options.streams), &bar, "products", |messages, bar| {
@@ -469,7 +466,7 @@ pub async fn stock(path: &Path, options: &ImportOptions) -> anyhow::Result<Summa
     }
     drop(counted);
     problems.into_result(path)?;
-    let channel = connect(&options.target).await?;
+    let channel = connect(options).await?;
     let mut problems = Problems::default();
     preflight(&channel, &stores, &skus, &mut problems).await?;
     problems.into_result(path)?;
@@ -549,7 +546,7 @@ fn intern(map: &mut HashMap<String, (u32, u64)>, names: &mut Vec<String>, name: 
 /// stores, a thousand skus a call), so that an unknown one refuses the whole file, naming its
 /// first line.
 async fn preflight(
-    channel: &Channel,
+    channel: &Authed,
     stores: &HashMap<String, (u32, u64)>,
     skus: &HashMap<String, (u32, u64)>,
     problems: &mut Problems,
@@ -660,7 +657,7 @@ pub async fn stores(path: &Path, options: &ImportOptions) -> anyhow::Result<Summ
         requests.push((line, store, terminals));
     }
     problems.into_result(path)?;
-    let channel = connect(&options.target).await?;
+    let channel = connect(options).await?;
     let total = requests.len() as u64;
     let bar = progress(total, "stores");
     let started = Instant::now();

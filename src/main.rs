@@ -248,6 +248,9 @@ enum BenchCommand {
 
 #[derive(Args, Debug)]
 struct IdleChainArgs {
+    /// How the bench proves who it is (the deployment's signing key, or an admin's token).
+    #[command(flatten)]
+    auth: redstore::client_auth::ClientAuth,
     /// Server that takes the sales (gRPC).
     #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
     target: String,
@@ -281,6 +284,9 @@ struct IdleChainArgs {
 
 #[derive(Args, Debug)]
 struct IdleArgs {
+    /// How the bench proves who it is (the deployment's signing key, or an admin's token).
+    #[command(flatten)]
+    auth: redstore::client_auth::ClientAuth,
     /// Server where the store is set up (gRPC).
     #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
     target: String,
@@ -303,6 +309,9 @@ struct IdleArgs {
 
 #[derive(Args, Debug)]
 struct LiveArgs {
+    /// How the bench proves who it is (the deployment's signing key, or an admin's token).
+    #[command(flatten)]
+    auth: redstore::client_auth::ClientAuth,
     /// Server that takes the sales (gRPC).
     #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
     target: String,
@@ -332,6 +341,9 @@ struct LiveArgs {
 
 #[derive(Args, Debug)]
 struct CheckoutArgs {
+    /// How the bench proves who it is (the deployment's signing key, or an admin's token).
+    #[command(flatten)]
+    auth: redstore::client_auth::ClientAuth,
     /// Server to benchmark.
     #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
     target: String,
@@ -458,6 +470,7 @@ async fn run(cli: Cli) -> ExitCode {
                 rate: args.rate,
                 store_id: args.store,
                 stores: args.stores,
+                auth: args.auth,
             };
             println!(
                 "live bench: {} SSE clients on {}, {} sales at {}/s",
@@ -473,6 +486,7 @@ async fn run(cli: Cli) -> ExitCode {
                 store_id: args.store,
                 server_pid: args.server_pid,
                 settle: args.settle,
+                auth: args.auth,
             };
             println!("idle streams bench: {} idle SSE streams on {}", cfg.streams, cfg.sse_target);
             bench_result("idle-streams", bench::idle_streams(cfg).await)
@@ -489,6 +503,7 @@ async fn run(cli: Cli) -> ExitCode {
                 pids: args.server_pid,
                 settle: args.settle,
                 measure: args.duration,
+                auth: args.auth,
             };
             println!("idle chain bench: {} stores against {}", cfg.stores, cfg.target);
             bench_result("idle-chain", bench::idle_chain(cfg).await)
@@ -514,6 +529,7 @@ async fn run(cli: Cli) -> ExitCode {
                 store_id: args.store,
                 stores: args.stores,
                 progress: true,
+                auth: args.auth,
             };
             println!("checkout bench: {} terminals, {}-line sales, against {}", cfg.terminals, cfg.lines, cfg.target);
             bench_result("checkout", bench::checkout(cfg).await)

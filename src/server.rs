@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use redstore_analytics::{AnalyticsGrpc, Reports};
+use redstore_auth::revoked::Revoked;
 use redstore_auth::seed::seed_demo_staff;
 use redstore_auth::{AuthGrpc, AuthStore};
 use redstore_inventory::{InventoryGrpc, InventoryStore, SqliteInventory};
@@ -587,7 +588,9 @@ fn follow_writable(mut writable: tokio::sync::watch::Receiver<bool>, health: Hea
 /// Starts the configured services on `config.listen` and returns once the port is bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
-    let edge = Arc::new(Edge::new(&config.edge)?);
+    let keys = Arc::new(config.auth.token_keys(&config.data_dir)?);
+    let revoked = Arc::new(Revoked::default());
+    let edge = Arc::new(Edge::new(&config.edge, keys.clone(), revoked.clone())?);
     crate::tls::install_provider();
     let tls = crate::tls::acceptor(&config.tls)?;
     let remote_inventory = config.inventory_url.is_some() && !config.serves(ServiceName::Inventory);
@@ -620,6 +623,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    redstore_auth::revoked::watch(wiring.auth.clone(), revoked.clone(), shutdown.clone());
     let mut backend = wiring.backend;
     if let Backend::Embedded(embedded) = &mut backend {
         embedded.lock.record(&format!("redstore serving on {addr}"));
@@ -664,13 +668,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         routes = routes.add_service(web.layer(AnalyticsGrpc::new(wiring.reports.clone()).into_server()));
     }
     if config.serves(ServiceName::Auth) {
-        let keys = Arc::new(config.auth.token_keys(&config.data_dir)?);
         let auth = AuthGrpc::new(
             wiring.auth.clone(),
             wiring.inventory.clone(),
             keys,
             config.code_sender.0.clone(),
             config.auth.policy(),
+            revoked,
         );
         routes = routes.add_service(web.layer(auth.into_server()));
     }

@@ -52,7 +52,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("reds
 mod redacted {
     use std::fmt;
 
-    use super::auth::{RefreshRequest, Session, SignOutRequest, VerifyCodeRequest};
+    use super::auth::{IssueStreamTicketResponse, RefreshRequest, Session, SignOutRequest, VerifyCodeRequest};
 
     fn secret(value: &str) -> &'static str {
         if value.is_empty() { "\"\"" } else { "<redacted>" }
@@ -102,6 +102,15 @@ mod redacted {
     impl fmt::Debug for SignOutRequest {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.debug_struct("SignOutRequest").field("refresh_token", &Shown(secret(&self.refresh_token))).finish()
+        }
+    }
+
+    impl fmt::Debug for IssueStreamTicketResponse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("IssueStreamTicketResponse")
+                .field("ticket", &Shown(secret(&self.ticket)))
+                .field("expires_at", &self.expires_at)
+                .finish()
         }
     }
 

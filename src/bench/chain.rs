@@ -34,6 +34,9 @@ const ANCHOR_SCALE: &str = "10";
 /// What `redstore bench chain` runs, and against what.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ChainBench {
+    /// How the bench proves who it is (the deployment's signing key, or an admin's token).
+    #[command(flatten)]
+    pub auth: crate::client_auth::ClientAuth,
     /// The deployment's sales service (gRPC); with every service in one process, the only target.
     #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
     pub target: String,
@@ -515,6 +518,7 @@ pub async fn chain(cfg: ChainBench) -> anyhow::Result<ChainSummary> {
             store_id: format!("{}-{}x{}", cfg.prefix, spread.stores, spread.terminals_each),
             stores: spread.stores,
             progress: false,
+            auth: cfg.auth.clone(),
         };
         checkout.push(SpreadRun { spread, checkout: Outcome::of(super::checkout(bench).await, CheckoutFigures::from) });
     }
@@ -532,6 +536,7 @@ pub async fn chain(cfg: ChainBench) -> anyhow::Result<ChainSummary> {
             rate: cfg.live_rate,
             store_id: format!("{}-live", cfg.prefix),
             stores: cfg.live_stores,
+            auth: cfg.auth.clone(),
         };
         Outcome::of(super::live(bench).await, LiveFigures::from)
     };
@@ -567,6 +572,7 @@ async fn at_rest(cfg: &ChainBench, inventory_target: &str) -> Vec<IdleRun> {
                     pids: cfg.server_pid.clone(),
                     settle,
                     measure: cfg.idle_duration,
+                    auth: cfg.auth.clone(),
                 };
                 Outcome::of(super::idle_chain(bench).await, IdleFigures::from)
             }

@@ -13,7 +13,7 @@ use redstore_proto::inventory::{AdjustStockRequest, AdjustmentReason, CreateStor
 use redstore_proto::sales::sales_service_client::SalesServiceClient;
 use tokio::time::Instant;
 
-use super::{ProcessFigures, connect, create_products, ignore_exists, set_up_store, sku, tender};
+use super::{ProcessFigures, admin, connect, create_products, ignore_exists, set_up_store, sku, tender};
 
 #[derive(Clone, Debug)]
 pub struct IdleChainBench {
@@ -36,6 +36,7 @@ pub struct IdleChainBench {
     pub settle: Duration,
     /// How long to count.
     pub measure: Duration,
+    pub auth: crate::client_auth::ClientAuth,
 }
 
 /// One process over the window.
@@ -136,8 +137,8 @@ async fn transactions(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
 
 /// Sets up one store: created, a terminal, a stock level of the first bench product, and a sale.
 async fn set_up_chain_store(
-    inventory: &mut InventoryServiceClient<tonic::transport::Channel>,
-    sales: &mut SalesServiceClient<tonic::transport::Channel>,
+    inventory: &mut InventoryServiceClient<crate::client_auth::Authed>,
+    sales: &mut SalesServiceClient<crate::client_auth::Authed>,
     store_id: String,
     sell: bool,
 ) -> anyhow::Result<bool> {
@@ -201,11 +202,12 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
         pids.iter().filter_map(|&pid| Some((pid, ProcessFigures::read(pid)?.rss))).collect();
 
     // The products the stores stock and sell (one bench store sets them up).
-    let mut inv = InventoryServiceClient::new(connect(&cfg.inventory_target).await?);
+    let mut inv = InventoryServiceClient::new(connect(&cfg.inventory_target, admin(&cfg.auth)?).await?);
     create_products(&mut inv).await?;
     set_up_store(&mut inv, &format!("{}-0", cfg.prefix), &[]).await?;
     let started = Instant::now();
-    let (inventory, sales) = (connect(&cfg.inventory_target).await?, connect(&cfg.target).await?);
+    let (inventory, sales) =
+        (connect(&cfg.inventory_target, admin(&cfg.auth)?).await?, connect(&cfg.target, admin(&cfg.auth)?).await?);
     let created = futures::stream::iter(1..=cfg.stores)
         .map(|i| {
             let (mut inventory, mut sales) =

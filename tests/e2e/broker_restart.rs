@@ -36,7 +36,8 @@ struct Outcome {
 /// the answer is one a terminal retries (the server busy, a dependency down), as a terminal would.
 async fn terminal(url: String, store: &'static str, till: usize, stop: Arc<AtomicBool>) -> Outcome {
     let channel = tonic::transport::Channel::from_shared(url).expect("url").connect().await.expect("connect");
-    let mut client = SalesServiceClient::new(channel);
+    let cashier = redstore::client_auth::cashier_token(test_keys(), store, &format!("till-{till}"));
+    let mut client = SalesServiceClient::new(with_token(channel, &cashier));
     let mut outcome = Outcome::default();
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {

@@ -11,13 +11,12 @@ use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
 use redstore_proto::inventory::{CreateStoreRequest, OversellPolicy, RegisterTerminalRequest};
 use redstore_proto::sales::sales_service_client::SalesServiceClient;
 use redstore_proto::sales::{AddCartItemRequest, GetCartRequest, ListSalesRequest, SaleStatus};
-use tonic::transport::Channel;
 
 use crate::helpers::*;
 
 /// Creates stores `<prefix>-0` … `<prefix>-<n-1>` (allowing negative stock, one terminal `till-1`
 /// each) through the inventory API, 32 at a time.
-pub async fn create_stores(channel: Channel, prefix: &str, n: usize) {
+pub async fn create_stores(channel: Ch, prefix: &str, n: usize) {
     futures::stream::iter(0..n)
         .for_each_concurrent(32, |i| {
             let mut client = InventoryServiceClient::new(channel.clone());
@@ -309,7 +308,9 @@ async fn the_chain_benchmark_summarises_every_phase_and_says_what_it_could_not_m
     let app = TestApp::spawn_empty().await;
     let database_url = app.scratch().map(|s| s.app_url.clone());
     let pid = std::process::id().to_string();
+    let key = test_key_file().to_str().expect("a UTF-8 path").to_owned();
     let mut args = vec!["chain", "--target", &app.url, "--pgbench", "redstore-no-such-pgbench"];
+    args.extend(["--auth-signing-key-file", &key]);
     args.extend(["--duration", "300ms", "--warmup", "0s", "--spreads", "1x2,2x1"]);
     args.extend(["--live-clients", "4", "--live-stores", "2", "--live-sales", "4", "--live-rate", "50"]);
     args.extend(["--idle-stores", "3", "--idle-settle", "0s", "--idle-duration", "1s", "--server-pid", &pid]);

@@ -52,7 +52,7 @@ async fn a_half_sent_request_is_closed_by_the_server() {
 
     // A keep-alive connection waiting for its next request is held to the same timeout.
     let mut kept = TcpStream::connect(app.addr).await.unwrap();
-    kept.write_all(b"GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    kept.write_all(&unknown_store_stream("")).await.unwrap();
     let sent =
         closed_within(&mut kept, Duration::from_secs(10)).await.expect("an idle keep-alive connection is closed");
     let sent = String::from_utf8_lossy(&sent);
@@ -115,11 +115,7 @@ async fn a_connection_past_the_cap_is_closed_at_once_and_one_is_admitted_once_an
     let admitted = async {
         loop {
             let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-            tcp.write_all(
-                b"GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-            )
-            .await
-            .unwrap();
+            tcp.write_all(&unknown_store_stream("Connection: close\r\n")).await.unwrap();
             let sent = closed_within(&mut tcp, Duration::from_secs(10)).await.expect("an answer, then close");
             if !sent.is_empty() {
                 return String::from_utf8_lossy(&sent).into_owned();
@@ -131,10 +127,25 @@ async fn a_connection_past_the_cap_is_closed_at_once_and_one_is_admitted_once_an
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 }
 
+/// A complete HTTP/1.1 request for the live stream of a store that does not exist (answered 404),
+/// signed in as an admin, with `extra` headers.
+fn unknown_store_stream(extra: &str) -> Vec<u8> {
+    let token = crate::helpers::admin_token();
+    format!(
+        "GET /v1/stores/nowhere/inventory/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
 /// Opens an SSE request and returns its status and Retry-After, without reading the stream.
 async fn sse_status(app: &TestApp) -> (reqwest::StatusCode, Option<String>, reqwest::Response) {
     let client = reqwest::Client::builder().http1_only().build().unwrap();
-    let response = client.get(format!("{}/v1/stores/store-1/inventory/events", app.url)).send().await.unwrap();
+    let response = client
+        .get(format!("{}/v1/stores/store-1/inventory/events", app.url))
+        .header("authorization", format!("Bearer {}", crate::helpers::admin_token()))
+        .send()
+        .await
+        .unwrap();
     let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     (response.status(), retry_after, response)
 }

@@ -167,7 +167,7 @@ async fn relays_and_consumers_hand_many_stores_between_processes() {
     crate::chain::create_stores(inventory.channel().await, "relay", STORES).await;
     let stores: Vec<String> = (0..STORES).map(|i| format!("relay-{i}")).collect();
 
-    let sell_everywhere = |channel: tonic::transport::Channel| {
+    let sell_everywhere = |channel: crate::helpers::Ch| {
         let stores = stores.clone();
         async move {
             futures::future::join_all(stores.iter().map(|store| {
@@ -295,7 +295,7 @@ async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process(
     let before = stock_via(&inventory, quiet, "SKU-0008").await;
 
     let fingerprint = redstore_platform::idempotency::fingerprint(&request, |r| r.idempotency_key.clear());
-    crate::helpers::internal_client(inventory.channel().await)
+    crate::helpers::internal_client(inventory.raw_channel().await)
         .apply_sale(ApplySaleRequest {
             sale_id: drafted.sale_id.clone(),
             store_id: quiet.into(),

@@ -19,7 +19,7 @@ use crate::helpers::*;
 
 /// Passes request and response bytes through as they are.
 #[derive(Clone, Copy, Default)]
-struct Raw;
+pub(crate) struct Raw;
 
 impl Codec for Raw {
     type Encode = Vec<u8>;
@@ -52,14 +52,14 @@ impl Decoder for Raw {
 }
 
 /// The messages and unary methods of the server's contracts.
-struct Contracts {
-    messages: HashMap<String, DescriptorProto>,
+pub(crate) struct Contracts {
+    pub(crate) messages: HashMap<String, DescriptorProto>,
     /// (path, input type) of every unary method of a `redstore.*` service.
-    methods: Vec<(String, String)>,
+    pub(crate) methods: Vec<(String, String)>,
 }
 
 impl Contracts {
-    fn load() -> Self {
+    pub(crate) fn load() -> Self {
         let set = FileDescriptorSet::decode(redstore_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
         let mut messages = HashMap::new();
         let mut methods = Vec::new();
@@ -426,7 +426,7 @@ impl Written {
 
 /// Sends one request; panics on a hang, an INTERNAL or a broken connection, or a refusal that
 /// wrote. `mutates`: the method may write (reads are not compared).
-async fn probe(written: &Written, channel: &tonic::transport::Channel, path: &str, request: Vec<u8>, mutates: bool) {
+async fn probe(written: &Written, channel: &crate::helpers::Ch, path: &str, request: Vec<u8>, mutates: bool) {
     let before = if mutates { Some(written.digest().await) } else { None };
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.expect("the server accepts calls");

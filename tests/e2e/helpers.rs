@@ -9,6 +9,7 @@ use std::time::Duration;
 use redstore::{Running, ServerConfig};
 use redstore_auth::CodeSender;
 use redstore_auth::domain::StaffRecord;
+use redstore_platform::access_token::{Bearer, SigningKey, TokenKeys};
 use redstore_platform::pg::scratch::ScratchDb;
 use redstore_platform::service_token::{ServiceToken, WithServiceToken};
 use redstore_proto::analytics::analytics_service_client::AnalyticsServiceClient;
@@ -33,7 +34,10 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub dir: TempDir,
     running: Option<Running>,
-    channel: Channel,
+    /// A connection whose calls carry an admin's access token.
+    channel: Ch,
+    /// The same connection, carrying nothing.
+    raw: Channel,
     /// The PostgreSQL database of this test, when the suite runs on the distributed backend.
     scratch: Option<ScratchDb>,
     /// The one-time codes the server sent.
@@ -74,6 +78,51 @@ pub fn on_postgres() -> bool {
     std::env::var("REDSTORE_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
+/// A connection whose calls carry an access token.
+pub type Ch = InterceptedService<Channel, Bearer>;
+
+/// The signing key of every server and process of this test (a file, as operators give it).
+pub fn test_key_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        TokenKeys::in_dir(&dir, []).expect("a signing key");
+        dir.join(redstore_platform::access_token::KEY_FILE)
+    })
+}
+
+/// The keys of [`test_key_file`].
+pub fn test_keys() -> &'static TokenKeys {
+    static KEYS: std::sync::OnceLock<TokenKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let pem = std::fs::read_to_string(test_key_file()).expect("the test key");
+        TokenKeys::new(SigningKey::from_pem(&pem).expect("a signing key"), [])
+    })
+}
+
+/// An admin's access token (an operator's, acting in every store).
+pub fn admin_token() -> String {
+    test_keys().admin_token("e2e-admin", Duration::from_secs(3600))
+}
+
+/// An HTTP/1.1 client (as a browser's page) whose requests carry an admin's token.
+pub fn admin_http1() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {}", admin_token()).parse().expect("a header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder().http1_only().default_headers(headers).build().expect("http client")
+}
+
+/// `channel` with `token` on every call.
+pub fn with_token(channel: Channel, token: &str) -> Ch {
+    InterceptedService::new(channel, Bearer::new(token).expect("a token"))
+}
+
+/// `channel` with an admin's token on every call.
+pub fn as_admin(channel: Channel) -> Ch {
+    with_token(channel, &admin_token())
+}
+
 /// The service token of the tests' servers and processes.
 pub const SERVICE_TOKEN: &str = "e2e-service-token-0123456789abcdef0123456789";
 
@@ -109,6 +158,7 @@ pub fn config(dir: &TempDir, demo: bool, scratch: Option<&ScratchDb>) -> ServerC
     cfg.database_url = scratch.map(|s| s.app_url.clone());
     cfg.db_pool_size = 8;
     cfg.edge.service_token = Some(redstore::edge::Secret(SERVICE_TOKEN.to_owned()));
+    cfg.auth.auth_signing_key_file = Some(test_key_file().to_owned());
     cfg
 }
 
@@ -157,8 +207,8 @@ impl TestApp {
         let running = redstore::start(cfg).await.expect("server starts");
         let addr = running.addr;
         let url = format!("http://{addr}");
-        let channel = Channel::from_shared(url.clone()).expect("url").connect().await.expect("connect");
-        Self { url, addr, dir, running: Some(running), channel, scratch, inbox }
+        let raw = Channel::from_shared(url.clone()).expect("url").connect().await.expect("connect");
+        Self { url, addr, dir, running: Some(running), channel: as_admin(raw.clone()), raw, scratch, inbox }
     }
 
     /// Stops the server gracefully and starts it again on the same data.
@@ -171,33 +221,48 @@ impl TestApp {
         Self::start(dir, scratch, true).await
     }
 
-    /// A fresh HTTP/2 connection, as another terminal would have.
-    pub async fn new_channel(&self) -> Channel {
+    /// A fresh HTTP/2 connection, as another client would have, signed in as an admin.
+    pub async fn new_channel(&self) -> Ch {
+        as_admin(self.new_raw_channel().await)
+    }
+
+    /// A fresh HTTP/2 connection whose calls carry nothing.
+    pub async fn new_raw_channel(&self) -> Channel {
         Channel::from_shared(self.url.clone()).expect("url").connect().await.expect("connect")
     }
 
-    pub fn inventory(&self) -> InventoryServiceClient<Channel> {
+    /// The app's connection, carrying nothing.
+    pub fn raw_channel(&self) -> Channel {
+        self.raw.clone()
+    }
+
+    /// The app's connection with `token` on every call.
+    pub fn channel_with(&self, token: &str) -> Ch {
+        with_token(self.raw.clone(), token)
+    }
+
+    pub fn inventory(&self) -> InventoryServiceClient<Ch> {
         InventoryServiceClient::new(self.channel.clone())
     }
 
     /// Inventory as a sales process calls it, with the service token: for its internal RPCs.
     pub fn internal(&self) -> InventoryServiceClient<InterceptedService<Channel, WithServiceToken>> {
-        internal_client(self.channel.clone())
+        internal_client(self.raw.clone())
     }
 
-    pub fn sales(&self) -> SalesServiceClient<Channel> {
+    pub fn sales(&self) -> SalesServiceClient<Ch> {
         SalesServiceClient::new(self.channel.clone())
     }
 
-    pub fn analytics(&self) -> AnalyticsServiceClient<Channel> {
+    pub fn analytics(&self) -> AnalyticsServiceClient<Ch> {
         AnalyticsServiceClient::new(self.channel.clone())
     }
 
-    pub fn stream(&self) -> InventoryStreamServiceClient<Channel> {
+    pub fn stream(&self) -> InventoryStreamServiceClient<Ch> {
         InventoryStreamServiceClient::new(self.channel.clone())
     }
 
-    pub fn auth(&self) -> AuthServiceClient<Channel> {
+    pub fn auth(&self) -> AuthServiceClient<Ch> {
         AuthServiceClient::new(self.channel.clone())
     }
 
@@ -216,9 +281,9 @@ impl TestApp {
         answer.into_inner().session.expect("a session")
     }
 
-    /// The keys this server signs tokens with (its data directory's).
-    pub fn token_keys(&self) -> redstore_platform::access_token::TokenKeys {
-        redstore_platform::access_token::TokenKeys::in_dir(self.dir.path(), []).expect("the data directory's key")
+    /// The keys this server signs tokens with.
+    pub fn token_keys(&self) -> &'static TokenKeys {
+        test_keys()
     }
 
     /// The test's PostgreSQL database, when the suite runs on PostgreSQL.
@@ -419,7 +484,8 @@ impl SseClient {
         let client = reqwest::Client::builder().http1_only().build().expect("client");
         let mut req = client
             .get(format!("{}/v1/stores/{store_id}/inventory/events{query}", app.url))
-            .header("accept", "text/event-stream");
+            .header("accept", "text/event-stream")
+            .header("authorization", format!("Bearer {}", admin_token()));
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
@@ -519,7 +585,7 @@ impl TestApp {
 /// A terminal's live watch of a store through `stream`, resuming after sequence `after` (no
 /// snapshot).
 pub async fn watch_after(
-    mut stream: InventoryStreamServiceClient<Channel>,
+    mut stream: InventoryStreamServiceClient<Ch>,
     store_id: &str,
     after: u64,
 ) -> tonic::Streaming<redstore_proto::stream::WatchInventoryResponse> {
@@ -573,6 +639,7 @@ impl Process {
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
+            .env("REDSTORE_AUTH_SIGNING_KEY_FILE", test_key_file())
             .envs(env.iter().copied())
             .arg("--log-format")
             .arg("json")
@@ -615,7 +682,13 @@ impl Process {
         format!("http://{}", self.addr)
     }
 
-    pub async fn channel(&self) -> Channel {
+    /// A connection signed in as an admin.
+    pub async fn channel(&self) -> Ch {
+        as_admin(self.raw_channel().await)
+    }
+
+    /// A connection whose calls carry nothing.
+    pub async fn raw_channel(&self) -> Channel {
         Channel::from_shared(self.url()).expect("url").connect().await.expect("connect")
     }
 

@@ -23,6 +23,7 @@ async fn import_cli(app: &TestApp, what: &str, csv: &str, extra: &[&str]) -> (bo
         .args(["import", what])
         .arg(&file)
         .args(["--target", &app.url])
+        .env("REDSTORE_AUTH_SIGNING_KEY_FILE", crate::helpers::test_key_file())
         .args(extra)
         .output()
         .await

@@ -13,9 +13,11 @@ use crate::helpers::*;
 // grpcurl
 // ---------------------------------------------------------------------------------------------
 
-/// Runs `grpcurl -plaintext <flags...> <addr> <rest...>`; fails the test when grpcurl is missing.
+/// Runs `grpcurl -plaintext <flags...> <addr> <rest...>` as an operator signed in as an admin;
+/// fails the test when grpcurl is missing.
 async fn grpcurl(app: &TestApp, flags: &[&str], rest: &[&str]) -> Output {
     let mut args: Vec<String> = vec!["-plaintext".into(), "-max-time".into(), "60".into()];
+    args.extend(["-H".to_owned(), format!("authorization: Bearer {}", crate::helpers::admin_token())]);
     args.extend(flags.iter().map(|s| (*s).to_owned()));
     args.push(app.addr.to_string());
     args.extend(rest.iter().map(|s| (*s).to_owned()));
@@ -269,6 +271,10 @@ pub(crate) async fn grpc_web_with(
         .header("content-type", "application/grpc-web+proto")
         .header("accept", "application/grpc-web+proto")
         .header("x-grpc-web", "1");
+    // An admin's token unless the call brings its own.
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("authorization")) {
+        call = call.header("authorization", format!("Bearer {}", crate::helpers::admin_token()));
+    }
     for (name, value) in headers {
         call = call.header(*name, *value);
     }
@@ -392,6 +398,7 @@ async fn grpc_web_server_stream_delivers_the_snapshot_then_live_changes() {
         .header("content-type", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
         .header("origin", ORIGIN)
+        .header("authorization", format!("Bearer {}", crate::helpers::admin_token()))
         .body(frame(&request))
         .send()
         .await

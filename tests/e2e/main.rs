@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod access;
 mod analytics;
 mod broker_restart;
 mod chain;

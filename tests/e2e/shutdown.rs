@@ -45,7 +45,7 @@ async fn shutdown_tells_health_watchers_and_ends_streams_with_unavailable_withou
 async fn during_the_drain_health_answers_not_serving_until_the_port_closes() {
     let app = TestApp::spawn_configured(|cfg| cfg.drain_delay = Duration::from_secs(2)).await;
     let addr = app.addr;
-    let channel = app.new_channel().await;
+    let channel = app.new_raw_channel().await;
     let check = |channel: tonic::transport::Channel| async move {
         HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await
     };

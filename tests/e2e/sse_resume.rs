@@ -49,7 +49,7 @@ async fn sse_resumes_with_last_event_id_exactly_after_the_last_event_seen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_rejects_bad_resume_points_and_unknown_stores() {
     let app = TestApp::spawn().await;
-    let client = reqwest::Client::builder().http1_only().build().unwrap();
+    let client = admin_http1();
     let res = client.get(format!("{}/v1/stores/nowhere/inventory/events", app.url)).send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert!(res.text().await.unwrap().contains("nowhere"));

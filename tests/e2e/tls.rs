@@ -58,21 +58,27 @@ impl Pki {
     }
 
     /// A native gRPC channel that trusts this authority.
-    async fn channel(&self, addr: std::net::SocketAddr) -> Channel {
+    /// A TLS connection that trusts this authority, signed in as an admin.
+    async fn channel(&self, addr: std::net::SocketAddr) -> Ch {
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem)).domain_name("localhost");
-        Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        let channel = Channel::from_shared(format!("https://localhost:{}", addr.port()))
             .expect("url")
             .tls_config(tls)
             .expect("TLS config")
             .connect()
             .await
-            .expect("a TLS connection")
+            .expect("a TLS connection");
+        as_admin(channel)
     }
 
-    /// An HTTP/1.1 client that trusts this authority (a browser that was given it).
+    /// An HTTP/1.1 client that trusts this authority (a browser that was given it), signed in as
+    /// an admin.
     fn http1(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", admin_token()).parse().expect("header"));
         reqwest::Client::builder()
             .http1_only()
+            .default_headers(headers)
             .tls_built_in_root_certs(false)
             .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA"))
             .build()
@@ -158,7 +164,7 @@ async fn a_client_that_does_not_trust_the_certificate_or_speaks_plain_text_gets_
     let plain =
         Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect_timeout(Duration::from_secs(5));
     let answered = match plain.connect().await {
-        Ok(channel) => InventoryServiceClient::new(channel).get_stock(get_stock()).await.is_ok(),
+        Ok(channel) => InventoryServiceClient::new(as_admin(channel)).get_stock(get_stock()).await.is_ok(),
         Err(_) => false,
     };
     assert!(!answered, "a plain-text call must not be served on the TLS port");
@@ -229,13 +235,13 @@ fn tls_typos_stop_the_server_at_start_naming_the_flag() {
 }
 
 /// The server on `database_url`, its data directory and a channel to it.
-async fn start_on(database_url: String) -> anyhow::Result<(redstore::Running, Channel, tempfile::TempDir)> {
+async fn start_on(database_url: String) -> anyhow::Result<(redstore::Running, Ch, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let mut cfg = config(&dir, true, None);
     cfg.database_url = Some(database_url);
     let running = redstore::start(cfg).await?;
     let channel = Channel::from_shared(format!("http://{}", running.addr))?.connect().await?;
-    Ok((running, channel, dir))
+    Ok((running, as_admin(channel), dir))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +305,7 @@ async fn redis_is_reached_over_tls_trusting_what_the_process_is_told_to() {
     // through Redis.
     let ca = pki.ca.to_str().unwrap();
     let server = Process::start_with_env(&args, &[("SSL_CERT_FILE", ca)]);
-    let mut watch = reqwest::Client::new()
+    let mut watch = admin_http1()
         .get(format!("http://{}/v1/stores/store-1/inventory/events", server.addr))
         .send()
         .await

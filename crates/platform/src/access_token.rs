@@ -27,6 +27,22 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The role's name, as stored and as tokens carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cashier => "cashier",
+            Self::Supervisor => "supervisor",
+            Self::Manager => "manager",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Cashier, Self::Supervisor, Self::Manager, Self::Admin].into_iter().find(|role| role.as_str() == name)
+    }
+}
+
 /// What a token says of its bearer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -48,6 +64,10 @@ pub struct Claims {
     /// or the terminal) ends.
     #[serde(default)]
     pub sid: String,
+    /// What the token is good for beyond an access token: `stream` for a stream ticket, which
+    /// opens one store's live stream and nothing else. Access tokens have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl Claims {
@@ -208,8 +228,12 @@ impl TokenKeys {
             Ok(text) => SigningKey::from_pem(&text).with_context(|| format!("the signing key {}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = SigningKey::generate()?;
-                write_private(&path, &key.to_pem())?;
-                key
+                match write_private(&path, &key.to_pem())? {
+                    true => key,
+                    // Another process starting on the directory made it first: its key is the one.
+                    false => SigningKey::from_pem(&std::fs::read_to_string(&path)?)
+                        .with_context(|| format!("the signing key {}", path.display()))?,
+                }
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read the signing key {}", path.display())),
         };
@@ -250,19 +274,72 @@ impl TokenKeys {
     }
 }
 
-/// Writes a new file only its owner may read.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+impl TokenKeys {
+    /// An admin's token for `who` (an operator's tool on the server's machine, holding its key),
+    /// valid for `ttl`, bound to no session.
+    pub fn admin_token(&self, who: &str, ttl: std::time::Duration) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.issue(&Claims {
+            sub: who.to_owned(),
+            role: Role::Admin,
+            store: None,
+            device: None,
+            iat: now,
+            exp: now + ttl.as_secs(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            sid: String::new(),
+            scope: None,
+        })
+    }
+}
+
+/// Sends an access token with every call (`Client::with_interceptor`, `InterceptedService`).
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::AsciiMetadataValue);
+
+impl Bearer {
+    pub fn new(token: &str) -> anyhow::Result<Self> {
+        let value = format!("Bearer {}", token.trim()).parse().context("an access token is printable ASCII")?;
+        Ok(Self(value))
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(<redacted>)")
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// Writes a new file only its owner may read, whole or not at all: written beside it, then
+/// linked in place (which fails when the file exists). Whether this call made it.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<bool> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let draft = path.with_extension(format!("pem.{}.tmp", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create the signing key {}", path.display()))?;
+        .open(&draft)
+        .with_context(|| format!("cannot create the signing key {}", draft.display()))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+        .with_context(|| format!("cannot write {}", draft.display()))?;
+    let linked = std::fs::hard_link(&draft, path);
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot create the signing key {}", path.display())),
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +364,7 @@ mod tests {
             exp: now() + 900,
             jti: "t-1".into(),
             sid: "s-1".into(),
+            scope: None,
         }
     }
 
@@ -393,7 +471,7 @@ mod tests {
         ) {
             let keys = keys();
             let store = if role == Role::Admin { store } else { Some(store.unwrap_or_else(|| "s".into())) };
-            let claims = Claims { sub, role, store, device, iat: now(), exp: now() + ttl, jti: "j".into(), sid: "s".into() };
+            let claims = Claims { sub, role, store, device, iat: now(), exp: now() + ttl, jti: "j".into(), sid: "s".into(), scope: None };
             prop_assert_eq!(keys.verify(&keys.issue(&claims)), Ok(claims));
         }
     }

@@ -6,6 +6,7 @@
 pub mod access_token;
 pub mod barcode;
 pub mod batch;
+pub mod caller;
 pub mod datadir;
 pub mod db;
 pub mod error;

@@ -12,6 +12,8 @@ use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 /// The metadata key that carries the token.
 pub const METADATA_KEY: &str = "authorization";
 
+const BEARER: &str = "Bearer ";
+
 /// Fewest characters a token may have: a secret guessed or typed by hand is no identity.
 pub const MIN_LEN: usize = 32;
 
@@ -46,12 +48,17 @@ impl ServiceToken {
                 secret.len()
             ));
         }
-        Ok(Self { bearer: format!("Bearer {secret}").into() })
+        Ok(Self { bearer: format!("{BEARER}{secret}").into() })
     }
 
     /// Whether `presented` (an `authorization` value) carries this token, in constant time.
     pub fn matches(&self, presented: &[u8]) -> bool {
         self.bearer.as_bytes().ct_eq(presented).into()
+    }
+
+    /// Whether `token` (a bearer token without its scheme) is this one, in constant time.
+    pub fn is(&self, token: &str) -> bool {
+        self.bearer.as_bytes()[BEARER.len()..].ct_eq(token.as_bytes()).into()
     }
 
     /// Adds the token to a call's metadata.
@@ -89,6 +96,7 @@ mod tests {
         assert!(token.matches(format!("Bearer {SECRET}").as_bytes()));
         assert!(!token.matches(SECRET.as_bytes()), "the bearer scheme is part of the value");
         assert!(!token.matches(format!("Bearer {SECRET}x").as_bytes()));
+        assert!(token.is(SECRET) && !token.is(&format!("{SECRET}x")) && !token.is(""));
         assert!(!token.matches(b""));
         let mut metadata = MetadataMap::new();
         token.attach(&mut metadata);

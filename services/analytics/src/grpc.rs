@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use redstore_inventory::local as inventory;
 use redstore_platform::Db;
-use redstore_platform::error::{Error, Result, identifier};
+use redstore_platform::caller::Caller;
+use redstore_platform::error::{Error, Result};
 use redstore_platform::time::{timestamp, timestamp_ms, unix_ms};
 use redstore_proto::analytics::analytics_service_server::{AnalyticsService, AnalyticsServiceServer};
 use redstore_proto::analytics::*;
@@ -134,9 +135,9 @@ impl AnalyticsService for AnalyticsGrpc {
         &self,
         req: Request<GetSalesReportRequest>,
     ) -> Result<Response<GetSalesReportResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?.to_owned();
+            let store_id = caller.store("store_id", &req.store_id)?.to_owned();
             let size = bucket_ms(req.granularity)?;
             let to_ms = req.to.as_ref().map_or_else(|| unix_ms(SystemTime::now()), timestamp_ms);
             let from_ms =

@@ -119,23 +119,8 @@ pub fn parse_code(value: &str) -> Result<&str> {
 }
 
 /// A role as stored.
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Cashier => "cashier",
-        Role::Supervisor => "supervisor",
-        Role::Manager => "manager",
-        Role::Admin => "admin",
-    }
-}
-
 pub fn parse_role(name: &str) -> Result<Role> {
-    match name {
-        "cashier" => Ok(Role::Cashier),
-        "supervisor" => Ok(Role::Supervisor),
-        "manager" => Ok(Role::Manager),
-        "admin" => Ok(Role::Admin),
-        other => Err(Error::Internal(anyhow::anyhow!("unknown role {other:?} stored"))),
-    }
+    Role::parse(name).ok_or_else(|| Error::Internal(anyhow::anyhow!("unknown role {name:?} stored")))
 }
 
 /// A staff member as stored.

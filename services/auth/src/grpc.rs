@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use redstore_inventory::InventoryStore;
 use redstore_platform::access_token::{Claims, Role, TokenKeys};
+use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier, required};
 use redstore_platform::time::{from_unix_ms, timestamp, unix_ms};
 use redstore_proto::auth::auth_service_server::{AuthService, AuthServiceServer};
@@ -13,6 +14,7 @@ use redstore_proto::auth::*;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, Policy, StaffRecord};
+use crate::revoked::Revoked;
 use crate::secret;
 use crate::sender::CodeSender;
 use crate::store::{AuthStore, NewChallenge, NewSession, Refreshed, SessionRecord};
@@ -25,6 +27,8 @@ pub struct AuthGrpc {
     keys: Arc<TokenKeys>,
     sender: Arc<dyn CodeSender>,
     policy: Policy,
+    /// Sessions this process ends are refused here at once (other processes read them).
+    revoked: Arc<Revoked>,
 }
 
 impl AuthGrpc {
@@ -34,8 +38,9 @@ impl AuthGrpc {
         keys: Arc<TokenKeys>,
         sender: Arc<dyn CodeSender>,
         policy: Policy,
+        revoked: Arc<Revoked>,
     ) -> Self {
-        Self { store, inventory, keys, sender, policy }
+        Self { store, inventory, keys, sender, policy, revoked }
     }
 
     pub fn into_server(self) -> AuthServiceServer<Self> {
@@ -127,8 +132,9 @@ impl AuthGrpc {
         let refresh_token = secret::new_refresh_token();
         match self.store.rotate(&presented, key, &secret::digest(&refresh_token)).await? {
             Refreshed::Rotated(session) => Ok(self.session(&session, refresh_token)),
-            Refreshed::Ended => {
-                tracing::warn!("a spent refresh token was presented again; its session is ended");
+            Refreshed::Ended(ended) => {
+                self.revoked.insert(&ended.session_id, ended.expires_at_ms);
+                tracing::warn!(session_id = %ended.session_id, "a spent refresh token was presented again; its session is ended");
                 Err(domain::reused_refresh_token())
             }
         }
@@ -148,6 +154,7 @@ impl AuthGrpc {
             exp: secs(access_expires),
             jti: uuid::Uuid::now_v7().to_string(),
             sid: session.session_id.clone(),
+            scope: None,
         };
         Session {
             session_id: session.session_id.clone(),
@@ -190,6 +197,12 @@ fn address<T>(req: &Request<T>) -> String {
     req.remote_addr().map(|addr| addr.ip().to_string()).unwrap_or_default()
 }
 
+/// How long a stream ticket opens a stream.
+const TICKET_TTL: Duration = Duration::from_secs(60);
+
+/// The scope of a stream ticket's claims.
+pub const STREAM_SCOPE: &str = "stream";
+
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
     #[tracing::instrument(name = "auth.request_code", skip_all)]
@@ -213,9 +226,37 @@ impl AuthService for AuthGrpc {
     #[tracing::instrument(name = "auth.sign_out", skip_all)]
     async fn sign_out(&self, req: Request<SignOutRequest>) -> Result<Response<SignOutResponse>, Status> {
         let token = required("refresh_token", &req.get_ref().refresh_token)?;
-        if self.store.end_session(&secret::digest(token), "signed out").await? {
-            tracing::info!("signed out");
+        if let Some(ended) = self.store.end_session(&secret::digest(token), "signed out").await? {
+            self.revoked.insert(&ended.session_id, ended.expires_at_ms);
+            tracing::info!(session_id = %ended.session_id, "signed out");
         }
         Ok(Response::new(SignOutResponse {}))
+    }
+
+    #[tracing::instrument(name = "auth.stream_ticket", skip_all)]
+    async fn issue_stream_ticket(
+        &self,
+        req: Request<IssueStreamTicketRequest>,
+    ) -> Result<Response<IssueStreamTicketResponse>, Status> {
+        let store_id = identifier("store_id", &req.get_ref().store_id)?;
+        let caller = Caller::of(&req)?;
+        caller.may_act_in(store_id)?;
+        let Caller::Staff(claims) = caller else {
+            return Err(Error::PermissionDenied("stream tickets are for staff signed in".into()).into());
+        };
+        let now = SystemTime::now();
+        let expires = now + TICKET_TTL;
+        let ticket = Claims {
+            store: Some(store_id.to_owned()),
+            iat: secs(now),
+            exp: secs(expires),
+            jti: uuid::Uuid::now_v7().to_string(),
+            scope: Some(STREAM_SCOPE.to_owned()),
+            ..claims.clone()
+        };
+        Ok(Response::new(IssueStreamTicketResponse {
+            ticket: self.keys.issue(&ticket),
+            expires_at: Some(timestamp(unix_ms(expires))),
+        }))
     }
 }

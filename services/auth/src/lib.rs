@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod grpc;
 pub mod pg;
+pub mod revoked;
 pub mod secret;
 pub mod seed;
 pub mod sender;

@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Row as _};
 use crate::domain::{
     self, ChallengeState, Counted, Limits, Presented, Rotation, SessionState, StaffRecord, no_challenge, no_session,
 };
-use crate::store::{AuthStore, Claimed, NewChallenge, NewSession, Opened, Refreshed, SessionRecord};
+use crate::store::{AuthStore, Claimed, Ended, NewChallenge, NewSession, Opened, Refreshed, SessionRecord};
 
 pub const PG_MIGRATIONS: &[PgMigration] =
     &[PgMigration { service: "auth", version: 1, sql: include_str!("../migrations/postgres/0001_auth.sql") }];
@@ -145,7 +145,7 @@ impl AuthStore for PgAuth {
         )
         .bind(&s.staff_id)
         .bind(&s.display_name)
-        .bind(domain::role_name(s.role))
+        .bind(s.role.as_str())
         .bind(&s.store_id)
         .bind(&s.contact)
         .bind(s.active)
@@ -278,7 +278,7 @@ impl AuthStore for PgAuth {
             Rotation::EndSession => {
                 revoke(&mut tx, &session_id, "a spent refresh token was presented again").await?;
                 tx.commit().await?;
-                return Ok(Refreshed::Ended);
+                return Ok(Refreshed::Ended(Ended { session_id, expires_at_ms: state.expires_at_ms }));
             }
         }
         let record = session(&mut tx, &session_id).await?;
@@ -286,17 +286,30 @@ impl AuthStore for PgAuth {
         Ok(Refreshed::Rotated(record))
     }
 
-    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<bool> {
+    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<Option<Ended>> {
         let mut tx = self.0.begin().await?;
-        let session_id: Option<String> = sqlx::query_scalar(
-            "SELECT session_id FROM auth.sessions WHERE refresh_hash = $1 OR spent_refresh_hash = $1 FOR UPDATE",
+        let row = sqlx::query(
+            "SELECT session_id, expires_at_ms FROM auth.sessions
+             WHERE refresh_hash = $1 OR spent_refresh_hash = $1 FOR UPDATE",
         )
         .bind(refresh_hash)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(session_id) = session_id else { return Ok(false) };
-        revoke(&mut tx, &session_id, reason).await?;
+        let Some(row) = row else { return Ok(None) };
+        let ended = Ended { session_id: row.get(0), expires_at_ms: row.get(1) };
+        revoke(&mut tx, &ended.session_id, reason).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ended))
+    }
+
+    async fn ended_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT session_id, expires_at_ms FROM auth.sessions WHERE revoked_at_ms >= $1 AND expires_at_ms > $2",
+        )
+        .bind(since_ms)
+        .bind(now_ms)
+        .fetch_all(&self.0)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use crate::domain::{
     self, ChallengeState, Counted, Limits, Presented, Rotation, SessionState, StaffRecord, no_challenge, no_session,
 };
-use crate::store::{AuthStore, Claimed, NewChallenge, NewSession, Opened, Refreshed, SessionRecord};
+use crate::store::{AuthStore, Claimed, Ended, NewChallenge, NewSession, Opened, Refreshed, SessionRecord};
 
 pub struct SqliteAuth(pub Db);
 
@@ -69,7 +69,7 @@ impl AuthStore for SqliteAuth {
                     .execute(params![
                         s.staff_id,
                         s.display_name,
-                        domain::role_name(s.role),
+                        s.role.as_str(),
                         s.store_id,
                         s.contact,
                         s.active,
@@ -236,7 +236,7 @@ impl AuthStore for SqliteAuth {
                     }
                     Rotation::EndSession => {
                         revoke(conn, &session_id, "a spent refresh token was presented again", unix_ms(ctx.now))?;
-                        return Ok(Refreshed::Ended);
+                        return Ok(Refreshed::Ended(Ended { session_id, expires_at_ms }));
                     }
                 }
                 session(conn, &session_id).map(Refreshed::Rotated)
@@ -244,21 +244,36 @@ impl AuthStore for SqliteAuth {
             .await
     }
 
-    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<bool> {
+    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<Option<Ended>> {
         let (hash, reason) = (refresh_hash.to_owned(), reason.to_owned());
         self.0
             .write(move |ctx| {
-                let session_id: Option<String> = ctx
+                let found: Option<(String, i64)> = ctx
                     .conn
                     .prepare_cached(
-                        "SELECT session_id FROM auth_sessions WHERE refresh_hash = ?1 OR spent_refresh_hash = ?1",
+                        "SELECT session_id, expires_at_ms FROM auth_sessions
+                         WHERE refresh_hash = ?1 OR spent_refresh_hash = ?1",
                     )?
-                    .query_row([&hash], |r| r.get(0))
+                    .query_row([&hash], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                match session_id {
-                    Some(id) => revoke(ctx.conn, &id, &reason, unix_ms(ctx.now)).map(|()| true),
-                    None => Ok(false),
-                }
+                let Some((session_id, expires_at_ms)) = found else { return Ok(None) };
+                revoke(ctx.conn, &session_id, &reason, unix_ms(ctx.now))?;
+                Ok(Some(Ended { session_id, expires_at_ms }))
+            })
+            .await
+    }
+
+    async fn ended_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<(String, i64)>> {
+        self.0
+            .read(move |conn| {
+                let ended = conn
+                    .prepare_cached(
+                        "SELECT session_id, expires_at_ms FROM auth_sessions
+                         WHERE revoked_at_ms >= ?1 AND expires_at_ms > ?2",
+                    )?
+                    .query_map(params![since_ms, now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(ended)
             })
             .await
     }

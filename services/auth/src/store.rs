@@ -62,7 +62,7 @@ pub struct SessionRecord {
 pub enum Refreshed {
     Rotated(SessionRecord),
     /// The presented token was a copy of a spent one: the session is ended (committed).
-    Ended,
+    Ended(Ended),
 }
 
 #[tonic::async_trait]
@@ -89,6 +89,16 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn rotate(&self, presented: &str, key: &str, new_hash: &str) -> Result<Refreshed>;
 
     /// Ends the session of a refresh token (current or spent); a session already ended stays so.
-    /// Whether a session was found.
-    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<bool>;
+    /// The session, when one was found.
+    async fn end_session(&self, refresh_hash: &str, reason: &str) -> Result<Option<Ended>>;
+
+    /// Sessions ended at or after `since_ms` that would not have expired by `now_ms`.
+    async fn ended_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<(String, i64)>>;
+}
+
+/// A session just ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub session_id: String,
+    pub expires_at_ms: i64,
 }

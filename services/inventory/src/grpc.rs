@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use redstore_platform::barcode::Barcode;
+use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier};
 use redstore_platform::idempotency::fingerprint;
 use redstore_platform::limits;
@@ -163,9 +164,9 @@ impl InventoryService for InventoryGrpc {
     }
 
     async fn get_store(&self, req: Request<GetStoreRequest>) -> Result<Response<GetStoreResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let store = self.store.get_store(identifier("store_id", &req.store_id)?).await?;
+            let store = self.store.get_store(caller.store("store_id", &req.store_id)?).await?;
             Ok(GetStoreResponse { store: Some(store.to_proto()) })
         }
         .await;
@@ -188,11 +189,12 @@ impl InventoryService for InventoryGrpc {
         &self,
         req: Request<RegisterTerminalRequest>,
     ) -> Result<Response<RegisterTerminalResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
+            let store_id = caller.store("store_id", &req.store_id)?.to_owned();
             let terminal_id = identifier("terminal_id", &req.terminal_id)?.to_owned();
             let terminal = Terminal {
-                store_id: identifier("store_id", &req.store_id)?.to_owned(),
+                store_id,
                 name: match optional_text("name", &req.name, limits::MAX_TERMINAL_NAME_CHARS)? {
                     name if name.is_empty() => terminal_id.clone(),
                     name => name,
@@ -207,9 +209,9 @@ impl InventoryService for InventoryGrpc {
     }
 
     async fn get_terminal(&self, req: Request<GetTerminalRequest>) -> Result<Response<GetTerminalResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?;
+            let store_id = caller.store("store_id", &req.store_id)?;
             let terminal_id = identifier("terminal_id", &req.terminal_id)?;
             Ok(GetTerminalResponse { terminal: Some(self.store.get_terminal(store_id, terminal_id).await?) })
         }
@@ -221,9 +223,9 @@ impl InventoryService for InventoryGrpc {
         &self,
         req: Request<ListTerminalsRequest>,
     ) -> Result<Response<ListTerminalsResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?;
+            let store_id = caller.store("store_id", &req.store_id)?;
             let page = Page::from_proto("page", req.page.as_ref())?;
             let mut rows = self.store.list_terminals(store_id, &page.after, page.fetch_limit()).await?;
             let next = page.finish_within(&mut rows, |t| t.terminal_id.clone(), prost::Message::encoded_len);
@@ -334,9 +336,9 @@ impl InventoryService for InventoryGrpc {
     }
 
     async fn get_stock(&self, req: Request<GetStockRequest>) -> Result<Response<GetStockResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?;
+            let store_id = caller.store("store_id", &req.store_id)?;
             let sku = identifier("sku", &req.sku)?;
             Ok(GetStockResponse { stock: Some(self.store.get_stock(store_id, sku).await?) })
         }
@@ -345,9 +347,9 @@ impl InventoryService for InventoryGrpc {
     }
 
     async fn list_stock(&self, req: Request<ListStockRequest>) -> Result<Response<ListStockResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?;
+            let store_id = caller.store("store_id", &req.store_id)?;
             let page = Page::from_proto("page", req.page.as_ref())?;
             let mut rows = self.store.list_stock(store_id, &page.after, page.fetch_limit()).await?;
             let next = page.finish(&mut rows, |s| s.sku.clone());
@@ -359,10 +361,10 @@ impl InventoryService for InventoryGrpc {
 
     #[tracing::instrument(name = "inventory.adjust_stock", skip_all, fields(store_id = %req.get_ref().store_id))]
     async fn adjust_stock(&self, req: Request<AdjustStockRequest>) -> Result<Response<AdjustStockResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
+            let store_id = caller.store("store_id", &req.store_id)?;
             identifier("idempotency_key", &req.idempotency_key)?;
-            let store_id = identifier("store_id", &req.store_id)?;
             let sku = identifier("sku", &req.sku)?.to_owned();
             if req.quantity_delta == 0 || req.quantity_delta.unsigned_abs() > limits::MAX_STOCK.unsigned_abs() {
                 return Err(Error::invalid(

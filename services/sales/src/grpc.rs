@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt as _};
 use redstore_inventory::domain::sale_movements;
 use redstore_platform::barcode::Barcode;
+use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier};
 use redstore_platform::idempotency::{Idem, fingerprint};
 use redstore_platform::limits;
@@ -34,11 +35,12 @@ impl SalesGrpc {
         SalesServiceServer::new(self)
     }
 
-    /// One scan: adds the scanned item to the terminal's cart, once per scan_id.
-    pub async fn scan(&self, req: ScanRequest) -> Result<ScanResponse> {
+    /// One scan by `caller`: adds the scanned item to the terminal's cart, once per scan_id.
+    pub async fn scan(&self, caller: &Caller, req: ScanRequest) -> Result<ScanResponse> {
+        let (store_id, terminal_id) = caller.terminal(&req.store_id, &req.terminal_id)?;
         let order = ScanOrder {
-            store_id: identifier("store_id", &req.store_id)?.to_owned(),
-            terminal_id: identifier("terminal_id", &req.terminal_id)?.to_owned(),
+            store_id: store_id.to_owned(),
+            terminal_id: terminal_id.to_owned(),
             scan_id: identifier("scan_id", &req.scan_id)?.to_owned(),
             barcode: Barcode::parse("code", &req.code)?,
             quantity: positive_or_one(req.quantity)?,
@@ -79,10 +81,6 @@ fn scan_error(err: Error) -> ScanError {
     ScanError { code: code_name(status.code()), message: status.message().to_owned(), field }
 }
 
-fn cart_ids<'a>(store_id: &'a str, terminal_id: &'a str) -> Result<(&'a str, &'a str)> {
-    Ok((identifier("store_id", store_id)?, identifier("terminal_id", terminal_id)?))
-}
-
 type ScanStreamOut = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -90,7 +88,7 @@ impl SalesService for SalesGrpc {
     type ScanStreamStream = ScanStreamOut;
 
     async fn scan_stream(&self, req: Request<Streaming<ScanRequest>>) -> Result<Response<ScanStreamOut>, Status> {
-        let mut inbound = req.into_inner();
+        let (caller, mut inbound) = Caller::split(req)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let this = self.clone();
         tokio::spawn(async move {
@@ -110,11 +108,12 @@ impl SalesService for SalesGrpc {
                 };
                 let (scan_id, store_id, terminal_id) =
                     (scan.scan_id.clone(), scan.store_id.clone(), scan.terminal_id.clone());
-                let reply = match this.scan(scan).await {
+                let reply = match this.scan(&caller, scan).await {
                     Ok(resp) => resp,
                     Err(err) => {
-                        // A bad scan answers with its error and leaves the stream open.
-                        let cart = match cart_ids(&store_id, &terminal_id) {
+                        // A bad scan answers with its error and leaves the stream open; the
+                        // cart only when the caller may see it.
+                        let cart = match caller.terminal(&store_id, &terminal_id) {
                             Ok((s, t)) => this.store.get_cart(s, t).await.ok(),
                             Err(_) => None,
                         };
@@ -131,13 +130,14 @@ impl SalesService for SalesGrpc {
 
     #[tracing::instrument(name = "sales.scan", skip_all, fields(store_id = %req.get_ref().store_id))]
     async fn scan(&self, req: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        ok(SalesGrpc::scan(self, req.into_inner()).await)
+        let (caller, req) = Caller::split(req)?;
+        ok(SalesGrpc::scan(self, &caller, req).await)
     }
 
     async fn get_cart(&self, req: Request<GetCartRequest>) -> Result<Response<GetCartResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let (s, t) = cart_ids(&req.store_id, &req.terminal_id)?;
+            let (s, t) = caller.terminal(&req.store_id, &req.terminal_id)?;
             Ok(GetCartResponse { cart: Some(self.store.get_cart(s, t).await?) })
         }
         .await;
@@ -145,10 +145,10 @@ impl SalesService for SalesGrpc {
     }
 
     async fn add_cart_item(&self, req: Request<AddCartItemRequest>) -> Result<Response<AddCartItemResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
             let key = identifier("idempotency_key", &req.idempotency_key)?.to_owned();
-            let (s, t) = cart_ids(&req.store_id, &req.terminal_id)?;
+            let (s, t) = caller.terminal(&req.store_id, &req.terminal_id)?;
             let sku = identifier("sku", &req.sku)?;
             let quantity = positive_or_one(req.quantity)?;
             let idem = Idem { key, fingerprint: fingerprint(&req, |r| r.idempotency_key.clear()) };
@@ -162,9 +162,9 @@ impl SalesService for SalesGrpc {
         &self,
         req: Request<SetCartItemQuantityRequest>,
     ) -> Result<Response<SetCartItemQuantityResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let (s, t) = cart_ids(&req.store_id, &req.terminal_id)?;
+            let (s, t) = caller.terminal(&req.store_id, &req.terminal_id)?;
             let sku = identifier("sku", &req.sku)?;
             if req.quantity != 0 {
                 limits::line_quantity("quantity", req.quantity)?;
@@ -182,9 +182,9 @@ impl SalesService for SalesGrpc {
         &self,
         req: Request<RemoveCartItemRequest>,
     ) -> Result<Response<RemoveCartItemResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let (s, t) = cart_ids(&req.store_id, &req.terminal_id)?;
+            let (s, t) = caller.terminal(&req.store_id, &req.terminal_id)?;
             let sku = identifier("sku", &req.sku)?;
             // Removing a line that is gone already is fine: idempotent by nature.
             Ok(RemoveCartItemResponse { cart: Some(self.store.set_cart_item_quantity(s, t, sku, 0).await?) })
@@ -194,9 +194,9 @@ impl SalesService for SalesGrpc {
     }
 
     async fn clear_cart(&self, req: Request<ClearCartRequest>) -> Result<Response<ClearCartResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let (s, t) = cart_ids(&req.store_id, &req.terminal_id)?;
+            let (s, t) = caller.terminal(&req.store_id, &req.terminal_id)?;
             Ok(ClearCartResponse { cart: Some(self.store.clear_cart(s, t).await?) })
         }
         .await;
@@ -205,10 +205,10 @@ impl SalesService for SalesGrpc {
 
     #[tracing::instrument(name = "sales.checkout", skip_all, fields(store_id = %req.get_ref().store_id))]
     async fn checkout(&self, req: Request<CheckoutRequest>) -> Result<Response<CheckoutResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
             let key = identifier("idempotency_key", &req.idempotency_key)?.to_owned();
-            let (s, t) = cart_ids(&req.store_id, &req.terminal_id)?;
+            let (s, t) = caller.terminal(&req.store_id, &req.terminal_id)?;
             // Validated before storage is touched; a sku on several lines is sold as one line.
             let lines: Vec<(String, i64)> = if req.lines.is_empty() {
                 Vec::new()
@@ -232,18 +232,20 @@ impl SalesService for SalesGrpc {
     }
 
     async fn get_sale(&self, req: Request<GetSaleRequest>) -> Result<Response<GetSaleResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            Ok(GetSaleResponse { sale: Some(self.store.get_sale(identifier("sale_id", &req.sale_id)?).await?) })
+            let sale = self.store.get_sale(identifier("sale_id", &req.sale_id)?).await?;
+            caller.may_act_in(&sale.store_id)?;
+            Ok(GetSaleResponse { sale: Some(sale) })
         }
         .await;
         ok(result)
     }
 
     async fn list_sales(&self, req: Request<ListSalesRequest>) -> Result<Response<ListSalesResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
-            let store_id = identifier("store_id", &req.store_id)?;
+            let store_id = caller.store("store_id", &req.store_id)?;
             let page = Page::from_proto("page", req.page.as_ref())?;
             let mut rows = self.store.list_sales(store_id, &page.after, page.fetch_limit()).await?;
             let next = page.finish_within(&mut rows, |s| s.sale_id.clone(), prost::Message::encoded_len);
@@ -255,7 +257,7 @@ impl SalesService for SalesGrpc {
 
     #[tracing::instrument(name = "sales.refund", skip_all)]
     async fn refund(&self, req: Request<RefundRequest>) -> Result<Response<RefundResponse>, Status> {
-        let req = req.into_inner();
+        let (caller, req) = Caller::split(req)?;
         let result = async {
             let key = identifier("idempotency_key", &req.idempotency_key)?.to_owned();
             let sale_id = identifier("sale_id", &req.sale_id)?.to_owned();
@@ -267,6 +269,13 @@ impl SalesService for SalesGrpc {
             }
             optional_text("reason", &req.reason, limits::MAX_NOTE_CHARS)?;
             let terminal_id = optional_identifier("terminal_id", &req.terminal_id)?.to_owned();
+            // The sale's store is the refund's: the caller must work there (at the terminal,
+            // when one is named).
+            let store_id = self.store.get_sale(&sale_id).await?.store_id;
+            match terminal_id.as_str() {
+                "" => caller.may_act_in(&store_id)?,
+                terminal => caller.may_use_terminal(&store_id, terminal)?,
+            }
             let order = RefundOrder {
                 idem: Idem { key, fingerprint: fingerprint(&req, |r| r.idempotency_key.clear()) },
                 sale_id,

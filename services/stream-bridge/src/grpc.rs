@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use redstore_inventory::InventoryStore;
-use redstore_platform::error::identifier;
+use redstore_platform::caller::Caller;
 use redstore_proto::stream::inventory_stream_service_server::{InventoryStreamService, InventoryStreamServiceServer};
 use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse, watch_inventory_response};
 use tokio_util::sync::CancellationToken;
@@ -45,8 +45,8 @@ impl InventoryStreamService for StreamGrpc {
 
     #[tracing::instrument(name = "stream.watch_inventory", skip_all, fields(store_id = %req.get_ref().store_id))]
     async fn watch_inventory(&self, req: Request<WatchInventoryRequest>) -> Result<Response<WatchStream>, Status> {
-        let req = req.into_inner();
-        let store_id = identifier("store_id", &req.store_id)?.to_owned();
+        let (caller, req) = Caller::split(req)?;
+        let store_id = caller.store("store_id", &req.store_id)?.to_owned();
         let admitted = self.streams.admit()?;
         feed::require_store(self.inventory.as_ref(), &store_id).await?;
         let start = if req.include_snapshot { Start::Snapshot } else { Start::After(req.resume_after) };

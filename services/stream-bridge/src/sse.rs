@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -23,7 +23,8 @@ use axum::routing::get;
 use futures::StreamExt as _;
 use parking_lot::Mutex;
 use redstore_inventory::InventoryStore;
-use redstore_platform::error::{Error, identifier};
+use redstore_platform::caller::Caller;
+use redstore_platform::error::Error;
 use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
 use redstore_proto::stream::InventorySnapshot;
 use serde_json::json;
@@ -91,6 +92,8 @@ fn error_response(err: Error) -> Response {
     let status = match err.code() {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, format!("{err}\n")).into_response()
@@ -100,9 +103,15 @@ async fn events(
     State(state): State<SseState>,
     Path(store_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
 ) -> Response {
-    let store_id = match identifier("store_id", &store_id) {
+    // The edge let the caller in for the store of the path as it was sent; checked again as
+    // decoded.
+    let Some(Extension(caller)) = caller else {
+        return error_response(Error::Unauthenticated("sign in first: no checked token or ticket".into()));
+    };
+    let store_id = match caller.store("store_id", &store_id) {
         Ok(s) => s.to_owned(),
         Err(e) => return error_response(e),
     };

@@ -52,3 +52,5 @@ CREATE TABLE auth.sessions (
 );
 CREATE INDEX sessions_by_spent ON auth.sessions (spent_refresh_hash) WHERE spent_refresh_hash IS NOT NULL;
 CREATE INDEX sessions_by_staff ON auth.sessions (staff_id);
+-- What every process reads to refuse the tokens of ended sessions.
+CREATE INDEX sessions_revoked ON auth.sessions (revoked_at_ms) WHERE revoked_at_ms IS NOT NULL;

@@ -49,3 +49,5 @@ CREATE TABLE auth_sessions (
 );
 CREATE INDEX auth_sessions_by_spent ON auth_sessions (spent_refresh_hash) WHERE spent_refresh_hash IS NOT NULL;
 CREATE INDEX auth_sessions_by_staff ON auth_sessions (staff_id);
+-- What every process reads to refuse the tokens of ended sessions.
+CREATE INDEX auth_sessions_revoked ON auth_sessions (revoked_at_ms) WHERE revoked_at_ms IS NOT NULL;

@@ -11,6 +11,7 @@ use redstore_inventory::{InventoryStore, SqliteInventory};
 use redstore_platform::Db;
 use redstore_platform::pg::scratch::ScratchDb;
 use redstore_platform::pg::{self, PgPool};
+use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
 use redstore_sales::pg::{PG_MIGRATIONS, PgSales};
 use redstore_sales::{SalesStore, SqliteSales};
 
@@ -90,7 +91,10 @@ impl Backend {
         let addr = listener.local_addr().expect("its address");
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(redstore_inventory::InventoryGrpc::new(served).into_server())
+                .add_service(InventoryServiceServer::with_interceptor(
+                    redstore_inventory::InventoryGrpc::new(served),
+                    as_a_service,
+                ))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         let inventory: Arc<dyn InventoryStore> =
@@ -179,4 +183,14 @@ impl Drop for Backend {
 /// A service token for a client of a test's inventory server (which does not check it).
 fn test_token() -> redstore_platform::service_token::ServiceToken {
     redstore_platform::service_token::ServiceToken::parse("conformance-test-service-token-0123456789").expect("a token")
+}
+
+/// What Red Store's edge does for a call with the service token: lets it through as a service.
+fn as_a_service(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let presented = req.metadata().get("authorization").map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    if !test_token().matches(&presented) {
+        return Err(tonic::Status::unauthenticated("not the service token"));
+    }
+    req.extensions_mut().insert(redstore_platform::caller::Caller::Service);
+    Ok(req)
 }
