@@ -19,6 +19,8 @@ const SECRET_BEARING: &[&str] = &[
     ".redstore.auth.v1.RefreshRequest",
     ".redstore.auth.v1.SignOutRequest",
     ".redstore.auth.v1.IssueStreamTicketResponse",
+    ".redstore.auth.v1.SetPinRequest",
+    ".redstore.auth.v1.SwitchStaffRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

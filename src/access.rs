@@ -72,6 +72,8 @@ pub const RPCS: &[(&str, &str, Access)] = &[
     (AUTH, "Refresh", Open),
     (AUTH, "SignOut", Open),
     (AUTH, "IssueStreamTicket", Staff(Cashier)),
+    (AUTH, "SetPin", Staff(Cashier)),
+    (AUTH, "SwitchStaff", Staff(Cashier)),
 ];
 
 /// The access a request path needs, with the RPC's method name when the table names it. Paths

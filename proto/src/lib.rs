@@ -52,7 +52,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("reds
 mod redacted {
     use std::fmt;
 
-    use super::auth::{IssueStreamTicketResponse, RefreshRequest, Session, SignOutRequest, VerifyCodeRequest};
+    use super::auth::{
+        IssueStreamTicketResponse, RefreshRequest, Session, SetPinRequest, SignOutRequest, SwitchStaffRequest,
+        VerifyCodeRequest,
+    };
 
     fn secret(value: &str) -> &'static str {
         if value.is_empty() { "\"\"" } else { "<redacted>" }
@@ -114,6 +117,25 @@ mod redacted {
         }
     }
 
+    impl fmt::Debug for SetPinRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("SetPinRequest")
+                .field("idempotency_key", &self.idempotency_key)
+                .field("pin", &Shown(secret(&self.pin)))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for SwitchStaffRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("SwitchStaffRequest")
+                .field("idempotency_key", &self.idempotency_key)
+                .field("staff_id", &self.staff_id)
+                .field("pin", &Shown(secret(&self.pin)))
+                .finish()
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -127,12 +149,13 @@ mod redacted {
                 ..Default::default()
             };
             let shown = format!(
-                "{session:?} {:?} {:?} {:?}",
+                "{session:?} {:?} {:?} {:?} {:?}",
                 VerifyCodeRequest { code: "123456".into(), ..Default::default() },
                 RefreshRequest { refresh_token: "secret-refresh".into(), ..Default::default() },
-                SignOutRequest { refresh_token: "secret-refresh".into() }
+                SignOutRequest { refresh_token: "secret-refresh".into() },
+                SwitchStaffRequest { pin: "2580".into(), ..Default::default() },
             );
-            for secret in ["secret-access", "secret-refresh", "123456"] {
+            for secret in ["secret-access", "secret-refresh", "123456", "2580"] {
                 assert!(!shown.contains(secret), "{secret} in {shown}");
             }
             assert!(shown.contains("s-1") && shown.contains("<redacted>"), "{shown}");

@@ -348,7 +348,7 @@ async fn a_session_ended_in_one_process_is_refused_by_another_within_a_second() 
     let request =
         RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: String::new() };
     let challenge_id = auth.request_code(request).await.expect("a code").into_inner().challenge_id;
-    let code = logged_code(&auth_process).await;
+    let code = auth_process.logged_code().await;
     let verify = VerifyCodeRequest { idempotency_key: key(), challenge_id, code };
     let session = auth.verify_code(verify).await.expect("signed in").into_inner().session.expect("session");
 
@@ -362,21 +362,6 @@ async fn a_session_ended_in_one_process_is_refused_by_another_within_a_second() 
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
     drop((inventory, auth_process));
     db.drop_db().await.expect("drop scratch database");
-}
-
-/// The one-time code the development sender logged.
-async fn logged_code(process: &Process) -> String {
-    for _ in 0..100 {
-        let code = process.logs().iter().find_map(|line| {
-            let message = line["message"].as_str()?;
-            Some(message.strip_prefix("sign-in code ")?[..6].to_owned())
-        });
-        if let Some(code) = code {
-            return code;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no code was logged")
 }
 
 /// Unused field numbers keep their meaning: a body encoded here decodes as the contract says.

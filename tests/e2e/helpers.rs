@@ -682,6 +682,21 @@ impl Process {
         format!("http://{}", self.addr)
     }
 
+    /// The one-time code the development code sender logged last (waiting for it a while).
+    pub async fn logged_code(&self) -> String {
+        for _ in 0..100 {
+            let code = self.logs().iter().rev().find_map(|line| {
+                let message = line["message"].as_str()?;
+                Some(message.strip_prefix("sign-in code ")?.get(..6)?.to_owned())
+            });
+            if let Some(code) = code {
+                return code;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no sign-in code was logged")
+    }
+
     /// A connection signed in as an admin.
     pub async fn channel(&self) -> Ch {
         as_admin(self.raw_channel().await)

@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use redstore_platform::access_token::Role;
-use redstore_proto::auth::{RefreshRequest, RequestCodeRequest, Session, SignOutRequest, VerifyCodeRequest};
+use redstore_proto::auth::{
+    RefreshRequest, RequestCodeRequest, Session, SetPinRequest, SignOutRequest, SwitchStaffRequest, VerifyCodeRequest,
+};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{Process, TestApp, key};
+use crate::helpers::{Ch, Process, TestApp, key};
 
 fn verify(challenge_id: &str, code: &str) -> VerifyCodeRequest {
     VerifyCodeRequest { idempotency_key: key(), challenge_id: challenge_id.into(), code: code.into() }
@@ -246,19 +248,7 @@ async fn the_development_sender_writes_the_code_to_the_log_and_no_token_is_logge
     let request =
         RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: "till-1".into() };
     let challenge = auth.request_code(request).await.expect("a code").into_inner().challenge_id;
-    let mut code = None;
-    for _ in 0..50 {
-        code = server.logs().iter().find_map(|line| {
-            let message = line["fields"]["message"].as_str().or(line["message"].as_str())?;
-            let rest = message.strip_prefix("sign-in code ")?;
-            Some(rest[..6].to_owned())
-        });
-        if code.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let code = code.expect("the code is in the log");
+    let code = server.logged_code().await;
     let session =
         auth.verify_code(verify(&challenge, &code)).await.expect("signed in").into_inner().session.expect("session");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -266,4 +256,59 @@ async fn the_development_sender_writes_the_code_to_the_log_and_no_token_is_logge
     assert!(logs.contains("signed in"), "sign-ins are logged");
     assert!(!logs.contains(&session.access_token), "the access token is never logged");
     assert!(!logs.contains(&session.refresh_token), "the refresh token is never logged");
+}
+
+fn auth_as(app: &TestApp, session: &Session) -> redstore_proto::auth::auth_service_client::AuthServiceClient<Ch> {
+    redstore_proto::auth::auth_service_client::AuthServiceClient::new(app.channel_with(&session.access_token))
+}
+
+fn switch(staff_id: &str, pin: &str) -> SwitchStaffRequest {
+    SwitchStaffRequest { idempotency_key: key(), staff_id: staff_id.into(), pin: pin.into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_colleague_takes_over_a_terminal_with_their_pin_and_five_wrong_pins_lock_them_out_there() {
+    let app = TestApp::spawn().await;
+    let supervisor = app.sign_in("supervisor-1", "till-3").await;
+    let weak = auth_as(&app, &supervisor).set_pin(SetPinRequest { idempotency_key: key(), pin: "1234".into() }).await;
+    assert_eq!(weak.expect_err("a PIN anyone would try first").code(), Code::InvalidArgument);
+    let set = SetPinRequest { idempotency_key: key(), pin: "2580".into() };
+    auth_as(&app, &supervisor).set_pin(set).await.expect("a PIN");
+
+    // A cashier signed in at till-1 with a code; the supervisor takes over with the PIN.
+    let cashier = app.sign_in("cashier-1", "till-1").await;
+    let mut till_1 = auth_as(&app, &cashier);
+    let request = switch("supervisor-1", "2580");
+    let taken = till_1.switch_staff(request.clone()).await.expect("taken over").into_inner().session.expect("session");
+    assert_eq!(taken.staff.as_ref().map(|s| s.staff_id.as_str()), Some("supervisor-1"));
+    assert_eq!(taken.terminal_id, "till-1", "the session is the terminal's");
+    assert_eq!(taken.refresh_expires_at, cashier.refresh_expires_at, "it ends when the code's session would");
+    let claims = app.token_keys().verify(&taken.access_token).expect("verifies");
+    assert_eq!((claims.role, claims.device.as_deref()), (Role::Supervisor, Some("till-1")));
+    let again = till_1.switch_staff(request).await.expect("retried").into_inner().session.expect("session");
+    assert_eq!(again.session_id, taken.session_id, "a retry opens no second session");
+    let from_pin = auth_as(&app, &taken).set_pin(SetPinRequest { idempotency_key: key(), pin: "3691".into() }).await;
+    assert_eq!(from_pin.expect_err("a PIN session sets no PIN").code(), Code::PermissionDenied);
+
+    // Five wrong PINs lock the supervisor out of till-1; the sixth is refused even when right.
+    for _ in 0..5 {
+        let wrong = till_1.switch_staff(switch("supervisor-1", "1357")).await.expect_err("a wrong PIN");
+        assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    }
+    let locked = till_1.switch_staff(switch("supervisor-1", "2580")).await.expect_err("locked out");
+    assert_eq!(locked.code(), Code::ResourceExhausted, "{locked:?}");
+    let hint = locked.get_error_details().retry_info().and_then(|info| info.retry_delay).expect("a retry hint");
+    assert!(hint > Duration::from_secs(14 * 60), "{hint:?}");
+    // ... at till-1 only.
+    let till_2 = auth_as(&app, &app.sign_in("cashier-1", "till-2").await);
+    till_2.clone().switch_staff(switch("supervisor-1", "2580")).await.expect("another terminal");
+
+    // Only colleagues of the terminal's store with a PIN, and only from a terminal's session.
+    let other_store = till_2.clone().switch_staff(switch("manager-2", "2580")).await.expect_err("store-2's manager");
+    assert_eq!(other_store.code(), Code::PermissionDenied);
+    let no_pin = till_2.clone().switch_staff(switch("manager-1", "2580")).await.expect_err("no PIN set");
+    assert_eq!(no_pin.code(), Code::FailedPrecondition);
+    let back_office =
+        auth_as(&app, &app.sign_in("manager-1", "").await).switch_staff(switch("supervisor-1", "2580")).await;
+    assert_eq!(back_office.expect_err("no terminal").code(), Code::PermissionDenied);
 }

@@ -52,6 +52,77 @@ impl Default for Limits {
     }
 }
 
+/// How long until fewer than `max` of the times `newest_first_ms` (newest first; at least `max`
+/// of them when there are that many) fall within `window` of now; `None` when they already do.
+fn window_wait(max: u32, window: Duration, newest_first_ms: &[i64], now_ms: i64) -> Option<Duration> {
+    let max = max as usize;
+    let window_ms = window.as_millis() as i64;
+    let in_window = newest_first_ms.iter().take_while(|&&at| at > now_ms - window_ms).count();
+    if in_window < max {
+        return None;
+    }
+    // Another is allowed once the max-th newest leaves the window.
+    let frees_at = newest_first_ms[max - 1] + window_ms;
+    Some(Duration::from_millis((frees_at - now_ms).max(1) as u64))
+}
+
+/// Wrong PINs of one staff member at one terminal before they are locked out there.
+pub const PIN_ATTEMPTS: u32 = 5;
+
+/// How long wrong PINs count, and so how long a lock-out lasts.
+pub const PIN_LOCK: Duration = Duration::from_secs(15 * 60);
+
+/// A PIN as set: 4 to 8 digits, not one a colleague guesses first (one digit repeated, a run up
+/// or down).
+pub fn parse_pin(value: &str) -> Result<&str> {
+    let pin = value.trim();
+    if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid("pin", "must be 4 to 8 digits"));
+    }
+    let steps: Vec<i8> = pin.as_bytes().windows(2).map(|w| w[1] as i8 - w[0] as i8).collect();
+    if steps.iter().all(|&d| d == steps[0]) && matches!(steps[0], -1..=1) {
+        return Err(Error::invalid("pin", "is too easy to guess (one digit repeated, or a run like 1234)"));
+    }
+    Ok(pin)
+}
+
+/// Whether `staff` may take over a terminal by PIN: locked for a while after [`PIN_ATTEMPTS`]
+/// wrong PINs there (their times, newest first).
+pub fn pin_lock(failures_newest_first_ms: &[i64], now_ms: i64) -> Result<()> {
+    match window_wait(PIN_ATTEMPTS, PIN_LOCK, failures_newest_first_ms, now_ms) {
+        None => Ok(()),
+        Some(wait) => Err(Error::exhausted(
+            format!(
+                "pin: {PIN_ATTEMPTS} wrong PINs at this terminal; this staff member may try again in {} s, or sign \
+                 in with a code",
+                wait.as_secs_f64().ceil() as u64
+            ),
+            Some(wait),
+        )),
+    }
+}
+
+/// The staff member a terminal's session may hand over to: active, of the terminal's store, with
+/// a PIN set.
+pub fn may_take_over<'a>(staff: Option<&'a StaffRecord>, store_id: &str, has_pin: bool) -> Result<&'a StaffRecord> {
+    let refused = || Error::Unauthenticated("staff_id or pin: wrong".into());
+    let staff = staff.filter(|s| s.active).ok_or_else(refused)?;
+    if staff.store_id.as_deref() != Some(store_id) {
+        return Err(Error::PermissionDenied(format!(
+            "staff_id: {} does not work in store {store_id:?}, where this terminal is",
+            staff.staff_id
+        )));
+    }
+    if !has_pin {
+        return Err(Error::precondition(
+            "PIN",
+            staff.staff_id.clone(),
+            format!("{} has no PIN yet: sign in with a code once and set one (SetPin)", staff.staff_id),
+        ));
+    }
+    Ok(staff)
+}
+
 /// What a limit counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counted {
@@ -83,15 +154,7 @@ impl Limits {
     /// latest requests were made (newest first; at least `max` of them when there are that
     /// many); `None` when it may ask now.
     pub fn wait(&self, counted: Counted, newest_first_ms: &[i64], now_ms: i64) -> Option<Duration> {
-        let max = self.max(counted) as usize;
-        let window_ms = self.window.as_millis() as i64;
-        let in_window = newest_first_ms.iter().take_while(|&&at| at > now_ms - window_ms).count();
-        if in_window < max {
-            return None;
-        }
-        // Another request is allowed once the max-th newest leaves the window.
-        let frees_at = newest_first_ms[max - 1] + window_ms;
-        Some(Duration::from_millis((frees_at - now_ms).max(1) as u64))
+        window_wait(self.max(counted), self.window, newest_first_ms, now_ms)
     }
 
     /// RESOURCE_EXHAUSTED for `counted`, with the wait as a retry hint.
@@ -180,6 +243,14 @@ pub fn same_request(stored: (&str, &str), asked: (&str, &str), key: &str) -> Res
         return Ok(());
     }
     Err(redstore_platform::idempotency::key_reused("RequestCode", key))
+}
+
+/// A SwitchStaff retried with an idempotency key must ask for the same thing.
+pub fn same_switch(stored: (&str, &str), asked: (&str, &str), key: &str) -> Result<()> {
+    if stored == asked {
+        return Ok(());
+    }
+    Err(redstore_platform::idempotency::key_reused("SwitchStaff", key))
 }
 
 /// A session as a refresh finds it.
@@ -277,6 +348,27 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert!(status.message().contains("this terminal asked for 20 codes"), "{}", status.message());
         assert!(status.message().contains("try again in 2 s"), "{}", status.message());
+    }
+
+    #[test]
+    fn pins_are_four_to_eight_digits_and_not_the_first_a_colleague_would_try() {
+        for good in ["2580", "40721", "19283746"] {
+            assert_eq!(parse_pin(good).unwrap(), good);
+        }
+        for bad in ["", "123", "123456789", "12a4", "0000", "1234", "9876", "55555"] {
+            assert_eq!(parse_pin(bad).unwrap_err().field(), Some("pin"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn five_wrong_pins_lock_the_staff_member_at_the_terminal_for_a_while() {
+        let now = 100 * MIN;
+        let four: Vec<i64> = (1..=4).map(|m| now - m * MIN).collect();
+        assert!(pin_lock(&four, now).is_ok());
+        let five: Vec<i64> = (1..=5).map(|m| now - m * MIN).collect();
+        let locked = tonic::Status::from(pin_lock(&five, now).unwrap_err());
+        assert_eq!(locked.code(), tonic::Code::ResourceExhausted);
+        assert!(pin_lock(&five, now + 11 * MIN).is_ok(), "the oldest of the five no longer counts");
     }
 
     #[test]

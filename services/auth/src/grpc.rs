@@ -259,4 +259,73 @@ impl AuthService for AuthGrpc {
             expires_at: Some(timestamp(unix_ms(expires))),
         }))
     }
+
+    #[tracing::instrument(name = "auth.set_pin", skip_all)]
+    async fn set_pin(&self, req: Request<SetPinRequest>) -> Result<Response<SetPinResponse>, Status> {
+        let (caller, req) = Caller::split(req)?;
+        // Setting the same PIN again changes nothing: the key is taken, not required.
+        optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let pin = domain::parse_pin(&req.pin)?.to_owned();
+        let Caller::Staff(claims) = caller else {
+            return Err(Error::PermissionDenied("PINs are staff members'".into()).into());
+        };
+        let session = self.store.live_session(&claims.sid).await?;
+        let session = session.ok_or_else(|| Error::Unauthenticated("the session has ended; sign in again".into()))?;
+        if session.opened_by != "code" {
+            return Err(Error::PermissionDenied(
+                "pin: a PIN is set from a session opened with a code, not from one opened by PIN".into(),
+            )
+            .into());
+        }
+        let hashed = hash_off_runtime(pin).await?;
+        self.store.set_pin(&claims.sub, &hashed).await?;
+        tracing::info!(staff_id = %claims.sub, "PIN set");
+        Ok(Response::new(SetPinResponse {}))
+    }
+
+    #[tracing::instrument(name = "auth.switch_staff", skip_all)]
+    async fn switch_staff(&self, req: Request<SwitchStaffRequest>) -> Result<Response<SwitchStaffResponse>, Status> {
+        let (caller, req) = Caller::split(req)?;
+        let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let staff_id = identifier("staff_id", &req.staff_id)?;
+        let pin = domain::parse_pin(&req.pin)?.to_owned();
+        let terminal = match &caller {
+            Caller::Staff(claims) => claims.store.clone().zip(claims.device.clone()).map(|t| (claims, t)),
+            Caller::Service => None,
+        };
+        let Some((claims, (store_id, terminal_id))) = terminal else {
+            return Err(Error::PermissionDenied(
+                "a PIN takes over a terminal: call with the session signed in on the terminal".into(),
+            )
+            .into());
+        };
+        let terminal_session = self.store.live_session(&claims.sid).await?;
+        let terminal_session = terminal_session
+            .ok_or_else(|| Error::Unauthenticated("the terminal's session has ended; sign in with a code".into()))?;
+        let staff = self.store.staff(staff_id).await?;
+        let hash = self.store.pin_hash(staff_id).await?;
+        let staff = domain::may_take_over(staff.as_ref(), &store_id, hash.is_some())?.clone();
+        let attempt = self.store.claim_pin_attempt(staff_id, &store_id, &terminal_id).await?;
+        let hash = hash.unwrap_or_default();
+        let right = tokio::task::spawn_blocking(move || secret::matches(&hash, &pin))
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("checking a PIN: {e}")))?;
+        if !right {
+            tracing::info!(staff_id = %staff.staff_id, %terminal_id, "a wrong PIN");
+            return Err(Error::Unauthenticated("staff_id or pin: wrong".into()).into());
+        }
+        self.store.forget_pin_attempt(&attempt).await?;
+        let refresh_token = secret::new_refresh_token();
+        let new = NewSession {
+            session_id: uuid::Uuid::now_v7().to_string(),
+            staff_id: staff.staff_id.clone(),
+            terminal_id: terminal_id.clone(),
+            refresh_hash: secret::digest(&refresh_token),
+            // The terminal stays signed in as long as the code's session would have.
+            expires_at_ms: terminal_session.expires_at_ms,
+        };
+        let session = self.store.open_by_pin(key, new).await?;
+        tracing::info!(staff_id = %staff.staff_id, from = %claims.sub, %terminal_id, "took over a terminal by PIN");
+        Ok(Response::new(SwitchStaffResponse { session: Some(self.session(&session, refresh_token)) }))
+    }
 }

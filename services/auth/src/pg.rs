@@ -11,7 +11,9 @@ use sqlx::{PgConnection, Row as _};
 use crate::domain::{
     self, ChallengeState, Counted, Limits, Presented, Rotation, SessionState, StaffRecord, no_challenge, no_session,
 };
-use crate::store::{AuthStore, Claimed, Ended, NewChallenge, NewSession, Opened, Refreshed, SessionRecord};
+use crate::store::{
+    AuthStore, Claimed, Ended, LiveSession, NewChallenge, NewSession, Opened, Refreshed, SessionRecord,
+};
 
 pub const PG_MIGRATIONS: &[PgMigration] =
     &[PgMigration { service: "auth", version: 1, sql: include_str!("../migrations/postgres/0001_auth.sql") }];
@@ -311,5 +313,117 @@ impl AuthStore for PgAuth {
         .fetch_all(&self.0)
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn live_session(&self, session_id: &str) -> Result<Option<LiveSession>> {
+        let row = sqlx::query(
+            "SELECT opened_by, expires_at_ms FROM auth.sessions
+             WHERE session_id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2",
+        )
+        .bind(session_id)
+        .bind(now_ms())
+        .fetch_optional(&self.0)
+        .await?;
+        Ok(row.map(|r| LiveSession { opened_by: r.get(0), expires_at_ms: r.get(1) }))
+    }
+
+    async fn pin_hash(&self, staff_id: &str) -> Result<Option<String>> {
+        let hash: Option<Option<String>> = sqlx::query_scalar("SELECT pin_hash FROM auth.staff WHERE staff_id = $1")
+            .bind(staff_id)
+            .fetch_optional(&self.0)
+            .await?;
+        Ok(hash.flatten())
+    }
+
+    async fn set_pin(&self, staff_id: &str, pin_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE auth.staff SET pin_hash = $2 WHERE staff_id = $1")
+            .bind(staff_id)
+            .bind(pin_hash)
+            .execute(&self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_pin_attempt(&self, staff_id: &str, store_id: &str, terminal_id: &str) -> Result<String> {
+        let mut tx = self.0.begin().await?;
+        // Attempts of one staff member at one terminal are counted one at a time.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('auth.pin:' || $1 || '/' || $2 || '/' || $3, 0))")
+            .bind(staff_id)
+            .bind(store_id)
+            .bind(terminal_id)
+            .execute(&mut *tx)
+            .await?;
+        let recent: Vec<i64> = sqlx::query_scalar(
+            "SELECT at_ms FROM auth.pin_attempts WHERE staff_id = $1 AND store_id = $2 AND terminal_id = $3
+             ORDER BY at_ms DESC LIMIT $4",
+        )
+        .bind(staff_id)
+        .bind(store_id)
+        .bind(terminal_id)
+        .bind(i64::from(domain::PIN_ATTEMPTS))
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = now_ms();
+        domain::pin_lock(&recent, now)?;
+        let attempt_id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO auth.pin_attempts (attempt_id, staff_id, store_id, terminal_id, at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&attempt_id)
+        .bind(staff_id)
+        .bind(store_id)
+        .bind(terminal_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(attempt_id)
+    }
+
+    async fn forget_pin_attempt(&self, attempt_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM auth.pin_attempts WHERE attempt_id = $1").bind(attempt_id).execute(&self.0).await?;
+        Ok(())
+    }
+
+    async fn open_by_pin(&self, key: &str, new: NewSession) -> Result<SessionRecord> {
+        let mut tx = self.0.begin().await?;
+        if !key.is_empty() {
+            let opened = sqlx::query(
+                "SELECT session_id, staff_id, terminal_id FROM auth.sessions WHERE opened_key = $1 FOR UPDATE",
+            )
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = opened {
+                let (session_id, staff_id, terminal_id): (String, String, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                domain::same_switch((&staff_id, &terminal_id), (&new.staff_id, &new.terminal_id), key)?;
+                sqlx::query("UPDATE auth.sessions SET refresh_hash = $2 WHERE session_id = $1")
+                    .bind(&session_id)
+                    .bind(&new.refresh_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                let record = session(&mut tx, &session_id).await?;
+                tx.commit().await?;
+                return Ok(record);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO auth.sessions (session_id, staff_id, terminal_id, created_at_ms, expires_at_ms, refresh_hash,
+                 opened_by, opened_key)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pin', $7)",
+        )
+        .bind(&new.session_id)
+        .bind(&new.staff_id)
+        .bind(&new.terminal_id)
+        .bind(now_ms())
+        .bind(new.expires_at_ms)
+        .bind(&new.refresh_hash)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        let record = session(&mut tx, &new.session_id).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 }

@@ -9,7 +9,9 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use crate::domain::{
     self, ChallengeState, Counted, Limits, Presented, Rotation, SessionState, StaffRecord, no_challenge, no_session,
 };
-use crate::store::{AuthStore, Claimed, Ended, NewChallenge, NewSession, Opened, Refreshed, SessionRecord};
+use crate::store::{
+    AuthStore, Claimed, Ended, LiveSession, NewChallenge, NewSession, Opened, Refreshed, SessionRecord,
+};
 
 pub struct SqliteAuth(pub Db);
 
@@ -274,6 +276,122 @@ impl AuthStore for SqliteAuth {
                     .query_map(params![since_ms, now_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(ended)
+            })
+            .await
+    }
+
+    async fn live_session(&self, session_id: &str) -> Result<Option<LiveSession>> {
+        let id = session_id.to_owned();
+        self.0
+            .read(move |conn| {
+                let now = unix_ms(std::time::SystemTime::now());
+                let live = conn
+                    .prepare_cached(
+                        "SELECT opened_by, expires_at_ms FROM auth_sessions
+                         WHERE session_id = ?1 AND revoked_at_ms IS NULL AND expires_at_ms > ?2",
+                    )?
+                    .query_row(params![id, now], |r| Ok(LiveSession { opened_by: r.get(0)?, expires_at_ms: r.get(1)? }))
+                    .optional()?;
+                Ok(live)
+            })
+            .await
+    }
+
+    async fn pin_hash(&self, staff_id: &str) -> Result<Option<String>> {
+        let id = staff_id.to_owned();
+        self.0
+            .read(move |conn| {
+                let hash = conn
+                    .prepare_cached("SELECT pin_hash FROM auth_staff WHERE staff_id = ?1")?
+                    .query_row([&id], |r| r.get::<_, Option<String>>(0))
+                    .optional()?;
+                Ok(hash.flatten())
+            })
+            .await
+    }
+
+    async fn set_pin(&self, staff_id: &str, pin_hash: &str) -> Result<()> {
+        let (id, hash) = (staff_id.to_owned(), pin_hash.to_owned());
+        self.0
+            .write(move |ctx| {
+                ctx.conn
+                    .prepare_cached("UPDATE auth_staff SET pin_hash = ?2 WHERE staff_id = ?1")?
+                    .execute(params![id, hash])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn claim_pin_attempt(&self, staff_id: &str, store_id: &str, terminal_id: &str) -> Result<String> {
+        let (staff, store, terminal) = (staff_id.to_owned(), store_id.to_owned(), terminal_id.to_owned());
+        self.0
+            .write(move |ctx| {
+                let now = unix_ms(ctx.now);
+                let recent = ctx
+                    .conn
+                    .prepare_cached(
+                        "SELECT at_ms FROM auth_pin_attempts WHERE staff_id = ?1 AND store_id = ?2 AND terminal_id = ?3
+                         ORDER BY at_ms DESC LIMIT ?4",
+                    )?
+                    .query_map(params![staff, store, terminal, domain::PIN_ATTEMPTS], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                domain::pin_lock(&recent, now)?;
+                let attempt_id = uuid::Uuid::now_v7().to_string();
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO auth_pin_attempts (attempt_id, staff_id, store_id, terminal_id, at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![attempt_id, staff, store, terminal, now])?;
+                Ok(attempt_id)
+            })
+            .await
+    }
+
+    async fn forget_pin_attempt(&self, attempt_id: &str) -> Result<()> {
+        let id = attempt_id.to_owned();
+        self.0
+            .write(move |ctx| {
+                ctx.conn.prepare_cached("DELETE FROM auth_pin_attempts WHERE attempt_id = ?1")?.execute([&id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn open_by_pin(&self, key: &str, new: NewSession) -> Result<SessionRecord> {
+        let key = key.to_owned();
+        self.0
+            .write(move |ctx| {
+                let conn = ctx.conn;
+                if !key.is_empty() {
+                    let opened: Option<(String, String, String)> = conn
+                        .prepare_cached(
+                            "SELECT session_id, staff_id, terminal_id FROM auth_sessions WHERE opened_key = ?1",
+                        )?
+                        .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()?;
+                    if let Some((session_id, staff_id, terminal_id)) = opened {
+                        domain::same_switch((&staff_id, &terminal_id), (&new.staff_id, &new.terminal_id), &key)?;
+                        conn.prepare_cached("UPDATE auth_sessions SET refresh_hash = ?2 WHERE session_id = ?1")?
+                            .execute(params![session_id, new.refresh_hash])?;
+                        return session(conn, &session_id);
+                    }
+                }
+                conn.prepare_cached(
+                    "INSERT INTO auth_sessions (session_id, staff_id, terminal_id, created_at_ms, expires_at_ms,
+                         refresh_hash, opened_by, opened_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pin', ?7)",
+                )?
+                .execute(params![
+                    new.session_id,
+                    new.staff_id,
+                    new.terminal_id,
+                    unix_ms(ctx.now),
+                    new.expires_at_ms,
+                    new.refresh_hash,
+                    key
+                ])?;
+                session(conn, &new.session_id)
             })
             .await
     }

@@ -94,6 +94,32 @@ pub trait AuthStore: Send + Sync + 'static {
 
     /// Sessions ended at or after `since_ms` that would not have expired by `now_ms`.
     async fn ended_since(&self, since_ms: i64, now_ms: i64) -> Result<Vec<(String, i64)>>;
+
+    /// A live session: how it was opened and when it ends; `None` once it has ended or expired.
+    async fn live_session(&self, session_id: &str) -> Result<Option<LiveSession>>;
+
+    /// The Argon2 hash of a staff member's PIN, if they set one.
+    async fn pin_hash(&self, staff_id: &str) -> Result<Option<String>>;
+
+    async fn set_pin(&self, staff_id: &str, pin_hash: &str) -> Result<()>;
+
+    /// Counts a PIN attempt of `staff_id` at a terminal before the PIN is checked, if
+    /// `domain::pin_lock` allows one: the attempt's id, to forget it when the PIN was right.
+    async fn claim_pin_attempt(&self, staff_id: &str, store_id: &str, terminal_id: &str) -> Result<String>;
+
+    async fn forget_pin_attempt(&self, attempt_id: &str) -> Result<()>;
+
+    /// Opens `session` by PIN, or (a retry with the same non-empty `key`) gives the session that
+    /// key opened the new refresh token.
+    async fn open_by_pin(&self, key: &str, session: NewSession) -> Result<SessionRecord>;
+}
+
+/// A live session as SetPin and SwitchStaff find it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveSession {
+    /// `code` or `pin`.
+    pub opened_by: String,
+    pub expires_at_ms: i64,
 }
 
 /// A session just ended.

@@ -9,6 +9,8 @@ CREATE TABLE auth.staff (
     -- NULL only for an admin, who acts in every store.
     store_id      TEXT CHECK ((store_id IS NULL) = (role = 'admin')),
     contact       TEXT NOT NULL,
+    -- Argon2id of the PIN that takes over a terminal from a colleague (SwitchStaff).
+    pin_hash      TEXT,
     active        BOOLEAN NOT NULL DEFAULT true,
     created_at_ms BIGINT NOT NULL
 );
@@ -40,6 +42,10 @@ CREATE TABLE auth.sessions (
     session_id         TEXT PRIMARY KEY,
     staff_id           TEXT NOT NULL,
     terminal_id        TEXT NOT NULL,
+    -- How the session was opened: 'code' (a one-time code) or 'pin' (taking over a terminal), and
+    -- the idempotency key of the request that opened it by PIN.
+    opened_by             TEXT NOT NULL DEFAULT 'code',
+    opened_key            TEXT NOT NULL DEFAULT '',
     created_at_ms      BIGINT NOT NULL,
     expires_at_ms      BIGINT NOT NULL,
     refresh_hash       TEXT NOT NULL UNIQUE,
@@ -54,3 +60,15 @@ CREATE INDEX sessions_by_spent ON auth.sessions (spent_refresh_hash) WHERE spent
 CREATE INDEX sessions_by_staff ON auth.sessions (staff_id);
 -- What every process reads to refuse the tokens of ended sessions.
 CREATE INDEX sessions_revoked ON auth.sessions (revoked_at_ms) WHERE revoked_at_ms IS NOT NULL;
+CREATE UNIQUE INDEX sessions_by_opened_key ON auth.sessions (opened_key) WHERE opened_key <> '';
+
+-- PIN attempts at a terminal, each counted before the PIN is checked (a right one is then
+-- deleted): wrong ones lock the staff member out of that terminal for a while.
+CREATE TABLE auth.pin_attempts (
+    attempt_id  TEXT PRIMARY KEY,
+    staff_id    TEXT NOT NULL,
+    store_id    TEXT NOT NULL,
+    terminal_id TEXT NOT NULL,
+    at_ms       BIGINT NOT NULL
+);
+CREATE INDEX pin_attempts_by_staff ON auth.pin_attempts (staff_id, store_id, terminal_id, at_ms);

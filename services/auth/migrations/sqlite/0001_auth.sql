@@ -6,6 +6,8 @@ CREATE TABLE auth_staff (
     -- NULL only for an admin, who acts in every store.
     store_id      TEXT CHECK ((store_id IS NULL) = (role = 'admin')),
     contact       TEXT NOT NULL,
+    -- Argon2id of the PIN that takes over a terminal from a colleague (SwitchStaff).
+    pin_hash      TEXT,
     active        INTEGER NOT NULL DEFAULT 1,
     created_at_ms INTEGER NOT NULL
 );
@@ -37,6 +39,10 @@ CREATE TABLE auth_sessions (
     session_id            TEXT PRIMARY KEY,
     staff_id              TEXT NOT NULL,
     terminal_id           TEXT NOT NULL,
+    -- How the session was opened: 'code' (a one-time code) or 'pin' (taking over a terminal), and
+    -- the idempotency key of the request that opened it by PIN.
+    opened_by             TEXT NOT NULL DEFAULT 'code',
+    opened_key            TEXT NOT NULL DEFAULT '',
     created_at_ms         INTEGER NOT NULL,
     expires_at_ms         INTEGER NOT NULL,
     refresh_hash          TEXT NOT NULL UNIQUE,
@@ -51,3 +57,15 @@ CREATE INDEX auth_sessions_by_spent ON auth_sessions (spent_refresh_hash) WHERE 
 CREATE INDEX auth_sessions_by_staff ON auth_sessions (staff_id);
 -- What every process reads to refuse the tokens of ended sessions.
 CREATE INDEX auth_sessions_revoked ON auth_sessions (revoked_at_ms) WHERE revoked_at_ms IS NOT NULL;
+CREATE UNIQUE INDEX auth_sessions_by_opened_key ON auth_sessions (opened_key) WHERE opened_key <> '';
+
+-- PIN attempts at a terminal, each counted before the PIN is checked (a right one is then
+-- deleted): wrong ones lock the staff member out of that terminal for a while.
+CREATE TABLE auth_pin_attempts (
+    attempt_id  TEXT PRIMARY KEY,
+    staff_id    TEXT NOT NULL,
+    store_id    TEXT NOT NULL,
+    terminal_id TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL
+);
+CREATE INDEX auth_pin_attempts_by_staff ON auth_pin_attempts (staff_id, store_id, terminal_id, at_ms);
