@@ -310,7 +310,7 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
         redstore_platform::eventlog::spawn_stock_filing(db.clone(), shutdown.clone());
     }
     let (expiring, kept) = (db.clone(), config.retention);
-    spawn_retention(kept.every, shutdown.clone(), move || {
+    spawn_retention("idempotency keys and scan ids", kept.every, shutdown.clone(), move || {
         let db = expiring.clone();
         Box::pin(async move {
             let expire = move |ctx: &mut redstore_platform::WriteCtx<'_>| {
@@ -424,7 +424,7 @@ async fn postgres(
         let sales = config.serves(ServiceName::Sales).then(|| sales.clone());
         let inventory = config.serves(ServiceName::Inventory).then(|| pg_inventory.clone());
         let (pool, kept) = (pool.clone(), config.retention);
-        spawn_retention(kept.every, shutdown.clone(), move || {
+        spawn_retention("idempotency keys and scan ids", kept.every, shutdown.clone(), move || {
             let (pool, sales, inventory) = (pool.clone(), sales.clone(), inventory.clone());
             Box::pin(async move {
                 let mut expired = retention::in_chunks(|| pg::expire_keys(&pool, &kept)).await?;
@@ -550,9 +550,10 @@ fn spawn_pending_healer(sales: Arc<redstore_sales::pg::PgSales>, shutdown: Cance
     });
 }
 
-/// Deletes expired idempotency keys and scan ids (`platform::retention`) soon after start and then
-/// every `every`; a failed sweep is logged and tried again at the next.
-fn spawn_retention<F>(every: Duration, shutdown: CancellationToken, sweep: F)
+/// Deletes what has expired (`what`: idempotency keys and scan ids, `platform::retention`; sign-in
+/// records) soon after start and then every `every`; a failed sweep is logged and tried again at
+/// the next.
+fn spawn_retention<F>(what: &'static str, every: Duration, shutdown: CancellationToken, sweep: F)
 where
     F: Fn() -> futures::future::BoxFuture<'static, redstore_platform::Result<u64>> + Send + 'static,
 {
@@ -565,8 +566,8 @@ where
             }
             match sweep().await {
                 Ok(0) => {}
-                Ok(expired) => tracing::info!(expired, "expired idempotency keys and scan ids deleted"),
-                Err(e) => redstore_platform::warn_throttled!(error = %e, "cannot delete expired idempotency keys"),
+                Ok(expired) => tracing::info!(expired, what, "expired records deleted"),
+                Err(e) => redstore_platform::warn_throttled!(error = %e, what, "cannot delete expired records"),
             }
         }
     });
@@ -624,6 +625,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     redstore_auth::revoked::watch(wiring.auth.clone(), revoked.clone(), shutdown.clone());
+    if config.serves(ServiceName::Auth) {
+        let auth = wiring.auth.clone();
+        spawn_retention("sign-in records", config.retention.every, shutdown.clone(), move || {
+            let auth = auth.clone();
+            Box::pin(async move {
+                let before_ms = redstore_auth::domain::expired_before(std::time::SystemTime::now());
+                retention::in_chunks(|| auth.expire(before_ms)).await
+            })
+        });
+    }
     let mut backend = wiring.backend;
     if let Backend::Embedded(embedded) = &mut backend {
         embedded.lock.record(&format!("redstore serving on {addr}"));

@@ -66,6 +66,15 @@ fn window_wait(max: u32, window: Duration, newest_first_ms: &[i64], now_ms: i64)
     Some(Duration::from_millis((frees_at - now_ms).max(1) as u64))
 }
 
+/// How long challenges, sessions and PIN attempts are kept after they expire: long enough for
+/// every limit's window and for a look at yesterday's sign-ins.
+pub const KEPT_AFTER_EXPIRY: Duration = Duration::from_secs(86_400);
+
+/// Records that expired before this (ms) are deleted.
+pub fn expired_before(now: std::time::SystemTime) -> i64 {
+    redstore_platform::time::unix_ms(now - KEPT_AFTER_EXPIRY)
+}
+
 /// Wrong PINs of one staff member at one terminal before they are locked out there.
 pub const PIN_ATTEMPTS: u32 = 5;
 

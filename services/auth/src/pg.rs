@@ -5,6 +5,7 @@
 
 use redstore_platform::error::{Error, Result};
 use redstore_platform::pg::{PgMigration, PgPool, lost_unique_race};
+use redstore_platform::retention;
 use redstore_platform::time::unix_ms;
 use sqlx::{PgConnection, Row as _};
 
@@ -425,5 +426,20 @@ impl AuthStore for PgAuth {
         let record = session(&mut tx, &new.session_id).await?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    async fn expire(&self, before_ms: i64) -> Result<u64> {
+        let mut deleted = 0;
+        for (table, key, column) in [
+            ("auth.challenges", "challenge_id", "expires_at_ms"),
+            ("auth.sessions", "session_id", "expires_at_ms"),
+            ("auth.pin_attempts", "attempt_id", "at_ms"),
+        ] {
+            let sql =
+                format!("DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} < $1 LIMIT $2)");
+            let done = sqlx::query(&sql).bind(before_ms).bind(i64::from(retention::CHUNK)).execute(&self.0).await?;
+            deleted += done.rows_affected();
+        }
+        Ok(deleted)
     }
 }

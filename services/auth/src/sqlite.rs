@@ -1,9 +1,9 @@
 //! Sign-in's tables in the embedded database. Each method is one write job (the writer runs one
 //! at a time, so a row read is a row locked until the job ends).
 
-use redstore_platform::Db;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::time::unix_ms;
+use redstore_platform::{Db, retention};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::domain::{
@@ -395,6 +395,25 @@ impl AuthStore for SqliteAuth {
             })
             .await
     }
+
+    async fn expire(&self, before_ms: i64) -> Result<u64> {
+        self.0
+            .write(move |ctx| {
+                let mut deleted = 0;
+                for (table, key, column) in [
+                    ("auth_challenges", "challenge_id", "expires_at_ms"),
+                    ("auth_sessions", "session_id", "expires_at_ms"),
+                    ("auth_pin_attempts", "attempt_id", "at_ms"),
+                ] {
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} < ?1 LIMIT ?2)"
+                    );
+                    deleted += ctx.conn.prepare_cached(&sql)?.execute(params![before_ms, retention::CHUNK])? as u64;
+                }
+                Ok(deleted)
+            })
+            .await
+    }
 }
 
 fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> Result<()> {
@@ -403,4 +422,54 @@ fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> Result
     )?
     .execute(params![session_id, now, reason])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use redstore_platform::access_token::Role;
+
+    use super::*;
+    use crate::store::{NewChallenge, NewSession};
+
+    #[tokio::test]
+    async fn records_a_day_past_their_expiry_are_deleted_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), &[crate::SQLITE_MIGRATIONS]).unwrap();
+        let auth = SqliteAuth(db);
+        let staff = StaffRecord {
+            staff_id: "s-1".into(),
+            display_name: "S".into(),
+            role: Role::Admin,
+            store_id: None,
+            contact: "s@x.invalid".into(),
+            active: true,
+        };
+        auth.add_staff(staff).await.unwrap();
+        let now = unix_ms(std::time::SystemTime::now());
+        for (id, expires_at_ms) in [("old", 1_000), ("live", now + 60_000)] {
+            let challenge = NewChallenge {
+                challenge_id: id.into(),
+                idempotency_key: String::new(),
+                staff_id: "s-1".into(),
+                terminal_id: String::new(),
+                address: String::new(),
+                code_hash: String::new(),
+                expires_at_ms,
+            };
+            auth.open_challenge(challenge, crate::domain::Limits::default()).await.unwrap();
+            let session = NewSession {
+                session_id: format!("session-{id}"),
+                staff_id: "s-1".into(),
+                terminal_id: String::new(),
+                refresh_hash: format!("hash-{id}"),
+                expires_at_ms,
+            };
+            auth.redeem(id, "", session).await.unwrap();
+        }
+        let deleted = auth.expire(crate::domain::expired_before(std::time::SystemTime::now())).await.unwrap();
+        assert_eq!(deleted, 2, "the old challenge and its session");
+        assert!(auth.live_session("session-live").await.unwrap().is_some());
+        let gone = auth.claim_attempt("old", "").await.unwrap_err();
+        assert!(gone.to_string().contains("no such code"), "{gone}");
+    }
 }

@@ -112,6 +112,10 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Opens `session` by PIN, or (a retry with the same non-empty `key`) gives the session that
     /// key opened the new refresh token.
     async fn open_by_pin(&self, key: &str, session: NewSession) -> Result<SessionRecord>;
+
+    /// Deletes challenges and sessions that expired, and PIN attempts made, before `before_ms`:
+    /// at most `retention::CHUNK` of each; how many in all.
+    async fn expire(&self, before_ms: i64) -> Result<u64>;
 }
 
 /// A live session as SetPin and SwitchStaff find it.

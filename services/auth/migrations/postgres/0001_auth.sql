@@ -72,3 +72,7 @@ CREATE TABLE auth.pin_attempts (
     at_ms       BIGINT NOT NULL
 );
 CREATE INDEX pin_attempts_by_staff ON auth.pin_attempts (staff_id, store_id, terminal_id, at_ms);
+-- What retention deletes, a day after it expired.
+CREATE INDEX challenges_by_expiry ON auth.challenges (expires_at_ms);
+CREATE INDEX sessions_by_expiry ON auth.sessions (expires_at_ms);
+CREATE INDEX pin_attempts_by_time ON auth.pin_attempts (at_ms);

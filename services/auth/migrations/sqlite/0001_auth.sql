@@ -69,3 +69,7 @@ CREATE TABLE auth_pin_attempts (
     at_ms       INTEGER NOT NULL
 );
 CREATE INDEX auth_pin_attempts_by_staff ON auth_pin_attempts (staff_id, store_id, terminal_id, at_ms);
+-- What retention deletes, a day after it expired.
+CREATE INDEX auth_challenges_by_expiry ON auth_challenges (expires_at_ms);
+CREATE INDEX auth_sessions_by_expiry ON auth_sessions (expires_at_ms);
+CREATE INDEX auth_pin_attempts_by_time ON auth_pin_attempts (at_ms);
