@@ -74,6 +74,9 @@ pub const RPCS: &[(&str, &str, Access)] = &[
     (AUTH, "IssueStreamTicket", Staff(Cashier)),
     (AUTH, "SetPin", Staff(Cashier)),
     (AUTH, "SwitchStaff", Staff(Cashier)),
+    (AUTH, "CreateStaff", Staff(Manager)),
+    (AUTH, "ListStaff", Staff(Manager)),
+    (AUTH, "DeactivateStaff", Staff(Manager)),
 ];
 
 /// The access a request path needs, with the RPC's method name when the table names it. Paths

@@ -127,7 +127,8 @@ async fn every_rpc_answers_no_token_and_each_role_exactly_as_the_access_table_sa
     }
 }
 
-/// A request naming `store_id` (and `terminal_id`, `idempotency_key` where the message has them),
+/// A request naming `store_id` (and `terminal_id`, `idempotency_key`, `staff_id` and `role` where
+/// the message has them),
 /// encoded by the field numbers the contract gives them.
 fn naming(contracts: &Contracts, input: &str, store_id: &str) -> Option<Vec<u8>> {
     let message = &contracts.messages[input];
@@ -140,6 +141,13 @@ fn naming(contracts: &Contracts, input: &str, store_id: &str) -> Option<Vec<u8>>
     }
     if let Some(n) = number("idempotency_key") {
         prost::encoding::string::encode(n, &key(), &mut body);
+    }
+    // Adding a staff member names who and as what before where.
+    if let Some(n) = number("staff_id") {
+        prost::encoding::string::encode(n, &"newcomer-1".to_owned(), &mut body);
+    }
+    if let Some(n) = number("role") {
+        prost::encoding::int32::encode(n, &(redstore_proto::auth::Role::Cashier as i32), &mut body);
     }
     Some(body)
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use redstore_platform::access_token::Role;
 use redstore_proto::auth::{
-    RefreshRequest, RequestCodeRequest, Session, SetPinRequest, SignOutRequest, SwitchStaffRequest, VerifyCodeRequest,
+    CreateStaffRequest, DeactivateStaffRequest, ListStaffRequest, RefreshRequest, RequestCodeRequest, Session,
+    SetPinRequest, SignOutRequest, SwitchStaffRequest, VerifyCodeRequest,
 };
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -311,4 +312,71 @@ async fn a_colleague_takes_over_a_terminal_with_their_pin_and_five_wrong_pins_lo
     let back_office =
         auth_as(&app, &app.sign_in("manager-1", "").await).switch_staff(switch("supervisor-1", "2580")).await;
     assert_eq!(back_office.expect_err("no terminal").code(), Code::PermissionDenied);
+}
+
+fn new_staff(staff_id: &str, role: redstore_proto::auth::Role, store_id: &str) -> CreateStaffRequest {
+    CreateStaffRequest {
+        idempotency_key: key(),
+        staff_id: staff_id.into(),
+        display_name: String::new(),
+        role: role as i32,
+        store_id: store_id.into(),
+        contact: format!("{staff_id}@shop.invalid"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_adds_and_deactivates_their_stores_staff_and_a_deactivated_member_is_signed_out_at_once() {
+    use redstore_proto::auth::Role as R;
+    let app = TestApp::spawn().await;
+    let manager = app.sign_in("manager-1", "").await;
+    let mut as_manager = auth_as(&app, &manager);
+
+    let request = new_staff("cashier-9", R::Cashier, "store-1");
+    let added = as_manager.create_staff(request.clone()).await.expect("added").into_inner().staff.expect("staff");
+    assert_eq!((added.display_name.as_str(), added.active), ("cashier-9", true));
+    as_manager.create_staff(request.clone()).await.expect("the same request again answers it");
+    let other = CreateStaffRequest { role: R::Supervisor as i32, ..request };
+    assert_eq!(as_manager.create_staff(other).await.expect_err("another request").code(), Code::AlreadyExists);
+    for (refused, why) in [
+        (new_staff("cashier-8", R::Cashier, "store-2"), "another store"),
+        (new_staff("admin-2", R::Admin, ""), "an admin"),
+    ] {
+        let status = as_manager.create_staff(refused).await.expect_err(why);
+        assert_eq!(status.code(), Code::PermissionDenied, "{why}: {status:?}");
+    }
+    let bad = as_manager.create_staff(new_staff("cashier-7", R::Unspecified, "store-1")).await.expect_err("no role");
+    assert!(bad.message().starts_with("role:"), "{}", bad.message());
+    let cashier = auth_as(&app, &app.sign_in("cashier-1", "till-1").await)
+        .create_staff(new_staff("cashier-6", R::Cashier, "store-1"))
+        .await
+        .expect_err("a cashier adds nobody");
+    assert_eq!(cashier.code(), Code::PermissionDenied);
+
+    let listed = as_manager.list_staff(ListStaffRequest { store_id: "store-1".into(), page: None }).await;
+    let ids: Vec<String> = listed.expect("listed").into_inner().staff.into_iter().map(|s| s.staff_id).collect();
+    assert_eq!(ids, ["cashier-1", "cashier-9", "manager-1", "supervisor-1"]);
+    let elsewhere = as_manager.list_staff(ListStaffRequest { store_id: "store-2".into(), page: None }).await;
+    assert_eq!(elsewhere.expect_err("store-2's staff").code(), Code::PermissionDenied);
+
+    // The new cashier signs in and works; deactivated, their token stops at once.
+    let newcomer = app.sign_in("cashier-9", "till-3").await;
+    let mut stock = redstore_proto::inventory::inventory_service_client::InventoryServiceClient::new(
+        app.channel_with(&newcomer.access_token),
+    );
+    let get = || redstore_proto::inventory::GetStockRequest { store_id: "store-1".into(), sku: "SKU-0001".into() };
+    stock.get_stock(get()).await.expect("signed in");
+    let deactivate = DeactivateStaffRequest { idempotency_key: key(), staff_id: "cashier-9".into() };
+    let gone = as_manager.deactivate_staff(deactivate.clone()).await.expect("deactivated").into_inner();
+    assert_eq!(gone.staff.map(|s| s.active), Some(false));
+    as_manager.deactivate_staff(deactivate).await.expect("twice is no error");
+    assert_eq!(stock.get_stock(get()).await.expect_err("deactivated").code(), Code::Unauthenticated);
+    let refresh = refreshed(&app, refresh(&newcomer.refresh_token)).await.expect_err("no refresh");
+    assert_eq!(refresh.code(), Code::Unauthenticated);
+    let challenge = app.request_code("cashier-9", "").await;
+    assert_eq!(app.inbox.codes("cashier-9").len(), 1, "no code is sent to a deactivated member");
+    let never = app.auth().verify_code(verify(&challenge, "000000")).await.expect_err("never verifies");
+    assert_eq!(never.code(), Code::Unauthenticated);
+    let not_theirs = DeactivateStaffRequest { idempotency_key: key(), staff_id: "cashier-2".into() };
+    assert_eq!(as_manager.deactivate_staff(not_theirs).await.expect_err("store-2's").code(), Code::PermissionDenied);
 }

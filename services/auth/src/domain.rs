@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use redstore_platform::access_token::Role;
+use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result};
 
 /// Digits of a one-time code.
@@ -130,6 +131,52 @@ pub fn may_take_over<'a>(staff: Option<&'a StaffRecord>, store_id: &str, has_pin
         ));
     }
     Ok(staff)
+}
+
+/// Whether `caller` may add or deactivate a staff member of `role` in `store` (`None` for an
+/// admin): an admin anyone, a manager anyone but admins in their own store.
+pub fn may_manage(caller: &Caller, role: Role, store: Option<&str>) -> Result<()> {
+    let claims = match caller {
+        Caller::Service => return Ok(()),
+        Caller::Staff(claims) => claims,
+    };
+    match claims.role {
+        Role::Admin => Ok(()),
+        Role::Manager if role == Role::Admin => {
+            Err(Error::PermissionDenied("role: only an admin adds or deactivates an admin".into()))
+        }
+        Role::Manager if store.is_some() && claims.store.as_deref() == store => Ok(()),
+        Role::Manager => Err(Error::PermissionDenied(format!(
+            "store_id: {} manages the staff of store {:?} only",
+            claims.sub,
+            claims.store.as_deref().unwrap_or_default()
+        ))),
+        other => Err(Error::PermissionDenied(format!(
+            "{} is a {}: managers and admins manage staff",
+            claims.sub,
+            other.as_str()
+        ))),
+    }
+}
+
+/// A staff member's store as their role has it: none for an admin, one for anyone else.
+pub fn staff_store(role: Role, store_id: &str) -> Result<Option<String>> {
+    match (role, store_id.trim()) {
+        (Role::Admin, "") => Ok(None),
+        (Role::Admin, _) => Err(Error::invalid("store_id", "must be empty for an admin, who works in every store")),
+        (_, store) => Ok(Some(redstore_platform::error::identifier("store_id", store)?.to_owned())),
+    }
+}
+
+/// A CreateStaff for a staff id that exists: the same request again answers it; another is
+/// ALREADY_EXISTS.
+pub fn same_staff(existing: &StaffRecord, asked: &StaffRecord) -> Result<()> {
+    let same = (&existing.display_name, existing.role, &existing.store_id, &existing.contact)
+        == (&asked.display_name, asked.role, &asked.store_id, &asked.contact);
+    if same {
+        return Ok(());
+    }
+    Err(Error::AlreadyExists(format!("staff_id: {:?} is another staff member's", asked.staff_id)))
 }
 
 /// What a limit counts.
@@ -378,6 +425,32 @@ mod tests {
         let locked = tonic::Status::from(pin_lock(&five, now).unwrap_err());
         assert_eq!(locked.code(), tonic::Code::ResourceExhausted);
         assert!(pin_lock(&five, now + 11 * MIN).is_ok(), "the oldest of the five no longer counts");
+    }
+
+    #[test]
+    fn managers_manage_their_own_stores_staff_and_admins_everyones() {
+        let staff = |role: Role, store: Option<&str>| {
+            Caller::Staff(redstore_platform::access_token::Claims {
+                sub: "x".into(),
+                role,
+                store: store.map(Into::into),
+                device: None,
+                iat: 0,
+                exp: 0,
+                jti: String::new(),
+                sid: String::new(),
+                scope: None,
+            })
+        };
+        let manager = staff(Role::Manager, Some("store-1"));
+        assert!(may_manage(&manager, Role::Manager, Some("store-1")).is_ok());
+        assert!(may_manage(&manager, Role::Cashier, Some("store-2")).is_err());
+        assert!(may_manage(&manager, Role::Admin, None).is_err());
+        assert!(may_manage(&staff(Role::Supervisor, Some("store-1")), Role::Cashier, Some("store-1")).is_err());
+        assert!(may_manage(&staff(Role::Admin, None), Role::Admin, None).is_ok());
+        assert_eq!(staff_store(Role::Admin, "").unwrap(), None);
+        assert_eq!(staff_store(Role::Admin, "store-1").unwrap_err().field(), Some("store_id"));
+        assert_eq!(staff_store(Role::Cashier, "").unwrap_err().field(), Some("store_id"));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use redstore_inventory::InventoryStore;
 use redstore_platform::access_token::{Claims, Role, TokenKeys};
 use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier, required};
+use redstore_platform::page::Page;
+use redstore_platform::text::{optional_text, text};
 use redstore_platform::time::{from_unix_ms, timestamp, unix_ms};
 use redstore_proto::auth::auth_service_server::{AuthService, AuthServiceServer};
 use redstore_proto::auth::*;
@@ -158,18 +160,34 @@ impl AuthGrpc {
         };
         Session {
             session_id: session.session_id.clone(),
-            staff: Some(Staff {
-                staff_id: staff.staff_id.clone(),
-                display_name: staff.display_name.clone(),
-                role: role(staff.role) as i32,
-                store_id: staff.store_id.clone().unwrap_or_default(),
-            }),
+            staff: Some(staff_proto(staff)),
             terminal_id: session.terminal_id.clone(),
             access_token: self.keys.issue(&claims),
             access_expires_at: Some(timestamp(unix_ms(access_expires))),
             refresh_token,
             refresh_expires_at: Some(timestamp(session.expires_at_ms)),
         }
+    }
+}
+
+fn staff_proto(staff: &StaffRecord) -> Staff {
+    Staff {
+        staff_id: staff.staff_id.clone(),
+        display_name: staff.display_name.clone(),
+        role: role(staff.role) as i32,
+        store_id: staff.store_id.clone().unwrap_or_default(),
+        active: staff.active,
+    }
+}
+
+/// A role as the contract names it; UNSPECIFIED is no role.
+fn role_of(field: &str, value: i32) -> Result<Role> {
+    match redstore_proto::auth::Role::try_from(value) {
+        Ok(redstore_proto::auth::Role::Cashier) => Ok(Role::Cashier),
+        Ok(redstore_proto::auth::Role::Supervisor) => Ok(Role::Supervisor),
+        Ok(redstore_proto::auth::Role::Manager) => Ok(Role::Manager),
+        Ok(redstore_proto::auth::Role::Admin) => Ok(Role::Admin),
+        _ => Err(Error::invalid(field, "must be ROLE_CASHIER, ROLE_SUPERVISOR, ROLE_MANAGER or ROLE_ADMIN")),
     }
 }
 
@@ -327,5 +345,62 @@ impl AuthService for AuthGrpc {
         let session = self.store.open_by_pin(key, new).await?;
         tracing::info!(staff_id = %staff.staff_id, from = %claims.sub, %terminal_id, "took over a terminal by PIN");
         Ok(Response::new(SwitchStaffResponse { session: Some(self.session(&session, refresh_token)) }))
+    }
+
+    #[tracing::instrument(name = "auth.create_staff", skip_all)]
+    async fn create_staff(&self, req: Request<CreateStaffRequest>) -> Result<Response<CreateStaffResponse>, Status> {
+        let (caller, req) = Caller::split(req)?;
+        // A staff id exists once: the same request again answers it, so the key is taken, not needed.
+        optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let staff_id = identifier("staff_id", &req.staff_id)?.to_owned();
+        let role = role_of("role", req.role)?;
+        let store_id = domain::staff_store(role, &req.store_id)?;
+        domain::may_manage(&caller, role, store_id.as_deref())?;
+        if let Some(store_id) = &store_id {
+            self.inventory.get_store(store_id).await?;
+        }
+        let display_name = match optional_text("display_name", &req.display_name, 100)? {
+            name if name.is_empty() => staff_id.clone(),
+            name => name,
+        };
+        let contact = text("contact", &req.contact, 200)?;
+        let asked = StaffRecord { staff_id, display_name, role, store_id, contact, active: true };
+        if !self.store.add_staff(asked.clone()).await? {
+            let existing = self.store.staff(&asked.staff_id).await?;
+            let existing = existing.ok_or_else(|| Error::Internal(anyhow::anyhow!("a staff member vanished")))?;
+            domain::same_staff(&existing, &asked)?;
+            return Ok(Response::new(CreateStaffResponse { staff: Some(staff_proto(&existing)) }));
+        }
+        tracing::info!(staff_id = %asked.staff_id, role = asked.role.as_str(), by = caller.staff_id(), "staff member added");
+        Ok(Response::new(CreateStaffResponse { staff: Some(staff_proto(&asked)) }))
+    }
+
+    async fn list_staff(&self, req: Request<ListStaffRequest>) -> Result<Response<ListStaffResponse>, Status> {
+        let (caller, req) = Caller::split(req)?;
+        let store_id = caller.store("store_id", &req.store_id)?;
+        let page = Page::from_proto("page", req.page.as_ref())?;
+        let mut rows = self.store.list_staff(store_id, &page.after, page.fetch_limit()).await?;
+        let next = page.finish(&mut rows, |s| s.staff_id.clone());
+        Ok(Response::new(ListStaffResponse { staff: rows.iter().map(staff_proto).collect(), page: Some(next) }))
+    }
+
+    #[tracing::instrument(name = "auth.deactivate_staff", skip_all)]
+    async fn deactivate_staff(
+        &self,
+        req: Request<DeactivateStaffRequest>,
+    ) -> Result<Response<DeactivateStaffResponse>, Status> {
+        let (caller, req) = Caller::split(req)?;
+        // Deactivating twice is deactivating once: the key is taken, not needed.
+        optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let staff_id = identifier("staff_id", &req.staff_id)?;
+        let staff = self.store.staff(staff_id).await?;
+        let staff = staff.ok_or_else(|| Error::not_found(format!("staff_id: no staff member {staff_id:?}")))?;
+        domain::may_manage(&caller, staff.role, staff.store_id.as_deref())?;
+        let ended = self.store.deactivate(staff_id, "the staff member was deactivated").await?;
+        for session in &ended {
+            self.revoked.insert(&session.session_id, session.expires_at_ms);
+        }
+        tracing::info!(%staff_id, sessions_ended = ended.len(), by = caller.staff_id(), "staff member deactivated");
+        Ok(Response::new(DeactivateStaffResponse { staff: Some(staff_proto(&StaffRecord { active: false, ..staff })) }))
     }
 }

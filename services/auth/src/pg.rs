@@ -442,4 +442,43 @@ impl AuthStore for PgAuth {
         }
         Ok(deleted)
     }
+
+    async fn list_staff(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<StaffRecord>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT staff_id FROM auth.staff WHERE store_id = $1 AND staff_id > $2 ORDER BY staff_id LIMIT $3",
+        )
+        .bind(store_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.0)
+        .await?;
+        let mut conn = self.0.acquire().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            out.extend(staff(&mut conn, id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn deactivate(&self, staff_id: &str, reason: &str) -> Result<Vec<Ended>> {
+        let mut tx = self.0.begin().await?;
+        sqlx::query("UPDATE auth.staff SET active = false WHERE staff_id = $1")
+            .bind(staff_id)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT session_id, expires_at_ms FROM auth.sessions
+             WHERE staff_id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2 FOR UPDATE",
+        )
+        .bind(staff_id)
+        .bind(now_ms())
+        .fetch_all(&mut *tx)
+        .await?;
+        let ended: Vec<Ended> = rows.iter().map(|r| Ended { session_id: r.get(0), expires_at_ms: r.get(1) }).collect();
+        for session in &ended {
+            revoke(&mut tx, &session.session_id, reason).await?;
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
 }

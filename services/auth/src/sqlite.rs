@@ -414,6 +414,43 @@ impl AuthStore for SqliteAuth {
             })
             .await
     }
+
+    async fn list_staff(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<StaffRecord>> {
+        let (store, after) = (store_id.to_owned(), after.to_owned());
+        self.0
+            .read(move |conn| {
+                let ids = conn
+                    .prepare_cached(
+                        "SELECT staff_id FROM auth_staff WHERE store_id = ?1 AND staff_id > ?2 ORDER BY staff_id LIMIT ?3",
+                    )?
+                    .query_map(params![store, after, limit], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                ids.iter().filter_map(|id| staff(conn, id).transpose()).collect()
+            })
+            .await
+    }
+
+    async fn deactivate(&self, staff_id: &str, reason: &str) -> Result<Vec<Ended>> {
+        let (id, reason) = (staff_id.to_owned(), reason.to_owned());
+        self.0
+            .write(move |ctx| {
+                let now = unix_ms(ctx.now);
+                ctx.conn.prepare_cached("UPDATE auth_staff SET active = 0 WHERE staff_id = ?1")?.execute([&id])?;
+                let ended = ctx
+                    .conn
+                    .prepare_cached(
+                        "SELECT session_id, expires_at_ms FROM auth_sessions
+                         WHERE staff_id = ?1 AND revoked_at_ms IS NULL AND expires_at_ms > ?2",
+                    )?
+                    .query_map(params![id, now], |r| Ok(Ended { session_id: r.get(0)?, expires_at_ms: r.get(1)? }))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for session in &ended {
+                    revoke(ctx.conn, &session.session_id, &reason, now)?;
+                }
+                Ok(ended)
+            })
+            .await
+    }
 }
 
 fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> Result<()> {

@@ -116,6 +116,12 @@ pub trait AuthStore: Send + Sync + 'static {
     /// Deletes challenges and sessions that expired, and PIN attempts made, before `before_ms`:
     /// at most `retention::CHUNK` of each; how many in all.
     async fn expire(&self, before_ms: i64) -> Result<u64>;
+
+    /// A store's staff after `after` in staff_id order, at most `limit`.
+    async fn list_staff(&self, store_id: &str, after: &str, limit: u32) -> Result<Vec<StaffRecord>>;
+
+    /// Marks a staff member inactive and ends their live sessions: the sessions it ended.
+    async fn deactivate(&self, staff_id: &str, reason: &str) -> Result<Vec<Ended>>;
 }
 
 /// A live session as SetPin and SwitchStaff find it.
