@@ -77,6 +77,7 @@ pub const RPCS: &[(&str, &str, Access)] = &[
     (AUTH, "CreateStaff", Staff(Manager)),
     (AUTH, "ListStaff", Staff(Manager)),
     (AUTH, "DeactivateStaff", Staff(Manager)),
+    (AUTH, "ListAuditEvents", Staff(Manager)),
 ];
 
 /// The access a request path needs, with the RPC's method name when the table names it. Paths

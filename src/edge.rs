@@ -26,6 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use redstore_auth::revoked::Revoked;
 use redstore_platform::access_token::{Claims, Refused, TokenKeys};
+use redstore_platform::audit::{Actor, AuditLog, Entry, Trail};
 use redstore_platform::caller::Caller;
 use redstore_platform::service_token::{self, ServiceToken};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -131,6 +132,8 @@ pub struct Edge {
     /// lookup.
     verified: moka::sync::Cache<String, Arc<Claims>>,
     revoked: Arc<Revoked>,
+    /// Where each request's trail records, once the backend is open ([`Edge::keep_audit`]).
+    audit: std::sync::OnceLock<Arc<dyn AuditLog>>,
 }
 
 impl Edge {
@@ -172,7 +175,30 @@ impl Edge {
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
             revoked,
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives every request from now on a trail recording into `log`.
+    pub fn keep_audit(&self, log: Arc<dyn AuditLog>) {
+        let _ = self.audit.set(log);
+    }
+
+    /// The trail of a request by `caller` (no one yet, for signing in).
+    fn trail(&self, req: &Request, caller: Option<&Caller>) -> Option<Trail> {
+        let log = self.audit.get()?.clone();
+        let address = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .map(|addr| addr.ip().to_string())
+            .unwrap_or_default();
+        let (staff_id, device) = match caller {
+            Some(Caller::Staff(claims)) => (claims.sub.clone(), claims.device.clone().unwrap_or_default()),
+            Some(Caller::Service) => ("service".to_owned(), String::new()),
+            None => (String::new(), String::new()),
+        };
+        Some(Trail::new(log, Actor { staff_id, device, address }))
     }
 
     /// The caller a bearer token names: this deployment's service, or a staff member whose
@@ -368,14 +394,39 @@ pub async fn guard(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) 
                     claims.sub,
                     claims.role.as_str()
                 );
+                // A signed-in staff member reaching past their role is recorded.
+                let caller = Caller::Staff(claims);
+                if let Some(trail) = edge.trail(&req, Some(&caller)) {
+                    let outcome = format!("PermissionDenied: {message}");
+                    let store_id = match &caller {
+                        Caller::Staff(claims) => claims.store.clone().unwrap_or_default(),
+                        Caller::Service => String::new(),
+                    };
+                    let entry = Entry {
+                        store_id,
+                        action: "access.refused",
+                        subject: method.to_owned(),
+                        detail: String::new(),
+                        outcome,
+                    };
+                    trail.record(entry).await;
+                }
                 refuse(&req, tonic::Status::permission_denied(message))
             }
             Ok(caller) => {
+                if let Some(trail) = edge.trail(&req, Some(&caller)) {
+                    req.extensions_mut().insert(trail);
+                }
                 req.extensions_mut().insert(caller);
                 next.run(req).await
             }
             Err(status) => refuse(&req, status),
         };
+    }
+    if access == Access::Open
+        && let Some(trail) = edge.trail(&req, None)
+    {
+        req.extensions_mut().insert(trail);
     }
     if access == Access::Service {
         let method = method.unwrap_or("this RPC");

@@ -625,6 +625,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     redstore_auth::revoked::watch(wiring.auth.clone(), revoked.clone(), shutdown.clone());
+    edge.keep_audit(wiring.auth.clone());
     if config.serves(ServiceName::Auth) {
         let auth = wiring.auth.clone();
         spawn_retention("sign-in records", config.retention.every, shutdown.clone(), move || {

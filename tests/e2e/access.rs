@@ -379,3 +379,88 @@ fn requests_naming_a_store_decode_as_the_contract_says() {
     let body = naming(&contracts, ".redstore.inventory.v1.GetStockRequest", "store-2").expect("store_id");
     assert_eq!(GetStockRequest::decode(body.as_slice()).unwrap().store_id, "store-2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensitive_actions_are_in_the_audit_log_with_who_where_when_and_how_they_ended() {
+    use redstore_proto::auth::{AuditEvent, ListAuditEventsRequest};
+    use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
+    use redstore_proto::inventory::{AdjustStockRequest, AdjustmentReason, UpdateProductRequest};
+    use redstore_proto::sales::sales_service_client::SalesServiceClient;
+    let app = TestApp::spawn().await;
+
+    let manager = app.sign_in("manager-1", "").await;
+    let challenge = app.request_code("cashier-1", "till-1").await;
+    let wrong = if app.inbox.last("cashier-1") == "000000" { "000001" } else { "000000" };
+    app.auth().verify_code(verify_request(&challenge, wrong)).await.expect_err("a wrong code");
+    let mut as_manager = InventoryServiceClient::new(app.channel_with(&manager.access_token));
+    let adjust = AdjustStockRequest {
+        idempotency_key: key(),
+        store_id: "store-1".into(),
+        sku: "SKU-0002".into(),
+        quantity_delta: -2,
+        reason: AdjustmentReason::Damaged as i32,
+        note: "dropped crate".into(),
+    };
+    as_manager.adjust_stock(adjust.clone()).await.expect("adjusted");
+    let cashier = app.sign_in("cashier-1", "till-1").await;
+    let reaching = InventoryServiceClient::new(app.channel_with(&cashier.access_token)).adjust_stock(adjust).await;
+    assert_eq!(reaching.expect_err("a cashier adjusts nothing").code(), Code::PermissionDenied);
+    let sale = checkout(&key(), "store-1", "till-1", &[("SKU-0001", 2)], vec![cash(500)]);
+    let sale = app.sales().checkout(sale).await.expect("a sale").into_inner().sale.expect("sale");
+    let supervisor = app.sign_in("supervisor-1", "till-1").await;
+    let refund = RefundRequest {
+        idempotency_key: key(),
+        sale_id: sale.sale_id.clone(),
+        lines: vec![RefundLine { sku: "SKU-0001".into(), quantity: 1 }],
+        reason: "customer changed mind".into(),
+        terminal_id: "till-1".into(),
+    };
+    SalesServiceClient::new(app.channel_with(&supervisor.access_token)).refund(refund).await.expect("refunded");
+    let price = UpdateProductRequest {
+        idempotency_key: key(),
+        sku: "SKU-0005".into(),
+        price: Some(eur(1)),
+        ..Default::default()
+    };
+    app.inventory().update_product(price).await.expect("a price change");
+
+    let list = |store: &str, token: &str| {
+        let mut auth = redstore_proto::auth::auth_service_client::AuthServiceClient::new(app.channel_with(token));
+        let request = ListAuditEventsRequest { store_id: store.into(), page: None, chain: store.is_empty() };
+        async move { auth.list_audit_events(request).await.map(|r| r.into_inner().events) }
+    };
+    let events = list("store-1", &manager.access_token).await.expect("store-1's log");
+    let find = |action: &str, staff: &str| -> AuditEvent {
+        events
+            .iter()
+            .find(|e| e.action == action && e.staff_id == staff)
+            .unwrap_or_else(|| panic!("no {action} by {staff} in {events:#?}"))
+            .clone()
+    };
+    assert_eq!(find("auth.signed_in", "manager-1").outcome, "ok");
+    let refused_code = find("auth.code_refused", "cashier-1");
+    assert!(refused_code.outcome.starts_with("Unauthenticated"), "{refused_code:?}");
+    assert_eq!(refused_code.terminal_id, "till-1");
+    let adjusted = find("stock.adjusted", "manager-1");
+    assert_eq!((adjusted.subject.as_str(), adjusted.outcome.as_str()), ("SKU-0002", "ok"));
+    assert!(adjusted.detail.contains("dropped crate") && adjusted.detail.contains("-2"), "{adjusted:?}");
+    assert_eq!(adjusted.address, "127.0.0.1");
+    assert!(adjusted.at.is_some());
+    let refunded = find("sale.refunded", "supervisor-1");
+    assert_eq!((refunded.subject.as_str(), refunded.terminal_id.as_str()), (sale.sale_id.as_str(), "till-1"));
+    assert!(refunded.detail.contains("customer changed mind"), "{refunded:?}");
+    let reached = find("access.refused", "cashier-1");
+    assert!(reached.subject == "AdjustStock" && reached.outcome.starts_with("PermissionDenied"), "{reached:?}");
+    assert!(events.windows(2).all(|w| w[0].event_id > w[1].event_id), "newest first");
+
+    // The chain's log (the catalog) is an admin's; another store's is not the manager's.
+    let chain = list("", &admin_token()).await.expect("the chain's log");
+    let changed = chain.iter().find(|e| e.action == "product.updated").expect("the price change");
+    assert!(changed.subject == "SKU-0005" && changed.detail.contains("price 1 EUR"), "{changed:?}");
+    assert_eq!(list("", &manager.access_token).await.expect_err("the chain's").code(), Code::PermissionDenied);
+    assert_eq!(list("store-2", &manager.access_token).await.expect_err("store-2's").code(), Code::PermissionDenied);
+}
+
+fn verify_request(challenge_id: &str, code: &str) -> VerifyCodeRequest {
+    VerifyCodeRequest { idempotency_key: key(), challenge_id: challenge_id.into(), code: code.into() }
+}

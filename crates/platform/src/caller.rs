@@ -78,6 +78,14 @@ impl Caller {
         }
     }
 
+    /// Whether the caller acts in every store: an admin, or another process.
+    pub fn may_act_in_every_store(&self) -> bool {
+        match self {
+            Self::Service => true,
+            Self::Staff(claims) => claims.role == Role::Admin,
+        }
+    }
+
     /// The staff member, for records of who did what; `None` for a service.
     pub fn staff_id(&self) -> Option<&str> {
         match self {

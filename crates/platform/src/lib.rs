@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_token;
+pub mod audit;
 pub mod barcode;
 pub mod batch;
 pub mod caller;

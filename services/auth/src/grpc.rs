@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use redstore_inventory::InventoryStore;
 use redstore_platform::access_token::{Claims, Role, TokenKeys};
+use redstore_platform::audit::{self, Entry, Trail};
 use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier, required};
 use redstore_platform::page::Page;
@@ -19,7 +20,7 @@ use crate::domain::{self, Policy, StaffRecord};
 use crate::revoked::Revoked;
 use crate::secret;
 use crate::sender::CodeSender;
-use crate::store::{AuthStore, NewChallenge, NewSession, Refreshed, SessionRecord};
+use crate::store::{AuthStore, Claimed, NewChallenge, NewSession, Refreshed, SessionRecord};
 
 #[derive(Clone)]
 pub struct AuthGrpc {
@@ -83,11 +84,29 @@ impl AuthGrpc {
         Ok(RequestCodeResponse { challenge_id: opened.challenge_id, expires_at: Some(timestamp(opened.expires_at_ms)) })
     }
 
-    async fn sign_in(&self, req: &VerifyCodeRequest) -> Result<Session> {
+    async fn sign_in(&self, req: &VerifyCodeRequest, trail: &Option<Trail>) -> Result<Session> {
         let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
         let challenge_id = identifier("challenge_id", &req.challenge_id)?;
         let code = domain::parse_code(&req.code)?.to_owned();
         let claimed = self.store.claim_attempt(challenge_id, key).await?;
+        let result = self.redeem_code(&claimed, challenge_id, key, code).await;
+        // Every attempt at a code is recorded, in its staff member's store when there is one.
+        if let Some(trail) = trail {
+            let store_id = self.store.staff(&claimed.staff_id).await.ok().flatten().and_then(|s| s.store_id);
+            let entry = Entry {
+                store_id: store_id.unwrap_or_default(),
+                action: if result.is_ok() { "auth.signed_in" } else { "auth.code_refused" },
+                subject: claimed.staff_id.clone(),
+                detail: format!("attempt {} of {}", claimed.attempts, domain::MAX_ATTEMPTS),
+                outcome: audit::outcome(&result),
+            };
+            trail.as_staff(&claimed.staff_id, &claimed.terminal_id).record(entry).await;
+        }
+        result
+    }
+
+    /// The session a claimed attempt opens, if its code is right.
+    async fn redeem_code(&self, claimed: &Claimed, challenge_id: &str, key: &str, code: String) -> Result<Session> {
         let hash = claimed.code_hash.clone();
         let right = tokio::task::spawn_blocking(move || secret::matches(&hash, &code))
             .await
@@ -170,6 +189,11 @@ impl AuthGrpc {
     }
 }
 
+/// A successful action's entry.
+fn entry(store_id: String, action: &'static str, subject: &str, detail: String) -> Entry {
+    Entry { store_id, action, subject: subject.to_owned(), detail, outcome: "ok".to_owned() }
+}
+
 fn staff_proto(staff: &StaffRecord) -> Staff {
     Staff {
         staff_id: staff.staff_id.clone(),
@@ -231,7 +255,8 @@ impl AuthService for AuthGrpc {
 
     #[tracing::instrument(name = "auth.verify_code", skip_all)]
     async fn verify_code(&self, req: Request<VerifyCodeRequest>) -> Result<Response<VerifyCodeResponse>, Status> {
-        let session = self.sign_in(req.get_ref()).await?;
+        let trail = Trail::of(&req);
+        let session = self.sign_in(req.get_ref(), &trail).await?;
         Ok(Response::new(VerifyCodeResponse { session: Some(session) }))
     }
 
@@ -280,6 +305,7 @@ impl AuthService for AuthGrpc {
 
     #[tracing::instrument(name = "auth.set_pin", skip_all)]
     async fn set_pin(&self, req: Request<SetPinRequest>) -> Result<Response<SetPinResponse>, Status> {
+        let trail = Trail::of(&req);
         let (caller, req) = Caller::split(req)?;
         // Setting the same PIN again changes nothing: the key is taken, not required.
         optional_identifier("idempotency_key", &req.idempotency_key)?;
@@ -298,11 +324,14 @@ impl AuthService for AuthGrpc {
         let hashed = hash_off_runtime(pin).await?;
         self.store.set_pin(&claims.sub, &hashed).await?;
         tracing::info!(staff_id = %claims.sub, "PIN set");
+        let store_id = claims.store.clone().unwrap_or_default();
+        audit::record(&trail, entry(store_id, "auth.pin_set", &claims.sub, String::new())).await;
         Ok(Response::new(SetPinResponse {}))
     }
 
     #[tracing::instrument(name = "auth.switch_staff", skip_all)]
     async fn switch_staff(&self, req: Request<SwitchStaffRequest>) -> Result<Response<SwitchStaffResponse>, Status> {
+        let trail = Trail::of(&req);
         let (caller, req) = Caller::split(req)?;
         let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
         let staff_id = identifier("staff_id", &req.staff_id)?;
@@ -328,9 +357,14 @@ impl AuthService for AuthGrpc {
         let right = tokio::task::spawn_blocking(move || secret::matches(&hash, &pin))
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("checking a PIN: {e}")))?;
+        let detail = format!("from {}", claims.sub);
         if !right {
             tracing::info!(staff_id = %staff.staff_id, %terminal_id, "a wrong PIN");
-            return Err(Error::Unauthenticated("staff_id or pin: wrong".into()).into());
+            let refusal = Error::Unauthenticated("staff_id or pin: wrong".into());
+            let refused =
+                Entry { outcome: audit::refused(&refusal), ..entry(store_id, "auth.pin_refused", staff_id, detail) };
+            audit::record(&trail, refused).await;
+            return Err(refusal.into());
         }
         self.store.forget_pin_attempt(&attempt).await?;
         let refresh_token = secret::new_refresh_token();
@@ -344,11 +378,13 @@ impl AuthService for AuthGrpc {
         };
         let session = self.store.open_by_pin(key, new).await?;
         tracing::info!(staff_id = %staff.staff_id, from = %claims.sub, %terminal_id, "took over a terminal by PIN");
+        audit::record(&trail, entry(store_id, "auth.switched", staff_id, detail)).await;
         Ok(Response::new(SwitchStaffResponse { session: Some(self.session(&session, refresh_token)) }))
     }
 
     #[tracing::instrument(name = "auth.create_staff", skip_all)]
     async fn create_staff(&self, req: Request<CreateStaffRequest>) -> Result<Response<CreateStaffResponse>, Status> {
+        let trail = Trail::of(&req);
         let (caller, req) = Caller::split(req)?;
         // A staff id exists once: the same request again answers it, so the key is taken, not needed.
         optional_identifier("idempotency_key", &req.idempotency_key)?;
@@ -372,6 +408,8 @@ impl AuthService for AuthGrpc {
             return Ok(Response::new(CreateStaffResponse { staff: Some(staff_proto(&existing)) }));
         }
         tracing::info!(staff_id = %asked.staff_id, role = asked.role.as_str(), by = caller.staff_id(), "staff member added");
+        let (store_id, role) = (asked.store_id.clone().unwrap_or_default(), asked.role.as_str());
+        audit::record(&trail, entry(store_id, "staff.created", &asked.staff_id, format!("role {role}"))).await;
         Ok(Response::new(CreateStaffResponse { staff: Some(staff_proto(&asked)) }))
     }
 
@@ -389,6 +427,7 @@ impl AuthService for AuthGrpc {
         &self,
         req: Request<DeactivateStaffRequest>,
     ) -> Result<Response<DeactivateStaffResponse>, Status> {
+        let trail = Trail::of(&req);
         let (caller, req) = Caller::split(req)?;
         // Deactivating twice is deactivating once: the key is taken, not needed.
         optional_identifier("idempotency_key", &req.idempotency_key)?;
@@ -401,6 +440,43 @@ impl AuthService for AuthGrpc {
             self.revoked.insert(&session.session_id, session.expires_at_ms);
         }
         tracing::info!(%staff_id, sessions_ended = ended.len(), by = caller.staff_id(), "staff member deactivated");
+        let detail = format!("{} sessions ended", ended.len());
+        let store_id = staff.store_id.clone().unwrap_or_default();
+        audit::record(&trail, entry(store_id, "staff.deactivated", staff_id, detail)).await;
         Ok(Response::new(DeactivateStaffResponse { staff: Some(staff_proto(&StaffRecord { active: false, ..staff })) }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        req: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        let (caller, req) = Caller::split(req)?;
+        let store_id = match (req.chain, req.store_id.trim()) {
+            (true, "") if caller.may_act_in_every_store() => "",
+            (true, "") => {
+                return Err(Error::PermissionDenied("chain: the chain's entries are an admin's".into()).into());
+            }
+            (true, _) => return Err(Error::invalid("store_id", "must be empty with chain").into()),
+            (false, _) => caller.store("store_id", &req.store_id)?,
+        };
+        let page = Page::from_proto("page", req.page.as_ref())?;
+        let mut rows = self.store.list(store_id, &page.after, page.fetch_limit()).await?;
+        let next = page.finish(&mut rows, |r| r.event_id.clone());
+        let events = rows
+            .into_iter()
+            .map(|r| AuditEvent {
+                event_id: r.event_id,
+                at: Some(timestamp(r.at_ms)),
+                store_id: r.store_id,
+                staff_id: r.actor.staff_id,
+                terminal_id: r.actor.device,
+                address: r.actor.address,
+                action: r.action,
+                subject: r.subject,
+                detail: r.detail,
+                outcome: r.outcome,
+            })
+            .collect();
+        Ok(Response::new(ListAuditEventsResponse { events, page: Some(next) }))
     }
 }

@@ -3,6 +3,7 @@
 //! asks for are counted under a lock of that staff member, so concurrent requests cannot both
 //! pass a limit.
 
+use redstore_platform::audit::{Actor, AuditLog, Entry, Recorded};
 use redstore_platform::error::{Error, Result};
 use redstore_platform::pg::{PgMigration, PgPool, lost_unique_race};
 use redstore_platform::retention;
@@ -480,5 +481,55 @@ impl AuthStore for PgAuth {
         }
         tx.commit().await?;
         Ok(ended)
+    }
+}
+
+#[tonic::async_trait]
+impl AuditLog for PgAuth {
+    async fn append(&self, actor: &Actor, entry: &Entry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO auth.audit_events (event_id, at_ms, store_id, staff_id, device, address, action, subject,
+                 detail, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(now_ms())
+        .bind(&entry.store_id)
+        .bind(&actor.staff_id)
+        .bind(&actor.device)
+        .bind(&actor.address)
+        .bind(entry.action)
+        .bind(&entry.subject)
+        .bind(&entry.detail)
+        .bind(&entry.outcome)
+        .execute(&self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn list(&self, store_id: &str, before: &str, limit: u32) -> Result<Vec<Recorded>> {
+        let rows = sqlx::query(
+            "SELECT event_id, at_ms, staff_id, device, address, action, subject, detail, outcome
+             FROM auth.audit_events WHERE store_id = $1 AND ($2 = '' OR event_id < $2)
+             ORDER BY event_id DESC LIMIT $3",
+        )
+        .bind(store_id)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.0)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Recorded {
+                event_id: r.get(0),
+                at_ms: r.get(1),
+                actor: Actor { staff_id: r.get(2), device: r.get(3), address: r.get(4) },
+                store_id: store_id.to_owned(),
+                action: r.get(5),
+                subject: r.get(6),
+                detail: r.get(7),
+                outcome: r.get(8),
+            })
+            .collect())
     }
 }

@@ -1,6 +1,7 @@
 //! Sign-in's tables in the embedded database. Each method is one write job (the writer runs one
 //! at a time, so a row read is a row locked until the job ends).
 
+use redstore_platform::audit::{Actor, AuditLog, Entry, Recorded};
 use redstore_platform::error::{Error, Result};
 use redstore_platform::time::unix_ms;
 use redstore_platform::{Db, retention};
@@ -448,6 +449,64 @@ impl AuthStore for SqliteAuth {
                     revoke(ctx.conn, &session.session_id, &reason, now)?;
                 }
                 Ok(ended)
+            })
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl AuditLog for SqliteAuth {
+    async fn append(&self, actor: &Actor, entry: &Entry) -> Result<()> {
+        let (actor, entry) = (actor.clone(), entry.clone());
+        self.0
+            .write(move |ctx| {
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO auth_audit_events (event_id, at_ms, store_id, staff_id, device, address, action,
+                             subject, detail, outcome)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )?
+                    .execute(params![
+                        uuid::Uuid::now_v7().to_string(),
+                        unix_ms(ctx.now),
+                        entry.store_id,
+                        actor.staff_id,
+                        actor.device,
+                        actor.address,
+                        entry.action,
+                        entry.subject,
+                        entry.detail,
+                        entry.outcome
+                    ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list(&self, store_id: &str, before: &str, limit: u32) -> Result<Vec<Recorded>> {
+        let (store, before) = (store_id.to_owned(), before.to_owned());
+        self.0
+            .read(move |conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT event_id, at_ms, staff_id, device, address, action, subject, detail, outcome
+                         FROM auth_audit_events WHERE store_id = ?1 AND (?2 = '' OR event_id < ?2)
+                         ORDER BY event_id DESC LIMIT ?3",
+                    )?
+                    .query_map(params![store, before, limit], |r| {
+                        Ok(Recorded {
+                            event_id: r.get(0)?,
+                            at_ms: r.get(1)?,
+                            actor: Actor { staff_id: r.get(2)?, device: r.get(3)?, address: r.get(4)? },
+                            store_id: store.clone(),
+                            action: r.get(5)?,
+                            subject: r.get(6)?,
+                            detail: r.get(7)?,
+                            outcome: r.get(8)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
             })
             .await
     }

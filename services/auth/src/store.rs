@@ -2,6 +2,7 @@
 //! PostgreSQL (`pg`). Each method is one transaction, which takes its rows' locks and asks
 //! `domain` what to do.
 
+use redstore_platform::audit::AuditLog;
 use redstore_platform::error::Result;
 
 use crate::domain::{Limits, StaffRecord};
@@ -65,8 +66,9 @@ pub enum Refreshed {
     Ended(Ended),
 }
 
+/// Sign-in's store keeps the audit log too.
 #[tonic::async_trait]
-pub trait AuthStore: Send + Sync + 'static {
+pub trait AuthStore: AuditLog + Send + Sync + 'static {
     async fn staff(&self, staff_id: &str) -> Result<Option<StaffRecord>>;
 
     /// Adds a staff member unless one with the id exists; whether it was added.

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use redstore_platform::audit::{self, Entry, Trail};
 use redstore_platform::barcode::Barcode;
 use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier};
@@ -145,10 +146,22 @@ fn sale_outcome(outcome: Result<ApplySaleResponse>) -> ApplySaleOutcome {
     ApplySaleOutcome { outcome: Some(outcome) }
 }
 
+/// An audit entry of an inventory change (`store_id` and `subject` as the request gave them).
+fn entry<T>(store_id: &str, action: &'static str, subject: &str, detail: String, result: &Result<T>) -> Entry {
+    let bounded = |s: &str| s.chars().take(64).collect::<String>();
+    Entry { store_id: bounded(store_id), action, subject: bounded(subject), detail, outcome: audit::outcome(result) }
+}
+
+/// A price as the audit log says it: minor units and currency.
+fn shown_price(price: Option<&redstore_proto::common::Money>) -> String {
+    price.map_or_else(|| "none".to_owned(), |m| format!("{} {} (minor units)", m.units_minor, m.currency_code))
+}
+
 #[tonic::async_trait]
 impl InventoryService for InventoryGrpc {
     #[tracing::instrument(name = "inventory.create_store", skip_all)]
     async fn create_store(&self, req: Request<CreateStoreRequest>) -> Result<Response<CreateStoreResponse>, Status> {
+        let trail = Trail::of(&req);
         let req = req.into_inner();
         let result = async {
             let store = StoreRow {
@@ -160,6 +173,8 @@ impl InventoryService for InventoryGrpc {
             Ok(CreateStoreResponse { store: Some(self.store.create_store(idem, store).await?) })
         }
         .await;
+        let entry = entry(&req.store_id, "store.created", &req.store_id, format!("name {:?}", req.name), &result);
+        audit::record(&trail, entry).await;
         ok(result)
     }
 
@@ -189,6 +204,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         req: Request<RegisterTerminalRequest>,
     ) -> Result<Response<RegisterTerminalResponse>, Status> {
+        let trail = Trail::of(&req);
         let (caller, req) = Caller::split(req)?;
         let result = async {
             let store_id = caller.store("store_id", &req.store_id)?.to_owned();
@@ -205,6 +221,8 @@ impl InventoryService for InventoryGrpc {
             Ok(RegisterTerminalResponse { terminal: Some(self.store.register_terminal(idem, terminal).await?) })
         }
         .await;
+        let detail = format!("name {:?}", req.name);
+        audit::record(&trail, entry(&req.store_id, "terminal.registered", &req.terminal_id, detail, &result)).await;
         ok(result)
     }
 
@@ -240,6 +258,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         req: Request<CreateProductRequest>,
     ) -> Result<Response<CreateProductResponse>, Status> {
+        let trail = Trail::of(&req);
         let req = req.into_inner();
         let result = async {
             let barcodes = domain::parse_barcodes("barcodes", &req.barcodes)?;
@@ -254,6 +273,8 @@ impl InventoryService for InventoryGrpc {
             Ok(CreateProductResponse { product: Some(self.store.create_product(idem, product, barcodes).await?) })
         }
         .await;
+        let detail = format!("name {:?}, price {}", req.name, shown_price(req.price.as_ref()));
+        audit::record(&trail, entry("", "product.created", &req.sku, detail, &result)).await;
         ok(result)
     }
 
@@ -262,6 +283,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         req: Request<UpdateProductRequest>,
     ) -> Result<Response<UpdateProductResponse>, Status> {
+        let trail = Trail::of(&req);
         let req = req.into_inner();
         let result = async {
             let patch = ProductPatch {
@@ -279,6 +301,20 @@ impl InventoryService for InventoryGrpc {
             Ok(UpdateProductResponse { product: Some(self.store.update_product(idem, patch).await?) })
         }
         .await;
+        let mut changes = Vec::new();
+        if let Some(name) = &req.name {
+            changes.push(format!("name {name:?}"));
+        }
+        if req.price.is_some() {
+            changes.push(format!("price {}", shown_price(req.price.as_ref())));
+        }
+        if let Some(active) = req.active {
+            changes.push(format!("active {active}"));
+        }
+        if req.update_barcodes {
+            changes.push(format!("barcodes {:?}", req.barcodes));
+        }
+        audit::record(&trail, entry("", "product.updated", &req.sku, changes.join(", "), &result)).await;
         ok(result)
     }
 
@@ -361,6 +397,7 @@ impl InventoryService for InventoryGrpc {
 
     #[tracing::instrument(name = "inventory.adjust_stock", skip_all, fields(store_id = %req.get_ref().store_id))]
     async fn adjust_stock(&self, req: Request<AdjustStockRequest>) -> Result<Response<AdjustStockResponse>, Status> {
+        let trail = Trail::of(&req);
         let (caller, req) = Caller::split(req)?;
         let result = async {
             let store_id = caller.store("store_id", &req.store_id)?;
@@ -379,6 +416,9 @@ impl InventoryService for InventoryGrpc {
             self.store.adjust_stock(idem, store_id, movement, reason).await
         }
         .await;
+        let reason = adjustment_reason(req.reason).unwrap_or("unknown");
+        let detail = format!("{:+} ({reason}); note {:?}", req.quantity_delta, req.note);
+        audit::record(&trail, entry(&req.store_id, "stock.adjusted", &req.sku, detail, &result)).await;
         ok(result)
     }
 
@@ -506,6 +546,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         req: Request<Streaming<ImportProductsRequest>>,
     ) -> Result<Response<ImportProductsResponse>, Status> {
+        let trail = Trail::of(&req);
         let result = import_batches(req.into_inner(), |batch: ImportProductsRequest| async move {
             let idem = batch_idem(&batch.idempotency_key, &batch, |r| r.idempotency_key.clear())?;
             let products = domain::import_products("products", &batch.products)?;
@@ -517,6 +558,9 @@ impl InventoryService for InventoryGrpc {
             records,
             replayed_batches,
         });
+        let detail =
+            result.as_ref().map(|r| format!("{} products in {} batches", r.records, r.batches)).unwrap_or_default();
+        audit::record(&trail, entry("", "catalog.imported", "", detail, &result)).await;
         ok(result)
     }
 
@@ -525,6 +569,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         req: Request<Streaming<ImportStockRequest>>,
     ) -> Result<Response<ImportStockResponse>, Status> {
+        let trail = Trail::of(&req);
         // Each batch parsed as it arrives; the store applies the stream (on PostgreSQL, all of
         // it or none).
         let batches = futures::stream::unfold((req.into_inner(), 0u64), |(mut stream, index)| async move {
@@ -546,6 +591,9 @@ impl InventoryService for InventoryGrpc {
             records: totals.records,
             replayed_batches: totals.replayed,
         });
+        let detail =
+            result.as_ref().map(|r| format!("{} counts in {} batches", r.records, r.batches)).unwrap_or_default();
+        audit::record(&trail, entry("", "stock.imported", "", detail, &result)).await;
         ok(result)
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt as _};
 use redstore_inventory::domain::sale_movements;
+use redstore_platform::audit::{self, Entry, Trail};
 use redstore_platform::barcode::Barcode;
 use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier};
@@ -257,7 +258,9 @@ impl SalesService for SalesGrpc {
 
     #[tracing::instrument(name = "sales.refund", skip_all)]
     async fn refund(&self, req: Request<RefundRequest>) -> Result<Response<RefundResponse>, Status> {
+        let trail = Trail::of(&req);
         let (caller, req) = Caller::split(req)?;
+        let mut store_of_sale = String::new();
         let result = async {
             let key = identifier("idempotency_key", &req.idempotency_key)?.to_owned();
             let sale_id = identifier("sale_id", &req.sale_id)?.to_owned();
@@ -272,6 +275,7 @@ impl SalesService for SalesGrpc {
             // The sale's store is the refund's: the caller must work there (at the terminal,
             // when one is named).
             let store_id = self.store.get_sale(&sale_id).await?.store_id;
+            store_of_sale.clone_from(&store_id);
             match terminal_id.as_str() {
                 "" => caller.may_act_in(&store_id)?,
                 terminal => caller.may_use_terminal(&store_id, terminal)?,
@@ -285,6 +289,16 @@ impl SalesService for SalesGrpc {
             self.store.refund(order).await
         }
         .await;
+        let lines: Vec<String> = req.lines.iter().map(|l| format!("{} x{}", l.sku, l.quantity)).collect();
+        let detail = format!("{}; reason {:?}", lines.join(", "), req.reason);
+        let entry = Entry {
+            store_id: store_of_sale,
+            action: "sale.refunded",
+            subject: req.sale_id.chars().take(64).collect(),
+            detail,
+            outcome: audit::outcome(&result),
+        };
+        audit::record(&trail, entry).await;
         ok(result)
     }
 }

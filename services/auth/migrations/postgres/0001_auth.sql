@@ -76,3 +76,18 @@ CREATE INDEX pin_attempts_by_staff ON auth.pin_attempts (staff_id, store_id, ter
 CREATE INDEX challenges_by_expiry ON auth.challenges (expires_at_ms);
 CREATE INDEX sessions_by_expiry ON auth.sessions (expires_at_ms);
 CREATE INDEX pin_attempts_by_time ON auth.pin_attempts (at_ms);
+
+-- The audit log: appended to, never changed. Event ids are UUIDv7, so their order is time's.
+CREATE TABLE auth.audit_events (
+    event_id    TEXT PRIMARY KEY,
+    at_ms       BIGINT NOT NULL,
+    store_id    TEXT NOT NULL,
+    staff_id    TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    outcome     TEXT NOT NULL
+);
+CREATE INDEX audit_by_store ON auth.audit_events (store_id, event_id);

@@ -73,3 +73,18 @@ CREATE INDEX auth_pin_attempts_by_staff ON auth_pin_attempts (staff_id, store_id
 CREATE INDEX auth_challenges_by_expiry ON auth_challenges (expires_at_ms);
 CREATE INDEX auth_sessions_by_expiry ON auth_sessions (expires_at_ms);
 CREATE INDEX auth_pin_attempts_by_time ON auth_pin_attempts (at_ms);
+
+-- The audit log: appended to, never changed. Event ids are UUIDv7, so their order is time's.
+CREATE TABLE auth_audit_events (
+    event_id    TEXT PRIMARY KEY,
+    at_ms       INTEGER NOT NULL,
+    store_id    TEXT NOT NULL,
+    staff_id    TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    outcome     TEXT NOT NULL
+);
+CREATE INDEX auth_audit_by_store ON auth_audit_events (store_id, event_id);
