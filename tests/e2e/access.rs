@@ -7,7 +7,7 @@ use std::time::Duration;
 use prost::Message as _;
 use redstore::access::{Access, RPCS};
 use redstore_platform::access_token::{Bearer, Claims, Role, SigningKey, TokenKeys};
-use redstore_proto::auth::{IssueStreamTicketRequest, RequestCodeRequest, SignOutRequest, VerifyCodeRequest};
+use redstore_proto::auth::{IssueStreamTicketRequest, RequestCodeRequest, SignOutRequest};
 use redstore_proto::inventory::GetStockRequest;
 use redstore_proto::sales::{GetSaleRequest, RefundLine, RefundRequest};
 use tonic::Code;
@@ -357,8 +357,13 @@ async fn a_session_ended_in_one_process_is_refused_by_another_within_a_second() 
         RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: String::new() };
     let challenge_id = auth.request_code(request).await.expect("a code").into_inner().challenge_id;
     let code = auth_process.logged_code().await;
-    let verify = VerifyCodeRequest { idempotency_key: key(), challenge_id, code };
-    let session = auth.verify_code(verify).await.expect("signed in").into_inner().session.expect("session");
+    let session = auth
+        .verify_code(verify_code(&challenge_id, &code))
+        .await
+        .expect("signed in")
+        .into_inner()
+        .session
+        .expect("session");
 
     let channel = with_token(inventory.raw_channel().await, &session.access_token);
     let mut stock = redstore_proto::inventory::inventory_service_client::InventoryServiceClient::new(channel);
@@ -391,7 +396,7 @@ async fn sensitive_actions_are_in_the_audit_log_with_who_where_when_and_how_they
     let manager = app.sign_in("manager-1", "").await;
     let challenge = app.request_code("cashier-1", "till-1").await;
     let wrong = if app.inbox.last("cashier-1") == "000000" { "000001" } else { "000000" };
-    app.auth().verify_code(verify_request(&challenge, wrong)).await.expect_err("a wrong code");
+    app.auth().verify_code(verify_code(&challenge, wrong)).await.expect_err("a wrong code");
     let mut as_manager = InventoryServiceClient::new(app.channel_with(&manager.access_token));
     let adjust = AdjustStockRequest {
         idempotency_key: key(),
@@ -459,8 +464,4 @@ async fn sensitive_actions_are_in_the_audit_log_with_who_where_when_and_how_they
     assert!(changed.subject == "SKU-0005" && changed.detail.contains("price 1 EUR"), "{changed:?}");
     assert_eq!(list("", &manager.access_token).await.expect_err("the chain's").code(), Code::PermissionDenied);
     assert_eq!(list("store-2", &manager.access_token).await.expect_err("store-2's").code(), Code::PermissionDenied);
-}
-
-fn verify_request(challenge_id: &str, code: &str) -> VerifyCodeRequest {
-    VerifyCodeRequest { idempotency_key: key(), challenge_id: challenge_id.into(), code: code.into() }
 }

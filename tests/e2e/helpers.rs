@@ -100,6 +100,11 @@ pub fn test_keys() -> &'static TokenKeys {
     })
 }
 
+/// A VerifyCode of `code` for `challenge_id`, with a fresh idempotency key.
+pub fn verify_code(challenge_id: &str, code: &str) -> VerifyCodeRequest {
+    VerifyCodeRequest { idempotency_key: key(), challenge_id: challenge_id.into(), code: code.into() }
+}
+
 /// An admin's access token (an operator's, acting in every store).
 pub fn admin_token() -> String {
     test_keys().admin_token("e2e-admin", Duration::from_secs(3600))
@@ -276,7 +281,7 @@ impl TestApp {
     /// Signs `staff_id` in on `terminal_id` (none when empty) with the code the server sent.
     pub async fn sign_in(&self, staff_id: &str, terminal_id: &str) -> Session {
         let challenge_id = self.request_code(staff_id, terminal_id).await;
-        let request = VerifyCodeRequest { idempotency_key: key(), challenge_id, code: self.inbox.last(staff_id) };
+        let request = verify_code(&challenge_id, &self.inbox.last(staff_id));
         let answer = self.auth().verify_code(request).await.expect("verify the code");
         answer.into_inner().session.expect("a session")
     }

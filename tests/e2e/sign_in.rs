@@ -6,16 +6,12 @@ use std::time::Duration;
 use redstore_platform::access_token::Role;
 use redstore_proto::auth::{
     CreateStaffRequest, DeactivateStaffRequest, ListStaffRequest, RefreshRequest, RequestCodeRequest, Session,
-    SetPinRequest, SignOutRequest, SwitchStaffRequest, VerifyCodeRequest,
+    SetPinRequest, SignOutRequest, SwitchStaffRequest,
 };
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
-use crate::helpers::{Ch, Process, TestApp, key};
-
-fn verify(challenge_id: &str, code: &str) -> VerifyCodeRequest {
-    VerifyCodeRequest { idempotency_key: key(), challenge_id: challenge_id.into(), code: code.into() }
-}
+use crate::helpers::{Ch, Process, TestApp, key, verify_code};
 
 fn refresh(token: &str) -> RefreshRequest {
     RefreshRequest { idempotency_key: key(), refresh_token: token.into() }
@@ -68,23 +64,24 @@ async fn a_code_verifies_once_and_the_sixth_attempt_is_refused_even_with_the_rig
     let challenge = app.request_code("supervisor-1", "till-2").await;
     let code = app.inbox.last("supervisor-1");
     for left in (0..5).rev() {
-        let wrong = app.auth().verify_code(verify(&challenge, &other_than(&code))).await.expect_err("a wrong code");
+        let wrong =
+            app.auth().verify_code(verify_code(&challenge, &other_than(&code))).await.expect_err("a wrong code");
         assert_eq!(wrong.code(), Code::Unauthenticated);
         let says = if left == 0 { "no attempts are left".to_owned() } else { format!("{left} attempt") };
         assert!(wrong.message().contains(&says), "{}", wrong.message());
     }
-    let sixth = app.auth().verify_code(verify(&challenge, &code)).await.expect_err("the sixth attempt");
+    let sixth = app.auth().verify_code(verify_code(&challenge, &code)).await.expect_err("the sixth attempt");
     assert_eq!(sixth.code(), Code::Unauthenticated);
     assert!(sixth.message().contains("5 attempts were made"), "{}", sixth.message());
 
     let challenge = app.request_code("supervisor-1", "till-2").await;
     let code = app.inbox.last("supervisor-1");
-    app.auth().verify_code(verify(&challenge, &code)).await.expect("the right code");
-    let again = app.auth().verify_code(verify(&challenge, &code)).await.expect_err("a used code");
+    app.auth().verify_code(verify_code(&challenge, &code)).await.expect("the right code");
+    let again = app.auth().verify_code(verify_code(&challenge, &code)).await.expect_err("a used code");
     assert_eq!(again.code(), Code::Unauthenticated);
     assert!(again.message().contains("already used"), "{}", again.message());
 
-    let malformed = app.auth().verify_code(verify(&challenge, "12 34")).await.expect_err("not six digits");
+    let malformed = app.auth().verify_code(verify_code(&challenge, "12 34")).await.expect_err("not six digits");
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert!(malformed.message().starts_with("code:"), "{}", malformed.message());
 }
@@ -95,7 +92,7 @@ async fn the_right_code_sent_twice_at_once_opens_one_session() {
     let challenge = app.request_code("cashier-1", "till-1").await;
     let code = app.inbox.last("cashier-1");
     let calls = (0..4).map(|_| {
-        let (mut auth, request) = (app.auth(), verify(&challenge, &code));
+        let (mut auth, request) = (app.auth(), verify_code(&challenge, &code));
         async move { auth.verify_code(request).await }
     });
     let answers = futures::future::join_all(calls).await;
@@ -113,11 +110,12 @@ async fn a_stranger_is_answered_alike_and_no_code_of_theirs_ever_verifies() {
     assert!(!challenge.is_empty(), "a stranger gets a challenge as staff do");
     assert!(app.inbox.codes("nobody-here").is_empty(), "no code is sent");
     for code in ["000000", "123456", "999999"] {
-        let refused = app.auth().verify_code(verify(&challenge, code)).await.expect_err("never verifies");
+        let refused = app.auth().verify_code(verify_code(&challenge, code)).await.expect_err("never verifies");
         assert_eq!(refused.code(), Code::Unauthenticated);
         assert!(refused.message().contains("wrong code"), "answered as a wrong code: {}", refused.message());
     }
-    let unknown = app.auth().verify_code(verify("no-such-challenge", "123456")).await.expect_err("unknown challenge");
+    let unknown =
+        app.auth().verify_code(verify_code("no-such-challenge", "123456")).await.expect_err("unknown challenge");
     assert_eq!(unknown.code(), Code::Unauthenticated);
     let bad = app
         .auth()
@@ -191,7 +189,7 @@ async fn a_terminal_outside_the_staff_members_store_is_refused() {
     let challenge = app.request_code("cashier-1", "till-9").await;
     let refused = app
         .auth()
-        .verify_code(verify(&challenge, &app.inbox.last("cashier-1")))
+        .verify_code(verify_code(&challenge, &app.inbox.last("cashier-1")))
         .await
         .expect_err("till-9 is no terminal of store-1");
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -224,7 +222,7 @@ async fn a_spent_refresh_token_presented_again_ends_the_session_but_a_retry_does
 async fn signing_out_ends_the_session_and_a_retried_sign_in_answers_the_same_session() {
     let app = TestApp::spawn().await;
     let challenge = app.request_code("manager-2", "till-1").await;
-    let request = verify(&challenge, &app.inbox.last("manager-2"));
+    let request = verify_code(&challenge, &app.inbox.last("manager-2"));
     let session =
         app.auth().verify_code(request.clone()).await.expect("sign in").into_inner().session.expect("session");
     let retry = app.auth().verify_code(request).await.expect("retried").into_inner().session.expect("session");
@@ -250,8 +248,13 @@ async fn the_development_sender_writes_the_code_to_the_log_and_no_token_is_logge
         RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: "till-1".into() };
     let challenge = auth.request_code(request).await.expect("a code").into_inner().challenge_id;
     let code = server.logged_code().await;
-    let session =
-        auth.verify_code(verify(&challenge, &code)).await.expect("signed in").into_inner().session.expect("session");
+    let session = auth
+        .verify_code(verify_code(&challenge, &code))
+        .await
+        .expect("signed in")
+        .into_inner()
+        .session
+        .expect("session");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let logs = server.logs().iter().map(ToString::to_string).collect::<String>();
     assert!(logs.contains("signed in"), "sign-ins are logged");
@@ -375,7 +378,7 @@ async fn a_manager_adds_and_deactivates_their_stores_staff_and_a_deactivated_mem
     assert_eq!(refresh.code(), Code::Unauthenticated);
     let challenge = app.request_code("cashier-9", "").await;
     assert_eq!(app.inbox.codes("cashier-9").len(), 1, "no code is sent to a deactivated member");
-    let never = app.auth().verify_code(verify(&challenge, "000000")).await.expect_err("never verifies");
+    let never = app.auth().verify_code(verify_code(&challenge, "000000")).await.expect_err("never verifies");
     assert_eq!(never.code(), Code::Unauthenticated);
     let not_theirs = DeactivateStaffRequest { idempotency_key: key(), staff_id: "cashier-2".into() };
     assert_eq!(as_manager.deactivate_staff(not_theirs).await.expect_err("store-2's").code(), Code::PermissionDenied);
