@@ -78,6 +78,8 @@ pub const RPCS: &[(&str, &str, Access)] = &[
     (AUTH, "ListStaff", Staff(Manager)),
     (AUTH, "DeactivateStaff", Staff(Manager)),
     (AUTH, "ListAuditEvents", Staff(Manager)),
+    (AUTH, "IssueDeviceCredential", Staff(Manager)),
+    (AUTH, "RevokeDevice", Staff(Manager)),
 ];
 
 /// The access a request path needs, with the RPC's method name when the table names it. Paths

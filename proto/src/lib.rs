@@ -53,8 +53,8 @@ mod redacted {
     use std::fmt;
 
     use super::auth::{
-        IssueStreamTicketResponse, RefreshRequest, Session, SetPinRequest, SignOutRequest, SwitchStaffRequest,
-        VerifyCodeRequest,
+        IssueDeviceCredentialResponse, IssueStreamTicketResponse, RefreshRequest, RequestCodeRequest, Session,
+        SetPinRequest, SignOutRequest, SwitchStaffRequest, VerifyCodeRequest,
     };
 
     fn secret(value: &str) -> &'static str {
@@ -132,6 +132,25 @@ mod redacted {
                 .field("idempotency_key", &self.idempotency_key)
                 .field("staff_id", &self.staff_id)
                 .field("pin", &Shown(secret(&self.pin)))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for RequestCodeRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("RequestCodeRequest")
+                .field("idempotency_key", &self.idempotency_key)
+                .field("staff_id", &self.staff_id)
+                .field("terminal_id", &self.terminal_id)
+                .field("device_credential", &Shown(secret(&self.device_credential)))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for IssueDeviceCredentialResponse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("IssueDeviceCredentialResponse")
+                .field("device_credential", &Shown(secret(&self.device_credential)))
                 .finish()
         }
     }

@@ -353,8 +353,12 @@ async fn a_session_ended_in_one_process_is_refused_by_another_within_a_second() 
     let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
     let auth_process = Process::start(&["serve", "auth", "--database-url", &url]);
     let mut auth = redstore_proto::auth::auth_service_client::AuthServiceClient::new(auth_process.raw_channel().await);
-    let request =
-        RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: String::new() };
+    let request = RequestCodeRequest {
+        idempotency_key: key(),
+        staff_id: "manager-1".into(),
+        terminal_id: String::new(),
+        ..Default::default()
+    };
     let challenge_id = auth.request_code(request).await.expect("a code").into_inner().challenge_id;
     let code = auth_process.logged_code().await;
     let session = auth

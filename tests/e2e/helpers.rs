@@ -15,7 +15,7 @@ use redstore_platform::service_token::{ServiceToken, WithServiceToken};
 use redstore_proto::analytics::analytics_service_client::AnalyticsServiceClient;
 use redstore_proto::analytics::{GetSalesReportRequest, GetSalesReportResponse, Granularity};
 use redstore_proto::auth::auth_service_client::AuthServiceClient;
-use redstore_proto::auth::{RequestCodeRequest, Session, VerifyCodeRequest};
+use redstore_proto::auth::{IssueDeviceCredentialRequest, RequestCodeRequest, Session, VerifyCodeRequest};
 use redstore_proto::common::Money;
 use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
 use redstore_proto::inventory::{
@@ -42,6 +42,8 @@ pub struct TestApp {
     scratch: Option<ScratchDb>,
     /// The one-time codes the server sent.
     pub inbox: Arc<Inbox>,
+    /// Device credentials issued to terminals, by (store, terminal).
+    devices: parking_lot::Mutex<std::collections::HashMap<(String, String), String>>,
 }
 
 /// Where a test server's one-time codes go: kept for the test to read, as a staff member reads
@@ -98,6 +100,15 @@ pub fn test_keys() -> &'static TokenKeys {
         let pem = std::fs::read_to_string(test_key_file()).expect("the test key");
         TokenKeys::new(SigningKey::from_pem(&pem).expect("a signing key"), [])
     })
+}
+
+/// The store of a demo staff member; store-1 for others.
+pub fn store_of(staff_id: &str) -> &'static str {
+    redstore_auth::seed::DEMO_STAFF
+        .iter()
+        .find(|(id, ..)| *id == staff_id)
+        .and_then(|(_, _, _, store)| *store)
+        .unwrap_or("store-1")
 }
 
 /// A VerifyCode of `code` for `challenge_id`, with a fresh idempotency key.
@@ -213,7 +224,8 @@ impl TestApp {
         let addr = running.addr;
         let url = format!("http://{addr}");
         let raw = Channel::from_shared(url.clone()).expect("url").connect().await.expect("connect");
-        Self { url, addr, dir, running: Some(running), channel: as_admin(raw.clone()), raw, scratch, inbox }
+        let devices = Default::default();
+        Self { url, addr, dir, running: Some(running), channel: as_admin(raw.clone()), raw, scratch, inbox, devices }
     }
 
     /// Stops the server gracefully and starts it again on the same data.
@@ -271,10 +283,37 @@ impl TestApp {
         AuthServiceClient::new(self.channel.clone())
     }
 
-    /// Asks for a code for `staff_id` (on `terminal_id`, or none when empty): the challenge.
+    /// The device credential of a terminal, issued (as an admin) the first time it is asked for;
+    /// empty when it cannot be (a terminal that is not registered).
+    pub async fn device_credential(&self, store_id: &str, terminal_id: &str) -> String {
+        let terminal = (store_id.to_owned(), terminal_id.to_owned());
+        if let Some(credential) = self.devices.lock().get(&terminal) {
+            return credential.clone();
+        }
+        let request = IssueDeviceCredentialRequest {
+            idempotency_key: key(),
+            store_id: store_id.into(),
+            terminal_id: terminal_id.into(),
+        };
+        let Ok(issued) = self.auth().issue_device_credential(request).await else { return String::new() };
+        let credential = issued.into_inner().device_credential;
+        self.devices.lock().insert(terminal, credential.clone());
+        credential
+    }
+
+    /// Asks for a code for `staff_id` (on `terminal_id`, with its device credential, or none when
+    /// empty): the challenge.
     pub async fn request_code(&self, staff_id: &str, terminal_id: &str) -> String {
-        let request =
-            RequestCodeRequest { idempotency_key: key(), staff_id: staff_id.into(), terminal_id: terminal_id.into() };
+        let device_credential = match terminal_id {
+            "" => String::new(),
+            terminal => self.device_credential(store_of(staff_id), terminal).await,
+        };
+        let request = RequestCodeRequest {
+            idempotency_key: key(),
+            staff_id: staff_id.into(),
+            terminal_id: terminal_id.into(),
+            device_credential,
+        };
         self.auth().request_code(request).await.expect("request a code").into_inner().challenge_id
     }
 

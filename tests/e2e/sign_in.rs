@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use redstore_platform::access_token::Role;
 use redstore_proto::auth::{
-    CreateStaffRequest, DeactivateStaffRequest, ListStaffRequest, RefreshRequest, RequestCodeRequest, Session,
-    SetPinRequest, SignOutRequest, SwitchStaffRequest,
+    CreateStaffRequest, DeactivateStaffRequest, IssueDeviceCredentialRequest, ListStaffRequest, RefreshRequest,
+    RequestCodeRequest, Session, SetPinRequest, SignOutRequest, SwitchStaffRequest,
 };
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -123,6 +123,7 @@ async fn a_stranger_is_answered_alike_and_no_code_of_theirs_ever_verifies() {
             idempotency_key: key(),
             staff_id: "bob smith".into(),
             terminal_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("an id with a space");
@@ -133,8 +134,12 @@ async fn a_stranger_is_answered_alike_and_no_code_of_theirs_ever_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_request_code_sends_one_code_and_a_reused_key_is_refused() {
     let app = TestApp::spawn().await;
-    let request =
-        RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: "till-3".into() };
+    let request = RequestCodeRequest {
+        idempotency_key: key(),
+        staff_id: "manager-1".into(),
+        terminal_id: "till-3".into(),
+        ..Default::default()
+    };
     let first = app.auth().request_code(request.clone()).await.expect("first").into_inner();
     let retry = app.auth().request_code(request.clone()).await.expect("retry").into_inner();
     assert_eq!(retry.challenge_id, first.challenge_id, "the retry answers the same challenge");
@@ -157,6 +162,7 @@ async fn asking_for_too_many_codes_is_refused_with_a_retry_hint() {
             idempotency_key: key(),
             staff_id: "cashier-2".into(),
             terminal_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("a sixth code within 15 minutes");
@@ -170,8 +176,12 @@ async fn asking_for_too_many_codes_is_refused_with_a_retry_hint() {
     // One address asking for many staff members' codes (a stranger walking the staff list).
     let mut refused = None;
     for n in 0..60 {
-        let request =
-            RequestCodeRequest { idempotency_key: key(), staff_id: format!("guess-{n}"), terminal_id: String::new() };
+        let request = RequestCodeRequest {
+            idempotency_key: key(),
+            staff_id: format!("guess-{n}"),
+            terminal_id: String::new(),
+            ..Default::default()
+        };
         if let Err(status) = app.auth().request_code(request).await {
             refused = Some((n, status));
             break;
@@ -244,8 +254,19 @@ async fn the_development_sender_writes_the_code_to_the_log_and_no_token_is_logge
     let data_dir = dir.path().to_str().expect("utf-8 path");
     let server = Process::start(&["up", "--data-dir", data_dir]);
     let mut auth = redstore_proto::auth::auth_service_client::AuthServiceClient::new(server.channel().await);
-    let request =
-        RequestCodeRequest { idempotency_key: key(), staff_id: "manager-1".into(), terminal_id: "till-1".into() };
+    let issue = IssueDeviceCredentialRequest {
+        idempotency_key: key(),
+        store_id: "store-1".into(),
+        terminal_id: "till-1".into(),
+    };
+    let device_credential =
+        auth.issue_device_credential(issue).await.expect("a credential").into_inner().device_credential;
+    let request = RequestCodeRequest {
+        idempotency_key: key(),
+        staff_id: "manager-1".into(),
+        terminal_id: "till-1".into(),
+        device_credential: device_credential.clone(),
+    };
     let challenge = auth.request_code(request).await.expect("a code").into_inner().challenge_id;
     let code = server.logged_code().await;
     let session = auth
@@ -260,6 +281,7 @@ async fn the_development_sender_writes_the_code_to_the_log_and_no_token_is_logge
     assert!(logs.contains("signed in"), "sign-ins are logged");
     assert!(!logs.contains(&session.access_token), "the access token is never logged");
     assert!(!logs.contains(&session.refresh_token), "the refresh token is never logged");
+    assert!(!logs.contains(&device_credential), "the device credential is never logged");
 }
 
 fn auth_as(app: &TestApp, session: &Session) -> redstore_proto::auth::auth_service_client::AuthServiceClient<Ch> {
@@ -382,4 +404,82 @@ async fn a_manager_adds_and_deactivates_their_stores_staff_and_a_deactivated_mem
     assert_eq!(never.code(), Code::Unauthenticated);
     let not_theirs = DeactivateStaffRequest { idempotency_key: key(), staff_id: "cashier-2".into() };
     assert_eq!(as_manager.deactivate_staff(not_theirs).await.expect_err("store-2's").code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_at_a_terminal_needs_its_device_credential_and_replacing_or_revoking_it_ends_its_sessions() {
+    use redstore_proto::auth::RevokeDeviceRequest;
+    let app = TestApp::spawn().await;
+    let manager = app.sign_in("manager-1", "").await;
+    let mut as_manager = auth_as(&app, &manager);
+    let issue = |key: &str| IssueDeviceCredentialRequest {
+        idempotency_key: key.into(),
+        store_id: "store-1".into(),
+        terminal_id: "till-2".into(),
+    };
+    let first = as_manager.issue_device_credential(issue("k-1")).await.expect("issued").into_inner().device_credential;
+    // (Two colleagues share the attempts: each may ask for 5 codes within 15 minutes.)
+    let sign_in_with = |staff_id: &'static str, credential: String| {
+        let request = RequestCodeRequest {
+            idempotency_key: key(),
+            staff_id: staff_id.into(),
+            terminal_id: "till-2".into(),
+            device_credential: credential,
+        };
+        let (mut auth, app) = (app.auth(), &app);
+        async move {
+            let challenge = auth.request_code(request).await.expect("a code").into_inner().challenge_id;
+            auth.verify_code(verify_code(&challenge, &app.inbox.last(staff_id))).await
+        }
+    };
+    for (credential, says) in [(String::new(), "needs the terminal's"), ("0".repeat(64), "not the device credential")] {
+        let refused = sign_in_with("cashier-1", credential).await.expect_err("not from till-2");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert!(refused.message().contains(says), "{}", refused.message());
+    }
+    let session =
+        sign_in_with("cashier-1", first.clone()).await.expect("from till-2").into_inner().session.expect("session");
+    let stock = || {
+        let channel = app.channel_with(&session.access_token);
+        async move {
+            redstore_proto::inventory::inventory_service_client::InventoryServiceClient::new(channel)
+                .get_stock(redstore_proto::inventory::GetStockRequest {
+                    store_id: "store-1".into(),
+                    sku: "SKU-0001".into(),
+                })
+                .await
+        }
+    };
+    stock().await.expect("signed in at till-2");
+
+    // The same issue retried (its answer lost) replaces the credential without ending sessions;
+    // a new issue ends them.
+    let retried = as_manager.issue_device_credential(issue("k-1")).await.expect("retried").into_inner();
+    assert_ne!(retried.device_credential, first);
+    stock().await.expect("a retried issue ends nothing");
+    let replaced = as_manager.issue_device_credential(issue("k-2")).await.expect("replaced").into_inner();
+    assert_eq!(stock().await.expect_err("replaced: signed out").code(), Code::Unauthenticated);
+    let old = sign_in_with("supervisor-1", first).await.expect_err("the old credential");
+    assert!(old.message().contains("not the device credential"), "{}", old.message());
+
+    let session = sign_in_with("supervisor-1", replaced.device_credential)
+        .await
+        .expect("signed in")
+        .into_inner()
+        .session
+        .expect("s");
+    let revoke =
+        RevokeDeviceRequest { idempotency_key: key(), store_id: "store-1".into(), terminal_id: "till-2".into() };
+    let revoked = as_manager.revoke_device(revoke).await.expect("revoked").into_inner();
+    assert_eq!(revoked.sessions_ended, 1);
+    let channel = app.channel_with(&session.access_token);
+    let after = redstore_proto::inventory::inventory_service_client::InventoryServiceClient::new(channel)
+        .get_stock(redstore_proto::inventory::GetStockRequest { store_id: "store-1".into(), sku: "SKU-0001".into() })
+        .await;
+    assert_eq!(after.expect_err("revoked").code(), Code::Unauthenticated);
+    let none = sign_in_with("supervisor-1", String::new()).await.expect_err("no credential any more");
+    assert!(none.message().contains("no device credential yet"), "{}", none.message());
+
+    let other_store = auth_as(&app, &app.sign_in("manager-2", "").await).issue_device_credential(issue("k-3")).await;
+    assert_eq!(other_store.expect_err("store-1's terminal").code(), Code::PermissionDenied);
 }

@@ -179,6 +179,24 @@ pub fn same_staff(existing: &StaffRecord, asked: &StaffRecord) -> Result<()> {
     Err(Error::AlreadyExists(format!("staff_id: {:?} is another staff member's", asked.staff_id)))
 }
 
+/// Whether a sign-in on a terminal came from it: the credential presented (its digest; empty
+/// for none) is the one the terminal was issued.
+pub fn device_proven(expected: Option<&str>, presented: &str, terminal_id: &str) -> Result<()> {
+    match expected {
+        Some(expected) if !presented.is_empty() && expected == presented => Ok(()),
+        Some(_) if presented.is_empty() => Err(Error::PermissionDenied(format!(
+            "device_credential: signing in at {terminal_id:?} needs the terminal's device credential"
+        ))),
+        Some(_) => Err(Error::PermissionDenied(format!(
+            "device_credential: not the device credential of {terminal_id:?} (it was replaced or revoked?)"
+        ))),
+        None => Err(Error::PermissionDenied(format!(
+            "device_credential: {terminal_id:?} has no device credential yet; a manager issues one \
+             (IssueDeviceCredential)"
+        ))),
+    }
+}
+
 /// What a limit counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counted {

@@ -54,6 +54,10 @@ impl AuthGrpc {
         let key = optional_identifier("idempotency_key", &req.idempotency_key)?.to_owned();
         let staff_id = identifier("staff_id", &req.staff_id)?.to_owned();
         let terminal_id = optional_identifier("terminal_id", &req.terminal_id)?.to_owned();
+        let device_digest = match req.device_credential.trim() {
+            "" => String::new(),
+            credential => secret::digest(credential),
+        };
         let staff = self.store.staff(&staff_id).await?.filter(|staff| staff.active);
         let code = secret::new_code();
         // Hashed whether or not the staff member exists: the answer takes as long either way.
@@ -66,6 +70,7 @@ impl AuthGrpc {
             terminal_id,
             address,
             code_hash: if staff.is_some() { hashed } else { String::new() },
+            device_digest,
             expires_at_ms,
         };
         let opened = self.store.open_challenge(new, self.policy.limits).await?;
@@ -118,6 +123,9 @@ impl AuthGrpc {
         let staff = domain::may_sign_in(staff.as_ref())?;
         if !claimed.terminal_id.is_empty() {
             self.require_terminal(staff, &claimed.terminal_id).await?;
+            let store_id = staff.store_id.as_deref().unwrap_or_default();
+            let expected = self.store.device_digest(store_id, &claimed.terminal_id).await?;
+            domain::device_proven(expected.as_deref(), &claimed.device_digest, &claimed.terminal_id)?;
         }
         let refresh_token = secret::new_refresh_token();
         let new = NewSession {
@@ -478,5 +486,43 @@ impl AuthService for AuthGrpc {
             })
             .collect();
         Ok(Response::new(ListAuditEventsResponse { events, page: Some(next) }))
+    }
+
+    #[tracing::instrument(name = "auth.issue_device_credential", skip_all)]
+    async fn issue_device_credential(
+        &self,
+        req: Request<IssueDeviceCredentialRequest>,
+    ) -> Result<Response<IssueDeviceCredentialResponse>, Status> {
+        let trail = Trail::of(&req);
+        let (caller, req) = Caller::split(req)?;
+        let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let store_id = caller.store("store_id", &req.store_id)?;
+        let terminal_id = identifier("terminal_id", &req.terminal_id)?;
+        self.inventory.require_terminal(store_id, terminal_id).await?;
+        let credential = secret::new_refresh_token();
+        let ended = self.store.issue_device(store_id, terminal_id, &secret::digest(&credential), key).await?;
+        for session in &ended {
+            self.revoked.insert(&session.session_id, session.expires_at_ms);
+        }
+        let detail = format!("{} sessions ended", ended.len());
+        audit::record(&trail, entry(store_id.to_owned(), "device.credential_issued", terminal_id, detail)).await;
+        Ok(Response::new(IssueDeviceCredentialResponse { device_credential: credential }))
+    }
+
+    #[tracing::instrument(name = "auth.revoke_device", skip_all)]
+    async fn revoke_device(&self, req: Request<RevokeDeviceRequest>) -> Result<Response<RevokeDeviceResponse>, Status> {
+        let trail = Trail::of(&req);
+        let (caller, req) = Caller::split(req)?;
+        // Revoking twice is revoking once: the key is taken, not needed.
+        optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let store_id = caller.store("store_id", &req.store_id)?;
+        let terminal_id = identifier("terminal_id", &req.terminal_id)?;
+        let ended = self.store.revoke_device(store_id, terminal_id).await?;
+        for session in &ended {
+            self.revoked.insert(&session.session_id, session.expires_at_ms);
+        }
+        let detail = format!("{} sessions ended", ended.len());
+        audit::record(&trail, entry(store_id.to_owned(), "device.revoked", terminal_id, detail)).await;
+        Ok(Response::new(RevokeDeviceResponse { sessions_ended: ended.len() as u32 }))
     }
 }

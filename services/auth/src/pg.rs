@@ -80,6 +80,30 @@ async fn revoke(conn: &mut PgConnection, session_id: &str, reason: &str) -> Resu
     Ok(())
 }
 
+/// Ends the live sessions of a store's terminal: those it ended.
+async fn end_terminal_sessions(
+    conn: &mut PgConnection,
+    store_id: &str,
+    terminal_id: &str,
+    reason: &str,
+) -> Result<Vec<Ended>> {
+    let rows = sqlx::query(
+        "SELECT session_id, expires_at_ms FROM auth.sessions
+         WHERE terminal_id = $2 AND revoked_at_ms IS NULL AND expires_at_ms > $3
+           AND staff_id IN (SELECT staff_id FROM auth.staff WHERE store_id = $1) FOR UPDATE",
+    )
+    .bind(store_id)
+    .bind(terminal_id)
+    .bind(now_ms())
+    .fetch_all(&mut *conn)
+    .await?;
+    let ended: Vec<Ended> = rows.iter().map(|r| Ended { session_id: r.get(0), expires_at_ms: r.get(1) }).collect();
+    for session in &ended {
+        revoke(conn, &session.session_id, reason).await?;
+    }
+    Ok(ended)
+}
+
 impl PgAuth {
     async fn try_open(&self, new: &NewChallenge, limits: &Limits) -> Result<Opened> {
         let mut tx = self.0.begin().await?;
@@ -117,8 +141,8 @@ impl PgAuth {
         }
         sqlx::query(
             "INSERT INTO auth.challenges (challenge_id, idempotency_key, staff_id, terminal_id, address, code_hash,
-                 created_at_ms, expires_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 created_at_ms, expires_at_ms, device_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&new.challenge_id)
         .bind(&new.idempotency_key)
@@ -128,6 +152,7 @@ impl PgAuth {
         .bind(&new.code_hash)
         .bind(now)
         .bind(new.expires_at_ms)
+        .bind(&new.device_digest)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -170,7 +195,7 @@ impl AuthStore for PgAuth {
     async fn claim_attempt(&self, challenge_id: &str, key: &str) -> Result<Claimed> {
         let mut tx = self.0.begin().await?;
         let row = sqlx::query(
-            "SELECT staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key
+            "SELECT staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key, device_digest
              FROM auth.challenges WHERE challenge_id = $1 FOR UPDATE",
         )
         .bind(challenge_id)
@@ -185,7 +210,13 @@ impl AuthStore for PgAuth {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Claimed { staff_id: row.get(0), terminal_id: row.get(1), code_hash: row.get(2), attempts: attempts + 1 })
+        Ok(Claimed {
+            staff_id: row.get(0),
+            terminal_id: row.get(1),
+            code_hash: row.get(2),
+            device_digest: row.get(6),
+            attempts: attempts + 1,
+        })
     }
 
     async fn redeem(&self, challenge_id: &str, key: &str, new: NewSession) -> Result<SessionRecord> {
@@ -481,6 +512,60 @@ impl AuthStore for PgAuth {
         }
         tx.commit().await?;
         Ok(ended)
+    }
+
+    async fn issue_device(&self, store_id: &str, terminal_id: &str, digest: &str, key: &str) -> Result<Vec<Ended>> {
+        let mut tx = self.0.begin().await?;
+        let issued_by: Option<String> = sqlx::query_scalar(
+            "SELECT issued_key FROM auth.devices WHERE store_id = $1 AND terminal_id = $2 FOR UPDATE",
+        )
+        .bind(store_id)
+        .bind(terminal_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO auth.devices (store_id, terminal_id, credential_digest, issued_key, issued_at_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (store_id, terminal_id) DO UPDATE SET credential_digest = excluded.credential_digest,
+                 issued_key = excluded.issued_key, issued_at_ms = excluded.issued_at_ms",
+        )
+        .bind(store_id)
+        .bind(terminal_id)
+        .bind(digest)
+        .bind(key)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let retry = !key.is_empty() && issued_by.as_deref() == Some(key);
+        let ended = match retry {
+            true => Vec::new(),
+            false => {
+                end_terminal_sessions(&mut tx, store_id, terminal_id, "the terminal's device credential was replaced")
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn revoke_device(&self, store_id: &str, terminal_id: &str) -> Result<Vec<Ended>> {
+        let mut tx = self.0.begin().await?;
+        sqlx::query("DELETE FROM auth.devices WHERE store_id = $1 AND terminal_id = $2")
+            .bind(store_id)
+            .bind(terminal_id)
+            .execute(&mut *tx)
+            .await?;
+        let ended = end_terminal_sessions(&mut tx, store_id, terminal_id, "the terminal was revoked").await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn device_digest(&self, store_id: &str, terminal_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT credential_digest FROM auth.devices WHERE store_id = $1 AND terminal_id = $2")
+            .bind(store_id)
+            .bind(terminal_id)
+            .fetch_optional(&self.0)
+            .await?)
     }
 }
 

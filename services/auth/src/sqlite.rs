@@ -119,8 +119,8 @@ impl AuthStore for SqliteAuth {
                 }
                 conn.prepare_cached(
                     "INSERT INTO auth_challenges (challenge_id, idempotency_key, staff_id, terminal_id, address,
-                         code_hash, created_at_ms, expires_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                         code_hash, created_at_ms, expires_at_ms, device_digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
                 .execute(params![
                     new.challenge_id,
@@ -130,7 +130,8 @@ impl AuthStore for SqliteAuth {
                     new.address,
                     new.code_hash,
                     now,
-                    new.expires_at_ms
+                    new.expires_at_ms,
+                    new.device_digest
                 ])?;
                 Ok(Opened { challenge_id: new.challenge_id, expires_at_ms: new.expires_at_ms, fresh: true })
             })
@@ -141,21 +142,24 @@ impl AuthStore for SqliteAuth {
         let (id, key) = (challenge_id.to_owned(), key.to_owned());
         self.0
             .write(move |ctx| {
-                let row: Option<(String, String, String, i64, u32, Option<String>)> = ctx
+                type Row = (String, String, String, i64, u32, Option<String>, String);
+                let row: Option<Row> = ctx
                     .conn
                     .prepare_cached(
-                        "SELECT staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key
+                        "SELECT staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key, device_digest
                          FROM auth_challenges WHERE challenge_id = ?1",
                     )?
-                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                    .query_row([&id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    })
                     .optional()?;
-                let (staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key) =
+                let (staff_id, terminal_id, code_hash, expires_at_ms, attempts, used_key, device_digest) =
                     row.ok_or_else(no_challenge)?;
                 domain::may_attempt(&ChallengeState { expires_at_ms, attempts, used_key }, &key, unix_ms(ctx.now))?;
                 ctx.conn
                     .prepare_cached("UPDATE auth_challenges SET attempts = attempts + 1 WHERE challenge_id = ?1")?
                     .execute([&id])?;
-                Ok(Claimed { staff_id, terminal_id, code_hash, attempts: attempts + 1 })
+                Ok(Claimed { staff_id, terminal_id, code_hash, device_digest, attempts: attempts + 1 })
             })
             .await
     }
@@ -452,6 +456,60 @@ impl AuthStore for SqliteAuth {
             })
             .await
     }
+
+    async fn issue_device(&self, store_id: &str, terminal_id: &str, digest: &str, key: &str) -> Result<Vec<Ended>> {
+        let (store, terminal, digest, key) =
+            (store_id.to_owned(), terminal_id.to_owned(), digest.to_owned(), key.to_owned());
+        self.0
+            .write(move |ctx| {
+                let issued_by: Option<String> = ctx
+                    .conn
+                    .prepare_cached("SELECT issued_key FROM auth_devices WHERE store_id = ?1 AND terminal_id = ?2")?
+                    .query_row([&store, &terminal], |r| r.get(0))
+                    .optional()?;
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO auth_devices (store_id, terminal_id, credential_digest, issued_key, issued_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (store_id, terminal_id) DO UPDATE SET credential_digest = excluded.credential_digest,
+                             issued_key = excluded.issued_key, issued_at_ms = excluded.issued_at_ms",
+                    )?
+                    .execute(params![store, terminal, digest, key, unix_ms(ctx.now)])?;
+                let retry = !key.is_empty() && issued_by.as_deref() == Some(key.as_str());
+                if retry {
+                    return Ok(Vec::new());
+                }
+                end_terminal_sessions(ctx.conn, &store, &terminal, "the terminal's device credential was replaced", unix_ms(ctx.now))
+            })
+            .await
+    }
+
+    async fn revoke_device(&self, store_id: &str, terminal_id: &str) -> Result<Vec<Ended>> {
+        let (store, terminal) = (store_id.to_owned(), terminal_id.to_owned());
+        self.0
+            .write(move |ctx| {
+                ctx.conn
+                    .prepare_cached("DELETE FROM auth_devices WHERE store_id = ?1 AND terminal_id = ?2")?
+                    .execute([&store, &terminal])?;
+                end_terminal_sessions(ctx.conn, &store, &terminal, "the terminal was revoked", unix_ms(ctx.now))
+            })
+            .await
+    }
+
+    async fn device_digest(&self, store_id: &str, terminal_id: &str) -> Result<Option<String>> {
+        let (store, terminal) = (store_id.to_owned(), terminal_id.to_owned());
+        self.0
+            .read(move |conn| {
+                let digest = conn
+                    .prepare_cached(
+                        "SELECT credential_digest FROM auth_devices WHERE store_id = ?1 AND terminal_id = ?2",
+                    )?
+                    .query_row([&store, &terminal], |r| r.get(0))
+                    .optional()?;
+                Ok(digest)
+            })
+            .await
+    }
 }
 
 #[tonic::async_trait]
@@ -512,6 +570,22 @@ impl AuditLog for SqliteAuth {
     }
 }
 
+/// Ends the live sessions of a store's terminal: those it ended.
+fn end_terminal_sessions(conn: &Connection, store: &str, terminal: &str, reason: &str, now: i64) -> Result<Vec<Ended>> {
+    let ended = conn
+        .prepare_cached(
+            "SELECT session_id, expires_at_ms FROM auth_sessions
+             WHERE terminal_id = ?2 AND revoked_at_ms IS NULL AND expires_at_ms > ?3
+               AND staff_id IN (SELECT staff_id FROM auth_staff WHERE store_id = ?1)",
+        )?
+        .query_map(params![store, terminal, now], |r| Ok(Ended { session_id: r.get(0)?, expires_at_ms: r.get(1)? }))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for session in &ended {
+        revoke(conn, &session.session_id, reason, now)?;
+    }
+    Ok(ended)
+}
+
 fn revoke(conn: &Connection, session_id: &str, reason: &str, now: i64) -> Result<()> {
     conn.prepare_cached(
         "UPDATE auth_sessions SET revoked_at_ms = ?2, revoked_reason = ?3 WHERE session_id = ?1 AND revoked_at_ms IS NULL",
@@ -550,6 +624,7 @@ mod tests {
                 terminal_id: String::new(),
                 address: String::new(),
                 code_hash: String::new(),
+                device_digest: String::new(),
                 expires_at_ms,
             };
             auth.open_challenge(challenge, crate::domain::Limits::default()).await.unwrap();

@@ -17,6 +17,8 @@ pub struct NewChallenge {
     pub address: String,
     /// Empty for a staff member who does not exist or may not sign in.
     pub code_hash: String,
+    /// The digest of the device credential presented; empty for none.
+    pub device_digest: String,
     pub expires_at_ms: i64,
 }
 
@@ -35,6 +37,7 @@ pub struct Claimed {
     pub staff_id: String,
     pub terminal_id: String,
     pub code_hash: String,
+    pub device_digest: String,
     /// Attempts made, this one included.
     pub attempts: u32,
 }
@@ -124,6 +127,16 @@ pub trait AuthStore: AuditLog + Send + Sync + 'static {
 
     /// Marks a staff member inactive and ends their live sessions: the sessions it ended.
     async fn deactivate(&self, staff_id: &str, reason: &str) -> Result<Vec<Ended>>;
+
+    /// Makes `digest` a terminal's device credential; unless `key` (not empty) issued the one it
+    /// replaces (a retry), ends the live sessions on the terminal: those it ended.
+    async fn issue_device(&self, store_id: &str, terminal_id: &str, digest: &str, key: &str) -> Result<Vec<Ended>>;
+
+    /// Removes a terminal's device credential and ends the live sessions on it.
+    async fn revoke_device(&self, store_id: &str, terminal_id: &str) -> Result<Vec<Ended>>;
+
+    /// The digest of a terminal's device credential, if it has one.
+    async fn device_digest(&self, store_id: &str, terminal_id: &str) -> Result<Option<String>>;
 }
 
 /// A live session as SetPin and SwitchStaff find it.

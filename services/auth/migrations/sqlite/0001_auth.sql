@@ -20,6 +20,8 @@ CREATE TABLE auth_challenges (
     staff_id        TEXT NOT NULL,
     terminal_id     TEXT NOT NULL,
     address         TEXT NOT NULL,
+    -- The SHA-256 of the device credential the request presented (empty: none).
+    device_digest   TEXT NOT NULL DEFAULT '',
     -- Empty for a staff id that does not exist: such a challenge never verifies.
     code_hash       TEXT NOT NULL,
     created_at_ms   INTEGER NOT NULL,
@@ -88,3 +90,13 @@ CREATE TABLE auth_audit_events (
     outcome     TEXT NOT NULL
 );
 CREATE INDEX auth_audit_by_store ON auth_audit_events (store_id, event_id);
+
+-- Terminals' device credentials, as their SHA-256 (256 random bits each), one per terminal.
+CREATE TABLE auth_devices (
+    store_id          TEXT NOT NULL,
+    terminal_id       TEXT NOT NULL,
+    credential_digest TEXT NOT NULL,
+    issued_key        TEXT NOT NULL,
+    issued_at_ms      INTEGER NOT NULL,
+    PRIMARY KEY (store_id, terminal_id)
+);
