@@ -84,18 +84,8 @@ impl ClientAuth {
 
 /// The token of a cashier signed in at `terminal_id` of `store_id`, made with `keys`.
 pub fn cashier_token(keys: &TokenKeys, store_id: &str, terminal_id: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    keys.issue(&Claims {
-        sub: format!("cashier-at-{store_id}-{terminal_id}"),
-        role: Role::Cashier,
-        store: Some(store_id.to_owned()),
-        device: Some(terminal_id.to_owned()),
-        iat: now,
-        exp: now + TOKEN_TTL.as_secs(),
-        jti: uuid::Uuid::now_v7().to_string(),
-        sid: String::new(),
-        scope: None,
-    })
+    let sub = format!("cashier-at-{store_id}-{terminal_id}");
+    keys.issue(&Claims::without_session(&sub, Role::Cashier, Some(store_id), Some(terminal_id), TOKEN_TTL))
 }
 
 /// Connects to `target`, sending `bearer` with every call.

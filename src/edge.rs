@@ -25,8 +25,8 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use redstore_auth::revoked::Revoked;
-use redstore_platform::access_token::{Claims, Refused, TokenKeys};
-use redstore_platform::audit::{Actor, AuditLog, Entry, Trail};
+use redstore_platform::access_token::{Claims, Refused, STREAM_SCOPE, TokenKeys};
+use redstore_platform::audit::{self, Actor, AuditLog, Entry, Trail};
 use redstore_platform::caller::Caller;
 use redstore_platform::service_token::{self, ServiceToken};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -208,7 +208,7 @@ impl Edge {
             return Ok(Caller::Service);
         }
         let claims = match self.verified.get(bearer) {
-            Some(claims) if claims.exp + LEEWAY_SECS >= now_secs() => claims,
+            Some(claims) if !claims.expired() => claims,
             Some(_) => return Err(tonic::Status::unauthenticated(Refused::Expired.to_string())),
             None => {
                 let claims =
@@ -330,13 +330,6 @@ pub async fn browser_rules(State(edge): State<Arc<Edge>>, req: Request, next: Ne
 /// Access tokens remembered as checked, at most.
 const VERIFIED_TOKENS: u64 = 100_000;
 
-/// Seconds a token may be past its expiry and still pass (as `TokenKeys::verify` allows).
-const LEEWAY_SECS: u64 = 5;
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// The token of `authorization: Bearer <token>`.
 fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -358,7 +351,7 @@ pub async fn guard(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) 
     if let Some(store_id) = access::stream_store(req.uri().path()) {
         let caller = match (bearer(&req), ticket(&req)) {
             (Some(token), _) => edge.caller(token, None),
-            (None, Some(ticket)) => edge.caller(ticket, Some(redstore_auth::grpc::STREAM_SCOPE)),
+            (None, Some(ticket)) => edge.caller(ticket, Some(STREAM_SCOPE)),
             (None, None) => Err(tonic::Status::unauthenticated(
                 "the live stream needs an access token (authorization: Bearer …) or a stream ticket (?ticket=, from \
                  AuthService/IssueStreamTicket)",
@@ -395,23 +388,16 @@ pub async fn guard(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) 
                     claims.role.as_str()
                 );
                 // A signed-in staff member reaching past their role is recorded.
-                let caller = Caller::Staff(claims);
-                if let Some(trail) = edge.trail(&req, Some(&caller)) {
-                    let outcome = format!("PermissionDenied: {message}");
-                    let store_id = match &caller {
-                        Caller::Staff(claims) => claims.store.clone().unwrap_or_default(),
-                        Caller::Service => String::new(),
-                    };
-                    let entry = Entry {
-                        store_id,
-                        action: "access.refused",
-                        subject: method.to_owned(),
-                        detail: String::new(),
-                        outcome,
-                    };
-                    trail.record(entry).await;
+                let store_id = claims.store.clone().unwrap_or_default();
+                let refusal = redstore_platform::Error::PermissionDenied(message);
+                if let Some(trail) = edge.trail(&req, Some(&Caller::Staff(claims))) {
+                    let outcome = audit::refused(&refusal);
+                    let subject = method.to_owned();
+                    trail
+                        .record(Entry { store_id, action: "access.refused", subject, detail: String::new(), outcome })
+                        .await;
                 }
-                refuse(&req, tonic::Status::permission_denied(message))
+                refuse(&req, refusal.into())
             }
             Ok(caller) => {
                 if let Some(trail) = edge.trail(&req, Some(&caller)) {

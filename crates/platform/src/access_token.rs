@@ -43,6 +43,9 @@ impl Role {
     }
 }
 
+/// The scope of a stream ticket: it opens one store's live stream and nothing else.
+pub const STREAM_SCOPE: &str = "stream";
+
 /// What a token says of its bearer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -71,6 +74,13 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Whether the token has expired, allowing a few seconds for clocks that differ (as
+    /// [`TokenKeys::verify`] does).
+    pub fn expired(&self) -> bool {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.exp + LEEWAY_SECS < now
+    }
+
     /// Whether the bearer may act in `store_id`.
     pub fn acts_in(&self, store_id: &str) -> bool {
         match &self.store {
@@ -274,22 +284,36 @@ impl TokenKeys {
     }
 }
 
-impl TokenKeys {
-    /// An admin's token for `who` (an operator's tool on the server's machine, holding its key),
-    /// valid for `ttl`, bound to no session.
-    pub fn admin_token(&self, who: &str, ttl: std::time::Duration) -> String {
+impl Claims {
+    /// The claims of a token made by a tool holding the deployment's key (an operator's import,
+    /// a benchmark's terminals): issued now, valid for `ttl`, bound to no session.
+    pub fn without_session(
+        sub: &str,
+        role: Role,
+        store: Option<&str>,
+        device: Option<&str>,
+        ttl: std::time::Duration,
+    ) -> Self {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.issue(&Claims {
-            sub: who.to_owned(),
-            role: Role::Admin,
-            store: None,
-            device: None,
+        Self {
+            sub: sub.to_owned(),
+            role,
+            store: store.map(Into::into),
+            device: device.map(Into::into),
             iat: now,
             exp: now + ttl.as_secs(),
             jti: uuid::Uuid::now_v7().to_string(),
             sid: String::new(),
             scope: None,
-        })
+        }
+    }
+}
+
+impl TokenKeys {
+    /// An admin's token for `who` (an operator's tool on the server's machine, holding its key),
+    /// valid for `ttl`, bound to no session.
+    pub fn admin_token(&self, who: &str, ttl: std::time::Duration) -> String {
+        self.issue(&Claims::without_session(who, Role::Admin, None, None, ttl))
     }
 }
 

@@ -311,20 +311,13 @@ pub fn wrong_code(attempts: u32) -> Error {
     })
 }
 
-/// A RequestCode retried with an idempotency key must ask for the same thing.
-pub fn same_request(stored: (&str, &str), asked: (&str, &str), key: &str) -> Result<()> {
+/// A request of `scope` (RequestCode, SwitchStaff) retried with an idempotency key must ask for
+/// the same (staff member, terminal) as the one that used the key.
+pub fn same_request(scope: &str, stored: (&str, &str), asked: (&str, &str), key: &str) -> Result<()> {
     if stored == asked {
         return Ok(());
     }
-    Err(redstore_platform::idempotency::key_reused("RequestCode", key))
-}
-
-/// A SwitchStaff retried with an idempotency key must ask for the same thing.
-pub fn same_switch(stored: (&str, &str), asked: (&str, &str), key: &str) -> Result<()> {
-    if stored == asked {
-        return Ok(());
-    }
-    Err(redstore_platform::idempotency::key_reused("SwitchStaff", key))
+    Err(redstore_platform::idempotency::key_reused(scope, key))
 }
 
 /// A session as a refresh finds it.

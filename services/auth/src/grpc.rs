@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use redstore_inventory::InventoryStore;
-use redstore_platform::access_token::{Claims, Role, TokenKeys};
+use redstore_platform::access_token::{self, Claims, Role, TokenKeys};
 use redstore_platform::audit::{self, Entry, Trail};
 use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier, required};
@@ -112,11 +112,7 @@ impl AuthGrpc {
 
     /// The session a claimed attempt opens, if its code is right.
     async fn redeem_code(&self, claimed: &Claimed, challenge_id: &str, key: &str, code: String) -> Result<Session> {
-        let hash = claimed.code_hash.clone();
-        let right = tokio::task::spawn_blocking(move || secret::matches(&hash, &code))
-            .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("checking a code: {e}")))?;
-        if !right {
+        if !matches_off_runtime(claimed.code_hash.clone(), code).await? {
             return Err(domain::wrong_code(claimed.attempts));
         }
         let staff = self.store.staff(&claimed.staff_id).await?;
@@ -236,10 +232,18 @@ fn role(role: Role) -> redstore_proto::auth::Role {
     }
 }
 
+/// Argon2 takes a while by design: it runs on a blocking thread.
 async fn hash_off_runtime(secret: String) -> Result<String> {
     tokio::task::spawn_blocking(move || secret::hash(&secret))
         .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("hashing a code: {e}")))
+        .map_err(|e| Error::Internal(anyhow::anyhow!("hashing a secret: {e}")))
+}
+
+/// Whether `secret` (a code, a PIN) is what `hash` was made from, checked on a blocking thread.
+async fn matches_off_runtime(hash: String, secret: String) -> Result<bool> {
+    tokio::task::spawn_blocking(move || secret::matches(&hash, &secret))
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("checking a secret: {e}")))
 }
 
 /// The caller's network address, as the connection gives it.
@@ -249,9 +253,6 @@ fn address<T>(req: &Request<T>) -> String {
 
 /// How long a stream ticket opens a stream.
 const TICKET_TTL: Duration = Duration::from_secs(60);
-
-/// The scope of a stream ticket's claims.
-pub const STREAM_SCOPE: &str = "stream";
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
@@ -302,7 +303,7 @@ impl AuthService for AuthGrpc {
             iat: secs(now),
             exp: secs(expires),
             jti: uuid::Uuid::now_v7().to_string(),
-            scope: Some(STREAM_SCOPE.to_owned()),
+            scope: Some(access_token::STREAM_SCOPE.to_owned()),
             ..claims.clone()
         };
         Ok(Response::new(IssueStreamTicketResponse {
@@ -361,10 +362,7 @@ impl AuthService for AuthGrpc {
         let hash = self.store.pin_hash(staff_id).await?;
         let staff = domain::may_take_over(staff.as_ref(), &store_id, hash.is_some())?.clone();
         let attempt = self.store.claim_pin_attempt(staff_id, &store_id, &terminal_id).await?;
-        let hash = hash.unwrap_or_default();
-        let right = tokio::task::spawn_blocking(move || secret::matches(&hash, &pin))
-            .await
-            .map_err(|e| Error::Internal(anyhow::anyhow!("checking a PIN: {e}")))?;
+        let right = matches_off_runtime(hash.unwrap_or_default(), pin).await?;
         let detail = format!("from {}", claims.sub);
         if !right {
             tracing::info!(staff_id = %staff.staff_id, %terminal_id, "a wrong PIN");

@@ -48,11 +48,7 @@ async fn staff(conn: &mut PgConnection, staff_id: &str) -> Result<Option<StaffRe
 }
 
 async fn recent(conn: &mut PgConnection, counted: Counted, value: &str, limits: &Limits) -> Result<Vec<i64>> {
-    let column = match counted {
-        Counted::Staff => "staff_id",
-        Counted::Terminal => "terminal_id",
-        Counted::Address => "address",
-    };
+    let column = crate::store::counted_column(counted);
     let sql =
         format!("SELECT created_at_ms FROM auth.challenges WHERE {column} = $1 ORDER BY created_at_ms DESC LIMIT $2");
     Ok(sqlx::query_scalar(&sql).bind(value).bind(i64::from(limits.max(counted))).fetch_all(conn).await?)
@@ -117,6 +113,7 @@ impl PgAuth {
             if let Some(row) = stored {
                 let (staff_id, terminal_id): (String, String) = (row.get(2), row.get(3));
                 domain::same_request(
+                    "RequestCode",
                     (&staff_id, &terminal_id),
                     (&new.staff_id, &new.terminal_id),
                     &new.idempotency_key,
@@ -430,7 +427,7 @@ impl AuthStore for PgAuth {
             if let Some(row) = opened {
                 let (session_id, staff_id, terminal_id): (String, String, String) =
                     (row.get(0), row.get(1), row.get(2));
-                domain::same_switch((&staff_id, &terminal_id), (&new.staff_id, &new.terminal_id), key)?;
+                domain::same_request("SwitchStaff", (&staff_id, &terminal_id), (&new.staff_id, &new.terminal_id), key)?;
                 sqlx::query("UPDATE auth.sessions SET refresh_hash = $2 WHERE session_id = $1")
                     .bind(&session_id)
                     .bind(&new.refresh_hash)

@@ -31,11 +31,7 @@ fn staff(conn: &Connection, staff_id: &str) -> Result<Option<StaffRecord>> {
 
 /// When `column` = `value` last asked for codes, newest first, as many as its limit counts.
 fn recent(conn: &Connection, counted: Counted, value: &str, limits: &Limits) -> Result<Vec<i64>> {
-    let column = match counted {
-        Counted::Staff => "staff_id",
-        Counted::Terminal => "terminal_id",
-        Counted::Address => "address",
-    };
+    let column = crate::store::counted_column(counted);
     let sql =
         format!("SELECT created_at_ms FROM auth_challenges WHERE {column} = ?1 ORDER BY created_at_ms DESC LIMIT ?2");
     let times = conn
@@ -98,6 +94,7 @@ impl AuthStore for SqliteAuth {
                         .optional()?;
                     if let Some((challenge_id, expires_at_ms, staff_id, terminal_id)) = stored {
                         domain::same_request(
+                            "RequestCode",
                             (&staff_id, &terminal_id),
                             (&new.staff_id, &new.terminal_id),
                             &new.idempotency_key,
@@ -376,7 +373,12 @@ impl AuthStore for SqliteAuth {
                         .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                         .optional()?;
                     if let Some((session_id, staff_id, terminal_id)) = opened {
-                        domain::same_switch((&staff_id, &terminal_id), (&new.staff_id, &new.terminal_id), &key)?;
+                        domain::same_request(
+                            "SwitchStaff",
+                            (&staff_id, &terminal_id),
+                            (&new.staff_id, &new.terminal_id),
+                            &key,
+                        )?;
                         conn.prepare_cached("UPDATE auth_sessions SET refresh_hash = ?2 WHERE session_id = ?1")?
                             .execute(params![session_id, new.refresh_hash])?;
                         return session(conn, &session_id);

@@ -5,7 +5,16 @@
 use redstore_platform::audit::AuditLog;
 use redstore_platform::error::Result;
 
-use crate::domain::{Limits, StaffRecord};
+use crate::domain::{Counted, Limits, StaffRecord};
+
+/// The challenges' column a limit counts by (the same in both stores).
+pub(crate) fn counted_column(counted: Counted) -> &'static str {
+    match counted {
+        Counted::Staff => "staff_id",
+        Counted::Terminal => "terminal_id",
+        Counted::Address => "address",
+    }
+}
 
 /// A one-time code asked for, to be recorded.
 #[derive(Clone, Debug)]
