@@ -22,8 +22,6 @@ use redstore_proto::stream::InventorySnapshot;
 
 /// The hash field that holds the store sequence the hash reflects.
 pub const SEQ_FIELD: &str = "_seq";
-/// The pattern that matches every store's event channel (for `PSUBSCRIBE`).
-pub const EVENTS_PATTERN: &str = "rs:{*}:stock:events";
 
 const CHANNEL_PREFIX: &str = "rs:{";
 const CHANNEL_SUFFIX: &str = "}:stock:events";
@@ -45,7 +43,7 @@ pub fn events_channel(store_id: &str) -> String {
     format!("{CHANNEL_PREFIX}{store_id}{CHANNEL_SUFFIX}")
 }
 
-/// The store a channel of [`EVENTS_PATTERN`] belongs to.
+/// The store an [`events_channel`] belongs to.
 pub fn store_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix(CHANNEL_PREFIX)?.strip_suffix(CHANNEL_SUFFIX).filter(|s| !s.is_empty())
 }

@@ -12,7 +12,7 @@ use redstore_platform::{Db, Topic};
 use futures::Stream;
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::stream::InventorySnapshot;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 /// Live events a slow watcher may fall behind by before it refills from the log.
@@ -27,6 +27,9 @@ const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Clone, Default)]
 pub struct LiveFeed {
     stores: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<EventEnvelope>>>>>,
+    /// Woken when a store gains its first watcher, so a source that follows only the watched
+    /// stores (the Redis bridge) starts following it at once.
+    newly_watched: Arc<Notify>,
 }
 
 impl LiveFeed {
@@ -185,11 +188,18 @@ impl LiveFeed {
     }
 
     pub fn subscribe(&self, store_id: &str) -> broadcast::Receiver<Arc<EventEnvelope>> {
-        self.stores
-            .lock()
-            .entry(store_id.to_owned())
-            .or_insert_with(|| broadcast::channel(PER_STORE_BUFFER).0)
-            .subscribe()
+        let mut stores = self.stores.lock();
+        let tx = stores.entry(store_id.to_owned()).or_insert_with(|| broadcast::channel(PER_STORE_BUFFER).0);
+        if tx.receiver_count() == 0 {
+            self.newly_watched.notify_one();
+        }
+        tx.subscribe()
+    }
+
+    /// Resolves once a store has gained its first watcher since the last call (or since the
+    /// feed was made, if nobody has called yet).
+    pub async fn newly_watched(&self) {
+        self.newly_watched.notified().await
     }
 }
 

@@ -2,28 +2,32 @@
 //!
 //! The inventory cache projector (`redstore_inventory::cache`) publishes every projected event,
 //! Protobuf-encoded, on its store's channel `rs:{<store>}:stock:events`. Each bridge replica
-//! `PSUBSCRIBE`s to all of them and hands each event to its [`LiveFeed`]; every replica receives
-//! every event, so terminals may connect to any replica.
+//! `SUBSCRIBE`s to the channels of the stores its watchers watch, and only those: a store gains
+//! its channel when its first watcher arrives and loses it within a few seconds of its last
+//! leaving, so a replica never receives the events of a store none of its (authorised) watchers
+//! may see. Every replica watching a store receives all of its events, so terminals may connect
+//! to any replica.
 //!
-//! Pub/sub is lossy: a slow subscriber is dropped and nothing is delivered while disconnected.
-//! Watchers notice a gap by sequence at the next event and refill from the event log, but a loss
-//! at the *end* (missed events and nothing after them) would show only at the store's next change.
-//! So after every (re)connect, once the subscription is confirmed, the bridge catches up every
-//! watched store from the event log: from the last sequence it published for the store, or, for
-//! a store it has published nothing for, from the newest sequence the cache projected (the stock
-//! hash's `_seq`, else the log's head) — enough, since a watcher that is further behind sees a gap
-//! and refills itself. Redis being down delays live updates and nothing else.
+//! Pub/sub is lossy: a slow subscriber is dropped and nothing is delivered while disconnected or
+//! before a channel is subscribed. Watchers notice a gap by sequence at the next event and refill
+//! from the event log, but a loss at the *end* (missed events and nothing after them) would show
+//! only at the store's next change. So once a subscription is confirmed — after every
+//! (re)connect, and for each newly watched store — the bridge catches the store up from the event
+//! log: from the last sequence it published for the store, or, for a store it has published
+//! nothing for, from the newest sequence the cache projected (the stock hash's `_seq`, else the
+//! log's head) — enough, since a watcher that is further behind sees a gap and refills itself.
+//! Redis being down delays live updates and nothing else.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::aio::{MultiplexedConnection, PubSub};
+use ::redis::aio::{MultiplexedConnection, PubSub, PubSubSink};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use prost::Message as _;
 use redstore_inventory::InventoryStore;
-use redstore_inventory::cache::{self, EVENTS_PATTERN, SEQ_FIELD};
+use redstore_inventory::cache::{self, SEQ_FIELD};
 use redstore_proto::events::EventEnvelope;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A silent connection is checked this often, so a dead peer is noticed without traffic.
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// How often channels of stores nobody watches any more are unsubscribed.
+const PRUNE_EVERY: Duration = Duration::from_secs(2);
 const CATCH_UP_PAGE: u32 = 500;
 
 /// Starts feeding `feed` from Redis pub/sub at `redis_url` until `shutdown`, reconnecting with
@@ -51,7 +57,7 @@ pub fn start_feed(
 ) -> anyhow::Result<()> {
     let client = ::redis::Client::open(redis_url).context("invalid redis url")?;
     let runtime = tokio::runtime::Handle::try_current().context("the redis live feed needs a tokio runtime")?;
-    let bridge = Bridge { client, inventory, feed, last: HashMap::new(), commands: None };
+    let bridge = Bridge { client, inventory, feed, last: HashMap::new(), subscribed: HashSet::new(), commands: None };
     runtime.spawn(bridge.run(shutdown));
     Ok(())
 }
@@ -60,8 +66,10 @@ struct Bridge {
     client: ::redis::Client,
     inventory: Arc<dyn InventoryStore>,
     feed: LiveFeed,
-    /// The last sequence handed to the feed, per store.
+    /// The last sequence handed to the feed, per subscribed store.
     last: HashMap<String, u64>,
+    /// The stores whose channel the current connection is subscribed to.
+    subscribed: HashSet<String>,
     /// A command connection for reading projected versions during catch-up, made on demand.
     commands: Option<MultiplexedConnection>,
 }
@@ -83,9 +91,9 @@ impl Bridge {
             match subscribed {
                 Ok(pubsub) => {
                     if reconnect {
-                        tracing::info!(pattern = EVENTS_PATTERN, "redis live feed reconnected");
+                        tracing::info!(stores = self.subscribed.len(), "redis live feed reconnected");
                     } else {
-                        tracing::info!(pattern = EVENTS_PATTERN, "redis live feed subscribed");
+                        tracing::info!(stores = self.subscribed.len(), "redis live feed connected");
                     }
                     reconnect = true;
                     let since = Instant::now();
@@ -112,20 +120,29 @@ impl Bridge {
         }
     }
 
-    /// Connects and subscribes; once this returns, every later publish reaches the connection.
-    async fn subscribe(&self) -> anyhow::Result<PubSub> {
+    /// Connects and subscribes to the watched stores' channels; once this returns, every later
+    /// publish on them reaches the connection.
+    async fn subscribe(&mut self) -> anyhow::Result<PubSub> {
+        self.subscribed.clear();
         let mut pubsub = timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
             .await
             .context("connecting timed out")?
             .context("cannot connect")?;
-        timeout(RESPONSE_TIMEOUT, pubsub.psubscribe(EVENTS_PATTERN))
-            .await
-            .context("psubscribe timed out")?
-            .context("psubscribe failed")?;
+        let stores = self.feed.watched_stores();
+        if !stores.is_empty() {
+            let channels: Vec<String> = stores.iter().map(|s| cache::events_channel(s)).collect();
+            timeout(RESPONSE_TIMEOUT, pubsub.subscribe(&channels))
+                .await
+                .context("subscribe timed out")?
+                .context("subscribe failed")?;
+        }
+        self.subscribed.extend(stores);
+        self.last.retain(|store, _| self.subscribed.contains(store));
         Ok(pubsub)
     }
 
-    /// Catches up, then forwards messages until the connection fails or `shutdown`.
+    /// Catches up, then forwards messages until the connection fails or `shutdown`, following
+    /// the watched stores as watchers come and go.
     async fn pump(&mut self, pubsub: PubSub, shutdown: &CancellationToken) -> Ended {
         let (mut sink, mut messages) = pubsub.split();
         // Messages published from now on queue up in `messages` while the log is read.
@@ -135,6 +152,9 @@ impl Bridge {
         };
         let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let feed = self.feed.clone();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ended::Shutdown,
@@ -142,6 +162,21 @@ impl Bridge {
                     Some(msg) => self.on_message(&msg),
                     None => return Ended::Disconnected("connection closed".into()),
                 },
+                _ = feed.newly_watched() => {
+                    let followed = tokio::select! {
+                        _ = shutdown.cancelled() => return Ended::Shutdown,
+                        r = self.follow_watched(&mut sink) => r,
+                    };
+                    match followed {
+                        Ok(ok) => caught_up &= ok,
+                        Err(e) => return Ended::Disconnected(format!("{e:#}")),
+                    }
+                }
+                _ = prune.tick() => {
+                    if let Err(e) = self.unfollow_unwatched(&mut sink).await {
+                        return Ended::Disconnected(format!("{e:#}"));
+                    }
+                }
                 _ = ping.tick() => {
                     match timeout(RESPONSE_TIMEOUT, sink.ping::<::redis::Value>()).await {
                         Ok(Ok(_)) => {}
@@ -159,12 +194,58 @@ impl Bridge {
         }
     }
 
+    /// Subscribes to the channels of stores that gained watchers, then catches each up from the
+    /// log (what was published before the subscription is missed). Fails when Redis does not
+    /// confirm; answers whether every new store was caught up.
+    async fn follow_watched(&mut self, sink: &mut PubSubSink) -> anyhow::Result<bool> {
+        let new: Vec<String> =
+            self.feed.watched_stores().into_iter().filter(|s| !self.subscribed.contains(s)).collect();
+        if new.is_empty() {
+            return Ok(true);
+        }
+        let channels: Vec<String> = new.iter().map(|s| cache::events_channel(s)).collect();
+        timeout(RESPONSE_TIMEOUT, sink.subscribe(&channels))
+            .await
+            .context("subscribe timed out")?
+            .context("subscribe failed")?;
+        let mut ok = true;
+        for store in new {
+            self.subscribed.insert(store.clone());
+            ok &= self.catch_up_store_or_warn(&store).await;
+        }
+        Ok(ok)
+    }
+
+    /// Unsubscribes from the channels of stores nobody here watches any more.
+    async fn unfollow_unwatched(&mut self, sink: &mut PubSubSink) -> anyhow::Result<()> {
+        let watched: HashSet<String> = self.feed.watched_stores().into_iter().collect();
+        let gone: Vec<String> = self.subscribed.difference(&watched).cloned().collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let channels: Vec<String> = gone.iter().map(|s| cache::events_channel(s)).collect();
+        timeout(RESPONSE_TIMEOUT, sink.unsubscribe(&channels))
+            .await
+            .context("unsubscribe timed out")?
+            .context("unsubscribe failed")?;
+        for store in gone {
+            self.subscribed.remove(&store);
+            // Watched again later, it starts afresh from what the cache projected.
+            self.last.remove(&store);
+        }
+        Ok(())
+    }
+
     fn on_message(&mut self, msg: &::redis::Msg) {
         let channel = msg.get_channel_name();
         let Some(store) = cache::store_of_channel(channel) else {
             tracing::warn!(channel, "redis live feed message on an unexpected channel");
             return;
         };
+        if !self.subscribed.contains(store) {
+            // Sent before an unsubscribe took effect.
+            return;
+        }
         let event = match EventEnvelope::decode(msg.get_payload_bytes()) {
             Ok(event) => event,
             Err(e) => {
@@ -191,16 +272,23 @@ impl Bridge {
         self.feed.publish(Arc::new(event));
     }
 
-    /// Publishes what every watched store's watchers may have missed; false if a store failed.
+    /// Publishes what every subscribed store's watchers may have missed; false if a store failed.
     async fn catch_up(&mut self) -> bool {
         let mut ok = true;
-        for store in self.feed.watched_stores() {
-            if let Err(e) = self.catch_up_store(&store).await {
-                redstore_platform::warn_throttled!(store_id = %store, error = %format!("{e:#}"), "redis live feed cannot catch up a store");
-                ok = false;
-            }
+        for store in self.subscribed.clone() {
+            ok &= self.catch_up_store_or_warn(&store).await;
         }
         ok
+    }
+
+    async fn catch_up_store_or_warn(&mut self, store: &str) -> bool {
+        match self.catch_up_store(store).await {
+            Ok(()) => true,
+            Err(e) => {
+                redstore_platform::warn_throttled!(store_id = %store, error = %format!("{e:#}"), "redis live feed cannot catch up a store");
+                false
+            }
+        }
     }
 
     async fn catch_up_store(&mut self, store: &str) -> anyhow::Result<()> {

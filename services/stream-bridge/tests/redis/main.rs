@@ -19,8 +19,8 @@ use redstore_inventory::projector;
 use tokio_util::sync::CancellationToken;
 
 use support::{
-    Chain, Proxy, Published, RedisServer, Watcher, next_on_feed, quantity_after, replica, wait_watched,
-    watch_both_stores,
+    Chain, Proxy, Published, RedisServer, Watcher, next_on_feed, next_on_feed_after, quantity_after, replica,
+    wait_watched, watch_both_stores,
 };
 
 /// Cancels the test's background tasks however the test ends.
@@ -35,7 +35,6 @@ async fn projected_change_reaches_watchers_on_two_replicas_in_order() {
     let chain = Chain::open().await;
     let (shutdown, _guard) = shutdown_guard();
     let (a, b) = (replica(&redis.url(), &chain, &shutdown), replica(&redis.url(), &chain, &shutdown));
-    redis.wait_for_subscribers(2).await;
 
     let head = chain.head("store-1").await;
     let mut watchers = [
@@ -46,6 +45,7 @@ async fn projected_change_reaches_watchers_on_two_replicas_in_order() {
     let mut feeds = [a.subscribe("store-1"), b.subscribe("store-1")];
     wait_watched(&a, "store-1").await;
     wait_watched(&b, "store-1").await;
+    redis.wait_for_channel_subscribers("store-1", 2).await;
 
     let cache = StockCache::new(&redis.url()).expect("stock cache");
     let first = chain.change("store-1", "SKU-0001", 5).await;
@@ -54,7 +54,7 @@ async fn projected_change_reaches_watchers_on_two_replicas_in_order() {
     cache.project(&second).await.expect("project the second change");
 
     for feed in &mut feeds {
-        assert_eq!(next_on_feed(feed).await.store_seq, first.store_seq);
+        assert_eq!(next_on_feed_after(feed, head).await.store_seq, first.store_seq);
         assert_eq!(next_on_feed(feed).await.store_seq, second.store_seq);
     }
     for watcher in &mut watchers {
@@ -271,10 +271,11 @@ async fn redis_outage_is_caught_up_on_both_replicas_after_restart() {
     let chain = Chain::open().await;
     let (shutdown, _guard) = shutdown_guard();
     let (a, b) = (replica(&redis.url(), &chain, &shutdown), replica(&redis.url(), &chain, &shutdown));
-    redis.wait_for_subscribers(2).await;
     let cache = StockCache::new(&redis.url()).expect("stock cache");
 
     let [mut store1, mut store2] = watch_both_stores(&chain, [&a, &b], &shutdown).await;
+    redis.wait_for_channel_subscribers("store-1", 2).await;
+    redis.wait_for_channel_subscribers("store-2", 2).await;
 
     let before = chain.change("store-1", "SKU-0004", 2).await;
     cache.project(&before).await.expect("project before the outage");
@@ -316,10 +317,11 @@ async fn change_published_while_disconnected_is_caught_up_with_nothing_after_it(
     let (shutdown, _guard) = shutdown_guard();
     // The bridges reach Redis through the proxy; the projector reaches it directly.
     let (a, b) = (replica(&proxy.url(), &chain, &shutdown), replica(&proxy.url(), &chain, &shutdown));
-    redis.wait_for_subscribers(2).await;
     let cache = StockCache::new(&redis.url()).expect("stock cache");
 
     let [mut store1, mut store2] = watch_both_stores(&chain, [&a, &b], &shutdown).await;
+    redis.wait_for_channel_subscribers("store-1", 2).await;
+    redis.wait_for_channel_subscribers("store-2", 2).await;
     // store-1's bridges have published an event for it; store-2's have published none.
     let before = chain.change("store-1", "SKU-0010", 1).await;
     cache.project(&before).await.expect("project before the cut");
@@ -342,4 +344,51 @@ async fn change_published_while_disconnected_is_caught_up_with_nothing_after_it(
     for watcher in &mut store2 {
         watcher.expect(&[missed2.store_seq]).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_follows_only_the_stores_its_watchers_watch() {
+    let redis = RedisServer::start().await;
+    let chain = Chain::open().await;
+    let (shutdown, _guard) = shutdown_guard();
+    let a = replica(&redis.url(), &chain, &shutdown);
+    let cache = StockCache::new(&redis.url()).expect("stock cache");
+    let mut conn = redis.conn().await;
+    let store2_channel = cache::events_channel("store-2");
+
+    let mut store1 = Watcher::start(&chain, &a, "store-1", chain.head("store-1").await, &shutdown);
+    redis.wait_for_channel_subscribers("store-1", 1).await;
+    assert_eq!(redis.channel_subscribers(&mut conn, &store2_channel).await, 0, "nobody here watches store-2");
+    assert_eq!(redis.pattern_subscriptions().await, 0, "no pattern reaches every store's channel");
+
+    // A store-2 watcher arrives: the replica follows store-2 too, and a change committed while
+    // it starts (before or after the subscription) reaches the watcher, with nothing after it.
+    let head2 = chain.head("store-2").await;
+    let mut store2 = Box::pin(redstore_stream_bridge::feed::watch(
+        chain.inventory.clone(),
+        &a,
+        "store-2".to_owned(),
+        redstore_stream_bridge::feed::Start::After(head2),
+        shutdown.clone(),
+    ));
+    let arriving = chain.change("store-2", "SKU-0002", -1).await;
+    cache.project(&arriving).await.expect("project");
+    let next = tokio::time::timeout(support::WAIT, futures::StreamExt::next(&mut store2))
+        .await
+        .expect("the change arrives without another after it")
+        .expect("the watch goes on")
+        .expect("an event");
+    match next {
+        redstore_stream_bridge::feed::Item::Event(event) => assert_eq!(event.store_seq, arriving.store_seq),
+        other => panic!("expected the change, got {other:?}"),
+    }
+    redis.wait_for_channel_subscribers("store-2", 1).await;
+
+    // Its last watcher gone, the replica stops receiving store-2; store-1 is still followed.
+    drop(store2);
+    redis.wait_for_channel_subscribers("store-2", 0).await;
+    assert_eq!(redis.channel_subscribers(&mut conn, &cache::events_channel("store-1")).await, 1);
+    let later = chain.change("store-1", "SKU-0003", 2).await;
+    cache.project(&later).await.expect("project");
+    store1.expect(&[later.store_seq]).await;
 }

@@ -119,6 +119,32 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Waits until exactly `n` connections are subscribed to the store's event channel.
+    pub async fn wait_for_channel_subscribers(&self, store: &str, n: usize) {
+        let mut conn = self.conn().await;
+        let channel = redstore_inventory::cache::events_channel(store);
+        let wait = async {
+            while self.channel_subscribers(&mut conn, &channel).await != n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("{channel} never had {n} subscribers"));
+    }
+
+    /// How many connections are subscribed to `channel` (`PUBSUB NUMSUB`).
+    pub async fn channel_subscribers(&self, conn: &mut redis::aio::MultiplexedConnection, channel: &str) -> usize {
+        let (_, n): (String, usize) =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(conn).await.expect("PUBSUB NUMSUB");
+        n
+    }
+
+    /// How many pattern subscriptions Redis holds (`PUBSUB NUMPAT`).
+    pub async fn pattern_subscriptions(&self) -> usize {
+        redis::cmd("PUBSUB").arg("NUMPAT").query_async(&mut self.conn().await).await.expect("PUBSUB NUMPAT")
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
@@ -294,6 +320,17 @@ pub async fn next_on_feed(rx: &mut broadcast::Receiver<Arc<EventEnvelope>>) -> A
         Ok(Ok(event)) => event,
         Ok(Err(e)) => panic!("feed receiver failed: {e}"),
         Err(_) => panic!("nothing on the feed within {WAIT:?}"),
+    }
+}
+
+/// The next event a replica's feed carries for a store after sequence `after` (a bridge that
+/// starts following a store republishes the newest event it finds in the log).
+pub async fn next_on_feed_after(rx: &mut broadcast::Receiver<Arc<EventEnvelope>>, after: u64) -> Arc<EventEnvelope> {
+    loop {
+        let event = next_on_feed(rx).await;
+        if event.store_seq > after {
+            return event;
+        }
     }
 }
 
