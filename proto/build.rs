@@ -21,6 +21,7 @@ const SECRET_BEARING: &[&str] = &[
     ".redstore.auth.v1.IssueStreamTicketResponse",
     ".redstore.auth.v1.SetPinRequest",
     ".redstore.auth.v1.SwitchStaffRequest",
+    ".redstore.auth.v1.UnlockTerminalRequest",
     ".redstore.auth.v1.RequestCodeRequest",
     ".redstore.auth.v1.IssueDeviceCredentialResponse",
 ];

@@ -71,6 +71,7 @@ pub const RPCS: &[(&str, &str, Access)] = &[
     (AUTH, "VerifyCode", Open),
     (AUTH, "Refresh", Open),
     (AUTH, "SignOut", Open),
+    (AUTH, "UnlockTerminal", Open),
     (AUTH, "IssueStreamTicket", Staff(Cashier)),
     (AUTH, "SetPin", Staff(Cashier)),
     (AUTH, "SwitchStaff", Staff(Cashier)),

@@ -28,6 +28,10 @@ pub struct AuthOptions {
     /// How long a session lasts from sign-in (a shift); then its staff member signs in again.
     #[arg(long, env = "REDSTORE_AUTH_SESSION_TTL", default_value = "12h", value_parser = duration_within(Duration::from_secs(300), Duration::from_secs(7 * 86_400)))]
     pub auth_session_ttl: Duration,
+    /// How long a terminal nobody uses stays unlocked: then its PIN screen shows, and a PIN
+    /// (UnlockTerminal) opens it again. `0s` never locks.
+    #[arg(long, env = "REDSTORE_AUTH_IDLE_LOCK", default_value = "5m", value_parser = zero_or_within(Duration::from_secs(1), Duration::from_secs(12 * 3600)))]
+    pub auth_idle_lock: Duration,
 }
 
 impl Default for AuthOptions {
@@ -38,6 +42,7 @@ impl Default for AuthOptions {
             auth_retired_key_files: Vec::new(),
             auth_access_ttl: policy.access_ttl,
             auth_session_ttl: policy.session_ttl,
+            auth_idle_lock: policy.idle_lock,
         }
     }
 }
@@ -53,6 +58,14 @@ fn duration_within(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Dura
             ));
         }
         Ok(d)
+    }
+}
+
+fn zero_or_within(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    let within = duration_within(min, max);
+    move |value| match humantime::parse_duration(value) {
+        Ok(d) if d.is_zero() => Ok(d),
+        _ => within(value).map_err(|e| format!("{e} (or 0s: never)")),
     }
 }
 
@@ -83,7 +96,12 @@ impl AuthOptions {
     }
 
     pub fn policy(&self) -> Policy {
-        Policy { access_ttl: self.auth_access_ttl, session_ttl: self.auth_session_ttl, ..Policy::default() }
+        Policy {
+            access_ttl: self.auth_access_ttl,
+            session_ttl: self.auth_session_ttl,
+            idle_lock: self.auth_idle_lock,
+            ..Policy::default()
+        }
     }
 }
 

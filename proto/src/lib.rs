@@ -54,7 +54,7 @@ mod redacted {
 
     use super::auth::{
         IssueDeviceCredentialResponse, IssueStreamTicketResponse, RefreshRequest, RequestCodeRequest, Session,
-        SetPinRequest, SignOutRequest, SwitchStaffRequest, VerifyCodeRequest,
+        SetPinRequest, SignOutRequest, SwitchStaffRequest, UnlockTerminalRequest, VerifyCodeRequest,
     };
 
     fn secret(value: &str) -> &'static str {
@@ -89,6 +89,7 @@ mod redacted {
                 .field("access_expires_at", &self.access_expires_at)
                 .field("refresh_token", &Shown(secret(&self.refresh_token)))
                 .field("refresh_expires_at", &self.refresh_expires_at)
+                .field("idle_lock_seconds", &self.idle_lock_seconds)
                 .finish()
         }
     }
@@ -136,6 +137,17 @@ mod redacted {
         }
     }
 
+    impl fmt::Debug for UnlockTerminalRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("UnlockTerminalRequest")
+                .field("idempotency_key", &self.idempotency_key)
+                .field("refresh_token", &Shown(secret(&self.refresh_token)))
+                .field("staff_id", &self.staff_id)
+                .field("pin", &Shown(secret(&self.pin)))
+                .finish()
+        }
+    }
+
     impl fmt::Debug for RequestCodeRequest {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.debug_struct("RequestCodeRequest")
@@ -168,11 +180,16 @@ mod redacted {
                 ..Default::default()
             };
             let shown = format!(
-                "{session:?} {:?} {:?} {:?} {:?}",
+                "{session:?} {:?} {:?} {:?} {:?} {:?}",
                 VerifyCodeRequest { code: "123456".into(), ..Default::default() },
                 RefreshRequest { refresh_token: "secret-refresh".into(), ..Default::default() },
                 SignOutRequest { refresh_token: "secret-refresh".into() },
                 SwitchStaffRequest { pin: "2580".into(), ..Default::default() },
+                UnlockTerminalRequest {
+                    refresh_token: "secret-refresh".into(),
+                    pin: "2580".into(),
+                    ..Default::default()
+                },
             );
             for secret in ["secret-access", "secret-refresh", "123456", "2580"] {
                 assert!(!shown.contains(secret), "{secret} in {shown}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redstore_platform::access_token::Role;
 use redstore_proto::auth::{
     CreateStaffRequest, DeactivateStaffRequest, IssueDeviceCredentialRequest, ListStaffRequest, RefreshRequest,
-    RequestCodeRequest, Session, SetPinRequest, SignOutRequest, SwitchStaffRequest,
+    RequestCodeRequest, Session, SetPinRequest, SignOutRequest, SwitchStaffRequest, UnlockTerminalRequest,
 };
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -43,7 +43,10 @@ async fn a_cashier_signs_in_with_the_code_sent_and_holds_a_token_of_staff_role_s
     assert_eq!(claims.device.as_deref(), Some("till-1"));
     assert_eq!(claims.sid, session.session_id);
     let lifetime = claims.exp - claims.iat;
-    assert!((14 * 60..=15 * 60).contains(&lifetime), "access tokens last 15 minutes, not {lifetime} s");
+    assert!(
+        (4 * 60..=5 * 60).contains(&lifetime),
+        "a terminal's access tokens last its idle lock, 5 minutes, not {lifetime} s"
+    );
     assert_eq!(app.inbox.codes("cashier-1").len(), 1, "one code was sent");
 
     let next = refreshed(&app, refresh(&session.refresh_token)).await.expect("the refresh token is traded");
@@ -337,6 +340,66 @@ async fn a_colleague_takes_over_a_terminal_with_their_pin_and_five_wrong_pins_lo
     let back_office =
         auth_as(&app, &app.sign_in("manager-1", "").await).switch_staff(switch("supervisor-1", "2580")).await;
     assert_eq!(back_office.expect_err("no terminal").code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_nobody_uses_locks_and_a_pin_of_its_store_unlocks_it() {
+    const IDLE_LOCK: Duration = Duration::from_secs(2);
+    let app = TestApp::spawn_configured(|cfg| cfg.auth.auth_idle_lock = IDLE_LOCK).await;
+    for (staff, till, pin) in [("cashier-1", "till-1", "2580"), ("supervisor-1", "till-2", "3691")] {
+        let session = app.sign_in(staff, till).await;
+        auth_as(&app, &session).set_pin(SetPinRequest { idempotency_key: key(), pin: pin.into() }).await.expect("PIN");
+    }
+    let cashier = app.sign_in("cashier-1", "till-1").await;
+    assert_eq!(cashier.idle_lock_seconds, 2, "the terminal learns when to show its PIN screen");
+    let claims = app.token_keys().verify(&cashier.access_token).expect("verifies");
+    assert!(claims.exp - claims.iat <= 2, "a terminal's access token outlives no idle period");
+    let back_office = app.sign_in("manager-1", "").await;
+    assert_eq!(back_office.idle_lock_seconds, 0, "a session at no terminal never locks");
+
+    // In use, the terminal refreshes within the period and stays open; then nobody touches it.
+    let in_use = refreshed(&app, refresh(&cashier.refresh_token)).await.expect("refreshed while in use");
+    tokio::time::sleep(IDLE_LOCK + Duration::from_millis(500)).await;
+    let locked = refreshed(&app, refresh(&in_use.refresh_token)).await.expect_err("locked");
+    assert_eq!(locked.code(), Code::FailedPrecondition, "{locked:?}");
+    assert!(locked.message().contains("UnlockTerminal"), "{}", locked.message());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let access_expired = in_use.access_expires_at.as_ref().expect("expiry").seconds;
+    assert!(access_expired <= now as i64, "its access token has run out");
+    refreshed(&app, refresh(&back_office.refresh_token)).await.expect("the back office stays signed in");
+
+    let unlock = |staff_id: &str, pin: &str| UnlockTerminalRequest {
+        idempotency_key: key(),
+        refresh_token: in_use.refresh_token.clone(),
+        staff_id: staff_id.into(),
+        pin: pin.into(),
+    };
+    let mut auth = app.auth();
+    let wrong = auth.unlock_terminal(unlock("cashier-1", "1357")).await.expect_err("a wrong PIN");
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    let stranger = auth.unlock_terminal(unlock("manager-2", "2580")).await.expect_err("store-2's manager");
+    assert_eq!(stranger.code(), Code::PermissionDenied, "{stranger:?}");
+    let no_session =
+        UnlockTerminalRequest { refresh_token: back_office.refresh_token.clone(), ..unlock("manager-1", "2580") };
+    let desk = auth.unlock_terminal(no_session).await.expect_err("not a terminal's session");
+    assert_eq!(desk.code(), Code::Unauthenticated, "{desk:?}");
+
+    // The cashier unlocks with her PIN; a retry answers the same session; a colleague may too.
+    let request = unlock("cashier-1", "2580");
+    let opened = auth.unlock_terminal(request.clone()).await.expect("unlocked").into_inner().session.expect("session");
+    assert_eq!(opened.staff.as_ref().map(|s| s.staff_id.as_str()), Some("cashier-1"));
+    assert_eq!(opened.terminal_id, "till-1");
+    assert_eq!(opened.refresh_expires_at, cashier.refresh_expires_at, "it ends when the locked session would");
+    let again = auth.unlock_terminal(request).await.expect("retried").into_inner().session.expect("session");
+    assert_eq!(again.session_id, opened.session_id, "a retry opens no second session");
+    let stock = redstore_proto::inventory::ListStockRequest { store_id: "store-1".into(), ..Default::default() };
+    let mut inventory = redstore_proto::inventory::inventory_service_client::InventoryServiceClient::new(
+        app.channel_with(&opened.access_token),
+    );
+    inventory.list_stock(stock).await.expect("the unlocked terminal works");
+    let taken = auth.unlock_terminal(unlock("supervisor-1", "3691")).await.expect("a colleague unlocks");
+    let taken = taken.into_inner().session.expect("session");
+    assert_eq!(taken.staff.as_ref().map(|s| s.staff_id.as_str()), Some("supervisor-1"));
 }
 
 fn new_staff(staff_id: &str, role: redstore_proto::auth::Role, store_id: &str) -> CreateStaffRequest {

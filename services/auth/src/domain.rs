@@ -23,6 +23,9 @@ pub struct Policy {
     pub access_ttl: Duration,
     /// A session's life from sign-in (a shift); its refresh tokens expire with it.
     pub session_ttl: Duration,
+    /// How long a terminal may go without refreshing its token before it locks ([`locked`]);
+    /// zero: never.
+    pub idle_lock: Duration,
     pub limits: Limits,
 }
 
@@ -32,6 +35,7 @@ impl Default for Policy {
             code_ttl: Duration::from_secs(5 * 60),
             access_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(12 * 3600),
+            idle_lock: Duration::from_secs(5 * 60),
             limits: Limits::default(),
         }
     }
@@ -327,6 +331,10 @@ pub struct SessionState {
     pub revoked: bool,
     /// The idempotency key of the rotation that spent the previous refresh token.
     pub spent_key: Option<String>,
+    /// Whether the session is bound to a terminal (those lock when idle).
+    pub at_terminal: bool,
+    /// When the session last issued an access token (opened or refreshed).
+    pub active_at_ms: i64,
 }
 
 /// What a presented refresh token is to its session.
@@ -349,13 +357,23 @@ pub enum Rotation {
     EndSession,
 }
 
-/// Decides a refresh: `Err` when the session cannot be refreshed at all.
-pub fn rotation(session: &SessionState, presented: Presented, key: &str, now_ms: i64) -> Result<Rotation> {
+/// Decides a refresh: `Err` when the session cannot be refreshed at all, FAILED_PRECONDITION
+/// (`locked`) when its terminal was idle for `idle_lock_ms` (0: never locks).
+pub fn rotation(
+    session: &SessionState,
+    presented: Presented,
+    key: &str,
+    now_ms: i64,
+    idle_lock_ms: i64,
+) -> Result<Rotation> {
     if session.revoked {
         return Err(Error::Unauthenticated("refresh_token: the session has ended; sign in again".into()));
     }
     if now_ms >= session.expires_at_ms {
         return Err(Error::Unauthenticated("refresh_token: the session has expired; sign in again".into()));
+    }
+    if locked(session, now_ms, idle_lock_ms) {
+        return Err(terminal_locked());
     }
     Ok(match presented {
         Presented::Current => Rotation::Rotate { spend: true },
@@ -364,6 +382,27 @@ pub fn rotation(session: &SessionState, presented: Presented, key: &str, now_ms:
         }
         Presented::Spent => Rotation::EndSession,
     })
+}
+
+/// Whether a session's terminal locked: it is bound to one and issued no access token for
+/// `idle_lock_ms` (the terminal refreshes only while someone uses it).
+pub fn locked(session: &SessionState, now_ms: i64, idle_lock_ms: i64) -> bool {
+    session.at_terminal && idle_lock_ms > 0 && now_ms >= session.active_at_ms.saturating_add(idle_lock_ms)
+}
+
+/// The answer to a refresh of a locked terminal's session.
+pub fn terminal_locked() -> Error {
+    Error::precondition(
+        "locked",
+        "refresh_token",
+        "refresh_token: the terminal locked after being idle; unlock it with a PIN (UnlockTerminal)",
+    )
+}
+
+/// How long a session's access tokens live: the access lifetime, and for a terminal's session at
+/// most its idle lock (so that a terminal nobody refreshes for that long holds no usable token).
+pub fn access_ttl(access_ttl_ms: i64, at_terminal: bool, idle_lock_ms: i64) -> i64 {
+    if at_terminal && idle_lock_ms > 0 { access_ttl_ms.min(idle_lock_ms) } else { access_ttl_ms }
 }
 
 /// The answer once a copied refresh token ended its session.
@@ -487,14 +526,54 @@ mod tests {
 
     #[test]
     fn refresh_tokens_rotate_and_a_copy_ends_the_session() {
-        let live = SessionState { expires_at_ms: 10 * MIN, revoked: false, spent_key: Some("r1".into()) };
-        assert_eq!(rotation(&live, Presented::Current, "r2", MIN).unwrap(), Rotation::Rotate { spend: true });
-        assert_eq!(rotation(&live, Presented::Spent, "r1", MIN).unwrap(), Rotation::Rotate { spend: false });
-        assert_eq!(rotation(&live, Presented::Spent, "r3", MIN).unwrap(), Rotation::EndSession);
-        assert_eq!(rotation(&live, Presented::Spent, "", MIN).unwrap(), Rotation::EndSession);
+        let live = SessionState {
+            expires_at_ms: 10 * MIN,
+            revoked: false,
+            spent_key: Some("r1".into()),
+            at_terminal: true,
+            active_at_ms: 0,
+        };
+        assert_eq!(rotation(&live, Presented::Current, "r2", MIN, 0).unwrap(), Rotation::Rotate { spend: true });
+        assert_eq!(rotation(&live, Presented::Spent, "r1", MIN, 0).unwrap(), Rotation::Rotate { spend: false });
+        assert_eq!(rotation(&live, Presented::Spent, "r3", MIN, 0).unwrap(), Rotation::EndSession);
+        assert_eq!(rotation(&live, Presented::Spent, "", MIN, 0).unwrap(), Rotation::EndSession);
         let ended = SessionState { revoked: true, ..live.clone() };
-        assert!(rotation(&ended, Presented::Current, "r2", MIN).is_err());
-        assert!(rotation(&live, Presented::Current, "r2", 10 * MIN).is_err(), "expired at its end");
+        assert!(rotation(&ended, Presented::Current, "r2", MIN, 0).is_err());
+        assert!(rotation(&live, Presented::Current, "r2", 10 * MIN, 0).is_err(), "expired at its end");
+    }
+
+    #[test]
+    fn a_terminal_idle_for_its_lock_period_locks_and_nothing_else_does() {
+        let session = SessionState {
+            expires_at_ms: 60 * MIN,
+            revoked: false,
+            spent_key: None,
+            at_terminal: true,
+            active_at_ms: 10 * MIN,
+        };
+        let lock = 5 * MIN;
+        assert!(
+            rotation(&session, Presented::Current, "r", 15 * MIN - 1, lock).is_ok(),
+            "in use until the last moment"
+        );
+        let err = rotation(&session, Presented::Current, "r", 15 * MIN, lock).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(err.to_string().contains("UnlockTerminal"), "{err}");
+        assert!(rotation(&session, Presented::Current, "r", 15 * MIN, 0).is_ok(), "no idle lock configured");
+        let desk = SessionState { at_terminal: false, ..session.clone() };
+        assert!(
+            rotation(&desk, Presented::Current, "r", 50 * MIN, lock).is_ok(),
+            "a session at no terminal never locks"
+        );
+        let ended = SessionState { revoked: true, ..session };
+        assert_eq!(
+            rotation(&ended, Presented::Current, "r", 20 * MIN, lock).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        assert_eq!(access_ttl(15 * MIN, true, lock), lock);
+        assert_eq!(access_ttl(15 * MIN, false, lock), 15 * MIN);
+        assert_eq!(access_ttl(15 * MIN, true, 0), 15 * MIN);
+        assert_eq!(access_ttl(2 * MIN, true, lock), 2 * MIN);
     }
 
     proptest! {

@@ -155,7 +155,8 @@ impl AuthGrpc {
         let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
         let presented = secret::digest(required("refresh_token", &req.refresh_token)?);
         let refresh_token = secret::new_refresh_token();
-        match self.store.rotate(&presented, key, &secret::digest(&refresh_token)).await? {
+        let idle_lock_ms = ms(self.policy.idle_lock);
+        match self.store.rotate(&presented, key, &secret::digest(&refresh_token), idle_lock_ms).await? {
             Refreshed::Rotated(session) => Ok(self.session(&session, refresh_token)),
             Refreshed::Ended(ended) => {
                 self.revoked.insert(&ended.session_id, ended.expires_at_ms);
@@ -168,7 +169,10 @@ impl AuthGrpc {
     /// The tokens of `session`: a fresh access token, and `refresh_token` (just stored).
     fn session(&self, session: &SessionRecord, refresh_token: String) -> Session {
         let now = SystemTime::now();
-        let access_expires = (now + self.policy.access_ttl).min(from_unix_ms(session.expires_at_ms));
+        let at_terminal = !session.terminal_id.is_empty();
+        let idle_lock_ms = if at_terminal { ms(self.policy.idle_lock) } else { 0 };
+        let ttl = domain::access_ttl(ms(self.policy.access_ttl), at_terminal, idle_lock_ms);
+        let access_expires = (now + Duration::from_millis(ttl as u64)).min(from_unix_ms(session.expires_at_ms));
         let staff = &session.staff;
         let claims = Claims {
             sub: staff.staff_id.clone(),
@@ -189,8 +193,64 @@ impl AuthGrpc {
             access_expires_at: Some(timestamp(unix_ms(access_expires))),
             refresh_token,
             refresh_expires_at: Some(timestamp(session.expires_at_ms)),
+            idle_lock_seconds: u32::try_from(idle_lock_ms / 1000).unwrap_or(u32::MAX),
         }
     }
+
+    /// A colleague of `store_id` (or the one signed in) takes over `terminal_id` with their PIN:
+    /// a session of their own there, ending at `expires_at_ms`. Attempts are counted before the
+    /// PIN is checked; a wrong one is recorded. SwitchStaff and UnlockTerminal.
+    async fn take_over(&self, trail: &Option<Trail>, at: TakeOver<'_>) -> Result<Session> {
+        let TakeOver { key, store_id, terminal_id, staff_id, pin, expires_at_ms, action, from } = at;
+        let staff = self.store.staff(staff_id).await?;
+        let hash = self.store.pin_hash(staff_id).await?;
+        let staff = domain::may_take_over(staff.as_ref(), store_id, hash.is_some())?.clone();
+        let attempt = self.store.claim_pin_attempt(staff_id, store_id, terminal_id).await?;
+        let right = matches_off_runtime(hash.unwrap_or_default(), pin).await?;
+        let detail = format!("from {from}");
+        if !right {
+            tracing::info!(staff_id = %staff.staff_id, %terminal_id, "a wrong PIN");
+            let refusal = Error::Unauthenticated("staff_id or pin: wrong".into());
+            let refused = Entry {
+                outcome: audit::refused(&refusal),
+                ..entry(store_id.to_owned(), "auth.pin_refused", staff_id, detail)
+            };
+            audit::record(trail, refused).await;
+            return Err(refusal);
+        }
+        self.store.forget_pin_attempt(&attempt).await?;
+        let refresh_token = secret::new_refresh_token();
+        let new = NewSession {
+            session_id: uuid::Uuid::now_v7().to_string(),
+            staff_id: staff.staff_id.clone(),
+            terminal_id: terminal_id.to_owned(),
+            refresh_hash: secret::digest(&refresh_token),
+            expires_at_ms,
+        };
+        let session = self.store.open_by_pin(key, new).await?;
+        tracing::info!(staff_id = %staff.staff_id, %from, %terminal_id, action, "took over a terminal by PIN");
+        audit::record(trail, entry(store_id.to_owned(), action, staff_id, detail)).await;
+        Ok(self.session(&session, refresh_token))
+    }
+}
+
+/// What [`AuthGrpc::take_over`] is asked.
+struct TakeOver<'a> {
+    key: &'a str,
+    store_id: &'a str,
+    terminal_id: &'a str,
+    staff_id: &'a str,
+    pin: String,
+    /// When the new session ends: with the session it takes over from.
+    expires_at_ms: i64,
+    /// The audit entry's action.
+    action: &'static str,
+    /// Who was signed in.
+    from: &'a str,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A successful action's entry.
@@ -358,34 +418,53 @@ impl AuthService for AuthGrpc {
         let terminal_session = self.store.live_session(&claims.sid).await?;
         let terminal_session = terminal_session
             .ok_or_else(|| Error::Unauthenticated("the terminal's session has ended; sign in with a code".into()))?;
-        let staff = self.store.staff(staff_id).await?;
-        let hash = self.store.pin_hash(staff_id).await?;
-        let staff = domain::may_take_over(staff.as_ref(), &store_id, hash.is_some())?.clone();
-        let attempt = self.store.claim_pin_attempt(staff_id, &store_id, &terminal_id).await?;
-        let right = matches_off_runtime(hash.unwrap_or_default(), pin).await?;
-        let detail = format!("from {}", claims.sub);
-        if !right {
-            tracing::info!(staff_id = %staff.staff_id, %terminal_id, "a wrong PIN");
-            let refusal = Error::Unauthenticated("staff_id or pin: wrong".into());
-            let refused =
-                Entry { outcome: audit::refused(&refusal), ..entry(store_id, "auth.pin_refused", staff_id, detail) };
-            audit::record(&trail, refused).await;
-            return Err(refusal.into());
-        }
-        self.store.forget_pin_attempt(&attempt).await?;
-        let refresh_token = secret::new_refresh_token();
-        let new = NewSession {
-            session_id: uuid::Uuid::now_v7().to_string(),
-            staff_id: staff.staff_id.clone(),
-            terminal_id: terminal_id.clone(),
-            refresh_hash: secret::digest(&refresh_token),
+        let at = TakeOver {
+            key,
+            store_id: &store_id,
+            terminal_id: &terminal_id,
+            staff_id,
+            pin,
             // The terminal stays signed in as long as the code's session would have.
             expires_at_ms: terminal_session.expires_at_ms,
+            action: "auth.switched",
+            from: &claims.sub,
         };
-        let session = self.store.open_by_pin(key, new).await?;
-        tracing::info!(staff_id = %staff.staff_id, from = %claims.sub, %terminal_id, "took over a terminal by PIN");
-        audit::record(&trail, entry(store_id, "auth.switched", staff_id, detail)).await;
-        Ok(Response::new(SwitchStaffResponse { session: Some(self.session(&session, refresh_token)) }))
+        let session = self.take_over(&trail, at).await?;
+        Ok(Response::new(SwitchStaffResponse { session: Some(session) }))
+    }
+
+    #[tracing::instrument(name = "auth.unlock_terminal", skip_all)]
+    async fn unlock_terminal(
+        &self,
+        req: Request<UnlockTerminalRequest>,
+    ) -> Result<Response<UnlockTerminalResponse>, Status> {
+        let trail = Trail::of(&req);
+        let req = req.into_inner();
+        let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
+        let presented = secret::digest(required("refresh_token", &req.refresh_token)?);
+        let staff_id = identifier("staff_id", &req.staff_id)?;
+        let pin = domain::parse_pin(&req.pin)?.to_owned();
+        let locked = self.store.terminal_session(&presented).await?.ok_or_else(|| {
+            Error::Unauthenticated(
+                "refresh_token: not the current refresh token of a terminal's live session; sign in with a code".into(),
+            )
+        })?;
+        let holder = self.store.staff(&locked.staff_id).await?;
+        let store_id = holder.and_then(|h| h.store_id).ok_or_else(|| {
+            Error::PermissionDenied("refresh_token: the session belongs to no store, so no PIN unlocks it".into())
+        })?;
+        let at = TakeOver {
+            key,
+            store_id: &store_id,
+            terminal_id: &locked.terminal_id,
+            staff_id,
+            pin,
+            expires_at_ms: locked.expires_at_ms,
+            action: "auth.unlocked",
+            from: &locked.staff_id,
+        };
+        let session = self.take_over(&trail, at).await?;
+        Ok(Response::new(UnlockTerminalResponse { session: Some(session) }))
     }
 
     #[tracing::instrument(name = "auth.create_staff", skip_all)]

@@ -19,5 +19,7 @@ pub use grpc::AuthGrpc;
 pub use sender::{CodeSender, LogSender};
 pub use store::AuthStore;
 
-pub const SQLITE_MIGRATIONS: &[Migration] =
-    &[Migration { service: "auth", version: 1, sql: include_str!("../migrations/sqlite/0001_auth.sql") }];
+pub const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration { service: "auth", version: 1, sql: include_str!("../migrations/sqlite/0001_auth.sql") },
+    Migration { service: "auth", version: 2, sql: include_str!("../migrations/sqlite/0002_idle_lock.sql") },
+];

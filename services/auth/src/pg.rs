@@ -14,11 +14,13 @@ use crate::domain::{
     self, ChallengeState, Counted, Limits, Presented, Rotation, SessionState, StaffRecord, no_challenge, no_session,
 };
 use crate::store::{
-    AuthStore, Claimed, Ended, LiveSession, NewChallenge, NewSession, Opened, Refreshed, SessionRecord,
+    AuthStore, Claimed, Ended, LiveSession, NewChallenge, NewSession, Opened, Refreshed, SessionRecord, TerminalSession,
 };
 
-pub const PG_MIGRATIONS: &[PgMigration] =
-    &[PgMigration { service: "auth", version: 1, sql: include_str!("../migrations/postgres/0001_auth.sql") }];
+pub const PG_MIGRATIONS: &[PgMigration] = &[
+    PgMigration { service: "auth", version: 1, sql: include_str!("../migrations/postgres/0001_auth.sql") },
+    PgMigration { service: "auth", version: 2, sql: include_str!("../migrations/postgres/0002_idle_lock.sql") },
+];
 
 #[derive(Clone)]
 pub struct PgAuth(pub PgPool);
@@ -271,10 +273,11 @@ impl AuthStore for PgAuth {
         Ok(record)
     }
 
-    async fn rotate(&self, presented: &str, key: &str, new_hash: &str) -> Result<Refreshed> {
+    async fn rotate(&self, presented: &str, key: &str, new_hash: &str, idle_lock_ms: i64) -> Result<Refreshed> {
         let mut tx = self.0.begin().await?;
         let row = sqlx::query(
-            "SELECT session_id, expires_at_ms, revoked_at_ms, spent_key, refresh_hash = $1
+            "SELECT session_id, expires_at_ms, revoked_at_ms, spent_key, refresh_hash = $1,
+                    terminal_id <> '', COALESCE(active_at_ms, created_at_ms)
              FROM auth.sessions WHERE refresh_hash = $1 OR spent_refresh_hash = $1 FOR UPDATE",
         )
         .bind(presented)
@@ -286,17 +289,22 @@ impl AuthStore for PgAuth {
             expires_at_ms: row.get(1),
             revoked: row.get::<Option<i64>, _>(2).is_some(),
             spent_key: row.get(3),
+            at_terminal: row.get(5),
+            active_at_ms: row.get(6),
         };
         let presented_as = if row.get::<bool, _>(4) { Presented::Current } else { Presented::Spent };
-        match domain::rotation(&state, presented_as, key, now_ms())? {
+        let now = now_ms();
+        match domain::rotation(&state, presented_as, key, now, idle_lock_ms)? {
             Rotation::Rotate { spend: true } => {
                 sqlx::query(
-                    "UPDATE auth.sessions SET spent_refresh_hash = refresh_hash, spent_key = $2, refresh_hash = $3
+                    "UPDATE auth.sessions
+                     SET spent_refresh_hash = refresh_hash, spent_key = $2, refresh_hash = $3, active_at_ms = $4
                      WHERE session_id = $1",
                 )
                 .bind(&session_id)
                 .bind(key)
                 .bind(new_hash)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -355,6 +363,23 @@ impl AuthStore for PgAuth {
         .fetch_optional(&self.0)
         .await?;
         Ok(row.map(|r| LiveSession { opened_by: r.get(0), expires_at_ms: r.get(1) }))
+    }
+
+    async fn terminal_session(&self, refresh_hash: &str) -> Result<Option<TerminalSession>> {
+        let row = sqlx::query(
+            "SELECT session_id, staff_id, terminal_id, expires_at_ms FROM auth.sessions
+             WHERE refresh_hash = $1 AND terminal_id <> '' AND revoked_at_ms IS NULL AND expires_at_ms > $2",
+        )
+        .bind(refresh_hash)
+        .bind(now_ms())
+        .fetch_optional(&self.0)
+        .await?;
+        Ok(row.map(|r| TerminalSession {
+            session_id: r.get(0),
+            staff_id: r.get(1),
+            terminal_id: r.get(2),
+            expires_at_ms: r.get(3),
+        }))
     }
 
     async fn pin_hash(&self, staff_id: &str) -> Result<Option<String>> {

@@ -11,7 +11,7 @@ use crate::domain::{
     self, ChallengeState, Counted, Limits, Presented, Rotation, SessionState, StaffRecord, no_challenge, no_session,
 };
 use crate::store::{
-    AuthStore, Claimed, Ended, LiveSession, NewChallenge, NewSession, Opened, Refreshed, SessionRecord,
+    AuthStore, Claimed, Ended, LiveSession, NewChallenge, NewSession, Opened, Refreshed, SessionRecord, TerminalSession,
 };
 
 pub struct SqliteAuth(pub Db);
@@ -211,28 +211,40 @@ impl AuthStore for SqliteAuth {
             .await
     }
 
-    async fn rotate(&self, presented: &str, key: &str, new_hash: &str) -> Result<Refreshed> {
+    async fn rotate(&self, presented: &str, key: &str, new_hash: &str, idle_lock_ms: i64) -> Result<Refreshed> {
         let (presented, key, new_hash) = (presented.to_owned(), key.to_owned(), new_hash.to_owned());
         self.0
             .write(move |ctx| {
                 let conn = ctx.conn;
-                let found: Option<(String, i64, Option<i64>, Option<String>, bool)> = conn
+                let found = conn
                     .prepare_cached(
-                        "SELECT session_id, expires_at_ms, revoked_at_ms, spent_key, refresh_hash = ?1
+                        "SELECT session_id, expires_at_ms, revoked_at_ms, spent_key, refresh_hash = ?1,
+                                terminal_id <> '', COALESCE(active_at_ms, created_at_ms)
                          FROM auth_sessions WHERE refresh_hash = ?1 OR spent_refresh_hash = ?1",
                     )?
-                    .query_row([&presented], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                    .query_row([&presented], |r| {
+                        let state = SessionState {
+                            expires_at_ms: r.get(1)?,
+                            revoked: r.get::<_, Option<i64>>(2)?.is_some(),
+                            spent_key: r.get(3)?,
+                            at_terminal: r.get(5)?,
+                            active_at_ms: r.get(6)?,
+                        };
+                        Ok((r.get::<_, String>(0)?, state, r.get::<_, bool>(4)?))
+                    })
                     .optional()?;
-                let (session_id, expires_at_ms, revoked_at, spent_key, current) = found.ok_or_else(no_session)?;
-                let state = SessionState { expires_at_ms, revoked: revoked_at.is_some(), spent_key };
+                let (session_id, state, current) = found.ok_or_else(no_session)?;
+                let expires_at_ms = state.expires_at_ms;
                 let presented_as = if current { Presented::Current } else { Presented::Spent };
-                match domain::rotation(&state, presented_as, &key, unix_ms(ctx.now))? {
+                let now = unix_ms(ctx.now);
+                match domain::rotation(&state, presented_as, &key, now, idle_lock_ms)? {
                     Rotation::Rotate { spend: true } => {
                         conn.prepare_cached(
-                            "UPDATE auth_sessions SET spent_refresh_hash = refresh_hash, spent_key = ?2, refresh_hash = ?3
+                            "UPDATE auth_sessions
+                             SET spent_refresh_hash = refresh_hash, spent_key = ?2, refresh_hash = ?3, active_at_ms = ?4
                              WHERE session_id = ?1",
                         )?
-                        .execute(params![session_id, key, new_hash])?;
+                        .execute(params![session_id, key, new_hash, now])?;
                     }
                     Rotation::Rotate { spend: false } => {
                         conn.prepare_cached("UPDATE auth_sessions SET refresh_hash = ?2 WHERE session_id = ?1")?
@@ -295,6 +307,30 @@ impl AuthStore for SqliteAuth {
                     .query_row(params![id, now], |r| Ok(LiveSession { opened_by: r.get(0)?, expires_at_ms: r.get(1)? }))
                     .optional()?;
                 Ok(live)
+            })
+            .await
+    }
+
+    async fn terminal_session(&self, refresh_hash: &str) -> Result<Option<TerminalSession>> {
+        let hash = refresh_hash.to_owned();
+        self.0
+            .read(move |conn| {
+                let now = unix_ms(std::time::SystemTime::now());
+                let found = conn
+                    .prepare_cached(
+                        "SELECT session_id, staff_id, terminal_id, expires_at_ms FROM auth_sessions
+                         WHERE refresh_hash = ?1 AND terminal_id <> '' AND revoked_at_ms IS NULL AND expires_at_ms > ?2",
+                    )?
+                    .query_row(params![hash, now], |r| {
+                        Ok(TerminalSession {
+                            session_id: r.get(0)?,
+                            staff_id: r.get(1)?,
+                            terminal_id: r.get(2)?,
+                            expires_at_ms: r.get(3)?,
+                        })
+                    })
+                    .optional()?;
+                Ok(found)
             })
             .await
     }

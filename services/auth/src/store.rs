@@ -99,8 +99,8 @@ pub trait AuthStore: AuditLog + Send + Sync + 'static {
     async fn redeem(&self, challenge_id: &str, key: &str, session: NewSession) -> Result<SessionRecord>;
 
     /// Replaces the refresh token whose digest is `presented` by `new_hash`, as
-    /// `domain::rotation` decides.
-    async fn rotate(&self, presented: &str, key: &str, new_hash: &str) -> Result<Refreshed>;
+    /// `domain::rotation` decides (a terminal idle for `idle_lock_ms` is locked; 0: never).
+    async fn rotate(&self, presented: &str, key: &str, new_hash: &str, idle_lock_ms: i64) -> Result<Refreshed>;
 
     /// Ends the session of a refresh token (current or spent); a session already ended stays so.
     /// The session, when one was found.
@@ -111,6 +111,10 @@ pub trait AuthStore: AuditLog + Send + Sync + 'static {
 
     /// A live session: how it was opened and when it ends; `None` once it has ended or expired.
     async fn live_session(&self, session_id: &str) -> Result<Option<LiveSession>>;
+
+    /// The live session bound to a terminal whose current refresh token has the digest
+    /// `refresh_hash` (locked or not); `None` for any other.
+    async fn terminal_session(&self, refresh_hash: &str) -> Result<Option<TerminalSession>>;
 
     /// The Argon2 hash of a staff member's PIN, if they set one.
     async fn pin_hash(&self, staff_id: &str) -> Result<Option<String>>;
@@ -153,6 +157,15 @@ pub trait AuthStore: AuditLog + Send + Sync + 'static {
 pub struct LiveSession {
     /// `code` or `pin`.
     pub opened_by: String,
+    pub expires_at_ms: i64,
+}
+
+/// A live session bound to a terminal, as UnlockTerminal finds it by its refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminalSession {
+    pub session_id: String,
+    pub staff_id: String,
+    pub terminal_id: String,
     pub expires_at_ms: i64,
 }
 
