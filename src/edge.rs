@@ -226,7 +226,7 @@ impl Edge {
         if self.revoked.contains(&claims.sid) {
             return Err(tonic::Status::unauthenticated("the session of this access token has ended: sign in again"));
         }
-        Ok(Caller::Staff((*claims).clone()))
+        Ok(Caller::Staff(claims))
     }
 
     /// The service token this process holds, if one was configured.

@@ -4,13 +4,16 @@
 //! caller may act in the store and at the terminal the request names. A request without one did
 //! not pass the edge and is refused.
 
+use std::sync::Arc;
+
 use crate::access_token::{Claims, Role};
 use crate::error::{Error, Result, identifier};
 
 /// The checked identity of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
-    Staff(Claims),
+    /// Shared with the edge's cache of verified tokens: a request costs no copy of them.
+    Staff(Arc<Claims>),
     /// Another process of this deployment: acts in every store.
     Service,
 }
@@ -104,7 +107,7 @@ mod tests {
     use super::*;
 
     fn staff(role: Role, store: Option<&str>, device: Option<&str>) -> Caller {
-        Caller::Staff(Claims {
+        Caller::Staff(Arc::new(Claims {
             sub: "casey".into(),
             role,
             store: store.map(Into::into),
@@ -114,7 +117,7 @@ mod tests {
             jti: String::new(),
             sid: String::new(),
             scope: None,
-        })
+        }))
     }
 
     #[test]

@@ -480,7 +480,7 @@ mod tests {
     #[test]
     fn managers_manage_their_own_stores_staff_and_admins_everyones() {
         let staff = |role: Role, store: Option<&str>| {
-            Caller::Staff(redstore_platform::access_token::Claims {
+            Caller::Staff(std::sync::Arc::new(redstore_platform::access_token::Claims {
                 sub: "x".into(),
                 role,
                 store: store.map(Into::into),
@@ -490,7 +490,7 @@ mod tests {
                 jti: String::new(),
                 sid: String::new(),
                 scope: None,
-            })
+            }))
         };
         let manager = staff(Role::Manager, Some("store-1"));
         assert!(may_manage(&manager, Role::Manager, Some("store-1")).is_ok());

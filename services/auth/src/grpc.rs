@@ -364,7 +364,7 @@ impl AuthService for AuthGrpc {
             exp: secs(expires),
             jti: uuid::Uuid::now_v7().to_string(),
             scope: Some(access_token::STREAM_SCOPE.to_owned()),
-            ..claims.clone()
+            ..Claims::clone(claims)
         };
         Ok(Response::new(IssueStreamTicketResponse {
             ticket: self.keys.issue(&ticket),
