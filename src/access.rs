@@ -61,6 +61,7 @@ pub const RPCS: &[(&str, &str, Access)] = &[
     (SALES, "SetCartItemQuantity", Staff(Cashier)),
     (SALES, "RemoveCartItem", Staff(Cashier)),
     (SALES, "ClearCart", Staff(Cashier)),
+    // A line with a price override needs a supervisor: the handler checks it (`domain::may_override`).
     (SALES, "Checkout", Staff(Cashier)),
     (SALES, "GetSale", Staff(Cashier)),
     (SALES, "ListSales", Staff(Cashier)),

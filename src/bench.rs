@@ -265,7 +265,11 @@ pub async fn checkout(cfg: CheckoutBench) -> anyhow::Result<Summary> {
                 }
                 n += 1;
                 let lines = (0..cfg.lines)
-                    .map(|l| CheckoutLine { sku: sku((n * 7 + l * 11) % PRODUCTS), quantity: 1 + (l as i64 % 2) })
+                    .map(|l| CheckoutLine {
+                        sku: sku((n * 7 + l * 11) % PRODUCTS),
+                        quantity: 1 + (l as i64 % 2),
+                        ..Default::default()
+                    })
                     .collect();
                 let req = CheckoutRequest {
                     idempotency_key: uuid::Uuid::now_v7().to_string(),
@@ -538,7 +542,7 @@ pub async fn live(cfg: LiveBench) -> anyhow::Result<LiveSummary> {
             idempotency_key: uuid::Uuid::now_v7().to_string(),
             store_id: store_of(i),
             terminal_id: "bench-001".into(),
-            lines: vec![CheckoutLine { sku: sku(i % PRODUCTS), quantity: 1 }],
+            lines: vec![CheckoutLine { sku: sku(i % PRODUCTS), quantity: 1, ..Default::default() }],
             tenders: vec![Tender {
                 r#type: TenderType::Cash as i32,
                 amount: Some(Money { currency_code: "EUR".into(), units_minor: 100_000 }),

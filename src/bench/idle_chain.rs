@@ -181,7 +181,7 @@ async fn set_up_chain_store(
                 idempotency_key: format!("chain-sale-{store_id}"),
                 store_id,
                 terminal_id: "bench-001".into(),
-                lines: vec![redstore_proto::sales::CheckoutLine { sku: sku(0), quantity: 1 }],
+                lines: vec![redstore_proto::sales::CheckoutLine { sku: sku(0), quantity: 1, ..Default::default() }],
                 tenders: vec![tender(10_000)],
             })
             .await

@@ -469,3 +469,54 @@ async fn sensitive_actions_are_in_the_audit_log_with_who_where_when_and_how_they
     assert_eq!(list("", &manager.access_token).await.expect_err("the chain's").code(), Code::PermissionDenied);
     assert_eq!(list("store-2", &manager.access_token).await.expect_err("store-2's").code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_override_is_a_supervisors_and_the_audit_log_has_who_tried_and_how_it_ended() {
+    use redstore_proto::auth::ListAuditEventsRequest;
+    use redstore_proto::inventory::GetStockRequest;
+    use redstore_proto::sales::sales_service_client::SalesServiceClient;
+    let app = TestApp::spawn().await;
+    let stock = || async {
+        let request = GetStockRequest { store_id: "store-1".into(), sku: "SKU-0005".into() };
+        app.inventory().get_stock(request).await.expect("stock").into_inner().stock.expect("a level").quantity
+    };
+    let before = stock().await;
+    let overridden = |till: &str| {
+        let mut sale = checkout(&key(), "store-1", till, &[("SKU-0005", 1)], vec![cash(1000)]);
+        sale.lines[0].unit_price_override = Some(eur(100));
+        sale.lines[0].override_reason = "dented tin".into();
+        sale
+    };
+
+    let cashier = app.sign_in("cashier-1", "till-2").await;
+    let refused = SalesServiceClient::new(app.channel_with(&cashier.access_token)).checkout(overridden("till-2")).await;
+    let refused = refused.expect_err("a cashier overrides no price");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().starts_with("lines[0].unit_price_override"), "{}", refused.message());
+    assert_eq!(stock().await, before, "nothing was sold");
+
+    let supervisor = app.sign_in("supervisor-1", "till-1").await;
+    let sale = SalesServiceClient::new(app.channel_with(&supervisor.access_token)).checkout(overridden("till-1")).await;
+    let sale = sale.expect("a supervisor's override").into_inner().sale.expect("sale");
+    assert_eq!((sale.total.clone(), sale.lines[0].override_reason.as_str()), (Some(eur(100)), "dented tin"));
+    assert_eq!(stock().await, before - 1);
+
+    let manager = app.sign_in("manager-1", "").await;
+    let mut auth =
+        redstore_proto::auth::auth_service_client::AuthServiceClient::new(app.channel_with(&manager.access_token));
+    let request = ListAuditEventsRequest { store_id: "store-1".into(), page: None, chain: false };
+    let events = auth.list_audit_events(request).await.expect("store-1's log").into_inner().events;
+    let overrides: Vec<_> = events.iter().filter(|e| e.action == "sale.price_overridden").collect();
+    let by = |staff: &str| {
+        overrides.iter().find(|e| e.staff_id == staff).unwrap_or_else(|| panic!("{staff}: {overrides:#?}"))
+    };
+    let done = by("supervisor-1");
+    assert_eq!(
+        (done.subject.as_str(), done.terminal_id.as_str(), done.outcome.as_str()),
+        (sale.sale_id.as_str(), "till-1", "ok")
+    );
+    assert!(done.detail.contains("SKU-0005") && done.detail.contains("dented tin"), "{done:?}");
+    let tried = by("cashier-1");
+    assert!(tried.outcome.starts_with("PermissionDenied"), "{tried:?}");
+    assert_eq!(tried.terminal_id, "till-2");
+}

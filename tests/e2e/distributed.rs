@@ -303,7 +303,12 @@ async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process(
             lines: drafted
                 .lines
                 .iter()
-                .map(|l| SaleLine { sku: l.sku.clone(), quantity: l.quantity, unit_price: l.unit_price.clone() })
+                .map(|l| SaleLine {
+                    sku: l.sku.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price.clone(),
+                    ..Default::default()
+                })
                 .collect(),
             checkout_key: request.idempotency_key.clone(),
             checkout_fingerprint: fingerprint,

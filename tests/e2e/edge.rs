@@ -118,7 +118,7 @@ fn refund_of(units: i64) -> ApplyRefundRequest {
         refund_id: uuid::Uuid::now_v7().to_string(),
         store_id: "store-1".into(),
         terminal_id: "till-1".into(),
-        lines: vec![SaleLine { sku: "SKU-0001".into(), quantity: units, unit_price: None }],
+        lines: vec![SaleLine { sku: "SKU-0001".into(), quantity: units, unit_price: None, ..Default::default() }],
     }
 }
 

@@ -483,7 +483,10 @@ pub fn checkout(
         idempotency_key: key.into(),
         store_id: store.into(),
         terminal_id: terminal.into(),
-        lines: lines.iter().map(|(sku, q)| CheckoutLine { sku: (*sku).into(), quantity: *q }).collect(),
+        lines: lines
+            .iter()
+            .map(|(sku, q)| CheckoutLine { sku: (*sku).into(), quantity: *q, ..Default::default() })
+            .collect(),
         tenders,
     }
 }

@@ -82,8 +82,8 @@ async fn apply_sale_is_idempotent_by_sale_id() {
         store_id: "store-1".into(),
         terminal_id: "till-1".into(),
         lines: vec![
-            SaleLine { sku: "SKU-0005".into(), quantity: 2, unit_price: None },
-            SaleLine { sku: "SKU-0005".into(), quantity: 1, unit_price: None },
+            SaleLine { sku: "SKU-0005".into(), quantity: 2, unit_price: None, ..Default::default() },
+            SaleLine { sku: "SKU-0005".into(), quantity: 1, unit_price: None, ..Default::default() },
         ],
         ..Default::default()
     };
@@ -105,7 +105,7 @@ async fn apply_sale_under_a_checkout_key_is_applied_once_and_listed() {
         sale_id: sale_id.into(),
         store_id: "store-1".into(),
         terminal_id: "till-1".into(),
-        lines: vec![SaleLine { sku: "SKU-0005".into(), quantity, unit_price: None }],
+        lines: vec![SaleLine { sku: "SKU-0005".into(), quantity, unit_price: None, ..Default::default() }],
         checkout_key: "checkout-1".into(),
         checkout_fingerprint: format!("fp-{quantity}").into_bytes(),
         sale: format!("sale {sale_id}").into_bytes(),
@@ -178,7 +178,7 @@ async fn apply_sales_of_many_stores_answers_each_in_its_store() {
         sale_id: id.into(),
         store_id: store.into(),
         terminal_id: "till-1".into(),
-        lines: vec![SaleLine { sku: "SKU-0006".into(), quantity, unit_price: None }],
+        lines: vec![SaleLine { sku: "SKU-0006".into(), quantity, unit_price: None, ..Default::default() }],
         ..Default::default()
     };
     let req = ApplySalesRequest {
@@ -216,7 +216,7 @@ async fn apply_sales_answers_each_sale_as_apply_sale_would() {
         sale_id: id.into(),
         store_id: String::new(),
         terminal_id: "till-1".into(),
-        lines: vec![SaleLine { sku: sku.into(), quantity, unit_price: None }],
+        lines: vec![SaleLine { sku: sku.into(), quantity, unit_price: None, ..Default::default() }],
         ..Default::default()
     };
     let req = ApplySalesRequest {

@@ -56,7 +56,12 @@ async fn a_sale_of_too_many_lines_or_units_is_refused_naming_the_field() {
         store_id: "store-2".into(),
         terminal_id: "till-1".into(),
         lines: (0..150_000)
-            .map(|i| SaleLine { sku: format!("SKU-{:04}", i % 20 + 1), quantity: 1, unit_price: Some(eur(100)) })
+            .map(|i| SaleLine {
+                sku: format!("SKU-{:04}", i % 20 + 1),
+                quantity: 1,
+                unit_price: Some(eur(100)),
+                ..Default::default()
+            })
             .collect(),
         ..Default::default()
     };

@@ -779,7 +779,7 @@ async fn apply_sales_names_the_bad_sale_and_applies_nothing_of_its_call() {
         sale_id: id.into(),
         store_id: store.into(),
         terminal_id: "till-1".into(),
-        lines: vec![SaleLine { sku: "SKU-0001".into(), quantity, unit_price: None }],
+        lines: vec![SaleLine { sku: "SKU-0001".into(), quantity, unit_price: None, ..Default::default() }],
         ..Default::default()
     };
     let call = |sales: Vec<ApplySaleRequest>| ApplySalesRequest { store_id: "store-1".into(), sales };
@@ -817,7 +817,8 @@ async fn apply_sale_holds_a_sale_to_the_unit_prices_it_charged() {
     let app = TestApp::spawn().await;
     let before = written(&app, "store-1").await;
     let eur = |units_minor| Some(Money { currency_code: "EUR".into(), units_minor });
-    let line = |sku: &str, quantity, unit_price| SaleLine { sku: sku.into(), quantity, unit_price };
+    let line =
+        |sku: &str, quantity, unit_price| SaleLine { sku: sku.into(), quantity, unit_price, ..Default::default() };
     let sale = |id: &str, lines| ApplySaleRequest {
         sale_id: id.into(),
         store_id: "store-1".into(),

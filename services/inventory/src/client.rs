@@ -127,14 +127,27 @@ fn page(after: &str, limit: u32) -> Option<redstore_proto::common::PageRequest> 
 }
 
 fn lines(movements: &[StockMovement], sign: i64) -> Vec<pb::SaleLine> {
-    movements.iter().map(|m| pb::SaleLine { sku: m.sku.clone(), quantity: sign * m.delta, unit_price: None }).collect()
+    movements
+        .iter()
+        .map(|m| pb::SaleLine {
+            sku: m.sku.clone(),
+            quantity: sign * m.delta,
+            unit_price: None,
+            price_overridden: false,
+        })
+        .collect()
 }
 
 /// ApplySale's request for a sale: a line per sku, with the unit price it charged when it says.
+/// A sale that charges prices names every sku's but those a supervisor overrode (the seller's
+/// `charged` leaves them out), which go as overridden, held to no price.
 fn sale_request(store_id: &str, sale: &SaleOrder) -> pb::ApplySaleRequest {
     let mut lines = lines(&sale.movements, -1);
-    for line in &mut lines {
-        line.unit_price = sale.charged.iter().find(|c| c.sku == line.sku).map(|c| c.price.to_proto());
+    if !sale.charged.is_empty() {
+        for line in &mut lines {
+            line.unit_price = sale.charged.iter().find(|c| c.sku == line.sku).map(|c| c.price.to_proto());
+            line.price_overridden = line.unit_price.is_none();
+        }
     }
     let checkout = sale.checkout.as_ref();
     pb::ApplySaleRequest {

@@ -83,7 +83,9 @@ fn sale_order(mut sale: ApplySaleRequest, call_store: Option<&str>) -> Result<(S
         }
     };
     let movements = domain::sale_movements("lines", sale.lines.iter().map(|l| (l.sku.clone(), l.quantity)))?;
-    let charged = domain::charged_prices("lines", sale.lines.iter().map(|l| (l.sku.as_str(), l.unit_price.as_ref())))?;
+    // A line whose price a supervisor overrode is not held to the catalog.
+    let held = sale.lines.iter().filter(|l| !l.price_overridden);
+    let charged = domain::charged_prices("lines", held.map(|l| (l.sku.as_str(), l.unit_price.as_ref())))?;
     let checkout = if sale.checkout_key.is_empty() {
         None
     } else {

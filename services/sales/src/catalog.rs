@@ -110,11 +110,12 @@ impl Catalog {
     }
 }
 
-/// The unit prices a drafted sale charged, one per sku, for inventory to hold it to.
+/// The unit prices a drafted sale charged, one per sku, for inventory to hold it to; not those
+/// a supervisor overrode.
 pub fn charged(sale: &Sale) -> Vec<ChargedPrice> {
     let mut charged: Vec<ChargedPrice> = Vec::with_capacity(sale.lines.len());
     for line in &sale.lines {
-        if charged.iter().any(|c| c.sku == line.sku) {
+        if !line.override_reason.is_empty() || charged.iter().any(|c| c.sku == line.sku) {
             continue;
         }
         if let Ok(price) = redstore_platform::money::Money::from_proto("unit_price", line.unit_price.as_ref()) {

@@ -1,5 +1,9 @@
-//! Pure checkout arithmetic: pricing lines and settling tenders. No I/O.
+//! Pure checkout arithmetic: pricing lines, price overrides and settling tenders. No I/O.
 
+use std::collections::BTreeMap;
+
+use redstore_platform::access_token::Role;
+use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::limits;
 use redstore_platform::money::Money;
@@ -95,7 +99,7 @@ pub fn cart_line_total(unit_price: Money, sku: &str, quantity: i64) -> Result<Mo
     })
 }
 
-/// A line priced from the catalog.
+/// A line priced from the catalog, or at a supervisor's override of its price.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PricedLine {
     pub sku: String,
@@ -103,10 +107,16 @@ pub struct PricedLine {
     pub quantity: i64,
     pub unit_price: Money,
     pub line_total: Money,
+    /// The catalog's price and the reason, when the price was overridden.
+    pub overridden: Option<(Money, String)>,
 }
 
 impl PricedLine {
     pub fn to_proto(&self) -> pb::SaleLine {
+        let (list_price, override_reason) = match &self.overridden {
+            Some((list, reason)) => (Some(list.to_proto()), reason.clone()),
+            None => (None, String::new()),
+        };
         pb::SaleLine {
             sku: self.sku.clone(),
             name: self.name.clone(),
@@ -114,16 +124,136 @@ impl PricedLine {
             unit_price: Some(self.unit_price.to_proto()),
             line_total: Some(self.line_total.to_proto()),
             quantity_refunded: 0,
+            list_price,
+            override_reason,
         }
     }
 }
 
-/// Prices a line; `field` names it (e.g. `lines[2]`) for errors.
-pub fn price_line(field: &str, sku: &str, name: &str, quantity: i64, unit_price: Money) -> Result<PricedLine> {
+/// A supervisor's price for a sku in one checkout, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriceOverride {
+    pub price: Money,
+    pub reason: String,
+    /// The first request line that carries it, for errors (`lines[2]`).
+    pub field: String,
+}
+
+/// The longest override reason, in characters.
+pub const MAX_OVERRIDE_REASON_CHARS: usize = 200;
+
+/// The price overrides of a checkout's lines, by sku: each with a reason, never negative, and
+/// the same on every line of its sku.
+pub fn parse_overrides(lines: &[pb::CheckoutLine]) -> Result<BTreeMap<String, PriceOverride>> {
+    let mut overrides: BTreeMap<String, PriceOverride> = BTreeMap::new();
+    let mut plain: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let field = format!("lines[{i}]");
+        let Some(price) = line.unit_price_override.as_ref() else {
+            if !line.override_reason.is_empty() {
+                return Err(Error::invalid(
+                    format!("{field}.override_reason"),
+                    "is only for a line with a unit_price_override",
+                ));
+            }
+            plain.insert(&line.sku, i);
+            continue;
+        };
+        let price = Money::from_proto(&format!("{field}.unit_price_override"), Some(price))?;
+        if price.minor < 0 {
+            return Err(Error::invalid(
+                format!("{field}.unit_price_override"),
+                format!("is {price}; it must not be negative"),
+            ));
+        }
+        let reason = redstore_platform::text::text(
+            &format!("{field}.override_reason"),
+            &line.override_reason,
+            MAX_OVERRIDE_REASON_CHARS,
+        )
+        .map_err(|e| match e {
+            Error::InvalidArgument { field, reason } if reason == "is required" => {
+                Error::invalid(field, "is required with a unit_price_override: say why the price changes")
+            }
+            other => other,
+        })?;
+        let same_sku = |other: &str| {
+            Error::invalid(
+                format!("{field}.unit_price_override"),
+                format!("{other}: every line of sku {:?} must carry the same override and reason", line.sku),
+            )
+        };
+        if let Some(&at) = plain.get(line.sku.as_str()) {
+            return Err(same_sku(&format!("lines[{at}] has none")));
+        }
+        match overrides.get(&line.sku) {
+            Some(earlier) if earlier.price != price || earlier.reason != reason => {
+                return Err(same_sku(&format!("{} differs", earlier.field)));
+            }
+            Some(_) => {}
+            None => {
+                overrides.insert(line.sku.clone(), PriceOverride { price, reason, field });
+            }
+        }
+    }
+    if let Some((sku, first)) = overrides.iter().find(|(sku, _)| plain.contains_key(sku.as_str())) {
+        let at = plain[sku.as_str()];
+        return Err(Error::invalid(
+            format!("lines[{at}].unit_price_override"),
+            format!("is missing, but {} overrides sku {sku:?}: every line of a sku carries the same", first.field),
+        ));
+    }
+    Ok(overrides)
+}
+
+/// A price override is a supervisor's: PERMISSION_DENIED, naming the line, for a cashier.
+pub fn may_override(caller: &Caller, overrides: &BTreeMap<String, PriceOverride>) -> Result<()> {
+    let Some(first) = overrides.values().next() else { return Ok(()) };
+    match caller {
+        Caller::Service => Ok(()),
+        Caller::Staff(claims) if claims.role >= Role::Supervisor => Ok(()),
+        Caller::Staff(claims) => Err(Error::PermissionDenied(format!(
+            "{}.unit_price_override: a price override needs a supervisor or above; {} is signed in as a {}",
+            first.field,
+            claims.sub,
+            claims.role.as_str()
+        ))),
+    }
+}
+
+/// Prices a line at the catalog's `list_price`, or at its override; `field` names it (e.g.
+/// `lines[2]`) for errors. An override is in the list price's currency and at most it.
+pub fn price_line(
+    field: &str,
+    sku: &str,
+    name: &str,
+    quantity: i64,
+    list_price: Money,
+    price_override: Option<&PriceOverride>,
+) -> Result<PricedLine> {
+    let (unit_price, overridden) = match price_override {
+        None => (list_price, None),
+        Some(o) => {
+            let f = format!("{}.unit_price_override", o.field);
+            if o.price.currency != list_price.currency {
+                return Err(Error::invalid(
+                    f,
+                    format!("is in {}; sku {sku:?} is priced in {}", o.price.currency, list_price.currency),
+                ));
+            }
+            if o.price.minor > list_price.minor {
+                return Err(Error::invalid(
+                    f,
+                    format!("is {}; an override lowers the price, at most the catalog's {list_price}", o.price),
+                ));
+            }
+            (o.price, Some((list_price, o.reason.clone())))
+        }
+    };
     let line_total = unit_price
         .checked_mul(quantity)
         .ok_or_else(|| Error::invalid(format!("{field}.quantity"), format!("{quantity} is too large to price")))?;
-    Ok(PricedLine { sku: sku.to_owned(), name: name.to_owned(), quantity, unit_price, line_total })
+    Ok(PricedLine { sku: sku.to_owned(), name: name.to_owned(), quantity, unit_price, line_total, overridden })
 }
 
 /// The total of priced lines, all in one currency; a line in another currency is named.
@@ -233,10 +363,83 @@ mod tests {
     fn totals_reject_mixed_currencies() {
         let usd = Money::new(Currency::parse("c", "USD").unwrap(), 100);
         let lines = vec![
-            price_line("lines[0]", "a", "A", 2, eur(100)).unwrap(),
-            price_line("lines[1]", "b", "B", 1, usd).unwrap(),
+            price_line("lines[0]", "a", "A", 2, eur(100), None).unwrap(),
+            price_line("lines[1]", "b", "B", 1, usd, None).unwrap(),
         ];
         assert_eq!(total("lines", &lines).unwrap_err().field(), Some("lines[1].sku"));
         assert_eq!(total("lines", &lines[..1]).unwrap(), eur(200));
+    }
+
+    fn line(sku: &str, quantity: i64, price: Option<Money>, reason: &str) -> pb::CheckoutLine {
+        pb::CheckoutLine {
+            sku: sku.into(),
+            quantity,
+            unit_price_override: price.map(Money::to_proto),
+            override_reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn an_override_lowers_a_price_with_a_reason_on_every_line_of_its_sku() {
+        let overrides = parse_overrides(&[
+            line("a", 1, None, ""),
+            line("b", 2, Some(eur(150)), "damaged box"),
+            line("b", 1, Some(eur(150)), "damaged box"),
+        ])
+        .expect("valid");
+        let b = overrides.get("b").expect("b's override");
+        assert_eq!((b.price, b.reason.as_str(), b.field.as_str()), (eur(150), "damaged box", "lines[1]"));
+        let priced = price_line("lines[0]", "b", "B", 3, eur(499), Some(b)).expect("priced");
+        assert_eq!((priced.unit_price, priced.line_total), (eur(150), eur(450)));
+        let shown = priced.to_proto();
+        assert_eq!(shown.list_price, Some(eur(499).to_proto()));
+        assert_eq!(shown.override_reason, "damaged box");
+        assert_eq!(
+            price_line("lines[0]", "b", "B", 1, eur(150), Some(b)).expect("at the list price").unit_price,
+            eur(150)
+        );
+
+        let field = |lines: &[pb::CheckoutLine]| parse_overrides(lines).unwrap_err().field().map(str::to_owned);
+        assert_eq!(field(&[line("b", 1, Some(eur(150)), "")]).as_deref(), Some("lines[0].override_reason"));
+        assert_eq!(field(&[line("b", 1, None, "why")]).as_deref(), Some("lines[0].override_reason"));
+        assert_eq!(field(&[line("b", 1, Some(eur(-1)), "why")]).as_deref(), Some("lines[0].unit_price_override"));
+        let split = [line("b", 1, Some(eur(150)), "x"), line("b", 1, Some(eur(140)), "x")];
+        assert_eq!(field(&split).as_deref(), Some("lines[1].unit_price_override"));
+        let half = [line("b", 1, None, ""), line("b", 1, Some(eur(140)), "x")];
+        assert_eq!(field(&half).as_deref(), Some("lines[1].unit_price_override"));
+        let half = [line("b", 1, Some(eur(140)), "x"), line("b", 1, None, "")];
+        assert_eq!(field(&half).as_deref(), Some("lines[1].unit_price_override"));
+
+        let raise = price_line("lines[0]", "b", "B", 1, eur(100), Some(b)).unwrap_err();
+        assert_eq!(raise.field(), Some("lines[1].unit_price_override"), "an override never raises a price");
+        let usd = PriceOverride { price: Money::new(Currency::parse("c", "USD").unwrap(), 1), ..b.clone() };
+        let other = price_line("lines[0]", "b", "B", 1, eur(100), Some(&usd)).unwrap_err();
+        assert_eq!(other.field(), Some("lines[1].unit_price_override"));
+    }
+
+    #[test]
+    fn only_a_supervisor_or_above_overrides_a_price() {
+        let overrides = parse_overrides(&[line("b", 1, Some(eur(1)), "price match")]).unwrap();
+        let staff = |role: Role| {
+            Caller::Staff(std::sync::Arc::new(redstore_platform::access_token::Claims {
+                sub: "casey".into(),
+                role,
+                store: Some("store-1".into()),
+                device: Some("till-1".into()),
+                iat: 0,
+                exp: 0,
+                jti: String::new(),
+                sid: String::new(),
+                scope: None,
+            }))
+        };
+        let refused = may_override(&staff(Role::Cashier), &overrides).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(refused.to_string().starts_with("lines[0].unit_price_override"), "{refused}");
+        assert!(may_override(&staff(Role::Cashier), &BTreeMap::new()).is_ok(), "no override, no question");
+        for role in [Role::Supervisor, Role::Manager, Role::Admin] {
+            assert!(may_override(&staff(role), &overrides).is_ok(), "{role:?}");
+        }
+        assert!(may_override(&Caller::Service, &overrides).is_ok());
     }
 }

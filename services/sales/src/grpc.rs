@@ -206,8 +206,12 @@ impl SalesService for SalesGrpc {
 
     #[tracing::instrument(name = "sales.checkout", skip_all, fields(store_id = %req.get_ref().store_id))]
     async fn checkout(&self, req: Request<CheckoutRequest>) -> Result<Response<CheckoutResponse>, Status> {
+        let trail = Trail::of(&req);
         let (caller, req) = Caller::split(req)?;
+        // Parsed first: a refused override is recorded too.
+        let overrides = domain::parse_overrides(&req.lines)?;
         let result = async {
+            domain::may_override(&caller, &overrides)?;
             let key = identifier("idempotency_key", &req.idempotency_key)?.to_owned();
             let (s, t) = caller.terminal(&req.store_id, &req.terminal_id)?;
             // Validated before storage is touched; a sku on several lines is sold as one line.
@@ -224,11 +228,26 @@ impl SalesService for SalesGrpc {
                 store_id: s.to_owned(),
                 terminal_id: t.to_owned(),
                 lines,
+                overrides: overrides.clone(),
                 tenders: domain::parse_tenders(&req.tenders)?,
             };
             Ok(CheckoutResponse { sale: Some(self.store.checkout(order).await?) })
         }
         .await;
+        if !overrides.is_empty() {
+            let sale_id = result.as_ref().ok().and_then(|r| r.sale.as_ref()).map(|s| s.sale_id.clone());
+            for (sku, o) in &overrides {
+                let detail = format!("sku {sku}: {} (minor units); reason {:?}", o.price, o.reason);
+                let entry = Entry {
+                    store_id: req.store_id.chars().take(64).collect(),
+                    action: "sale.price_overridden",
+                    subject: sale_id.clone().unwrap_or_default(),
+                    detail,
+                    outcome: audit::outcome(&result),
+                };
+                audit::record(&trail, entry).await;
+            }
+        }
         ok(result)
     }
 

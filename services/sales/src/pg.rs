@@ -25,7 +25,7 @@
 //!
 //! [`SqliteSales`]: crate::store::SqliteSales
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -46,7 +46,7 @@ use redstore_proto::sales::*;
 use sqlx::{PgConnection, Row as _};
 
 use crate::catalog::Catalog;
-use crate::domain::{self, PricedLine};
+use crate::domain::{self, PriceOverride, PricedLine};
 use crate::events::sale_completed;
 use crate::store::{CheckoutOrder, RefundOrder, SalesStore, ScanOrder};
 
@@ -246,6 +246,7 @@ fn resume_keyed(order: &CheckoutOrder, keyed: KeyedSale) -> Result<std::result::
 fn price_lines<'p>(
     field: &str,
     lines: &[(String, i64)],
+    overrides: &BTreeMap<String, PriceOverride>,
     product: impl Fn(usize) -> Option<&'p Product>,
 ) -> Result<Vec<PricedLine>> {
     let mut priced = Vec::with_capacity(lines.len());
@@ -261,7 +262,7 @@ fn price_lines<'p>(
                 format!("{f}.sku: sku {sku:?} is not for sale (inactive)"),
             ));
         }
-        priced.push(domain::price_line(&f, sku, &product.name, *quantity, product.price)?);
+        priced.push(domain::price_line(&f, sku, &product.name, *quantity, product.price, overrides.get(sku))?);
     }
     Ok(priced)
 }
@@ -321,7 +322,12 @@ fn apply_request(sale: &Sale) -> (inv::ApplySaleRequest, Vec<(String, i64)>) {
         lines: sale
             .lines
             .iter()
-            .map(|l| inv::SaleLine { sku: l.sku.clone(), quantity: l.quantity, unit_price: l.unit_price.clone() })
+            .map(|l| inv::SaleLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                unit_price: l.unit_price.clone(),
+                price_overridden: !l.override_reason.is_empty(),
+            })
             .collect(),
         ..Default::default()
     };

@@ -1,6 +1,7 @@
 //! The sales store: carts, checkout, refunds and sales, as one trait with an implementation per
 //! backend. Requests arrive parsed and validated; stores enforce what needs the data.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use redstore_inventory::domain::sale_movements;
@@ -14,7 +15,7 @@ use redstore_platform::time::{timestamp, unix_ms};
 use redstore_platform::{Db, Topic, eventlog};
 use redstore_proto::sales::*;
 
-use crate::domain::{self, PricedLine, Tender};
+use crate::domain::{self, PriceOverride, PricedLine, Tender};
 use crate::events::{sale_completed, sale_refunded};
 use crate::repo;
 
@@ -36,6 +37,8 @@ pub struct CheckoutOrder {
     pub store_id: String,
     pub terminal_id: String,
     pub lines: Vec<(String, i64)>,
+    /// Supervisors' prices of skus of `lines`, checked against the caller's role already.
+    pub overrides: BTreeMap<String, PriceOverride>,
     pub tenders: Vec<Tender>,
 }
 
@@ -108,7 +111,12 @@ fn add_to_cart(
 }
 
 /// Prices the sale's lines from the catalog; names the line at fault.
-fn price_lines(conn: &rusqlite::Connection, field: &str, lines: &[(String, i64)]) -> Result<Vec<PricedLine>> {
+fn price_lines(
+    conn: &rusqlite::Connection,
+    field: &str,
+    lines: &[(String, i64)],
+    overrides: &BTreeMap<String, PriceOverride>,
+) -> Result<Vec<PricedLine>> {
     lines
         .iter()
         .enumerate()
@@ -123,7 +131,7 @@ fn price_lines(conn: &rusqlite::Connection, field: &str, lines: &[(String, i64)]
                     format!("{f}.sku: sku {sku:?} is not for sale (inactive)"),
                 ));
             }
-            domain::price_line(&f, sku, &product.name, *quantity, product.price)
+            domain::price_line(&f, sku, &product.name, *quantity, product.price, overrides.get(sku))
         })
         .collect()
 }
@@ -181,7 +189,7 @@ pub fn refund_lines(sale: &mut Sale, wanted: &[(String, i64)]) -> Result<Vec<Pri
         }
         line.quantity_refunded += quantity;
         let unit = Money::from_proto("unit_price", line.unit_price.as_ref())?;
-        out.push(domain::price_line(&format!("lines[{i}]"), sku, &line.name, *quantity, unit)?);
+        out.push(domain::price_line(&format!("lines[{i}]"), sku, &line.name, *quantity, unit, None)?);
     }
     Ok(out)
 }
@@ -345,7 +353,7 @@ impl SalesStore for SqliteSales {
                     } else {
                         ("lines", false, order.lines.clone())
                     };
-                    let priced = price_lines(ctx.conn, field, &lines)?;
+                    let priced = price_lines(ctx.conn, field, &lines, &order.overrides)?;
                     let total = domain::total(field, &priced)?;
                     let change = domain::settle(total, &order.tenders)?;
                     let movements = sale_movements(field, lines.iter().cloned())?;
@@ -437,7 +445,7 @@ mod tests {
                     quantity,
                     unit_price: Some(unit.to_proto()),
                     line_total: Some(Money::new(unit.currency, 250 * quantity).to_proto()),
-                    quantity_refunded: 0,
+                    ..SaleLine::default()
                 })
                 .collect(),
             ..Sale::default()

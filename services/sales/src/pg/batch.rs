@@ -309,7 +309,7 @@ pub(super) fn draft<'p>(
     if lines.lines.is_empty() {
         return Err(empty_cart(store_id, &order.terminal_id));
     }
-    let priced = price_lines(lines.field, lines.lines, |i| product(&lines.lines[i].0))?;
+    let priced = price_lines(lines.field, lines.lines, &order.overrides, |i| product(&lines.lines[i].0))?;
     draft_sale(order, lines.field, lines.lines, &priced)
 }
 

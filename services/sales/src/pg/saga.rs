@@ -96,7 +96,7 @@ impl PgSales {
         // Priced from the copy of the catalog (inventory holds the sale to its prices).
         let skus: Vec<String> = lines.iter().map(|(sku, _)| sku.clone()).collect();
         let products = self.catalog.products(self.inventory.as_ref(), &skus).await?;
-        let priced = price_lines(field, &lines, |i| products.get(&lines[i].0))?;
+        let priced = price_lines(field, &lines, &order.overrides, |i| products.get(&lines[i].0))?;
         let (sale, _) = draft_sale(order, field, &lines, &priced)?;
         Ok((sale, from_cart.then_some(lines)))
     }

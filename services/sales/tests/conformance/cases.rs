@@ -262,6 +262,40 @@ pub async fn checkouts_charge_the_price_of_the_moment(sales: Sales, inventory: I
     assert_eq!(sales.list_sales("store-1", "", 10).await.unwrap().len(), 2);
 }
 
+/// A supervisor's price override (the role was checked before the store is asked): the line sells
+/// at the override, says the catalog's price and why, inventory does not hold it to the catalog
+/// (a price it would otherwise refuse), and a refund gives back what was paid.
+pub async fn a_price_override_sells_at_its_price_and_refunds_what_was_paid(sales: Sales, inventory: Inventory) {
+    let eggs = stock(&inventory, "store-1", "SKU-0003").await;
+    let damaged = Money::new(Currency::parse("currency_code", "EUR").unwrap(), 200);
+    let mut order = checkout(&key(), "store-1", "till-1", &[("SKU-0003", 2), ("SKU-0001", 1)], vec![cash(1000)]);
+    let why = redstore_sales::domain::PriceOverride {
+        price: damaged,
+        reason: "cracked box".into(),
+        field: "lines[0]".into(),
+    };
+    order.overrides.insert("SKU-0003".into(), why);
+    let sale = sales.checkout(order).await.expect("sold at the override");
+    let eggs_line = &sale.lines[0];
+    assert_eq!(
+        (eggs_line.sku.as_str(), minor(&eggs_line.unit_price), minor(&eggs_line.line_total)),
+        ("SKU-0003", 200, 400)
+    );
+    assert_eq!((minor(&eggs_line.list_price), eggs_line.override_reason.as_str()), (429, "cracked box"));
+    let milk_line = &sale.lines[1];
+    assert_eq!(
+        (minor(&milk_line.unit_price), milk_line.list_price.clone(), milk_line.override_reason.as_str()),
+        (119, None, "")
+    );
+    assert_eq!((minor(&sale.total), minor(&sale.change)), (519, 481));
+    assert_eq!(stock(&inventory, "store-1", "SKU-0003").await, eggs - 2);
+    assert_eq!(sales.get_sale(&sale.sale_id).await.unwrap(), sale, "kept as sold");
+
+    let returned = sales.refund(refund(&key(), &sale.sale_id, &[("SKU-0003", 1)])).await.unwrap();
+    assert_eq!(minor(&returned.refund.unwrap().amount), 200, "what was paid, not the catalog's price");
+    assert_eq!(stock(&inventory, "store-1", "SKU-0003").await, eggs - 1);
+}
+
 pub async fn checkout_sells_the_cart_and_empties_it(sales: Sales, inventory: Inventory) {
     let (s, t) = ("store-1", "till-3");
     let err = sales.checkout(checkout(&key(), s, t, &[], vec![cash(100)])).await.unwrap_err();

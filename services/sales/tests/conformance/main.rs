@@ -92,6 +92,7 @@ conformance! {
         checkout_from_lines_prices_settles_and_takes_stock,
         checkout_names_what_is_wrong_and_leaves_no_trace,
         checkouts_charge_the_price_of_the_moment,
+        a_price_override_sells_at_its_price_and_refunds_what_was_paid,
         checkout_sells_the_cart_and_empties_it,
         retried_checkout_returns_the_same_sale_and_takes_stock_once,
         concurrent_checkouts_with_one_key_make_one_sale,

@@ -36,7 +36,10 @@ pub fn checkout(key: &str, store: &str, terminal: &str, lines: &[(&str, i64)], t
         idempotency_key: key.into(),
         store_id: store.into(),
         terminal_id: terminal.into(),
-        lines: lines.iter().map(|(s, q)| CheckoutLine { sku: (*s).into(), quantity: *q }).collect(),
+        lines: lines
+            .iter()
+            .map(|(s, q)| CheckoutLine { sku: (*s).into(), quantity: *q, ..Default::default() })
+            .collect(),
         tenders,
     };
     CheckoutOrder {
@@ -44,6 +47,7 @@ pub fn checkout(key: &str, store: &str, terminal: &str, lines: &[(&str, i64)], t
         store_id: store.into(),
         terminal_id: terminal.into(),
         lines: req.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect(),
+        overrides: Default::default(),
         tenders: parse_tenders(&req.tenders).expect("valid tenders"),
     }
 }
