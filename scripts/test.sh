@@ -19,8 +19,9 @@ apt_missing=()
 have cc || apt_missing+=(gcc)
 have make || apt_missing+=(make)
 have pkg-config || apt_missing+=(pkg-config)
-# librdkafka (built by rdkafka-sys) links zlib.
+# librdkafka (built by rdkafka-sys) links zlib, and OpenSSL for Kafka over TLS and SASL/SCRAM.
 dpkg -s zlib1g-dev >/dev/null 2>&1 || apt_missing+=(zlib1g-dev)
+dpkg -s libssl-dev >/dev/null 2>&1 || apt_missing+=(libssl-dev)
 have python3 || apt_missing+=(python3)
 have pip3 || have pip || apt_missing+=(python3-pip)
 if [ ${#apt_missing[@]} -gt 0 ]; then

@@ -93,6 +93,7 @@ impl WorkerConfig {
             ("REDSTORE_KAFKA_PARTITIONS", self.kafka.partitions.to_string()),
             ("REDSTORE_KAFKA_REPLICATION", self.kafka.replication.to_string()),
         ];
+        env.extend(crate::kafka_security::child_env(&self.kafka.security));
         if let Some(url) = &self.redis_url {
             env.push(("REDSTORE_REDIS_URL", url.clone()));
         }

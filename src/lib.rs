@@ -11,6 +11,7 @@ pub mod drain;
 pub mod edge;
 pub mod health;
 pub mod import;
+pub mod kafka_security;
 pub mod kafka_worker;
 pub mod oversized;
 pub mod server;

@@ -118,6 +118,8 @@ struct BackendArgs {
     /// Replication factor of topics created at start.
     #[arg(long, env = "REDSTORE_KAFKA_REPLICATION", default_value_t = 1)]
     kafka_replication: i16,
+    #[command(flatten)]
+    kafka_security: redstore::kafka_security::KafkaSecurityArgs,
 }
 
 #[derive(Args, Debug)]
@@ -408,7 +410,13 @@ async fn run(cli: Cli) -> ExitCode {
         LogFormatArg::Json => LogFormat::Json,
     };
     match cli.command {
-        Command::Up(args) => up(config(args, Vec::new(), None, log_format)).await,
+        Command::Up(args) => match config(args, Vec::new(), None, log_format) {
+            Ok(config) => up(config).await,
+            Err(e) => {
+                eprintln!("redstore up: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::Serve(args) => {
             if args.service == ServiceName::Sales && args.inventory_url.is_none() {
                 eprintln!("redstore serve sales: --inventory-url is required (the inventory service's gRPC URL)");
@@ -418,7 +426,13 @@ async fn run(cli: Cli) -> ExitCode {
                 eprintln!("redstore serve: --database-url is required (one service a process runs on PostgreSQL)");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            up(config(args.up, vec![args.service], args.inventory_url, log_format)).await
+            match config(args.up, vec![args.service], args.inventory_url, log_format) {
+                Ok(config) => up(config).await,
+                Err(e) => {
+                    eprintln!("redstore serve: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
         }
         Command::Migrate(args) => {
             let migrated = match &args.backend.database_url {
@@ -556,11 +570,11 @@ fn config(
     services: Vec<ServiceName>,
     inventory_url: Option<String>,
     log_format: LogFormat,
-) -> ServerConfig {
-    ServerConfig {
+) -> Result<ServerConfig, String> {
+    Ok(ServerConfig {
         listen: args.listen,
         data_dir: args.data.data_dir,
-        kafka: kafka_config(&args.backend),
+        kafka: kafka_config(&args.backend)?,
         database_url: args.backend.database_url,
         redis_url: args.backend.redis_url,
         services,
@@ -586,21 +600,32 @@ fn config(
         tls: args.tls,
         auth: args.auth,
         code_sender: Default::default(),
-    }
+    })
 }
 
-fn kafka_config(backend: &BackendArgs) -> Option<redstore_platform::kafka::KafkaConfig> {
-    backend.kafka_brokers.clone().map(|brokers| redstore_platform::kafka::KafkaConfig {
+fn kafka_config(backend: &BackendArgs) -> Result<Option<redstore_platform::kafka::KafkaConfig>, String> {
+    let Some(brokers) = backend.kafka_brokers.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(redstore_platform::kafka::KafkaConfig {
         brokers,
+        security: backend.kafka_security.security()?,
         topic_prefix: backend.kafka_topic_prefix.clone(),
         partitions: backend.kafka_partitions,
         replication: backend.kafka_replication,
-    })
+    }))
 }
 
 async fn kafka_worker(args: KafkaWorkerArgs) -> ExitCode {
     use redstore::kafka_worker::{self, WorkerConfig};
-    let (Some(kafka), Some(database_url)) = (kafka_config(&args.backend), args.backend.database_url) else {
+    let kafka = match kafka_config(&args.backend) {
+        Ok(kafka) => kafka,
+        Err(e) => {
+            eprintln!("redstore kafka-worker: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (Some(kafka), Some(database_url)) = (kafka, args.backend.database_url) else {
         eprintln!("redstore kafka-worker: --kafka-brokers and --database-url are required");
         return ExitCode::from(EXIT_CONFIG);
     };

@@ -92,11 +92,13 @@ pub mod header {
     pub const ORIGINAL_OFFSET: &str = "original-offset";
 }
 
-/// Where Kafka is and how topics are made.
+/// Where Kafka is, how to reach it and how topics are made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// `host:port,host:port`.
     pub brokers: String,
+    /// TLS and SASL, for managed brokers (MSK, Confluent Cloud, Aiven); plain text by default.
+    pub security: KafkaSecurity,
     /// The first part of every topic name; `redstore` unless tests isolate themselves.
     pub topic_prefix: String,
     /// Partitions of a topic created by [`ensure_topics`].
@@ -107,7 +109,13 @@ pub struct KafkaConfig {
 
 impl KafkaConfig {
     pub fn new(brokers: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), topic_prefix: DEFAULT_PREFIX.to_owned(), partitions: 3, replication: 1 }
+        Self {
+            brokers: brokers.into(),
+            security: KafkaSecurity::default(),
+            topic_prefix: DEFAULT_PREFIX.to_owned(),
+            partitions: 3,
+            replication: 1,
+        }
     }
 
     /// The topic of a domain, e.g. `redstore.sales.v1`.
@@ -124,6 +132,60 @@ impl KafkaConfig {
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self::new("localhost:9092")
+    }
+}
+
+/// How clients reach the brokers: librdkafka's `security.protocol`, with the certificate
+/// authority that signed the brokers' certificates (the system's when none is given) and the
+/// SASL credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaSecurity {
+    pub tls: bool,
+    /// PEM file of the authority the brokers' certificates must chain to (TLS only).
+    pub ca_file: Option<std::path::PathBuf>,
+    pub sasl: Option<SaslLogin>,
+}
+
+/// A SASL login: mechanism (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`), user and password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslLogin {
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSecurity")
+            .field("protocol", &self.protocol())
+            .field("ca_file", &self.ca_file)
+            .field("sasl", &self.sasl.as_ref().map(|s| (&s.mechanism, &s.username, "<redacted>")))
+            .finish()
+    }
+}
+
+impl KafkaSecurity {
+    /// librdkafka's `security.protocol`.
+    pub fn protocol(&self) -> &'static str {
+        match (self.tls, self.sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        }
+    }
+
+    fn apply(&self, config: &mut ClientConfig) {
+        config.set("security.protocol", self.protocol());
+        if let Some(ca) = &self.ca_file {
+            config.set("ssl.ca.location", ca.to_string_lossy());
+        }
+        if let Some(sasl) = &self.sasl {
+            config
+                .set("sasl.mechanism", &sasl.mechanism)
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", &sasl.password);
+        }
     }
 }
 
@@ -195,6 +257,7 @@ pub fn header_str<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&
 fn base_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &cfg.brokers).set("client.id", "redstore");
+    cfg.security.apply(&mut config);
     config
 }
 
@@ -972,6 +1035,31 @@ mod tests {
         assert_eq!(cfg.topic_prefix, "redstore");
         assert_eq!((cfg.partitions, cfg.replication), (3, 1));
         assert_eq!(cfg.topic("sales"), "redstore.sales.v1");
+    }
+
+    #[test]
+    fn clients_reach_brokers_as_the_security_says() {
+        let plain = KafkaConfig::new("b:9092");
+        assert_eq!(base_config(&plain).get("security.protocol"), Some("plaintext"));
+        assert_eq!(base_config(&plain).get("sasl.password"), None);
+        let mut managed = KafkaConfig::new("b:9093");
+        managed.security = KafkaSecurity {
+            tls: true,
+            ca_file: Some("/etc/kafka/ca.pem".into()),
+            sasl: Some(SaslLogin { mechanism: "SCRAM-SHA-512".into(), username: "rs".into(), password: "pw".into() }),
+        };
+        for config in [base_config(&managed), producer_config(&managed), consumer_config(&managed, "g", Pace::Bulk)] {
+            assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+            assert_eq!(config.get("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
+            assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+            assert_eq!((config.get("sasl.username"), config.get("sasl.password")), (Some("rs"), Some("pw")));
+            assert!(!format!("{config:?}").contains("pw\""), "librdkafka's settings print no password");
+        }
+        assert!(!format!("{managed:?}").contains("\"pw\""), "nor does ours: {managed:?}");
+        let tls_only = KafkaSecurity { tls: true, ..KafkaSecurity::default() };
+        assert_eq!(tls_only.protocol(), "ssl");
+        let sasl_only = KafkaSecurity { sasl: managed.security.sasl.clone(), ..KafkaSecurity::default() };
+        assert_eq!(sasl_only.protocol(), "sasl_plaintext");
     }
 
     #[test]

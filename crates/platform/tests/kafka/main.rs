@@ -1,7 +1,9 @@
 //! Kafka against a real broker (`REDSTORE_TEST_KAFKA_BROKERS`, default 127.0.0.1:9092): topic
 //! creation, fail-fast start-up, the producer's partitioner, and the consumer loop with its
 //! dead-letter topic and offset commits. Every test has its own topic prefix and group.
+//! `secured`: a broker of its own that asks for TLS and a SASL login.
 
+mod secured;
 mod support;
 
 use std::sync::Arc;
