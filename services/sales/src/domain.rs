@@ -142,8 +142,8 @@ pub struct PriceOverride {
 /// The longest override reason, in characters.
 pub const MAX_OVERRIDE_REASON_CHARS: usize = 200;
 
-/// The price overrides of a checkout's lines, by sku: each with a reason, never negative, and
-/// the same on every line of its sku.
+/// The price overrides of a checkout's lines, by sku: each with a reason, and the same on every
+/// line of its sku ([`price_line`] holds the price itself to the catalog's).
 pub fn parse_overrides(lines: &[pb::CheckoutLine]) -> Result<BTreeMap<String, PriceOverride>> {
     let mut overrides: BTreeMap<String, PriceOverride> = BTreeMap::new();
     let mut plain: BTreeMap<&str, usize> = BTreeMap::new();
@@ -160,12 +160,6 @@ pub fn parse_overrides(lines: &[pb::CheckoutLine]) -> Result<BTreeMap<String, Pr
             continue;
         };
         let price = Money::from_proto(&format!("{field}.unit_price_override"), Some(price))?;
-        if price.minor < 0 {
-            return Err(Error::invalid(
-                format!("{field}.unit_price_override"),
-                format!("is {price}; it must not be negative"),
-            ));
-        }
         let reason = redstore_platform::text::text(
             &format!("{field}.override_reason"),
             &line.override_reason,
@@ -240,6 +234,9 @@ pub fn price_line(
                     f,
                     format!("is in {}; sku {sku:?} is priced in {}", o.price.currency, list_price.currency),
                 ));
+            }
+            if o.price.minor < 0 {
+                return Err(Error::invalid(f, format!("is {}; it must not be negative", o.price)));
             }
             if o.price.minor > list_price.minor {
                 return Err(Error::invalid(
@@ -402,7 +399,6 @@ mod tests {
         let field = |lines: &[pb::CheckoutLine]| parse_overrides(lines).unwrap_err().field().map(str::to_owned);
         assert_eq!(field(&[line("b", 1, Some(eur(150)), "")]).as_deref(), Some("lines[0].override_reason"));
         assert_eq!(field(&[line("b", 1, None, "why")]).as_deref(), Some("lines[0].override_reason"));
-        assert_eq!(field(&[line("b", 1, Some(eur(-1)), "why")]).as_deref(), Some("lines[0].unit_price_override"));
         let split = [line("b", 1, Some(eur(150)), "x"), line("b", 1, Some(eur(140)), "x")];
         assert_eq!(field(&split).as_deref(), Some("lines[1].unit_price_override"));
         let half = [line("b", 1, None, ""), line("b", 1, Some(eur(140)), "x")];
@@ -410,11 +406,42 @@ mod tests {
         let half = [line("b", 1, Some(eur(140)), "x"), line("b", 1, None, "")];
         assert_eq!(field(&half).as_deref(), Some("lines[1].unit_price_override"));
 
+        let negative = PriceOverride { price: eur(-1), ..b.clone() };
+        let refused = price_line("lines[0]", "b", "B", 1, eur(100), Some(&negative)).unwrap_err();
+        assert_eq!(refused.field(), Some("lines[1].unit_price_override"), "never negative");
         let raise = price_line("lines[0]", "b", "B", 1, eur(100), Some(b)).unwrap_err();
         assert_eq!(raise.field(), Some("lines[1].unit_price_override"), "an override never raises a price");
         let usd = PriceOverride { price: Money::new(Currency::parse("c", "USD").unwrap(), 1), ..b.clone() };
         let other = price_line("lines[0]", "b", "B", 1, eur(100), Some(&usd)).unwrap_err();
         assert_eq!(other.field(), Some("lines[1].unit_price_override"));
+    }
+
+    proptest::proptest! {
+        /// An override never charges more than the catalog, and a line is what it says it is:
+        /// priced at the override when one is given (keeping the list price), else at the list.
+        #[test]
+        fn an_overridden_line_never_costs_more_than_the_catalogs(
+            list in 0i64..10_000_000,
+            asked in -10_000i64..10_010_000,
+            quantity in 1i64..1_000_000,
+        ) {
+            let o = PriceOverride { price: eur(asked), reason: "why".into(), field: "lines[0]".into() };
+            match price_line("lines[0]", "s", "S", quantity, eur(list), Some(&o)) {
+                Ok(line) => {
+                    proptest::prop_assert!((0..=list).contains(&asked));
+                    proptest::prop_assert_eq!(line.unit_price, eur(asked));
+                    proptest::prop_assert_eq!(line.line_total, eur(asked * quantity));
+                    proptest::prop_assert!(line.line_total.minor <= list * quantity);
+                    proptest::prop_assert_eq!(line.overridden, Some((eur(list), "why".to_owned())));
+                }
+                Err(e) => {
+                    proptest::prop_assert!(asked > list || asked < 0, "{} refused: {}", asked, e);
+                    proptest::prop_assert_eq!(e.field(), Some("lines[0].unit_price_override"));
+                }
+            }
+            let plain = price_line("lines[0]", "s", "S", quantity, eur(list), None).unwrap();
+            proptest::prop_assert_eq!((plain.unit_price, plain.overridden), (eur(list), None));
+        }
     }
 
     #[test]
