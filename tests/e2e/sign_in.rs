@@ -400,6 +400,17 @@ async fn a_terminal_nobody_uses_locks_and_a_pin_of_its_store_unlocks_it() {
     let taken = auth.unlock_terminal(unlock("supervisor-1", "3691")).await.expect("a colleague unlocks");
     let taken = taken.into_inner().session.expect("session");
     assert_eq!(taken.staff.as_ref().map(|s| s.staff_id.as_str()), Some("supervisor-1"));
+
+    // The audit log says who unlocked which terminal, from whose locked session.
+    let mut as_manager = auth_as(&app, &back_office);
+    let log = redstore_proto::auth::ListAuditEventsRequest { store_id: "store-1".into(), page: None, chain: false };
+    let events = as_manager.list_audit_events(log).await.expect("store-1's log").into_inner().events;
+    let unlocked = events.iter().find(|e| e.action == "auth.unlocked" && e.subject == "supervisor-1");
+    let unlocked = unlocked.unwrap_or_else(|| panic!("no unlock by supervisor-1 in {events:#?}"));
+    assert_eq!((unlocked.staff_id.as_str(), unlocked.terminal_id.as_str()), ("cashier-1", "till-1"));
+    assert!(
+        events.iter().any(|e| e.action == "auth.pin_refused" && e.subject == "cashier-1" && e.terminal_id == "till-1")
+    );
 }
 
 fn new_staff(staff_id: &str, role: redstore_proto::auth::Role, store_id: &str) -> CreateStaffRequest {

@@ -449,6 +449,8 @@ impl AuthService for AuthGrpc {
                 "refresh_token: not the current refresh token of a terminal's live session; sign in with a code".into(),
             )
         })?;
+        // The request carries no access token: the entries name the terminal and who held it.
+        let trail = trail.map(|t| t.as_staff(&locked.staff_id, &locked.terminal_id));
         let holder = self.store.staff(&locked.staff_id).await?;
         let store_id = holder.and_then(|h| h.store_id).ok_or_else(|| {
             Error::PermissionDenied("refresh_token: the session belongs to no store, so no PIN unlocks it".into())
