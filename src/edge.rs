@@ -26,7 +26,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use redstore_auth::revoked::Revoked;
 use redstore_platform::access_token::{Claims, Refused, STREAM_SCOPE, TokenKeys};
-use redstore_platform::audit::{self, Actor, AuditLog, Entry, Trail};
+use redstore_platform::audit::{self, Actor, AuditLog, AuditSink, Entry, Trail};
 use redstore_platform::caller::Caller;
 use redstore_platform::service_token::{self, ServiceToken};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -184,21 +184,15 @@ impl Edge {
         let _ = self.audit.set(log);
     }
 
-    /// The trail of a request by `caller` (no one yet, for signing in).
-    fn trail(&self, req: &Request, caller: Option<&Caller>) -> Option<Trail> {
+    /// The trail of a request by `caller` refused here (a handler makes its own: `Trail::of`).
+    fn trail(&self, req: &Request, caller: &Caller) -> Option<Trail> {
         let log = self.audit.get()?.clone();
-        let address = req
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-            .map(|addr| addr.ip().to_string())
-            .unwrap_or_default();
-        let (staff_id, device) = match caller {
-            Some(Caller::Staff(claims)) => (claims.sub.clone(), claims.device.clone().unwrap_or_default()),
-            Some(Caller::Service) => ("service".to_owned(), String::new()),
-            None => (String::new(), String::new()),
-        };
-        Some(Trail::new(log, Actor { staff_id, device, address }))
+        Some(Trail::new(log, Actor::of(Some(caller), audit::peer_address(req.extensions().get()))))
+    }
+
+    /// Where the request's handler records, once the backend is open.
+    fn sink(&self) -> Option<AuditSink> {
+        self.audit.get().map(|log| AuditSink(log.clone()))
     }
 
     /// The caller a bearer token names: this deployment's service, or a staff member whose
@@ -390,7 +384,7 @@ pub async fn guard(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) 
                 // A signed-in staff member reaching past their role is recorded.
                 let store_id = claims.store.clone().unwrap_or_default();
                 let refusal = redstore_platform::Error::PermissionDenied(message);
-                if let Some(trail) = edge.trail(&req, Some(&Caller::Staff(claims))) {
+                if let Some(trail) = edge.trail(&req, &Caller::Staff(claims)) {
                     let outcome = audit::refused(&refusal);
                     let subject = method.to_owned();
                     trail
@@ -400,8 +394,8 @@ pub async fn guard(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) 
                 refuse(&req, refusal.into())
             }
             Ok(caller) => {
-                if let Some(trail) = edge.trail(&req, Some(&caller)) {
-                    req.extensions_mut().insert(trail);
+                if let Some(sink) = edge.sink() {
+                    req.extensions_mut().insert(sink);
                 }
                 req.extensions_mut().insert(caller);
                 next.run(req).await
@@ -410,9 +404,9 @@ pub async fn guard(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) 
         };
     }
     if access == Access::Open
-        && let Some(trail) = edge.trail(&req, None)
+        && let Some(sink) = edge.sink()
     {
-        req.extensions_mut().insert(trail);
+        req.extensions_mut().insert(sink);
     }
     if access == Access::Service {
         let method = method.unwrap_or("this RPC");

@@ -2,12 +2,14 @@
 //! ended: sign-ins and failed codes, refunds with their reason, stock adjustments with their
 //! note, catalog and price changes, terminals, stores and staff. Entries are only ever appended.
 //!
-//! The edge (`src/edge.rs` `guard`) gives every request a [`Trail`] naming its caller; a handler
-//! records an [`Entry`] on it once it knows the outcome. Writing an entry never undoes what was
+//! The edge (`src/edge.rs` `guard`) gives every request it lets through the log ([`AuditSink`])
+//! and its checked caller; a handler that records makes the request's [`Trail`] and records an
+//! [`Entry`] on it once it knows the outcome. Writing an entry never undoes what was
 //! done: a failure to write is logged.
 
 use std::sync::Arc;
 
+use crate::caller::Caller;
 use crate::error::{Error, Result};
 
 /// Who acted: the staff member (empty before sign-in), their terminal, their network address.
@@ -17,6 +19,27 @@ pub struct Actor {
     pub device: String,
     pub address: String,
 }
+
+impl Actor {
+    /// A checked caller (none yet, for signing in) at `address`.
+    pub fn of(caller: Option<&Caller>, address: String) -> Self {
+        let (staff_id, device) = match caller {
+            Some(Caller::Staff(claims)) => (claims.sub.clone(), claims.device.clone().unwrap_or_default()),
+            Some(Caller::Service) => ("service".to_owned(), String::new()),
+            None => (String::new(), String::new()),
+        };
+        Self { staff_id, device, address }
+    }
+}
+
+/// The network address of a request's peer, as an entry says it (empty when unknown).
+pub fn peer_address(info: Option<&tonic::transport::server::TcpConnectInfo>) -> String {
+    info.and_then(|info| info.remote_addr()).map(|addr| addr.ip().to_string()).unwrap_or_default()
+}
+
+/// Where the requests' audit entries go: the edge puts it in every request it lets through.
+#[derive(Clone)]
+pub struct AuditSink(pub Arc<dyn AuditLog>);
 
 /// What was done.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,9 +96,13 @@ impl Trail {
         Self { log, actor }
     }
 
-    /// The trail the edge gave `req`, if it passed the edge.
+    /// The trail of `req`, if it passed the edge: into the log the edge named ([`AuditSink`]),
+    /// by the caller the edge checked (none yet for signing in), from the address it came from.
+    /// Made only by the handlers that record, not for every request.
     pub fn of<T>(req: &tonic::Request<T>) -> Option<Self> {
-        req.extensions().get::<Self>().cloned()
+        let sink = req.extensions().get::<AuditSink>()?;
+        let address = peer_address(req.extensions().get());
+        Some(Self::new(sink.0.clone(), Actor::of(req.extensions().get::<Caller>(), address)))
     }
 
     /// The same trail for a caller known only now (a staff member signing in).

@@ -206,7 +206,9 @@ impl SalesService for SalesGrpc {
 
     #[tracing::instrument(name = "sales.checkout", skip_all, fields(store_id = %req.get_ref().store_id))]
     async fn checkout(&self, req: Request<CheckoutRequest>) -> Result<Response<CheckoutResponse>, Status> {
-        let trail = Trail::of(&req);
+        // Only a checkout that overrides a price is recorded.
+        let overriding = req.get_ref().lines.iter().any(|l| l.unit_price_override.is_some());
+        let trail = if overriding { Trail::of(&req) } else { None };
         let (caller, req) = Caller::split(req)?;
         // Parsed first: a refused override is recorded too.
         let overrides = domain::parse_overrides(&req.lines)?;
