@@ -477,6 +477,7 @@ async fn store_head(stream_bridge: &str, store_id: &str, auth: &ClientAuth) -> a
             store_id: store_id.to_owned(),
             resume_after: 0,
             include_snapshot: true,
+            ..Default::default()
         })
         .await?
         .into_inner();

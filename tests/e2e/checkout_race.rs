@@ -68,6 +68,7 @@ async fn thirty_two_terminals_race_for_the_last_ten_units() {
             store_id: "race".into(),
             resume_after: before,
             include_snapshot: false,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -154,7 +154,12 @@ async fn watch(
     app: &TestApp,
 ) -> Result<tonic::Streaming<redstore_proto::stream::WatchInventoryResponse>, tonic::Status> {
     InventoryStreamServiceClient::new(app.new_channel().await)
-        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), resume_after: 0, include_snapshot: true })
+        .watch_inventory(WatchInventoryRequest {
+            store_id: "store-1".into(),
+            resume_after: 0,
+            include_snapshot: true,
+            ..Default::default()
+        })
         .await
         .map(tonic::Response::into_inner)
 }

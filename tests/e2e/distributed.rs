@@ -85,6 +85,7 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
                 store_id: "store-1".into(),
                 resume_after: 0,
                 include_snapshot: true,
+                ..Default::default()
             })
             .await
             .expect("watch")
@@ -233,7 +234,12 @@ async fn redis_down_slows_the_live_path_and_nothing_else() {
     let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &app.url()]);
     let bridge = Process::start(&["serve", "stream-bridge", "--database-url", &url, "--redis-url", &redis_url]);
     let mut watch = InventoryStreamServiceClient::new(bridge.channel().await)
-        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), resume_after: 0, include_snapshot: true })
+        .watch_inventory(WatchInventoryRequest {
+            store_id: "store-1".into(),
+            resume_after: 0,
+            include_snapshot: true,
+            ..Default::default()
+        })
         .await
         .expect("watch")
         .into_inner();

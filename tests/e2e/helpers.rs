@@ -618,6 +618,7 @@ impl TestApp {
                 store_id: store_id.into(),
                 resume_after: 0,
                 include_snapshot: true,
+                ..Default::default()
             })
             .await
             .expect("watch")
@@ -640,6 +641,7 @@ pub async fn watch_after(
         store_id: store_id.into(),
         resume_after: after,
         include_snapshot: false,
+        ..Default::default()
     };
     stream.watch_inventory(request).await.expect("watch inventory").into_inner()
 }

@@ -392,7 +392,12 @@ async fn grpc_web_server_stream_delivers_the_snapshot_then_live_changes() {
     use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse};
 
     let app = ipad_app().await;
-    let request = WatchInventoryRequest { store_id: "store-1".into(), resume_after: 0, include_snapshot: true };
+    let request = WatchInventoryRequest {
+        store_id: "store-1".into(),
+        resume_after: 0,
+        include_snapshot: true,
+        ..Default::default()
+    };
     let mut resp = http1()
         .post(format!("{}/redstore.stream.v1.InventoryStreamService/WatchInventory", app.url))
         .header("content-type", "application/grpc-web+proto")

@@ -25,7 +25,12 @@ async fn scan_checkout_stock_watchers_and_analytics() {
 
     // A third terminal watches over the gRPC stream on its own connection.
     let mut grpc_watch = InventoryStreamServiceClient::new(app.new_channel().await)
-        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), resume_after: 0, include_snapshot: true })
+        .watch_inventory(WatchInventoryRequest {
+            store_id: "store-1".into(),
+            resume_after: 0,
+            include_snapshot: true,
+            ..Default::default()
+        })
         .await
         .expect("watch")
         .into_inner();

@@ -1,8 +1,8 @@
 //! Resume after a dropped connection: exactly the missed events, no gap, no duplicate.
 
 use futures::StreamExt as _;
-use redstore_proto::stream::WatchInventoryRequest;
 use redstore_proto::stream::watch_inventory_response::Item;
+use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse};
 
 use crate::helpers::*;
 
@@ -79,6 +79,7 @@ async fn grpc_watch_resumes_after_a_sequence() {
             store_id: "store-1".into(),
             resume_after: base + 1,
             include_snapshot: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -91,7 +92,12 @@ async fn grpc_watch_resumes_after_a_sequence() {
     assert_eq!(seqs, vec![base + 2, base + 3]);
     let err = app
         .stream()
-        .watch_inventory(WatchInventoryRequest { store_id: "nowhere".into(), resume_after: 0, include_snapshot: false })
+        .watch_inventory(WatchInventoryRequest {
+            store_id: "nowhere".into(),
+            resume_after: 0,
+            include_snapshot: false,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -116,4 +122,44 @@ async fn a_resume_point_the_log_does_not_have_gets_a_snapshot_and_then_live_chan
     let mut resumed = SseClient::connect(&app, "store-1", "", Some(head)).await;
     let next = resumed.next().await.unwrap();
     assert_eq!((next.event.as_deref(), next.seq()), (Some("inventory.changed"), head + 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_that_asked_for_keep_alives_gets_them_between_events_so_a_dead_link_shows() {
+    // A terminal on shop Wi-Fi cannot tell a quiet store from a link that died without a word;
+    // with keep-alives, silence longer than their interval means the connection is gone.
+    let app = TestApp::spawn().await;
+    let request = |keep_alive_seconds| WatchInventoryRequest {
+        store_id: "store-1".into(),
+        include_snapshot: true,
+        keep_alive_seconds,
+        ..Default::default()
+    };
+    let mut watch = app.stream().watch_inventory(request(1)).await.unwrap().into_inner();
+    let Some(Item::Snapshot(snapshot)) = watch.next().await.unwrap().unwrap().item else { panic!("snapshot first") };
+    let quiet = tokio::time::Instant::now();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next()).await;
+    let Ok(Some(Ok(WatchInventoryResponse { item: Some(Item::KeepAlive(_)) }))) = next else {
+        panic!("a keep-alive within a quiet second or so, not {next:?}")
+    };
+    assert!(quiet.elapsed() >= std::time::Duration::from_millis(900), "not before the stream was quiet for a second");
+    app.sales().checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0006", 1)], vec![cash(500)])).await.unwrap();
+    let event = loop {
+        match watch.next().await.unwrap().unwrap().item {
+            Some(Item::Event(event)) => break event,
+            Some(Item::KeepAlive(_)) => continue,
+            other => panic!("an event, not {other:?}"),
+        }
+    };
+    assert_eq!(event.store_seq, snapshot.as_of_seq + 1, "events still come, in order");
+
+    // A watch that did not ask gets none: a second of quiet passes without a message.
+    let mut plain = app.stream().watch_inventory(request(0)).await.unwrap().into_inner();
+    plain.next().await.unwrap().unwrap();
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(1500), plain.next()).await;
+    assert!(quiet.is_err(), "a watch without keep-alives stays quiet: {quiet:?}");
+
+    let refused = app.stream().watch_inventory(request(301)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("keep_alive_seconds"), "{}", refused.message());
 }

@@ -48,7 +48,12 @@ pub(crate) async fn written(app: &TestApp, store_id: &str) -> Written {
 async fn inventory_seq(app: &TestApp, store_id: &str) -> u64 {
     let mut watch = app
         .stream()
-        .watch_inventory(WatchInventoryRequest { store_id: store_id.into(), resume_after: 0, include_snapshot: true })
+        .watch_inventory(WatchInventoryRequest {
+            store_id: store_id.into(),
+            resume_after: 0,
+            include_snapshot: true,
+            ..Default::default()
+        })
         .await
         .expect("watch inventory")
         .into_inner();

@@ -403,7 +403,12 @@ impl InventoryStore for GrpcInventory {
     }
 
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {
-        let req = WatchInventoryRequest { store_id: store_id.to_owned(), resume_after: 0, include_snapshot: true };
+        let req = WatchInventoryRequest {
+            store_id: store_id.to_owned(),
+            resume_after: 0,
+            include_snapshot: true,
+            ..Default::default()
+        };
         let mut stream = InventoryStreamServiceClient::with_interceptor(self.channel.clone(), self.token.interceptor())
             .watch_inventory(request(req))
             .await

@@ -3,11 +3,12 @@
 use futures::{Stream, StreamExt as _};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redstore_inventory::InventoryStore;
 use redstore_platform::caller::Caller;
 use redstore_proto::stream::inventory_stream_service_server::{InventoryStreamService, InventoryStreamServiceServer};
-use redstore_proto::stream::{WatchInventoryRequest, WatchInventoryResponse, watch_inventory_response};
+use redstore_proto::stream::{KeepAlive, WatchInventoryRequest, WatchInventoryResponse, watch_inventory_response};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -47,6 +48,7 @@ impl InventoryStreamService for StreamGrpc {
     async fn watch_inventory(&self, req: Request<WatchInventoryRequest>) -> Result<Response<WatchStream>, Status> {
         let (caller, req) = Caller::split(req)?;
         let store_id = caller.store("store_id", &req.store_id)?.to_owned();
+        let keep_alive = keep_alive(req.keep_alive_seconds)?;
         let admitted = self.streams.admit()?;
         feed::require_store(self.inventory.as_ref(), &store_id).await?;
         let start = if req.include_snapshot { Start::Snapshot } else { Start::After(req.resume_after) };
@@ -59,6 +61,37 @@ impl InventoryStreamService for StreamGrpc {
             };
             Ok(WatchInventoryResponse { item: Some(item) })
         });
-        Ok(Response::new(Box::pin(stream)))
+        match keep_alive {
+            Some(every) => Ok(Response::new(Box::pin(with_keep_alive(Box::pin(stream), every)))),
+            None => Ok(Response::new(Box::pin(stream))),
+        }
     }
+}
+
+/// Longest keep-alive interval a watcher may ask for.
+const MAX_KEEP_ALIVE_SECONDS: u32 = 300;
+
+fn keep_alive(seconds: u32) -> Result<Option<Duration>, Status> {
+    match seconds {
+        0 => Ok(None),
+        1..=MAX_KEEP_ALIVE_SECONDS => Ok(Some(Duration::from_secs(seconds.into()))),
+        _ => Err(redstore_platform::Error::invalid(
+            "keep_alive_seconds",
+            format!("is at most {MAX_KEEP_ALIVE_SECONDS} (0: no keep-alives), not {seconds}"),
+        )
+        .into()),
+    }
+}
+
+/// The watch, with a keep-alive whenever it has been quiet for `every`.
+fn with_keep_alive(watch: WatchStream, every: Duration) -> impl Stream<Item = Result<WatchInventoryResponse, Status>> {
+    futures::stream::unfold(watch, move |mut watch| async move {
+        let next = match tokio::time::timeout(every, watch.next()).await {
+            Ok(item) => item?,
+            Err(_quiet) => {
+                Ok(WatchInventoryResponse { item: Some(watch_inventory_response::Item::KeepAlive(KeepAlive {})) })
+            }
+        };
+        Some((next, watch))
+    })
 }
