@@ -87,6 +87,23 @@ if ! (echo > /dev/tcp/127.0.0.1/9092) 2>/dev/null; then
   (echo > /dev/tcp/127.0.0.1/9092) 2>/dev/null || { echo "tansu did not start; see ${TMPDIR:-/tmp}/redstore-tansu.log" >&2; exit 1; }
 fi
 
+# --- the iPad terminal: Node.js and npm build it (build.rs), Chromium runs its browser tests ------
+if ! have node || ! have npm; then
+  log "installing Node.js and npm"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "the terminal's build (Vite) needs Node.js 20 or later; this machine has $(node --version)" >&2
+  exit 1
+fi
+if ! have chromium; then
+  log "installing Chromium (Debian's: npm cannot download browsers here)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+log "npm ci (the terminal's packages, as package-lock.json pins them)"
+npm --prefix web ci --no-audit --no-fund
+
 # --- checks and tests ---------------------------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -96,3 +113,8 @@ log "cargo nextest run (every crate; end-to-end suite on the embedded backend)"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 log "cargo nextest run (the same end-to-end suite on PostgreSQL)"
 REDSTORE_TEST_BACKEND=postgres cargo nextest run --workspace --locked --no-fail-fast --test e2e "$@"
+log "browser tests of the terminal (headless Chromium), embedded"
+cargo build --locked --bin redstore
+REDSTORE_BIN="$PWD/target/debug/redstore" npm --prefix web test
+log "browser tests of the terminal, on PostgreSQL"
+REDSTORE_BIN="$PWD/target/debug/redstore" REDSTORE_TEST_BACKEND=postgres npm --prefix web test

@@ -15,6 +15,7 @@ pub mod kafka_security;
 pub mod kafka_worker;
 pub mod oversized;
 pub mod server;
+pub mod terminal;
 pub mod tls;
 
 pub use server::{Running, ServerConfig, start};

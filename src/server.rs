@@ -706,6 +706,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             config.sse_keep_alive,
         ));
     }
+    // The iPad terminal's page and assets: whatever no service claims.
+    let router = router.fallback(crate::terminal::serve);
     let in_flight = InFlight::default();
     let router = router
         .layer(axum::middleware::from_fn(crate::oversized::as_resource_exhausted))

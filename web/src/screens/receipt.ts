@@ -1,0 +1,62 @@
+// The receipt of a sale, on screen and printable: the print stylesheet (style.css, @media print)
+// lays it out for an 80 mm receipt printer and hides everything else.
+
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { type Sale, TenderType } from "../../gen/redstore/sales/v1/sales_pb";
+import { formatMoney } from "../money";
+import { h } from "../ui";
+
+export function receiptDialog(sale: Sale, cashier: string): void {
+  const when = sale.createdAt ? timestampDate(sale.createdAt).toLocaleString() : "";
+  const row = (label: string, value: string, cls = "") => h("tr", { class: cls }, h("th", { scope: "row" }, label), h("td", {}, value));
+  const receipt = h(
+    "article",
+    { class: "receipt", id: "receipt", "aria-label": "Receipt" },
+    h("h2", {}, "Red Store"),
+    h("p", {}, `${sale.storeId} · ${sale.terminalId}`),
+    h("p", {}, when),
+    h(
+      "table",
+      { class: "receipt-lines" },
+      h(
+        "tbody",
+        {},
+        ...sale.lines.map((line) =>
+          h(
+            "tr",
+            { "data-sku": line.sku },
+            h("td", {}, `${line.quantity} × ${line.name}`),
+            h("td", {}, formatMoney(line.lineTotal)),
+          ),
+        ),
+      ),
+    ),
+    h(
+      "table",
+      { class: "receipt-totals" },
+      h(
+        "tbody",
+        {},
+        row("Total", formatMoney(sale.total), "total"),
+        ...sale.tenders.map((t) => row(t.type === TenderType.CARD ? "Card" : "Cash", formatMoney(t.amount))),
+        row("Change", formatMoney(sale.change) || "—", "change"),
+      ),
+    ),
+    h("p", { class: "sale-id" }, `Sale ${sale.saleId}`),
+    cashier ? h("p", {}, `Served by ${cashier}`) : null,
+  );
+  const dialog = h(
+    "dialog",
+    { class: "dialog receipt-dialog", "aria-label": "Receipt" },
+    receipt,
+    h(
+      "div",
+      { class: "actions no-print" },
+      h("button", { type: "button", onclick: () => print() }, "Print"),
+      h("button", { type: "button", class: "primary", onclick: () => dialog.close() }, "New sale"),
+    ),
+  );
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}

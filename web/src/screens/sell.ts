@@ -1,0 +1,286 @@
+// The till: the store's products with their live stock, the cart of this terminal (kept by the
+// server, so a reload or another cashier finds it as it was), scanning, and paying. Every change
+// to the cart is one RPC whose answer is the whole cart, shown as it comes.
+
+import { describe, inventory, retried, sales } from "../api";
+import type { Product } from "../../gen/redstore/inventory/v1/inventory_pb";
+import type { Cart, CartLine, Sale } from "../../gen/redstore/sales/v1/sales_pb";
+import { LiveStock, type Connection } from "../live";
+import { formatMoney } from "../money";
+import { listenForScans } from "../scanner";
+import { lock, onChange, roleName, signOut, signedIn } from "../session";
+import { errorTone, h, newKey, show } from "../ui";
+import { payDialog } from "./pay";
+import { receiptDialog } from "./receipt";
+import { pinDialog } from "./staff";
+
+const CONNECTION_TEXT: Record<Connection, string> = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+};
+/** Products shown at once; a search narrows the rest. */
+const SHOWN = 60;
+
+export function sellScreen(root: HTMLElement): () => void {
+  const who = signedIn();
+  if (!who) return () => undefined;
+  const { storeId, terminalId } = who;
+  const live = new LiveStock(storeId);
+  const products = new Map<string, Product>();
+  let cart: Cart | undefined;
+  let busy = false;
+
+  const connection = h("output", { class: "connection", "data-state": live.connection }, CONNECTION_TEXT[live.connection]);
+  const cashier = h("span", { class: "cashier" });
+  const message = h("p", { class: "message", role: "status" });
+  const search = h("input", {
+    id: "scan",
+    type: "search",
+    placeholder: "Scan, type a barcode or search",
+    "aria-label": "Scan, type a barcode or search by name",
+    autocomplete: "off",
+    enterkeyhint: "go",
+  });
+  const productList = h("ul", { class: "products", "aria-label": "Products" });
+  const lines = h("ul", { class: "cart-lines", "aria-label": "Cart" });
+  const total = h("output", { class: "total", id: "total" });
+  const pay = h("button", { type: "button", class: "primary pay", disabled: true, onclick: () => void startPayment() }, "Pay");
+  const clear = h("button", { type: "button", disabled: true, onclick: () => void change(() => sales.clearCart({ idempotencyKey: newKey(), storeId, terminalId })) }, "Clear");
+
+  const header = h(
+    "header",
+    { class: "bar" },
+    h("strong", {}, "Red Store"),
+    h("span", { class: "terminal-name" }, `${terminalId} · ${storeId}`),
+    connection,
+    cashier,
+    h("button", { type: "button", onclick: () => pinDialog("switch") }, "Switch cashier"),
+    h("button", { type: "button", onclick: () => pinDialog("set") }, "My PIN"),
+    h("button", { type: "button", onclick: lastReceipt }, "Last receipt"),
+    h("button", { type: "button", onclick: lock }, "Lock"),
+    h("button", { type: "button", onclick: () => void signOut() }, "Sign out"),
+  );
+  root.append(
+    header,
+    h(
+      "div",
+      { class: "till" },
+      h("section", { class: "catalog", "aria-label": "Products" }, search, message, productList),
+      h(
+        "section",
+        { class: "cart", "aria-label": "Cart" },
+        h("h2", {}, "Cart"),
+        lines,
+        h("p", { class: "total-row" }, h("span", {}, "Total"), total),
+        h("div", { class: "actions" }, clear, pay),
+      ),
+    ),
+  );
+
+  function showWho(): void {
+    const now = signedIn();
+    if (!now) return;
+    show(cashier, now.displayName);
+    cashier.title = `${now.staffId}, ${roleName(now.role)}`;
+  }
+
+  function say(text: string, error = false): void {
+    message.className = error ? "message error" : "message";
+    show(message, text);
+    if (error) errorTone();
+  }
+
+  function stockText(sku: string): string {
+    const quantity = live.quantities.get(sku);
+    return quantity === undefined ? "" : `${quantity} in stock`;
+  }
+
+  function renderProducts(): void {
+    const query = search.value.trim().toLowerCase();
+    const matching = [...products.values()].filter(
+      (p) => !query || p.name.toLowerCase().includes(query) || p.sku.toLowerCase().includes(query) || p.barcodes.some((b) => b.startsWith(query)),
+    );
+    show(
+      productList,
+      ...matching.slice(0, SHOWN).map((product) =>
+        h(
+          "li",
+          {},
+          h(
+            "button",
+            { type: "button", class: "product", "data-sku": product.sku, onclick: () => void add(product.sku) },
+            h("span", { class: "name" }, product.name),
+            h("span", { class: "price" }, formatMoney(product.price)),
+            h("span", { class: "stock", "data-sku": product.sku }, stockText(product.sku)),
+          ),
+        ),
+      ),
+      matching.length > SHOWN ? h("li", { class: "more" }, `${matching.length - SHOWN} more: search to narrow`) : null,
+    );
+  }
+
+  function renderStock(changed: string[] | "all"): void {
+    for (const element of root.querySelectorAll<HTMLElement>(".stock[data-sku]")) {
+      const sku = element.dataset.sku ?? "";
+      if (changed !== "all" && !changed.includes(sku)) continue;
+      const text = stockText(sku);
+      if (element.textContent !== text) {
+        element.textContent = text;
+        element.classList.toggle("out", (live.quantities.get(sku) ?? 1n) <= 0n);
+      }
+    }
+  }
+
+  function lineView(line: CartLine): HTMLLIElement {
+    const setQuantity = (quantity: bigint) =>
+      change(() => sales.setCartItemQuantity({ idempotencyKey: newKey(), storeId, terminalId, sku: line.sku, quantity }));
+    return h(
+      "li",
+      { class: "cart-line", "data-sku": line.sku },
+      h("span", { class: "name" }, line.name),
+      h("span", { class: "unit" }, formatMoney(line.unitPrice)),
+      h(
+        "span",
+        { class: "quantity" },
+        h("button", { type: "button", "aria-label": `One ${line.name} less`, onclick: () => void setQuantity(line.quantity - 1n) }, "−"),
+        h("output", { "aria-label": `Quantity of ${line.name}` }, String(line.quantity)),
+        h("button", { type: "button", "aria-label": `One ${line.name} more`, onclick: () => void setQuantity(line.quantity + 1n) }, "+"),
+      ),
+      h("span", { class: "line-total" }, formatMoney(line.lineTotal)),
+      h("span", { class: "stock", "data-sku": line.sku }, stockText(line.sku)),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "remove",
+          "aria-label": `Remove ${line.name}`,
+          onclick: () => void change(() => sales.removeCartItem({ idempotencyKey: newKey(), storeId, terminalId, sku: line.sku })),
+        },
+        "×",
+      ),
+    );
+  }
+
+  function renderCart(): void {
+    const cartLines = cart?.lines ?? [];
+    show(lines, ...cartLines.map(lineView), cartLines.length ? null : h("li", { class: "empty" }, "Scan a product to start a sale"));
+    show(total, formatMoney(cart?.total) || "—");
+    pay.disabled = clear.disabled = cartLines.length === 0;
+    renderStock("all");
+  }
+
+  /** Runs one cart change; its answer is the cart to show. A failure leaves the cart as it was. */
+  async function change(call: () => Promise<{ cart?: Cart }>): Promise<boolean> {
+    try {
+      const answer = await retried(call);
+      cart = answer.cart;
+      renderCart();
+      return true;
+    } catch (failure) {
+      say(describe(failure), true);
+      return false;
+    }
+  }
+
+  async function add(sku: string): Promise<void> {
+    if (await change(() => sales.addCartItem({ idempotencyKey: newKey(), storeId, terminalId, sku, quantity: 1n }))) {
+      say(`Added ${products.get(sku)?.name ?? sku}`);
+    }
+  }
+
+  async function scan(code: string): Promise<void> {
+    if (busy) {
+      say("Finish or cancel the payment before scanning", true);
+      return;
+    }
+    const scanId = newKey();
+    try {
+      const answer = await retried(() => sales.scan({ storeId, terminalId, scanId, code, quantity: 0n }));
+      cart = answer.cart;
+      renderCart();
+      if (answer.result.case === "line") say(`${answer.result.value.name}: ${answer.result.value.quantity} in cart`);
+    } catch (failure) {
+      say(`${code}: ${describe(failure)}`, true);
+    }
+  }
+
+  async function startPayment(): Promise<void> {
+    if (!cart?.total || busy) return;
+    busy = true;
+    try {
+      const sale = await payDialog(cart.total, (tenders, key) =>
+        retried(() => sales.checkout({ idempotencyKey: key, storeId, terminalId, lines: [], tenders })).then((a) => a.sale),
+      );
+      if (sale) {
+        localStorage.setItem(`redstore.last-sale.${terminalId}`, sale.saleId);
+        receiptDialog(sale, who?.displayName ?? "");
+      }
+    } finally {
+      busy = false;
+      await refreshCart();
+      search.focus();
+    }
+  }
+
+  async function lastReceipt(): Promise<void> {
+    const saleId = localStorage.getItem(`redstore.last-sale.${terminalId}`);
+    if (!saleId) return say("No sale on this terminal yet", true);
+    try {
+      const { sale } = await retried(() => sales.getSale({ saleId }));
+      if (sale) receiptDialog(sale as Sale, signedIn()?.displayName ?? "");
+    } catch (failure) {
+      say(describe(failure), true);
+    }
+  }
+
+  async function refreshCart(): Promise<void> {
+    await change(() => sales.getCart({ storeId, terminalId }));
+  }
+
+  async function loadProducts(): Promise<void> {
+    let pageToken = "";
+    do {
+      const answer = await retried(() => inventory.listProducts({ page: { pageSize: 500, pageToken } }));
+      for (const product of answer.products) products.set(product.sku, product);
+      pageToken = answer.page?.nextPageToken ?? "";
+    } while (pageToken);
+    renderProducts();
+  }
+
+  search.addEventListener("input", renderProducts);
+  search.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    const text = search.value.trim();
+    if (/^\d{6,14}$/.test(text)) {
+      search.value = "";
+      renderProducts();
+      void scan(text);
+      return;
+    }
+    const only = productList.querySelectorAll<HTMLButtonElement>("button.product");
+    if (only.length === 1) {
+      search.value = "";
+      only[0].click();
+      renderProducts();
+    }
+  });
+  live.onChange(renderStock);
+  live.onConnection((state) => {
+    connection.dataset.state = state;
+    show(connection, CONNECTION_TEXT[state]);
+  });
+  const stopScans = listenForScans((code) => void scan(code));
+  const stopWho = onChange(showWho);
+  showWho();
+  renderCart();
+  loadProducts().catch((failure) => say(describe(failure), true));
+  void refreshCart();
+  search.focus();
+  return () => {
+    live.close();
+    stopScans();
+    stopWho();
+  };
+}

@@ -1,0 +1,48 @@
+// Shared terminals: a colleague takes over with their PIN (SwitchStaff), and anyone signed in
+// with a code sets their own PIN (SetPin).
+
+import { auth, describe, retried } from "../api";
+import { keep } from "../session";
+import { field, h, newKey, show } from "../ui";
+import { pinInput } from "./lock";
+
+export function pinDialog(kind: "switch" | "set"): void {
+  const staffId = h("input", { id: "switch-staff-id", required: true, autocapitalize: "none", autocomplete: "username" });
+  const pin = pinInput();
+  const error = h("p", { class: "error", role: "alert" });
+  const form = h(
+    "form",
+    { method: "dialog" },
+    h("h2", {}, kind === "switch" ? "Switch cashier" : "Set my PIN"),
+    kind === "switch" ? field("Staff ID", staffId) : null,
+    field(kind === "switch" ? "PIN" : "New PIN (4 to 8 digits)", pin),
+    error,
+    h(
+      "div",
+      { class: "actions" },
+      h("button", { type: "button", class: "cancel", onclick: () => dialog.close() }, "Cancel"),
+      h("button", { type: "submit", class: "primary" }, kind === "switch" ? "Switch" : "Set PIN"),
+    ),
+  );
+  const dialog = h("dialog", { class: "dialog", "aria-label": kind === "switch" ? "Switch cashier" : "Set my PIN" }, form);
+  const key = newKey();
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    show(error);
+    try {
+      if (kind === "switch") {
+        const answer = await retried(() => auth.switchStaff({ idempotencyKey: key, staffId: staffId.value.trim(), pin: pin.value }));
+        keep(answer.session);
+      } else {
+        await retried(() => auth.setPin({ idempotencyKey: key, pin: pin.value }));
+      }
+      dialog.close();
+    } catch (failure) {
+      show(error, describe(failure));
+    }
+  });
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+  (kind === "switch" ? staffId : pin).focus();
+}
