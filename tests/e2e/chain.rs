@@ -202,7 +202,7 @@ async fn a_pending_checkout_in_a_quiet_store_of_a_chain_is_healed() {
     link.restore();
 
     // The healer looks every 5 s at what has been pending for 5 s.
-    let list = ListSalesRequest { store_id: store.into(), page: None };
+    let list = ListSalesRequest { store_id: store.into(), page: None, ..Default::default() };
     let mut sold = Vec::new();
     for _ in 0..120 {
         sold = client.list_sales(list.clone()).await.expect("list sales").into_inner().sales;

@@ -54,6 +54,7 @@ async fn thirty_two_terminals_race_for_the_last_ten_units() {
         .list_sales(ListSalesRequest {
             store_id: "race".into(),
             page: Some(PageRequest { page_size: 100, page_token: String::new() }),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -111,7 +112,7 @@ async fn five_concurrent_retries_with_one_key_make_one_sale() {
     assert_eq!(app.stock("store-1", "SKU-0004").await, 24 - 1);
     let sales = app
         .sales()
-        .list_sales(ListSalesRequest { store_id: "store-1".into(), page: None })
+        .list_sales(ListSalesRequest { store_id: "store-1".into(), page: None, ..Default::default() })
         .await
         .unwrap()
         .into_inner()

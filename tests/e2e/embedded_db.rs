@@ -54,7 +54,7 @@ async fn wait_for_health(app: &TestApp, service: &str, want: ServingStatus) {
 
 async fn sales_of(app: &TestApp, store_id: &str) -> usize {
     app.sales()
-        .list_sales(ListSalesRequest { store_id: store_id.into(), page: None })
+        .list_sales(ListSalesRequest { store_id: store_id.into(), page: None, ..Default::default() })
         .await
         .expect("list sales")
         .into_inner()

@@ -227,6 +227,7 @@ async fn a_page_of_large_sales_stays_within_its_byte_limit() {
         .list_sales(ListSalesRequest {
             store_id: "store-2".into(),
             page: Some(PageRequest { page_size: 500, page_token: String::new() }),
+            ..Default::default()
         })
         .await
         .expect("a page a default client can receive")
@@ -241,6 +242,7 @@ async fn a_page_of_large_sales_stays_within_its_byte_limit() {
         .list_sales(ListSalesRequest {
             store_id: "store-2".into(),
             page: Some(PageRequest { page_size: 500, page_token: token }),
+            ..Default::default()
         })
         .await
         .unwrap()

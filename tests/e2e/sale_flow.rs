@@ -176,3 +176,23 @@ async fn allow_negative_store_sells_below_zero_and_flags_it() {
     assert_eq!(ev["changes"][0]["quantity_after"], -2);
     assert_eq!(ev["changes"][0]["negative"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todays_sales_are_the_sales_made_since_the_start_time_a_terminal_gives() {
+    use redstore_proto::sales::ListSalesRequest;
+    let app = TestApp::spawn().await;
+    let sell = |q| checkout(&key(), "store-1", "till-1", &[("SKU-0004", q)], vec![cash(5000)]);
+    app.sales().checkout(sell(1)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let start = prost_types::Timestamp::from(std::time::SystemTime::now());
+    let later = app.sales().checkout(sell(2)).await.unwrap().into_inner().sale.unwrap();
+    let list = |created_from| ListSalesRequest { store_id: "store-1".into(), created_from, ..Default::default() };
+    let since = app.sales().list_sales(list(Some(start))).await.unwrap().into_inner().sales;
+    assert_eq!(since.iter().map(|s| s.sale_id.as_str()).collect::<Vec<_>>(), [later.sale_id.as_str()]);
+    let all = app.sales().list_sales(list(None)).await.unwrap().into_inner().sales;
+    assert_eq!(all.len(), 2, "without a start time every sale is listed");
+    let refused =
+        app.sales().list_sales(list(Some(prost_types::Timestamp { seconds: -5, nanos: 0 }))).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("created_from"), "{}", refused.message());
+}

@@ -36,7 +36,7 @@ pub(crate) async fn written(app: &TestApp, store_id: &str) -> Written {
     assert!(stock.page.unwrap_or_default().next_page_token.is_empty(), "stock fits in one page");
     let sales = app
         .sales()
-        .list_sales(ListSalesRequest { store_id: store_id.into(), page: big_page() })
+        .list_sales(ListSalesRequest { store_id: store_id.into(), page: big_page(), ..Default::default() })
         .await
         .expect("list sales")
         .into_inner();
@@ -701,7 +701,10 @@ async fn page_size_above_500_is_rejected_everywhere() {
     expect_status(stores, Code::InvalidArgument, &["page.page_size"]);
     let stock = app.inventory().list_stock(ListStockRequest { store_id: "store-1".into(), page: page(501) }).await;
     expect_status(stock, Code::InvalidArgument, &["page.page_size"]);
-    let sales = app.sales().list_sales(ListSalesRequest { store_id: "store-1".into(), page: page(501) }).await;
+    let sales = app
+        .sales()
+        .list_sales(ListSalesRequest { store_id: "store-1".into(), page: page(501), ..Default::default() })
+        .await;
     expect_status(sales, Code::InvalidArgument, &["page.page_size"]);
 
     // 500 is the maximum, not an error.
@@ -724,7 +727,8 @@ async fn a_garbage_page_token_is_rejected() {
     expect_status(products, Code::InvalidArgument, &["page.page_token"]);
     let stock = app.inventory().list_stock(ListStockRequest { store_id: "store-1".into(), page: page.clone() }).await;
     expect_status(stock, Code::InvalidArgument, &["page.page_token"]);
-    let sales = app.sales().list_sales(ListSalesRequest { store_id: "store-1".into(), page }).await;
+    let sales =
+        app.sales().list_sales(ListSalesRequest { store_id: "store-1".into(), page, ..Default::default() }).await;
     expect_status(sales, Code::InvalidArgument, &["page.page_token"]);
 
     // A token the server issued works.

@@ -308,6 +308,18 @@ pub fn settle(total: Money, tenders: &[Tender]) -> Result<Money> {
     Ok(change)
 }
 
+/// The lowest sale id a sale made at or after `from` can have. Sale ids are UUIDv7s, whose text
+/// sorts by the millisecond they were made in, so this is a cursor that lists sales from `from`.
+pub fn first_sale_id_from(from: &prost_types::Timestamp) -> Result<String> {
+    let ms = redstore_platform::time::timestamp_ms(from);
+    // UUIDv7 holds 48 bits of milliseconds: up to the year 10889.
+    let ms = u64::try_from(ms)
+        .ok()
+        .filter(|ms| *ms < 1 << 48 && (0..1_000_000_000).contains(&from.nanos))
+        .ok_or_else(|| Error::invalid("created_from", "must be a time after 1970 and before the year 10000"))?;
+    Ok(uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10]).into_uuid().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use redstore_platform::money::Currency;
@@ -414,6 +426,31 @@ mod tests {
         let usd = PriceOverride { price: Money::new(Currency::parse("c", "USD").unwrap(), 1), ..b.clone() };
         let other = price_line("lines[0]", "b", "B", 1, eur(100), Some(&usd)).unwrap_err();
         assert_eq!(other.field(), Some("lines[1].unit_price_override"));
+    }
+
+    #[test]
+    fn a_start_time_before_1970_is_refused_naming_the_field() {
+        let before = prost_types::Timestamp { seconds: -1, nanos: 0 };
+        let err = first_sale_id_from(&before).unwrap_err();
+        assert!(err.to_string().contains("created_from"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// A sale made in or after the start time sorts after its cursor; one made before, not.
+        #[test]
+        fn sales_from_a_start_time_sort_after_its_cursor(
+            from_ms in 0u64..(1 << 47),
+            offset in -100_000i64..100_000,
+            random in proptest::array::uniform10(proptest::num::u8::ANY),
+        ) {
+            let cursor = first_sale_id_from(&redstore_platform::time::timestamp(from_ms as i64)).unwrap();
+            let made_ms = (from_ms as i64 + offset).max(0) as u64;
+            // A made id's random bits are never all zeroes (2^-80), which the cursor's are.
+            let mut random = random;
+            random[9] |= 1;
+            let sale_id = uuid::Builder::from_unix_timestamp_millis(made_ms, &random).into_uuid().to_string();
+            proptest::prop_assert_eq!(sale_id > cursor, made_ms >= from_ms, "{} vs {}", sale_id, cursor);
+        }
     }
 
     proptest::proptest! {

@@ -269,7 +269,12 @@ impl SalesService for SalesGrpc {
         let result = async {
             let store_id = caller.store("store_id", &req.store_id)?;
             let page = Page::from_proto("page", req.page.as_ref())?;
-            let mut rows = self.store.list_sales(store_id, &page.after, page.fetch_limit()).await?;
+            // Sale ids are UUIDv7s, ordered by the time they were made: a start time is a cursor.
+            let after = match req.created_from.as_ref().map(domain::first_sale_id_from).transpose()? {
+                Some(from) if from > page.after => from,
+                _ => page.after.clone(),
+            };
+            let mut rows = self.store.list_sales(store_id, &after, page.fetch_limit()).await?;
             let next = page.finish_within(&mut rows, |s| s.sale_id.clone(), prost::Message::encoded_len);
             Ok(ListSalesResponse { sales: rows, page: Some(next) })
         }
