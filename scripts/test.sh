@@ -114,7 +114,9 @@ cargo nextest run --workspace --locked --no-fail-fast "$@"
 log "cargo nextest run (the same end-to-end suite on PostgreSQL)"
 REDSTORE_TEST_BACKEND=postgres cargo nextest run --workspace --locked --no-fail-fast --test e2e "$@"
 log "browser tests of the terminal (headless Chromium), embedded"
-cargo build --locked --bin redstore
+# The binary the end-to-end tests were built with (a plain `cargo build` would resolve features
+# without the dev-dependencies and build much of the tree again).
+[ -x target/debug/redstore ] || cargo build --locked --bin redstore
 REDSTORE_BIN="$PWD/target/debug/redstore" npm --prefix web test
 log "browser tests of the terminal, on PostgreSQL"
 REDSTORE_BIN="$PWD/target/debug/redstore" REDSTORE_TEST_BACKEND=postgres npm --prefix web test

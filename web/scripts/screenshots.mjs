@@ -30,6 +30,20 @@ try {
   await page.getByRole("button", { name: "New sale" }).click();
   await page.setViewportSize({ width: IPAD.height, height: IPAD.width });
   await page.screenshot({ path: join(out, "till-portrait.png") });
+  await page.setViewportSize(IPAD);
+  // The manager's screens, on another iPad.
+  const office = await newTerminal(browser, server);
+  await registerTerminal(office, server, "till-2");
+  await signInWithCode(office, server, "manager-1");
+  await office.getByRole("link", { name: "Sales" }).click();
+  await office.locator("tr[data-sale]").first().waitFor();
+  await office.screenshot({ path: join(out, "sales.png") });
+  await office.getByRole("link", { name: "Stock" }).click();
+  await office.locator("tr[data-sku] td.quantity").first().getByText(/\d/).waitFor();
+  await office.screenshot({ path: join(out, "stock.png") });
+  await office.getByRole("link", { name: "Report" }).click();
+  await office.getByRole("table", { name: "Top products" }).locator("tbody tr").first().waitFor();
+  await office.screenshot({ path: join(out, "report.png") });
   console.log(`screenshots in ${out}`);
 } finally {
   await browser.close();

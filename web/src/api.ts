@@ -50,6 +50,12 @@ export function codeOf(error: unknown): Code | undefined {
   return error instanceof ConnectError ? error.code : undefined;
 }
 
+/** Whether a call failed on the way (no answer, or a timeout): it may have happened. A request
+ * sent again after such a failure must carry the same idempotency key, so it counts once. */
+export function lost(error: unknown): boolean {
+  return [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded].includes(codeOf(error) ?? Code.Unknown);
+}
+
 /** Shop Wi-Fi drops requests: a call whose answer was lost is sent again, with the same
  * idempotency key (the caller builds the request once), so it counts once. */
 export async function retried<T>(call: () => Promise<T>): Promise<T> {
@@ -58,8 +64,7 @@ export async function retried<T>(call: () => Promise<T>): Promise<T> {
     try {
       return await call();
     } catch (error) {
-      const transient = [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded].includes(codeOf(error) ?? Code.Unknown);
-      if (!transient || attempt >= pauses.length) throw error;
+      if (!lost(error) || attempt >= pauses.length) throw error;
       await new Promise((resolve) => setTimeout(resolve, pauses[attempt]));
     }
   }

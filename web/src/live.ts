@@ -27,8 +27,9 @@ export class LiveStock {
   }
 
   /** Called with the skus that changed ("all" after a snapshot). */
-  onChange(listener: (changed: string[] | "all") => void): void {
+  onChange(listener: (changed: string[] | "all") => void): () => void {
     this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   onConnection(listener: (connection: Connection) => void): void {

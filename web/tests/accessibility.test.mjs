@@ -58,7 +58,8 @@ test("every screen passes axe and has touch-sized controls at iPad sizes, landsc
   await atEverySize("set-up");
   await registerTerminal(page, server, "till-1");
   await atEverySize("sign-in");
-  await signInWithCode(page, server, "cashier-1");
+  // A manager: every screen is theirs.
+  await signInWithCode(page, server, "manager-1");
   await page.locator(".connection[data-state=live]").waitFor();
   await page.locator('.product[data-sku="SKU-0001"]').click();
   await page.locator('.cart-line[data-sku="SKU-0001"]').waitFor();
@@ -70,6 +71,19 @@ test("every screen passes axe and has touch-sized controls at iPad sizes, landsc
   await page.getByRole("article", { name: "Receipt" }).waitFor();
   await atEverySize("receipt");
   await page.getByRole("button", { name: "New sale" }).click();
+  await page.getByRole("link", { name: "Sales" }).click();
+  await page.locator("tr[data-sale]").first().waitFor();
+  await atEverySize("sales");
+  await page.getByRole("link", { name: "Stock" }).click();
+  await page.locator("tr[data-sku] td.quantity").first().getByText(/\d/).waitFor();
+  await atEverySize("stock");
+  await page.getByRole("button", { name: /^Adjust/ }).first().click();
+  await atEverySize("adjustment");
+  await page.getByRole("button", { name: "Cancel" }).click();
+  await page.getByRole("link", { name: "Report" }).click();
+  await page.getByRole("heading", { name: "Today's sales" }).waitFor();
+  await page.locator(".figures, .message").first().waitFor();
+  await atEverySize("report");
   await page.getByRole("button", { name: "Lock" }).click();
   await page.getByRole("heading", { name: "Locked" }).waitFor();
   await atEverySize("locked");

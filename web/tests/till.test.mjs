@@ -188,6 +188,61 @@ describe("the till", () => {
     await switchTo(one, "cashier-1", "2580");
     await one.locator(".cashier[title^='cashier-1']").waitFor();
   });
+
+  test("a supervisor finds a sale by its receipt and refunds part of it with a reason; the stock comes back", async () => {
+    const sku = "SKU-0012";
+    const before = await stockOf(sku);
+    for (let i = 0; i < 3; i++) await one.locator(`.product[data-sku="${sku}"]`).click();
+    await one.locator(`.cart-line[data-sku="${sku}"] output`).getByText("3").waitFor();
+    await one.getByRole("button", { name: "Pay" }).click();
+    await one.getByRole("button", { name: "Card" }).click();
+    await one.getByRole("button", { name: "Complete sale" }).click();
+    const { saleId, close } = await receiptOf(one);
+    await close();
+    await shownStock(one, sku).getByText(`${before - 3} in stock`).waitFor();
+
+    await two.getByRole("link", { name: "Sales" }).click();
+    await two.locator(`tr[data-sale="${saleId}"]`).waitFor();
+    await two.getByLabel("Sale id (on the receipt)").fill(saleId);
+    await two.getByRole("button", { name: "Find" }).click();
+    await two.getByRole("button", { name: "Refund…" }).click();
+    const refund = two.getByRole("dialog", { name: "Refund" });
+    await refund.getByRole("spinbutton").fill("1");
+    await refund.getByRole("button", { name: "Refund" }).click();
+    await refund.getByRole("alert").getByText(/reason/).waitFor();
+    await refund.getByLabel("Reason").fill("crushed box");
+    await refund.getByRole("button", { name: "Refund" }).click();
+    await two.getByRole("article", { name: "Receipt" }).locator(".refunded").waitFor();
+    await two.getByRole("button", { name: "Close" }).click();
+
+    await shownStock(one, sku).getByText(`${before - 2} in stock`).waitFor();
+    const { sale } = await server.call("redstore.sales.v1.SalesService/GetSale", { saleId }, manager);
+    assert.equal(sale.status, "SALE_STATUS_PARTIALLY_REFUNDED");
+    assert.equal(Number(sale.lines[0].quantityRefunded), 1);
+    const { events } = await server.call("redstore.auth.v1.AuthService/ListAuditEvents", { storeId: "store-1" }, manager);
+    const recorded = events.find((e) => e.action === "sale.refunded" && JSON.stringify(e).includes(saleId));
+    assert.ok(recorded, "the refund is in the audit log");
+    assert.match(JSON.stringify(recorded), /crushed box/);
+    assert.match(JSON.stringify(recorded), /supervisor-1/);
+    await two.getByRole("link", { name: "Till" }).click();
+  });
+
+  test("a cashier has no manager screens: none offered, and none shown when asked for by address", async () => {
+    const nav = one.getByRole("navigation", { name: "Screens" });
+    assert.deepEqual(await nav.getByRole("link").allTextContents(), ["Till", "Sales"]);
+    for (const path of ["stock", "report"]) {
+      await one.goto(`/#/${path}`);
+      await one.getByRole("alert").getByText(/needs a manager/).waitFor();
+      assert.equal(await one.locator("table").count(), 0, `${path}: nothing of the store is shown`);
+    }
+    await one.getByRole("link", { name: "Sales" }).click();
+    await one.locator("tr[data-sale]").first().getByRole("button").click();
+    await one.getByRole("article", { name: "Receipt" }).waitFor();
+    assert.equal(await one.getByRole("button", { name: "Refund…" }).count(), 0, "a cashier is offered no refund");
+    await one.getByRole("button", { name: "Close" }).click();
+    await one.getByRole("link", { name: "Till" }).click();
+    await one.locator(".product").first().waitFor();
+  });
 });
 
 test("a page that is not signed in shows nothing of the store", async () => {

@@ -13,7 +13,7 @@ export function lockScreen(root: HTMLElement): void {
   const pin = pinInput();
   const error = h("p", { class: "error", role: "alert" });
   const submit = h("button", { type: "submit", class: "primary" }, "Unlock");
-  const form = h("form", { class: "card" }, field("Staff ID", staffId), field("PIN", pin), error, submit);
+  const form = h("form", { class: "card", novalidate: true }, field("Staff ID", staffId), field("PIN", pin), error, submit);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     show(error);

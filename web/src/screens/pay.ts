@@ -2,8 +2,7 @@
 // typed in the currency's units and kept in integer minor units; the server settles them
 // (`domain::settle`) and answers the sale with its change.
 
-import { Code } from "@connectrpc/connect";
-import { codeOf, describe } from "../api";
+import { lost, describe } from "../api";
 import type { Money } from "../../gen/redstore/common/v1/common_pb";
 import { type Sale, TenderType } from "../../gen/redstore/sales/v1/sales_pb";
 import { decimal, formatUnits, fractionDigits, parseAmount } from "../money";
@@ -34,7 +33,7 @@ export function payDialog(total: Money, checkout: Checkout): Promise<Sale | unde
   };
   const form = h(
     "form",
-    { method: "dialog", class: "pay" },
+    { method: "dialog", class: "pay", novalidate: true },
     h("h2", {}, "Pay ", h("span", { class: "due" }, formatUnits(due, currency))),
     h(
       "div",
@@ -96,7 +95,7 @@ export function payDialog(total: Money, checkout: Checkout): Promise<Sale | unde
       errorTone();
       // The sale was refused: the next try is a new request. An answer lost on the way (the
       // sale may have happened) is sent again with the same key, so it sells once.
-      if (codeOf(failure) !== Code.Unavailable && codeOf(failure) !== Code.Unknown) key = newKey();
+      if (!lost(failure)) key = newKey();
     } finally {
       complete.disabled = false;
     }

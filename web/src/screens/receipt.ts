@@ -6,7 +6,8 @@ import { type Sale, TenderType } from "../../gen/redstore/sales/v1/sales_pb";
 import { formatMoney } from "../money";
 import { h } from "../ui";
 
-export function receiptDialog(sale: Sale, cashier: string): void {
+/** Shows a sale's receipt; `actions` go beside Print (a refund, say), `done` names the close. */
+export function receiptDialog(sale: Sale, cashier: string, done = "New sale", actions: HTMLElement[] = []): HTMLDialogElement {
   const when = sale.createdAt ? timestampDate(sale.createdAt).toLocaleString() : "";
   const row = (label: string, value: string, cls = "") => h("tr", { class: cls }, h("th", { scope: "row" }, label), h("td", {}, value));
   const receipt = h(
@@ -42,6 +43,7 @@ export function receiptDialog(sale: Sale, cashier: string): void {
         row("Change", formatMoney(sale.change) || "—", "change"),
       ),
     ),
+    sale.refunded && sale.refunded.unitsMinor > 0n ? h("p", { class: "refunded" }, `Refunded ${formatMoney(sale.refunded)}`) : null,
     h("p", { class: "sale-id" }, `Sale ${sale.saleId}`),
     cashier ? h("p", {}, `Served by ${cashier}`) : null,
   );
@@ -53,10 +55,12 @@ export function receiptDialog(sale: Sale, cashier: string): void {
       "div",
       { class: "actions no-print" },
       h("button", { type: "button", onclick: () => print() }, "Print"),
-      h("button", { type: "button", class: "primary", onclick: () => dialog.close() }, "New sale"),
+      ...actions,
+      h("button", { type: "button", class: "primary", onclick: () => dialog.close() }, done),
     ),
   );
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
+  return dialog;
 }

@@ -4,35 +4,26 @@
 
 import { describe, inventory, retried, sales } from "../api";
 import type { Product } from "../../gen/redstore/inventory/v1/inventory_pb";
-import type { Cart, CartLine, Sale } from "../../gen/redstore/sales/v1/sales_pb";
-import { LiveStock, type Connection } from "../live";
+import type { Cart, CartLine } from "../../gen/redstore/sales/v1/sales_pb";
+import type { LiveStock } from "../live";
 import { formatMoney } from "../money";
 import { listenForScans } from "../scanner";
-import { lock, onChange, roleName, signOut, signedIn } from "../session";
+import { signedIn } from "../session";
 import { errorTone, h, newKey, show } from "../ui";
 import { payDialog } from "./pay";
 import { receiptDialog } from "./receipt";
-import { pinDialog } from "./staff";
 
-const CONNECTION_TEXT: Record<Connection, string> = {
-  connecting: "Connecting…",
-  live: "Live",
-  reconnecting: "Reconnecting…",
-};
 /** Products shown at once; a search narrows the rest. */
 const SHOWN = 60;
 
-export function sellScreen(root: HTMLElement): () => void {
+export function sellScreen(root: HTMLElement, live: LiveStock): () => void {
   const who = signedIn();
   if (!who) return () => undefined;
   const { storeId, terminalId } = who;
-  const live = new LiveStock(storeId);
   const products = new Map<string, Product>();
   let cart: Cart | undefined;
   let busy = false;
 
-  const connection = h("output", { class: "connection", "data-state": live.connection }, CONNECTION_TEXT[live.connection]);
-  const cashier = h("span", { class: "cashier" });
   const message = h("p", { class: "message", role: "status" });
   const search = h("input", {
     id: "scan",
@@ -48,21 +39,7 @@ export function sellScreen(root: HTMLElement): () => void {
   const pay = h("button", { type: "button", class: "primary pay", disabled: true, onclick: () => void startPayment() }, "Pay");
   const clear = h("button", { type: "button", disabled: true, onclick: () => void change(() => sales.clearCart({ idempotencyKey: newKey(), storeId, terminalId })) }, "Clear");
 
-  const header = h(
-    "header",
-    { class: "bar" },
-    h("strong", {}, "Red Store"),
-    h("span", { class: "terminal-name" }, `${terminalId} · ${storeId}`),
-    connection,
-    cashier,
-    h("button", { type: "button", onclick: () => pinDialog("switch") }, "Switch cashier"),
-    h("button", { type: "button", onclick: () => pinDialog("set") }, "My PIN"),
-    h("button", { type: "button", onclick: lastReceipt }, "Last receipt"),
-    h("button", { type: "button", onclick: lock }, "Lock"),
-    h("button", { type: "button", onclick: () => void signOut() }, "Sign out"),
-  );
   root.append(
-    header,
     h(
       "div",
       { class: "till" },
@@ -77,13 +54,6 @@ export function sellScreen(root: HTMLElement): () => void {
       ),
     ),
   );
-
-  function showWho(): void {
-    const now = signedIn();
-    if (!now) return;
-    show(cashier, now.displayName);
-    cashier.title = `${now.staffId}, ${roleName(now.role)}`;
-  }
 
   function say(text: string, error = false): void {
     message.className = error ? "message error" : "message";
@@ -213,24 +183,12 @@ export function sellScreen(root: HTMLElement): () => void {
         retried(() => sales.checkout({ idempotencyKey: key, storeId, terminalId, lines: [], tenders })).then((a) => a.sale),
       );
       if (sale) {
-        localStorage.setItem(`redstore.last-sale.${terminalId}`, sale.saleId);
         receiptDialog(sale, who?.displayName ?? "");
       }
     } finally {
       busy = false;
       await refreshCart();
       search.focus();
-    }
-  }
-
-  async function lastReceipt(): Promise<void> {
-    const saleId = localStorage.getItem(`redstore.last-sale.${terminalId}`);
-    if (!saleId) return say("No sale on this terminal yet", true);
-    try {
-      const { sale } = await retried(() => sales.getSale({ saleId }));
-      if (sale) receiptDialog(sale as Sale, signedIn()?.displayName ?? "");
-    } catch (failure) {
-      say(describe(failure), true);
     }
   }
 
@@ -266,21 +224,14 @@ export function sellScreen(root: HTMLElement): () => void {
       renderProducts();
     }
   });
-  live.onChange(renderStock);
-  live.onConnection((state) => {
-    connection.dataset.state = state;
-    show(connection, CONNECTION_TEXT[state]);
-  });
+  const stopStock = live.onChange(renderStock);
   const stopScans = listenForScans((code) => void scan(code));
-  const stopWho = onChange(showWho);
-  showWho();
   renderCart();
   loadProducts().catch((failure) => say(describe(failure), true));
   void refreshCart();
   search.focus();
   return () => {
-    live.close();
+    stopStock();
     stopScans();
-    stopWho();
   };
 }

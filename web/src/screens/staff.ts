@@ -12,7 +12,7 @@ export function pinDialog(kind: "switch" | "set"): void {
   const error = h("p", { class: "error", role: "alert" });
   const form = h(
     "form",
-    { method: "dialog" },
+    { method: "dialog", novalidate: true },
     h("h2", {}, kind === "switch" ? "Switch cashier" : "Set my PIN"),
     kind === "switch" ? field("Staff ID", staffId) : null,
     field(kind === "switch" ? "PIN" : "New PIN (4 to 8 digits)", pin),

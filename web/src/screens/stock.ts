@@ -1,0 +1,133 @@
+// A manager's stock list: every product with the store's stock (live, as the till shows it),
+// searchable, and adjustments (goods received, damaged, lost, a count) with a reason and a note.
+
+import { AdjustmentReason, type Product } from "../../gen/redstore/inventory/v1/inventory_pb";
+import { lost, describe, inventory, retried } from "../api";
+import type { LiveStock } from "../live";
+import { signedIn } from "../session";
+import { errorTone, field, h, newKey, show } from "../ui";
+
+const REASONS: [AdjustmentReason, string][] = [
+  [AdjustmentReason.RECEIVED, "Goods received"],
+  [AdjustmentReason.DAMAGED, "Damaged"],
+  [AdjustmentReason.LOST, "Lost or stolen"],
+  [AdjustmentReason.COUNT_CORRECTION, "Stock count"],
+];
+
+export function stockScreen(root: HTMLElement, live: LiveStock): () => void {
+  const storeId = signedIn()?.storeId ?? "";
+  const products: Product[] = [];
+  const search = h("input", { id: "stock-search", type: "search", "aria-label": "Search products", placeholder: "Search by name, SKU or barcode", autocomplete: "off" });
+  const message = h("p", { class: "message", role: "status" });
+  const rows = h("tbody", {});
+  root.append(
+    h(
+      "section",
+      { class: "panel" },
+      h("h1", {}, "Stock"),
+      search,
+      message,
+      h(
+        "table",
+        { class: "list", "aria-label": "Stock" },
+        h("thead", {}, h("tr", {}, h("th", {}, "SKU"), h("th", {}, "Product"), h("th", {}, "In stock"), h("th", {}, h("span", { class: "visually-hidden" }, "Adjust")))),
+        rows,
+      ),
+    ),
+  );
+
+  const quantity = (sku: string) => live.quantities.get(sku)?.toString() ?? "";
+
+  function render(): void {
+    const query = search.value.trim().toLowerCase();
+    show(
+      rows,
+      ...products
+        .filter((p) => !query || p.name.toLowerCase().includes(query) || p.sku.toLowerCase().includes(query) || p.barcodes.some((b) => b.startsWith(query)))
+        .map((product) =>
+          h(
+            "tr",
+            { "data-sku": product.sku },
+            h("td", {}, product.sku),
+            h("td", {}, product.name),
+            h("td", { class: "quantity", "data-sku": product.sku }, quantity(product.sku)),
+            h("td", {}, h("button", { type: "button", "aria-label": `Adjust ${product.name}`, onclick: () => adjustDialog(product, storeId) }, "Adjust")),
+          ),
+        ),
+    );
+  }
+
+  async function load(): Promise<void> {
+    let pageToken = "";
+    do {
+      const answer = await retried(() => inventory.listProducts({ page: { pageSize: 500, pageToken } }));
+      products.push(...answer.products);
+      pageToken = answer.page?.nextPageToken ?? "";
+    } while (pageToken);
+    render();
+  }
+
+  search.addEventListener("input", render);
+  const stop = live.onChange((changed) => {
+    for (const cell of rows.querySelectorAll<HTMLElement>("td.quantity")) {
+      const sku = cell.dataset.sku ?? "";
+      if (changed === "all" || changed.includes(sku)) cell.textContent = quantity(sku);
+    }
+  });
+  load().catch((failure) => {
+    message.className = "message error";
+    show(message, describe(failure));
+  });
+  return stop;
+}
+
+function adjustDialog(product: Product, storeId: string): void {
+  const change = h("input", { id: "adjust-change", inputmode: "numeric", required: true, autocomplete: "off", placeholder: "+12 or -3" });
+  const reason = h("select", { id: "adjust-reason" }, ...REASONS.map(([value, label]) => h("option", { value: String(value) }, label)));
+  const note = h("input", { id: "adjust-note", required: true, maxlength: 500, autocomplete: "off" });
+  const error = h("p", { class: "error", role: "alert" });
+  const submit = h("button", { type: "submit", class: "primary" }, "Adjust");
+  const form = h(
+    "form",
+    { method: "dialog", novalidate: true },
+    h("h2", {}, `Adjust ${product.name}`),
+    field("Change in units (negative takes stock away)", change),
+    field("Reason", reason),
+    field("Note", note),
+    error,
+    h("div", { class: "actions" }, h("button", { type: "button", class: "cancel", onclick: () => dialog.close() }, "Cancel"), submit),
+  );
+  const dialog = h("dialog", { class: "dialog", "aria-label": `Adjust ${product.name}` }, form);
+  let key = newKey();
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    show(error);
+    const text = change.value.replace(/\s/g, "");
+    if (!/^[+-]?\d{1,13}$/.test(text) || BigInt(text) === 0n) return void show(error, "The change is a whole number of units, not 0");
+    if (!note.value.trim()) return void show(error, "Add a note: it goes in the audit log with the adjustment");
+    submit.disabled = true;
+    try {
+      await retried(() =>
+        inventory.adjustStock({
+          idempotencyKey: key,
+          storeId,
+          sku: product.sku,
+          quantityDelta: BigInt(text),
+          reason: Number(reason.value) as AdjustmentReason,
+          note: note.value.trim(),
+        }),
+      );
+      dialog.close();
+    } catch (failure) {
+      show(error, describe(failure));
+      errorTone();
+      if (!lost(failure)) key = newKey();
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+  change.focus();
+}
