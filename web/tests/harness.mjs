@@ -185,12 +185,16 @@ export class WiFi {
 }
 
 export async function launchBrowser() {
-  return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox"] });
+  // A camera that films a test pattern, allowed without asking (the camera test).
+  const args = ["--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"];
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args });
 }
 
 /** A page as a new iPad: its own storage, iPad-sized, touch. */
-export async function newTerminal(browser, server, { viewport = IPAD, via = server, bypassCSP = false } = {}) {
+export async function newTerminal(browser, server, { viewport = IPAD, via = server, bypassCSP = false, before } = {}) {
   const context = await browser.newContext({ viewport, hasTouch: true, baseURL: via.url, bypassCSP });
+  // Runs in every page of the context before its own scripts (a stand-in for a browser API).
+  if (before) await context.addInitScript(before);
   const page = await context.newPage();
   await page.goto("/");
   return page;

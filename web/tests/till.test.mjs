@@ -243,6 +243,31 @@ describe("the till", () => {
     await one.getByRole("link", { name: "Till" }).click();
     await one.locator(".product").first().waitFor();
   });
+
+  test("a sale is made from the keyboard alone", async () => {
+    const page = one;
+    const sku = "SKU-0014";
+    await page.locator("#scan").focus();
+    // Typed as a person types: slower than a scanner.
+    await page.keyboard.type(catalog.get(sku).name.slice(0, 8), { delay: 90 });
+    await page.keyboard.press("Enter");
+    await page.locator(`.cart-line[data-sku="${sku}"]`).waitFor();
+    for (let tabs = 0; !(await page.evaluate(() => document.activeElement?.textContent === "Pay")); tabs++) {
+      assert.ok(tabs < 100, "Pay is reached with Tab");
+      await page.keyboard.press("Tab");
+    }
+    await page.keyboard.press("Enter");
+    await page.getByRole("dialog", { name: "Payment" }).waitFor();
+    await page.keyboard.press("Tab");
+    await page.keyboard.type("100", { delay: 90 });
+    await page.keyboard.press("Enter");
+    const { saleId } = await receiptOf(page);
+    await page.keyboard.press("Enter");
+    await page.getByRole("article", { name: "Receipt" }).waitFor({ state: "detached" });
+    const { sale } = await server.call("redstore.sales.v1.SalesService/GetSale", { saleId }, manager);
+    assert.equal(sale.lines[0].sku, sku);
+    assert.equal(sale.tenders[0].type, "TENDER_TYPE_CASH");
+  });
 });
 
 test("a page that is not signed in shows nothing of the store", async () => {

@@ -56,7 +56,8 @@ export function receiptDialog(sale: Sale, cashier: string, done = "New sale", ac
       { class: "actions no-print" },
       h("button", { type: "button", onclick: () => print() }, "Print"),
       ...actions,
-      h("button", { type: "button", class: "primary", onclick: () => dialog.close() }, done),
+      // The next sale starts with Enter (or a touch); printing is a deliberate choice.
+      h("button", { type: "button", class: "primary", autofocus: true, onclick: () => dialog.close() }, done),
     ),
   );
   dialog.addEventListener("close", () => dialog.remove());

@@ -7,6 +7,7 @@ import type { Product } from "../../gen/redstore/inventory/v1/inventory_pb";
 import type { Cart, CartLine } from "../../gen/redstore/sales/v1/sales_pb";
 import type { LiveStock } from "../live";
 import { formatMoney } from "../money";
+import { cameraAvailable, cameraDialog } from "../camera";
 import { listenForScans } from "../scanner";
 import { signedIn } from "../session";
 import { errorTone, h, newKey, show } from "../ui";
@@ -43,7 +44,18 @@ export function sellScreen(root: HTMLElement, live: LiveStock): () => void {
     h(
       "div",
       { class: "till" },
-      h("section", { class: "catalog", "aria-label": "Products" }, search, message, productList),
+      h(
+        "section",
+        { class: "catalog", "aria-label": "Products" },
+        h(
+          "div",
+          { class: "scan-row" },
+          search,
+          cameraAvailable() ? h("button", { type: "button", onclick: () => cameraDialog((code) => void scan(code)) }, "Camera") : null,
+        ),
+        message,
+        productList,
+      ),
       h(
         "section",
         { class: "cart", "aria-label": "Cart" },
