@@ -3,8 +3,8 @@
 
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
-import { after, before, test } from "node:test";
-import { Server, launchBrowser, newTerminal, registerTerminal, signInWithCode } from "./harness.mjs";
+import { test } from "node:test";
+import { newTerminal, registerTerminal, sharedServer, signInWithCode } from "./harness.mjs";
 
 const axeSource = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 const SIZES = [
@@ -14,18 +14,7 @@ const SIZES = [
   { width: 820, height: 1180 },
 ];
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const shared = sharedServer();
 
 /** axe's WCAG 2 A/AA violations on the page as it is, and controls smaller than 44 px. */
 async function check(page, screen) {
@@ -47,7 +36,7 @@ async function check(page, screen) {
 }
 
 test("every screen passes axe and has touch-sized controls at iPad sizes, landscape and portrait", async () => {
-  const page = await newTerminal(browser, server, { bypassCSP: true });
+  const page = await newTerminal(shared.browser, shared.server, { bypassCSP: true });
   const atEverySize = async (screen) => {
     for (const size of SIZES) {
       await page.setViewportSize(size);
@@ -56,10 +45,10 @@ test("every screen passes axe and has touch-sized controls at iPad sizes, landsc
   };
   await page.getByRole("heading", { name: "Set up this iPad" }).waitFor();
   await atEverySize("set-up");
-  await registerTerminal(page, server, "till-1");
+  await registerTerminal(page, shared.server, "till-1");
   await atEverySize("sign-in");
   // A manager: every screen is theirs.
-  await signInWithCode(page, server, "manager-1");
+  await signInWithCode(page, shared.server, "manager-1");
   await page.locator(".connection[data-state=live]").waitFor();
   await page.locator('.product[data-sku="SKU-0001"]').click();
   await page.locator('.cart-line[data-sku="SKU-0001"]').waitFor();

@@ -4,21 +4,10 @@
 // long it stays in view, and again when it comes back.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { Server, launchBrowser, tillFor } from "./harness.mjs";
+import { test } from "node:test";
+import { sharedServer, tillFor } from "./harness.mjs";
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const shared = sharedServer();
 
 function barcodeDetector() {
   window.BarcodeDetector = class {
@@ -29,10 +18,10 @@ function barcodeDetector() {
 }
 
 test("a code held to the camera is scanned once while in view, and again when it comes back", async () => {
-  const page = await tillFor(browser, server, "till-1", "cashier-1", { before: barcodeDetector });
+  const page = await tillFor(shared.browser, shared.server, "till-1", "cashier-1", { before: barcodeDetector });
   await page.context().grantPermissions(["camera"]);
-  const token = await server.token("manager-1");
-  const { product } = await server.call("redstore.inventory.v1.InventoryService/GetProduct", { sku: "SKU-0008" }, token);
+  const token = await shared.server.token("manager-1");
+  const { product } = await shared.server.call("redstore.inventory.v1.InventoryService/GetProduct", { sku: "SKU-0008" }, token);
   await page.getByRole("button", { name: "Camera" }).click();
   await page.getByRole("dialog", { name: "Camera scanner" }).waitFor();
   await page.waitForFunction(() => document.querySelector("dialog video")?.readyState >= 2);

@@ -10,6 +10,7 @@ import { join, resolve } from "node:path";
 import { createServer, connect } from "node:net";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 const run = promisify(execFile);
@@ -182,6 +183,21 @@ export class WiFi {
     this.restore();
     this.relay.close();
   }
+}
+
+/** A server (`redstore up` with `serverArgs`) and a browser for the tests of one file: started
+ * before them, stopped after them; read `.server` and `.browser` inside a test. */
+export function sharedServer(serverArgs = []) {
+  const shared = {};
+  before(async () => {
+    shared.server = await Server.start(serverArgs);
+    shared.browser = await launchBrowser();
+  });
+  after(async () => {
+    await shared.browser?.close();
+    await shared.server?.stop();
+  });
+  return shared;
 }
 
 export async function launchBrowser() {

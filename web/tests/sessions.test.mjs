@@ -2,24 +2,13 @@
 // shows nothing of the store while locked, and the cashier's PIN unlocks it as they left it.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { Server, launchBrowser, tillFor } from "./harness.mjs";
+import { test } from "node:test";
+import { sharedServer, tillFor } from "./harness.mjs";
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start(["--auth-idle-lock", "3s"]);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const shared = sharedServer(["--auth-idle-lock", "3s"]);
 
 test("a terminal left alone locks, shows nothing of the store, and its cashier's PIN unlocks it", async () => {
-  const page = await tillFor(browser, server, "till-1", "cashier-1");
+  const page = await tillFor(shared.browser, shared.server, "till-1", "cashier-1");
   await page.getByRole("button", { name: "My PIN" }).click();
   await page.getByLabel("New PIN (4 to 8 digits)").fill("2580");
   await page.getByRole("button", { name: "Set PIN" }).click();

@@ -2,11 +2,11 @@
 // typed in the currency's units and kept in integer minor units; the server settles them
 // (`domain::settle`) and answers the sale with its change.
 
-import { lost, describe } from "../api";
 import type { Money } from "../../gen/redstore/common/v1/common_pb";
 import { type Sale, TenderType } from "../../gen/redstore/sales/v1/sales_pb";
 import { decimal, formatUnits, fractionDigits, parseAmount } from "../money";
-import { errorTone, field, h, newKey, show } from "../ui";
+import { field, h, show } from "../ui";
+import { closed, modal, submits } from "./dialog";
 
 export interface TenderInit {
   type: TenderType;
@@ -48,8 +48,7 @@ export function payDialog(total: Money, checkout: Checkout): Promise<Sale | unde
     error,
     h("div", { class: "actions" }, h("button", { type: "button", class: "cancel", onclick: () => dialog.close() }, "Cancel"), complete),
   );
-  const dialog = h("dialog", { class: "dialog", "aria-label": "Payment" }, form);
-  let key = newKey();
+  const dialog = modal("Payment", form);
   let answered: Sale | undefined;
 
   function amounts(): { cash: bigint; card: bigint } | Error {
@@ -77,37 +76,19 @@ export function payDialog(total: Money, checkout: Checkout): Promise<Sale | unde
 
   cash.addEventListener("input", update);
   card.addEventListener("input", update);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    show(error);
+  submits(form, error, () => {
     const now = amounts();
-    if (now instanceof Error) return void show(error, now.message);
+    if (now instanceof Error) return now.message;
     const tenders: TenderInit[] = [];
     if (now.card > 0n) tenders.push({ type: TenderType.CARD, amount: { currencyCode: currency, unitsMinor: now.card } });
     if (now.cash > 0n) tenders.push({ type: TenderType.CASH, amount: { currencyCode: currency, unitsMinor: now.cash } });
-    if (tenders.length === 0) return void show(error, "Enter what the customer pays");
-    complete.disabled = true;
-    try {
+    if (tenders.length === 0) return "Enter what the customer pays";
+    return async (key) => {
       answered = await checkout(tenders, key);
       dialog.close();
-    } catch (failure) {
-      show(error, describe(failure));
-      errorTone();
-      // The sale was refused: the next try is a new request. An answer lost on the way (the
-      // sale may have happened) is sent again with the same key, so it sells once.
-      if (!lost(failure)) key = newKey();
-    } finally {
-      complete.disabled = false;
-    }
+    };
   });
   update();
-  document.body.append(dialog);
-  dialog.showModal();
   card.focus();
-  return new Promise((resolve) =>
-    dialog.addEventListener("close", () => {
-      dialog.remove();
-      resolve(answered);
-    }),
-  );
+  return closed(dialog).then(() => answered);
 }

@@ -2,9 +2,10 @@
 // it), and why. The server checks both again, returns the stock, and records who did it.
 
 import type { Sale } from "../../gen/redstore/sales/v1/sales_pb";
-import { lost, describe, retried, sales } from "../api";
+import { retried, sales } from "../api";
 import { formatMoney } from "../money";
-import { errorTone, field, h, newKey, show } from "../ui";
+import { field, h } from "../ui";
+import { closed, modal, submits } from "./dialog";
 
 /** Resolves with the sale after the refund, or undefined when cancelled. */
 export function refundDialog(sale: Sale, terminalId: string): Promise<Sale | undefined> {
@@ -27,39 +28,25 @@ export function refundDialog(sale: Sale, terminalId: string): Promise<Sale | und
     error,
     h("div", { class: "actions" }, h("button", { type: "button", class: "cancel", onclick: () => dialog.close() }, "Cancel"), submit),
   );
-  const dialog = h("dialog", { class: "dialog", "aria-label": "Refund" }, form);
-  let key = newKey();
+  const dialog = modal("Refund", form);
   let after: Sale | undefined;
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    show(error);
+  submits(form, error, () => {
     const lines: { sku: string; quantity: bigint }[] = [];
     for (const { line, left, input } of quantities) {
-      if (!/^\d+$/.test(input.value)) return void show(error, `${line.name}: a whole number of units`);
+      if (!/^\d+$/.test(input.value)) return `${line.name}: a whole number of units`;
       const quantity = BigInt(input.value);
-      if (quantity > left) return void show(error, `${line.name}: at most ${left} are left to refund`);
+      if (quantity > left) return `${line.name}: at most ${left} are left to refund`;
       if (quantity > 0n) lines.push({ sku: line.sku, quantity });
     }
-    if (lines.length === 0) return void show(error, "Nothing to refund: give a quantity");
-    if (!reason.value.trim()) return void show(error, "Say why (the reason goes in the audit log)");
-    submit.disabled = true;
-    try {
+    if (lines.length === 0) return "Nothing to refund: give a quantity";
+    if (!reason.value.trim()) return "Say why (the reason goes in the audit log)";
+    return async (key) => {
       const answer = await retried(() =>
         sales.refund({ idempotencyKey: key, saleId: sale.saleId, lines, reason: reason.value.trim(), terminalId }),
       );
       after = answer.sale;
       dialog.close();
-    } catch (failure) {
-      show(error, describe(failure));
-      errorTone();
-      // Refused: the next try is a new request. Lost on the way: the same key, so it counts once.
-      if (!lost(failure)) key = newKey();
-    } finally {
-      submit.disabled = false;
-    }
+    };
   });
-  dialog.addEventListener("close", () => dialog.remove());
-  document.body.append(dialog);
-  dialog.showModal();
-  return new Promise((resolve) => dialog.addEventListener("close", () => resolve(after)));
+  return closed(dialog).then(() => after);
 }

@@ -2,10 +2,11 @@
 // searchable, and adjustments (goods received, damaged, lost, a count) with a reason and a note.
 
 import { AdjustmentReason, type Product } from "../../gen/redstore/inventory/v1/inventory_pb";
-import { lost, describe, inventory, retried } from "../api";
+import { describe, inventory, retried } from "../api";
 import type { LiveStock } from "../live";
 import { signedIn } from "../session";
-import { errorTone, field, h, newKey, show } from "../ui";
+import { field, h, show } from "../ui";
+import { modal, submits } from "./dialog";
 
 const REASONS: [AdjustmentReason, string][] = [
   [AdjustmentReason.RECEIVED, "Goods received"],
@@ -97,16 +98,12 @@ function adjustDialog(product: Product, storeId: string): void {
     error,
     h("div", { class: "actions" }, h("button", { type: "button", class: "cancel", onclick: () => dialog.close() }, "Cancel"), submit),
   );
-  const dialog = h("dialog", { class: "dialog", "aria-label": `Adjust ${product.name}` }, form);
-  let key = newKey();
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    show(error);
+  const dialog = modal(`Adjust ${product.name}`, form);
+  submits(form, error, () => {
     const text = change.value.replace(/\s/g, "");
-    if (!/^[+-]?\d{1,13}$/.test(text) || BigInt(text) === 0n) return void show(error, "The change is a whole number of units, not 0");
-    if (!note.value.trim()) return void show(error, "Add a note: it goes in the audit log with the adjustment");
-    submit.disabled = true;
-    try {
+    if (!/^[+-]?\d{1,13}$/.test(text) || BigInt(text) === 0n) return "The change is a whole number of units, not 0";
+    if (!note.value.trim()) return "Add a note: it goes in the audit log with the adjustment";
+    return async (key) => {
       await retried(() =>
         inventory.adjustStock({
           idempotencyKey: key,
@@ -118,16 +115,7 @@ function adjustDialog(product: Product, storeId: string): void {
         }),
       );
       dialog.close();
-    } catch (failure) {
-      show(error, describe(failure));
-      errorTone();
-      if (!lost(failure)) key = newKey();
-    } finally {
-      submit.disabled = false;
-    }
+    };
   });
-  dialog.addEventListener("close", () => dialog.remove());
-  document.body.append(dialog);
-  dialog.showModal();
   change.focus();
 }
