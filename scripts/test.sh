@@ -118,5 +118,5 @@ log "browser tests of the terminal (headless Chromium), embedded"
 # without the dev-dependencies and build much of the tree again).
 [ -x target/debug/redstore ] || cargo build --locked --bin redstore
 REDSTORE_BIN="$PWD/target/debug/redstore" npm --prefix web test
-log "browser tests of the terminal, on PostgreSQL"
+log "browser tests of the terminal, on PostgreSQL, Redis and Kafka"
 REDSTORE_BIN="$PWD/target/debug/redstore" REDSTORE_TEST_BACKEND=postgres npm --prefix web test

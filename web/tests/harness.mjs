@@ -35,27 +35,63 @@ async function scratchDatabase() {
   app.username = "redstore_app";
   app.password = "";
   const drop = () => run("psql", [PG_ADMIN, "-qAtc", `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`]);
-  return { url: app.href, drop };
+  return { name, url: app.href, drop };
+}
+
+/** A free TCP port on this machine (the OS picks it). */
+async function freePort() {
+  const probe = createServer();
+  await new Promise((resolvePromise) => probe.listen(0, "127.0.0.1", resolvePromise));
+  const { port } = probe.address();
+  await new Promise((resolvePromise) => probe.close(resolvePromise));
+  return port;
+}
+
+/** A Redis of this server's own (its stock cache and channels start empty), stopped with it. */
+async function privateRedis() {
+  const port = await freePort();
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  for (let tries = 0; ; tries++) {
+    try {
+      await run("redis-cli", ["-p", String(port), "ping"]);
+      break;
+    } catch (error) {
+      if (tries > 50) throw error;
+      await new Promise((resolvePromise) => setTimeout(resolvePromise, 100));
+    }
+  }
+  return { url: `redis://127.0.0.1:${port}`, stop: () => child.kill() };
 }
 
 export class Server {
-  /** Starts `redstore up` with the demo chain in a fresh data directory, on the embedded
-   * database, or on a scratch PostgreSQL database when REDSTORE_TEST_BACKEND=postgres. */
+  /** Starts `redstore up` with the demo chain in a fresh data directory: on the embedded
+   * database, or with REDSTORE_TEST_BACKEND=postgres on the distributed shape's backends — a
+   * scratch PostgreSQL database, a Redis of its own, and the Kafka broker at
+   * REDSTORE_TEST_KAFKA (127.0.0.1:9092) under topics of its own. */
   static async start(extraArgs = []) {
     const dataDir = mkdtempSync(join(tmpdir(), "redstore-web-"));
-    const database = process.env.REDSTORE_TEST_BACKEND === "postgres" ? await scratchDatabase() : undefined;
     const args = ["up", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-format", "json", ...extraArgs];
-    if (database) args.push("--database-url", database.url);
+    const backends = [];
+    if (process.env.REDSTORE_TEST_BACKEND === "postgres") {
+      const database = await scratchDatabase();
+      const redis = await privateRedis();
+      backends.push(() => database.drop(), () => redis.stop());
+      const kafka = process.env.REDSTORE_TEST_KAFKA ?? "127.0.0.1:9092";
+      args.push("--database-url", database.url, "--redis-url", redis.url);
+      args.push("--kafka-brokers", kafka, "--kafka-topic-prefix", `web-${database.name}`);
+    }
     const child = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
-    const server = new Server(child, dataDir, database);
+    const server = new Server(child, dataDir, backends);
     server.url = await server.waitFor((line) => line.message === "red store is listening" && `http://${line.addr}`);
     return server;
   }
 
-  constructor(child, dataDir, database) {
+  constructor(child, dataDir, backends) {
     this.child = child;
     this.dataDir = dataDir;
-    this.database = database;
+    this.backends = backends;
     this.lines = [];
     this.waiters = new Set();
     for (const output of [child.stdout, child.stderr]) {
@@ -133,7 +169,7 @@ export class Server {
     this.child.kill("SIGTERM");
     await new Promise((resolvePromise) => (this.child.exitCode !== null ? resolvePromise() : this.child.on("exit", resolvePromise)));
     rmSync(this.dataDir, { recursive: true, force: true });
-    await this.database?.drop();
+    for (const stop of this.backends) await stop();
   }
 }
 
