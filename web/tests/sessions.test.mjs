@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { sharedServer, tillFor } from "./harness.mjs";
+import { newTerminal, registerTerminal, sharedServer, signInWithCode, tillFor } from "./harness.mjs";
 
 const shared = sharedServer(["--auth-idle-lock", "3s"]);
 
@@ -28,5 +28,17 @@ test("a terminal left alone locks, shows nothing of the store, and its cashier's
   await page.getByLabel("PIN").fill("2580");
   await page.getByRole("button", { name: "Unlock" }).click();
   await page.locator('.cart-line[data-sku="SKU-0003"]').waitFor();
+  await page.locator(".connection[data-state=live]").waitFor();
+});
+
+test("a mistyped staff ID is corrected without reloading the page", async () => {
+  const page = await newTerminal(shared.browser, shared.server);
+  await registerTerminal(page, shared.server, "till-2");
+  await page.getByLabel("Staff ID").fill("casheir-1");
+  await page.getByRole("button", { name: "Send me a code" }).click();
+  await page.getByLabel("The 6-digit code we sent you").waitFor();
+  await page.getByRole("button", { name: "Use another staff ID" }).click();
+  assert.equal(await page.getByLabel("The 6-digit code we sent you").count(), 0);
+  await signInWithCode(page, shared.server, "cashier-1");
   await page.locator(".connection[data-state=live]").waitFor();
 });

@@ -26,7 +26,10 @@ export function codeForm(terminal: Terminal | undefined, done: (session: Session
   const error = h("p", { class: "error", role: "alert" });
   const submit = h("button", { type: "submit", class: "primary" }, "Send me a code");
   const steps = h("div", {}, field("Staff ID", staffId));
-  const form = h("form", { class: "card sign-in", novalidate: true }, steps, error, submit);
+  const codeField = field("The 6-digit code we sent you", code);
+  // A mistyped staff ID, or a code that never came: back to the first step.
+  const restart = h("button", { type: "button", class: "link", hidden: true, onclick: () => startAgain() }, "Use another staff ID");
+  const form = h("form", { class: "card sign-in", novalidate: true }, steps, error, submit, restart);
   let challengeId = "";
   // One key per step: a retry after a lost answer gets the same challenge or session.
   let requestKey = newKey();
@@ -49,8 +52,9 @@ export function codeForm(terminal: Terminal | undefined, done: (session: Session
         );
         challengeId = answer.challengeId;
         staffId.readOnly = true;
-        steps.append(field("The 6-digit code we sent you", code));
+        steps.append(codeField);
         show(submit, "Sign in");
+        restart.hidden = false;
         code.focus();
       } else {
         if (!/^\d{6}$/.test(code.value.trim())) throw new Error("The code has 6 digits");
@@ -69,6 +73,19 @@ export function codeForm(terminal: Terminal | undefined, done: (session: Session
       submit.disabled = false;
     }
   });
+  function startAgain(): void {
+    challengeId = "";
+    requestKey = newKey();
+    verifyKey = newKey();
+    staffId.readOnly = false;
+    code.value = "";
+    codeField.remove();
+    restart.hidden = true;
+    show(error);
+    show(submit, "Send me a code");
+    staffId.focus();
+  }
+
   queueMicrotask(() => staffId.focus());
   return form;
 }
