@@ -163,3 +163,27 @@ async fn a_second_server_on_the_same_data_directory_exits_at_once_naming_the_fir
     let sale = checkout(&key(), "store-1", "till-1", &[("SKU-0003", 1)], vec![cash(10_000)]);
     app.sales().checkout(sale).await.expect("the first server sells on");
 }
+
+#[test]
+fn logs_written_to_a_file_or_a_pipe_carry_no_colour_codes() {
+    use std::io::BufRead as _;
+    if on_postgres() {
+        return; // the same binary and logs on either backend
+    }
+    // An operator's `redstore up 2> redstore.log`, or systemd's journal: no escape codes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
+        .args(["up", "--listen", "127.0.0.1:0", "--no-demo", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redstore up");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = lines.by_ref().map_while(Result::ok).find(|line| line.contains("red store is listening"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line = listening.expect("the server says it listens");
+    assert!(!line.contains('\u{1b}'), "no colour codes in piped logs: {line:?}");
+    assert!(line.contains("INFO"), "still a human log line: {line}");
+}

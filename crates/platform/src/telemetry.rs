@@ -1,6 +1,7 @@
 //! Logging with `tracing`: human-readable on a terminal, JSON lines for log shippers; repeated
 //! warnings are logged once per window with a count.
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -15,11 +16,20 @@ pub enum LogFormat {
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(&std::io::stderr()));
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Colour in human logs only on a terminal, and not when `NO_COLOR` is set (no-color.org): escape
+/// codes in a log file or a journal are noise to whoever reads it.
+fn colour(output: &impl IsTerminal) -> bool {
+    output.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// How often a repeated warning is logged at most.
