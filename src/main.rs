@@ -20,6 +20,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code for a configuration the process cannot start with (like linkerd and sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit code for a backend (PostgreSQL, Redis) that could not be reached at start (EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code for a failure of the running server itself (EX_SOFTWARE).
+const EXIT_INTERNAL: u8 = 70;
+
+/// The exit code for an error that stopped the process from starting.
+fn start_failure(error: &anyhow::Error) -> ExitCode {
+    ExitCode::from(if server::unreachable(error) { EXIT_UNAVAILABLE } else { EXIT_CONFIG })
+}
 
 #[derive(Parser, Debug)]
 #[command(name = "redstore", version, about = "Red Store: point of sale and inventory for retail chains")]
@@ -383,7 +392,19 @@ fn main() -> ExitCode {
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         eprintln!("redstore: cannot turn transparent huge pages off: {e}");
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are answers, not errors; a command line clap refuses is a usage
+        // error, 64 like every other configuration the process cannot start with.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // A server holds a file per client connection, and a benchmark one per client.
     redstore::connections::raise_open_file_limit();
     telemetry::init(match cli.log_format {
@@ -398,7 +419,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("redstore: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_INTERNAL);
         }
     };
     runtime.block_on(run(cli))
@@ -451,7 +472,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("redstore migrate: {e:#}");
-                    ExitCode::from(EXIT_CONFIG)
+                    start_failure(&e)
                 }
             }
         }
@@ -651,7 +672,7 @@ async fn up(config: ServerConfig) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("redstore up: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
+            return start_failure(&e);
         }
     };
     tracing::info!(
@@ -665,7 +686,7 @@ async fn up(config: ServerConfig) -> ExitCode {
     match stopped {
         Some(Err(e)) => {
             eprintln!("redstore up: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_INTERNAL)
         }
         Some(Ok(())) => ExitCode::SUCCESS,
         None => match running.shutdown().await {
@@ -675,7 +696,7 @@ async fn up(config: ServerConfig) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("redstore up: {e:#}");
-                ExitCode::FAILURE
+                ExitCode::from(EXIT_INTERNAL)
             }
         },
     }

@@ -181,10 +181,10 @@ fn edge_typos_and_a_missing_token_stop_the_server_at_start_naming_the_setting() 
     let dir = tempfile::tempdir().unwrap();
     let up = |extra: &[&str], env: &[(&str, &str)]| up_exits(dir.path(), extra, env);
     let (code, stderr) = up(&["--cors-origin", "pos.example.com"], &[]);
-    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("--cors-origin") && stderr.contains("scheme://host"), "{stderr}");
     let (code, stderr) = up(&["--allowed-host", "https://pos.example.com"], &[]);
-    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("--allowed-host"), "{stderr}");
     // A weak secret is refused without being repeated.
     let (code, stderr) = up(&[], &[("REDSTORE_SERVICE_TOKEN", "hunter2")]);

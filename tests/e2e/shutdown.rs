@@ -70,9 +70,31 @@ fn redstore() -> std::process::Command {
 #[test]
 fn a_bad_flag_exits_early_naming_it() {
     let out = redstore().args(["up", "--listen", "not-an-address"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64), "a usage error (EX_USAGE)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--listen"), "{stderr}");
+}
+
+#[test]
+fn help_is_an_answer_not_an_error() {
+    let out = redstore().args(["up", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--listen"));
+}
+
+#[test]
+fn a_database_that_cannot_be_reached_exits_69_naming_it_and_a_bad_url_64() {
+    // A supervisor retries EX_UNAVAILABLE (the database may be starting too); EX_USAGE needs a
+    // person to fix the flags.
+    let dir = tempfile::tempdir().unwrap();
+    let unreachable = "postgres://postgres@127.0.0.1:1/nowhere";
+    let (code, stderr) = up_exits(dir.path(), &["--database-url", unreachable], &[]);
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(stderr.contains("cannot reach PostgreSQL"), "{stderr}");
+    let out = redstore().args(["migrate", "--database-url", unreachable]).output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, stderr) = up_exits(dir.path(), &["--database-url", "mysql://somewhere/db"], &[]);
+    assert_eq!(code, Some(64), "{stderr}");
 }
 
 #[test]

@@ -223,7 +223,7 @@ fn tls_typos_stop_the_server_at_start_naming_the_flag() {
     let up = |extra: &[&str]| up_exits(dir.path(), extra, &[]);
     let cert = pki.cert.to_str().unwrap();
     let (code, stderr) = up(&["--tls-cert", cert]);
-    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("--tls-key"), "{stderr}");
     let (code, stderr) = up(&["--tls-cert", "/nonexistent/server.pem", "--tls-key", pki.key.to_str().unwrap()]);
     assert_eq!(code, Some(64), "{stderr}");
