@@ -27,7 +27,7 @@ const EXIT_INTERNAL: u8 = 70;
 
 /// The exit code for an error that stopped the process from starting.
 fn start_failure(error: &anyhow::Error) -> ExitCode {
-    ExitCode::from(if server::unreachable(error) { EXIT_UNAVAILABLE } else { EXIT_CONFIG })
+    ExitCode::from(if redstore_platform::unreachable::is_unreachable(error) { EXIT_UNAVAILABLE } else { EXIT_CONFIG })
 }
 
 #[derive(Parser, Debug)]

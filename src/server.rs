@@ -36,22 +36,6 @@ use crate::drain::InFlight;
 use crate::edge::{Edge, EdgeOptions};
 use crate::health::HealthState;
 
-/// A backend the process needs could not be reached at start (the error's context): the process
-/// exits with EX_UNAVAILABLE, which tells an operator or a supervisor to retry, not to fix flags.
-#[derive(Debug)]
-pub struct Unreachable(pub String);
-
-impl std::fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot reach {}", self.0)
-    }
-}
-
-/// Whether `error` says a backend was unreachable.
-pub fn unreachable(error: &anyhow::Error) -> bool {
-    error.downcast_ref::<Unreachable>().is_some()
-}
-
 /// One of the services a process can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceName {
@@ -299,9 +283,7 @@ pub fn pg_migrations() -> [&'static [redstore_platform::pg::PgMigration]; 4] {
 /// Connects to PostgreSQL and applies every service's migrations (as a role that may create
 /// schemas and roles); creates the application role `redstore_app`.
 pub async fn migrate_postgres(url: &str) -> anyhow::Result<()> {
-    let pool = redstore_platform::pg::connect(url, 2, Duration::from_secs(5))
-        .await
-        .context(Unreachable("PostgreSQL".into()))?;
+    let pool = redstore_platform::pg::connect(url, 2, Duration::from_secs(5)).await?;
     redstore_platform::pg::migrate(&pool, &pg_migrations()).await?;
     pool.close().await;
     Ok(())
@@ -359,7 +341,7 @@ async fn postgres(
     // (sales gets its own, see below). Fewer connections also serve a checkout faster than many:
     // on a small machine dozens of backends queueing on one store's rows only add contention.
     let (main_size, sales_size) = split_pool_size(config.db_pool_size);
-    let pool = pg::connect(url, main_size, Duration::from_secs(5)).await.context(Unreachable("PostgreSQL".into()))?;
+    let pool = pg::connect(url, main_size, Duration::from_secs(5)).await?;
     let migrated: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT service) FROM platform.schema_migrations
          WHERE service IN ('inventory', 'sales', 'analytics', 'auth')",
@@ -524,7 +506,7 @@ async fn connect_redis(url: &str) -> anyhow::Result<redstore_inventory::cache::S
         .version("startup-check")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .context(Unreachable(format!("Redis at {place}")))?;
+        .context(redstore_platform::unreachable::Unreachable(format!("Redis at {place}")))?;
     Ok(cache)
 }
 

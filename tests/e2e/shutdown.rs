@@ -95,6 +95,10 @@ fn a_database_that_cannot_be_reached_exits_69_naming_it_and_a_bad_url_64() {
     assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
     let (code, stderr) = up_exits(dir.path(), &["--database-url", "mysql://somewhere/db"], &[]);
     assert_eq!(code, Some(64), "{stderr}");
+    // A URL that names no reachable place is a mistake in it, not a database that is down.
+    let (code, stderr) = up_exits(dir.path(), &["--database-url", "postgres://postgres@127.0.0.1:port/db"], &[]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("not a valid postgres:// URL"), "{stderr}");
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub mod service_token;
 pub mod telemetry;
 pub mod text;
 pub mod time;
+pub mod unreachable;
 
 pub use db::{Committed, Db, DbOptions, Migration, Topic, WriteCtx};
 pub use error::{Error, Result};

@@ -90,7 +90,7 @@ pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> anyh
         .acquire_timeout(timeout)
         .connect_with(options)
         .await
-        .with_context(|| format!("cannot reach PostgreSQL at {place}"))?;
+        .context(crate::unreachable::Unreachable(format!("PostgreSQL at {place}")))?;
     Ok(pool)
 }
 
