@@ -61,10 +61,15 @@ impl InventoryStreamService for StreamGrpc {
             };
             Ok(WatchInventoryResponse { item: Some(item) })
         });
-        match keep_alive {
-            Some(every) => Ok(Response::new(Box::pin(with_keep_alive(Box::pin(stream), every)))),
-            None => Ok(Response::new(Box::pin(stream))),
-        }
+        Ok(Response::new(match keep_alive {
+            // A quiet `every` yields an Elapsed (and the timer starts again): that is a keep-alive.
+            Some(every) => Box::pin(tokio_stream::StreamExt::timeout(stream, every).map(|item| {
+                item.unwrap_or_else(|_quiet| {
+                    Ok(WatchInventoryResponse { item: Some(watch_inventory_response::Item::KeepAlive(KeepAlive {})) })
+                })
+            })),
+            None => Box::pin(stream),
+        }))
     }
 }
 
@@ -81,17 +86,4 @@ fn keep_alive(seconds: u32) -> Result<Option<Duration>, Status> {
         )
         .into()),
     }
-}
-
-/// The watch, with a keep-alive whenever it has been quiet for `every`.
-fn with_keep_alive(watch: WatchStream, every: Duration) -> impl Stream<Item = Result<WatchInventoryResponse, Status>> {
-    futures::stream::unfold(watch, move |mut watch| async move {
-        let next = match tokio::time::timeout(every, watch.next()).await {
-            Ok(item) => item?,
-            Err(_quiet) => {
-                Ok(WatchInventoryResponse { item: Some(watch_inventory_response::Item::KeepAlive(KeepAlive {})) })
-            }
-        };
-        Some((next, watch))
-    })
 }
