@@ -3,7 +3,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    t.duration_since(UNIX_EPOCH).map_or(0, duration_ms)
+}
+
+/// A duration in whole milliseconds, as the log and the rollups count (saturating).
+pub fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 pub fn from_unix_ms(ms: i64) -> SystemTime {

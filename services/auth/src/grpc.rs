@@ -11,7 +11,7 @@ use redstore_platform::caller::Caller;
 use redstore_platform::error::{Error, Result, identifier, optional_identifier, required};
 use redstore_platform::page::Page;
 use redstore_platform::text::{optional_text, text};
-use redstore_platform::time::{from_unix_ms, timestamp, unix_ms};
+use redstore_platform::time::{duration_ms, from_unix_ms, timestamp, unix_ms};
 use redstore_proto::auth::auth_service_server::{AuthService, AuthServiceServer};
 use redstore_proto::auth::*;
 use tonic::{Request, Response, Status};
@@ -155,7 +155,7 @@ impl AuthGrpc {
         let key = optional_identifier("idempotency_key", &req.idempotency_key)?;
         let presented = secret::digest(required("refresh_token", &req.refresh_token)?);
         let refresh_token = secret::new_refresh_token();
-        let idle_lock_ms = ms(self.policy.idle_lock);
+        let idle_lock_ms = duration_ms(self.policy.idle_lock);
         match self.store.rotate(&presented, key, &secret::digest(&refresh_token), idle_lock_ms).await? {
             Refreshed::Rotated(session) => Ok(self.session(&session, refresh_token)),
             Refreshed::Ended(ended) => {
@@ -170,8 +170,8 @@ impl AuthGrpc {
     fn session(&self, session: &SessionRecord, refresh_token: String) -> Session {
         let now = SystemTime::now();
         let at_terminal = !session.terminal_id.is_empty();
-        let idle_lock_ms = if at_terminal { ms(self.policy.idle_lock) } else { 0 };
-        let ttl = domain::access_ttl(ms(self.policy.access_ttl), at_terminal, idle_lock_ms);
+        let idle_lock_ms = if at_terminal { duration_ms(self.policy.idle_lock) } else { 0 };
+        let ttl = domain::access_ttl(duration_ms(self.policy.access_ttl), at_terminal, idle_lock_ms);
         let access_expires = (now + Duration::from_millis(ttl as u64)).min(from_unix_ms(session.expires_at_ms));
         let staff = &session.staff;
         let claims = Claims {
@@ -247,10 +247,6 @@ struct TakeOver<'a> {
     action: &'static str,
     /// Who was signed in.
     from: &'a str,
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A successful action's entry.

@@ -367,19 +367,14 @@ impl AuthStore for PgAuth {
 
     async fn terminal_session(&self, refresh_hash: &str) -> Result<Option<TerminalSession>> {
         let row = sqlx::query(
-            "SELECT session_id, staff_id, terminal_id, expires_at_ms FROM auth.sessions
+            "SELECT staff_id, terminal_id, expires_at_ms FROM auth.sessions
              WHERE refresh_hash = $1 AND terminal_id <> '' AND revoked_at_ms IS NULL AND expires_at_ms > $2",
         )
         .bind(refresh_hash)
         .bind(now_ms())
         .fetch_optional(&self.0)
         .await?;
-        Ok(row.map(|r| TerminalSession {
-            session_id: r.get(0),
-            staff_id: r.get(1),
-            terminal_id: r.get(2),
-            expires_at_ms: r.get(3),
-        }))
+        Ok(row.map(|r| TerminalSession { staff_id: r.get(0), terminal_id: r.get(1), expires_at_ms: r.get(2) }))
     }
 
     async fn pin_hash(&self, staff_id: &str) -> Result<Option<String>> {

@@ -318,16 +318,11 @@ impl AuthStore for SqliteAuth {
                 let now = unix_ms(std::time::SystemTime::now());
                 let found = conn
                     .prepare_cached(
-                        "SELECT session_id, staff_id, terminal_id, expires_at_ms FROM auth_sessions
+                        "SELECT staff_id, terminal_id, expires_at_ms FROM auth_sessions
                          WHERE refresh_hash = ?1 AND terminal_id <> '' AND revoked_at_ms IS NULL AND expires_at_ms > ?2",
                     )?
                     .query_row(params![hash, now], |r| {
-                        Ok(TerminalSession {
-                            session_id: r.get(0)?,
-                            staff_id: r.get(1)?,
-                            terminal_id: r.get(2)?,
-                            expires_at_ms: r.get(3)?,
-                        })
+                        Ok(TerminalSession { staff_id: r.get(0)?, terminal_id: r.get(1)?, expires_at_ms: r.get(2)? })
                     })
                     .optional()?;
                 Ok(found)

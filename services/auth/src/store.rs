@@ -163,7 +163,6 @@ pub struct LiveSession {
 /// A live session bound to a terminal, as UnlockTerminal finds it by its refresh token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TerminalSession {
-    pub session_id: String,
     pub staff_id: String,
     pub terminal_id: String,
     pub expires_at_ms: i64,

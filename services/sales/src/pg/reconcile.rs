@@ -7,6 +7,7 @@ use std::time::Duration;
 use redstore_inventory::store::{AppliedCheckout, CheckoutsQuery};
 use redstore_platform::error::Result;
 use redstore_platform::pg;
+use redstore_platform::time::duration_ms;
 
 use super::saga::{Recording, applied_sale};
 use super::{PgSales, SCHEMA, decode_sale, now_ms};
@@ -16,7 +17,7 @@ impl PgSales {
     /// chain (`sales.stores_pending`, migration 0010, over the index of pending sales): the stores
     /// [`PgSales::resume_pending`] has work in. None at rest.
     pub async fn stores_pending(&self, older_than: Duration) -> Result<Vec<String>> {
-        let cutoff = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = now_ms().saturating_sub(duration_ms(older_than));
         Ok(sqlx::query_scalar("SELECT sales.stores_pending($1)").bind(cutoff).fetch_all(&self.pool).await?)
     }
 
@@ -36,7 +37,7 @@ impl PgSales {
     /// its own mark, and the window moves on only when every one of them succeeded. Inventory's tables must be in this database (as `redstore migrate` makes them).
     /// Returns how many checkouts it recorded.
     pub async fn reconcile_applied(&self, older_than: Duration) -> Result<usize> {
-        let before_ms = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let before_ms = now_ms().saturating_sub(duration_ms(older_than));
         let mut tx = pg::begin(&self.pool, "BEGIN").await?;
         let from_ms: Option<i64> =
             sqlx::query_scalar("SELECT applied_before_ms FROM sales.reconcile_sweep FOR UPDATE SKIP LOCKED")
@@ -100,7 +101,7 @@ impl PgSales {
     /// store. Returns how many it recorded.
     pub async fn record_applied(&self, store_id: &str, older_than: Duration) -> Result<usize> {
         const PAGE: u32 = redstore_inventory::store::MAX_APPLIED_CHECKOUTS;
-        let before_ms = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let before_ms = now_ms().saturating_sub(duration_ms(older_than));
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
         let from_ms: i64 =
             sqlx::query_scalar("SELECT applied_before_ms FROM sales.checkouts_reconciled WHERE store_id = $1")

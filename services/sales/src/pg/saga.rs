@@ -39,7 +39,7 @@ use redstore_inventory::store::{CheckoutKey, SaleOrder};
 use redstore_platform::batch as platform_batch;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::pg;
-use redstore_platform::time::timestamp_ms;
+use redstore_platform::time::{duration_ms, timestamp_ms};
 use redstore_proto::sales::{Sale, SaleStatus};
 use sqlx::Row as _;
 
@@ -234,7 +234,7 @@ impl PgSales {
     /// it. Each is completed (inventory applies its stock once, by sale id) or, when inventory
     /// refuses it, deleted as a failed checkout is. Run it periodically for every store.
     pub async fn resume_pending(&self, store_id: &str, older_than: Duration) -> Result<Resumed> {
-        let cutoff = now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = now_ms().saturating_sub(duration_ms(older_than));
         let mut tx = pg::store_tx(&self.pool, store_id).await?;
         let pending: Vec<String> = sqlx::query_scalar(
             "SELECT sale_id FROM sales.sales
