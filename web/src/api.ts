@@ -2,6 +2,7 @@
 // on the page's own origin. Signing in goes without a token; every other call carries the
 // signed-in staff member's access token, which `session.ts` keeps fresh.
 
+import { type Timestamp, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AnalyticsService } from "../gen/redstore/analytics/v1/analytics_pb";
@@ -68,4 +69,11 @@ export async function retried<T>(call: () => Promise<T>): Promise<T> {
       await new Promise((resolve) => setTimeout(resolve, pauses[attempt]));
     }
   }
+}
+
+/** The start of the terminal's day (local midnight): "today" for the sales list and the report. */
+export function startOfToday(): Timestamp {
+  const midnight = new Date();
+  midnight.setHours(0, 0, 0, 0);
+  return timestampFromDate(midnight);
 }

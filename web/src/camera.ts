@@ -2,6 +2,7 @@
 // and the page is a secure context (https, or this machine): a preview in a dialog, and each code
 // read is handed to the screen as a scanner's would be, once per sighting.
 
+import { modal } from "./screens/dialog";
 import { h, show } from "./ui";
 
 interface Detected {
@@ -32,9 +33,8 @@ export function cameraAvailable(): boolean {
 export function cameraDialog(onScan: (code: string) => void): void {
   const video = h("video", { playsinline: true, muted: true, "aria-label": "Camera preview" });
   const error = h("p", { class: "error", role: "alert" });
-  const dialog = h(
-    "dialog",
-    { class: "dialog camera", "aria-label": "Camera scanner" },
+  const dialog = modal(
+    "Camera scanner",
     h("h2", {}, "Hold a barcode to the camera"),
     video,
     error,
@@ -42,13 +42,11 @@ export function cameraDialog(onScan: (code: string) => void): void {
   );
   let stream: MediaStream | undefined;
   let open = true;
+  dialog.classList.add("camera");
   dialog.addEventListener("close", () => {
     open = false;
     for (const track of stream?.getTracks() ?? []) track.stop();
-    dialog.remove();
   });
-  document.body.append(dialog);
-  dialog.showModal();
 
   void (async () => {
     try {

@@ -181,9 +181,11 @@ describe("the till", () => {
       await page.getByRole("button", { name: "Switch", exact: true }).click();
     };
     await switchTo(one, "supervisor-1", "1111");
-    await one.getByRole("dialog", { name: "Switch cashier" }).getByRole("alert").getByText(/./).waitFor();
-    await one.getByRole("button", { name: "Cancel" }).click();
-    await switchTo(one, "supervisor-1", "4096");
+    const dialog = one.getByRole("dialog", { name: "Switch cashier" });
+    await dialog.getByRole("alert").getByText(/./).waitFor();
+    // The right PIN typed into the same dialog after a wrong one.
+    await dialog.getByLabel("PIN").fill("4096");
+    await one.getByRole("button", { name: "Switch", exact: true }).click();
     await one.locator(".cashier[title^='supervisor-1']").waitFor();
     await switchTo(one, "cashier-1", "2580");
     await one.locator(".cashier[title^='cashier-1']").waitFor();

@@ -1,5 +1,5 @@
-// What the dialogs that change something share: a modal that is removed once closed, and a form
-// whose request carries an idempotency key — kept for a retry after a lost answer (the request
+// What the dialogs share: a modal that is removed once closed; and for those that change
+// something, a form whose request carries an idempotency key — kept for a retry after a lost answer (the request
 // may have happened, and must count once), renewed after a refusal (the next try is new).
 
 import { describe, lost } from "../api";

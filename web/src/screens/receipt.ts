@@ -5,6 +5,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Sale, TenderType } from "../../gen/redstore/sales/v1/sales_pb";
 import { formatMoney } from "../money";
 import { h } from "../ui";
+import { modal } from "./dialog";
 
 /** Shows a sale's receipt; `actions` go beside Print (a refund, say), `done` names the close. */
 export function receiptDialog(sale: Sale, cashier: string, done = "New sale", actions: HTMLElement[] = []): HTMLDialogElement {
@@ -47,9 +48,8 @@ export function receiptDialog(sale: Sale, cashier: string, done = "New sale", ac
     h("p", { class: "sale-id" }, `Sale ${sale.saleId}`),
     cashier ? h("p", {}, `Served by ${cashier}`) : null,
   );
-  const dialog = h(
-    "dialog",
-    { class: "dialog receipt-dialog", "aria-label": "Receipt" },
+  const dialog = modal(
+    "Receipt",
     receipt,
     h(
       "div",
@@ -60,8 +60,7 @@ export function receiptDialog(sale: Sale, cashier: string, done = "New sale", ac
       h("button", { type: "button", class: "primary", autofocus: true, onclick: () => dialog.close() }, done),
     ),
   );
-  dialog.addEventListener("close", () => dialog.remove());
-  document.body.append(dialog);
-  dialog.showModal();
+  // What the print stylesheet prints, alone.
+  dialog.classList.add("receipt-dialog");
   return dialog;
 }

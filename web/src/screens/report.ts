@@ -2,9 +2,9 @@
 // chart (an SVG drawn here, with the same numbers in a table beside it for screen readers and
 // for reading exact figures), and the top products.
 
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Granularity, type SalesBucket } from "../../gen/redstore/analytics/v1/analytics_pb";
-import { analytics, describe, retried } from "../api";
+import { analytics, describe, retried, startOfToday } from "../api";
 import { formatMoney } from "../money";
 import { signedIn } from "../session";
 import { h, show } from "../ui";
@@ -44,10 +44,8 @@ export function reportScreen(root: HTMLElement): void {
   root.append(h("section", { class: "panel" }, h("h1", {}, "Today's sales"), body));
 
   async function load(): Promise<void> {
-    const from = new Date();
-    from.setHours(0, 0, 0, 0);
     const report = await retried(() =>
-      analytics.getSalesReport({ storeId, from: timestampFromDate(from), granularity: Granularity.HOUR, topProductsLimit: 10 }),
+      analytics.getSalesReport({ storeId, from: startOfToday(), granularity: Granularity.HOUR, topProductsLimit: 10 }),
     );
     const totals = report.totals[0];
     const figure = (label: string, value: string) => h("div", { class: "figure" }, h("dt", {}, label), h("dd", {}, value));

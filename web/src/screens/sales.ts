@@ -2,10 +2,10 @@
 // receipt shown again (a failed print is printed again from here), and for a supervisor or above
 // a refund of some or all of what is left.
 
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Role } from "../../gen/redstore/auth/v1/auth_pb";
 import { type Sale, SaleStatus } from "../../gen/redstore/sales/v1/sales_pb";
-import { describe, retried, sales } from "../api";
+import { describe, retried, sales, startOfToday } from "../api";
 import { formatMoney } from "../money";
 import { signedIn } from "../session";
 import { field, h, show } from "../ui";
@@ -60,13 +60,12 @@ export function salesScreen(root: HTMLElement): void {
   }
 
   async function load(): Promise<void> {
-    const startOfDay = new Date();
-    startOfDay.setHours(0, 0, 0, 0);
+    const createdFrom = startOfToday();
     const today: Sale[] = [];
     let pageToken = "";
     do {
       const answer = await retried(() =>
-        sales.listSales({ storeId, createdFrom: timestampFromDate(startOfDay), page: { pageSize: 500, pageToken } }),
+        sales.listSales({ storeId, createdFrom, page: { pageSize: 500, pageToken } }),
       );
       today.push(...answer.sales);
       pageToken = answer.page?.nextPageToken ?? "";

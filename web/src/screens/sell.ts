@@ -2,7 +2,8 @@
 // server, so a reload or another cashier finds it as it was), scanning, and paying. Every change
 // to the cart is one RPC whose answer is the whole cart, shown as it comes.
 
-import { describe, inventory, retried, sales } from "../api";
+import { describe, retried, sales } from "../api";
+import { allProducts, search as searchProducts } from "../catalog";
 import type { Product } from "../../gen/redstore/inventory/v1/inventory_pb";
 import type { Cart, CartLine } from "../../gen/redstore/sales/v1/sales_pb";
 import type { LiveStock } from "../live";
@@ -79,10 +80,7 @@ export function sellScreen(root: HTMLElement, live: LiveStock): () => void {
   }
 
   function renderProducts(): void {
-    const query = search.value.trim().toLowerCase();
-    const matching = [...products.values()].filter(
-      (p) => !query || p.name.toLowerCase().includes(query) || p.sku.toLowerCase().includes(query) || p.barcodes.some((b) => b.startsWith(query)),
-    );
+    const matching = searchProducts(products.values(), search.value);
     show(
       productList,
       ...matching.slice(0, SHOWN).map((product) =>
@@ -209,14 +207,10 @@ export function sellScreen(root: HTMLElement, live: LiveStock): () => void {
   }
 
   async function loadProducts(): Promise<void> {
-    let pageToken = "";
-    do {
-      const answer = await retried(() => inventory.listProducts({ page: { pageSize: 500, pageToken } }));
-      for (const product of answer.products) products.set(product.sku, product);
-      pageToken = answer.page?.nextPageToken ?? "";
-    } while (pageToken);
+    for (const product of await allProducts()) products.set(product.sku, product);
     renderProducts();
   }
+
 
   search.addEventListener("input", renderProducts);
   search.addEventListener("keydown", (event) => {

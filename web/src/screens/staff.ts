@@ -1,9 +1,10 @@
 // Shared terminals: a colleague takes over with their PIN (SwitchStaff), and anyone signed in
 // with a code sets their own PIN (SetPin).
 
-import { auth, describe, retried } from "../api";
+import { auth, retried } from "../api";
 import { keep } from "../session";
-import { field, h, newKey, show } from "../ui";
+import { field, h } from "../ui";
+import { modal, submits } from "./dialog";
 import { pinInput } from "./lock";
 
 export function pinDialog(kind: "switch" | "set"): void {
@@ -24,25 +25,15 @@ export function pinDialog(kind: "switch" | "set"): void {
       h("button", { type: "submit", class: "primary" }, kind === "switch" ? "Switch" : "Set PIN"),
     ),
   );
-  const dialog = h("dialog", { class: "dialog", "aria-label": kind === "switch" ? "Switch cashier" : "Set my PIN" }, form);
-  const key = newKey();
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    show(error);
-    try {
-      if (kind === "switch") {
-        const answer = await retried(() => auth.switchStaff({ idempotencyKey: key, staffId: staffId.value.trim(), pin: pin.value }));
-        keep(answer.session);
-      } else {
-        await retried(() => auth.setPin({ idempotencyKey: key, pin: pin.value }));
-      }
-      dialog.close();
-    } catch (failure) {
-      show(error, describe(failure));
+  const dialog = modal(kind === "switch" ? "Switch cashier" : "Set my PIN", form);
+  submits(form, error, () => async (key) => {
+    if (kind === "switch") {
+      const answer = await retried(() => auth.switchStaff({ idempotencyKey: key, staffId: staffId.value.trim(), pin: pin.value }));
+      keep(answer.session);
+    } else {
+      await retried(() => auth.setPin({ idempotencyKey: key, pin: pin.value }));
     }
+    dialog.close();
   });
-  dialog.addEventListener("close", () => dialog.remove());
-  document.body.append(dialog);
-  dialog.showModal();
   (kind === "switch" ? staffId : pin).focus();
 }

@@ -3,6 +3,7 @@
 
 import { AdjustmentReason, type Product } from "../../gen/redstore/inventory/v1/inventory_pb";
 import { describe, inventory, retried } from "../api";
+import { allProducts, search as searchProducts } from "../catalog";
 import type { LiveStock } from "../live";
 import { signedIn } from "../session";
 import { field, h, show } from "../ui";
@@ -40,11 +41,9 @@ export function stockScreen(root: HTMLElement, live: LiveStock): () => void {
   const quantity = (sku: string) => live.quantities.get(sku)?.toString() ?? "";
 
   function render(): void {
-    const query = search.value.trim().toLowerCase();
     show(
       rows,
-      ...products
-        .filter((p) => !query || p.name.toLowerCase().includes(query) || p.sku.toLowerCase().includes(query) || p.barcodes.some((b) => b.startsWith(query)))
+      ...searchProducts(products, search.value)
         .map((product) =>
           h(
             "tr",
@@ -59,14 +58,10 @@ export function stockScreen(root: HTMLElement, live: LiveStock): () => void {
   }
 
   async function load(): Promise<void> {
-    let pageToken = "";
-    do {
-      const answer = await retried(() => inventory.listProducts({ page: { pageSize: 500, pageToken } }));
-      products.push(...answer.products);
-      pageToken = answer.page?.nextPageToken ?? "";
-    } while (pageToken);
+    products.push(...(await allProducts()));
     render();
   }
+
 
   search.addEventListener("input", render);
   const stop = live.onChange((changed) => {
