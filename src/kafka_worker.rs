@@ -107,7 +107,13 @@ pub struct Launch {
     /// The `redstore` binary.
     pub program: PathBuf,
     pub log_format: LogFormat,
+    /// Told where the running worker serves its metrics.
+    pub metrics: crate::metrics::WorkerMetrics,
 }
+
+/// The line a worker writes to its standard output, before anything else, naming where it serves
+/// its metrics.
+const METRICS_LINE: &str = "metrics-listen ";
 
 // ---------------------------------------------------------------------------------------------
 // The parent's side
@@ -125,6 +131,7 @@ pub fn supervise(launch: Launch, config: WorkerConfig, shutdown: CancellationTok
                 .args(config.args(launch.log_format))
                 .envs(config.env())
                 .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
                 // Its own process group: a terminal's Ctrl-C reaches the parent, which stops it.
                 .process_group(0)
                 .kill_on_drop(true)
@@ -140,6 +147,9 @@ pub fn supervise(launch: Launch, config: WorkerConfig, shutdown: CancellationTok
                 }
             };
             let stdin = child.stdin.take();
+            if let Some(stdout) = child.stdout.take() {
+                tokio::spawn(follow_stdout(stdout, launch.metrics.clone()));
+            }
             let status = tokio::select! {
                 status = child.wait() => status,
                 _ = shutdown.cancelled() => {
@@ -155,6 +165,7 @@ pub fn supervise(launch: Launch, config: WorkerConfig, shutdown: CancellationTok
                 }
             };
             drop(stdin);
+            launch.metrics.set(None);
             if shutdown.is_cancelled() {
                 return;
             }
@@ -180,6 +191,19 @@ pub fn supervise(launch: Launch, config: WorkerConfig, shutdown: CancellationTok
     })
 }
 
+/// Reads the worker's standard output: learns where it serves its metrics, and passes anything
+/// else on to ours.
+async fn follow_stdout(stdout: tokio::process::ChildStdout, metrics: crate::metrics::WorkerMetrics) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match line.strip_prefix(METRICS_LINE).and_then(|addr| addr.parse().ok()) {
+            Some(addr) => metrics.set(Some(addr)),
+            None => println!("{line}"),
+        }
+    }
+}
+
 /// Waits `wait`; false when `shutdown` came first.
 async fn pause(shutdown: &CancellationToken, wait: Duration) -> bool {
     tokio::select! {
@@ -202,6 +226,17 @@ pub async fn run(config: WorkerConfig) -> ExitCode {
         std::process::abort();
     }));
     let stop = CancellationToken::new();
+    // Metrics on a port of the loopback interface, which the parent's `/metrics` reads.
+    redstore_platform::metrics::install();
+    let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    match crate::metrics::serve_alone(localhost, crate::metrics::WorkerMetrics::default(), stop.clone()).await {
+        Ok(addr) => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{METRICS_LINE}{addr}").and_then(|()| out.flush());
+        }
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "the kafka worker serves no metrics"),
+    }
     let stdin_closed = stop.clone();
     // A thread of its own, not the runtime: it ends the process even when a client blocks every
     // runtime thread (a synchronous offset commit to a broker that is gone waits forever).
@@ -266,6 +301,7 @@ async fn start(config: &WorkerConfig, stop: CancellationToken) -> anyhow::Result
     let cfg = config.kafka.clone();
     kafka::ensure_topics(&cfg, &kafka::DOMAINS).await?;
     let pool = pg::connect(&config.database_url, WORKER_DB_POOL, Duration::from_secs(5)).await?;
+    redstore_platform::metrics::watch_pg_pool("kafka_worker", &pool);
     let inventory: Arc<dyn InventoryStore> = redstore_inventory::pg::PgInventory::new(pool.clone());
     // One producer for the relays and the dead-letter copies: each is its own connections and threads.
     let producer = kafka::producer(&cfg)?;

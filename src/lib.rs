@@ -13,6 +13,8 @@ pub mod health;
 pub mod import;
 pub mod kafka_security;
 pub mod kafka_worker;
+pub mod metrics;
+pub mod observe;
 pub mod oversized;
 pub mod server;
 pub mod terminal;

@@ -101,6 +101,14 @@ struct MigrateArgs {
     data: DataDirArgs,
     #[command(flatten)]
     backend: BackendArgs,
+    /// Apply nothing: wait until every migration this binary knows is applied to
+    /// --database-url (by a `redstore migrate` elsewhere), then exit 0. What a pod's init
+    /// container runs, so services start after the migration Job instead of crash-looping.
+    #[arg(long, requires = "database_url")]
+    wait: bool,
+    /// How long --wait waits before it gives up (exit 69).
+    #[arg(long, default_value = "10m", requires = "wait", value_parser = humantime::parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +176,10 @@ struct UpArgs {
     /// balancers stop sending before it closes (it also stays open while requests are in flight).
     #[arg(long, env = "REDSTORE_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     drain_delay: Duration,
+    /// Serve Prometheus' `/metrics` on this address alone (one only the scraper reaches) instead
+    /// of on --listen's port.
+    #[arg(long, env = "REDSTORE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     embedded: EmbeddedDbArgs,
     #[command(flatten)]
@@ -407,10 +419,6 @@ fn main() -> ExitCode {
     };
     // A server holds a file per client connection, and a benchmark one per client.
     redstore::connections::raise_open_file_limit();
-    telemetry::init(match cli.log_format {
-        LogFormatArg::Human => LogFormat::Human,
-        LogFormatArg::Json => LogFormat::Json,
-    });
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.worker_threads {
         runtime.worker_threads(usize::from(threads));
@@ -422,7 +430,38 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INTERNAL);
         }
     };
-    runtime.block_on(run(cli))
+    let format = match cli.log_format {
+        LogFormatArg::Human => LogFormat::Human,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    // The OTLP exporter is made inside the runtime: its gRPC client needs it.
+    let telemetry = match runtime.block_on(async { telemetry::init(format, &trace_service_name(&cli.command)) }) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("redstore: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    runtime.block_on(async {
+        let code = run(cli).await;
+        telemetry.shutdown();
+        code
+    })
+}
+
+/// How traces name this process unless `OTEL_SERVICE_NAME` does.
+fn trace_service_name(command: &Command) -> String {
+    match command {
+        Command::Up(_) => "redstore".to_owned(),
+        Command::Serve(args) => {
+            let name = args.service.to_possible_value().map(|v| v.get_name().to_owned());
+            format!("redstore-{}", name.unwrap_or_default())
+        }
+        Command::Migrate(_) => "redstore-migrate".to_owned(),
+        Command::Bench(_) => "redstore-bench".to_owned(),
+        Command::Import(_) => "redstore-import".to_owned(),
+        Command::KafkaWorker(_) => "redstore-kafka-worker".to_owned(),
+    }
 }
 
 async fn run(cli: Cli) -> ExitCode {
@@ -452,6 +491,19 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => {
                     eprintln!("redstore serve: {e}");
                     ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Migrate(args) if args.wait => {
+            let url = args.backend.database_url.as_deref().unwrap_or_default();
+            match server::wait_for_migrations(url, args.timeout).await {
+                Ok(()) => {
+                    tracing::info!("every migration is applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("redstore migrate --wait: {e:#}");
+                    start_failure(&e)
                 }
             }
         }
@@ -609,6 +661,7 @@ fn config(
             write_queue: args.embedded.write_queue as usize,
         },
         drain_delay: args.drain_delay,
+        metrics_listen: args.metrics_listen,
         retention: redstore_platform::retention::Retention {
             keys: args.retention.key_retention,
             scans: args.retention.scan_retention,

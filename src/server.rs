@@ -35,6 +35,7 @@ use crate::connections::ConnectionOptions;
 use crate::drain::InFlight;
 use crate::edge::{Edge, EdgeOptions};
 use crate::health::HealthState;
+use crate::observe::Observed;
 
 /// One of the services a process can serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -92,6 +93,8 @@ pub struct ServerConfig {
     pub auth: crate::auth::AuthOptions,
     /// Where one-time codes go.
     pub code_sender: crate::auth::Sender,
+    /// Serve `/metrics` on this address alone instead of on the server's port.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -118,6 +121,7 @@ impl ServerConfig {
             tls: crate::tls::TlsOptions::default(),
             auth: crate::auth::AuthOptions::default(),
             code_sender: crate::auth::Sender::default(),
+            metrics_listen: None,
         }
     }
 
@@ -160,6 +164,8 @@ pub fn open_db(data_dir: &Path, options: DbOptions, holder: &str) -> anyhow::Res
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` answers: `addr`, or `--metrics-listen`'s address.
+    pub metrics_addr: SocketAddr,
     backend: Backend,
     shutdown: CancellationToken,
     /// Cancelled when the port closes: the end of the drain.
@@ -268,6 +274,8 @@ struct Wiring {
     feed: LiveFeed,
     /// The supervisor of the Kafka worker, when there is one.
     worker: Option<JoinHandle<()>>,
+    /// Where that worker serves its metrics.
+    worker_metrics: crate::metrics::WorkerMetrics,
 }
 
 /// Every service's PostgreSQL migrations.
@@ -287,6 +295,39 @@ pub async fn migrate_postgres(url: &str) -> anyhow::Result<()> {
     redstore_platform::pg::migrate(&pool, &pg_migrations()).await?;
     pool.close().await;
     Ok(())
+}
+
+/// Waits until `redstore migrate` has applied every migration this binary knows to the database
+/// at `url`, polling, for at most `timeout`; applies nothing. Connection failures (the database or
+/// the application role not there yet) are waited out like missing migrations.
+pub async fn wait_for_migrations(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    const POLL: Duration = Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let pending = async {
+            let pool = redstore_platform::pg::connect(url, 1, Duration::from_secs(5)).await?;
+            let pending = redstore_platform::pg::pending_migrations(&pool, &pg_migrations()).await;
+            pool.close().await;
+            pending
+        };
+        let now = match pending.await {
+            Ok(0) => return Ok(()),
+            Ok(n) => format!("{n} migrations are not applied yet"),
+            Err(e) => format!("{e:#}"),
+        };
+        if now != last {
+            tracing::info!(status = %now, "waiting for `redstore migrate`");
+            last = now;
+        }
+        if tokio::time::Instant::now() + POLL > deadline {
+            anyhow::bail!(redstore_platform::unreachable::Unreachable(format!(
+                "the database after {}: {last}",
+                humantime::format_duration(timeout)
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Wiring> {
@@ -327,6 +368,7 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
         feed: LiveFeed::from_embedded(&db, shutdown.clone()),
         backend: Backend::Embedded(embedded),
         worker: None,
+        worker_metrics: Default::default(),
     })
 }
 
@@ -387,8 +429,9 @@ async fn postgres(
     };
     // With Kafka, its relays and consumers run in the Kafka worker (a child process, see
     // `kafka_worker`); without, the consumers read the outbox directly.
+    let worker_metrics = crate::metrics::WorkerMetrics::default();
     let worker = match &config.kafka {
-        Some(kafka) => start_kafka_worker(url, kafka, config, shutdown).await?,
+        Some(kafka) => start_kafka_worker(url, kafka, config, worker_metrics.clone(), shutdown).await?,
         None => {
             if config.serves(ServiceName::Analytics) {
                 redstore_analytics::pg::spawn_consumer(pool.clone(), shutdown.clone());
@@ -411,6 +454,8 @@ async fn postgres(
     // Sales holds a transaction open while it calls inventory, so it gets its own connections:
     // sharing one pool could leave both waiting on each other.
     let sales_pool = pg::connect(url, sales_size, Duration::from_secs(5)).await?;
+    redstore_platform::metrics::watch_pg_pool("main", &pool);
+    redstore_platform::metrics::watch_pg_pool("sales", &sales_pool);
     // Inventory in this process and database: checkouts by group commit, one transaction per
     // batch; inventory elsewhere: the checkout saga over gRPC.
     let sales = match remote {
@@ -453,6 +498,7 @@ async fn postgres(
         feed,
         backend: Backend::Postgres(pool),
         worker,
+        worker_metrics,
     })
 }
 
@@ -463,6 +509,7 @@ async fn start_kafka_worker(
     url: &str,
     kafka: &redstore_platform::kafka::KafkaConfig,
     config: &ServerConfig,
+    metrics: crate::metrics::WorkerMetrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
     use crate::kafka_worker::{self, Launch, WorkerConfig};
@@ -486,7 +533,7 @@ async fn start_kafka_worker(
         Some(program) => program.clone(),
         None => std::env::current_exe().context("cannot find this program to start its kafka worker")?,
     };
-    let launch = Launch { program, log_format: config.log_format };
+    let launch = Launch { program, log_format: config.log_format, metrics };
     Ok(Some(kafka_worker::supervise(launch, worker, shutdown.clone())))
 }
 
@@ -592,6 +639,7 @@ fn follow_writable(mut writable: tokio::sync::watch::Receiver<bool>, health: Hea
 
 /// Starts the configured services on `config.listen` and returns once the port is bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
+    redstore_platform::metrics::install();
     let shutdown = CancellationToken::new();
     let keys = Arc::new(config.auth.token_keys(&config.data_dir)?);
     let revoked = Arc::new(Revoked::default());
@@ -675,13 +723,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         routes = routes.add_service(web.layer(reflection_v1)).add_service(web.layer(reflection_v1alpha));
     }
     if config.serves(ServiceName::Inventory) {
-        routes = routes.add_service(web.layer(InventoryGrpc::new(wiring.inventory.clone()).into_server()));
+        routes =
+            routes.add_service(web.layer(Observed::new(InventoryGrpc::new(wiring.inventory.clone()).into_server())));
     }
     if config.serves(ServiceName::Sales) {
-        routes = routes.add_service(web.layer(SalesGrpc::new(wiring.sales.clone()).into_server()));
+        routes = routes.add_service(web.layer(Observed::new(SalesGrpc::new(wiring.sales.clone()).into_server())));
     }
     if config.serves(ServiceName::Analytics) {
-        routes = routes.add_service(web.layer(AnalyticsGrpc::new(wiring.reports.clone()).into_server()));
+        routes = routes.add_service(web.layer(Observed::new(AnalyticsGrpc::new(wiring.reports.clone()).into_server())));
     }
     if config.serves(ServiceName::Auth) {
         let auth = AuthGrpc::new(
@@ -692,15 +741,26 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             config.auth.policy(),
             revoked,
         );
-        routes = routes.add_service(web.layer(auth.into_server()));
+        routes = routes.add_service(web.layer(Observed::new(auth.into_server())));
     }
     let live_streams = LiveStreams::new(config.connections.max_live_streams as usize);
+    let watching = live_streams.clone();
+    redstore_platform::metrics::on_render(move || {
+        metrics::gauge!("redstore_live_watchers").set(watching.open() as f64);
+    });
     if config.serves(ServiceName::StreamBridge) {
         let stream =
             StreamGrpc::new(wiring.inventory.clone(), wiring.feed.clone(), live_streams.clone(), shutdown.clone());
-        routes = routes.add_service(web.layer(stream.into_server()));
+        routes = routes.add_service(web.layer(Observed::new(stream.into_server())));
     }
     let mut router = routes.into_axum_router();
+    let metrics_addr = match config.metrics_listen {
+        None => {
+            router = router.merge(crate::metrics::router(wiring.worker_metrics.clone()));
+            addr
+        }
+        Some(listen) => crate::metrics::serve_alone(listen, wiring.worker_metrics.clone(), shutdown.clone()).await?,
+    };
     if config.serves(ServiceName::StreamBridge) {
         router = router.merge(redstore_stream_bridge::sse::router(
             wiring.inventory.clone(),
@@ -747,6 +807,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         "red store is listening");
     Ok(Running {
         addr,
+        metrics_addr,
         backend,
         shutdown,
         stop_accepting,

@@ -362,25 +362,25 @@ async fn stock_via(inventory: &Process, store: &str, sku: &str) -> i64 {
 
 /// A test's own topics on the shared broker (a prefix of its own), and the flags that point a
 /// process at them.
-struct TestTopics {
+pub(crate) struct TestTopics {
     brokers: String,
-    prefix: String,
+    pub(crate) prefix: String,
 }
 
 impl TestTopics {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { brokers: kafka_brokers(), prefix: format!("t{}", uuid::Uuid::now_v7().simple()) }
     }
 
     /// `redstore` arguments with the Kafka flags appended (and one worker thread, as when several
     /// processes share a small machine).
-    fn args(&self, args: &[&str]) -> Vec<String> {
+    pub(crate) fn args(&self, args: &[&str]) -> Vec<String> {
         let kafka = ["--kafka-brokers", &self.brokers, "--kafka-topic-prefix", &self.prefix, "--worker-threads", "1"];
         args.iter().chain(kafka.iter()).map(|s| (*s).to_owned()).collect()
     }
 
     /// Deletes the topics (and their dead-letter twins) from the broker.
-    async fn delete(self) {
+    pub(crate) async fn delete(self) {
         let cfg = redstore_platform::kafka::KafkaConfig {
             topic_prefix: self.prefix,
             ..redstore_platform::kafka::KafkaConfig::new(self.brokers)

@@ -27,6 +27,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 /// The queue of a store's jobs when batches take several stores' jobs: the stores are spread over
 /// `lanes` queues, each with its worker, so that a chain whose stores each sell now and then still
@@ -59,7 +60,7 @@ pub struct StoreBatcher<J> {
 
 struct Inner<J> {
     /// The queue of each store with a worker, and that worker's number.
-    queues: Mutex<HashMap<String, (u64, mpsc::UnboundedSender<J>)>>,
+    queues: Mutex<Queues<J>>,
     workers: AtomicU64,
     run: Box<RunBatch<J>>,
     max_batch: usize,
@@ -109,7 +110,14 @@ impl<J: Send + 'static> StoreBatcher<J> {
         }
     }
 
-    fn send_locked(&self, queues: &mut HashMap<String, (u64, mpsc::UnboundedSender<J>)>, store_id: &str, job: J) {
+    fn send_locked(
+        &self,
+        queues: &mut HashMap<String, (u64, mpsc::UnboundedSender<Queued<J>>)>,
+        store_id: &str,
+        job: J,
+    ) {
+        // The caller's span goes with its job: the batch that takes it continues its trace.
+        let job = (job, tracing::Span::current());
         let job = match queues.get(store_id) {
             Some((_, queue)) => match queue.send(job) {
                 Ok(()) => return,
@@ -126,14 +134,36 @@ impl<J: Send + 'static> StoreBatcher<J> {
     }
 }
 
+/// A job and the span of the caller that submitted it.
+type Queued<J> = (J, tracing::Span);
+
+/// Each store's queue with a worker, and that worker's number.
+type Queues<J> = HashMap<String, (u64, mpsc::UnboundedSender<Queued<J>>)>;
+
+/// A batch's span: a child of its first job's caller, following from the others'.
+fn batch_span(spans: &[tracing::Span]) -> tracing::Span {
+    let Some(first) = spans.first() else { return tracing::Span::none() };
+    let span = tracing::info_span!(
+        target: "redstore::trace",
+        parent: first,
+        "batch",
+        otel.name = "write batch",
+        redstore.batch.size = spans.len(),
+    );
+    for other in &spans[1..] {
+        span.follows_from(other);
+    }
+    span
+}
+
 async fn work<J: Send + 'static>(
     inner: Arc<Inner<J>>,
     store_id: String,
     number: u64,
-    mut jobs: mpsc::UnboundedReceiver<J>,
+    mut jobs: mpsc::UnboundedReceiver<Queued<J>>,
 ) {
     let mut running = FuturesUnordered::new();
-    let mut put_off: Vec<J> = Vec::new();
+    let mut put_off: Vec<Queued<J>> = Vec::new();
     // How many jobs the next batch waits for (up to `linger`): none after a batch of one.
     let mut expected = 0;
     loop {
@@ -160,7 +190,9 @@ async fn work<J: Send + 'static>(
                 }
             }
             let size = batch.len();
-            running.push((inner.run)(store_id.clone(), batch).map(move |off| (size, off)));
+            let (batch, spans): (Vec<J>, Vec<tracing::Span>) = batch.into_iter().unzip();
+            let run = (inner.run)(store_id.clone(), batch).instrument(batch_span(&spans));
+            running.push(run.map(move |off| (size, off)));
             continue;
         }
         if running.is_empty() {
@@ -193,14 +225,14 @@ async fn work<J: Send + 'static>(
                 // The callers it answered (or put off) are likely to come back beside the ones
                 // waiting already.
                 expected = if size > 1 { size + put_off.len() + jobs.len() } else { 0 };
-                put_off.extend(off);
+                put_off.extend(off.into_iter().map(|job| (job, tracing::Span::none())));
             }
             job = jobs.recv(), if running.len() < inner.in_flight => match job {
                 Some(job) => put_off.push(job),
                 // Every sender is gone: finish what runs (and what it puts off), then stop.
                 None => {
                     while let Some((_, off)) = running.next().await {
-                        put_off.extend(off);
+                        put_off.extend(off.into_iter().map(|job| (job, tracing::Span::none())));
                     }
                     if put_off.is_empty() {
                         return;

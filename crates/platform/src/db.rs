@@ -125,6 +125,8 @@ trait Job: Send {
 struct WriteJob<T, F> {
     f: F,
     tx: oneshot::Sender<Result<T>>,
+    /// The caller's span: what the write records (its events) continues the caller's trace.
+    span: tracing::Span,
 }
 
 impl<T, F> Job for WriteJob<T, F>
@@ -133,8 +135,8 @@ where
     F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
 {
     fn run(self: Box<Self>, ctx: &mut WriteCtx<'_>) -> (bool, Done) {
-        let WriteJob { f, tx } = *self;
-        let result = f(ctx);
+        let WriteJob { f, tx, span } = *self;
+        let result = span.in_scope(|| f(ctx));
         let ok = result.is_ok();
         let done: Done = Box::new(move |group| {
             let _ = tx.send(match group {
@@ -277,7 +279,7 @@ impl Db {
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(WriteJob { f, tx });
+        let job: Box<dyn Job> = Box::new(WriteJob { f, tx, span: tracing::Span::current() });
         let sender = self.inner.writer.lock().clone();
         let sender = sender.ok_or_else(|| Error::unavailable("the database is closed; the server is shutting down"))?;
         sender.try_send(job).map_err(|e| match e {

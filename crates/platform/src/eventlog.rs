@@ -54,7 +54,8 @@ pub fn envelope(
         store_id: store_id.to_owned(),
         store_seq: seq,
         occurred_at: Some(timestamp(occurred_at_ms)),
-        trace_parent: String::new(),
+        // The operation that caused it, when traced: consumers continue its trace.
+        trace_parent: crate::trace::current_traceparent(),
         payload: Some(payload),
     }
 }

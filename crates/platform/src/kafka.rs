@@ -34,6 +34,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use redstore_proto::events::EventEnvelope;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::error::Result;
 use crate::pg::{self, PgPool};
@@ -499,9 +500,17 @@ pub type StoreLister = Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<String>>> +
 pub fn backlog(pool: PgPool, schema: &'static str, group: &'static str) -> StoreLister {
     Arc::new(move || {
         let pool = pool.clone();
-        Box::pin(
-            async move { Ok(pg::stores_behind(&pool, schema, group).await?.into_iter().map(|b| b.store_id).collect()) },
-        )
+        Box::pin(async move {
+            let behind = pg::stores_behind(&pool, schema, group).await?;
+            let events: u64 = behind.iter().map(|b| b.head.saturating_sub(b.position)).sum();
+            if group == RELAY_GROUP {
+                metrics::gauge!("redstore_outbox_backlog_events", "outbox" => schema).set(events as f64);
+            } else {
+                metrics::gauge!("redstore_consumer_lag_events", "group" => group, "source" => schema)
+                    .set(events as f64);
+            }
+            Ok(behind.into_iter().map(|b| b.store_id).collect())
+        })
     })
 }
 
@@ -825,10 +834,13 @@ where
         }
         let decoded: Vec<std::result::Result<EventEnvelope, String>> =
             msgs.iter().map(|m| decode_event(m.payload()).map_err(|e| format!("{e:#}"))).collect();
+        // A span per message, in the trace of the change that made it; a batch's spans last as
+        // long as the batch.
+        let spans: Vec<tracing::Span> = msgs.iter().map(process_span).collect();
         let batched = match &batch {
             Some(batch) if msgs.len() > 1 => {
                 let events: Vec<EventEnvelope> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
-                match batch(events).await {
+                match batch(events).instrument(spans[0].clone()).await {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::warn!(error = %e, messages = msgs.len(), "a batch of events failed; handling them one by one");
@@ -838,10 +850,10 @@ where
             }
             _ => false,
         };
-        for (msg, event) in msgs.iter().zip(decoded) {
+        for ((msg, event), span) in msgs.iter().zip(decoded).zip(spans) {
             let outcome = match event {
                 Ok(_) if batched => Handled::Done,
-                Ok(event) => handle(&handler, event, &shutdown).await,
+                Ok(event) => handle(&handler, event, &shutdown).instrument(span).await,
                 Err(reason) => Handled::Poison(reason),
             };
             match outcome {
@@ -902,6 +914,26 @@ impl UnknownTopics {
         self.run = Some((began, now));
         now.duration_since(began) >= STALE_SUBSCRIPTION
     }
+}
+
+/// The span of a message's processing, after OpenTelemetry's messaging conventions, child of the
+/// `traceparent` header its relay sent.
+fn process_span(msg: &OwnedMessage) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: "redstore::trace",
+        "process",
+        otel.name = %format_args!("{} process", msg.topic()),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %msg.topic(),
+        messaging.destination.partition.id = msg.partition(),
+        messaging.kafka.offset = msg.offset(),
+    );
+    if let Some(traceparent) = header_str(msg.headers(), header::TRACEPARENT) {
+        crate::trace::set_parent(&span, traceparent);
+    }
+    span
 }
 
 /// How handling one message ended.

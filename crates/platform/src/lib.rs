@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod kafka;
 pub mod limits;
 pub mod log_consumer;
+pub mod metrics;
 pub mod money;
 pub mod page;
 pub mod pg;
@@ -24,6 +25,7 @@ pub mod service_token;
 pub mod telemetry;
 pub mod text;
 pub mod time;
+pub mod trace;
 pub mod unreachable;
 
 pub use db::{Committed, Db, DbOptions, Migration, Topic, WriteCtx};

@@ -27,6 +27,23 @@ pub struct PgMigration {
     pub sql: &'static str,
 }
 
+/// How many of the platform's and `sets`' migrations the database has not applied yet (all of
+/// them when it has never been migrated). Reads only: what `redstore migrate --wait` polls.
+pub async fn pending_migrations(pool: &PgPool, sets: &[&[PgMigration]]) -> anyhow::Result<usize> {
+    let table: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('platform.schema_migrations')::text").fetch_one(pool).await?;
+    let applied: std::collections::HashSet<(String, i32)> = match table {
+        None => Default::default(),
+        Some(_) => sqlx::query_as("SELECT service, version FROM platform.schema_migrations")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect(),
+    };
+    let all = std::iter::once(PLATFORM_MIGRATIONS).chain(sets.iter().copied()).flatten();
+    Ok(all.filter(|m| !applied.contains(&(m.service.to_owned(), m.version as i32))).count())
+}
+
 /// The role services connect as: no superuser, no BYPASSRLS, so row-level security holds.
 pub const APP_ROLE: &str = "redstore_app";
 

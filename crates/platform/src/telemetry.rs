@@ -13,17 +13,56 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+/// What [`init`] installed; [`Telemetry::shutdown`] exports the spans still buffered.
+#[must_use = "shut it down before exiting, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` was set).
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports what is buffered and stops exporting.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "could not export the last spans");
+        }
+    }
+}
+
+/// Installs the global subscriber; `RUST_LOG` overrides the default `info` level. Traces are
+/// exported when the standard `OTEL_*` variables ask for it ([`crate::trace`]); `service` names
+/// this process in them unless `OTEL_SERVICE_NAME` does. Call it inside the tokio runtime.
+pub fn init(format: LogFormat, service: &str) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, filter};
+
+    let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Spans made for traces say nothing a log line needs.
+    let logs = filter::Targets::new()
+        .with_target(crate::trace::TARGET, filter::LevelFilter::OFF)
+        .with_default(filter::LevelFilter::TRACE);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour(&std::io::stderr()));
+    let fmt = match format {
+        LogFormat::Human => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
+    let provider = if crate::trace::export_requested() { Some(crate::trace::provider(service)?) } else { None };
+    let traces = provider.as_ref().map(|provider| {
+        // The trace's own spans, and warnings and errors as events on them.
+        let wanted = filter::Targets::new()
+            .with_target(crate::trace::TARGET, filter::LevelFilter::TRACE)
+            .with_default(filter::LevelFilter::WARN);
+        crate::trace::layer(provider).with_filter(wanted)
+    });
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(level).with_filter(logs)).with(traces).try_init();
+    Ok(Telemetry { provider })
 }
 
 /// Colour in human logs only on a terminal, and not when `NO_COLOR` is set (no-color.org): escape

@@ -41,14 +41,34 @@ impl GrpcInventory {
     /// Connects lazily: the first call dials, so services may start in any order. `tls` says how
     /// to check an `https://` inventory's certificate.
     pub async fn connect(url: &str, token: ServiceToken, tls: Option<ClientTlsConfig>) -> anyhow::Result<Arc<Self>> {
-        let mut endpoint = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("--inventory-url {url:?} is not a URL"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS to --inventory-url {url}"))?;
-        }
-        let channel = endpoint.connect_lazy();
+        let uri: tonic::transport::Uri =
+            url.parse().with_context(|| format!("--inventory-url {url:?} is not a URL"))?;
+        let host = uri.host().with_context(|| format!("--inventory-url {url:?} names no host"))?.to_owned();
+        let endpoint = |url: String, tls: Option<ClientTlsConfig>| -> anyhow::Result<Endpoint> {
+            let mut endpoint = Endpoint::from_shared(url.clone())
+                .with_context(|| format!("--inventory-url {url:?} is not a URL"))?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true);
+            if let Some(tls) = tls {
+                endpoint = endpoint.tls_config(tls).with_context(|| format!("TLS to --inventory-url {url}"))?;
+            }
+            Ok(endpoint)
+        };
+        // An address is one server; a name may stand for several (a headless Service's pods):
+        // calls are spread over every address it resolves to, found again as pods come and go.
+        let channel = if host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() {
+            endpoint(url.to_owned(), tls)?.connect_lazy()
+        } else {
+            let https = uri.scheme_str() == Some("https");
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let tls = tls.map(|tls| tls.domain_name(host.clone()));
+            let make = move |addr: std::net::SocketAddr| {
+                endpoint(format!("{}://{addr}", if https { "https" } else { "http" }), tls.clone())
+            };
+            let (channel, changes) = Channel::balance_channel(16);
+            tokio::spawn(follow_addresses(host, port, make, changes));
+            channel
+        };
         Ok(Arc::new(Self { channel, token }))
     }
 
@@ -57,9 +77,61 @@ impl GrpcInventory {
     }
 }
 
+/// How often the inventory URL's name is resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the balanced channel's endpoints to the addresses `host` resolves to, until the channel
+/// is dropped. A failed lookup keeps the addresses known.
+async fn follow_addresses(
+    host: String,
+    port: u16,
+    endpoint: impl Fn(std::net::SocketAddr) -> anyhow::Result<Endpoint>,
+    changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<std::net::SocketAddr, Endpoint>>,
+) {
+    use tonic::transport::channel::Change;
+    let mut known = std::collections::BTreeSet::new();
+    loop {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => {
+                let found: std::collections::BTreeSet<_> = found.collect();
+                for gone in known.difference(&found) {
+                    if changes.send(Change::Remove(*gone)).await.is_err() {
+                        return;
+                    }
+                }
+                for new in found.difference(&known) {
+                    match endpoint(*new) {
+                        Ok(endpoint) => {
+                            if changes.send(Change::Insert(*new, endpoint)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(address = %new, error = format!("{e:#}"), "cannot call inventory there")
+                        }
+                    }
+                }
+                if found != known {
+                    tracing::info!(inventory = %host, addresses = ?found, "inventory's addresses");
+                }
+                known = found;
+            }
+            Err(e) => {
+                redstore_platform::warn_throttled!(inventory = %host, error = %e, "cannot resolve inventory's name");
+            }
+        }
+        tokio::select! {
+            _ = changes.closed() => return,
+            _ = tokio::time::sleep(RESOLVE_EVERY) => {}
+        }
+    }
+}
+
 fn request<T>(message: T) -> Request<T> {
     let mut req = Request::new(message);
     req.set_timeout(DEADLINE);
+    // Inventory's work continues the caller's trace.
+    redstore_platform::trace::inject_metadata(req.metadata_mut());
     req
 }
 
@@ -462,5 +534,27 @@ impl InventoryStore for GrpcInventory {
         Err(Error::unavailable(
             "inventory events are read from the event log or a live stream, not through the inventory client",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_becomes_an_endpoint_per_address_until_the_channel_is_gone() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let make = |addr: std::net::SocketAddr| Ok(Endpoint::from_shared(format!("http://{addr}"))?);
+        let following = tokio::spawn(follow_addresses("localhost".to_owned(), 4321, make, tx));
+        let mut inserted = Vec::new();
+        while let Ok(Some(change)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            match change {
+                tonic::transport::channel::Change::Insert(addr, _) => inserted.push(addr),
+                tonic::transport::channel::Change::Remove(addr) => panic!("{addr} removed"),
+            }
+        }
+        assert!(inserted.contains(&"127.0.0.1:4321".parse().unwrap()), "{inserted:?}");
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(1), following).await.expect("it stops with the channel").unwrap();
     }
 }

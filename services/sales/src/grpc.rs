@@ -236,6 +236,8 @@ impl SalesService for SalesGrpc {
             Ok(CheckoutResponse { sale: Some(self.store.checkout(order).await?) })
         }
         .await;
+        metrics::counter!("redstore_checkouts_total", "outcome" => redstore_platform::metrics::outcome(&result))
+            .increment(1);
         if !overrides.is_empty() {
             let sale_id = result.as_ref().ok().and_then(|r| r.sale.as_ref()).map(|s| s.sale_id.clone());
             for (sku, o) in &overrides {

@@ -306,6 +306,7 @@ fn sale_completed_event(store_id: &str, occurred_at_ms: i64, sale: &Sale) -> (uu
         store_id: store_id.to_owned(),
         occurred_at: Some(timestamp(occurred_at_ms)),
         payload: Some(sale_completed(sale)),
+        trace_parent: redstore_platform::trace::current_traceparent(),
         ..Default::default()
     };
     (event_id, event.encode_to_vec())

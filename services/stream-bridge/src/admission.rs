@@ -38,6 +38,11 @@ impl LiveStreams {
         Self { places: Arc::new(Semaphore::new(max)), max }
     }
 
+    /// How many streams are open.
+    pub fn open(&self) -> usize {
+        self.max.saturating_sub(self.places.available_permits())
+    }
+
     /// A place for one more stream, or RESOURCE_EXHAUSTED with a retry hint when every place is
     /// taken. Asked before anything is read for the stream, so a refusal costs nothing.
     pub fn admit(&self) -> Result<Admitted> {

@@ -174,11 +174,23 @@ impl LiveFeed {
     /// Hands a committed inventory event to the store's watchers.
     pub fn publish(&self, event: Arc<EventEnvelope>) {
         let mut stores = self.stores.lock();
-        if let Some(tx) = stores.get(&event.store_id)
-            && tx.send(event.clone()).is_err()
-        {
+        let Some(tx) = stores.get(&event.store_id) else { return };
+        let span = tracing::info_span!(
+            target: "redstore::trace",
+            "push",
+            otel.name = "inventory.changed push",
+            otel.kind = "consumer",
+            messaging.operation.type = "process",
+            redstore.watchers = tx.receiver_count(),
+        );
+        redstore_platform::trace::set_parent(&span, &event.trace_parent);
+        let _entered = span.enter();
+        if tx.send(event.clone()).is_err() {
             // No watcher is left for this store.
             stores.remove(&event.store_id);
+        } else if let Some(age) = redstore_platform::metrics::event_age_seconds(&event) {
+            // From the change's commit to its hand-over to the terminals' streams.
+            metrics::histogram!("redstore_event_delivery_lag_seconds").record(age);
         }
     }
 

@@ -347,7 +347,7 @@ async fn drain_store(
             let event_id: uuid::Uuid = row.try_get(0)?;
             let event_type: String = row.try_get(2)?;
             let mut body: Vec<u8> = row.try_get(3)?;
-            let trace_parent = match EventEnvelope::decode(body.as_slice()) {
+            let (trace_parent, age) = match EventEnvelope::decode(body.as_slice()) {
                 Ok(mut envelope) => {
                     // Sent with its sequence, which the row may keep in its column only
                     // (`pg::outbox_event`); a body that has it goes as it is.
@@ -355,19 +355,33 @@ async fn drain_store(
                         envelope.store_seq = seq as u64;
                         body = envelope.encode_to_vec();
                     }
-                    envelope.trace_parent
+                    (envelope.trace_parent.clone(), crate::metrics::event_age_seconds(&envelope))
                 }
                 Err(e) => {
                     // Published all the same: consumers dead-letter it rather than the relay stalling.
                     tracing::warn!(schema, store_id = store, store_seq = seq, error = %e, "outbox body is not an event envelope");
-                    String::new()
+                    (String::new(), None)
                 }
             };
             let event_id = event_id.to_string();
+            // The publish is a span of the change's trace; consumers continue from it.
+            let span = tracing::info_span!(
+                target: "redstore::trace",
+                "publish",
+                otel.name = %format_args!("{topic} publish"),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation.type = "publish",
+                messaging.destination.name = %topic,
+                messaging.message.id = %event_id,
+            );
+            crate::trace::set_parent(&span, &trace_parent);
+            let published = crate::trace::traceparent_of(&span);
+            let trace_parent = if published.is_empty() { trace_parent } else { published };
             let headers = owned_headers(&event_headers(&event_type, &event_id, &trace_parent));
             let record = FutureRecord::to(topic).key(store).payload(body.as_slice()).headers(headers);
             match producer.send_result(record) {
-                Ok(delivery) => deliveries.push((seq, delivery)),
+                Ok(delivery) => deliveries.push((seq, age, delivery)),
                 Err(e) => {
                     failure = Some(format!("cannot queue event {event_id} for {topic}: {e}"));
                     break;
@@ -378,12 +392,15 @@ async fn drain_store(
         // cursor moves past the delivered prefix.
         let mut delivered: Option<i64> = None;
         let mut count = 0;
-        for (seq, delivery) in deliveries {
+        for (seq, age, delivery) in deliveries {
             let outcome = delivery.await.map(drop).map_err(|e| e.to_string());
             match outcome {
                 Ok(()) if failure.is_none() => {
                     delivered = Some(seq);
                     count += 1;
+                    if let Some(age) = age {
+                        metrics::histogram!("redstore_event_publish_lag_seconds").record(age);
+                    }
                 }
                 Ok(()) => {}
                 Err(e) => {

@@ -17,7 +17,7 @@ pub fn brokers() -> String {
 /// A configuration with a topic prefix of its own, so tests run in parallel; also installs logging.
 pub fn test_config() -> KafkaConfig {
     // Logs go to stderr, which the test runner shows for a failing test.
-    redstore_platform::telemetry::init(redstore_platform::telemetry::LogFormat::Human);
+    let _ = redstore_platform::telemetry::init(redstore_platform::telemetry::LogFormat::Human, "kafka-tests");
     let mut cfg = KafkaConfig::new(brokers());
     cfg.topic_prefix = format!("t{}", uuid::Uuid::now_v7().simple());
     cfg

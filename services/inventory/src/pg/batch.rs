@@ -728,6 +728,7 @@ pub(super) fn sale_batcher(pool: PgPool) -> StoreBatcher<SaleJob> {
     // No linger: its callers are sales processes, each sending a batch at a time and waiting for
     // its answer, so no more would come.
     StoreBatcher::new(MAX_BATCH, 1, IDLE, Duration::ZERO, move |_lane, jobs| {
+        metrics::histogram!("redstore_write_batch_size", "writer" => "inventory_sales").record(jobs.len() as f64);
         let pool = pool.clone();
         async move { run_sales(&pool, jobs).await }.boxed()
     })

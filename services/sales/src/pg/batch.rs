@@ -103,6 +103,7 @@ pub(crate) fn batcher(saga: PgSales, path: impl CheckoutPath) -> StoreBatcher<Jo
     // beats two or three smaller ones in flight (both measured in docs/benchmarks-history.md,
     // "Batches in flight").
     StoreBatcher::new(MAX_BATCH, 1, IDLE, LINGER, move |_queue, jobs| {
+        metrics::histogram!("redstore_write_batch_size", "writer" => "checkouts").record(jobs.len() as f64);
         let (saga, path) = (saga.clone(), path.clone());
         async move { run(&saga, &path, jobs).await }.boxed()
     })

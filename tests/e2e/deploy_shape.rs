@@ -1,0 +1,64 @@
+//! What the Kubernetes manifests rely on: pods that wait for the migration Job instead of
+//! crash-looping, and sales reaching inventory by a name that may stand for several pods.
+
+use std::time::{Duration, Instant};
+
+use redstore_platform::pg::scratch::ScratchDb;
+use redstore_proto::sales::sales_service_client::SalesServiceClient;
+
+use crate::helpers::*;
+
+fn redstore() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_redstore"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_wait_exits_once_the_migration_job_has_run_and_69_when_it_never_does() {
+    let db = ScratchDb::create(&[]).await.expect("an empty scratch database");
+    // Nothing applied: the wait gives up after its timeout, as a supervisor's retryable failure.
+    let started = Instant::now();
+    let out = redstore()
+        .args(["migrate", "--wait", "--timeout", "3s", "--database-url", &db.admin_url])
+        .output()
+        .expect("run migrate --wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("migrations are not applied yet"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "it gave up near its timeout");
+
+    // A pod's init container waits; the migration Job runs meanwhile; the wait ends with it.
+    let mut waiting = redstore()
+        .args(["migrate", "--wait", "--timeout", "2m", "--database-url", &db.admin_url])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start migrate --wait");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(waiting.try_wait().unwrap().is_none(), "it waits while nothing is migrated");
+    let job = redstore().args(["migrate", "--database-url", &db.admin_url]).output().unwrap();
+    assert!(job.status.success(), "{}", String::from_utf8_lossy(&job.stderr));
+    let waited = tokio::task::spawn_blocking(move || waiting.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(waited.status.code(), Some(0), "{}", String::from_utf8_lossy(&waited.stderr));
+
+    // Without a database there is nothing to wait for: a usage error.
+    let out = redstore().args(["migrate", "--wait"]).env_remove("REDSTORE_DATABASE_URL").output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    db.drop_db().await.expect("drop scratch database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_reaches_inventory_by_name_through_the_balanced_channel() {
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let url = db.app_url.clone();
+    let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
+    // A name, as a headless Service's: resolved (to every address it has), not dialled as given.
+    let by_name = format!("http://localhost:{}", inventory.addr.port());
+    let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &by_name]);
+    let sale = SalesServiceClient::new(sales.channel().await)
+        .checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0008", 2)], vec![cash(5000)]))
+        .await
+        .expect("a sale applied to inventory found by name")
+        .into_inner();
+    assert!(sale.sale.is_some());
+    drop((sales, inventory));
+    db.drop_db().await.expect("drop scratch database");
+}
