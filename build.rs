@@ -3,7 +3,9 @@
 //!
 //! It needs Node.js and npm: `npm ci` installs the locked packages when `web/node_modules` is
 //! missing or older than the lock file. Without npm, or with `REDSTORE_SKIP_TERMINAL=1` (a build
-//! that serves only the APIs), a page saying how to get the terminal takes its place.
+//! that serves only the APIs), a page saying how to get the terminal takes its place. With
+//! `REDSTORE_TERMINAL_DIST=<dir>`, the terminal built there beforehand (`npm run build -- --outDir
+//! <dir>`, as the image's Node stage does) is embedded as it is, and npm is not run.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,10 +26,23 @@ fn main() {
         println!("cargo:rerun-if-changed={watched}");
     }
     println!("cargo:rerun-if-env-changed=REDSTORE_SKIP_TERMINAL");
+    println!("cargo:rerun-if-env-changed=REDSTORE_TERMINAL_DIST");
     if std::fs::exists(&out).unwrap_or(false) {
         std::fs::remove_dir_all(&out).expect("clear the terminal's previous build");
     }
     std::fs::create_dir_all(&out).expect("create the terminal's build directory");
+
+    if let Some(dist) = std::env::var_os("REDSTORE_TERMINAL_DIST").filter(|v| !v.is_empty()) {
+        let dist = PathBuf::from(dist);
+        println!("cargo:rerun-if-changed={}", dist.display());
+        assert!(
+            dist.join("index.html").is_file(),
+            "REDSTORE_TERMINAL_DIST={} holds no index.html: give the directory `npm run build -- --outDir <dir>` wrote",
+            dist.display()
+        );
+        copy_dir(&dist, &out);
+        return;
+    }
 
     let skip = std::env::var_os("REDSTORE_SKIP_TERMINAL").is_some_and(|v| v != "0" && !v.is_empty());
     let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
@@ -55,6 +70,21 @@ fn needs_install(web: &Path) -> bool {
     match (modified(web.join("node_modules/.package-lock.json")), modified(web.join("package-lock.json"))) {
         (Some(installed), Some(locked)) => installed < locked,
         _ => true,
+    }
+}
+
+/// Copies the files under `from` into `to`, subdirectories included.
+fn copy_dir(from: &Path, to: &Path) {
+    let entries = std::fs::read_dir(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if source.is_dir() {
+            std::fs::create_dir_all(&target).unwrap_or_else(|e| panic!("cannot create {}: {e}", target.display()));
+            copy_dir(&source, &target);
+        } else {
+            std::fs::copy(&source, &target).unwrap_or_else(|e| panic!("cannot copy {}: {e}", source.display()));
+        }
     }
 }
 

@@ -105,6 +105,8 @@ log "npm ci (the terminal's packages, as package-lock.json pins them)"
 npm --prefix web ci --no-audit --no-fund
 
 # --- checks and tests ---------------------------------------------------------------------------
+log "the image recipe and the Kubernetes manifests (hadolint, kustomize, kubernetes-validate)"
+bash scripts/check-deploy.sh
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
