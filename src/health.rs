@@ -17,18 +17,44 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
+/// What a service cannot answer without; a set of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deps(u8);
+
+impl Deps {
+    pub const NONE: Self = Self(0);
+    /// The database: writable (embedded) or reachable (PostgreSQL).
+    pub const DATABASE: Self = Self(1);
+    /// Redis: the live feed of a stream bridge on the distributed shape.
+    pub const REDIS: Self = Self(2);
+
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    const fn meets(self, down: Self) -> bool {
+        self.0 & down.0 == 0
+    }
+}
+
+/// The name that answers liveness: SERVING for as long as the process answers at all, draining
+/// or not, whatever its dependencies do (a probe that restarts a pod whose database is down only
+/// adds a restart to the outage).
+pub const LIVENESS: &str = "liveness";
+
 /// What the statuses are computed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct State {
     draining: bool,
-    writable: bool,
+    /// The dependencies that are down.
+    down: Deps,
 }
 
-/// A service health answers for, and whether it needs the database to be writable.
+/// A service health answers for, and what it needs.
 #[derive(Clone, Debug)]
 struct Entry {
     name: &'static str,
-    writes: bool,
+    needs: Deps,
 }
 
 /// The server's health; cheap to clone. Every clone sees and changes the same state.
@@ -39,24 +65,33 @@ pub struct HealthState {
 }
 
 impl HealthState {
-    /// Health for the overall server (`""`, which needs writes when any service does) and the
-    /// named services, each with whether it needs the database to be writable.
-    pub fn new(services: &[(&'static str, bool)]) -> Self {
-        let any_writes = services.iter().any(|(_, writes)| *writes);
-        let services = std::iter::once(Entry { name: "", writes: any_writes })
-            .chain(services.iter().map(|&(name, writes)| Entry { name, writes }))
+    /// Health for the overall server (`""`, which needs what any service needs), liveness
+    /// ([`LIVENESS`]) and the named services, each with what it needs.
+    pub fn new(services: &[(&'static str, Deps)]) -> Self {
+        let all = services.iter().fold(Deps::NONE, |all, (_, needs)| all.union(*needs));
+        let services = [Entry { name: "", needs: all }, Entry { name: LIVENESS, needs: Deps::NONE }]
+            .into_iter()
+            .chain(services.iter().map(|&(name, needs)| Entry { name, needs }))
             .collect();
-        let (state, _) = watch::channel(State { draining: false, writable: true });
+        let (state, _) = watch::channel(State { draining: false, down: Deps::NONE });
         Self { state: Arc::new(state), services }
     }
 
-    /// Whether writes can be committed; the services that write follow it.
-    pub fn set_writable(&self, writable: bool) {
-        self.state.send_if_modified(|s| std::mem::replace(&mut s.writable, writable) != writable);
+    /// Whether `dep` is up; the services that need it follow.
+    pub fn set_up(&self, dep: Deps, up: bool) {
+        self.state.send_if_modified(|s| {
+            let down = if up { Deps(s.down.0 & !dep.0) } else { s.down.union(dep) };
+            std::mem::replace(&mut s.down, down) != down
+        });
     }
 
-    /// Shutdown has begun: every status is NOT_SERVING from now on, and every watch is told so and
-    /// closed.
+    /// Whether writes can be committed (the embedded database); the services that write follow it.
+    pub fn set_writable(&self, writable: bool) {
+        self.set_up(Deps::DATABASE, writable);
+    }
+
+    /// Shutdown has begun: every status but liveness is NOT_SERVING from now on, and every watch
+    /// of them is told so and closed.
     pub fn drain(&self) {
         self.state.send_if_modified(|s| !std::mem::replace(&mut s.draining, true));
     }
@@ -73,7 +108,10 @@ impl HealthState {
 }
 
 fn status_of(state: State, entry: &Entry) -> ServingStatus {
-    if state.draining || (entry.writes && !state.writable) { ServingStatus::NotServing } else { ServingStatus::Serving }
+    if entry.name == LIVENESS {
+        return ServingStatus::Serving;
+    }
+    if state.draining || !entry.needs.meets(state.down) { ServingStatus::NotServing } else { ServingStatus::Serving }
 }
 
 fn answer(status: ServingStatus) -> HealthCheckResponse {
@@ -114,7 +152,8 @@ impl Health for HealthState {
                     if last != Some(status) {
                         return Some((Ok(answer(status)), Some((rx, Some(status)))));
                     }
-                    if state.draining || rx.changed().await.is_err() {
+                    let live = entry.as_ref().is_some_and(|e| e.name == LIVENESS);
+                    if (state.draining && !live) || rx.changed().await.is_err() {
                         return Some((Err(shutting_down()), None));
                     }
                 }
@@ -132,7 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn writers_follow_the_database_and_shutdown_ends_every_watch() {
-        let health = HealthState::new(&[("sales", true), ("stream", false)]);
+        let health = HealthState::new(&[("sales", Deps::DATABASE), ("stream", Deps::NONE)]);
         assert_eq!(health.status(""), Some(ServingStatus::Serving));
         assert_eq!(health.status("nope"), None);
         let mut watch =
@@ -148,9 +187,32 @@ mod tests {
 
         health.drain();
         assert_eq!(health.status("stream"), Some(ServingStatus::NotServing));
+        assert_eq!(health.status(LIVENESS), Some(ServingStatus::Serving), "draining is still alive");
         assert_eq!(watch.next().await.unwrap().unwrap().status, ServingStatus::NotServing as i32);
         let end = watch.next().await.unwrap().unwrap_err();
         assert_eq!(end.code(), tonic::Code::Unavailable);
         assert!(watch.next().await.is_none(), "the watch is closed");
+    }
+}
+
+#[cfg(test)]
+mod dependency_tests {
+    use super::*;
+
+    #[test]
+    fn each_service_follows_what_it_needs_and_liveness_follows_nothing() {
+        let health = HealthState::new(&[("sales", Deps::DATABASE), ("bridge", Deps::DATABASE.union(Deps::REDIS))]);
+        health.set_up(Deps::REDIS, false);
+        assert_eq!(health.status("sales"), Some(ServingStatus::Serving), "sales does not need Redis");
+        assert_eq!(health.status("bridge"), Some(ServingStatus::NotServing));
+        assert_eq!(health.status(""), Some(ServingStatus::NotServing), "overall needs what any service needs");
+        health.set_up(Deps::DATABASE, false);
+        assert_eq!(health.status("sales"), Some(ServingStatus::NotServing));
+        assert_eq!(health.status(LIVENESS), Some(ServingStatus::Serving));
+        health.set_up(Deps::REDIS, true);
+        assert_eq!(health.status("bridge"), Some(ServingStatus::NotServing), "the database is still down");
+        health.set_up(Deps::DATABASE, true);
+        assert_eq!(health.status("bridge"), Some(ServingStatus::Serving));
+        assert_eq!(health.status(""), Some(ServingStatus::Serving));
     }
 }

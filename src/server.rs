@@ -234,19 +234,63 @@ impl Running {
     }
 }
 
-/// The names health answers for, with whether each service needs the database to be writable.
-fn health_for(services: &[ServiceName]) -> HealthState {
-    let entries: Vec<(&'static str, bool)> = services
+/// The names health answers for, with what each service needs: on the embedded database, the
+/// writers need it writable; on PostgreSQL every service needs it reachable, and a stream bridge
+/// fed by Redis needs Redis. Kafka is no one's need: the outboxes hold every event while the
+/// broker is away, so sales go on (its state is in `/metrics` and the logs).
+fn health_for(services: &[ServiceName], postgres: bool, redis: bool) -> HealthState {
+    use crate::health::Deps;
+    let writer = Deps::DATABASE;
+    let reader = if postgres { Deps::DATABASE } else { Deps::NONE };
+    let entries: Vec<(&'static str, Deps)> = services
         .iter()
         .map(|service| match service {
-            ServiceName::Inventory => (<InventoryServiceServer<InventoryGrpc> as NamedService>::NAME, true),
-            ServiceName::Sales => (<SalesServiceServer<SalesGrpc> as NamedService>::NAME, true),
-            ServiceName::Analytics => (<AnalyticsServiceServer<AnalyticsGrpc> as NamedService>::NAME, false),
-            ServiceName::StreamBridge => (<InventoryStreamServiceServer<StreamGrpc> as NamedService>::NAME, false),
-            ServiceName::Auth => (<AuthServiceServer<AuthGrpc> as NamedService>::NAME, true),
+            ServiceName::Inventory => (<InventoryServiceServer<InventoryGrpc> as NamedService>::NAME, writer),
+            ServiceName::Sales => (<SalesServiceServer<SalesGrpc> as NamedService>::NAME, writer),
+            ServiceName::Analytics => (<AnalyticsServiceServer<AnalyticsGrpc> as NamedService>::NAME, reader),
+            ServiceName::StreamBridge => (
+                <InventoryStreamServiceServer<StreamGrpc> as NamedService>::NAME,
+                if redis { reader.union(Deps::REDIS) } else { reader },
+            ),
+            ServiceName::Auth => (<AuthServiceServer<AuthGrpc> as NamedService>::NAME, writer),
         })
         .collect();
     HealthState::new(&entries)
+}
+
+/// How often PostgreSQL and Redis are checked for health, and how long a check may take.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Checks a dependency every [`PROBE_EVERY`] until `shutdown`: health and
+/// `redstore_backend_up{backend}` follow it, and a change is logged once.
+fn spawn_probe<F>(
+    backend: &'static str,
+    dep: crate::health::Deps,
+    health: HealthState,
+    shutdown: CancellationToken,
+    check: F,
+) where
+    F: Fn() -> futures::future::BoxFuture<'static, bool> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut was_up = true;
+        loop {
+            let up = tokio::time::timeout(PROBE_TIMEOUT, check()).await.unwrap_or(false);
+            metrics::gauge!("redstore_backend_up", "backend" => backend).set(f64::from(u8::from(up)));
+            health.set_up(dep, up);
+            match (was_up, up) {
+                (true, false) => tracing::warn!(backend, "unreachable: the services that need it are NOT_SERVING"),
+                (false, true) => tracing::info!(backend, "reachable again: serving"),
+                _ => {}
+            }
+            was_up = up;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+        }
+    });
 }
 
 /// What the services run on.
@@ -276,6 +320,8 @@ struct Wiring {
     worker: Option<JoinHandle<()>>,
     /// Where that worker serves its metrics.
     worker_metrics: crate::metrics::WorkerMetrics,
+    /// Redis, for the health probe, on the distributed shape.
+    redis: Option<redstore_inventory::cache::StockCache>,
 }
 
 /// Every service's PostgreSQL migrations.
@@ -369,6 +415,7 @@ async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow
         backend: Backend::Embedded(embedded),
         worker: None,
         worker_metrics: Default::default(),
+        redis: None,
     })
 }
 
@@ -499,6 +546,7 @@ async fn postgres(
         backend: Backend::Postgres(pool),
         worker,
         worker_metrics,
+        redis: cache,
     })
 }
 
@@ -703,9 +751,23 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     .into_iter()
     .filter(|s| config.serves(*s))
     .collect();
-    let health = health_for(&services);
-    if let Backend::Embedded(embedded) = &backend {
-        follow_writable(embedded.db.watch_writable(), health.clone(), shutdown.clone());
+    let on_postgres = matches!(backend, Backend::Postgres(_));
+    let health = health_for(&services, on_postgres, wiring.redis.is_some());
+    match &backend {
+        Backend::Embedded(embedded) => follow_writable(embedded.db.watch_writable(), health.clone(), shutdown.clone()),
+        Backend::Postgres(pool) => {
+            let pool = pool.clone();
+            spawn_probe("postgres", crate::health::Deps::DATABASE, health.clone(), shutdown.clone(), move || {
+                let pool = pool.clone();
+                Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.is_ok() })
+            });
+        }
+    }
+    if let Some(cache) = wiring.redis.clone() {
+        spawn_probe("redis", crate::health::Deps::REDIS, health.clone(), shutdown.clone(), move || {
+            let cache = cache.clone();
+            Box::pin(async move { cache.version("health-probe").await.is_ok() })
+        });
     }
     let web = GrpcWebLayer::new();
     let mut routes = tonic::service::Routes::new(web.layer(health.clone().into_server()));

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use redstore_platform::pg::scratch::ScratchDb;
 use redstore_proto::sales::sales_service_client::SalesServiceClient;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::*;
 
@@ -60,5 +61,49 @@ async fn sales_reaches_inventory_by_name_through_the_balanced_channel() {
         .into_inner();
     assert!(sale.sale.is_some());
     drop((sales, inventory));
+    db.drop_db().await.expect("drop scratch database");
+}
+
+async fn status_of(channel: Ch, service: &str) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+}
+
+async fn wait_for_status(channel: Ch, service: &str, want: ServingStatus) {
+    for _ in 0..150 {
+        if status_of(channel.clone(), service).await == want as i32 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{service:?} never became {want:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_whose_redis_is_down_is_not_ready_but_alive_and_ready_again_when_it_returns() {
+    const BRIDGE: &str = "redstore.stream.v1.InventoryStreamService";
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let mut redis = RedisServer::start();
+    let bridge =
+        Process::start(&["serve", "stream-bridge", "--database-url", &db.app_url, "--redis-url", &redis.url()]);
+    let channel = bridge.channel().await;
+    assert_eq!(status_of(channel.clone(), BRIDGE).await, ServingStatus::Serving as i32);
+
+    redis.kill();
+    wait_for_status(channel.clone(), BRIDGE, ServingStatus::NotServing).await;
+    assert_eq!(status_of(channel.clone(), "").await, ServingStatus::NotServing as i32);
+    // Liveness does not follow: restarting the pod would not bring Redis back.
+    assert_eq!(status_of(channel.clone(), "liveness").await, ServingStatus::Serving as i32);
+    let text = reqwest::get(format!("http://{}/metrics", bridge.addr)).await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"redstore_backend_up{backend="redis"} 0"#), "{text}");
+
+    redis.restart();
+    wait_for_status(channel.clone(), BRIDGE, ServingStatus::Serving).await;
+    drop(bridge);
     db.drop_db().await.expect("drop scratch database");
 }

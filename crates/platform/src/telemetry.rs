@@ -55,10 +55,13 @@ pub fn init(format: LogFormat, service: &str) -> anyhow::Result<Telemetry> {
     };
     let provider = if crate::trace::export_requested() { Some(crate::trace::provider(service)?) } else { None };
     let traces = provider.as_ref().map(|provider| {
-        // The trace's own spans, and warnings and errors as events on them.
-        let wanted = filter::Targets::new()
-            .with_target(crate::trace::TARGET, filter::LevelFilter::TRACE)
-            .with_default(filter::LevelFilter::WARN);
+        // The trace's own spans, the handlers' (`#[instrument]`, info), and warnings and errors
+        // as events on them. A span left out would cut its children off their trace.
+        let wanted = filter::filter_fn(|meta| {
+            meta.target() == crate::trace::TARGET
+                || (meta.is_span() && *meta.level() <= tracing::Level::INFO)
+                || *meta.level() <= tracing::Level::WARN
+        });
         crate::trace::layer(provider).with_filter(wanted)
     });
     let _ = tracing_subscriber::registry().with(fmt.with_filter(level).with_filter(logs)).with(traces).try_init();

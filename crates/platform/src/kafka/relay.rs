@@ -217,9 +217,29 @@ pub async fn run_relay_with(
         }
     }
     listener.abort();
-    tracing::info!(schema, "outbox relay stopped");
+    // Stopping (a rolling update, a scale-down): what is in the outbox now goes out before the
+    // process does, so the next relay does not start behind; whatever the time allows.
+    let flush = async {
+        let mut sent = 0;
+        for store in stores().await.unwrap_or_default() {
+            if let Ok(Drain::Sent(n)) = drain_store(&pool, &producer, &topic, schema, &store, batch).await {
+                sent += n;
+            }
+        }
+        sent
+    };
+    match tokio::time::timeout(FLUSH_ON_STOP, flush).await {
+        Ok(sent) => tracing::info!(schema, events = sent, "outbox relay stopped; the outbox is flushed"),
+        Err(_) => {
+            tracing::warn!(schema, "outbox relay stopped before the outbox was flushed; the next relay sends the rest")
+        }
+    }
     Ok(())
 }
+
+/// How long a stopping relay spends publishing what is left in the outbox: within the Kafka
+/// worker's own grace (`kafka_worker`), itself within the server's.
+const FLUSH_ON_STOP: Duration = Duration::from_secs(3);
 
 /// Makes the relay's next retry of deferred stores come no later than `at`.
 fn retry_by(retry_at: &mut Option<Instant>, at: Instant) {
