@@ -149,23 +149,28 @@ macro_rules! retried {
 }
 
 /// Runs an idempotent call, retrying transient failures.
-async fn retry<T, F, Fut>(mut call: F) -> Result<T>
+async fn retry<T, F, Fut>(call: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(resp) => return Ok(resp.into_inner()),
-            Err(s) if attempt < ATTEMPTS && matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) => {
-                redstore_platform::warn_throttled!(attempt, status = %s.message(), "inventory call failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(s) => return Err(Error::Remote(s)),
-        }
-    }
+    use backon::Retryable as _;
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_times(ATTEMPTS as usize - 1)
+        .with_jitter();
+    call.retry(backoff)
+        .when(|s: &Status| matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded))
+        .notify(|s: &Status, after: Duration| {
+            redstore_platform::warn_throttled!(
+                status = %s.message(),
+                retry_in_ms = after.as_millis() as u64,
+                "inventory call failed; retrying"
+            );
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(Error::Remote)
 }
 
 /// A call that must not be repeated blindly.

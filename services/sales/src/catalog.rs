@@ -11,56 +11,59 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use moka::sync::Cache;
 use redstore_inventory::InventoryStore;
 use redstore_inventory::domain::{ChargedPrice, Product};
 use redstore_platform::error::{Error, Result};
 use redstore_proto::sales::Sale;
-use tokio::time::Instant;
 
 pub use redstore_inventory::domain::REPRICE;
 
 /// How long a product read from inventory is used before it is read again.
 const PRODUCT_TTL: Duration = Duration::from_secs(5);
+/// Most products kept: a chain's whole catalog at work, and no more whatever is asked.
+const MAX_PRODUCTS: u64 = 200_000;
 
 /// How long a terminal seen registered is remembered without a checkout: a chain's quiet stores
 /// leave nothing here, and a terminal back at work costs one question to inventory.
 const TERMINAL_IDLE: Duration = Duration::from_secs(600);
+/// Most terminals remembered.
+const MAX_TERMINALS: u64 = 1_000_000;
 
-#[derive(Default)]
+/// Bounded copies (moka), which drop what is past its time by themselves.
 pub struct Catalog {
-    products: Mutex<HashMap<String, (Product, Instant)>>,
-    /// (store, terminal) pairs seen registered, with when they were last used. Nothing unregisters
-    /// a terminal (the API has no such call), so once seen it stays registered; pairs idle for
-    /// [`TERMINAL_IDLE`] are forgotten ([`Catalog::forget_idle`]).
-    terminals: Mutex<HashMap<(String, String), Instant>>,
-    /// When [`Catalog::forget_idle`] last ran.
-    pruned: Mutex<Option<Instant>>,
+    products: Cache<String, Product>,
+    /// (store, terminal) pairs seen registered. Nothing unregisters a terminal (the API has no
+    /// such call), so once seen it stays registered while it is used.
+    terminals: Cache<(String, String), ()>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self {
+            products: Cache::builder().max_capacity(MAX_PRODUCTS).time_to_live(PRODUCT_TTL).build(),
+            terminals: Cache::builder().max_capacity(MAX_TERMINALS).time_to_idle(TERMINAL_IDLE).build(),
+        }
+    }
 }
 
 impl Catalog {
     /// The products of `skus` that exist: from the copy, and what it lacks (or holds for too long)
     /// from inventory in one call.
     pub async fn products(&self, inventory: &dyn InventoryStore, skus: &[String]) -> Result<HashMap<String, Product>> {
-        let now = Instant::now();
         let mut found = HashMap::with_capacity(skus.len());
         let mut missing = Vec::new();
-        {
-            let products = self.products.lock();
-            for sku in skus {
-                match products.get(sku) {
-                    Some((product, read)) if now.duration_since(*read) < PRODUCT_TTL => {
-                        found.insert(sku.clone(), product.clone());
-                    }
-                    _ => missing.push(sku.clone()),
+        for sku in skus {
+            match self.products.get(sku) {
+                Some(product) => {
+                    found.insert(sku.clone(), product);
                 }
+                None => missing.push(sku.clone()),
             }
         }
         if !missing.is_empty() {
-            let read = inventory.get_products(&missing).await?;
-            let mut products = self.products.lock();
-            for product in read.into_iter().flatten() {
-                products.insert(product.sku.clone(), (product.clone(), now));
+            for product in inventory.get_products(&missing).await?.into_iter().flatten() {
+                self.products.insert(product.sku.clone(), product.clone());
                 found.insert(product.sku.clone(), product);
             }
         }
@@ -69,9 +72,8 @@ impl Catalog {
 
     /// Forgets what the copy holds of these skus: inventory refused a sale priced from it.
     pub fn forget<'a>(&self, skus: impl IntoIterator<Item = &'a str>) {
-        let mut products = self.products.lock();
         for sku in skus {
-            products.remove(sku);
+            self.products.invalidate(sku);
         }
     }
 
@@ -83,30 +85,13 @@ impl Catalog {
         terminal_id: &str,
     ) -> Result<()> {
         let pair = (store_id.to_owned(), terminal_id.to_owned());
-        let now = Instant::now();
-        self.forget_idle(now);
-        if let Some(used) = self.terminals.lock().get_mut(&pair) {
-            *used = now;
+        // A read, unlike contains_key: it resets the idle timer.
+        if self.terminals.get(&pair).is_some() {
             return Ok(());
         }
         inventory.require_terminal(store_id, terminal_id).await?;
-        self.terminals.lock().insert(pair, now);
+        self.terminals.insert(pair, ());
         Ok(())
-    }
-
-    /// At most once per [`TERMINAL_IDLE`], drops the terminals unused for that long and the
-    /// products past their [`PRODUCT_TTL`], so that what the copy holds follows the stores at work,
-    /// not the chain's size.
-    fn forget_idle(&self, now: Instant) {
-        {
-            let mut pruned = self.pruned.lock();
-            match *pruned {
-                Some(at) if now.duration_since(at) < TERMINAL_IDLE => return,
-                _ => *pruned = Some(now),
-            }
-        }
-        self.terminals.lock().retain(|_, used| now.duration_since(*used) < TERMINAL_IDLE);
-        self.products.lock().retain(|_, (_, read)| now.duration_since(*read) < PRODUCT_TTL);
     }
 }
 
@@ -128,23 +113,4 @@ pub fn charged(sale: &Sale) -> Vec<ChargedPrice> {
 /// Whether inventory refused a sale because the catalog changed since it was priced.
 pub fn is_reprice(err: &Error) -> bool {
     err.violation_type().as_deref() == Some(REPRICE)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn terminals_idle_for_long_are_forgotten_and_the_others_kept() {
-        let catalog = Catalog::default();
-        let start = Instant::now();
-        catalog.terminals.lock().insert(("store-1".into(), "till-1".into()), start);
-        catalog.forget_idle(start);
-        assert_eq!(catalog.terminals.lock().len(), 1, "a terminal just used stays");
-        let later = start + TERMINAL_IDLE + Duration::from_secs(1);
-        catalog.terminals.lock().insert(("store-2".into(), "till-1".into()), later);
-        catalog.forget_idle(later);
-        let kept: Vec<(String, String)> = catalog.terminals.lock().keys().cloned().collect();
-        assert_eq!(kept, vec![("store-2".to_owned(), "till-1".to_owned())]);
-    }
 }
