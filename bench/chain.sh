@@ -45,12 +45,18 @@ $bin migrate --database-url "$admin/$db" 2>/dev/null
 
 # Inventory's internal RPCs need the deployment's service token; one made up for this run.
 export REDSTORE_SERVICE_TOKEN=${REDSTORE_SERVICE_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
+# Every process (and the bench, which signs its staff tokens) uses one signing key.
+if [ -z "${REDSTORE_AUTH_SIGNING_KEY_FILE:-}" ]; then
+  keydir=$(mktemp -d)
+  openssl genpkey -algorithm ed25519 -out "$keydir/signing-key.pem" 2>/dev/null
+  export REDSTORE_AUTH_SIGNING_KEY_FILE="$keydir/signing-key.pem"
+fi
 
 # `start PORT COMMAND…`: a server process on the database, its pid kept.
 start() {
   local port=$1
   shift
-  $bin "$@" --database-url "$url" --listen "127.0.0.1:$port" --db-pool-size 16 --no-demo "${server_flags[@]}" 2>/dev/null &
+  $bin "$@" --database-url "$url" --listen "127.0.0.1:$port" --db-pool-size 16 "${server_flags[@]}" 2>/dev/null &
   pids+=($!)
   for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.2; done
   echo "bench/chain.sh: nothing listens on $port" >&2
@@ -64,7 +70,7 @@ if $split; then
   targets=(--target http://127.0.0.1:50092 --inventory-target http://127.0.0.1:50091 --sse-target http://127.0.0.1:50093)
 else
   echo "== redstore up --database-url ${server_flags[*]}"
-  start 50081 up
+  start 50081 up --no-demo
   targets=(--target http://127.0.0.1:50081)
 fi
 $bin bench chain "${targets[@]}" --database-url "$url" --admin-url "$admin/postgres" \

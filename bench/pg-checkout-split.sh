@@ -13,12 +13,18 @@ db="postgres://redstore_app@127.0.0.1:5432/redstore_bench"
 . bench/anchor.sh
 # Inventory's internal RPCs need the deployment's service token; one made up for this run.
 export REDSTORE_SERVICE_TOKEN=${REDSTORE_SERVICE_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}
+# Both processes, and the bench signing its staff tokens, use one key.
+if [ -z "${REDSTORE_AUTH_SIGNING_KEY_FILE:-}" ]; then
+  keydir=$(mktemp -d)
+  openssl genpkey -algorithm ed25519 -out "$keydir/signing-key.pem" 2>/dev/null
+  export REDSTORE_AUTH_SIGNING_KEY_FILE="$keydir/signing-key.pem"
+fi
 
 echo "== redstore bench checkout against redstore serve inventory + redstore serve sales (32 terminals, 3-line sales)"
-$bin serve inventory --database-url "$db" --listen 127.0.0.1:50091 --db-pool-size 16 --no-demo --worker-threads 1 "$@" 2>/dev/null &
+$bin serve inventory --database-url "$db" --listen 127.0.0.1:50091 --db-pool-size 16 --worker-threads 1 "$@" 2>/dev/null &
 inventory=$!
 $bin serve sales --database-url "$db" --inventory-url http://127.0.0.1:50091 --listen 127.0.0.1:50092 \
-  --db-pool-size 16 --no-demo --worker-threads 1 "$@" 2>/dev/null &
+  --db-pool-size 16 --worker-threads 1 "$@" 2>/dev/null &
 sales=$!
 trap 'kill $inventory $sales 2>/dev/null || true' EXIT
 for port in 50091 50092; do

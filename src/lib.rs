@@ -6,6 +6,7 @@ pub mod access;
 pub mod auth;
 pub mod bench;
 pub mod client_auth;
+pub mod config_file;
 pub mod connections;
 pub mod drain;
 pub mod edge;

@@ -41,6 +41,13 @@ struct Cli {
     /// for every task cost more than they run.
     #[arg(long, env = "REDSTORE_WORKER_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
+    /// A TOML file of settings, beneath flags and REDSTORE_* variables: keys are the flags' long
+    /// names (`listen = "0.0.0.0:50051"`; `[kafka] brokers = "…"` for --kafka-brokers).
+    #[arg(long, env = "REDSTORE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Print the settings in effect, as a configuration file with secrets redacted, and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -145,24 +152,24 @@ struct ServeArgs {
     #[arg(value_enum)]
     service: ServiceName,
     #[command(flatten)]
-    up: UpArgs,
+    server: ServerArgs,
+    /// Seed the demo chain (stores, products, staff) into an empty database: for trying the
+    /// distributed shape, never for a chain's own.
+    #[arg(long, env = "REDSTORE_DEMO")]
+    demo: bool,
     /// The inventory service's URL, which a separate sales process calls over gRPC.
     #[arg(long, env = "REDSTORE_INVENTORY_URL")]
     inventory_url: Option<String>,
 }
 
+/// What every server takes, `up` and `serve` alike.
 #[derive(Args, Debug)]
-struct UpArgs {
+struct ServerArgs {
     /// Address to serve gRPC, gRPC-web and SSE on.
     #[arg(long, env = "REDSTORE_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
     #[command(flatten)]
-    data: DataDirArgs,
-    #[command(flatten)]
     backend: BackendArgs,
-    /// Start with an empty database instead of the demo chain.
-    #[arg(long, env = "REDSTORE_NO_DEMO")]
-    no_demo: bool,
     /// How long requests and streams get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "REDSTORE_GRACE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
     grace_period: Duration,
@@ -181,8 +188,6 @@ struct UpArgs {
     #[arg(long, env = "REDSTORE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
-    embedded: EmbeddedDbArgs,
-    #[command(flatten)]
     retention: RetentionArgs,
     #[command(flatten)]
     connections: ConnectionOptions,
@@ -192,6 +197,20 @@ struct UpArgs {
     tls: redstore::tls::TlsOptions,
     #[command(flatten)]
     auth: redstore::auth::AuthOptions,
+}
+
+/// `redstore up`: every service in one process, embedded by default.
+#[derive(Args, Debug)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// Start with an empty database instead of the demo chain.
+    #[arg(long, env = "REDSTORE_NO_DEMO")]
+    no_demo: bool,
+    #[command(flatten)]
+    embedded: EmbeddedDbArgs,
 }
 
 /// How long answers kept for retries are kept.
@@ -404,7 +423,15 @@ fn main() -> ExitCode {
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         eprintln!("redstore: cannot turn transparent huge pages off: {e}");
     }
-    let cli = match Cli::try_parse() {
+    let command = <Cli as clap::CommandFactory>::command();
+    let resolved = match redstore::config_file::resolve(&command, std::env::args_os().collect()) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            eprintln!("redstore: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let cli = match Cli::try_parse_from(&resolved.args) {
         Ok(cli) => cli,
         // --help and --version are answers, not errors; a command line clap refuses is a usage
         // error, 64 like every other configuration the process cannot start with.
@@ -417,6 +444,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if cli.print_config {
+        return match redstore::config_file::print(&command, &resolved) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("redstore: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
     // A server holds a file per client connection, and a benchmark one per client.
     redstore::connections::raise_open_file_limit();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -470,7 +509,15 @@ async fn run(cli: Cli) -> ExitCode {
         LogFormatArg::Json => LogFormat::Json,
     };
     match cli.command {
-        Command::Up(args) => match config(args, Vec::new(), None, log_format) {
+        Command::Up(args) => match config(args.server, Vec::new(), None, log_format).map(|mut config| {
+            config.data_dir = args.data.data_dir;
+            config.demo = !args.no_demo;
+            config.db = redstore_platform::DbOptions {
+                busy_timeout: args.embedded.db_busy_timeout,
+                write_queue: args.embedded.write_queue as usize,
+            };
+            config
+        }) {
             Ok(config) => up(config).await,
             Err(e) => {
                 eprintln!("redstore up: {e}");
@@ -482,12 +529,23 @@ async fn run(cli: Cli) -> ExitCode {
                 eprintln!("redstore serve sales: --inventory-url is required (the inventory service's gRPC URL)");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            if args.up.backend.database_url.is_none() {
+            if args.server.backend.database_url.is_none() {
                 eprintln!("redstore serve: --database-url is required (one service a process runs on PostgreSQL)");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            match config(args.up, vec![args.service], args.inventory_url, log_format) {
-                Ok(config) => up(config).await,
+            if args.server.auth.auth_signing_key_file.is_none() {
+                eprintln!(
+                    "redstore serve: --auth-signing-key-file is required (REDSTORE_AUTH_SIGNING_KEY_FILE): every \
+                     process checks staff tokens with the same Ed25519 key; make one with \
+                     `openssl genpkey -algorithm ed25519 -out signing-key.pem`"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            match config(args.server, vec![args.service], args.inventory_url, log_format) {
+                Ok(mut config) => {
+                    config.demo = args.demo;
+                    up(config).await
+                }
                 Err(e) => {
                     eprintln!("redstore serve: {e}");
                     ExitCode::from(EXIT_CONFIG)
@@ -639,27 +697,25 @@ fn bench_result(name: &str, result: anyhow::Result<impl std::fmt::Display>) -> E
 }
 
 fn config(
-    args: UpArgs,
+    args: ServerArgs,
     services: Vec<ServiceName>,
     inventory_url: Option<String>,
     log_format: LogFormat,
 ) -> Result<ServerConfig, String> {
+    // No data directory, no demo chain and the embedded database's defaults: `up` sets its own.
     Ok(ServerConfig {
         listen: args.listen,
-        data_dir: args.data.data_dir,
+        data_dir: PathBuf::new(),
+        demo: false,
+        db: redstore_platform::DbOptions::default(),
         kafka: kafka_config(&args.backend)?,
         database_url: args.backend.database_url,
         redis_url: args.backend.redis_url,
         services,
         inventory_url,
-        demo: !args.no_demo,
         grace_period: args.grace_period,
         sse_keep_alive: args.sse_keep_alive,
         db_pool_size: args.db_pool_size,
-        db: redstore_platform::DbOptions {
-            busy_timeout: args.embedded.db_busy_timeout,
-            write_queue: args.embedded.write_queue as usize,
-        },
         drain_delay: args.drain_delay,
         metrics_listen: args.metrics_listen,
         retention: redstore_platform::retention::Retention {

@@ -350,8 +350,8 @@ async fn a_session_ended_in_one_process_is_refused_by_another_within_a_second() 
         .await
         .expect("scratch database");
     let url = db.app_url.clone();
-    let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
-    let auth_process = Process::start(&["serve", "auth", "--database-url", &url]);
+    let inventory = Process::start(&["serve", "inventory", "--demo", "--database-url", &url]);
+    let auth_process = Process::start(&["serve", "auth", "--demo", "--database-url", &url]);
     let mut auth = redstore_proto::auth::auth_service_client::AuthServiceClient::new(auth_process.raw_channel().await);
     let request = RequestCodeRequest {
         idempotency_key: key(),

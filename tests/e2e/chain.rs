@@ -152,7 +152,7 @@ impl Drop for Cuttable {
 async fn a_pending_checkout_in_a_quiet_store_of_a_chain_is_healed() {
     let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
     let url = db.app_url.clone();
-    let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
+    let inventory = Process::start(&["serve", "inventory", "--demo", "--database-url", &url]);
     let link = Cuttable::start(inventory.addr).await;
     let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &link.url()]);
     create_stores(inventory.channel().await, "quiet", 200).await;
@@ -248,7 +248,7 @@ async fn a_stock_hash_ahead_of_the_log_is_rebuilt_at_start_among_many_stores() {
     let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
     let url = db.app_url.clone();
     let redis = RedisServer::start();
-    let args = ["serve", "inventory", "--database-url", url.as_str(), "--redis-url", &redis.url()];
+    let args = ["serve", "inventory", "--demo", "--database-url", url.as_str(), "--redis-url", &redis.url()];
     let mut inventory = Process::start(&args);
     create_stores(inventory.channel().await, "cache", 50).await;
     let mut client = InventoryServiceClient::new(inventory.channel().await);

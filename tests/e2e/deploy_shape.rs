@@ -50,7 +50,7 @@ async fn migrate_wait_exits_once_the_migration_job_has_run_and_69_when_it_never_
 async fn sales_reaches_inventory_by_name_through_the_balanced_channel() {
     let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
     let url = db.app_url.clone();
-    let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
+    let inventory = Process::start(&["serve", "inventory", "--demo", "--database-url", &url]);
     // A name, as a headless Service's: resolved (to every address it has), not dialled as given.
     let by_name = format!("http://localhost:{}", inventory.addr.port());
     let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &by_name]);

@@ -57,7 +57,8 @@ async fn a_sale_reaches_both_bridge_replicas_and_analytics_counts_it_once_across
     // Redis (own server per test); each process with one worker thread, as when several share
     // a small machine.
     let topics = TestTopics::new();
-    let inventory = start(topics.args(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]));
+    let inventory =
+        start(topics.args(&["serve", "inventory", "--demo", "--database-url", &url, "--redis-url", &redis_url]));
     let inventory_url = inventory.url();
     let sales_args = topics.args(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
     let mut sales = start(sales_args.clone());
@@ -157,7 +158,7 @@ async fn relays_and_consumers_hand_many_stores_between_processes() {
     let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
     let url = db.app_url.clone();
     let topics = TestTopics::new();
-    let inventory = start(topics.args(&["serve", "inventory", "--database-url", &url]));
+    let inventory = start(topics.args(&["serve", "inventory", "--demo", "--database-url", &url]));
     let inventory_url = inventory.url();
     let sales_args = topics.args(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
     let analytics_args = topics.args(&["serve", "analytics", "--database-url", &url]);
@@ -230,7 +231,7 @@ async fn redis_down_slows_the_live_path_and_nothing_else() {
     let url = db.app_url.clone();
     let mut redis = RedisServer::start();
     let redis_url = redis.url();
-    let app = Process::start(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]);
+    let app = Process::start(&["serve", "inventory", "--demo", "--database-url", &url, "--redis-url", &redis_url]);
     let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &app.url()]);
     let bridge = Process::start(&["serve", "stream-bridge", "--database-url", &url, "--redis-url", &redis_url]);
     let mut watch = InventoryStreamServiceClient::new(bridge.channel().await)
@@ -282,7 +283,7 @@ async fn a_checkout_applied_and_never_recorded_is_recorded_by_the_sales_process(
 
     let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
     let url = db.app_url.clone();
-    let inventory = Process::start(&["serve", "inventory", "--database-url", &url]);
+    let inventory = Process::start(&["serve", "inventory", "--demo", "--database-url", &url]);
     let inventory_url = inventory.url();
     let sales = Process::start(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]);
     let mut client = SalesServiceClient::new(sales.channel().await);

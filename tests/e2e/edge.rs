@@ -195,9 +195,44 @@ fn edge_typos_and_a_missing_token_stop_the_server_at_start_naming_the_setting() 
     let out = redstore()
         .args(["serve", "sales", "--listen", "127.0.0.1:0", "--database-url", "postgres://nobody@127.0.0.1:1/none"])
         .args(["--inventory-url", "http://127.0.0.1:1"])
+        .env("REDSTORE_AUTH_SIGNING_KEY_FILE", crate::helpers::test_key_file())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("service token") && stderr.contains("REDSTORE_SERVICE_TOKEN"), "{stderr}");
+}
+
+#[test]
+fn serve_offers_no_flag_it_would_ignore_and_needs_the_deployments_signing_key() {
+    let serve = |extra: &[&str], key: bool| {
+        let mut command = redstore();
+        command.args([
+            "serve",
+            "analytics",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ]);
+        command.args(extra).env_remove("REDSTORE_AUTH_SIGNING_KEY_FILE");
+        if key {
+            command.env("REDSTORE_AUTH_SIGNING_KEY_FILE", crate::helpers::test_key_file());
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The embedded database's flags belong to `up`: serve refuses them as unknown.
+    for flag in [&["--data-dir", "/tmp/x"][..], &["--no-demo"], &["--write-queue", "10"]] {
+        let (code, stderr) = serve(flag, true);
+        assert_eq!(code, Some(64), "{flag:?}: {stderr}");
+        assert!(stderr.contains(flag[0]), "{stderr}");
+    }
+    // Each process making a key of its own would refuse every other process's tokens.
+    let (code, stderr) = serve(&[], false);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("--auth-signing-key-file"), "{stderr}");
+    // With the key it goes on, to the database it cannot reach.
+    let (code, stderr) = serve(&[], true);
+    assert_eq!(code, Some(69), "{stderr}");
 }

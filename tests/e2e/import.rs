@@ -312,7 +312,7 @@ async fn the_stock_cache_follows_a_load() {
         .await
         .expect("scratch database");
     let redis = crate::helpers::RedisServer::start();
-    let args = ["serve", "inventory", "--database-url", db.app_url.as_str(), "--redis-url", &redis.url()];
+    let args = ["serve", "inventory", "--demo", "--database-url", db.app_url.as_str(), "--redis-url", &redis.url()];
     let mut inventory = crate::helpers::Process::start(&args);
     let mut client = InventoryServiceClient::new(inventory.channel().await);
     client

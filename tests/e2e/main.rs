@@ -8,6 +8,7 @@ mod analytics;
 mod broker_restart;
 mod chain;
 mod checkout_race;
+mod config_file;
 mod connections;
 mod deploy_shape;
 mod distributed;

@@ -172,7 +172,8 @@ async fn a_sale_is_one_trace_from_the_terminal_call_to_the_bridge_and_analytics(
     let (collector, endpoint) = Collector::start().await;
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let start = |args: Vec<String>| Process::start_with_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
-    let inventory = start(topics.args(&["serve", "inventory", "--database-url", &url, "--redis-url", &redis_url]));
+    let inventory =
+        start(topics.args(&["serve", "inventory", "--demo", "--database-url", &url, "--redis-url", &redis_url]));
     let inventory_url = inventory.url();
     let sales = start(topics.args(&["serve", "sales", "--database-url", &url, "--inventory-url", &inventory_url]));
     let analytics = start(topics.args(&["serve", "analytics", "--database-url", &url]));

@@ -184,8 +184,17 @@ async fn a_sales_process_calls_its_inventory_over_tls_checking_its_certificate()
     let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
     let url = db.app_url.clone();
     let (cert, pem_key, ca) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap(), pki.ca.to_str().unwrap());
-    let inventory =
-        Process::start(&["serve", "inventory", "--database-url", &url, "--tls-cert", cert, "--tls-key", pem_key]);
+    let inventory = Process::start(&[
+        "serve",
+        "inventory",
+        "--demo",
+        "--database-url",
+        &url,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        pem_key,
+    ]);
     let inventory_url = format!("https://localhost:{}", inventory.addr.port());
     // A sales process calling that inventory, trusting the authority in `ca`.
     let sales_trusting = |ca: &str| {
