@@ -319,15 +319,15 @@ async fn a_browsers_live_stream_opens_with_a_ticket_of_its_store_and_sees_only_t
     let mut seen = String::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         // The seed's event is the store's first, the sale's its second.
-        while !seen.contains("\"store_seq\":2") {
+        while !seen.contains("\"storeSeq\":\"2\"") {
             let chunk = stream.chunk().await.expect("read").expect("open");
             seen.push_str(&String::from_utf8_lossy(&chunk));
         }
     });
     read.await.expect("store-2's sale arrives");
-    let events = seen.matches("\"store_id\":").count();
+    let events = seen.matches("\"storeId\":").count();
     assert!(events >= 2, "the seed's and the sale's events: {seen}");
-    assert_eq!(seen.matches("\"store_id\":\"store-2\"").count(), events, "nothing of store-1: {seen}");
+    assert_eq!(seen.matches("\"storeId\":\"store-2\"").count(), events, "nothing of store-1: {seen}");
 
     // gRPC-web alike: store-2's cashier cannot watch store-1.
     let watch = redstore_proto::stream::WatchInventoryRequest { store_id: "store-1".into(), ..Default::default() };

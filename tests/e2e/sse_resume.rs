@@ -27,7 +27,8 @@ async fn sse_resumes_with_last_event_id_exactly_after_the_last_event_seen() {
     let mut got = Vec::new();
     for _ in 0..3 {
         let ev = resumed.next().await.unwrap();
-        got.push((ev.seq(), ev.json()["changes"][0]["delta"].as_i64().unwrap()));
+        let delta = ev.json()["inventoryChanged"]["changes"][0]["delta"].as_str().unwrap().parse::<i64>().unwrap();
+        got.push((ev.seq(), delta));
     }
     assert_eq!(got, vec![(base + 2, -1), (base + 3, -2), (base + 4, -3)]);
 
@@ -35,7 +36,7 @@ async fn sse_resumes_with_last_event_id_exactly_after_the_last_event_seen() {
     app.sales().checkout(checkout(&key(), "store-1", "till-3", &[("SKU-0006", 4)], vec![cash(1000)])).await.unwrap();
     let live = resumed.next().await.unwrap();
     assert_eq!(live.seq(), base + 5);
-    assert_eq!(live.json()["changes"][0]["quantity_after"], 50 - 1 - 1 - 2 - 3 - 4);
+    assert_eq!(live.json()["inventoryChanged"]["changes"][0]["quantityAfter"], (50 - 1 - 1 - 2 - 3 - 4).to_string());
 
     // An idle stream gets keep-alive comments (the test server sends one every 300 ms).
     let before = resumed.comments;

@@ -1,7 +1,9 @@
 //! `GET /v1/stores/{store_id}/inventory/events` as Server-Sent Events.
 //!
 //! Each event's `id` is its store sequence, so a browser's `EventSource` resumes after a dropped
-//! connection by sending `Last-Event-ID`, and gets exactly the events it missed. `?after=N` does
+//! connection by sending `Last-Event-ID`, and gets exactly the events it missed. Each event's
+//! data is the message's JSON after the protobuf JSON mapping (what grpcurl and a gRPC-web client
+//! show of the same `WatchInventory` item): an `EventEnvelope`, or an `InventorySnapshot`. `?after=N` does
 //! the same for clients that cannot set headers; `?snapshot=true` starts with the store's stock
 //! (as an event named `snapshot` whose id is the sequence it reflects); a `snapshot` also comes
 //! mid-stream in place of a bulk stock load, which names no levels. Comments keep idle
@@ -25,9 +27,8 @@ use parking_lot::Mutex;
 use redstore_inventory::InventoryStore;
 use redstore_platform::caller::Caller;
 use redstore_platform::error::Error;
-use redstore_proto::events::{EventEnvelope, event_envelope::Payload};
+use redstore_proto::events::EventEnvelope;
 use redstore_proto::stream::InventorySnapshot;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::LiveStreams;
@@ -59,7 +60,7 @@ impl JsonMemo {
         {
             return json.clone();
         }
-        let json: Arc<str> = event_json(e).to_string().into();
+        let json: Arc<str> = event_json(e.as_ref()).into();
         self.0.lock().insert(e.store_id.clone(), (e.clone(), json.clone()));
         json
     }
@@ -157,40 +158,67 @@ async fn events(
 
 fn to_sse(item: &Item, memo: &JsonMemo) -> Event {
     match item {
-        Item::Snapshot(s) => {
-            Event::default().event("snapshot").id(s.as_of_seq.to_string()).data(snapshot_json(s).to_string())
-        }
+        Item::Snapshot(s) => Event::default().event("snapshot").id(s.as_of_seq.to_string()).data(snapshot_json(s)),
         Item::Event(e) => Event::default().event(e.r#type.clone()).id(e.store_seq.to_string()).data(&*memo.json(e)),
     }
 }
 
-fn snapshot_json(s: &InventorySnapshot) -> serde_json::Value {
-    json!({
-        "store_id": s.store_id,
-        "as_of_seq": s.as_of_seq,
-        "items": s.items.iter().map(|i| json!({"sku": i.sku, "quantity": i.quantity})).collect::<Vec<_>>(),
-    })
+/// A snapshot's JSON after the protobuf JSON mapping.
+pub fn snapshot_json(s: &InventorySnapshot) -> String {
+    proto_json("redstore.stream.v1.InventorySnapshot", s)
 }
 
-/// The JSON form of an inventory event for browsers.
-pub fn event_json(e: &EventEnvelope) -> serde_json::Value {
-    let occurred_at_ms = e.occurred_at.as_ref().map_or(0, redstore_platform::time::timestamp_ms);
-    let mut v = json!({
-        "event_id": e.event_id,
-        "type": e.r#type,
-        "store_id": e.store_id,
-        "store_seq": e.store_seq,
-        "occurred_at_ms": occurred_at_ms,
+/// An event's JSON after the protobuf JSON mapping (`storeSeq` a string, `occurredAt` RFC 3339,
+/// fields at their defaults left out).
+pub fn event_json(e: &EventEnvelope) -> String {
+    proto_json("redstore.events.v1.EventEnvelope", e)
+}
+
+/// `message` as JSON after the protobuf JSON mapping, read through the contracts' descriptors.
+fn proto_json(full_name: &str, message: &impl prost::Message) -> String {
+    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        prost_reflect::DescriptorPool::decode(redstore_proto::FILE_DESCRIPTOR_SET).expect("the contracts' descriptors")
     });
-    if let Some(Payload::InventoryChanged(c)) = &e.payload {
-        v["reason"] = json!(c.reason);
-        v["reference_id"] = json!(c.reference_id);
-        v["terminal_id"] = json!(c.terminal_id);
-        v["changes"] = c
-            .changes
-            .iter()
-            .map(|ch| json!({"sku": ch.sku, "delta": ch.delta, "quantity_after": ch.quantity_after, "negative": ch.negative}))
-            .collect();
+    let descriptor = pool.get_message_by_name(full_name).expect("a message of the contracts");
+    let dynamic = prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .expect("a message decodes as its own type");
+    serde_json::to_string(&dynamic).expect("a message serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use redstore_proto::events::event_envelope::Payload;
+    use redstore_proto::events::{InventoryChanged, StockChange};
+
+    use super::*;
+
+    #[test]
+    fn an_event_reads_as_grpcurl_shows_it() {
+        let event = EventEnvelope {
+            event_id: "e1".into(),
+            r#type: "inventory.changed".into(),
+            store_id: "store-1".into(),
+            store_seq: 7,
+            occurred_at: Some(prost_types::Timestamp { seconds: 1_796_038_812, nanos: 824_000_000 }),
+            payload: Some(Payload::InventoryChanged(InventoryChanged {
+                reason: "sale".into(),
+                changes: vec![StockChange { sku: "SKU-1".into(), delta: -2, quantity_after: 9, negative: false }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let json: serde_json::Value = serde_json::from_str(&event_json(&event)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "eventId": "e1",
+                "type": "inventory.changed",
+                "storeId": "store-1",
+                "storeSeq": "7",
+                "occurredAt": "2026-11-30T11:40:12.824Z",
+                "inventoryChanged": {"reason": "sale", "changes": [{"sku": "SKU-1", "delta": "-2", "quantityAfter": "9"}]}
+            })
+        );
     }
-    v
 }
