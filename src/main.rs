@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use redstore::bench::{self, ChainBench, CheckoutBench, IdleBench, IdleChainBench, LiveBench};
+use redstore::bench::{self, ChainBench, CheckoutBench, IdleBench, IdleChainBench, LiveBench, Report, ScanBench};
 use redstore::connections::ConnectionOptions;
 use redstore::server::{self, ServerConfig, ServiceName};
 use redstore_platform::telemetry::{self, LogFormat};
@@ -286,6 +286,44 @@ enum BenchCommand {
     /// each size, the pgbench anchor, checkout at each spread of stores × terminals, live updates
     /// across stores; prints one summary with each figure's ratio to the anchor and its target.
     Chain(ChainBench),
+    /// Many barcode scanners, each a ScanStream into its own terminal's cart, scanning the
+    /// catalog's barcodes; prints scans/s and each scan's round-trip latency percentiles.
+    Scan(ScanArgs),
+}
+
+#[derive(Args, Debug)]
+struct ScanArgs {
+    /// How the bench proves who it is (the deployment's signing key, or an admin's token).
+    #[command(flatten)]
+    auth: redstore::client_auth::ClientAuth,
+    /// Server to benchmark (the sales service, gRPC).
+    #[arg(long, env = "REDSTORE_BENCH_TARGET", default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// The inventory service, where the store and terminals are set up and the catalog's
+    /// barcodes read (default: --target).
+    #[arg(long, env = "REDSTORE_BENCH_INVENTORY_TARGET")]
+    inventory_target: Option<String>,
+    /// Scanners, each a ScanStream on its own connection into the cart of its own terminal.
+    #[arg(long, env = "REDSTORE_BENCH_SCANNERS", default_value_t = 64)]
+    scanners: usize,
+    /// Scans each scanner keeps on its stream, sent and not answered yet.
+    #[arg(long, env = "REDSTORE_BENCH_IN_FLIGHT", default_value_t = 1)]
+    in_flight: usize,
+    /// How long scans are measured.
+    #[arg(long, env = "REDSTORE_BENCH_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Run the load this long first without measuring it (steady-state figures).
+    #[arg(long, env = "REDSTORE_BENCH_WARMUP", default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Barcodes each scanner scans in turn: its cart keeps this many lines, whose quantities grow.
+    #[arg(long, env = "REDSTORE_BENCH_CART_LINES", default_value_t = 5)]
+    cart_lines: usize,
+    /// The store the scanners' terminals (`scanner-001` …) are in; created if missing.
+    #[arg(long, env = "REDSTORE_BENCH_STORE", default_value = "bench-scan")]
+    store: String,
+    /// Print the figures as one JSON object on stdout (progress and notes go to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -322,6 +360,9 @@ struct IdleChainArgs {
     /// How long to count.
     #[arg(long, env = "REDSTORE_BENCH_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Print the figures as one JSON object on stdout (progress and notes go to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -347,6 +388,9 @@ struct IdleArgs {
     /// The store to watch; created if missing.
     #[arg(long, env = "REDSTORE_BENCH_STORE", default_value = "bench-idle")]
     store: String,
+    /// Print the figures as one JSON object on stdout (progress and notes go to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -379,6 +423,9 @@ struct LiveArgs {
     /// client c watches store c mod stores).
     #[arg(long, env = "REDSTORE_BENCH_STORES", default_value_t = 1)]
     stores: usize,
+    /// Print the figures as one JSON object on stdout (progress and notes go to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -414,6 +461,9 @@ struct CheckoutArgs {
     /// Spread the terminals over this many stores (`<store>-1`, `<store>-2`, …).
     #[arg(long, env = "REDSTORE_BENCH_STORES", default_value_t = 1)]
     stores: usize,
+    /// Print the figures as one JSON object on stdout (progress and notes go to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -606,6 +656,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Bench(BenchCommand::Live(args)) => {
+            let json = args.json;
             let cfg = LiveBench {
                 sse_target: args.sse_target.unwrap_or_else(|| args.target.clone()),
                 inventory_target: args.inventory_target.unwrap_or_else(|| args.target.clone()),
@@ -615,15 +666,20 @@ async fn run(cli: Cli) -> ExitCode {
                 rate: args.rate,
                 store_id: args.store,
                 stores: args.stores,
+                progress: true,
                 auth: args.auth,
             };
-            println!(
-                "live bench: {} SSE clients on {}, {} sales at {}/s",
-                cfg.clients, cfg.sse_target, cfg.sales, cfg.rate
+            bench_note(
+                json,
+                format_args!(
+                    "live bench: {} SSE clients on {}, {} sales at {}/s",
+                    cfg.clients, cfg.sse_target, cfg.sales, cfg.rate
+                ),
             );
-            bench_result("live", bench::live(cfg).await)
+            bench_result("live", json, bench::live(cfg).await)
         }
         Command::Bench(BenchCommand::IdleStreams(args)) => {
+            let json = args.json;
             let cfg = IdleBench {
                 sse_target: args.sse_target.unwrap_or_else(|| args.target.clone()),
                 target: args.target,
@@ -631,12 +687,17 @@ async fn run(cli: Cli) -> ExitCode {
                 store_id: args.store,
                 server_pid: args.server_pid,
                 settle: args.settle,
+                progress: true,
                 auth: args.auth,
             };
-            println!("idle streams bench: {} idle SSE streams on {}", cfg.streams, cfg.sse_target);
-            bench_result("idle-streams", bench::idle_streams(cfg).await)
+            bench_note(
+                json,
+                format_args!("idle streams bench: {} idle SSE streams on {}", cfg.streams, cfg.sse_target),
+            );
+            bench_result("idle-streams", json, bench::idle_streams(cfg).await)
         }
         Command::Bench(BenchCommand::IdleChain(args)) => {
+            let json = args.json;
             let cfg = IdleChainBench {
                 inventory_target: args.inventory_target.unwrap_or_else(|| args.target.clone()),
                 target: args.target,
@@ -648,21 +709,41 @@ async fn run(cli: Cli) -> ExitCode {
                 pids: args.server_pid,
                 settle: args.settle,
                 measure: args.duration,
+                progress: true,
                 auth: args.auth,
             };
-            println!("idle chain bench: {} stores against {}", cfg.stores, cfg.target);
-            bench_result("idle-chain", bench::idle_chain(cfg).await)
+            bench_note(json, format_args!("idle chain bench: {} stores against {}", cfg.stores, cfg.target));
+            bench_result("idle-chain", json, bench::idle_chain(cfg).await)
         }
         Command::Bench(BenchCommand::Chain(cfg)) => {
             let json = cfg.json;
-            match bench::chain(cfg).await {
-                Ok(summary) if json => {
-                    bench_result("chain", serde_json::to_string_pretty(&summary.to_json()).map_err(Into::into))
-                }
-                result => bench_result("chain", result),
-            }
+            bench_result("chain", json, bench::chain(cfg).await)
+        }
+        Command::Bench(BenchCommand::Scan(args)) => {
+            let json = args.json;
+            let cfg = ScanBench {
+                inventory_target: args.inventory_target.unwrap_or_else(|| args.target.clone()),
+                target: args.target,
+                scanners: args.scanners,
+                in_flight: args.in_flight,
+                duration: args.duration,
+                warmup: args.warmup,
+                cart_lines: args.cart_lines,
+                store_id: args.store,
+                progress: true,
+                auth: args.auth,
+            };
+            bench_note(
+                json,
+                format_args!(
+                    "scan bench: {} scanners, {} scan(s) in flight each, {}-line carts, against {}",
+                    cfg.scanners, cfg.in_flight, cfg.cart_lines, cfg.target
+                ),
+            );
+            bench_result("scan", json, bench::scan(cfg).await)
         }
         Command::Bench(BenchCommand::Checkout(args)) => {
+            let json = args.json;
             let cfg = CheckoutBench {
                 inventory_target: args.inventory_target.unwrap_or_else(|| args.target.clone()),
                 target: args.target.clone(),
@@ -676,15 +757,34 @@ async fn run(cli: Cli) -> ExitCode {
                 progress: true,
                 auth: args.auth,
             };
-            println!("checkout bench: {} terminals, {}-line sales, against {}", cfg.terminals, cfg.lines, cfg.target);
-            bench_result("checkout", bench::checkout(cfg).await)
+            bench_note(
+                json,
+                format_args!(
+                    "checkout bench: {} terminals, {}-line sales, against {}",
+                    cfg.terminals, cfg.lines, cfg.target
+                ),
+            );
+            bench_result("checkout", json, bench::checkout(cfg).await)
         }
     }
 }
 
-/// Prints a benchmark's summary, or why it failed.
-fn bench_result(name: &str, result: anyhow::Result<impl std::fmt::Display>) -> ExitCode {
-    match result {
+/// A benchmark's line for people: on stdout, or on stderr with `--json` (whose stdout is the
+/// JSON object alone).
+fn bench_note(json: bool, line: std::fmt::Arguments<'_>) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+/// Prints a benchmark's summary (as one JSON object with `--json`), or why it failed.
+fn bench_result(name: &str, json: bool, result: anyhow::Result<impl Report>) -> ExitCode {
+    let printed = result.and_then(|summary| {
+        if json { Ok(serde_json::to_string_pretty(&summary.json())?) } else { Ok(summary.to_string()) }
+    });
+    match printed {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS

@@ -15,7 +15,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::process::Command;
 
-use super::{CheckoutBench, IdleChainBench, IdleChainSummary, LiveBench, LiveSummary, Summary, percentile};
+use super::{
+    CheckoutBench, IdleChainBench, IdleChainSummary, LiveBench, LiveSummary, Report, Summary, percentile, progress,
+};
 
 /// Issue #14's targets.
 const MIN_ANCHOR_RATIO: f64 = 0.6;
@@ -180,6 +182,8 @@ pub struct AnchorFigures {
 pub struct CheckoutFigures {
     pub sales: u64,
     pub failed: u64,
+    /// Failed in the warm-up: reported, not held against the target.
+    pub warmup_failures: u64,
     pub sales_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -190,6 +194,7 @@ impl From<Summary> for CheckoutFigures {
         Self {
             sales: s.sales,
             failed: s.failed,
+            warmup_failures: s.warmup_failures,
             sales_per_second: s.sales_per_second(),
             p50_ms: ms(s.p50),
             p99_ms: ms(s.p99),
@@ -352,8 +357,25 @@ impl ChainSummary {
         rows
     }
 
+    /// [`Report::json`] as a JSON value.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "summary": self, "rows": self.rows() })
+        serde_json::to_value(self.json()).unwrap_or_default()
+    }
+}
+
+/// `redstore bench chain --json`: every figure (`summary`) and the table's lines (`rows`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainJson {
+    pub bench: &'static str,
+    pub summary: ChainSummary,
+    pub rows: Vec<Row>,
+}
+
+impl Report for ChainSummary {
+    type Json = ChainJson;
+
+    fn json(&self) -> ChainJson {
+        ChainJson { bench: "chain", summary: self.clone(), rows: self.rows() }
     }
 }
 
@@ -517,7 +539,7 @@ pub async fn chain(cfg: ChainBench) -> anyhow::Result<ChainSummary> {
             lines: 3,
             store_id: format!("{}-{}x{}", cfg.prefix, spread.stores, spread.terminals_each),
             stores: spread.stores,
-            progress: false,
+            progress: true,
             auth: cfg.auth.clone(),
         };
         checkout.push(SpreadRun { spread, checkout: Outcome::of(super::checkout(bench).await, CheckoutFigures::from) });
@@ -536,6 +558,7 @@ pub async fn chain(cfg: ChainBench) -> anyhow::Result<ChainSummary> {
             rate: cfg.live_rate,
             store_id: format!("{}-live", cfg.prefix),
             stores: cfg.live_stores,
+            progress: true,
             auth: cfg.auth.clone(),
         };
         Outcome::of(super::live(bench).await, LiveFigures::from)
@@ -572,6 +595,7 @@ async fn at_rest(cfg: &ChainBench, inventory_target: &str) -> Vec<IdleRun> {
                     pids: cfg.server_pid.clone(),
                     settle,
                     measure: cfg.idle_duration,
+                    progress: true,
                     auth: cfg.auth.clone(),
                 };
                 Outcome::of(super::idle_chain(bench).await, IdleFigures::from)
@@ -605,6 +629,8 @@ async fn anchor(cfg: &ChainBench) -> Outcome<AnchorFigures> {
     let Some(admin_url) = &cfg.admin_url else {
         return Outcome::NotMeasured("no --admin-url to make pgbench's database".to_owned());
     };
+    let _phase =
+        progress::spinner(true, format!("anchor: pgbench for {} s", pgbench_seconds(cfg.duration.as_secs_f64())));
     Outcome::of(measure_anchor(admin_url, &cfg.pgbench, cfg.duration).await, |a| a)
 }
 
@@ -716,7 +742,14 @@ mod tests {
     }
 
     fn sold(sales_per_second: f64, p99_ms: f64, failed: u64) -> Outcome<CheckoutFigures> {
-        Outcome::Measured(CheckoutFigures { sales: 1000, failed, sales_per_second, p50_ms: p99_ms / 2.0, p99_ms })
+        Outcome::Measured(CheckoutFigures {
+            sales: 1000,
+            failed,
+            warmup_failures: 0,
+            sales_per_second,
+            p50_ms: p99_ms / 2.0,
+            p99_ms,
+        })
     }
 
     fn anchor(tps: f64) -> Outcome<AnchorFigures> {
@@ -879,7 +912,9 @@ mod tests {
         );
         assert_eq!(lines.len(), 7);
         let json = s.to_json();
+        assert_eq!(json["bench"], "chain");
         assert_eq!(json["summary"]["anchor"]["measured"]["transactions_per_second"], 4321.4);
+        assert_eq!(json["summary"]["checkout"][0]["spread"]["stores"], 32);
         assert_eq!(json["rows"][1]["verdict"], "not measured");
     }
 

@@ -11,9 +11,12 @@ use futures::StreamExt as _;
 use redstore_proto::inventory::inventory_service_client::InventoryServiceClient;
 use redstore_proto::inventory::{AdjustStockRequest, AdjustmentReason, CreateStoreRequest, OversellPolicy};
 use redstore_proto::sales::sales_service_client::SalesServiceClient;
+use serde::Serialize;
 use tokio::time::Instant;
 
-use super::{ProcessFigures, admin, connect, create_products, ignore_exists, set_up_store, sku, tender};
+use super::{
+    ProcessFigures, Report, admin, connect, create_products, ignore_exists, progress, set_up_store, sku, tender,
+};
 
 #[derive(Clone, Debug)]
 pub struct IdleChainBench {
@@ -36,7 +39,23 @@ pub struct IdleChainBench {
     pub settle: Duration,
     /// How long to count.
     pub measure: Duration,
+    pub progress: bool,
     pub auth: crate::client_auth::ClientAuth,
+}
+
+/// What an idle-chain bench ran with (`--json`'s `settings`; never the database's URL, which may
+/// hold a password).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IdleChainSettings {
+    pub target: String,
+    pub inventory_target: String,
+    pub stores: usize,
+    pub prefix: String,
+    pub concurrency: usize,
+    pub sell: bool,
+    pub server_pids: Vec<u32>,
+    pub settle_s: f64,
+    pub duration_s: f64,
 }
 
 /// One process over the window.
@@ -53,6 +72,7 @@ pub struct ProcessIdle {
 
 #[derive(Clone, Debug)]
 pub struct IdleChainSummary {
+    pub settings: IdleChainSettings,
     pub stores: usize,
     pub created: usize,
     /// Every store in the database once set up (`None`: it could not be read), which is more
@@ -62,6 +82,19 @@ pub struct IdleChainSummary {
     pub measured: Duration,
     pub transactions: i64,
     pub processes: Vec<ProcessIdle>,
+}
+
+impl IdleChainSummary {
+    pub fn transactions_per_second(&self) -> f64 {
+        self.transactions as f64 / self.measured.as_secs_f64().max(1e-9)
+    }
+
+    /// How much a process's RSS grew per store set up (`None`: no store was, or the process
+    /// appeared since).
+    fn bytes_per_store(&self, p: &ProcessIdle) -> Option<f64> {
+        let before = p.rss_before.filter(|_| self.created > 0)?;
+        Some((p.rss as f64 - before as f64) / self.created as f64)
+    }
 }
 
 impl std::fmt::Display for IdleChainSummary {
@@ -74,20 +107,71 @@ impl std::fmt::Display for IdleChainSummary {
             self.stores,
             self.created,
             self.setting_up.as_secs_f64(),
-            self.transactions as f64 / secs,
+            self.transactions_per_second(),
             secs,
             self.transactions
         )?;
         for p in &self.processes {
             let mib = p.rss as f64 / (1024.0 * 1024.0);
             write!(f, "  pid {} ({}): {:.2} % of a core, RSS {:.1} MiB", p.pid, p.command, p.cpu_share * 100.0, mib)?;
-            if let Some(before) = p.rss_before.filter(|_| self.created > 0) {
-                let per_store = p.rss.saturating_sub(before) as f64 / self.created as f64;
+            if let Some(per_store) = self.bytes_per_store(p) {
                 write!(f, " ({:+.0} B per store set up)", per_store)?;
             }
             writeln!(f)?;
         }
         Ok(())
+    }
+}
+
+/// One server process at rest, in `--json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IdleChainProcessJson {
+    pub pid: u32,
+    pub command: String,
+    pub cpu_percent: f64,
+    pub rss_mib: f64,
+    pub bytes_per_store_set_up: Option<f64>,
+}
+
+/// `redstore bench idle-chain --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdleChainJson {
+    pub bench: &'static str,
+    pub settings: IdleChainSettings,
+    pub created: usize,
+    pub stores_in_database: Option<i64>,
+    pub setting_up_s: f64,
+    pub measured_s: f64,
+    pub transactions: i64,
+    pub transactions_per_second: f64,
+    pub processes: Vec<IdleChainProcessJson>,
+}
+
+impl Report for IdleChainSummary {
+    type Json = IdleChainJson;
+
+    fn json(&self) -> IdleChainJson {
+        IdleChainJson {
+            bench: "idle-chain",
+            settings: self.settings.clone(),
+            created: self.created,
+            stores_in_database: self.stores_in_database,
+            setting_up_s: self.setting_up.as_secs_f64(),
+            measured_s: self.measured.as_secs_f64(),
+            transactions: self.transactions,
+            transactions_per_second: self.transactions_per_second(),
+            processes: self
+                .processes
+                .iter()
+                .map(|p| IdleChainProcessJson {
+                    pid: p.pid,
+                    command: p.command.clone(),
+                    cpu_percent: p.cpu_share * 100.0,
+                    rss_mib: p.rss as f64 / (1024.0 * 1024.0),
+                    bytes_per_store_set_up: self.bytes_per_store(p),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -202,6 +286,7 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
         pids.iter().filter_map(|&pid| Some((pid, ProcessFigures::read(pid)?.rss))).collect();
 
     // The products the stores stock and sell (one bench store sets them up).
+    let setting_up_bar = progress::counter(cfg.progress, "set-up: stores", cfg.stores as u64);
     let mut inv = InventoryServiceClient::new(connect(&cfg.inventory_target, admin(&cfg.auth)?).await?);
     create_products(&mut inv).await?;
     set_up_store(&mut inv, &format!("{}-0", cfg.prefix), &[]).await?;
@@ -213,7 +298,12 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
             let (mut inventory, mut sales) =
                 (InventoryServiceClient::new(inventory.clone()), SalesServiceClient::new(sales.clone()));
             let store_id = format!("{}-{i}", cfg.prefix);
-            async move { set_up_chain_store(&mut inventory, &mut sales, store_id, cfg.sell).await }
+            let bar = setting_up_bar.bar();
+            async move {
+                let made = set_up_chain_store(&mut inventory, &mut sales, store_id, cfg.sell).await;
+                bar.inc(1);
+                made
+            }
         })
         .buffer_unordered(cfg.concurrency.max(1))
         .fold(Ok(0usize), |count, created| async move {
@@ -224,11 +314,18 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
         })
         .await?;
     let setting_up = started.elapsed();
+    drop(setting_up_bar);
     // Read before settling, so that its transaction is not counted in the window.
     let stores_in_database =
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inventory.stores").fetch_one(&pool).await.ok();
 
-    tokio::time::sleep(cfg.settle).await;
+    let settled = Instant::now() + cfg.settle;
+    let timeline = progress::Timeline::start(
+        cfg.progress,
+        vec![("settling", Instant::now(), settled), ("measuring", settled, settled + cfg.measure)],
+        String::new,
+    );
+    tokio::time::sleep_until(settled).await;
     let pids = with_children(&cfg.pids);
     let ticks_before: Vec<Option<u64>> = pids.iter().map(|&pid| cpu_ticks(pid)).collect();
     let before = transactions(&pool).await?;
@@ -236,6 +333,7 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
     tokio::time::sleep(cfg.measure).await;
     let after = transactions(&pool).await?;
     let measured = window.elapsed();
+    timeline.finish().await;
     let processes = pids
         .iter()
         .zip(ticks_before)
@@ -253,6 +351,17 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
     pool.close().await;
     // The two reads of the statistics are this benchmark's own transactions.
     Ok(IdleChainSummary {
+        settings: IdleChainSettings {
+            target: cfg.target.clone(),
+            inventory_target: cfg.inventory_target.clone(),
+            stores: cfg.stores,
+            prefix: cfg.prefix.clone(),
+            concurrency: cfg.concurrency,
+            sell: cfg.sell,
+            server_pids: cfg.pids.clone(),
+            settle_s: cfg.settle.as_secs_f64(),
+            duration_s: cfg.measure.as_secs_f64(),
+        },
         stores: cfg.stores,
         created,
         stores_in_database,
@@ -261,4 +370,54 @@ pub async fn idle_chain(cfg: IdleChainBench) -> anyhow::Result<IdleChainSummary>
         transactions: after - before - 1,
         processes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Invented figures for the summary's shapes, not measurements.
+    use super::*;
+
+    #[test]
+    fn the_idle_chain_json_has_the_rate_each_process_and_never_the_database_url() {
+        let summary = IdleChainSummary {
+            settings: IdleChainSettings {
+                target: "http://127.0.0.1:50051".into(),
+                inventory_target: "http://127.0.0.1:50051".into(),
+                stores: 1000,
+                prefix: "chain".into(),
+                concurrency: 64,
+                sell: true,
+                server_pids: vec![100],
+                settle_s: 20.0,
+                duration_s: 30.0,
+            },
+            stores: 1000,
+            created: 1000,
+            stores_in_database: Some(1001),
+            setting_up: Duration::from_secs(12),
+            measured: Duration::from_secs(30),
+            transactions: 18,
+            processes: vec![ProcessIdle {
+                pid: 100,
+                command: "up --database-url".into(),
+                cpu_share: 0.0004,
+                rss: 40 * 1024 * 1024,
+                rss_before: Some(40 * 1024 * 1024 - 512_000),
+            }],
+        };
+        let json = serde_json::to_value(summary.json()).expect("JSON");
+        assert_eq!(json["bench"], "idle-chain");
+        assert_eq!(json["transactions"], 18);
+        assert_eq!(json["transactions_per_second"], 0.6);
+        assert_eq!(json["stores_in_database"], 1001);
+        let process = &json["processes"][0];
+        assert_eq!(process["cpu_percent"], 0.04);
+        assert_eq!(process["rss_mib"], 40.0);
+        assert_eq!(process["bytes_per_store_set_up"], 512.0);
+        assert_eq!(json["settings"]["server_pids"], serde_json::json!([100]));
+        assert!(!json["settings"].to_string().contains("postgres"), "no database URL: {json}");
+        let text = summary.to_string();
+        assert!(text.contains("0.60 PostgreSQL transactions/s over 30 s (18 in all)"), "{text}");
+        assert!(text.contains("pid 100 (up --database-url): 0.04 % of a core, RSS 40.0 MiB (+512 B per store set up)"));
+    }
 }

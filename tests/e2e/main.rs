@@ -5,6 +5,7 @@ mod helpers;
 
 mod access;
 mod analytics;
+mod bench_cli;
 mod broker_restart;
 mod chain;
 mod checkout_race;
