@@ -20,6 +20,14 @@ pub const TARGET: &str = "redstore::trace";
 /// The W3C header that carries a span's context.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// Whether this process exports traces: without, there is no context to carry, and the helpers
+/// below return at once.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether the standard variables ask for traces to be exported.
 pub fn export_requested() -> bool {
     let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
@@ -49,6 +57,7 @@ pub fn provider(default_service: &str) -> anyhow::Result<SdkTracerProvider> {
         resource = resource.with_service_name(default_service.to_owned());
     }
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
 }
 
@@ -67,6 +76,9 @@ pub fn current_traceparent() -> String {
 
 /// `span`'s context as a W3C `traceparent`; empty when it is not traced.
 pub fn traceparent_of(span: &Span) -> String {
+    if !exporting() || span.is_disabled() {
+        return String::new();
+    }
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
     carrier.remove(TRACEPARENT).unwrap_or_default()
@@ -75,7 +87,7 @@ pub fn traceparent_of(span: &Span) -> String {
 /// Makes `span` a child of the operation a W3C `traceparent` names (nothing when it is empty or
 /// malformed: the span starts a trace of its own).
 pub fn set_parent(span: &Span, traceparent: &str) {
-    if traceparent.is_empty() || span.is_disabled() {
+    if !exporting() || traceparent.is_empty() || span.is_disabled() {
         return;
     }
     let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
@@ -84,7 +96,7 @@ pub fn set_parent(span: &Span, traceparent: &str) {
 
 /// Makes `span` a child of the operation the headers' `traceparent` names.
 pub fn set_parent_from_headers(span: &Span, headers: &tonic::codegen::http::HeaderMap) {
-    if span.is_disabled() {
+    if !exporting() || span.is_disabled() {
         return;
     }
     let _ = span.set_parent(TraceContextPropagator::new().extract(&HeaderExtractor(headers)));
@@ -93,7 +105,7 @@ pub fn set_parent_from_headers(span: &Span, headers: &tonic::codegen::http::Head
 /// Adds the current span's `traceparent` to outgoing gRPC metadata.
 pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
     let span = Span::current();
-    if span.is_disabled() {
+    if !exporting() || span.is_disabled() {
         return;
     }
     TraceContextPropagator::new().inject_context(&span.context(), &mut MetadataInjector(metadata));
