@@ -148,6 +148,26 @@ impl Collector {
     }
 }
 
+/// A terminal watching store-1 on `bridge` while another sells there through `sales`; returns once
+/// the bridge has pushed the sale's stock change.
+async fn sell_and_see_the_push(sales: &Process, bridge: &Process) {
+    let mut watch = InventoryStreamServiceClient::new(bridge.channel().await)
+        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), ..Default::default() })
+        .await
+        .expect("watch")
+        .into_inner();
+    SalesServiceClient::new(sales.channel().await)
+        .checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0008", 1)], vec![cash(5000)]))
+        .await
+        .expect("a sale");
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), watch.next()).await.expect("the bridge pushes");
+        if let Some(Item::Event(_)) = item.expect("open").expect("an item").item {
+            return;
+        }
+    }
+}
+
 /// The span names one sale's trace must hold, with the process that makes each.
 fn wanted(prefix: &str) -> Vec<(String, &'static str)> {
     vec![
@@ -186,21 +206,7 @@ async fn a_sale_is_one_trace_from_the_terminal_call_to_the_bridge_and_analytics(
         redis_url.clone(),
     ]);
 
-    let mut watch = InventoryStreamServiceClient::new(bridge.channel().await)
-        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), ..Default::default() })
-        .await
-        .expect("watch")
-        .into_inner();
-    SalesServiceClient::new(sales.channel().await)
-        .checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0008", 1)], vec![cash(5000)]))
-        .await
-        .expect("a sale through the sales process");
-    loop {
-        let item = tokio::time::timeout(Duration::from_secs(20), watch.next()).await.expect("the bridge pushes");
-        if let Some(Item::Event(_)) = item.expect("open").expect("an item").item {
-            break;
-        }
-    }
+    sell_and_see_the_push(&sales, &bridge).await;
 
     let wanted = wanted(&topics.prefix);
     let mut trace = Vec::new();
@@ -302,21 +308,7 @@ async fn on_the_embedded_shape_a_sale_and_its_push_to_terminals_are_one_trace() 
     let dir = tempfile::tempdir().unwrap();
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let up = Process::start_with_env(&["up", "--data-dir", dir.path().to_str().unwrap()], &env);
-    let mut watch = InventoryStreamServiceClient::new(up.channel().await)
-        .watch_inventory(WatchInventoryRequest { store_id: "store-1".into(), ..Default::default() })
-        .await
-        .expect("watch")
-        .into_inner();
-    SalesServiceClient::new(up.channel().await)
-        .checkout(checkout(&key(), "store-1", "till-1", &[("SKU-0008", 1)], vec![cash(5000)]))
-        .await
-        .expect("a sale");
-    loop {
-        let item = tokio::time::timeout(Duration::from_secs(20), watch.next()).await.expect("a push");
-        if let Some(Item::Event(_)) = item.expect("open").expect("an item").item {
-            break;
-        }
-    }
+    sell_and_see_the_push(&up, &up).await;
     let checkout = "redstore.sales.v1.SalesService/Checkout";
     for _ in 0..100 {
         let spans = collector.spans();
