@@ -117,7 +117,8 @@ impl<J: Send + 'static> StoreBatcher<J> {
         job: J,
     ) {
         // The caller's span goes with its job: the batch that takes it continues its trace.
-        let job = (job, tracing::Span::current());
+        let span = if crate::trace::exporting() { tracing::Span::current() } else { tracing::Span::none() };
+        let job = (job, span);
         let job = match queues.get(store_id) {
             Some((_, queue)) => match queue.send(job) {
                 Ok(()) => return,

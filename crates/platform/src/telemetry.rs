@@ -43,29 +43,43 @@ pub fn init(format: LogFormat, service: &str) -> anyhow::Result<Telemetry> {
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{Layer as _, filter};
 
-    let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let level = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let provider = if crate::trace::export_requested() { Some(crate::trace::provider(service)?) } else { None };
+    let Some(provider) = provider else {
+        // Logs alone: one global filter, with the spans made for traces turned off at their
+        // call sites (per-layer filters cost every span a check per layer, on the hot paths).
+        let level = level().add_directive(format!("{}=off", crate::trace::TARGET).parse().expect("a valid directive"));
+        let _ = tracing_subscriber::registry().with(level).with(fmt_layer(format)).try_init();
+        return Ok(Telemetry { provider: None });
+    };
     // Spans made for traces say nothing a log line needs.
     let logs = filter::Targets::new()
         .with_target(crate::trace::TARGET, filter::LevelFilter::OFF)
         .with_default(filter::LevelFilter::TRACE);
+    // The trace's own spans, the handlers' (`#[instrument]`, info), and warnings and errors as
+    // events on them. A span left out would cut its children off their trace.
+    let wanted = filter::filter_fn(|meta| {
+        meta.target() == crate::trace::TARGET
+            || (meta.is_span() && *meta.level() <= tracing::Level::INFO)
+            || *meta.level() <= tracing::Level::WARN
+    });
+    let traces = crate::trace::layer(&provider).with_filter(wanted);
+    let fmt = fmt_layer(format).with_filter(level()).with_filter(logs);
+    let _ = tracing_subscriber::registry().with(fmt).with(traces).try_init();
+    Ok(Telemetry { provider: Some(provider) })
+}
+
+/// Log lines on stderr, human or JSON.
+fn fmt_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer as _;
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour(&std::io::stderr()));
-    let fmt = match format {
+    match format {
         LogFormat::Human => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
-    };
-    let provider = if crate::trace::export_requested() { Some(crate::trace::provider(service)?) } else { None };
-    let traces = provider.as_ref().map(|provider| {
-        // The trace's own spans, the handlers' (`#[instrument]`, info), and warnings and errors
-        // as events on them. A span left out would cut its children off their trace.
-        let wanted = filter::filter_fn(|meta| {
-            meta.target() == crate::trace::TARGET
-                || (meta.is_span() && *meta.level() <= tracing::Level::INFO)
-                || *meta.level() <= tracing::Level::WARN
-        });
-        crate::trace::layer(provider).with_filter(wanted)
-    });
-    let _ = tracing_subscriber::registry().with(fmt.with_filter(level).with_filter(logs)).with(traces).try_init();
-    Ok(Telemetry { provider })
+    }
 }
 
 /// Colour in human logs only on a terminal, and not when `NO_COLOR` is set (no-color.org): escape

@@ -21,10 +21,10 @@ pub const TARGET: &str = "redstore::trace";
 pub const TRACEPARENT: &str = "traceparent";
 
 /// Whether this process exports traces: without, there is no context to carry, and the helpers
-/// below return at once.
+/// below (and whoever carries a caller's span to another task) do nothing.
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn exporting() -> bool {
+pub fn exporting() -> bool {
     EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
