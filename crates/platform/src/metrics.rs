@@ -14,6 +14,9 @@ const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 /// Batch-size buckets: one write alone up to a full batch.
 const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// How often histogram samples are folded in when nobody scrapes.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 type Sampler = Arc<dyn Fn() + Send + Sync>;
 
 struct Registry {
@@ -23,8 +26,8 @@ struct Registry {
 
 static REGISTRY: OnceLock<Option<Registry>> = OnceLock::new();
 
-/// Installs the process's recorder (once; later calls do nothing). False when another recorder
-/// was installed first.
+/// Installs the process's recorder (once; later calls do nothing), from within the tokio runtime.
+/// False when another recorder was installed first.
 pub fn install() -> bool {
     REGISTRY
         .get_or_init(|| {
@@ -35,6 +38,18 @@ pub fn install() -> bool {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            // Histogram samples wait in buckets until upkeep folds them in: without a scrape
+            // they would pile up, so upkeep runs on its own too.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let handle = handle.clone();
+                runtime.spawn(async move {
+                    let mut every = tokio::time::interval(UPKEEP_EVERY);
+                    loop {
+                        every.tick().await;
+                        handle.run_upkeep();
+                    }
+                });
+            }
             Some(Registry { handle, samplers: Mutex::new(Vec::new()) })
         })
         .is_some()
