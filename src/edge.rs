@@ -60,6 +60,11 @@ pub struct EdgeOptions {
     /// A file holding the service token (a Kubernetes secret mounted as a file).
     #[arg(long, env = "REDSTORE_SERVICE_TOKEN_FILE")]
     pub service_token_file: Option<PathBuf>,
+    /// A proxy (an Ingress controller's network, or an address) whose `X-Forwarded-For` names the
+    /// client: auth's per-address limits and the audit log then see each terminal, not the
+    /// proxy. Any other peer's header is ignored. Repeat, or separate with commas.
+    #[arg(long = "trusted-proxy", env = "REDSTORE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::forwarded::parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for EdgeOptions {
@@ -70,6 +75,7 @@ impl Default for EdgeOptions {
             allowed_hosts: Vec::new(),
             service_token: None,
             service_token_file: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod config_file;
 pub mod connections;
 pub mod drain;
 pub mod edge;
+pub mod forwarded;
 pub mod health;
 pub mod import;
 pub mod kafka_security;

@@ -840,6 +840,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .layer(axum::middleware::from_fn_with_state(edge.clone(), crate::edge::guard))
         .layer(edge.cors())
         .layer(axum::middleware::from_fn_with_state(edge.clone(), crate::edge::browser_rules))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::forwarded::TrustedProxies::new(&config.edge.trusted_proxies),
+            crate::forwarded::client_address,
+        ))
         .layer(axum::middleware::from_fn_with_state(in_flight.clone(), InFlight::track));
 
     let mut connections = config.connections;

@@ -557,3 +557,29 @@ async fn signing_in_at_a_terminal_needs_its_device_credential_and_replacing_or_r
     let other_store = auth_as(&app, &app.sign_in("manager-2", "").await).issue_device_credential(issue("k-3")).await;
     assert_eq!(other_store.expect_err("store-1's terminal").code(), Code::PermissionDenied);
 }
+
+/// The address the audit log gives `staff_id`'s sign-in, which sent `x-forwarded-for: forwarded`.
+async fn signed_in_from(app: &TestApp, staff_id: &str, forwarded: &str) -> String {
+    let challenge = app.request_code(staff_id, "till-1").await;
+    let mut request = tonic::Request::new(verify_code(&challenge, &app.inbox.last(staff_id)));
+    request.metadata_mut().insert("x-forwarded-for", forwarded.parse().unwrap());
+    app.auth().verify_code(request).await.expect("signed in");
+    let log = redstore_proto::auth::ListAuditEventsRequest { store_id: "store-1".into(), page: None, chain: false };
+    let events = app.auth().list_audit_events(log).await.expect("store-1's log").into_inner().events;
+    let signed_in = events.iter().rev().find(|e| e.action == "auth.signed_in" && e.staff_id == staff_id);
+    signed_in.unwrap_or_else(|| panic!("no sign-in of {staff_id} in {events:#?}")).address.clone()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_terminals_address_is_the_forwarded_one_and_elsewhere_the_peers() {
+    let proxied = TestApp::spawn_configured(|cfg| {
+        cfg.edge.trusted_proxies = vec![redstore::forwarded::parse_net("127.0.0.1").unwrap()];
+    })
+    .await;
+    // The Ingress controller (this test, on 127.0.0.1) forwards a terminal on the shop's network.
+    assert_eq!(signed_in_from(&proxied, "cashier-1", "198.51.100.7").await, "198.51.100.7");
+
+    // A server that trusts no proxy believes no header: the address is the connection's.
+    let direct = TestApp::spawn().await;
+    assert_eq!(signed_in_from(&direct, "cashier-1", "198.51.100.7").await, "127.0.0.1");
+}
