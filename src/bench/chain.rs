@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::process::Command;
 
 use super::{
-    CheckoutBench, IdleChainBench, IdleChainSummary, LiveBench, LiveSummary, Report, Summary, percentile, progress,
+    CheckoutBench, IdleChainBench, IdleChainSummary, LiveBench, LiveSummary, Report, Summary, ms, percentile, progress,
 };
 
 /// Issue #14's targets.
@@ -196,8 +196,8 @@ impl From<Summary> for CheckoutFigures {
             failed: s.failed,
             warmup_failures: s.warmup_failures,
             sales_per_second: s.sales_per_second(),
-            p50_ms: ms(s.p50),
-            p99_ms: ms(s.p99),
+            p50_ms: ms(s.latency.p50),
+            p99_ms: ms(s.latency.p99),
         }
     }
 }
@@ -229,8 +229,8 @@ impl From<LiveSummary> for LiveFigures {
             expected: s.expected,
             received: s.received,
             misdelivered: s.misdelivered,
-            p50_ms: ms(s.p50),
-            p99_ms: ms(s.p99),
+            p50_ms: ms(s.latency.p50),
+            p99_ms: ms(s.latency.p99),
         }
     }
 }
@@ -499,10 +499,6 @@ fn idle_row(run: &IdleRun) -> Row {
         result.push_str(&format!("; `{}` {:.2} %, {:.1} MiB", p.command, p.cpu_percent, p.rss_mib));
     }
     Row { figure, result, ratio: None, target, verdict: Verdict::of(&checks) }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// A whole number with thousands separators: 12,345.
