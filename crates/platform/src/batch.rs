@@ -110,15 +110,9 @@ impl<J: Send + 'static> StoreBatcher<J> {
         }
     }
 
-    fn send_locked(
-        &self,
-        queues: &mut HashMap<String, (u64, mpsc::UnboundedSender<Queued<J>>)>,
-        store_id: &str,
-        job: J,
-    ) {
+    fn send_locked(&self, queues: &mut Queues<J>, store_id: &str, job: J) {
         // The caller's span goes with its job: the batch that takes it continues its trace.
-        let span = if crate::trace::exporting() { tracing::Span::current() } else { tracing::Span::none() };
-        let job = (job, span);
+        let job = (job, crate::trace::span_to_carry());
         let job = match queues.get(store_id) {
             Some((_, queue)) => match queue.send(job) {
                 Ok(()) => return,

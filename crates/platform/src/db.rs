@@ -279,8 +279,7 @@ impl Db {
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let span = if crate::trace::exporting() { tracing::Span::current() } else { tracing::Span::none() };
-        let job: Box<dyn Job> = Box::new(WriteJob { f, tx, span });
+        let job: Box<dyn Job> = Box::new(WriteJob { f, tx, span: crate::trace::span_to_carry() });
         let sender = self.inner.writer.lock().clone();
         let sender = sender.ok_or_else(|| Error::unavailable("the database is closed; the server is shutting down"))?;
         sender.try_send(job).map_err(|e| match e {

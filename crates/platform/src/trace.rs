@@ -69,6 +69,12 @@ where
     tracing_opentelemetry::layer().with_tracer(provider.tracer("redstore")).with_tracked_inactivity(false)
 }
 
+/// The current span, for work another task or thread does on the caller's behalf (a batch, the
+/// database writer) to run in; none while nothing is exported, when it would only cost.
+pub fn span_to_carry() -> Span {
+    if exporting() { Span::current() } else { Span::none() }
+}
+
 /// The current span's context as a W3C `traceparent`; empty when nothing is traced.
 pub fn current_traceparent() -> String {
     traceparent_of(&Span::current())
