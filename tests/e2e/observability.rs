@@ -253,6 +253,14 @@ async fn a_sale_is_one_trace_from_the_terminal_call_to_the_bridge_and_analytics(
         assert_eq!(ids[process.parent_span_id.as_slice()].name, format!("{}.{topic}.v1 publish", topics.prefix));
     }
 
+    // The sales process's /metrics carries its Kafka worker's too, each family declared once.
+    let text = scrape(sales.addr).await.text().await.unwrap();
+    assert!(text.contains("redstore_kafka_worker_up 1"), "{text}");
+    assert!(sample(&text, &["redstore_db_pool_max_connections{", r#"pool="kafka_worker""#]).is_some(), "{text}");
+    let declared: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let once: std::collections::HashSet<&&str> = declared.iter().collect();
+    assert_eq!(once.len(), declared.len(), "a family declared twice makes Prometheus refuse the scrape: {text}");
+
     // docs/operations.md shows one: `REDSTORE_TRACE_PICTURE=<file> cargo nextest run … one_trace`.
     if let Ok(path) = std::env::var("REDSTORE_TRACE_PICTURE") {
         std::fs::write(path, picture(&trace, &topics.prefix)).expect("write the trace's picture");
