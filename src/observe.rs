@@ -105,7 +105,7 @@ impl Call {
         metrics::histogram!("redstore_rpc_duration_seconds", "service" => self.service, "method" => self.method)
             .record(self.started.elapsed().as_secs_f64());
         self.span.record("rpc.grpc.status_code", status as i32);
-        if server_error(status) {
+        if redstore_platform::metrics::server_fault(status) {
             self.span.record("otel.status_code", "ERROR");
         }
     }
@@ -155,12 +155,6 @@ impl Body for ObservedBody {
 fn grpc_status(headers: &HeaderMap) -> Option<tonic::Code> {
     let value = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
     Some(tonic::Code::from_i32(value))
-}
-
-/// The codes that are the server's fault, after OpenTelemetry's gRPC conventions for servers.
-fn server_error(code: tonic::Code) -> bool {
-    use tonic::Code::*;
-    matches!(code, Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss)
 }
 
 /// The code's name as gRPC spells it (`NOT_FOUND`).

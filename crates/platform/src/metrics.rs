@@ -102,17 +102,24 @@ pub fn watch_pg_pool(pool: &'static str, handle: &sqlx::PgPool) {
 /// A request's outcome as a label: `ok`, `refused` (the caller's to mend: invalid, not found, not
 /// allowed, out of stock) or `failed` (the server's or a backend's fault).
 pub fn outcome<T>(result: &Result<T, crate::error::Error>) -> &'static str {
-    use tonic::Code;
     match result {
         Ok(_) => "ok",
-        Err(e) => match e.code() {
-            Code::Unknown
+        Err(e) if server_fault(e.code()) => "failed",
+        Err(_) => "refused",
+    }
+}
+
+/// The codes that are the server's fault rather than the caller's, after OpenTelemetry's gRPC
+/// conventions for servers.
+pub fn server_fault(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Unknown
             | Code::DeadlineExceeded
             | Code::Unimplemented
             | Code::Internal
             | Code::Unavailable
-            | Code::DataLoss => "failed",
-            _ => "refused",
-        },
-    }
+            | Code::DataLoss
+    )
 }
