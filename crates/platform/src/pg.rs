@@ -207,6 +207,20 @@ pub async fn store_tx(pool: &PgPool, store_id: &str) -> Result<Transaction<'stat
     begin(pool, format!("BEGIN; SELECT set_config('redstore.store_id', '{store_id}', true)")).await
 }
 
+/// A read-only transaction scoped to a store in which every statement sees one snapshot
+/// (REPEATABLE READ): for reads of several statements that must agree with each other, which
+/// READ COMMITTED's snapshot per statement would let a commit in between split.
+pub async fn store_snapshot(pool: &PgPool, store_id: &str) -> Result<Transaction<'static, Postgres>> {
+    check_store_id(store_id)?;
+    begin(
+        pool,
+        format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT set_config('redstore.store_id', '{store_id}', true)"
+        ),
+    )
+    .await
+}
+
 /// A query under construction, as `sqlx::query` makes them (for helpers that bind a run of its
 /// parameters).
 pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;

@@ -273,7 +273,9 @@ const SUMS: &str = "currency_code, SUM(sales_count)::BIGINT, SUM(units_sold)::BI
 impl Reports for PgReports {
     async fn report(&self, store_id: &str, from_ms: i64, to_ms: i64, size: i64, top: u32) -> Result<Report> {
         self.inventory.get_store(store_id).await?;
-        let mut tx = pg::store_tx(&self.pool, store_id).await?;
+        // The buckets, the totals and the top products from one snapshot: a fold committed
+        // between two of them would show a sale in one and not in the other.
+        let mut tx = pg::store_snapshot(&self.pool, store_id).await?;
         let rows = sqlx::query(&format!(
             "SELECT (minute_ms / $4) * $4 AS bucket, {SUMS} FROM analytics.minute
              WHERE store_id = $1 AND minute_ms >= $2 AND minute_ms < $3

@@ -728,11 +728,8 @@ impl InventoryStore for PgInventory {
     }
 
     async fn snapshot(&self, store_id: &str) -> Result<InventorySnapshot> {
-        // One REPEATABLE READ transaction: the stock and the sequence come from one snapshot. The
-        // isolation level must be set before the first statement, so this begins the transaction
-        // itself and then scopes it to the store as `pg::store_tx` would.
-        let mut tx = pg::begin(&self.pool, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
-        pg::scope_to_store(&mut tx, store_id).await?;
+        // The stock and the sequence come from one snapshot.
+        let mut tx = pg::store_snapshot(&self.pool, store_id).await?;
         get_store(&mut tx, store_id).await?;
         let as_of_seq = pg::last_seq(&mut tx, SCHEMA, store_id).await?;
         let mut after = String::new();
