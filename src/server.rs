@@ -324,13 +324,14 @@ struct Wiring {
     redis: Option<redstore_inventory::cache::StockCache>,
 }
 
-/// Every service's PostgreSQL migrations.
-pub fn pg_migrations() -> [&'static [redstore_platform::pg::PgMigration]; 4] {
+/// Every service's PostgreSQL schema with its migrations, in the order they are applied (after
+/// the platform's).
+pub fn pg_migrations() -> [&'static redstore_platform::pg::PgSchema; 4] {
     [
-        redstore_inventory::pg::PG_MIGRATIONS,
-        redstore_sales::pg::PG_MIGRATIONS,
-        redstore_analytics::pg::PG_MIGRATIONS,
-        redstore_auth::pg::PG_MIGRATIONS,
+        &redstore_inventory::pg::PG_SCHEMA,
+        &redstore_sales::pg::PG_SCHEMA,
+        &redstore_analytics::pg::PG_SCHEMA,
+        &redstore_auth::pg::PG_SCHEMA,
     ]
 }
 
@@ -358,8 +359,8 @@ pub async fn wait_for_migrations(url: &str, timeout: Duration) -> anyhow::Result
             pending
         };
         let now = match pending.await {
-            Ok(0) => return Ok(()),
-            Ok(n) => format!("{n} migrations are not applied yet"),
+            Ok(pending) if pending.is_empty() => return Ok(()),
+            Ok(pending) => format!("migrations are not applied yet: {}", unapplied(&pending)),
             Err(e) => format!("{e:#}"),
         };
         if now != last {
@@ -374,6 +375,12 @@ pub async fn wait_for_migrations(url: &str, timeout: Duration) -> anyhow::Result
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// What `pending_migrations` found, for a message: "inventory 2, sales 1".
+fn unapplied(pending: &[(&str, usize)]) -> String {
+    let counts: Vec<String> = pending.iter().map(|(schema, n)| format!("{schema} {n}")).collect();
+    counts.join(", ")
 }
 
 async fn embedded(config: &ServerConfig, shutdown: &CancellationToken) -> anyhow::Result<Wiring> {
@@ -431,16 +438,11 @@ async fn postgres(
     // on a small machine dozens of backends queueing on one store's rows only add contention.
     let (main_size, sales_size) = split_pool_size(config.db_pool_size);
     let pool = pg::connect(url, main_size, Duration::from_secs(5)).await?;
-    let migrated: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT service) FROM platform.schema_migrations
-         WHERE service IN ('inventory', 'sales', 'analytics', 'auth')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap_or(0);
+    let pending = pg::pending_migrations(&pool, &pg_migrations()).await?;
     anyhow::ensure!(
-        migrated >= 4,
-        "the PostgreSQL database is not migrated: run `redstore migrate --database-url <url of an admin role>` first"
+        pending.is_empty(),
+        "the PostgreSQL database is not migrated ({}): run `redstore migrate --database-url <url of an admin role>` first",
+        unapplied(&pending)
     );
     let pg_inventory = redstore_inventory::pg::PgInventory::new(pool.clone());
     let local: Arc<dyn InventoryStore> = pg_inventory.clone();

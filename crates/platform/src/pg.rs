@@ -20,39 +20,11 @@ pub use sqlx::{PgPool, Postgres, Transaction};
 use crate::error::{Error, Result};
 use crate::retention::{self, Retention, SCAN_SCOPES};
 
-/// A migration of one service's schema; applied once, in version order.
-pub struct PgMigration {
-    pub service: &'static str,
-    pub version: u32,
-    pub sql: &'static str,
-}
-
-/// How many of the platform's and `sets`' migrations the database has not applied yet (all of
-/// them when it has never been migrated). Reads only: what `redstore migrate --wait` polls.
-pub async fn pending_migrations(pool: &PgPool, sets: &[&[PgMigration]]) -> anyhow::Result<usize> {
-    let table: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('platform.schema_migrations')::text").fetch_one(pool).await?;
-    let applied: std::collections::HashSet<(String, i32)> = match table {
-        None => Default::default(),
-        Some(_) => sqlx::query_as("SELECT service, version FROM platform.schema_migrations")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect(),
-    };
-    let all = std::iter::once(PLATFORM_MIGRATIONS).chain(sets.iter().copied()).flatten();
-    Ok(all.filter(|m| !applied.contains(&(m.service.to_owned(), m.version as i32))).count())
-}
+mod migrate;
+pub use migrate::{PLATFORM_SCHEMA, PgSchema, migrate, pending_migrations};
 
 /// The role services connect as: no superuser, no BYPASSRLS, so row-level security holds.
 pub const APP_ROLE: &str = "redstore_app";
-
-pub const PLATFORM_MIGRATIONS: &[PgMigration] = &[
-    PgMigration { service: "platform", version: 1, sql: include_str!("../migrations/postgres/0001_platform.sql") },
-    PgMigration { service: "platform", version: 2, sql: include_str!("../migrations/postgres/0002_key_retention.sql") },
-    PgMigration { service: "platform", version: 3, sql: include_str!("../migrations/postgres/0003_stores_behind.sql") },
-    PgMigration { service: "platform", version: 4, sql: include_str!("../migrations/postgres/0004_store_sets.sql") },
-];
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
@@ -109,92 +81,6 @@ pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> anyh
         .await
         .context(crate::unreachable::Unreachable(format!("PostgreSQL at {place}")))?;
     Ok(pool)
-}
-
-/// Applies every service's migrations, each in its own schema, serialised by an advisory lock
-/// so that processes starting together do not race; then (re)grants the application role.
-pub async fn migrate(pool: &PgPool, sets: &[&[PgMigration]]) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(7265727374)").execute(&mut *tx).await?;
-    sqlx::query("CREATE SCHEMA IF NOT EXISTS platform").execute(&mut *tx).await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS platform.schema_migrations (
-            service TEXT NOT NULL, version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-            PRIMARY KEY (service, version))",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let all = std::iter::once(PLATFORM_MIGRATIONS).chain(sets.iter().copied());
-    let mut schemas = vec!["platform"];
-    for set in all {
-        for m in set {
-            if !schemas.contains(&m.service) {
-                schemas.push(m.service);
-            }
-            let applied: bool = sqlx::query_scalar(
-                "SELECT EXISTS(SELECT 1 FROM platform.schema_migrations WHERE service = $1 AND version = $2)",
-            )
-            .bind(m.service)
-            .bind(m.version as i32)
-            .fetch_one(&mut *tx)
-            .await?;
-            if applied {
-                continue;
-            }
-            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", m.service.replace('-', "_")))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::raw_sql(m.sql)
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("postgres migration {} v{} failed", m.service, m.version))?;
-            sqlx::query("INSERT INTO platform.schema_migrations (service, version) VALUES ($1, $2)")
-                .bind(m.service)
-                .bind(m.version as i32)
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(service = m.service, version = m.version, "postgres migration applied");
-        }
-    }
-    grant_app_role(&mut tx, &schemas).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Creates the application role when missing (cluster-wide) and grants it the data rights it
-/// needs in every service schema of this database: no DDL, no superuser, no BYPASSRLS.
-async fn grant_app_role(tx: &mut Transaction<'_, Postgres>, schemas: &[&str]) -> anyhow::Result<()> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM pg_roles WHERE rolname = $1)")
-        .bind(APP_ROLE)
-        .fetch_one(&mut **tx)
-        .await?;
-    if !exists {
-        // Another database's migration may create it at the same moment.
-        sqlx::query("SAVEPOINT create_role").execute(&mut **tx).await?;
-        let created =
-            sqlx::query(&format!("CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS")).execute(&mut **tx).await;
-        match created {
-            Ok(_) => sqlx::query("RELEASE SAVEPOINT create_role").execute(&mut **tx).await.map(|_| ())?,
-            Err(e) if sqlstate(&e).as_deref() == Some("42710") || is_unique_violation(&e) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT create_role").execute(&mut **tx).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut **tx).await?;
-    sqlx::query(&format!("GRANT CONNECT ON DATABASE \"{db}\" TO {APP_ROLE}")).execute(&mut **tx).await?;
-    for schema in schemas {
-        let schema = schema.replace('-', "_");
-        for stmt in [
-            format!("GRANT USAGE ON SCHEMA {schema} TO {APP_ROLE}"),
-            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {APP_ROLE}"),
-            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {APP_ROLE}"),
-            format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {APP_ROLE}"),
-        ] {
-            sqlx::query(&stmt).execute(&mut **tx).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Begins a transaction scoped to one store: row-level security shows it only that store's rows.
@@ -634,6 +520,9 @@ pub fn replay<T: prost::Message + Default>(stored: &[u8]) -> Result<T> {
 /// Throw-away databases for tests: each test gets its own, migrated as the admin, used as the
 /// application role (so row-level security is in force), and dropped afterwards.
 pub mod scratch {
+    use sqlx::error::BoxDynError;
+    use sqlx::migrate::{Migration, MigrationSource, Migrator};
+
     use super::*;
 
     /// Where tests find PostgreSQL as an admin; `REDSTORE_TEST_PG_ADMIN_URL` overrides.
@@ -650,6 +539,21 @@ pub mod scratch {
         }
     }
 
+    /// `schema` with only its migrations up to `version`: a database as an older release left it.
+    /// Leaked, to be `'static` like every [`PgSchema`]'s: for tests.
+    pub async fn up_to(schema: &PgSchema, version: i64) -> anyhow::Result<&'static PgSchema> {
+        #[derive(Debug)]
+        struct Listed(Vec<Migration>);
+        impl MigrationSource<'static> for Listed {
+            fn resolve(self) -> futures::future::BoxFuture<'static, std::result::Result<Vec<Migration>, BoxDynError>> {
+                Box::pin(async move { Ok(self.0) })
+            }
+        }
+        let older = schema.migrator.iter().filter(|m| m.version <= version).cloned().collect();
+        let migrator = Migrator::new(Listed(older)).await?;
+        Ok(Box::leak(Box::new(PgSchema { name: schema.name, migrator: Box::leak(Box::new(migrator)) })))
+    }
+
     pub struct ScratchDb {
         pub name: String,
         /// Connection URL as the admin (migrations, test set-up that must bypass RLS).
@@ -659,19 +563,29 @@ pub mod scratch {
     }
 
     impl ScratchDb {
-        /// Creates a fresh database and applies `migrations` to it.
-        pub async fn create(migrations: &[&[PgMigration]]) -> anyhow::Result<Self> {
+        /// Creates a fresh database that nothing has migrated.
+        pub async fn empty() -> anyhow::Result<Self> {
             let admin = admin_url();
             let name = format!("rs_test_{}", uuid::Uuid::now_v7().simple());
             let server = connect(&admin, 1, Duration::from_secs(10)).await?;
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&server).await?;
             server.close().await;
             let admin_url = with_database(&admin, &name);
-            let pool = connect(&admin_url, 2, Duration::from_secs(10)).await?;
-            migrate(&pool, migrations).await?;
-            pool.close().await;
             let app_url = with_database(&admin.replacen("postgres@", &format!("{APP_ROLE}@"), 1), &name);
             Ok(Self { name, admin_url, app_url })
+        }
+
+        /// Creates a fresh database and applies the platform's and `schemas`' migrations to it.
+        pub async fn create(schemas: &[&PgSchema]) -> anyhow::Result<Self> {
+            let db = Self::empty().await?;
+            let pool = connect(&db.admin_url, 2, Duration::from_secs(10)).await?;
+            let migrated = migrate(&pool, schemas).await;
+            pool.close().await;
+            if let Err(e) = migrated {
+                let _ = db.drop_db().await;
+                return Err(e);
+            }
+            Ok(db)
         }
 
         /// Drops the database (closing whatever is still connected to it).

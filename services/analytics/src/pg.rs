@@ -22,11 +22,9 @@ use crate::CONSUMER_GROUP;
 use crate::fold::{Fold, MinuteFigures};
 use crate::grpc::{Report, Reports};
 
-pub const PG_MIGRATIONS: &[pg::PgMigration] = &[pg::PgMigration {
-    service: "analytics",
-    version: 1,
-    sql: include_str!("../migrations/postgres/0001_analytics.sql"),
-}];
+/// Analytics' PostgreSQL migrations (`migrations/postgres`), in schema `analytics`.
+pub static PG_SCHEMA: pg::PgSchema =
+    pg::PgSchema { name: "analytics", migrator: &sqlx::migrate!("migrations/postgres") };
 
 pub(crate) const BATCH: u32 = 500;
 const SWEEP: Duration = Duration::from_secs(5);

@@ -5,7 +5,7 @@
 
 use redstore_platform::audit::{Actor, AuditLog, Entry, Recorded};
 use redstore_platform::error::{Error, Result};
-use redstore_platform::pg::{PgMigration, PgPool, lost_unique_race};
+use redstore_platform::pg::{PgPool, PgSchema, lost_unique_race};
 use redstore_platform::retention;
 use redstore_platform::time::unix_ms;
 use sqlx::{PgConnection, Row as _};
@@ -17,10 +17,8 @@ use crate::store::{
     AuthStore, Claimed, Ended, LiveSession, NewChallenge, NewSession, Opened, Refreshed, SessionRecord, TerminalSession,
 };
 
-pub const PG_MIGRATIONS: &[PgMigration] = &[
-    PgMigration { service: "auth", version: 1, sql: include_str!("../migrations/postgres/0001_auth.sql") },
-    PgMigration { service: "auth", version: 2, sql: include_str!("../migrations/postgres/0002_idle_lock.sql") },
-];
+/// Staff sign-in's PostgreSQL migrations (`migrations/postgres`), in schema `auth`.
+pub static PG_SCHEMA: PgSchema = PgSchema { name: "auth", migrator: &sqlx::migrate!("migrations/postgres") };
 
 #[derive(Clone)]
 pub struct PgAuth(pub PgPool);

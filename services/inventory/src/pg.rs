@@ -20,7 +20,7 @@ use redstore_platform::barcode::Barcode;
 use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::money::{Currency, Money};
-use redstore_platform::pg::{self, Claim, PgMigration, PgPool};
+use redstore_platform::pg::{self, Claim, PgPool, PgSchema};
 use redstore_proto::events::{EventEnvelope, StockChange};
 use redstore_proto::inventory as pb;
 use redstore_proto::stream::{InventorySnapshot, SnapshotItem};
@@ -42,49 +42,8 @@ pub use batch::{
     decide_sales,
 };
 
-/// Inventory's PostgreSQL migrations (schema `inventory`).
-pub const PG_MIGRATIONS: &[PgMigration] = &[
-    PgMigration { service: "inventory", version: 1, sql: include_str!("../migrations/postgres/0001_inventory.sql") },
-    PgMigration {
-        service: "inventory",
-        version: 2,
-        sql: include_str!("../migrations/postgres/0002_apply_functions.sql"),
-    },
-    PgMigration { service: "inventory", version: 3, sql: include_str!("../migrations/postgres/0003_lock_stock.sql") },
-    PgMigration { service: "inventory", version: 4, sql: include_str!("../migrations/postgres/0004_relay_cursor.sql") },
-    PgMigration {
-        service: "inventory",
-        version: 5,
-        sql: include_str!("../migrations/postgres/0005_sale_batch_calls.sql"),
-    },
-    PgMigration {
-        service: "inventory",
-        version: 6,
-        sql: include_str!("../migrations/postgres/0006_outbox_without_position.sql"),
-    },
-    PgMigration {
-        service: "inventory",
-        version: 7,
-        sql: include_str!("../migrations/postgres/0007_checkout_keys.sql"),
-    },
-    PgMigration { service: "inventory", version: 8, sql: include_str!("../migrations/postgres/0008_stock_range.sql") },
-    PgMigration { service: "inventory", version: 9, sql: include_str!("../migrations/postgres/0009_store_parts.sql") },
-    PgMigration {
-        service: "inventory",
-        version: 10,
-        sql: include_str!("../migrations/postgres/0010_chain_sweeps.sql"),
-    },
-    PgMigration {
-        service: "inventory",
-        version: 11,
-        sql: include_str!("../migrations/postgres/0011_set_based_parts.sql"),
-    },
-    PgMigration {
-        service: "inventory",
-        version: 12,
-        sql: include_str!("../migrations/postgres/0012_one_write_model.sql"),
-    },
-];
+/// Inventory's PostgreSQL migrations (`migrations/postgres`), in schema `inventory`.
+pub static PG_SCHEMA: PgSchema = PgSchema { name: SCHEMA, migrator: &sqlx::migrate!("migrations/postgres") };
 
 /// The schema holding inventory's tables, outbox and sequences.
 const SCHEMA: &str = "inventory";

@@ -38,7 +38,7 @@ use redstore_platform::batch::StoreBatcher;
 use redstore_platform::error::{Error, Result};
 use redstore_platform::idempotency::key_reused;
 use redstore_platform::money::Money;
-use redstore_platform::pg::{self, PgMigration, PgPool};
+use redstore_platform::pg::{self, PgPool, PgSchema};
 use redstore_platform::time::{timestamp, unix_ms};
 use redstore_proto::events::EventEnvelope;
 use redstore_proto::inventory as inv;
@@ -57,37 +57,8 @@ mod reconcile;
 mod refunds;
 mod saga;
 
-/// Sales' PostgreSQL migrations (schema `sales`).
-pub const PG_MIGRATIONS: &[PgMigration] = &[
-    PgMigration { service: "sales", version: 1, sql: include_str!("../migrations/postgres/0001_sales.sql") },
-    PgMigration { service: "sales", version: 2, sql: include_str!("../migrations/postgres/0002_complete_sale.sql") },
-    PgMigration { service: "sales", version: 3, sql: include_str!("../migrations/postgres/0003_relay_cursor.sql") },
-    PgMigration { service: "sales", version: 4, sql: include_str!("../migrations/postgres/0004_take_from_cart.sql") },
-    PgMigration { service: "sales", version: 5, sql: include_str!("../migrations/postgres/0005_store_calls.sql") },
-    PgMigration {
-        service: "sales",
-        version: 6,
-        sql: include_str!("../migrations/postgres/0006_outbox_without_position.sql"),
-    },
-    PgMigration {
-        service: "sales",
-        version: 7,
-        sql: include_str!("../migrations/postgres/0007_record_applied_sales.sql"),
-    },
-    PgMigration {
-        service: "sales",
-        version: 8,
-        sql: include_str!("../migrations/postgres/0008_checkout_key_retention.sql"),
-    },
-    PgMigration { service: "sales", version: 9, sql: include_str!("../migrations/postgres/0009_store_parts.sql") },
-    PgMigration { service: "sales", version: 10, sql: include_str!("../migrations/postgres/0010_chain_sweeps.sql") },
-    PgMigration { service: "sales", version: 11, sql: include_str!("../migrations/postgres/0011_set_based_parts.sql") },
-    PgMigration {
-        service: "sales",
-        version: 12,
-        sql: include_str!("../migrations/postgres/0012_events_encoded_in_rust.sql"),
-    },
-];
+/// Sales' PostgreSQL migrations (`migrations/postgres`), in schema `sales`.
+pub static PG_SCHEMA: PgSchema = PgSchema { name: SCHEMA, migrator: &sqlx::migrate!("migrations/postgres") };
 
 /// The schema holding sales' tables, outbox and sequences.
 const SCHEMA: &str = "sales";

@@ -35,9 +35,9 @@ struct Env {
 
 async fn env() -> Env {
     let db = ScratchDb::create(&[
-        redstore_inventory::pg::PG_MIGRATIONS,
-        redstore_sales::pg::PG_MIGRATIONS,
-        redstore_analytics::pg::PG_MIGRATIONS,
+        &redstore_inventory::pg::PG_SCHEMA,
+        &redstore_sales::pg::PG_SCHEMA,
+        &redstore_analytics::pg::PG_SCHEMA,
     ])
     .await
     .expect("scratch database");

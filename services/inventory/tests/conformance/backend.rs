@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redstore_inventory::pg::{PG_MIGRATIONS, PgInventory};
+use redstore_inventory::pg::{PG_SCHEMA, PgInventory};
 use redstore_inventory::{InventoryStore, SQLITE_MIGRATIONS, SqliteInventory};
 use redstore_platform::Db;
 use redstore_platform::pg::scratch::ScratchDb;
@@ -37,7 +37,7 @@ impl Backend {
     }
 
     pub async fn postgres() -> Self {
-        let scratch = ScratchDb::create(&[PG_MIGRATIONS])
+        let scratch = ScratchDb::create(&[&PG_SCHEMA])
             .await
             .expect("create a scratch PostgreSQL database (is PostgreSQL running at 127.0.0.1:5432?)");
         let pool = match pg::connect(&scratch.app_url, 40, Duration::from_secs(10)).await {

@@ -2,7 +2,7 @@
 //! implementation of `InventoryStore` — `sqlite::<case>` on the embedded database,
 //! `postgres::<case>` on a fresh PostgreSQL database per test, connected as the application role
 //! so that row-level security is in force. `postgres_only` holds what only PostgreSQL has: RLS
-//! isolation, the role's rights, and re-running migrations.
+//! isolation, the role's rights, and migrations.
 //!
 //! PostgreSQL is found at `postgres://postgres@127.0.0.1:5432/postgres` unless
 //! `REDSTORE_TEST_PG_ADMIN_URL` says otherwise.
@@ -73,6 +73,10 @@ conformance! {
         rls_hides_and_protects_other_stores_rows,
         app_role_is_not_superuser_and_cannot_bypass_rls,
         migrations_are_idempotent,
+        a_database_the_old_runner_migrated_is_taken_over_without_applying_anything_again,
+        an_edited_migration_is_refused_naming_its_schema_and_version,
+        pending_migrations_counts_each_schemas_unapplied_and_only_reads,
+        migrations_started_at_once_take_turns,
         relay_cursor_migration_keeps_what_was_sent,
         a_request_dropped_mid_begin_leaves_its_connection_clean,
         a_mixed_store_batch_scopes_each_part_and_refuses_alone,

@@ -1,13 +1,15 @@
 //! What only the PostgreSQL backend has: row-level security for the application role, the role's
-//! own rights, and migrations that can run again.
+//! own rights, and migrations: run again, at once, over a database the old runner migrated, or
+//! with a migration edited since it was applied.
 
 use std::time::Duration;
 
 use redstore_inventory::OversellPolicy;
 use redstore_inventory::domain::StoreRow;
-use redstore_inventory::pg::PG_MIGRATIONS;
+use redstore_inventory::pg::PG_SCHEMA;
 use redstore_inventory::store::Idem;
-use redstore_platform::pg::{self, APP_ROLE};
+use redstore_platform::pg::scratch::ScratchDb;
+use redstore_platform::pg::{self, APP_ROLE, PLATFORM_SCHEMA, PgPool, PgSchema};
 use sqlx::Row as _;
 
 use crate::backend::Backend;
@@ -150,17 +152,15 @@ pub async fn app_role_is_not_superuser_and_cannot_bypass_rls(backend: &Backend) 
 }
 
 pub async fn migrations_are_idempotent(backend: &Backend) {
-    let admin = pg::connect(&backend.scratch().admin_url, 2, Duration::from_secs(10)).await.unwrap();
+    // One connection: were the migration's `search_path` left on a pooled connection, the query
+    // after it would get that connection.
+    let admin = pg::connect(&backend.scratch().admin_url, 1, Duration::from_secs(10)).await.unwrap();
     // ScratchDb::create migrated once already; twice more changes nothing and fails nothing.
-    pg::migrate(&admin, &[PG_MIGRATIONS]).await.unwrap();
-    pg::migrate(&admin, &[PG_MIGRATIONS]).await.unwrap();
-    let applied: Vec<i32> = sqlx::query_scalar(
-        "SELECT version FROM platform.schema_migrations WHERE service = 'inventory' ORDER BY version",
-    )
-    .fetch_all(&admin)
-    .await
-    .unwrap();
-    assert_eq!(applied, PG_MIGRATIONS.iter().map(|m| m.version as i32).collect::<Vec<_>>());
+    pg::migrate(&admin, &[&PG_SCHEMA]).await.unwrap();
+    pg::migrate(&admin, &[&PG_SCHEMA]).await.unwrap();
+    assert_eq!(recorded(&admin, "inventory").await, versions(&PG_SCHEMA, ..));
+    let path: String = sqlx::query_scalar("SHOW search_path").fetch_one(&admin).await.unwrap();
+    assert_eq!(path, "\"$user\", public");
     admin.close().await;
 
     // The application role still works after the re-grants.
@@ -168,13 +168,207 @@ pub async fn migrations_are_idempotent(backend: &Backend) {
     assert_eq!(backend.store().get_stock("store-a", "sku-1").await.unwrap().quantity, 3);
 }
 
+/// The versions `schema`'s `_sqlx_migrations` records as applied.
+async fn recorded(pool: &PgPool, schema: &str) -> Vec<i64> {
+    sqlx::query_scalar(&format!("SELECT version FROM {schema}._sqlx_migrations WHERE success ORDER BY version"))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// The versions of `schema`'s migrations within `range`.
+fn versions(schema: &PgSchema, range: impl std::ops::RangeBounds<i64>) -> Vec<i64> {
+    schema.migrator.iter().map(|m| m.version).filter(|v| range.contains(v)).collect()
+}
+
+/// Applies the first migrations of each schema (up to the version given) as the runner before
+/// sqlx's did: the SQL as it is, recorded as `(service, version)` in `platform.schema_migrations`
+/// (at a time the test knows).
+async fn migrate_the_old_way(admin: &PgPool, applied: &[(&PgSchema, i64)]) {
+    sqlx::raw_sql(
+        "CREATE SCHEMA IF NOT EXISTS platform;
+         CREATE TABLE IF NOT EXISTS platform.schema_migrations (
+            service TEXT NOT NULL, version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (service, version))",
+    )
+    .execute(admin)
+    .await
+    .unwrap();
+    for (schema, up_to) in applied {
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {}", schema.name)).execute(admin).await.unwrap();
+        for m in schema.migrator.iter().filter(|m| m.version <= *up_to) {
+            sqlx::raw_sql(&m.sql).execute(admin).await.unwrap();
+            sqlx::query(
+                "INSERT INTO platform.schema_migrations (service, version, applied_at)
+                 VALUES ($1, $2, '2025-01-02 03:04:05+00')",
+            )
+            .bind(schema.name)
+            .bind(i32::try_from(m.version).unwrap())
+            .execute(admin)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+/// `(version, checksum, execution_time, installed at the old runner's time)` of each of
+/// `schema`'s records.
+async fn records(pool: &PgPool, schema: &str) -> Vec<(i64, Vec<u8>, i64, bool)> {
+    sqlx::query_as(&format!(
+        "SELECT version, checksum, execution_time, installed_on = '2025-01-02 03:04:05+00'
+         FROM {schema}._sqlx_migrations ORDER BY version"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// What a record moved from the old runner's table must be: this release's checksum, no time of
+/// its own, and the time it was applied then.
+fn moved(schema: &PgSchema, version: i64) -> (i64, Vec<u8>, i64, bool) {
+    let m = schema.migrator.iter().find(|m| m.version == version).unwrap();
+    (version, m.checksum.to_vec(), 0, true)
+}
+
+async fn old_table_exists(pool: &PgPool) -> bool {
+    let old: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('platform.schema_migrations')::text").fetch_one(pool).await.unwrap();
+    old.is_some()
+}
+
+/// A database the runner before sqlx's migrated is taken over without applying anything again:
+/// each schema's records move to its `_sqlx_migrations` with this release's checksums, the old
+/// table keeps the rows of schemas not migrated yet (they count as applied) and goes once empty,
+/// and only the later migrations are applied.
+pub async fn a_database_the_old_runner_migrated_is_taken_over_without_applying_anything_again(_backend: &Backend) {
+    let db = ScratchDb::empty().await.unwrap();
+    let admin = pg::connect(&db.admin_url, 2, Duration::from_secs(10)).await.unwrap();
+    migrate_the_old_way(&admin, &[(&PLATFORM_SCHEMA, 2), (&PG_SCHEMA, 3)]).await;
+    // Rows written since: applying 0001 again would fail ("already exists") or lose them.
+    sqlx::query(
+        "INSERT INTO inventory.stores (store_id, name, oversell_policy, created_at_ms) VALUES ('store-old', 'Old', 'strict', 0)",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    let old_count = |schema: &PgSchema, applied| schema.migrator.iter().count() - applied;
+    let pending = pg::pending_migrations(&admin, &[&PG_SCHEMA]).await.unwrap();
+    assert_eq!(pending, [("platform", old_count(&PLATFORM_SCHEMA, 2)), ("inventory", old_count(&PG_SCHEMA, 3))]);
+
+    // The platform's alone (as a release migrating no service would): inventory's rows stay.
+    pg::migrate(&admin, &[]).await.unwrap();
+    let platform = records(&admin, "platform").await;
+    assert_eq!(platform[..2], [moved(&PLATFORM_SCHEMA, 1), moved(&PLATFORM_SCHEMA, 2)]);
+    assert_eq!(platform.iter().map(|r| r.0).collect::<Vec<_>>(), versions(&PLATFORM_SCHEMA, ..));
+    assert!(platform[2..].iter().all(|(_, _, time, old)| *time > 0 && !old), "applied now: {platform:?}");
+    let left: Vec<(String, i32)> =
+        sqlx::query_as("SELECT service, version FROM platform.schema_migrations ORDER BY 1, 2")
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    assert_eq!(left, [("inventory".to_owned(), 1), ("inventory".to_owned(), 2), ("inventory".to_owned(), 3)]);
+    let pending = pg::pending_migrations(&admin, &[&PG_SCHEMA]).await.unwrap();
+    assert_eq!(pending, [("inventory", old_count(&PG_SCHEMA, 3))]);
+
+    pg::migrate(&admin, &[&PG_SCHEMA]).await.unwrap();
+    let inventory = records(&admin, "inventory").await;
+    assert_eq!(inventory[..3], [moved(&PG_SCHEMA, 1), moved(&PG_SCHEMA, 2), moved(&PG_SCHEMA, 3)]);
+    assert_eq!(inventory.iter().map(|r| r.0).collect::<Vec<_>>(), versions(&PG_SCHEMA, ..));
+    assert!(inventory[3..].iter().all(|(_, _, time, old)| *time > 0 && !old), "applied now: {inventory:?}");
+    assert!(!old_table_exists(&admin).await, "the old table goes once empty");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM inventory.stores WHERE store_id = 'store-old'")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+    let pending = pg::pending_migrations(&admin, &[&PG_SCHEMA]).await.unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
+    admin.close().await;
+    db.drop_db().await.unwrap();
+}
+
+/// A migration whose file changed after it was applied is refused (sqlx's checksum), naming the
+/// schema, the version and what it is.
+pub async fn an_edited_migration_is_refused_naming_its_schema_and_version(backend: &Backend) {
+    let admin = pg::connect(&backend.scratch().admin_url, 2, Duration::from_secs(10)).await.unwrap();
+    // As if 0003's file had been edited since: the checksum recorded then is not the file's.
+    sqlx::query("UPDATE inventory._sqlx_migrations SET checksum = sha384('as it was'::bytea) WHERE version = 3")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let err = pg::migrate(&admin, &[&PG_SCHEMA]).await.unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains("postgres schema `inventory`: migration 3 (lock stock)"), "{message}");
+    assert!(message.contains("edited"), "{message}");
+    let mismatch = err.chain().filter_map(|e| e.downcast_ref::<sqlx::migrate::MigrateError>()).next();
+    assert!(matches!(mismatch, Some(sqlx::migrate::MigrateError::VersionMismatch(3))), "{err:?}");
+    admin.close().await;
+}
+
+/// `pending_migrations` (what `redstore migrate --wait` polls, as the application role) counts
+/// per schema what is not applied, on a database nothing migrated too, and writes nothing.
+pub async fn pending_migrations_counts_each_schemas_unapplied_and_only_reads(_backend: &Backend) {
+    let db = ScratchDb::empty().await.unwrap();
+    let admin = pg::connect(&db.admin_url, 2, Duration::from_secs(10)).await.unwrap();
+    // Sessions that may not write: asking must not need to.
+    let read_only = |url: &str| {
+        let then = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{then}options[default_transaction_read_only]=on")
+    };
+    let reader = pg::connect(&read_only(&db.admin_url), 1, Duration::from_secs(10)).await.unwrap();
+    let all = |schema: &PgSchema| schema.migrator.iter().count();
+    let pending = pg::pending_migrations(&reader, &[&PG_SCHEMA]).await.unwrap();
+    assert_eq!(pending, [("platform", all(&PLATFORM_SCHEMA)), ("inventory", all(&PG_SCHEMA))]);
+
+    pg::migrate(&admin, &[]).await.unwrap();
+    // And as the application role, which that migration made.
+    let app = pg::connect(&read_only(&db.app_url), 1, Duration::from_secs(10)).await.unwrap();
+    for pool in [&reader, &app] {
+        let pending = pg::pending_migrations(pool, &[&PG_SCHEMA]).await.unwrap();
+        assert_eq!(pending, [("inventory", all(&PG_SCHEMA))]);
+    }
+
+    pg::migrate(&admin, &[&PG_SCHEMA]).await.unwrap();
+    for pool in [&reader, &app] {
+        let pending = pg::pending_migrations(pool, &[&PG_SCHEMA]).await.unwrap();
+        assert!(pending.is_empty(), "{pending:?}");
+    }
+    for pool in [reader, app, admin] {
+        pool.close().await;
+    }
+    db.drop_db().await.unwrap();
+}
+
+/// Processes migrating one database at once (a migration Job beside servers that start, or
+/// tests) take turns: each succeeds, and each migration is applied once.
+pub async fn migrations_started_at_once_take_turns(_backend: &Backend) {
+    let db = ScratchDb::empty().await.unwrap();
+    let runs = (0..4).map(|_| {
+        let url = db.admin_url.clone();
+        tokio::spawn(async move {
+            let pool = pg::connect(&url, 2, Duration::from_secs(10)).await?;
+            let migrated = pg::migrate(&pool, &[&PG_SCHEMA]).await;
+            pool.close().await;
+            migrated
+        })
+    });
+    for run in futures::future::join_all(runs).await {
+        run.unwrap().unwrap();
+    }
+    let admin = pg::connect(&db.admin_url, 1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(recorded(&admin, "platform").await, versions(&PLATFORM_SCHEMA, ..));
+    assert_eq!(recorded(&admin, "inventory").await, versions(&PG_SCHEMA, ..));
+    admin.close().await;
+    db.drop_db().await.unwrap();
+}
+
 /// A database from before the relay cursor (events marked `sent_at` one by one) is migrated to a
 /// cursor per store that resends nothing delivered and skips nothing undelivered: the cursor stops
 /// before a store's first unsent event, even when later ones were marked sent.
 pub async fn relay_cursor_migration_keeps_what_was_sent(_backend: &Backend) {
-    let before_cursor = &PG_MIGRATIONS[..3];
-    assert!(before_cursor.iter().all(|m| m.version < 4), "0004 introduces the cursor");
-    let db = pg::scratch::ScratchDb::create(&[before_cursor]).await.unwrap();
+    // 0004 introduces the cursor.
+    let before_cursor = pg::scratch::up_to(&PG_SCHEMA, 3).await.unwrap();
+    let db = ScratchDb::create(&[before_cursor]).await.unwrap();
     let admin = pg::connect(&db.admin_url, 2, Duration::from_secs(10)).await.unwrap();
     // store-a: 1..=3 sent, 4 unsent, 5 sent (a delivery order the old relay allowed); store-b: all
     // sent; store-c: none sent.
@@ -200,7 +394,7 @@ pub async fn relay_cursor_migration_keeps_what_was_sent(_backend: &Backend) {
         .await
         .unwrap();
     }
-    pg::migrate(&admin, &[PG_MIGRATIONS]).await.unwrap();
+    pg::migrate(&admin, &[&PG_SCHEMA]).await.unwrap();
     let cursors: Vec<(String, i64)> = sqlx::query_as(
         "SELECT store_id, last_seq FROM platform.consumer_offsets
          WHERE group_name = 'outbox-relay' AND topic = 'inventory' ORDER BY store_id",

@@ -12,7 +12,7 @@ use redstore_platform::Db;
 use redstore_platform::pg::scratch::ScratchDb;
 use redstore_platform::pg::{self, PgPool};
 use redstore_proto::inventory::inventory_service_server::InventoryServiceServer;
-use redstore_sales::pg::{PG_MIGRATIONS, PgSales};
+use redstore_sales::pg::{PG_SCHEMA, PgSales};
 use redstore_sales::{SalesStore, SqliteSales};
 
 pub struct Backend {
@@ -40,8 +40,8 @@ async fn seeded_db(dir: &tempfile::TempDir, migrations: &[&[redstore_platform::M
 }
 
 /// A fresh PostgreSQL database with these migrations, and a pool on it as the application role.
-async fn scratch_db(migrations: &[&[redstore_platform::pg::PgMigration]]) -> (ScratchDb, PgPool) {
-    let scratch = ScratchDb::create(migrations)
+async fn scratch_db(schemas: &[&pg::PgSchema]) -> (ScratchDb, PgPool) {
+    let scratch = ScratchDb::create(schemas)
         .await
         .expect("create a scratch PostgreSQL database (is PostgreSQL running at 127.0.0.1:5432?)");
     match pg::connect(&scratch.app_url, 16, Duration::from_secs(30)).await {
@@ -75,7 +75,7 @@ impl Backend {
         let dir = tempfile::tempdir().expect("temporary directory");
         let db = seeded_db(&dir, &[redstore_inventory::SQLITE_MIGRATIONS]).await;
         let inventory = wrap(SqliteInventory::new(db.clone()));
-        let (scratch, pool) = scratch_db(&[PG_MIGRATIONS]).await;
+        let (scratch, pool) = scratch_db(&[&PG_SCHEMA]).await;
         let sales = PgSales::new(pool.clone(), inventory.clone());
         Self::on_postgres(sales, inventory, Some(db), dir, scratch, pool)
     }
@@ -101,7 +101,7 @@ impl Backend {
             redstore_inventory::client::GrpcInventory::connect(&format!("http://{addr}"), test_token(), None)
                 .await
                 .expect("an inventory client");
-        let (scratch, pool) = scratch_db(&[PG_MIGRATIONS]).await;
+        let (scratch, pool) = scratch_db(&[&PG_SCHEMA]).await;
         let sales = PgSales::new(pool.clone(), inventory.clone());
         Self::on_postgres(sales, inventory, Some(db), dir, scratch, pool)
     }
@@ -110,7 +110,7 @@ impl Backend {
     /// checkouts go by group commit, sales and stock in one transaction per batch.
     pub async fn postgres_local() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (scratch, pool) = scratch_db(&[redstore_inventory::pg::PG_MIGRATIONS, PG_MIGRATIONS]).await;
+        let (scratch, pool) = scratch_db(&[&redstore_inventory::pg::PG_SCHEMA, &PG_SCHEMA]).await;
         let pg_inventory = PgInventory::new(pool.clone());
         redstore_inventory::seed::seed_demo_via(pg_inventory.as_ref()).await.expect("seed the demo chain");
         let sales = PgSales::with_local_inventory(pool.clone(), pg_inventory.clone());

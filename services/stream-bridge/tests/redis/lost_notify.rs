@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redstore_inventory::pg::{PG_MIGRATIONS, PgInventory, SaleToApply, apply_sales_in};
+use redstore_inventory::pg::{PG_SCHEMA, PgInventory, SaleToApply, apply_sales_in};
 use redstore_inventory::{InventoryStore, StockMovement};
 use redstore_platform::pg::scratch::ScratchDb;
 use redstore_platform::pg::{self, PgPool};
@@ -91,7 +91,7 @@ fn assert_sale(event: &EventEnvelope, sale_id: &str, seq: u64, due: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_feed_delivers_changes_whose_notification_was_lost() {
-    let scratch = ScratchDb::create(&[PG_MIGRATIONS])
+    let scratch = ScratchDb::create(&[&PG_SCHEMA])
         .await
         .expect("create a scratch PostgreSQL database (is PostgreSQL running at 127.0.0.1:5432?)");
     let app_url = scratch.app_url.clone();
