@@ -34,9 +34,19 @@ pub fn on_hand(conn: &Connection, store_id: &str, sku: &str) -> Result<i64> {
     Ok(repo::get_stock(conn, store_id, sku)?.quantity)
 }
 
-/// The sku a barcode belongs to, if any.
-pub fn sku_by_barcode(conn: &Connection, barcode: &Barcode) -> Result<Option<String>> {
-    repo::sku_by_barcode(conn, barcode)
+/// The sku a barcode belongs to and its product, if any.
+pub fn product_by_barcode(conn: &Connection, barcode: &Barcode) -> Result<Option<(String, ProductCore)>> {
+    repo::product_by_barcode(conn, barcode)
+}
+
+/// Each existing sku of `skus` with its product and its units on hand in the store (0 for one
+/// never stocked there), in one read.
+pub fn products_on_hand(
+    conn: &Connection,
+    store_id: &str,
+    skus: &[&str],
+) -> Result<std::collections::HashMap<String, (ProductCore, i64)>> {
+    repo::products_on_hand(conn, store_id, skus)
 }
 
 /// Applies a sale's lines in the caller's transaction: validates the store and every sku (and the

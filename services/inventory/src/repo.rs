@@ -155,12 +155,53 @@ pub fn product_core(conn: &Connection, sku: &str) -> Result<Option<ProductCore>>
         .prepare_cached("SELECT name, currency_code, price_minor, active FROM products WHERE sku = ?1")?
         .query_row([sku], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    row.map(|(name, currency, minor, active)| {
-        let currency = Currency::parse("currency_code", &currency)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("stored product {sku} has a bad currency: {e}")))?;
-        Ok(ProductCore { name, price: Money::new(currency, minor), active })
+    row.map(|(name, currency, minor, active)| product_core_of(sku, name, &currency, minor, active)).transpose()
+}
+
+fn product_core_of(sku: &str, name: String, currency: &str, minor: i64, active: bool) -> Result<ProductCore> {
+    let currency = Currency::parse("currency_code", currency)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("stored product {sku} has a bad currency: {e}")))?;
+    Ok(ProductCore { name, price: Money::new(currency, minor), active })
+}
+
+/// The sku a barcode belongs to and its product, in one statement (a scan's lookup).
+pub fn product_by_barcode(conn: &Connection, barcode: &Barcode) -> Result<Option<(String, ProductCore)>> {
+    let row: Option<(String, String, String, i64, bool)> = conn
+        .prepare_cached(
+            "SELECT p.sku, p.name, p.currency_code, p.price_minor, p.active
+             FROM product_barcodes b JOIN products p ON p.sku = b.sku WHERE b.gtin13 = ?1",
+        )?
+        .query_row([barcode.gtin13()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()?;
+    row.map(|(sku, name, currency, minor, active)| {
+        let core = product_core_of(&sku, name, &currency, minor, active)?;
+        Ok((sku, core))
     })
     .transpose()
+}
+
+/// Each existing sku of `skus` with its product and its units on hand in `store_id` (0 where
+/// never stocked), read in one statement whatever their number: a cart's lines are priced on
+/// every scan, and a statement per line was most of a scan's work.
+pub fn products_on_hand(
+    conn: &Connection,
+    store_id: &str,
+    skus: &[&str],
+) -> Result<std::collections::HashMap<String, (ProductCore, i64)>> {
+    let list = serde_json::to_string(skus).map_err(|e| Error::Internal(e.into()))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.sku, p.name, p.currency_code, p.price_minor, p.active, coalesce(s.quantity, 0)
+         FROM json_each(?2) j JOIN products p ON p.sku = j.value
+         LEFT JOIN stock s ON s.store_id = ?1 AND s.sku = p.sku",
+    )?;
+    let mut rows = stmt.query(params![store_id, list])?;
+    let mut found = std::collections::HashMap::with_capacity(skus.len());
+    while let Some(r) = rows.next()? {
+        let sku: String = r.get(0)?;
+        let core = product_core_of(&sku, r.get(1)?, &r.get::<_, String>(2)?, r.get(3)?, r.get(4)?)?;
+        found.insert(sku, (core, r.get(5)?));
+    }
+    Ok(found)
 }
 
 pub fn find_product(conn: &Connection, sku: &str) -> Result<Option<Product>> {

@@ -13,6 +13,19 @@ use crate::domain;
 /// Adds units of a sku to a terminal's cart and returns the line's new quantity; refused when the
 /// cart has no room for another line or the line would pass `MAX_LINE_QUANTITY`.
 pub fn cart_add(conn: &Connection, store_id: &str, terminal_id: &str, sku: &str, quantity: i64) -> Result<i64> {
+    // A scan mostly adds to a line the cart has already: one statement. A new line (or one at
+    // its limit) goes the whole way, which checks the room and names what is refused.
+    let added: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE cart_items SET quantity = quantity + ?4
+             WHERE store_id = ?1 AND terminal_id = ?2 AND sku = ?3 AND quantity + ?4 <= ?5
+             RETURNING quantity",
+        )?
+        .query_row(params![store_id, terminal_id, sku, quantity, limits::MAX_LINE_QUANTITY], |r| r.get(0))
+        .optional()?;
+    if let Some(q) = added {
+        return Ok(q);
+    }
     let (lines, in_cart): (i64, bool) = conn
         .prepare_cached(
             "SELECT count(*), coalesce(max(sku = ?3), 0) FROM cart_items WHERE store_id = ?1 AND terminal_id = ?2",
@@ -59,26 +72,27 @@ pub fn cart_items(conn: &Connection, store_id: &str, terminal_id: &str) -> Resul
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// A cart line priced from the catalog, with the stock on hand in the store.
-pub fn cart_line(conn: &Connection, store_id: &str, sku: &str, quantity: i64) -> Result<pb::CartLine> {
-    let product =
-        inventory::product(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
-    let on_hand = inventory::on_hand(conn, store_id, sku)?;
-    let total = domain::cart_line_total(product.price, sku, quantity)?;
-    Ok(pb::CartLine {
-        sku: sku.to_owned(),
-        name: product.name,
-        unit_price: Some(product.price.to_proto()),
-        quantity,
-        line_total: Some(total.to_proto()),
-        stock_available: on_hand,
-    })
-}
-
+/// The terminal's cart, each line priced from the catalog with the stock on hand in the store:
+/// two statements, whatever the number of lines.
 pub fn load_cart(conn: &Connection, store_id: &str, terminal_id: &str) -> Result<pb::Cart> {
-    let lines = cart_items(conn, store_id, terminal_id)?
-        .into_iter()
-        .map(|(sku, q)| cart_line(conn, store_id, &sku, q))
+    let items = cart_items(conn, store_id, terminal_id)?;
+    let skus: Vec<&str> = items.iter().map(|(sku, _)| sku.as_str()).collect();
+    let mut catalog = inventory::products_on_hand(conn, store_id, &skus)?;
+    let lines = items
+        .iter()
+        .map(|(sku, quantity)| {
+            let (product, on_hand) =
+                catalog.remove(sku).ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
+            let total = domain::cart_line_total(product.price, sku, *quantity)?;
+            Ok(pb::CartLine {
+                sku: sku.clone(),
+                name: product.name,
+                unit_price: Some(product.price.to_proto()),
+                quantity: *quantity,
+                line_total: Some(total.to_proto()),
+                stock_available: on_hand,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let amounts: Option<Vec<Money>> =
         lines.iter().map(|l| Money::from_proto("line_total", l.line_total.as_ref()).ok()).collect();

@@ -90,15 +90,16 @@ impl SqliteSales {
     }
 }
 
+/// Adds `quantity` of `sku` (`product`, looked up already) to the terminal's cart: its line, and
+/// the whole cart as it is now.
 fn add_to_cart(
     conn: &rusqlite::Connection,
     store_id: &str,
     terminal_id: &str,
     sku: &str,
+    product: &inventory::ProductCore,
     quantity: i64,
-) -> Result<CartLine> {
-    let product =
-        inventory::product(conn, sku)?.ok_or_else(|| Error::not_found(format!("sku {sku:?} does not exist")))?;
+) -> Result<(CartLine, Cart)> {
     if !product.active {
         return Err(Error::precondition(
             "PRODUCT",
@@ -106,8 +107,15 @@ fn add_to_cart(
             format!("sku {sku:?} is not for sale (inactive)"),
         ));
     }
-    let total = repo::cart_add(conn, store_id, terminal_id, sku, quantity)?;
-    repo::cart_line(conn, store_id, sku, total)
+    repo::cart_add(conn, store_id, terminal_id, sku, quantity)?;
+    let cart = repo::load_cart(conn, store_id, terminal_id)?;
+    let line = cart
+        .lines
+        .iter()
+        .find(|l| l.sku == sku)
+        .cloned()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("the cart has no line of {sku} just added")))?;
+    Ok((line, cart))
 }
 
 /// Prices the sale's lines from the catalog; names the line at fault.
@@ -253,18 +261,23 @@ impl SalesStore for SqliteSales {
                 let (store_id, terminal_id) = (&order.store_id, &order.terminal_id);
                 // The scan's own answer (its line) is what is kept for a retry; the cart is
                 // answered as it is now, so what a scan id keeps does not grow with the cart.
+                let mut cart = None;
                 let mut answer = once(ctx, &scope, &order.scan_id, &order.fingerprint, |ctx| {
                     inventory::require_terminal(ctx.conn, store_id, terminal_id)?;
-                    let sku = inventory::sku_by_barcode(ctx.conn, &order.barcode)?
+                    let (sku, product) = inventory::product_by_barcode(ctx.conn, &order.barcode)?
                         .ok_or_else(|| Error::not_found(format!("code: no product has barcode {}", order.barcode)))?;
-                    let line = add_to_cart(ctx.conn, store_id, terminal_id, &sku, order.quantity)?;
+                    let (line, now) = add_to_cart(ctx.conn, store_id, terminal_id, &sku, &product, order.quantity)?;
+                    cart = Some(now);
                     Ok(ScanResponse {
                         scan_id: order.scan_id.clone(),
                         result: Some(scan_response::Result::Line(line)),
                         cart: None,
                     })
                 })?;
-                answer.cart = Some(repo::load_cart(ctx.conn, store_id, terminal_id)?);
+                answer.cart = Some(match cart {
+                    Some(cart) => cart,
+                    None => repo::load_cart(ctx.conn, store_id, terminal_id)?,
+                });
                 Ok(answer)
             })
             .await
@@ -293,12 +306,19 @@ impl SalesStore for SqliteSales {
         self.db
             .write(move |ctx| {
                 // As for a scan: the line is kept for a retry, the cart is answered as it is now.
+                let mut cart = None;
                 let mut answer = once(ctx, &scope, &idem.key, &idem.fingerprint, |ctx| {
                     inventory::require_terminal(ctx.conn, &s, &t)?;
-                    let line = add_to_cart(ctx.conn, &s, &t, &k, quantity)?;
+                    let product = inventory::product(ctx.conn, &k)?
+                        .ok_or_else(|| Error::not_found(format!("sku {k:?} does not exist")))?;
+                    let (line, now) = add_to_cart(ctx.conn, &s, &t, &k, &product, quantity)?;
+                    cart = Some(now);
                     Ok(AddCartItemResponse { line: Some(line), cart: None })
                 })?;
-                answer.cart = Some(repo::load_cart(ctx.conn, &s, &t)?);
+                answer.cart = Some(match cart {
+                    Some(cart) => cart,
+                    None => repo::load_cart(ctx.conn, &s, &t)?,
+                });
                 Ok(answer)
             })
             .await
