@@ -120,3 +120,69 @@ async fn cart_lines_can_be_changed_removed_and_cleared() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("empty"), "{}", err.message());
 }
+
+/// A scanner fires a burst without waiting for answers (as a gun held on a pallet does): every
+/// scan is answered once, in the order sent, each line counting up from the last; a retried scan
+/// id answers its first line again, and a bad code in the middle answers its error and leaves the
+/// rest of the burst alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_one_scan_stream_is_answered_in_order_each_scan_once() {
+    let app = TestApp::spawn().await;
+    let (milk, bread) = (demo_barcode(1), demo_barcode(2));
+    let mut burst: Vec<ScanRequest> = Vec::new();
+    for i in 0..40 {
+        let code = if i % 4 == 3 { bread.clone() } else { milk.clone() };
+        burst.push(scan(&format!("burst-{i}"), &code));
+    }
+    burst.insert(20, scan("burst-5", &milk)); // a retry of an earlier scan
+    burst.insert(30, scan("bad", "4000000000012")); // a bad check digit
+    let (tx, rx) = tokio::sync::mpsc::channel(burst.len());
+    for s in &burst {
+        tx.send(s.clone()).await.unwrap();
+    }
+    let mut answers = app
+        .sales()
+        .scan_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("scan stream")
+        .into_inner();
+
+    let (mut milk_units, mut bread_units) = (0, 0);
+    let mut first_answers = std::collections::HashMap::new();
+    for sent in &burst {
+        let answer = answers.message().await.expect("an answer").expect("the stream stays open");
+        assert_eq!(answer.scan_id, sent.scan_id, "answered in the order sent");
+        match answer.result {
+            Some(scan_response::Result::Line(line)) => {
+                if let Some(first) = first_answers.get(&sent.scan_id) {
+                    assert_eq!(&line, first, "a retried scan id answers its first line");
+                    continue;
+                }
+                let units = if sent.code == milk { &mut milk_units } else { &mut bread_units };
+                *units += 1;
+                assert_eq!(line.quantity, *units, "{}: each scan adds one, in order", sent.scan_id);
+                first_answers.insert(sent.scan_id.clone(), line);
+            }
+            Some(scan_response::Result::Error(e)) => {
+                assert_eq!(sent.scan_id, "bad");
+                assert_eq!((e.code.as_str(), e.field.as_str()), ("INVALID_ARGUMENT", "code"));
+            }
+            None => panic!("an answer without a result"),
+        }
+    }
+    assert_eq!((milk_units, bread_units), (30, 10));
+    drop(tx);
+    assert!(answers.message().await.expect("the stream ends cleanly").is_none());
+    let cart = app
+        .sales()
+        .get_cart(GetCartRequest { store_id: "store-1".into(), terminal_id: "till-1".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap();
+    assert_eq!(
+        cart.lines.iter().map(|l| (l.sku.as_str(), l.quantity)).collect::<Vec<_>>(),
+        vec![("SKU-0001", 30), ("SKU-0002", 10)]
+    );
+}

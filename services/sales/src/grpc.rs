@@ -49,6 +49,22 @@ impl SalesGrpc {
         };
         self.store.scan(order).await
     }
+
+    /// A stream's answer to one scan: its line, or its error with the cart as it is (when the
+    /// caller may see it); a bad scan leaves the stream open.
+    async fn answer_scan(&self, caller: &Caller, scan: ScanRequest) -> ScanResponse {
+        let (scan_id, store_id, terminal_id) = (scan.scan_id.clone(), scan.store_id.clone(), scan.terminal_id.clone());
+        match self.scan(caller, scan).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                let cart = match caller.terminal(&store_id, &terminal_id) {
+                    Ok((s, t)) => self.store.get_cart(s, t).await.ok(),
+                    Err(_) => None,
+                };
+                ScanResponse { scan_id, result: Some(scan_response::Result::Error(scan_error(err))), cart }
+            }
+        }
+    }
 }
 
 /// A quantity to add: 0 means 1; otherwise `1..=MAX_LINE_QUANTITY`.
@@ -89,39 +105,33 @@ impl SalesService for SalesGrpc {
     type ScanStreamStream = ScanStreamOut;
 
     async fn scan_stream(&self, req: Request<Streaming<ScanRequest>>) -> Result<Response<ScanStreamOut>, Status> {
-        let (caller, mut inbound) = Caller::split(req)?;
+        let (caller, inbound) = Caller::split(req)?;
+        let caller = Arc::new(caller);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let this = self.clone();
+        let at_once = self.store.scans_at_once().max(1);
+        let answers = inbound.map(move |next| {
+            let (this, caller) = (this.clone(), caller.clone());
+            async move {
+                match next {
+                    Ok(scan) => Ok(this.answer_scan(&caller, scan).await),
+                    // The client's stream broke, or a scan was over the size limit: the answer
+                    // ends the stream with a status, never OK.
+                    Err(status) => Err(match status.code() {
+                        tonic::Code::OutOfRange => Status::resource_exhausted(status.message()),
+                        _ => status,
+                    }),
+                }
+            }
+        });
         tokio::spawn(async move {
-            while let Some(next) = inbound.next().await {
-                let scan = match next {
-                    Ok(scan) => scan,
-                    Err(status) => {
-                        // The client's stream broke, or a scan was over the size limit: the answer
-                        // ends the stream with a status, never OK.
-                        let status = match status.code() {
-                            tonic::Code::OutOfRange => Status::resource_exhausted(status.message()),
-                            _ => status,
-                        };
-                        let _ = tx.send(Err(status)).await;
-                        break;
-                    }
-                };
-                let (scan_id, store_id, terminal_id) =
-                    (scan.scan_id.clone(), scan.store_id.clone(), scan.terminal_id.clone());
-                let reply = match this.scan(&caller, scan).await {
-                    Ok(resp) => resp,
-                    Err(err) => {
-                        // A bad scan answers with its error and leaves the stream open; the
-                        // cart only when the caller may see it.
-                        let cart = match caller.terminal(&store_id, &terminal_id) {
-                            Ok((s, t)) => this.store.get_cart(s, t).await.ok(),
-                            Err(_) => None,
-                        };
-                        ScanResponse { scan_id, result: Some(scan_response::Result::Error(scan_error(err))), cart }
-                    }
-                };
-                if tx.send(Ok(reply)).await.is_err() {
+            // Where the store keeps a stream's scans in the order they came while several are in
+            // it, they are taken up as they arrive, not each after the last one's answer. The
+            // answers go back in that order.
+            let mut answers = std::pin::pin!(answers.buffered(at_once));
+            while let Some(answer) = answers.next().await {
+                let last = answer.is_err();
+                if tx.send(answer).await.is_err() || last {
                     break;
                 }
             }

@@ -55,6 +55,11 @@ pub struct RefundOrder {
 #[tonic::async_trait]
 pub trait SalesStore: Send + Sync + 'static {
     async fn scan(&self, order: ScanOrder) -> Result<ScanResponse>;
+    /// How many scans of one stream may be in [`SalesStore::scan`] at once: more than one only
+    /// where the store applies them in the order they were called, whatever their timing.
+    fn scans_at_once(&self) -> usize {
+        1
+    }
     async fn get_cart(&self, store_id: &str, terminal_id: &str) -> Result<Cart>;
     async fn add_cart_item(
         &self,
@@ -254,6 +259,12 @@ fn record_refund(sale: &mut Sale, amount: Money) -> Result<()> {
 
 #[tonic::async_trait]
 impl SalesStore for SqliteSales {
+    /// The writer takes writes in the order they were queued, and a scan is queued when first
+    /// polled: a scanner's burst shares a commit instead of waiting one per scan.
+    fn scans_at_once(&self) -> usize {
+        16
+    }
+
     async fn scan(&self, order: ScanOrder) -> Result<ScanResponse> {
         let scope = format!("sales.scan:{}:{}", order.store_id, order.terminal_id);
         self.db
