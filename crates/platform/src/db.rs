@@ -427,6 +427,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            metrics::histogram!("redstore_write_batch_size", "writer" => "embedded").record(batch.len() as f64);
             let (dones, events, result) = self.run_group(&mut batch);
             self.report(&inner);
             if result.is_ok()
