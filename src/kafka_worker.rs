@@ -305,6 +305,12 @@ async fn start(config: &WorkerConfig, stop: CancellationToken) -> anyhow::Result
     let inventory: Arc<dyn InventoryStore> = redstore_inventory::pg::PgInventory::new(pool.clone());
     // One producer for the relays and the dead-letter copies: each is its own connections and threads.
     let producer = kafka::producer(&cfg)?;
+    {
+        let (producer, topic) = (producer.clone(), cfg.topic(kafka::DOMAINS[0]));
+        crate::server::spawn_probe("kafka", None, stop.clone(), move || {
+            Box::pin(kafka::brokers_answer(producer.clone(), topic.clone()))
+        });
+    }
     let mut tasks = JoinSet::new();
     {
         let (cfg, stop) = (cfg.clone(), stop.clone());

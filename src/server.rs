@@ -262,12 +262,12 @@ fn health_for(services: &[ServiceName], postgres: bool, redis: bool) -> HealthSt
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Checks a dependency every [`PROBE_EVERY`] until `shutdown`: health and
-/// `redstore_backend_up{backend}` follow it, and a change is logged once.
-fn spawn_probe<F>(
+/// Checks a backend every [`PROBE_EVERY`] until `shutdown`: `redstore_backend_up{backend}` follows
+/// it, and so does health where the services need it (`need`: Kafka is no one's need, the
+/// outboxes hold its events while it is away), and a change is logged once.
+pub(crate) fn spawn_probe<F>(
     backend: &'static str,
-    dep: crate::health::Deps,
-    health: HealthState,
+    need: Option<(crate::health::Deps, HealthState)>,
     shutdown: CancellationToken,
     check: F,
 ) where
@@ -278,10 +278,15 @@ fn spawn_probe<F>(
         loop {
             let up = tokio::time::timeout(PROBE_TIMEOUT, check()).await.unwrap_or(false);
             metrics::gauge!("redstore_backend_up", "backend" => backend).set(f64::from(u8::from(up)));
-            health.set_up(dep, up);
-            match (was_up, up) {
-                (true, false) => tracing::warn!(backend, "unreachable: the services that need it are NOT_SERVING"),
-                (false, true) => tracing::info!(backend, "reachable again: serving"),
+            if let Some((dep, health)) = &need {
+                health.set_up(*dep, up);
+            }
+            match (was_up, up, need.is_some()) {
+                (true, false, true) => {
+                    tracing::warn!(backend, "unreachable: the services that need it are NOT_SERVING")
+                }
+                (true, false, false) => tracing::warn!(backend, "unreachable: events wait in the outboxes"),
+                (false, true, _) => tracing::info!(backend, "reachable again"),
                 _ => {}
             }
             was_up = up;
@@ -759,14 +764,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         Backend::Embedded(embedded) => follow_writable(embedded.db.watch_writable(), health.clone(), shutdown.clone()),
         Backend::Postgres(pool) => {
             let pool = pool.clone();
-            spawn_probe("postgres", crate::health::Deps::DATABASE, health.clone(), shutdown.clone(), move || {
-                let pool = pool.clone();
-                Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.is_ok() })
-            });
+            spawn_probe(
+                "postgres",
+                Some((crate::health::Deps::DATABASE, health.clone())),
+                shutdown.clone(),
+                move || {
+                    let pool = pool.clone();
+                    Box::pin(async move { sqlx::query("SELECT 1").execute(&pool).await.is_ok() })
+                },
+            );
         }
     }
     if let Some(cache) = wiring.redis.clone() {
-        spawn_probe("redis", crate::health::Deps::REDIS, health.clone(), shutdown.clone(), move || {
+        spawn_probe("redis", Some((crate::health::Deps::REDIS, health.clone())), shutdown.clone(), move || {
             let cache = cache.clone();
             Box::pin(async move { cache.version("health-probe").await.is_ok() })
         });

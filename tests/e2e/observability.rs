@@ -332,3 +332,44 @@ async fn on_the_embedded_shape_a_sale_and_its_push_to_terminals_are_one_trace() 
     let names: Vec<String> = collector.spans().iter().map(|s| s.name.clone()).collect();
     panic!("the push is not in the sale's trace: {names:?}");
 }
+
+/// Scrapes `addr` until the sample named by `parts` reads `want` (the probes run every 5 s).
+async fn wait_for_sample(addr: std::net::SocketAddr, parts: &[&str], want: f64, deadline: Duration) -> String {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let text = scrape(addr).await.text().await.expect("metrics text");
+        if sample(&text, parts) == Some(want) {
+            return text;
+        }
+        assert!(tokio::time::Instant::now() < until, "{parts:?} never read {want}: {text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An operator's alert on Kafka: `redstore_backend_up{backend="kafka"}` follows the broker, from
+/// the Kafka worker through the server's scrape, while the services stay SERVING (the outboxes
+/// hold the events while the broker is away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_gauge_follows_the_broker_while_sales_stay_serving() {
+    let db = ScratchDb::create(&redstore::server::pg_migrations()).await.expect("scratch database");
+    let mut broker = KafkaBroker::start();
+    let brokers = broker.brokers();
+    let server = Process::start(&["up", "--database-url", &db.app_url, "--kafka-brokers", &brokers]);
+    let kafka = ["redstore_backend_up{", r#"backend="kafka""#];
+    wait_for_sample(server.addr, &kafka, 1.0, Duration::from_secs(30)).await;
+
+    broker.kill();
+    let text = wait_for_sample(server.addr, &kafka, 0.0, Duration::from_secs(20)).await;
+    assert_eq!(sample(&text, &["redstore_backend_up{", r#"backend="postgres""#]), Some(1.0), "{text}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.raw_channel().await);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "redstore.sales.v1.SalesService".into() })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    broker.restart();
+    wait_for_sample(server.addr, &kafka, 1.0, Duration::from_secs(30)).await;
+}

@@ -293,6 +293,15 @@ pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<Producer> {
         .with_context(|| format!("cannot create a kafka producer for {}", cfg.brokers))
 }
 
+/// Whether the brokers answer a metadata request for `topic` within a few seconds (through
+/// `producer`'s connections: what the relays publish on; one topic, not the whole cluster's).
+pub async fn brokers_answer(producer: Producer, topic: String) -> bool {
+    // librdkafka's metadata request blocks its caller.
+    let asked =
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), Duration::from_secs(2)));
+    matches!(asked.await, Ok(Ok(_)))
+}
+
 /// How long a consumer's fetch may wait at the broker when no message is there yet: the delay a
 /// message can sit before its consumer sees it, against how many fetch requests an idle consumer
 /// sends.
