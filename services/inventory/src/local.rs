@@ -29,11 +29,6 @@ pub fn product(conn: &Connection, sku: &str) -> Result<Option<ProductCore>> {
     repo::product_core(conn, sku)
 }
 
-/// The units of a sku on hand in a store (0 for one never stocked there).
-pub fn on_hand(conn: &Connection, store_id: &str, sku: &str) -> Result<i64> {
-    Ok(repo::get_stock(conn, store_id, sku)?.quantity)
-}
-
 /// The sku a barcode belongs to and its product, if any.
 pub fn product_by_barcode(conn: &Connection, barcode: &Barcode) -> Result<Option<(String, ProductCore)>> {
     repo::product_by_barcode(conn, barcode)

@@ -123,6 +123,15 @@ fn add_to_cart(
     Ok((line, cart))
 }
 
+/// The cart to answer an add with: the one the add read, or, when its key was seen before and
+/// nothing was added, the cart as it is now.
+fn cart_after(conn: &rusqlite::Connection, read: Option<Cart>, store_id: &str, terminal_id: &str) -> Result<Cart> {
+    match read {
+        Some(cart) => Ok(cart),
+        None => repo::load_cart(conn, store_id, terminal_id),
+    }
+}
+
 /// Prices the sale's lines from the catalog; names the line at fault.
 fn price_lines(
     conn: &rusqlite::Connection,
@@ -285,10 +294,7 @@ impl SalesStore for SqliteSales {
                         cart: None,
                     })
                 })?;
-                answer.cart = Some(match cart {
-                    Some(cart) => cart,
-                    None => repo::load_cart(ctx.conn, store_id, terminal_id)?,
-                });
+                answer.cart = Some(cart_after(ctx.conn, cart, store_id, terminal_id)?);
                 Ok(answer)
             })
             .await
@@ -326,10 +332,7 @@ impl SalesStore for SqliteSales {
                     cart = Some(now);
                     Ok(AddCartItemResponse { line: Some(line), cart: None })
                 })?;
-                answer.cart = Some(match cart {
-                    Some(cart) => cart,
-                    None => repo::load_cart(ctx.conn, &s, &t)?,
-                });
+                answer.cart = Some(cart_after(ctx.conn, cart, &s, &t)?);
                 Ok(answer)
             })
             .await
