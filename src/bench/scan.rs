@@ -11,8 +11,8 @@
 //! lines would make every scan slower (and a cart stops at 500 lines). Each scanner scans a small
 //! rotating set of barcodes (`cart_lines` of them), so its cart keeps that many lines and their
 //! quantities grow, as a basket of a few items scanned many times over; its cart is emptied before
-//! the run. (A line holds at most 1,000,000 units: at 1,000 scans/s per scanner and 5 lines, a run
-//! would need over an hour to reach it.)
+//! the run. (A line holds at most 1,000,000 units: a run long enough for a line to reach it sees its
+//! scans refused as too large, and wants more `cart_lines`.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
